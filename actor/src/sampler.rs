@@ -1,0 +1,172 @@
+//! The sampler: runs the vectorised env and batched policy inference, producing one [`Rollout`] at a time.
+
+use crate::Error;
+use common::env::{Space, VecEnv};
+use common::model::ModelConfig;
+use common::policy::{ActOutput, Policy};
+use common::policy_cell::PolicyCell;
+use common::rollout::Rollout;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Shape of the experience one actor produces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// Environments stepped together (one batched forward pass per step).
+    pub num_envs: usize,
+    /// Steps per env in one rollout.
+    pub rollout_steps: usize,
+    /// Wait for a new policy version after each rollout (on-policy and reproducible; no lag).
+    pub sync: bool,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            num_envs: 8,
+            rollout_steps: 128,
+            sync: true,
+        }
+    }
+}
+
+/// Steps envs with a policy and records rollouts.
+pub struct Sampler {
+    env: VecEnv,
+    rng: ChaCha8Rng,
+    cfg: SamplerConfig,
+    out: ActOutput,
+    env_actions: Vec<f32>,
+}
+
+impl Sampler {
+    /// `cfg.num_envs` copies of `env_id`, env seeds from `seed`, action sampling from a derived stream.
+    pub fn new(env_id: &str, cfg: &SamplerConfig, seed: u64) -> Result<Self, Error> {
+        Ok(Self {
+            env: VecEnv::new(env_id, cfg.num_envs, common::seed::derive(seed, "env", 0))?,
+            rng: ChaCha8Rng::seed_from_u64(common::seed::derive(seed, "action", 0)),
+            cfg: cfg.clone(),
+            out: ActOutput::default(),
+            env_actions: Vec::new(),
+        })
+    }
+
+    /// Observation width.
+    pub fn obs_dim(&self) -> usize {
+        self.env.obs_dim()
+    }
+
+    /// Action space.
+    pub fn action_space(&self) -> Space {
+        self.env.action_space()
+    }
+
+    /// Runs `rollout_steps` steps of every env with `policy`.
+    pub fn collect(&mut self, policy: &mut Policy) -> Result<Rollout, Error> {
+        let (t_max, n, d) = (
+            self.cfg.rollout_steps,
+            self.env.num_envs(),
+            self.env.obs_dim(),
+        );
+        let space = self.env.action_space();
+        let a = space.flat_dim();
+        let mut r = Rollout {
+            policy_version: policy.version(),
+            num_steps: t_max,
+            num_envs: n,
+            obs: Vec::with_capacity(t_max * n * d),
+            actions: Vec::with_capacity(t_max * n * a),
+            log_probs: Vec::with_capacity(t_max * n),
+            values: Vec::with_capacity(t_max * n),
+            rewards: Vec::with_capacity(t_max * n),
+            terminated: Vec::with_capacity(t_max * n),
+            truncated: Vec::with_capacity(t_max * n),
+            ..Default::default()
+        };
+        for _ in 0..t_max {
+            r.obs.extend_from_slice(self.env.obs());
+            policy.act(self.env.obs(), &mut self.rng, false, &mut self.out)?;
+            r.actions.extend_from_slice(&self.out.actions);
+            r.log_probs.extend_from_slice(&self.out.log_probs);
+            r.values.extend_from_slice(&self.out.values);
+            clip_to_space(&space, &self.out.actions, &mut self.env_actions);
+            let step = self.env.step(&self.env_actions);
+            r.rewards.extend_from_slice(&step.rewards);
+            r.terminated.extend_from_slice(&step.terminated);
+            r.truncated.extend_from_slice(&step.truncated);
+            for (e, _) in step.truncated.iter().enumerate().filter(|(_, t)| **t) {
+                r.final_obs
+                    .extend_from_slice(&step.final_obs[e * d..(e + 1) * d]);
+            }
+            r.episodes.extend_from_slice(&step.episodes);
+        }
+        r.next_obs = self.env.obs().to_vec();
+        Ok(r)
+    }
+}
+
+/// Copies `actions` into `out`, clipped to the bounds of a `Box` space (the env sees clipped actions; the rollout
+/// keeps the sampled ones, whose log-probabilities the learner re-scores).
+fn clip_to_space(space: &Space, actions: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend_from_slice(actions);
+    if let Space::Box { low, high } = space {
+        for (i, x) in out.iter_mut().enumerate() {
+            let j = i % low.len();
+            *x = x.clamp(low[j], high[j]);
+        }
+    }
+}
+
+/// Where finished rollouts go. `send` blocks while the receiver is full (backpressure) and fails once it is gone.
+pub trait RolloutSink {
+    /// Hands over one rollout; `Err` returns it when the receiver has gone away.
+    fn send(&self, rollout: Rollout) -> Result<(), Rollout>;
+}
+
+impl RolloutSink for crossbeam_channel::Sender<Rollout> {
+    fn send(&self, rollout: Rollout) -> Result<(), Rollout> {
+        crossbeam_channel::Sender::send(self, rollout).map_err(|e| e.into_inner())
+    }
+}
+
+/// The sampler loop: load the newest policy, collect, send; until `stop` is set or the sink closes.
+///
+/// In `sync` mode each rollout waits for a policy newer than the one that produced the previous rollout.
+pub fn run_sampler(
+    mut sampler: Sampler,
+    model_cfg: &ModelConfig,
+    actor_id: u64,
+    policies: &PolicyCell,
+    sink: &impl RolloutSink,
+    stop: &AtomicBool,
+) -> Result<(), Error> {
+    let (obs_dim, space) = (sampler.obs_dim(), sampler.action_space());
+    let mut snapshot = policies.latest();
+    let mut policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;
+    let mut used: Option<u64> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let newest = match used.filter(|_| sampler.cfg.sync) {
+            Some(v) => match policies.wait_newer(v, Duration::from_millis(50)) {
+                Some(s) => s,
+                None => continue,
+            },
+            None => policies.latest(),
+        };
+        if newest.version != snapshot.version {
+            snapshot = newest;
+            policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;
+        }
+        let mut rollout = sampler.collect(&mut policy)?;
+        rollout.actor_id = actor_id;
+        used = Some(rollout.policy_version);
+        if sink.send(rollout).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}

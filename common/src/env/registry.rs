@@ -1,0 +1,192 @@
+//! Environments by gymnasium id, with the step limits and reward thresholds gymnasium registers for them.
+
+use super::{
+    Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, Pendulum, TimeLimit,
+};
+
+/// What gymnasium's `register` says about an environment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EnvSpec {
+    /// Gymnasium id, e.g. `"CartPole-v1"`.
+    pub id: &'static str,
+    /// Steps after which [`TimeLimit`] truncates an episode.
+    pub max_episode_steps: u32,
+    /// Average return at which the task counts as solved, where gymnasium defines one.
+    pub reward_threshold: Option<f64>,
+}
+
+/// One registered environment: its spec and how to build its dynamics.
+struct Entry {
+    spec: EnvSpec,
+    build: fn() -> Box<dyn Dynamics>,
+}
+
+const REGISTRY: [Entry; 5] = [
+    Entry {
+        spec: EnvSpec {
+            id: "CartPole-v1",
+            max_episode_steps: 500,
+            reward_threshold: Some(475.0),
+        },
+        build: || Box::new(CartPole::default()),
+    },
+    Entry {
+        spec: EnvSpec {
+            id: "Acrobot-v1",
+            max_episode_steps: 500,
+            reward_threshold: Some(-100.0),
+        },
+        build: || Box::new(Acrobot::default()),
+    },
+    Entry {
+        spec: EnvSpec {
+            id: "MountainCar-v0",
+            max_episode_steps: 200,
+            reward_threshold: Some(-110.0),
+        },
+        build: || Box::new(MountainCar::default()),
+    },
+    Entry {
+        spec: EnvSpec {
+            id: "MountainCarContinuous-v0",
+            max_episode_steps: 999,
+            reward_threshold: Some(90.0),
+        },
+        build: || Box::new(ContinuousMountainCar::default()),
+    },
+    Entry {
+        spec: EnvSpec {
+            id: "Pendulum-v1",
+            max_episode_steps: 200,
+            reward_threshold: None,
+        },
+        build: || Box::new(Pendulum::default()),
+    },
+];
+
+/// The ids of all registered environments.
+pub const ENV_IDS: [&str; 5] = {
+    let mut ids = [""; 5];
+    let mut i = 0;
+    while i < ids.len() {
+        ids[i] = REGISTRY[i].spec.id;
+        i += 1;
+    }
+    ids
+};
+
+fn entry(id: &str) -> Result<&'static Entry, EnvError> {
+    let registry: &'static [Entry] = &REGISTRY;
+    registry
+        .iter()
+        .find(|e| e.spec.id == id)
+        .ok_or_else(|| EnvError::UnknownId {
+            id: id.to_owned(),
+            known: ENV_IDS.join(", "),
+        })
+}
+
+/// The registered spec of `id`, or [`EnvError::UnknownId`].
+pub fn spec(id: &str) -> Result<EnvSpec, EnvError> {
+    entry(id).map(|e| e.spec)
+}
+
+/// The raw dynamics of `id` without a time limit (gymnasium's `make(id).unwrapped`).
+pub fn make_dynamics(id: &str) -> Result<Box<dyn Dynamics>, EnvError> {
+    entry(id).map(|e| (e.build)())
+}
+
+/// `id` with its registered time limit, as gymnasium's `make` returns it. Call [`TimeLimit::reset`] before
+/// stepping.
+pub fn make(id: &str) -> Result<TimeLimit, EnvError> {
+    let entry = entry(id)?;
+    Ok(TimeLimit::new(
+        (entry.build)(),
+        entry.spec.max_episode_steps,
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::env::Space;
+
+    #[test]
+    fn unknown_id_lists_the_known_ones() {
+        let msg = make("CartPole-v9").err().map(|e| e.to_string()).unwrap();
+        assert_eq!(
+            msg,
+            "unknown env id \"CartPole-v9\"; known ids: CartPole-v1, Acrobot-v1, MountainCar-v0, \
+             MountainCarContinuous-v0, Pendulum-v1"
+        );
+        assert!(spec("").is_err() && make_dynamics("pendulum-v1").is_err());
+    }
+
+    #[test]
+    fn registry_ids_match_the_dynamics() {
+        for id in ENV_IDS {
+            assert_eq!(make_dynamics(id).unwrap().id(), id);
+            assert_eq!(spec(id).unwrap().id, id);
+            assert_eq!(
+                make(id).unwrap().max_episode_steps(),
+                spec(id).unwrap().max_episode_steps
+            );
+        }
+        assert_eq!(
+            spec("MountainCarContinuous-v0").unwrap().max_episode_steps,
+            999
+        );
+        assert_eq!(spec("Pendulum-v1").unwrap().reward_threshold, None);
+    }
+
+    #[test]
+    fn reset_observations_lie_in_the_observation_space() {
+        for id in ENV_IDS {
+            let mut env = make(id).unwrap();
+            let mut obs = vec![f32::NAN; env.observation_space().flat_dim()];
+            for seed in 0..20 {
+                env.reset(Some(seed), &mut obs);
+                let Space::Box { low, high } = env.observation_space() else {
+                    panic!("{id}: not a box")
+                };
+                let inside = obs
+                    .iter()
+                    .zip(low.iter().zip(&high))
+                    .all(|(o, (l, h))| l <= o && o <= h);
+                assert!(inside, "{id}: {obs:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn time_limit_truncates_on_exactly_the_last_step() {
+        let mut env = make("Pendulum-v1").unwrap();
+        let mut obs = [0.0; 3];
+        env.reset(Some(0), &mut obs);
+        for step in 1..=200 {
+            let t = env.step(&[0.0], &mut obs);
+            assert!(!t.terminated);
+            assert_eq!(t.truncated, step == 200, "step {step}");
+        }
+        env.reset(None, &mut obs);
+        assert!(
+            !env.step(&[0.0], &mut obs).truncated,
+            "reset restarts the count"
+        );
+    }
+
+    #[test]
+    fn seeded_reset_is_reproducible() {
+        for id in ENV_IDS {
+            let mut env = make(id).unwrap();
+            let dim = env.observation_space().flat_dim();
+            let (mut a, mut b, mut c) = (vec![0.0; dim], vec![0.0; dim], vec![0.0; dim]);
+            env.reset(Some(42), &mut a);
+            env.reset(None, &mut c);
+            env.reset(Some(42), &mut b);
+            assert_eq!(a, b, "{id}");
+            assert_ne!(a, c, "{id}: an unseeded reset continues the stream");
+        }
+    }
+}

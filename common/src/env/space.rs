@@ -1,0 +1,64 @@
+//! Observation and action spaces.
+
+use serde::{Deserialize, Serialize};
+
+/// A gymnasium space: `Discrete(n)` or a float `Box` with per-dimension bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Space {
+    /// Integer actions `0..n`.
+    Discrete { n: usize },
+    /// Real vectors with `low[i] <= x[i] <= high[i]` (bounds may be infinite).
+    Box { low: Vec<f32>, high: Vec<f32> },
+}
+
+impl Space {
+    /// Number of f32 values one element takes in packed buffers (1 for `Discrete`).
+    pub fn flat_dim(&self) -> usize {
+        match self {
+            Space::Discrete { .. } => 1,
+            Space::Box { low, .. } => low.len(),
+        }
+    }
+
+    /// Width of the policy head: `n` logits for `Discrete`, the mean per dimension for `Box`.
+    pub fn policy_dim(&self) -> usize {
+        match self {
+            Space::Discrete { n } => *n,
+            Space::Box { low, .. } => low.len(),
+        }
+    }
+
+    /// True for `Discrete`.
+    pub fn is_discrete(&self) -> bool {
+        matches!(self, Space::Discrete { .. })
+    }
+
+    /// Checks that `x` is an element of this space; the error says why not.
+    pub fn check(&self, x: &[f32]) -> Result<(), String> {
+        match self {
+            Space::Discrete { n } => match x {
+                [a] if a.fract() == 0.0 && *a >= 0.0 && (*a as usize) < *n => Ok(()),
+                [a] => Err(format!("discrete action {a} is not an integer in 0..{n}")),
+                _ => Err(format!("discrete action needs 1 value, got {}", x.len())),
+            },
+            Space::Box { low, .. } if x.len() != low.len() => Err(format!(
+                "box element needs {} values, got {}",
+                low.len(),
+                x.len()
+            )),
+            Space::Box { .. } if x.iter().any(|v| !v.is_finite()) => {
+                Err("box element is not finite".into())
+            }
+            Space::Box { .. } => Ok(()),
+        }
+    }
+
+    /// Short human form, e.g. `Discrete(2)` or `Box(3)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Space::Discrete { n } => format!("Discrete({n})"),
+            Space::Box { low, .. } => format!("Box({})", low.len()),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Policy snapshots (versioned weights as safetensors bytes) and the inference-side policy actors run.
+//!
+//! A snapshot's safetensors file holds the model parameters under their PyTorch names and, when observation
+//! normalisation is on, `obs_rms.mean`, `obs_rms.var` (f64, `[obs_dim]`) and `obs_rms.count` (f64, `[1]`) with
+//! the clip value in the metadata key `obs_clip`: everything needed to compute an action from a raw observation.
+
+use crate::distributions::{argmax, sample_categorical, sample_gaussian};
+use crate::env::Space;
+use crate::model::{ActorCritic, ModelConfig};
+use crate::normalize::{ObsNormalizer, RunningMeanStd};
+use candle_core::{DType, Device, Tensor};
+use rand::Rng;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::HashMap;
+
+/// Why a snapshot could not be encoded, decoded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A tensor operation failed (e.g. shapes that do not fit the model).
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// The bytes are not a valid safetensors file.
+    #[error("invalid safetensors data: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
+    /// A tensor is missing or has the wrong type or shape.
+    #[error("invalid policy weights: {0}")]
+    Invalid(String),
+}
+
+/// A published policy: its version and its weights as safetensors bytes (cheap to clone and share).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySnapshot {
+    /// Monotonic policy version (number of updates since the run started).
+    pub version: u64,
+    /// Safetensors bytes, see the module docs.
+    pub weights: bytes::Bytes,
+}
+
+/// Serialises named f32 tensors and optional observation statistics into safetensors bytes.
+pub fn encode_weights(
+    params: &[(String, Tensor)],
+    obs_norm: Option<&ObsNormalizer>,
+) -> Result<Vec<u8>, PolicyError> {
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(params.len() + 3);
+    for (name, t) in params {
+        let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        owned.push((
+            name.clone(),
+            Dtype::F32,
+            t.dims().to_vec(),
+            bytemuck::cast_slice(&values).to_vec(),
+        ));
+    }
+    let mut metadata = HashMap::from([("format".to_string(), "proxima-policy-v1".to_string())]);
+    if let Some(n) = obs_norm {
+        let f64s = |xs: &[f64]| xs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        owned.push((
+            "obs_rms.mean".into(),
+            Dtype::F64,
+            vec![n.rms.dim()],
+            f64s(&n.rms.mean),
+        ));
+        owned.push((
+            "obs_rms.var".into(),
+            Dtype::F64,
+            vec![n.rms.dim()],
+            f64s(&n.rms.var),
+        ));
+        owned.push((
+            "obs_rms.count".into(),
+            Dtype::F64,
+            vec![1],
+            f64s(&[n.rms.count]),
+        ));
+        metadata.insert("obs_clip".into(), n.clip.to_string());
+    }
+    let views = owned
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), data)?))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    Ok(safetensors::serialize(views, Some(metadata))?)
+}
+
+/// Model parameters and observation statistics read back from safetensors bytes.
+pub struct DecodedWeights {
+    /// Parameters by PyTorch name.
+    pub params: HashMap<String, Tensor>,
+    /// Observation normaliser, if the snapshot carries one.
+    pub obs_norm: Option<ObsNormalizer>,
+}
+
+/// Parses safetensors bytes written by [`encode_weights`].
+pub fn decode_weights(bytes: &[u8], device: &Device) -> Result<DecodedWeights, PolicyError> {
+    let st = SafeTensors::deserialize(bytes)?;
+    let mut params = HashMap::new();
+    let mut rms: HashMap<String, Vec<f64>> = HashMap::new();
+    for (name, view) in st.tensors() {
+        match (name.strip_prefix("obs_rms."), view.dtype()) {
+            (Some(stat), Dtype::F64) => {
+                let xs = view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+                rms.insert(stat.to_string(), xs.collect());
+            }
+            (None, Dtype::F32) => {
+                let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), device)?;
+                params.insert(name, t);
+            }
+            (_, dtype) => {
+                return Err(PolicyError::Invalid(format!(
+                    "tensor {name} has unexpected dtype {dtype:?}"
+                )));
+            }
+        }
+    }
+    let obs_norm = if rms.is_empty() {
+        None
+    } else {
+        let mut take = |k: &str| {
+            rms.remove(k)
+                .ok_or_else(|| PolicyError::Invalid(format!("missing obs_rms.{k}")))
+        };
+        let (mean, var, count) = (take("mean")?, take("var")?, take("count")?);
+        if mean.len() != var.len() || count.len() != 1 {
+            return Err(PolicyError::Invalid(
+                "obs_rms tensors have inconsistent shapes".into(),
+            ));
+        }
+        let (_, meta) = SafeTensors::read_metadata(bytes)?;
+        let clip = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("obs_clip"))
+            .and_then(|c| c.parse::<f32>().ok())
+            .ok_or_else(|| PolicyError::Invalid("missing or bad obs_clip metadata".into()))?;
+        Some(ObsNormalizer {
+            rms: RunningMeanStd {
+                mean,
+                var,
+                count: count[0],
+            },
+            clip,
+        })
+    };
+    Ok(DecodedWeights { params, obs_norm })
+}
+
+/// Actions, behaviour log-probs and values for a batch of observations.
+#[derive(Debug, Clone, Default)]
+pub struct ActOutput {
+    /// `[B, action_dim]` sampled (unclipped) actions; Discrete as the index in f32.
+    pub actions: Vec<f32>,
+    /// `[B]` log-probabilities of the actions.
+    pub log_probs: Vec<f32>,
+    /// `[B]` value estimates.
+    pub values: Vec<f32>,
+}
+
+/// A policy ready for inference on raw observations.
+pub struct Policy {
+    model: ActorCritic,
+    obs_norm: Option<ObsNormalizer>,
+    log_std: Vec<f32>,
+    version: u64,
+    device: Device,
+    scratch: Vec<f32>,
+}
+
+impl Policy {
+    /// Loads a snapshot; fails if its tensors do not fit `cfg`, `obs_dim` and `action_space`.
+    pub fn from_snapshot(
+        cfg: &ModelConfig,
+        obs_dim: usize,
+        action_space: &Space,
+        snapshot: &PolicySnapshot,
+    ) -> Result<Self, PolicyError> {
+        let device = Device::Cpu;
+        let decoded = decode_weights(&snapshot.weights, &device)?;
+        if let Some(n) = &decoded.obs_norm
+            && n.rms.dim() != obs_dim
+        {
+            return Err(PolicyError::Invalid(format!(
+                "obs_rms has {} dims, env has {obs_dim}",
+                n.rms.dim()
+            )));
+        }
+        let model = ActorCritic::from_tensors(cfg, obs_dim, action_space, decoded.params, &device)?;
+        let log_std = match model.log_std() {
+            Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            model,
+            obs_norm: decoded.obs_norm,
+            log_std,
+            version: snapshot.version,
+            device,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The snapshot version this policy was loaded from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn input(&mut self, obs: &[f32]) -> Result<Tensor, PolicyError> {
+        let d = self.model.obs_dim();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(obs);
+        if let Some(n) = &self.obs_norm {
+            n.normalize(&mut self.scratch);
+        }
+        Ok(Tensor::from_slice(
+            &self.scratch,
+            (obs.len() / d.max(1), d),
+            &self.device,
+        )?)
+    }
+
+    /// Value estimates `[B]` of raw observations `[B, obs_dim]`.
+    pub fn values(&mut self, obs: &[f32]) -> Result<Vec<f32>, PolicyError> {
+        let x = self.input(obs)?;
+        Ok(self.model.value(&x)?.to_vec1::<f32>()?)
+    }
+
+    /// Chooses actions for raw observations `[B, obs_dim]`: sampled from `rng`, or the mode if `deterministic`.
+    pub fn act(
+        &mut self,
+        obs: &[f32],
+        rng: &mut impl Rng,
+        deterministic: bool,
+        out: &mut ActOutput,
+    ) -> Result<(), PolicyError> {
+        let x = self.input(obs)?;
+        let head = self.model.policy_head(&x)?.to_vec2::<f32>()?;
+        out.values = self.model.value(&x)?.to_vec1::<f32>()?;
+        out.actions.clear();
+        out.log_probs.clear();
+        match self.model.action_space() {
+            Space::Discrete { .. } => {
+                for logits in &head {
+                    let (a, lp) = if deterministic {
+                        let a = argmax(logits);
+                        (a, sample_categorical_log_prob(logits, a))
+                    } else {
+                        sample_categorical(logits, rng)
+                    };
+                    out.actions.push(a as f32);
+                    out.log_probs.push(lp);
+                }
+            }
+            Space::Box { .. } => {
+                let d = self.log_std.len();
+                for mean in &head {
+                    let start = out.actions.len();
+                    out.actions.resize(start + d, 0.0);
+                    let lp = if deterministic {
+                        out.actions[start..].copy_from_slice(mean);
+                        -self.log_std.iter().map(|ls| ls + 0.918_938_5).sum::<f32>()
+                    } else {
+                        sample_gaussian(mean, &self.log_std, rng, &mut out.actions[start..])
+                    };
+                    out.log_probs.push(lp);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Log-probability of index `a` under Categorical(`logits`).
+fn sample_categorical_log_prob(logits: &[f32], a: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    logits[a] - log_z
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::sorted_vars;
+    use rand::SeedableRng;
+
+    #[test]
+    fn snapshot_round_trip_is_exact_and_policy_acts() {
+        let space = Space::Box {
+            low: vec![-2.0],
+            high: vec![2.0],
+        };
+        let cfg = ModelConfig::default();
+        let (varmap, model) = ActorCritic::init(&cfg, 3, &space, 1, &Device::Cpu).unwrap();
+        let params: Vec<(String, Tensor)> = sorted_vars(&varmap)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        let mut norm = ObsNormalizer::new(3, 10.0);
+        norm.rms.update(&[1.0, 2.0, 3.0, 3.0, 2.0, 1.0]);
+        let bytes = encode_weights(&params, Some(&norm)).unwrap();
+        let decoded = decode_weights(&bytes, &Device::Cpu).unwrap();
+        assert_eq!(decoded.obs_norm.as_ref(), Some(&norm));
+        for (name, t) in &params {
+            let diff = (t - &decoded.params[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+        }
+        let snapshot = PolicySnapshot {
+            version: 7,
+            weights: bytes.into(),
+        };
+        let mut policy = Policy::from_snapshot(&cfg, 3, &space, &snapshot).unwrap();
+        assert_eq!(policy.version(), 7);
+        let obs = [0.5f32, -0.1, 2.0, 1.0, 1.0, 1.0];
+        let mut out = ActOutput::default();
+        policy
+            .act(
+                &obs,
+                &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+                false,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            (out.actions.len(), out.log_probs.len(), out.values.len()),
+            (2, 2, 2)
+        );
+        // The values come from the model applied to normalised observations.
+        let mut normed = obs.to_vec();
+        norm.normalize(&mut normed);
+        let x = Tensor::from_slice(&normed, (2, 3), &Device::Cpu).unwrap();
+        let v = model.value(&x).unwrap().to_vec1::<f32>().unwrap();
+        assert!((v[0] - out.values[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn garbage_bytes_are_an_error_not_a_panic() {
+        assert!(decode_weights(b"not safetensors", &Device::Cpu).is_err());
+        let snapshot = PolicySnapshot {
+            version: 0,
+            weights: bytes::Bytes::from_static(b"\x08\0\0\0\0\0\0\0{}      "),
+        };
+        assert!(
+            Policy::from_snapshot(
+                &ModelConfig::default(),
+                4,
+                &Space::Discrete { n: 2 },
+                &snapshot
+            )
+            .is_err()
+        );
+    }
+}

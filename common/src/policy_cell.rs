@@ -1,0 +1,88 @@
+//! The latest published policy, shared between the thread that publishes it and the threads and tasks that use
+//! it. Latest wins: readers never see a backlog, only the newest snapshot.
+
+use crate::policy::PolicySnapshot;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Holds the newest [`PolicySnapshot`]; blocking readers wait on a condvar, async readers on a `watch`.
+#[derive(Debug)]
+pub struct PolicyCell {
+    latest: Mutex<Arc<PolicySnapshot>>,
+    changed: Condvar,
+    watch: tokio::sync::watch::Sender<Arc<PolicySnapshot>>,
+}
+
+impl PolicyCell {
+    /// A cell holding `initial`.
+    pub fn new(initial: PolicySnapshot) -> Self {
+        let initial = Arc::new(initial);
+        let (watch, _) = tokio::sync::watch::channel(initial.clone());
+        Self {
+            latest: Mutex::new(initial),
+            changed: Condvar::new(),
+            watch,
+        }
+    }
+
+    /// Replaces the snapshot and wakes every waiter.
+    pub fn publish(&self, snapshot: PolicySnapshot) {
+        let snapshot = Arc::new(snapshot);
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = snapshot.clone();
+        self.changed.notify_all();
+        self.watch.send_replace(snapshot);
+    }
+
+    /// The newest snapshot.
+    pub fn latest(&self) -> Arc<PolicySnapshot> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Blocks until a snapshot with a version above `version` is published or `timeout` passes.
+    pub fn wait_newer(&self, version: u64, timeout: Duration) -> Option<Arc<PolicySnapshot>> {
+        let guard = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| s.version <= version)
+            .unwrap_or_else(|e| e.into_inner());
+        (guard.version > version).then(|| guard.clone())
+    }
+
+    /// An async receiver that sees the newest snapshot after every publish.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<PolicySnapshot>> {
+        self.watch.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_see_the_latest_version_only() {
+        let cell = Arc::new(PolicyCell::new(PolicySnapshot {
+            version: 0,
+            weights: Default::default(),
+        }));
+        assert!(cell.wait_newer(0, Duration::from_millis(5)).is_none());
+        let c = cell.clone();
+        let t =
+            std::thread::spawn(move || c.wait_newer(0, Duration::from_secs(10)).map(|s| s.version));
+        std::thread::sleep(Duration::from_millis(20));
+        cell.publish(PolicySnapshot {
+            version: 1,
+            weights: Default::default(),
+        });
+        cell.publish(PolicySnapshot {
+            version: 2,
+            weights: Default::default(),
+        });
+        let seen = t.join().ok().flatten();
+        assert!(matches!(seen, Some(1) | Some(2)));
+        assert_eq!(cell.latest().version, 2);
+        assert_eq!(cell.subscribe().borrow().version, 2);
+    }
+}

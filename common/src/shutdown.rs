@@ -1,0 +1,60 @@
+//! One shutdown path: SIGINT or SIGTERM sets a flag that every loop of the process polls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Sets the returned flag on the first SIGINT (Ctrl-C) or SIGTERM; a second signal exits immediately (code 130).
+pub fn on_signal() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let f = flag.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                for _ in 0..2 {
+                    wait_for_signal().await;
+                    if f.swap(true, Ordering::SeqCst) {
+                        std::process::exit(130);
+                    }
+                    tracing::info!("shutdown requested; finishing (signal again to exit at once)");
+                }
+            })
+        })?;
+    Ok(flag)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Uses one compute thread for candle unless `RAYON_NUM_THREADS` is already set: the PPO networks are so small
+/// that a thread pool's hand-off costs more than it gains, and actors and learner share the machine's cores.
+/// Call first thing in `main`, before any other thread exists.
+pub fn default_compute_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: called at the start of `main`, while the process is single-threaded.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+}

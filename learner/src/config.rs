@@ -1,0 +1,376 @@
+//! The training configuration: one TOML file (`configs/*.toml`), overridable key by key from the command line.
+
+use actor::SamplerConfig;
+use common::model::ModelConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Which policy objective the PPO update optimises (Schulman et al. 2017).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Clipped surrogate `min(r A, clip(r, 1 − ε, 1 + ε) A)`.
+    Clip,
+    /// `r A − β KL(old ‖ new)` with β adapted towards `kl_target` after every update.
+    KlPenalty,
+}
+
+/// PPO hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoConfig {
+    /// Policy objective: `clip` or `kl_penalty`.
+    pub objective: Objective,
+    /// Adam learning rate (initial value when annealed).
+    pub learning_rate: f64,
+    /// Anneal the learning rate linearly to 0 over `total_steps`.
+    pub anneal_lr: bool,
+    /// Discount factor.
+    pub gamma: f64,
+    /// GAE lambda.
+    pub gae_lambda: f64,
+    /// Passes over each batch.
+    pub num_epochs: usize,
+    /// Samples per gradient step.
+    pub minibatch_size: usize,
+    /// Clip range ε of the clipped objective (and of value clipping).
+    pub clip_coef: f64,
+    /// Anneal the clip range linearly to 0 over `total_steps` (as the RL Zoo's `lin_0.2`).
+    pub anneal_clip: bool,
+    /// Clip the value update around the behaviour values.
+    pub clip_vloss: bool,
+    /// Value loss coefficient.
+    pub vf_coef: f64,
+    /// Entropy bonus coefficient.
+    pub ent_coef: f64,
+    /// Global gradient-norm limit.
+    pub max_grad_norm: f64,
+    /// Stop the epochs early once an epoch's mean approximate KL exceeds this (none: never).
+    pub target_kl: Option<f64>,
+    /// Normalise advantages per minibatch.
+    pub norm_adv: bool,
+    /// KL target d_targ of the adaptive penalty (`kl_penalty` only).
+    pub kl_target: f64,
+    /// Initial penalty coefficient β (`kl_penalty` only).
+    pub kl_beta: f64,
+    /// Samples per update (0: one rollout from every local actor, `count * num_envs * rollout_steps`).
+    pub batch_size: usize,
+    /// Rollouts whose policy is more than this many versions behind are dropped.
+    pub max_policy_lag: u64,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            objective: Objective::Clip,
+            learning_rate: 2.5e-4,
+            anneal_lr: true,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            num_epochs: 4,
+            minibatch_size: 256,
+            clip_coef: 0.2,
+            anneal_clip: false,
+            clip_vloss: false,
+            vf_coef: 0.5,
+            ent_coef: 0.0,
+            max_grad_norm: 0.5,
+            target_kl: None,
+            norm_adv: true,
+            kl_target: 0.01,
+            kl_beta: 1.0,
+            batch_size: 0,
+            max_policy_lag: 1,
+        }
+    }
+}
+
+/// Running normalisation of observations and rewards (for continuous control).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NormalizeConfig {
+    /// Normalise observations by running mean/std (statistics ship with every policy snapshot).
+    pub observations: bool,
+    /// Scale rewards by the running std of the discounted return.
+    pub rewards: bool,
+    /// Clip normalised observations to ±this.
+    pub obs_clip: f32,
+}
+
+impl Default for NormalizeConfig {
+    fn default() -> Self {
+        Self {
+            observations: false,
+            rewards: false,
+            obs_clip: 10.0,
+        }
+    }
+}
+
+/// Local actors started inside `learner train`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorsConfig {
+    /// Number of actor samplers (threads).
+    pub count: usize,
+    /// Environments per actor, stepped together with one batched forward pass.
+    pub num_envs: usize,
+    /// Steps per env in one rollout.
+    pub rollout_steps: usize,
+    /// Each actor waits for the next policy version after a rollout (on-policy, reproducible, no lag).
+    pub sync: bool,
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        let s = SamplerConfig::default();
+        Self {
+            count: 1,
+            num_envs: s.num_envs,
+            rollout_steps: s.rollout_steps,
+            sync: s.sync,
+        }
+    }
+}
+
+impl ActorsConfig {
+    /// The per-actor sampler settings.
+    pub fn sampler(&self) -> SamplerConfig {
+        SamplerConfig {
+            num_envs: self.num_envs,
+            rollout_steps: self.rollout_steps,
+            sync: self.sync,
+        }
+    }
+}
+
+/// Everything `learner train` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Gymnasium environment id.
+    pub env: String,
+    /// Root seed; every env, sampler and shuffle seed derives from it.
+    pub seed: u64,
+    /// Stop after this many env steps.
+    pub total_steps: u64,
+    /// Stop as soon as the mean return over the last 100 episodes reaches this.
+    pub target_return: Option<f64>,
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
+    pub device: String,
+    /// Parent directory of run directories.
+    pub runs_dir: PathBuf,
+    /// Run name (default: `<env>-<seed>-<unix time>`).
+    pub run_name: Option<String>,
+    /// Local actors.
+    pub actors: ActorsConfig,
+    /// PPO hyperparameters.
+    pub ppo: PpoConfig,
+    /// Network shape.
+    pub model: ModelConfig,
+    /// Observation and reward normalisation.
+    pub normalize: NormalizeConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            env: "CartPole-v1".into(),
+            seed: 1,
+            total_steps: 100_000,
+            target_return: None,
+            device: "cpu".into(),
+            runs_dir: PathBuf::from("runs"),
+            run_name: None,
+            actors: ActorsConfig::default(),
+            ppo: PpoConfig::default(),
+            model: ModelConfig::default(),
+            normalize: NormalizeConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// An override is not `key=value`.
+    #[error("override {0:?} is not of the form key=value (e.g. ppo.learning_rate=3e-4)")]
+    Override(String),
+    /// A value out of its range.
+    #[error("config key {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl TrainConfig {
+    /// Reads `path` (or defaults when `None`), applies `key=value` overrides (TOML values; dotted keys), and
+    /// validates.
+    pub fn load(path: Option<&std::path::Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.into(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for o in overrides {
+            apply_override(&mut doc, o)?;
+        }
+        let cfg: TrainConfig = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Samples per update.
+    pub fn batch_size(&self) -> usize {
+        match self.ppo.batch_size {
+            0 => self.actors.count * self.actors.num_envs * self.actors.rollout_steps,
+            n => n,
+        }
+    }
+
+    /// Checks ranges; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        let p = &self.ppo;
+        if common::env::spec(&self.env).is_err() {
+            return bad(
+                "env",
+                &format!("unknown env id; known: {}", common::env::ENV_IDS.join(", ")),
+            );
+        }
+        if self.actors.count == 0 {
+            return bad("actors.count", "must be at least 1");
+        }
+        if self.actors.num_envs == 0 || self.actors.rollout_steps == 0 {
+            return bad(
+                "actors.num_envs",
+                "num_envs and rollout_steps must be at least 1",
+            );
+        }
+        if !(p.learning_rate > 0.0 && p.learning_rate.is_finite()) {
+            return bad("ppo.learning_rate", "must be positive");
+        }
+        if !(0.0..=1.0).contains(&p.gamma) || !(0.0..=1.0).contains(&p.gae_lambda) {
+            return bad("ppo.gamma", "gamma and gae_lambda must be in [0, 1]");
+        }
+        if p.num_epochs == 0 || p.minibatch_size == 0 {
+            return bad(
+                "ppo.num_epochs",
+                "num_epochs and minibatch_size must be at least 1",
+            );
+        }
+        if p.minibatch_size > self.batch_size() {
+            return bad("ppo.minibatch_size", "must not exceed the batch size");
+        }
+        if !(p.clip_coef > 0.0)
+            || !(p.max_grad_norm > 0.0)
+            || !(p.kl_target > 0.0)
+            || !(p.kl_beta >= 0.0)
+        {
+            return bad(
+                "ppo.clip_coef",
+                "clip_coef, max_grad_norm and kl_target must be positive, kl_beta >= 0",
+            );
+        }
+        if self.model.hidden_sizes.is_empty() || self.model.hidden_sizes.contains(&0) {
+            return bad(
+                "model.hidden_sizes",
+                "needs at least one non-zero layer width",
+            );
+        }
+        if !(self.normalize.obs_clip > 0.0) {
+            return bad("normalize.obs_clip", "must be positive");
+        }
+        common::device::parse_device(&self.device)
+            .map(|_| ())
+            .or_else(|e| bad("device", &e))
+    }
+}
+
+/// Sets a dotted `key=value` in `doc`; the value is parsed as TOML, falling back to a plain string.
+fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| ConfigError::Override(spec.into()))?;
+    let value: toml::Value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut parts: Vec<&str> = key.trim().split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ConfigError::Override(spec.into()))?;
+    let mut table = doc;
+    for part in parts {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Override(spec.into()))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_validation_name_the_key() {
+        let cfg = TrainConfig::load(
+            None,
+            &["ppo.learning_rate=3e-4".into(), "env=Pendulum-v1".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.ppo.learning_rate, 3e-4);
+        assert_eq!(cfg.env, "Pendulum-v1");
+        let err = TrainConfig::load(None, &["ppo.gamma=2.0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ppo.gamma"), "{err}");
+        let err = TrainConfig::load(None, &["ppo.lr=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        assert!(TrainConfig::load(None, &["nokey".into()]).is_err());
+    }
+
+    #[test]
+    fn shipped_configs_parse_and_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                TrainConfig::load(Some(&path), &[])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "expected a config per env, found {n}");
+    }
+}

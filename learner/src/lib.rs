@@ -1,0 +1,16 @@
+//! The learner: PPO (clipped and adaptive-KL objectives) over rollouts from actors, publishing new weights.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod config;
+pub mod env_step;
+pub mod error;
+pub mod gae;
+pub mod local;
+pub mod optim;
+pub mod ppo;
+pub mod progress;
+pub mod run_dir;
+pub mod trainer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,134 @@
+//! `learner`: train locally, serve actors, or step an environment for conformance checks.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use learner::config::TrainConfig;
+use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Proxima learner: PPO over rollouts from actors.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train in one process: the trainer plus local actor samplers.
+    Train(TrainArgs),
+    /// Read `{"state": [...], "action": A}` JSON lines on stdin, step the env's raw dynamics once per line and
+    /// write `{"state", "obs", "reward", "terminated"}` JSON lines (for checking against gymnasium).
+    EnvStep {
+        /// Environment id, e.g. CartPole-v1.
+        #[arg(long)]
+        env: String,
+    },
+}
+
+/// Config file plus overrides; flags win over the file.
+#[derive(Args)]
+struct TrainArgs {
+    /// TOML config (see configs/); defaults apply to missing keys.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Environment id (config key `env`).
+    #[arg(long)]
+    env: Option<String>,
+    /// Root seed (config key `seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after this many env steps (config key `total_steps`).
+    #[arg(long)]
+    total_steps: Option<u64>,
+    /// Stop once the mean return of the last 100 episodes reaches this (config key `target_return`).
+    #[arg(long)]
+    target_return: Option<f64>,
+    /// cpu, cuda or cuda:N (config key `device`).
+    #[arg(long)]
+    device: Option<String>,
+    /// Number of local actors (config key `actors.count`).
+    #[arg(long)]
+    num_actors: Option<usize>,
+    /// Parent directory for run directories (config key `runs_dir`).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// Run directory name (config key `run_name`).
+    #[arg(long)]
+    run_name: Option<String>,
+    /// Any config key, e.g. `--set ppo.learning_rate=3e-4 --set actors.num_envs=16`.
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl TrainArgs {
+    fn overrides(&self) -> Vec<String> {
+        let mut o = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push(format!("{k}={v}"));
+            }
+        };
+        put("env", self.env.as_ref().map(|e| format!("{e:?}")));
+        put("seed", self.seed.map(|s| s.to_string()));
+        put("total_steps", self.total_steps.map(|s| s.to_string()));
+        put(
+            "target_return",
+            self.target_return.map(|s| format!("{s:?}")),
+        );
+        put("device", self.device.as_ref().map(|d| format!("{d:?}")));
+        put("actors.count", self.num_actors.map(|s| s.to_string()));
+        put(
+            "runs_dir",
+            self.runs_dir
+                .as_ref()
+                .map(|d| format!("{:?}", d.display().to_string())),
+        );
+        put("run_name", self.run_name.as_ref().map(|d| format!("{d:?}")));
+        o.extend(self.overrides.iter().cloned());
+        o
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    common::shutdown::default_compute_threads();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Train(args) => {
+            let cfg = TrainConfig::load(args.config.as_deref(), &args.overrides())?;
+            let stop = common::shutdown::on_signal().context("cannot install signal handlers")?;
+            let s = learner::local::train(&cfg, stop)?;
+            let ret = s.mean_return.map_or("-".into(), |m| format!("{m:.1}"));
+            match (cfg.target_return, s.target_reached_at) {
+                (Some(t), Some(at)) => println!(
+                    "reached target {t} at {at} env steps in {:.2} s (mean return {ret}); run dir {}",
+                    s.wall_seconds,
+                    s.run_dir.display()
+                ),
+                _ => println!(
+                    "finished: {} env steps in {:.2} s, mean return {ret}, policy v{}; run dir {}",
+                    s.env_steps,
+                    s.wall_seconds,
+                    s.policy_version,
+                    s.run_dir.display()
+                ),
+            }
+            Ok(())
+        }
+        Command::EnvStep { env } => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            learner::env_step::run(&env, stdin, stdout)?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! What candle-nn lacks for PPO: Adam with inspectable state (for checkpoints) and global grad-norm clipping.
+
+use candle_core::{Result, Tensor, Var, backprop::GradStore};
+
+/// Adam (Kingma & Ba 2015) without weight decay, with the moments exposed so checkpoints can save them.
+pub struct Adam {
+    vars: Vec<(String, Var)>,
+    /// First moments, one per var.
+    m: Vec<Tensor>,
+    /// Second moments, one per var.
+    v: Vec<Tensor>,
+    step: u64,
+    /// Current learning rate.
+    pub lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+}
+
+/// Adam's state for a checkpoint: step count and the moments by parameter name.
+pub struct AdamState {
+    /// Steps taken.
+    pub step: u64,
+    /// `(name, m, v)` per parameter.
+    pub moments: Vec<(String, Tensor, Tensor)>,
+}
+
+impl Adam {
+    /// Adam over `vars` with betas 0.9/0.999 and the given `eps` (PPO uses 1e-5).
+    pub fn new(vars: Vec<(String, Var)>, lr: f64, eps: f64) -> Result<Self> {
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<Result<Vec<_>>>()?;
+        let v = m.clone();
+        Ok(Self {
+            vars,
+            m,
+            v,
+            step: 0,
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps,
+        })
+    }
+
+    /// The parameters, sorted by name.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// One update with `grads`; parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        for (i, (_, var)) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var) else { continue };
+            self.m[i] = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let denom = ((&self.v[i] / bc2)?.sqrt()? + self.eps)?;
+            let update = ((&self.m[i] * (self.lr / bc1))? / denom)?;
+            var.set(&(var.as_tensor() - update)?)?;
+        }
+        Ok(())
+    }
+
+    /// Snapshot of the optimiser state.
+    pub fn state(&self) -> AdamState {
+        let moments = self
+            .vars
+            .iter()
+            .zip(self.m.iter().zip(&self.v))
+            .map(|((name, _), (m, v))| (name.clone(), m.clone(), v.clone()))
+            .collect();
+        AdamState {
+            step: self.step,
+            moments,
+        }
+    }
+
+    /// Restores a saved state; every parameter must be present with its shape.
+    pub fn load_state(&mut self, state: AdamState) -> Result<()> {
+        let mut by_name: std::collections::HashMap<String, (Tensor, Tensor)> = state
+            .moments
+            .into_iter()
+            .map(|(n, m, v)| (n, (m, v)))
+            .collect();
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            let (m, v) = by_name
+                .remove(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("optimiser state lacks {name}")))?;
+            if m.dims() != var.dims() || v.dims() != var.dims() {
+                return Err(candle_core::Error::Msg(format!(
+                    "optimiser state for {name} has the wrong shape"
+                )));
+            }
+            self.m[i] = m.to_device(var.device())?;
+            self.v[i] = v.to_device(var.device())?;
+        }
+        self.step = state.step;
+        Ok(())
+    }
+}
+
+/// Scales all gradients so their global L2 norm is at most `max_norm` (PyTorch's `clip_grad_norm_`, factor
+/// `max_norm / (norm + 1e-6)`). Returns the norm before clipping.
+pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+    let squares = vars
+        .iter()
+        .filter_map(|(_, v)| grads.get(v))
+        .map(|g| g.sqr()?.sum_all())
+        .collect::<Result<Vec<_>>>()?;
+    if squares.is_empty() {
+        return Ok(0.0);
+    }
+    let total = Tensor::stack(&squares, 0)?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?
+        .sqrt();
+    let scale = max_norm / (total + 1e-6);
+    if scale < 1.0 {
+        for (_, v) in vars {
+            if let Some(g) = grads.remove(v) {
+                grads.insert(v, (g * scale)?);
+            }
+        }
+    }
+    Ok(total)
+}

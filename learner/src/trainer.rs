@@ -1,0 +1,420 @@
+//! The trainer: turns rollouts into a batch (normalisation, bootstrap values, GAE), runs the PPO epochs and
+//! publishes the next policy version.
+
+use crate::config::{Objective, TrainConfig};
+use crate::error::Result;
+use crate::gae::{GaeInput, gae};
+use crate::optim::Adam;
+use crate::ppo::{Batch, EpochPlan, EpochStats, LossCoefs, adapt_beta, batch_kl, run_epochs};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use common::env::Space;
+use common::model::{ActorCritic, sorted_vars};
+use common::normalize::{ObsNormalizer, RewardScaler};
+use common::policy::{PolicySnapshot, encode_weights};
+use common::rollout::Rollout;
+use common::seed;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{HashMap, VecDeque};
+
+/// Episodes in the moving window behind `mean_return`.
+pub const RETURN_WINDOW: usize = 100;
+
+/// Quantiles of the (unnormalised) advantages of one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AdvantageStats {
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub std: f64,
+    /// 5th, 25th, 50th, 75th and 95th percentiles.
+    pub quantiles: [f64; 5],
+}
+
+/// Everything one update measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateReport {
+    /// Policy version published by this update.
+    pub policy_version: u64,
+    /// Env steps trained on so far.
+    pub env_steps: u64,
+    /// Samples in this update's batch.
+    pub samples: usize,
+    /// Minibatch diagnostics (means) and epochs run.
+    pub epochs: EpochStats,
+    /// k3 KL(old ‖ new) over the whole batch after the update.
+    pub approx_kl: f64,
+    /// KL penalty coefficient used in this update (0 for `clip`).
+    pub kl_beta: f64,
+    /// Learning rate used.
+    pub learning_rate: f64,
+    /// Clip range used.
+    pub clip_coef: f64,
+    /// `1 − Var(returns − values) / Var(returns)` of the batch.
+    pub explained_variance: f64,
+    /// Advantage distribution.
+    pub advantages: AdvantageStats,
+    /// Episodes finished so far.
+    pub episodes: u64,
+    /// Mean return of the last [`RETURN_WINDOW`] episodes (None before the first episode ends).
+    pub mean_return: Option<f64>,
+    /// Mean length of the same episodes.
+    pub mean_length: Option<f64>,
+    /// Rollouts dropped for policy lag in this update.
+    pub stale_rollouts: usize,
+    /// Seconds spent in this update.
+    pub update_seconds: f64,
+}
+
+/// Model, optimiser, normalisers and counters of one training run.
+pub struct Trainer {
+    cfg: TrainConfig,
+    obs_dim: usize,
+    action_space: Space,
+    device: Device,
+    varmap: VarMap,
+    model: ActorCritic,
+    optimizer: Adam,
+    obs_norm: Option<ObsNormalizer>,
+    reward_scaler: Option<RewardScaler>,
+    /// Discounted-return accumulators of the reward scaler, per actor stream.
+    reward_returns: HashMap<u64, Vec<f64>>,
+    version: u64,
+    env_steps: u64,
+    episodes: u64,
+    recent: VecDeque<(f64, u32)>,
+    beta: f64,
+    rng: ChaCha8Rng,
+}
+
+impl Trainer {
+    /// A fresh run: model initialised from the config's seed.
+    pub fn new(cfg: &TrainConfig) -> Result<Self> {
+        let spec = common::env::make(&cfg.env)?;
+        let (obs_dim, action_space) = (spec.observation_space().flat_dim(), spec.action_space());
+        let device = common::device::parse_device(&cfg.device).map_err(|reason| {
+            crate::config::ConfigError::Invalid {
+                key: "device",
+                reason,
+            }
+        })?;
+        let (varmap, model) = ActorCritic::init(
+            &cfg.model,
+            obs_dim,
+            &action_space,
+            seed::derive(cfg.seed, "model", 0),
+            &device,
+        )?;
+        let optimizer = Adam::new(sorted_vars(&varmap)?, cfg.ppo.learning_rate, 1e-5)?;
+        Ok(Self {
+            obs_norm: cfg
+                .normalize
+                .observations
+                .then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip)),
+            reward_scaler: cfg
+                .normalize
+                .rewards
+                .then(|| RewardScaler::new(cfg.ppo.gamma)),
+            reward_returns: HashMap::new(),
+            cfg: cfg.clone(),
+            obs_dim,
+            action_space,
+            device,
+            varmap,
+            model,
+            optimizer,
+            version: 0,
+            env_steps: 0,
+            episodes: 0,
+            recent: VecDeque::with_capacity(RETURN_WINDOW),
+            beta: match cfg.ppo.objective {
+                Objective::Clip => 0.0,
+                Objective::KlPenalty => cfg.ppo.kl_beta,
+            },
+            rng: ChaCha8Rng::seed_from_u64(seed::derive(cfg.seed, "shuffle", 0)),
+        })
+    }
+
+    /// The current policy version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Env steps trained on so far.
+    pub fn env_steps(&self) -> u64 {
+        self.env_steps
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Safetensors bytes of the current policy (parameters plus observation statistics).
+    pub fn weights(&self) -> Result<Vec<u8>> {
+        let params: Vec<(String, Tensor)> = sorted_vars(&self.varmap)?
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        Ok(encode_weights(&params, self.obs_norm.as_ref())?)
+    }
+
+    /// The current policy as a snapshot for actors.
+    pub fn snapshot(&self) -> Result<PolicySnapshot> {
+        Ok(PolicySnapshot {
+            version: self.version,
+            weights: self.weights()?.into(),
+        })
+    }
+
+    /// Observation width and action space of the env being trained.
+    pub fn spaces(&self) -> (usize, &Space) {
+        (self.obs_dim, &self.action_space)
+    }
+
+    /// Progress in `[0, 1]` towards `total_steps`, for annealing.
+    fn remaining_fraction(&self) -> f64 {
+        (1.0 - self.env_steps as f64 / self.cfg.total_steps.max(1) as f64).clamp(0.0, 1.0)
+    }
+
+    /// One PPO update on `rollouts`; rollouts more than `max_policy_lag` versions old are dropped first.
+    pub fn update(&mut self, mut rollouts: Vec<Rollout>) -> Result<UpdateReport> {
+        let started = std::time::Instant::now();
+        let before = rollouts.len();
+        let max_lag = self.cfg.ppo.max_policy_lag;
+        rollouts.retain(|r| self.version.saturating_sub(r.policy_version) <= max_lag);
+        let stale_rollouts = before - rollouts.len();
+        rollouts.sort_by_key(|r| (r.actor_id, r.policy_version));
+        for r in &rollouts {
+            for ep in &r.episodes {
+                self.episodes += 1;
+                if self.recent.len() == RETURN_WINDOW {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((ep.episode_return, ep.length));
+            }
+        }
+        let frac = self.remaining_fraction();
+        let p = &self.cfg.ppo;
+        let lr = if p.anneal_lr {
+            p.learning_rate * frac
+        } else {
+            p.learning_rate
+        };
+        let clip_coef = if p.anneal_clip {
+            (p.clip_coef * frac).max(1e-3)
+        } else {
+            p.clip_coef
+        };
+        let coefs = LossCoefs {
+            objective: p.objective,
+            clip_coef,
+            clip_vloss: p.clip_vloss,
+            norm_adv: p.norm_adv,
+            ent_coef: p.ent_coef,
+            vf_coef: p.vf_coef,
+            beta: self.beta,
+        };
+        let plan = EpochPlan {
+            num_epochs: p.num_epochs,
+            minibatch_size: p.minibatch_size,
+            max_grad_norm: p.max_grad_norm,
+            target_kl: p.target_kl,
+        };
+        let (kl_target, objective) = (p.kl_target, p.objective);
+        let assembled = self.assemble(&rollouts)?;
+        let mut report = UpdateReport {
+            stale_rollouts,
+            learning_rate: lr,
+            clip_coef,
+            kl_beta: self.beta,
+            ..Default::default()
+        };
+        if let Some((batch, host)) = assembled {
+            self.optimizer.lr = lr;
+            report.epochs = run_epochs(
+                &self.model,
+                &mut self.optimizer,
+                &batch,
+                &coefs,
+                &plan,
+                &mut self.rng,
+            )?;
+            report.approx_kl = batch_kl(&self.model, &batch)?;
+            if objective == Objective::KlPenalty {
+                self.beta = adapt_beta(self.beta, report.approx_kl, kl_target);
+            }
+            report.samples = batch.len();
+            report.explained_variance = explained_variance(&host.values, &host.returns);
+            report.advantages = advantage_stats(&host.advantages);
+            if let Some(n) = &mut self.obs_norm {
+                for r in &rollouts {
+                    n.rms.update(&r.obs);
+                }
+            }
+            self.env_steps += report.samples as u64;
+            self.version += 1;
+        }
+        report.policy_version = self.version;
+        report.env_steps = self.env_steps;
+        report.episodes = self.episodes;
+        if !self.recent.is_empty() {
+            let k = self.recent.len() as f64;
+            report.mean_return = Some(self.recent.iter().map(|e| e.0).sum::<f64>() / k);
+            report.mean_length = Some(self.recent.iter().map(|e| e.1 as f64).sum::<f64>() / k);
+        }
+        report.update_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Normalises, bootstraps and computes GAE for every rollout; returns the device batch and host copies of
+    /// values, returns and advantages (None if there is nothing to train on).
+    fn assemble(&mut self, rollouts: &[Rollout]) -> Result<Option<(Batch, HostBatch)>> {
+        let (d, p) = (self.obs_dim, &self.cfg.ppo);
+        let mut host = HostBatch::default();
+        let (mut obs, mut actions, mut log_probs) = (Vec::new(), Vec::new(), Vec::new());
+        for r in rollouts {
+            let mut rewards = r.rewards.clone();
+            if let Some(scaler) = &mut self.reward_scaler {
+                let acc = self
+                    .reward_returns
+                    .entry(r.actor_id)
+                    .or_insert_with(|| vec![0.0; r.num_envs]);
+                acc.resize(r.num_envs, 0.0);
+                for t in 0..r.num_steps {
+                    let s = t * r.num_envs..(t + 1) * r.num_envs;
+                    scaler.scale_step(acc, &mut rewards[s.clone()], &r.terminated[s]);
+                }
+            }
+            // Values of the final observations of truncated steps and of the observations after the last step.
+            let mut boot = Vec::with_capacity(r.final_obs.len() + r.next_obs.len());
+            boot.extend_from_slice(&r.final_obs);
+            boot.extend_from_slice(&r.next_obs);
+            self.normalize(&mut boot);
+            let boot_values = self
+                .model
+                .value(&Tensor::from_slice(
+                    &boot,
+                    (boot.len() / d, d),
+                    &self.device,
+                )?)?
+                .to_vec1::<f32>()?;
+            let (final_boot, next_values) = boot_values.split_at(boot_values.len() - r.num_envs);
+            let mut final_values = vec![0.0f32; r.len()];
+            let truncated_at = r
+                .truncated
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t)
+                .map(|(i, _)| i);
+            for (i, v) in truncated_at.zip(final_boot) {
+                final_values[i] = *v;
+            }
+            let input = GaeInput {
+                rewards: &rewards,
+                values: &r.values,
+                terminated: &r.terminated,
+                truncated: &r.truncated,
+                final_values: &final_values,
+                next_values,
+            };
+            let (adv, ret) = gae(&input, p.gamma, p.gae_lambda);
+            let start = obs.len();
+            obs.extend_from_slice(&r.obs);
+            self.normalize(&mut obs[start..]);
+            actions.extend_from_slice(&r.actions);
+            log_probs.extend_from_slice(&r.log_probs);
+            host.values.extend_from_slice(&r.values);
+            host.advantages.extend(adv);
+            host.returns.extend(ret);
+        }
+        let n = log_probs.len();
+        if n == 0 {
+            return Ok(None);
+        }
+        let dev = &self.device;
+        let actions = match &self.action_space {
+            Space::Discrete { .. } => {
+                let idx: Vec<u32> = actions.iter().map(|a| *a as u32).collect();
+                Tensor::from_vec(idx, n, dev)?
+            }
+            Space::Box { .. } => Tensor::from_vec(actions, (n, self.action_space.flat_dim()), dev)?,
+        };
+        let batch = Batch {
+            obs: Tensor::from_vec(obs, (n, d), dev)?,
+            actions,
+            log_probs: Tensor::from_vec(log_probs, n, dev)?,
+            advantages: Tensor::from_slice(&host.advantages, n, dev)?,
+            returns: Tensor::from_slice(&host.returns, n, dev)?,
+            values: Tensor::from_slice(&host.values, n, dev)?,
+        };
+        Ok(Some((batch, host)))
+    }
+
+    fn normalize(&self, obs: &mut [f32]) {
+        if let Some(n) = &self.obs_norm {
+            n.normalize(obs);
+        }
+    }
+}
+
+/// Host-side copies of the batch's values, returns and advantages, for diagnostics.
+#[derive(Default)]
+struct HostBatch {
+    values: Vec<f32>,
+    returns: Vec<f32>,
+    advantages: Vec<f32>,
+}
+
+/// `1 − Var(y − ŷ) / Var(y)`; NaN when the returns have no variance.
+pub fn explained_variance(pred: &[f32], target: &[f32]) -> f64 {
+    let var = |xs: &mut dyn Iterator<Item = f64>| {
+        let v: Vec<f64> = xs.collect();
+        let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len().max(1) as f64
+    };
+    let var_y = var(&mut target.iter().map(|&y| y as f64));
+    if var_y == 0.0 {
+        return f64::NAN;
+    }
+    1.0 - var(&mut pred.iter().zip(target).map(|(&p, &y)| (y - p) as f64)) / var_y
+}
+
+/// Mean, std and quantiles (nearest rank) of `adv`.
+pub fn advantage_stats(adv: &[f32]) -> AdvantageStats {
+    if adv.is_empty() {
+        return AdvantageStats::default();
+    }
+    let n = adv.len() as f64;
+    let mean = adv.iter().map(|&a| a as f64).sum::<f64>() / n;
+    let std = (adv.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let mut sorted = adv.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let q = |p: f64| sorted[((p * (n - 1.0)).round() as usize).min(sorted.len() - 1)] as f64;
+    AdvantageStats {
+        mean,
+        std,
+        quantiles: [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explained_variance_closed_forms() {
+        assert!((explained_variance(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
+        assert!(explained_variance(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]).abs() < 1e-12);
+        assert!(explained_variance(&[0.0, 0.0], &[1.0, 1.0]).is_nan());
+    }
+
+    #[test]
+    fn advantage_quantiles() {
+        let adv: Vec<f32> = (0..101).map(|i| i as f32).collect();
+        let s = advantage_stats(&adv);
+        assert_eq!(s.quantiles, [5.0, 25.0, 50.0, 75.0, 95.0]);
+        assert!((s.mean - 50.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,243 @@
+//! The PPO minibatch update against PyTorch (CleanRL's formulation): `tests/fixtures/golden/*.safetensors` hold
+//! the model, a minibatch, the expected forward values, losses, gradients and the parameters after one clipped
+//! Adam step. `tests/fixtures/golden/make_golden.py` produced them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use candle_core::{DType, Device, Tensor};
+use common::env::Space;
+use common::model::{ActorCritic, ModelConfig, sorted_vars};
+use learner::config::Objective;
+use learner::optim::Adam;
+use learner::ppo::{Batch, LossCoefs, minibatch_loss, minibatch_step};
+use std::collections::HashMap;
+
+struct Golden {
+    t: HashMap<String, Tensor>,
+    scalars: serde_json::Value,
+}
+
+fn load(name: &str) -> Golden {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../tests/fixtures/golden/{name}"));
+    let bytes = std::fs::read(&path).unwrap();
+    let t = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let scalars = serde_json::from_str(&meta.metadata().as_ref().unwrap()["scalars"]).unwrap();
+    Golden { t, scalars }
+}
+
+fn assert_close(name: &str, got: &Tensor, want: &Tensor, rtol: f32, atol: f32) {
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= atol + rtol * w.abs(),
+            "{name}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+fn scalar_close(name: &str, got: f64, g: &Golden, rtol: f64) {
+    let want = g.scalars[name].as_f64().unwrap();
+    assert!(
+        (got - want).abs() <= 1e-7 + rtol * want.abs(),
+        "{name}: got {got}, want {want}"
+    );
+}
+
+/// A trainable model holding the golden `param.*` values, and the golden minibatch.
+fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, Space) {
+    let obs = g.t["batch.obs"].clone();
+    let continuous = g.t.contains_key("param.actor_logstd");
+    let act_dim = g.t["param.actor.4.weight"].dim(0).unwrap();
+    let space = if continuous {
+        Space::Box {
+            low: vec![-1.0; act_dim],
+            high: vec![1.0; act_dim],
+        }
+    } else {
+        Space::Discrete { n: act_dim }
+    };
+    let (varmap, model) = ActorCritic::init(
+        &ModelConfig::default(),
+        obs.dim(1).unwrap(),
+        &space,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (name, var) in sorted_vars(&varmap).unwrap() {
+        var.set(&g.t[&format!("param.{name}")]).unwrap();
+    }
+    let actions = if continuous {
+        g.t["batch.actions"].clone()
+    } else {
+        g.t["batch.actions"].to_dtype(DType::U32).unwrap()
+    };
+    let batch = Batch {
+        obs,
+        actions,
+        log_probs: g.t["batch.old_logprobs"].clone(),
+        advantages: g.t["batch.advantages"].clone(),
+        returns: g.t["batch.returns"].clone(),
+        values: g.t["batch.old_values"].clone(),
+    };
+    (varmap, model, batch, space)
+}
+
+fn coefs(g: &Golden) -> LossCoefs {
+    let objective = match g.scalars["objective"].as_str().unwrap() {
+        "clip" => Objective::Clip,
+        _ => Objective::KlPenalty,
+    };
+    LossCoefs {
+        objective,
+        clip_coef: g.scalars["clip_coef"].as_f64().unwrap(),
+        clip_vloss: true,
+        norm_adv: true,
+        ent_coef: g.scalars["ent_coef"].as_f64().unwrap(),
+        vf_coef: g.scalars["vf_coef"].as_f64().unwrap(),
+        beta: g.scalars["beta"].as_f64().unwrap(),
+    }
+}
+
+fn check_case(name: &str) {
+    let g = load(name);
+    let (varmap, model, batch, _) = setup(&g);
+    let c = coefs(&g);
+
+    // Forward: log-probs, entropy, values, ratio.
+    let eval = model.evaluate(&batch.obs, &batch.actions).unwrap();
+    assert_close(
+        "newlogprob",
+        &eval.log_prob,
+        &g.t["expect.newlogprob"],
+        1e-5,
+        1e-6,
+    );
+    assert_close("entropy", &eval.entropy, &g.t["expect.entropy"], 1e-5, 1e-6);
+    assert_close("newvalue", &eval.value, &g.t["expect.newvalue"], 1e-5, 1e-6);
+    let ratio = (&eval.log_prob - &batch.log_probs).unwrap().exp().unwrap();
+    assert_close("ratio", &ratio, &g.t["expect.ratio"], 1e-5, 1e-6);
+
+    // Losses and diagnostics.
+    let (loss, stats) = minibatch_loss(&model, &batch, &c).unwrap();
+    scalar_close("pg_loss", stats.pg_loss, &g, 1e-5);
+    scalar_close("v_loss", stats.v_loss, &g, 1e-5);
+    scalar_close("entropy_loss", stats.entropy, &g, 1e-5);
+    scalar_close("loss", stats.loss, &g, 1e-5);
+    scalar_close("approx_kl", stats.approx_kl, &g, 1e-4);
+    scalar_close("old_approx_kl", stats.old_approx_kl, &g, 1e-4);
+    scalar_close("clipfrac", stats.clipfrac, &g, 1e-9);
+
+    // Gradients before clipping.
+    let grads = loss.backward().unwrap();
+    for (pname, var) in sorted_vars(&varmap).unwrap() {
+        let grad = grads
+            .get(&var)
+            .unwrap_or_else(|| panic!("no gradient for {pname}"));
+        assert_close(
+            &format!("grad.{pname}"),
+            grad,
+            &g.t[&format!("grad.{pname}")],
+            1e-4,
+            1e-6,
+        );
+    }
+
+    // One full step: loss, backward, clip to 0.5, Adam (lr 2.5e-4, eps 1e-5).
+    let (varmap, model, batch, _) = setup(&g);
+    let mut adam = Adam::new(
+        sorted_vars(&varmap).unwrap(),
+        g.scalars["lr"].as_f64().unwrap(),
+        1e-5,
+    )
+    .unwrap();
+    let stats = minibatch_step(
+        &model,
+        &mut adam,
+        &batch,
+        &c,
+        g.scalars["max_grad_norm"].as_f64().unwrap(),
+    )
+    .unwrap();
+    scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
+    for (pname, var) in sorted_vars(&varmap).unwrap() {
+        assert_close(
+            &format!("next.{pname}"),
+            var.as_tensor(),
+            &g.t[&format!("next.{pname}")],
+            1e-5,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn discrete_clip_matches_pytorch() {
+    check_case("ppo_discrete_clip.safetensors");
+}
+
+#[test]
+fn continuous_clip_matches_pytorch() {
+    check_case("ppo_continuous_clip.safetensors");
+}
+
+#[test]
+fn discrete_kl_penalty_matches_pytorch() {
+    check_case("ppo_discrete_kl_penalty.safetensors");
+}
+
+/// The clipped objective gives no policy gradient where the ratio has left the clip range in the direction the
+/// advantage pushes (r > 1 + ε with A > 0, r < 1 − ε with A < 0), and does on the other side.
+#[test]
+fn clipped_objective_gradient_vanishes_outside_the_clip_range() {
+    let g = load("ppo_discrete_clip.safetensors");
+    let (varmap, model, batch, _) = setup(&g);
+    let one = Tensor::new(&[0u32], &Device::Cpu).unwrap();
+    let mb = batch.select(&one).unwrap();
+    let newlogprob = model.evaluate(&mb.obs, &mb.actions).unwrap().log_prob;
+    let c = LossCoefs {
+        norm_adv: false,
+        ent_coef: 0.0,
+        vf_coef: 0.0,
+        ..coefs(&g)
+    };
+    let actor_grad_norm = |ratio: f32, adv: f32| {
+        let mb = Batch {
+            log_probs: (&newlogprob - (ratio as f64).ln()).unwrap().detach(),
+            advantages: Tensor::new(&[adv], &Device::Cpu).unwrap(),
+            ..mb.clone()
+        };
+        let (loss, _) = minibatch_loss(&model, &mb, &c).unwrap();
+        let grads = loss.backward().unwrap();
+        sorted_vars(&varmap)
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n.starts_with("actor."))
+            .map(|(_, v)| {
+                grads.get(v).map_or(0.0, |t| {
+                    t.sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                })
+            })
+            .sum::<f32>()
+    };
+    assert_eq!(actor_grad_norm(1.5, 1.0), 0.0, "r > 1+eps, A > 0");
+    assert_eq!(actor_grad_norm(0.5, -1.0), 0.0, "r < 1-eps, A < 0");
+    assert!(
+        actor_grad_norm(1.5, -1.0) > 0.0,
+        "r > 1+eps, A < 0 still pushes down"
+    );
+    assert!(
+        actor_grad_norm(0.5, 1.0) > 0.0,
+        "r < 1-eps, A > 0 still pushes up"
+    );
+    assert!(actor_grad_norm(1.1, 1.0) > 0.0, "inside the range");
+}

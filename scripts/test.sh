@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project on a fresh machine (Rust toolchain, Python 3.11 + pip, Docker).
+# Installs what the tests need first: a Python venv with gymnasium (the reference for env conformance).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GYMNASIUM_VERSION="1.4.0"
+NUMPY_VERSION="2.4.6"
+
+if ! .venv/bin/python -c "import gymnasium, numpy; assert gymnasium.__version__ == '$GYMNASIUM_VERSION'" 2>/dev/null; then
+  echo "== installing gymnasium $GYMNASIUM_VERSION into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "gymnasium==$GYMNASIUM_VERSION" "numpy==$NUMPY_VERSION"
+fi
+export PROXIMA_PYTHON="$PWD/.venv/bin/python"
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --release --workspace --locked -- --nocapture

@@ -1,0 +1,71 @@
+//! Helpers shared by the workspace's integration tests: where the workspace, its binaries and the reference
+//! Python live.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Serialises the `cargo build` calls of [`bin_path`] within one test process.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// The workspace root (the parent of this crate's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The Python interpreter for reference scripts: `$PROXIMA_PYTHON`, else `<root>/.venv/bin/python` if it exists,
+/// else `python3` from `PATH`.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("PROXIMA_PYTHON") {
+        return python.into();
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// The workspace binary `name` (`learner` or `actor`) of the profile the running test was built with.
+///
+/// Cargo builds other packages' binaries only for their own tests, so this runs `$CARGO build -p <name> --bin
+/// <name>` for that profile (a quick no-op when up to date) whenever the binary is missing or older than the
+/// running test executable, which is rebuilt whenever the libraries it shares with the binary change.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps")
+        .to_path_buf();
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let _guard = BUILD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if is_older(&bin, &exe) {
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(profile) => profile,
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(&cargo)
+            .current_dir(workspace_root())
+            .args(["build", "--profile", profile, "-p", name, "--bin", name])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {name}: {e}"));
+        assert!(status.success(), "cargo build of {name} failed ({status})");
+    }
+    bin
+}
+
+/// True when `path` is missing or was modified before `reference`.
+fn is_older(path: &Path, reference: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(path), modified(reference)) {
+        (Some(t), Some(reference)) => t < reference,
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
+}
