@@ -26,11 +26,7 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self {
-            num_envs: 8,
-            rollout_steps: 128,
-            sync: true,
-        }
+        Self { num_envs: 8, rollout_steps: 128, sync: true }
     }
 }
 
@@ -67,11 +63,7 @@ impl Sampler {
 
     /// Runs `rollout_steps` steps of every env with `policy`.
     pub fn collect(&mut self, policy: &mut Policy) -> Result<Rollout, Error> {
-        let (t_max, n, d) = (
-            self.cfg.rollout_steps,
-            self.env.num_envs(),
-            self.env.obs_dim(),
-        );
+        let (t_max, n, d) = (self.cfg.rollout_steps, self.env.num_envs(), self.env.obs_dim());
         let space = self.env.action_space();
         let a = space.flat_dim();
         let mut r = Rollout {
@@ -99,8 +91,7 @@ impl Sampler {
             r.terminated.extend_from_slice(&step.terminated);
             r.truncated.extend_from_slice(&step.truncated);
             for (e, _) in step.truncated.iter().enumerate().filter(|(_, t)| **t) {
-                r.final_obs
-                    .extend_from_slice(&step.final_obs[e * d..(e + 1) * d]);
+                r.final_obs.extend_from_slice(&step.final_obs[e * d..(e + 1) * d]);
             }
             r.episodes.extend_from_slice(&step.episodes);
         }
@@ -122,15 +113,25 @@ fn clip_to_space(space: &Space, actions: &[f32], out: &mut Vec<f32>) {
     }
 }
 
+/// The receiver of a [`RolloutSink`] has gone away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkClosed;
+
 /// Where finished rollouts go. `send` blocks while the receiver is full (backpressure) and fails once it is gone.
 pub trait RolloutSink {
-    /// Hands over one rollout; `Err` returns it when the receiver has gone away.
-    fn send(&self, rollout: Rollout) -> Result<(), Rollout>;
+    /// Hands over one rollout.
+    fn send(&self, rollout: Rollout) -> Result<(), SinkClosed>;
 }
 
 impl RolloutSink for crossbeam_channel::Sender<Rollout> {
-    fn send(&self, rollout: Rollout) -> Result<(), Rollout> {
-        crossbeam_channel::Sender::send(self, rollout).map_err(|e| e.into_inner())
+    fn send(&self, rollout: Rollout) -> Result<(), SinkClosed> {
+        crossbeam_channel::Sender::send(self, rollout).map_err(|_| SinkClosed)
+    }
+}
+
+impl RolloutSink for tokio::sync::mpsc::Sender<Rollout> {
+    fn send(&self, rollout: Rollout) -> Result<(), SinkClosed> {
+        self.blocking_send(rollout).map_err(|_| SinkClosed)
     }
 }
 

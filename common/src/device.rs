@@ -8,16 +8,12 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         "cpu" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| format!("bad cuda ordinal in device {s:?}"))?,
+                Some(n) => n.parse::<usize>().map_err(|_| format!("bad cuda ordinal in device {s:?}"))?,
                 None => 0,
             };
             cuda(ordinal)
         }
-        other => Err(format!(
-            "unknown device {other:?}; expected cpu, cuda or cuda:N"
-        )),
+        other => Err(format!("unknown device {other:?}; expected cpu, cuda or cuda:N")),
     }
 }
 

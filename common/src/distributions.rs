@@ -25,9 +25,7 @@ pub fn categorical_entropy(logits: &Tensor) -> Result<Tensor> {
 pub fn gaussian_log_prob(mean: &Tensor, log_std: &Tensor, actions: &Tensor) -> Result<Tensor> {
     let log_std = log_std.broadcast_as(mean.shape())?;
     let z = ((actions - mean)? / log_std.exp()?)?;
-    ((z.sqr()? * -0.5)? - log_std)?
-        .affine(1.0, -HALF_LN_2PI)?
-        .sum(1)
+    ((z.sqr()? * -0.5)? - log_std)?.affine(1.0, -HALF_LN_2PI)?.sum(1)
 }
 
 /// Entropy `[B]` of the diagonal Gaussian with `log_std` `[1, d]`, for a batch of `batch` rows.
@@ -93,17 +91,11 @@ mod tests {
         let dev = Device::Cpu;
         let logits = Tensor::new(&[[0.0f32, 1.0, 2.0], [3.0, 3.0, 3.0]], &dev).unwrap();
         let actions = Tensor::new(&[2u32, 0], &dev).unwrap();
-        let lp = categorical_log_prob(&logits, &actions)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let lp = categorical_log_prob(&logits, &actions).unwrap().to_vec1::<f32>().unwrap();
         let z = (1.0f64 + 1f64.exp() + 2f64.exp()).ln();
         close(lp[0], 2.0 - z, 1e-6);
         close(lp[1], -(3f64.ln()), 1e-6);
-        let ent = categorical_entropy(&logits)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let ent = categorical_entropy(&logits).unwrap().to_vec1::<f32>().unwrap();
         let p: Vec<f64> = [0.0f64, 1.0, 2.0].iter().map(|l| (l - z).exp()).collect();
         close(ent[0], -p.iter().map(|p| p * p.ln()).sum::<f64>(), 1e-6);
         close(ent[1], 3f64.ln(), 1e-6);
@@ -115,19 +107,13 @@ mod tests {
         let mean = Tensor::new(&[[0.5f32, -1.0]], &dev).unwrap();
         let log_std = Tensor::new(&[[0.3f32, -0.7]], &dev).unwrap();
         let a = Tensor::new(&[[1.0f32, 0.0]], &dev).unwrap();
-        let lp = gaussian_log_prob(&mean, &log_std, &a)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let lp = gaussian_log_prob(&mean, &log_std, &a).unwrap().to_vec1::<f32>().unwrap();
         let normal = |x: f64, m: f64, ls: f64| {
             let s = ls.exp();
             -(x - m).powi(2) / (2.0 * s * s) - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
         };
         close(lp[0], normal(1.0, 0.5, 0.3) + normal(0.0, -1.0, -0.7), 1e-5);
-        let ent = gaussian_entropy(&log_std, 3)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let ent = gaussian_entropy(&log_std, 3).unwrap().to_vec1::<f32>().unwrap();
         let h = |ls: f64| 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E).ln() + ls;
         assert_eq!(ent.len(), 3);
         close(ent[2], h(0.3) + h(-0.7), 1e-5);
@@ -144,10 +130,7 @@ mod tests {
             let t = Tensor::new(&[logits], &Device::Cpu).unwrap();
             if counts.iter().sum::<usize>() < 5 {
                 let idx = Tensor::new(&[a as u32], &Device::Cpu).unwrap();
-                let ref_lp = categorical_log_prob(&t, &idx)
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()[0];
+                let ref_lp = categorical_log_prob(&t, &idx).unwrap().to_vec1::<f32>().unwrap()[0];
                 close(lp, ref_lp as f64, 1e-6);
             }
         }
@@ -159,10 +142,7 @@ mod tests {
         let mut out = [0.0f32; 2];
         let lp = sample_gaussian(&[0.1, 0.2], &[0.0, -1.0], &mut rng, &mut out);
         let t = |v: &[f32]| Tensor::new(&[[v[0], v[1]]], &Device::Cpu).unwrap();
-        let ref_lp = gaussian_log_prob(&t(&[0.1, 0.2]), &t(&[0.0, -1.0]), &t(&out))
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let ref_lp = gaussian_log_prob(&t(&[0.1, 0.2]), &t(&[0.0, -1.0]), &t(&out)).unwrap().to_vec1::<f32>().unwrap();
         close(lp, ref_lp[0] as f64, 1e-5);
         assert_eq!(argmax(&logits), 2);
     }

@@ -10,9 +10,7 @@ use rand_distr::StandardNormal;
 pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut impl Rng) -> Vec<f32> {
     let (tall, wide) = (rows.max(cols), rows.min(cols));
     // Column-major `tall x wide`: column j is q[j * tall..(j + 1) * tall].
-    let mut q: Vec<f64> = (0..tall * wide)
-        .map(|_| rng.sample::<f64, _>(StandardNormal))
-        .collect();
+    let mut q: Vec<f64> = (0..tall * wide).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
     for j in 0..wide {
         for k in 0..j {
             let dot: f64 = (0..tall).map(|i| q[k * tall + i] * q[j * tall + i]).sum();
@@ -20,11 +18,7 @@ pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut impl Rng) -> Ve
                 q[j * tall + i] -= dot * q[k * tall + i];
             }
         }
-        let norm = (0..tall)
-            .map(|i| q[j * tall + i].powi(2))
-            .sum::<f64>()
-            .sqrt()
-            .max(f64::MIN_POSITIVE);
+        let norm = (0..tall).map(|i| q[j * tall + i].powi(2)).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
         for i in 0..tall {
             q[j * tall + i] /= norm;
         }
@@ -33,11 +27,7 @@ pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut impl Rng) -> Ve
     for r in 0..rows {
         for c in 0..cols {
             // rows >= cols: element (r, c) is q[c][r]; otherwise the transpose, element (r, c) is q[r][c].
-            let v = if rows >= cols {
-                q[c * tall + r]
-            } else {
-                q[r * tall + c]
-            };
+            let v = if rows >= cols { q[c * tall + r] } else { q[r * tall + c] };
             out[r * cols + c] = (v * gain) as f32;
         }
     }
@@ -50,13 +40,10 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    /// max |W Wᵀ / g² − I| (or WᵀW for tall matrices).
+    /// max |A Aᵀ / g² − I| where A is W or Wᵀ, whichever is wide (rows <= cols).
     fn orthogonality_error(w: &[f32], rows: usize, cols: usize, gain: f64) -> f64 {
-        let (n, m, at): (usize, usize, Box<dyn Fn(usize, usize) -> f64>) = if rows <= cols {
-            (rows, cols, Box::new(|i, k| w[i * cols + k] as f64))
-        } else {
-            (cols, rows, Box::new(|i, k| w[k * cols + i] as f64))
-        };
+        let (n, m) = (rows.min(cols), rows.max(cols));
+        let at = |i: usize, k: usize| if rows <= cols { w[i * cols + k] } else { w[k * cols + i] } as f64;
         let mut worst = 0.0f64;
         for i in 0..n {
             for j in 0..n {
@@ -71,12 +58,7 @@ mod tests {
     #[test]
     fn square_wide_and_tall_matrices_are_orthogonal() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (rows, cols, gain) in [
-            (64, 64, 2f64.sqrt()),
-            (64, 4, 2f64.sqrt()),
-            (2, 64, 0.01),
-            (1, 64, 1.0),
-        ] {
+        for (rows, cols, gain) in [(64, 64, 2f64.sqrt()), (64, 4, 2f64.sqrt()), (2, 64, 0.01), (1, 64, 1.0)] {
             let w = orthogonal(rows, cols, gain, &mut rng);
             let err = orthogonality_error(&w, rows, cols, gain);
             assert!(err < 1e-5, "{rows}x{cols}: error {err}");

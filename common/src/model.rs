@@ -23,10 +23,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self {
-            hidden_sizes: vec![64, 64],
-            init_log_std: 0.0,
-        }
+        Self { hidden_sizes: vec![64, 64], init_log_std: 0.0 }
     }
 }
 
@@ -89,12 +86,7 @@ pub struct ActorCritic {
 
 impl ActorCritic {
     /// Builds the layers from `vb` (a `VarMap` for training, stored tensors for inference).
-    pub fn new(
-        cfg: &ModelConfig,
-        obs_dim: usize,
-        action_space: &Space,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    pub fn new(cfg: &ModelConfig, obs_dim: usize, action_space: &Space, vb: VarBuilder) -> Result<Self> {
         let mut sizes = vec![obs_dim];
         sizes.extend(&cfg.hidden_sizes);
         let mut actor_sizes = sizes.clone();
@@ -102,11 +94,9 @@ impl ActorCritic {
         sizes.push(1);
         let log_std = match action_space {
             Space::Discrete { .. } => None,
-            Space::Box { low, .. } => Some(vb.get_with_hints(
-                (1, low.len()),
-                "actor_logstd",
-                candle_nn::Init::Const(cfg.init_log_std),
-            )?),
+            Space::Box { low, .. } => {
+                Some(vb.get_with_hints((1, low.len()), "actor_logstd", candle_nn::Init::Const(cfg.init_log_std))?)
+            }
         };
         Ok(Self {
             actor: Mlp::new(&actor_sizes, vb.pp("actor"))?,
@@ -127,12 +117,7 @@ impl ActorCritic {
         device: &Device,
     ) -> Result<(VarMap, Self)> {
         let varmap = VarMap::new();
-        let model = Self::new(
-            cfg,
-            obs_dim,
-            action_space,
-            VarBuilder::from_varmap(&varmap, DType::F32, device),
-        )?;
+        let model = Self::new(cfg, obs_dim, action_space, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let head = 2 * cfg.hidden_sizes.len();
         let mut vars = sorted_vars(&varmap)?;
@@ -142,19 +127,12 @@ impl ActorCritic {
             let dims = var.dims().to_vec();
             let value = match dims.as_slice() {
                 [rows, cols] if name.ends_with(".weight") => {
-                    let gain = match (
-                        name.starts_with("actor."),
-                        name.contains(&format!(".{head}.")),
-                    ) {
+                    let gain = match (name.starts_with("actor."), name.contains(&format!(".{head}."))) {
                         (true, true) => 0.01,
                         (false, true) => 1.0,
                         _ => std::f64::consts::SQRT_2,
                     };
-                    Tensor::from_vec(
-                        orthogonal(*rows, *cols, gain, &mut rng),
-                        (*rows, *cols),
-                        device,
-                    )?
+                    Tensor::from_vec(orthogonal(*rows, *cols, gain, &mut rng), (*rows, *cols), device)?
                 }
                 _ if name.ends_with(".bias") => var.zeros_like()?,
                 _ => continue, // actor_logstd keeps its constant init
@@ -172,12 +150,7 @@ impl ActorCritic {
         tensors: std::collections::HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self> {
-        Self::new(
-            cfg,
-            obs_dim,
-            action_space,
-            VarBuilder::from_tensors(tensors, DType::F32, device),
-        )
+        Self::new(cfg, obs_dim, action_space, VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 
     /// Observation width.
@@ -209,29 +182,19 @@ impl ActorCritic {
     pub fn evaluate(&self, obs: &Tensor, actions: &Tensor) -> Result<Evaluation> {
         let head = self.policy_head(obs)?;
         let (log_prob, entropy) = match &self.log_std {
-            None => (
-                distributions::categorical_log_prob(&head, actions)?,
-                distributions::categorical_entropy(&head)?,
-            ),
+            None => (distributions::categorical_log_prob(&head, actions)?, distributions::categorical_entropy(&head)?),
             Some(log_std) => (
                 distributions::gaussian_log_prob(&head, log_std, actions)?,
                 distributions::gaussian_entropy(log_std, obs.dim(0)?)?,
             ),
         };
-        Ok(Evaluation {
-            log_prob,
-            entropy,
-            value: self.value(obs)?,
-        })
+        Ok(Evaluation { log_prob, entropy, value: self.value(obs)? })
     }
 }
 
 /// The variables of `varmap`, sorted by name.
 pub fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+    let data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
     let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(vars)
@@ -244,17 +207,10 @@ mod tests {
 
     #[test]
     fn parameter_names_follow_pytorch_state_dict() {
-        let space = Space::Box {
-            low: vec![-2.0],
-            high: vec![2.0],
-        };
-        let (varmap, _) =
-            ActorCritic::init(&ModelConfig::default(), 3, &space, 0, &Device::Cpu).unwrap();
-        let names: Vec<(String, Vec<usize>)> = sorted_vars(&varmap)
-            .unwrap()
-            .into_iter()
-            .map(|(n, v)| (n, v.dims().to_vec()))
-            .collect();
+        let space = Space::Box { low: vec![-2.0], high: vec![2.0] };
+        let (varmap, _) = ActorCritic::init(&ModelConfig::default(), 3, &space, 0, &Device::Cpu).unwrap();
+        let names: Vec<(String, Vec<usize>)> =
+            sorted_vars(&varmap).unwrap().into_iter().map(|(n, v)| (n, v.dims().to_vec())).collect();
         let expect = [
             ("actor.0.bias", vec![64]),
             ("actor.0.weight", vec![64, 3]),
@@ -270,42 +226,23 @@ mod tests {
             ("critic.4.bias", vec![1]),
             ("critic.4.weight", vec![1, 64]),
         ];
-        let expect: Vec<(String, Vec<usize>)> = expect
-            .into_iter()
-            .map(|(n, d)| (n.to_string(), d))
-            .collect();
+        let expect: Vec<(String, Vec<usize>)> = expect.into_iter().map(|(n, d)| (n.to_string(), d)).collect();
         assert_eq!(names, expect);
     }
 
     #[test]
     fn init_gains_and_zero_biases() {
         let space = Space::Discrete { n: 2 };
-        let (varmap, _) =
-            ActorCritic::init(&ModelConfig::default(), 4, &space, 5, &Device::Cpu).unwrap();
+        let (varmap, _) = ActorCritic::init(&ModelConfig::default(), 4, &space, 5, &Device::Cpu).unwrap();
         for (name, var) in sorted_vars(&varmap).unwrap() {
             let t = var.as_tensor();
             if name.ends_with(".bias") {
-                assert_eq!(
-                    t.abs()
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap(),
-                    0.0,
-                    "{name}"
-                );
+                assert_eq!(t.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0, "{name}");
                 continue;
             }
             // Each row of a wide matrix (or column of a tall one) has norm = gain.
             let wide = t.dim(0).unwrap() <= t.dim(1).unwrap();
-            let norms = t
-                .sqr()
-                .unwrap()
-                .sum(if wide { 1 } else { 0 })
-                .unwrap()
-                .sqrt()
-                .unwrap();
+            let norms = t.sqr().unwrap().sum(if wide { 1 } else { 0 }).unwrap().sqrt().unwrap();
             let gain = match name.as_str() {
                 "actor.4.weight" => 0.01,
                 "critic.4.weight" => 1.0,

@@ -17,11 +17,7 @@ pub struct RunningMeanStd {
 impl RunningMeanStd {
     /// Zero mean, unit variance, count 1e-4.
     pub fn new(dim: usize) -> Self {
-        Self {
-            mean: vec![0.0; dim],
-            var: vec![1.0; dim],
-            count: 1e-4,
-        }
+        Self { mean: vec![0.0; dim], var: vec![1.0; dim], count: 1e-4 }
     }
 
     /// Number of dimensions.
@@ -58,9 +54,7 @@ impl RunningMeanStd {
         let total = self.count + count;
         for i in 0..self.dim() {
             let delta = mean[i] - self.mean[i];
-            let m2 = self.var[i] * self.count
-                + var[i] * count
-                + delta * delta * self.count * count / total;
+            let m2 = self.var[i] * self.count + var[i] * count + delta * delta * self.count * count / total;
             self.mean[i] += delta * count / total;
             self.var[i] = m2 / total;
         }
@@ -83,21 +77,13 @@ pub struct ObsNormalizer {
 impl ObsNormalizer {
     /// Fresh statistics for `dim`-wide observations.
     pub fn new(dim: usize, clip: f32) -> Self {
-        Self {
-            rms: RunningMeanStd::new(dim),
-            clip,
-        }
+        Self { rms: RunningMeanStd::new(dim), clip }
     }
 
     /// Normalises `[rows, dim]` observations in place.
     pub fn normalize(&self, obs: &mut [f32]) {
         let dim = self.rms.dim();
-        let scale: Vec<f64> = self
-            .rms
-            .var
-            .iter()
-            .map(|v| 1.0 / (v + NORM_EPS).sqrt())
-            .collect();
+        let scale: Vec<f64> = self.rms.var.iter().map(|v| 1.0 / (v + NORM_EPS).sqrt()).collect();
         for row in obs.chunks_exact_mut(dim) {
             for ((x, m), s) in row.iter_mut().zip(&self.rms.mean).zip(&scale) {
                 *x = (((*x as f64 - m) * s) as f32).clamp(-self.clip, self.clip);
@@ -118,10 +104,7 @@ pub struct RewardScaler {
 impl RewardScaler {
     /// Fresh statistics with discount `gamma`.
     pub fn new(gamma: f64) -> Self {
-        Self {
-            rms: RunningMeanStd::new(1),
-            gamma,
-        }
+        Self { rms: RunningMeanStd::new(1), gamma }
     }
 
     /// Scales one step of `rewards` for the envs whose return accumulators are `returns`, updating both.
@@ -134,9 +117,7 @@ impl RewardScaler {
         let var = returns.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n;
         self.rms.merge(&[mean], &[var], n);
         let scale = 1.0 / (self.rms.var[0] + NORM_EPS).sqrt();
-        rewards
-            .iter_mut()
-            .for_each(|r| *r = (*r as f64 * scale) as f32);
+        rewards.iter_mut().for_each(|r| *r = (*r as f64 * scale) as f32);
     }
 }
 
@@ -147,9 +128,7 @@ mod tests {
 
     #[test]
     fn running_moments_match_two_pass_computation() {
-        let data: Vec<f32> = (0..600)
-            .map(|i| ((i * 37 % 101) as f32 - 40.0) * 0.37 + (i % 3) as f32)
-            .collect();
+        let data: Vec<f32> = (0..600).map(|i| ((i * 37 % 101) as f32 - 40.0) * 0.37 + (i % 3) as f32).collect();
         let mut rms = RunningMeanStd::new(3);
         for chunk in data.chunks(3 * 17) {
             rms.update(chunk);
@@ -160,10 +139,7 @@ mod tests {
             let mean = col.iter().sum::<f64>() / n;
             let var = col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
             // The 1e-4 prior count shifts the result by O(1e-4 / n).
-            assert!(
-                (rms.mean[d] - mean).abs() < 1e-5 * (1.0 + mean.abs()),
-                "mean {d}"
-            );
+            assert!((rms.mean[d] - mean).abs() < 1e-5 * (1.0 + mean.abs()), "mean {d}");
             assert!((rms.var[d] - var).abs() < 1e-5 * (1.0 + var), "var {d}");
         }
         assert!((rms.count - 200.0).abs() < 1e-3);

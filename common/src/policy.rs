@@ -34,51 +34,41 @@ pub struct PolicySnapshot {
     pub version: u64,
     /// Safetensors bytes, see the module docs.
     pub weights: bytes::Bytes,
+    /// Unix time in seconds when the learner published it (for weight-update latency).
+    pub published_at: f64,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Serialises named f32 tensors and optional observation statistics into safetensors bytes.
-pub fn encode_weights(
+pub fn encode_weights(params: &[(String, Tensor)], obs_norm: Option<&ObsNormalizer>) -> Result<Vec<u8>, PolicyError> {
+    encode_tensors(params, obs_norm, HashMap::from([("format".to_string(), "proxima-policy-v1".to_string())]))
+}
+
+/// Like [`encode_weights`], with caller-chosen metadata (checkpoints add their state there).
+pub fn encode_tensors(
     params: &[(String, Tensor)],
     obs_norm: Option<&ObsNormalizer>,
+    mut metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>, PolicyError> {
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(params.len() + 3);
     for (name, t) in params {
         let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        owned.push((
-            name.clone(),
-            Dtype::F32,
-            t.dims().to_vec(),
-            bytemuck::cast_slice(&values).to_vec(),
-        ));
+        owned.push((name.clone(), Dtype::F32, t.dims().to_vec(), bytemuck::cast_slice(&values).to_vec()));
     }
-    let mut metadata = HashMap::from([("format".to_string(), "proxima-policy-v1".to_string())]);
     if let Some(n) = obs_norm {
         let f64s = |xs: &[f64]| xs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        owned.push((
-            "obs_rms.mean".into(),
-            Dtype::F64,
-            vec![n.rms.dim()],
-            f64s(&n.rms.mean),
-        ));
-        owned.push((
-            "obs_rms.var".into(),
-            Dtype::F64,
-            vec![n.rms.dim()],
-            f64s(&n.rms.var),
-        ));
-        owned.push((
-            "obs_rms.count".into(),
-            Dtype::F64,
-            vec![1],
-            f64s(&[n.rms.count]),
-        ));
+        owned.push(("obs_rms.mean".into(), Dtype::F64, vec![n.rms.dim()], f64s(&n.rms.mean)));
+        owned.push(("obs_rms.var".into(), Dtype::F64, vec![n.rms.dim()], f64s(&n.rms.var)));
+        owned.push(("obs_rms.count".into(), Dtype::F64, vec![1], f64s(&[n.rms.count])));
         metadata.insert("obs_clip".into(), n.clip.to_string());
     }
     let views = owned
         .iter()
-        .map(|(name, dtype, shape, data)| {
-            Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), data)?))
-        })
+        .map(|(name, dtype, shape, data)| Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), data)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     Ok(safetensors::serialize(views, Some(metadata))?)
 }
@@ -99,10 +89,7 @@ pub fn decode_weights(bytes: &[u8], device: &Device) -> Result<DecodedWeights, P
     for (name, view) in st.tensors() {
         match (name.strip_prefix("obs_rms."), view.dtype()) {
             (Some(stat), Dtype::F64) => {
-                let xs = view
-                    .data()
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+                let xs = view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
                 rms.insert(stat.to_string(), xs.collect());
             }
             (None, Dtype::F32) => {
@@ -110,24 +97,17 @@ pub fn decode_weights(bytes: &[u8], device: &Device) -> Result<DecodedWeights, P
                 params.insert(name, t);
             }
             (_, dtype) => {
-                return Err(PolicyError::Invalid(format!(
-                    "tensor {name} has unexpected dtype {dtype:?}"
-                )));
+                return Err(PolicyError::Invalid(format!("tensor {name} has unexpected dtype {dtype:?}")));
             }
         }
     }
     let obs_norm = if rms.is_empty() {
         None
     } else {
-        let mut take = |k: &str| {
-            rms.remove(k)
-                .ok_or_else(|| PolicyError::Invalid(format!("missing obs_rms.{k}")))
-        };
+        let mut take = |k: &str| rms.remove(k).ok_or_else(|| PolicyError::Invalid(format!("missing obs_rms.{k}")));
         let (mean, var, count) = (take("mean")?, take("var")?, take("count")?);
         if mean.len() != var.len() || count.len() != 1 {
-            return Err(PolicyError::Invalid(
-                "obs_rms tensors have inconsistent shapes".into(),
-            ));
+            return Err(PolicyError::Invalid("obs_rms tensors have inconsistent shapes".into()));
         }
         let (_, meta) = SafeTensors::read_metadata(bytes)?;
         let clip = meta
@@ -136,14 +116,7 @@ pub fn decode_weights(bytes: &[u8], device: &Device) -> Result<DecodedWeights, P
             .and_then(|m| m.get("obs_clip"))
             .and_then(|c| c.parse::<f32>().ok())
             .ok_or_else(|| PolicyError::Invalid("missing or bad obs_clip metadata".into()))?;
-        Some(ObsNormalizer {
-            rms: RunningMeanStd {
-                mean,
-                var,
-                count: count[0],
-            },
-            clip,
-        })
+        Some(ObsNormalizer { rms: RunningMeanStd { mean, var, count: count[0] }, clip })
     };
     Ok(DecodedWeights { params, obs_norm })
 }
@@ -182,24 +155,14 @@ impl Policy {
         if let Some(n) = &decoded.obs_norm
             && n.rms.dim() != obs_dim
         {
-            return Err(PolicyError::Invalid(format!(
-                "obs_rms has {} dims, env has {obs_dim}",
-                n.rms.dim()
-            )));
+            return Err(PolicyError::Invalid(format!("obs_rms has {} dims, env has {obs_dim}", n.rms.dim())));
         }
         let model = ActorCritic::from_tensors(cfg, obs_dim, action_space, decoded.params, &device)?;
         let log_std = match model.log_std() {
             Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
             None => Vec::new(),
         };
-        Ok(Self {
-            model,
-            obs_norm: decoded.obs_norm,
-            log_std,
-            version: snapshot.version,
-            device,
-            scratch: Vec::new(),
-        })
+        Ok(Self { model, obs_norm: decoded.obs_norm, log_std, version: snapshot.version, device, scratch: Vec::new() })
     }
 
     /// The snapshot version this policy was loaded from.
@@ -214,11 +177,7 @@ impl Policy {
         if let Some(n) = &self.obs_norm {
             n.normalize(&mut self.scratch);
         }
-        Ok(Tensor::from_slice(
-            &self.scratch,
-            (obs.len() / d.max(1), d),
-            &self.device,
-        )?)
+        Ok(Tensor::from_slice(&self.scratch, (obs.len() / d.max(1), d), &self.device)?)
     }
 
     /// Value estimates `[B]` of raw observations `[B, obs_dim]`.
@@ -288,51 +247,27 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip_is_exact_and_policy_acts() {
-        let space = Space::Box {
-            low: vec![-2.0],
-            high: vec![2.0],
-        };
+        let space = Space::Box { low: vec![-2.0], high: vec![2.0] };
         let cfg = ModelConfig::default();
         let (varmap, model) = ActorCritic::init(&cfg, 3, &space, 1, &Device::Cpu).unwrap();
-        let params: Vec<(String, Tensor)> = sorted_vars(&varmap)
-            .unwrap()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone()))
-            .collect();
+        let params: Vec<(String, Tensor)> =
+            sorted_vars(&varmap).unwrap().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         let mut norm = ObsNormalizer::new(3, 10.0);
         norm.rms.update(&[1.0, 2.0, 3.0, 3.0, 2.0, 1.0]);
         let bytes = encode_weights(&params, Some(&norm)).unwrap();
         let decoded = decode_weights(&bytes, &Device::Cpu).unwrap();
         assert_eq!(decoded.obs_norm.as_ref(), Some(&norm));
         for (name, t) in &params {
-            let diff = (t - &decoded.params[name])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap();
+            let diff = (t - &decoded.params[name]).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
         }
-        let snapshot = PolicySnapshot {
-            version: 7,
-            weights: bytes.into(),
-        };
+        let snapshot = PolicySnapshot { version: 7, weights: bytes.into(), published_at: 0.0 };
         let mut policy = Policy::from_snapshot(&cfg, 3, &space, &snapshot).unwrap();
         assert_eq!(policy.version(), 7);
         let obs = [0.5f32, -0.1, 2.0, 1.0, 1.0, 1.0];
         let mut out = ActOutput::default();
-        policy
-            .act(
-                &obs,
-                &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
-                false,
-                &mut out,
-            )
-            .unwrap();
-        assert_eq!(
-            (out.actions.len(), out.log_probs.len(), out.values.len()),
-            (2, 2, 2)
-        );
+        policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), false, &mut out).unwrap();
+        assert_eq!((out.actions.len(), out.log_probs.len(), out.values.len()), (2, 2, 2));
         // The values come from the model applied to normalised observations.
         let mut normed = obs.to_vec();
         norm.normalize(&mut normed);
@@ -347,15 +282,8 @@ mod tests {
         let snapshot = PolicySnapshot {
             version: 0,
             weights: bytes::Bytes::from_static(b"\x08\0\0\0\0\0\0\0{}      "),
+            published_at: 0.0,
         };
-        assert!(
-            Policy::from_snapshot(
-                &ModelConfig::default(),
-                4,
-                &Space::Discrete { n: 2 },
-                &snapshot
-            )
-            .is_err()
-        );
+        assert!(Policy::from_snapshot(&ModelConfig::default(), 4, &Space::Discrete { n: 2 }, &snapshot).is_err());
     }
 }

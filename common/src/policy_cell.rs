@@ -18,11 +18,7 @@ impl PolicyCell {
     pub fn new(initial: PolicySnapshot) -> Self {
         let initial = Arc::new(initial);
         let (watch, _) = tokio::sync::watch::channel(initial.clone());
-        Self {
-            latest: Mutex::new(initial),
-            changed: Condvar::new(),
-            watch,
-        }
+        Self { latest: Mutex::new(initial), changed: Condvar::new(), watch }
     }
 
     /// Replaces the snapshot and wakes every waiter.
@@ -35,10 +31,7 @@ impl PolicyCell {
 
     /// The newest snapshot.
     pub fn latest(&self) -> Arc<PolicySnapshot> {
-        self.latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Blocks until a snapshot with a version above `version` is published or `timeout` passes.
@@ -63,23 +56,14 @@ mod tests {
 
     #[test]
     fn waiters_see_the_latest_version_only() {
-        let cell = Arc::new(PolicyCell::new(PolicySnapshot {
-            version: 0,
-            weights: Default::default(),
-        }));
+        let cell =
+            Arc::new(PolicyCell::new(PolicySnapshot { version: 0, weights: Default::default(), published_at: 0.0 }));
         assert!(cell.wait_newer(0, Duration::from_millis(5)).is_none());
         let c = cell.clone();
-        let t =
-            std::thread::spawn(move || c.wait_newer(0, Duration::from_secs(10)).map(|s| s.version));
+        let t = std::thread::spawn(move || c.wait_newer(0, Duration::from_secs(10)).map(|s| s.version));
         std::thread::sleep(Duration::from_millis(20));
-        cell.publish(PolicySnapshot {
-            version: 1,
-            weights: Default::default(),
-        });
-        cell.publish(PolicySnapshot {
-            version: 2,
-            weights: Default::default(),
-        });
+        cell.publish(PolicySnapshot { version: 1, weights: Default::default(), published_at: 0.0 });
+        cell.publish(PolicySnapshot { version: 2, weights: Default::default(), published_at: 0.0 });
         let seen = t.join().ok().flatten();
         assert!(matches!(seen, Some(1) | Some(2)));
         assert_eq!(cell.latest().version, 2);

@@ -35,6 +35,17 @@ pub struct Rollout {
     pub episodes: Vec<EpisodeStats>,
 }
 
+/// The class of a rollout defect (the `reason` label of the rejection metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutErrorKind {
+    /// Wrong shape, length or encoding.
+    Shape,
+    /// NaN or infinity.
+    NonFinite,
+    /// An action outside the action space.
+    Action,
+}
+
 /// What is wrong with a rollout, naming the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -43,6 +54,8 @@ pub struct RolloutError {
     pub field: &'static str,
     /// Why it is rejected.
     pub reason: String,
+    /// The class of defect.
+    pub kind: RolloutErrorKind,
 }
 
 impl Rollout {
@@ -58,10 +71,11 @@ impl Rollout {
 
     /// Checks shapes, finiteness and that every action lies in `action_space`.
     pub fn validate(&self, obs_dim: usize, action_space: &Space) -> Result<(), RolloutError> {
-        let err = |field, reason: String| Err(RolloutError { field, reason });
+        use RolloutErrorKind::{Action, NonFinite, Shape};
+        let err = |field, reason: String, kind| Err(RolloutError { field, reason, kind });
         let n = self.len();
         if n == 0 {
-            return err("num_steps", "rollout is empty".into());
+            return err("num_steps", "rollout is empty".into(), Shape);
         }
         let act_dim = action_space.flat_dim();
         let truncs = self.truncated.iter().filter(|t| **t).count();
@@ -78,7 +92,7 @@ impl Rollout {
         ];
         for (field, got, want) in lens {
             if got != want {
-                return err(field, format!("expected {want} values, got {got}"));
+                return err(field, format!("expected {want} values, got {got}"), Shape);
             }
         }
         let floats: [(&'static str, &[f32]); 7] = [
@@ -92,30 +106,19 @@ impl Rollout {
         ];
         for (field, xs) in floats {
             if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
-                return err(field, format!("non-finite value {} at index {i}", xs[i]));
+                return err(field, format!("non-finite value {} at index {i}", xs[i]), NonFinite);
             }
         }
-        if let Some(i) = self
-            .log_probs
-            .iter()
-            .position(|lp| *lp > 1e-4 && action_space.is_discrete())
-        {
-            return err(
-                "log_probs",
-                format!("log-probability {} > 0 at index {i}", self.log_probs[i]),
-            );
+        if let Some(i) = self.log_probs.iter().position(|lp| *lp > 1e-4 && action_space.is_discrete()) {
+            return err("log_probs", format!("log-probability {} > 0 at index {i}", self.log_probs[i]), Shape);
         }
         for (i, a) in self.actions.chunks_exact(act_dim).enumerate() {
             if let Err(reason) = action_space.check(a) {
-                return err("actions", format!("index {i}: {reason}"));
+                return err("actions", format!("index {i}: {reason}"), Action);
             }
         }
-        if let Some(ep) = self
-            .episodes
-            .iter()
-            .find(|e| e.env_index >= self.num_envs || !e.episode_return.is_finite())
-        {
-            return err("episodes", format!("bad episode record {ep:?}"));
+        if let Some(ep) = self.episodes.iter().find(|e| e.env_index >= self.num_envs || !e.episode_return.is_finite()) {
+            return err("episodes", format!("bad episode record {ep:?}"), Shape);
         }
         Ok(())
     }

@@ -6,23 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Sets the returned flag on the first SIGINT (Ctrl-C) or SIGTERM; a second signal exits immediately (code 130).
 pub fn on_signal() -> std::io::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
     let f = flag.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                for _ in 0..2 {
-                    wait_for_signal().await;
-                    if f.swap(true, Ordering::SeqCst) {
-                        std::process::exit(130);
-                    }
-                    tracing::info!("shutdown requested; finishing (signal again to exit at once)");
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        rt.block_on(async move {
+            for _ in 0..2 {
+                wait_for_signal().await;
+                if f.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130);
                 }
-            })
-        })?;
+                tracing::info!("shutdown requested; finishing (signal again to exit at once)");
+            }
+        })
+    })?;
     Ok(flag)
 }
 

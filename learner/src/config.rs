@@ -99,11 +99,7 @@ pub struct NormalizeConfig {
 
 impl Default for NormalizeConfig {
     fn default() -> Self {
-        Self {
-            observations: false,
-            rewards: false,
-            obs_clip: 10.0,
-        }
+        Self { observations: false, rewards: false, obs_clip: 10.0 }
     }
 }
 
@@ -124,23 +120,14 @@ pub struct ActorsConfig {
 impl Default for ActorsConfig {
     fn default() -> Self {
         let s = SamplerConfig::default();
-        Self {
-            count: 1,
-            num_envs: s.num_envs,
-            rollout_steps: s.rollout_steps,
-            sync: s.sync,
-        }
+        Self { count: 1, num_envs: s.num_envs, rollout_steps: s.rollout_steps, sync: s.sync }
     }
 }
 
 impl ActorsConfig {
     /// The per-actor sampler settings.
     pub fn sampler(&self) -> SamplerConfig {
-        SamplerConfig {
-            num_envs: self.num_envs,
-            rollout_steps: self.rollout_steps,
-            sync: self.sync,
-        }
+        SamplerConfig { num_envs: self.num_envs, rollout_steps: self.rollout_steps, sync: self.sync }
     }
 }
 
@@ -195,10 +182,7 @@ impl Default for TrainConfig {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// TOML syntax or type error.
     #[error("invalid config: {0}")]
     Parse(String),
@@ -215,21 +199,15 @@ impl TrainConfig {
     /// validates.
     pub fn load(path: Option<&std::path::Path>, overrides: &[String]) -> Result<Self, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.into(),
-                source,
-            })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?,
             None => String::new(),
         };
-        let mut doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
-        let cfg: TrainConfig = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let cfg: TrainConfig =
+            toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -244,27 +222,16 @@ impl TrainConfig {
 
     /// Checks ranges; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        };
+        let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
         let p = &self.ppo;
         if common::env::spec(&self.env).is_err() {
-            return bad(
-                "env",
-                &format!("unknown env id; known: {}", common::env::ENV_IDS.join(", ")),
-            );
+            return bad("env", &format!("unknown env id; known: {}", common::env::ENV_IDS.join(", ")));
         }
         if self.actors.count == 0 {
             return bad("actors.count", "must be at least 1");
         }
         if self.actors.num_envs == 0 || self.actors.rollout_steps == 0 {
-            return bad(
-                "actors.num_envs",
-                "num_envs and rollout_steps must be at least 1",
-            );
+            return bad("actors.num_envs", "num_envs and rollout_steps must be at least 1");
         }
         if !(p.learning_rate > 0.0 && p.learning_rate.is_finite()) {
             return bad("ppo.learning_rate", "must be positive");
@@ -273,62 +240,44 @@ impl TrainConfig {
             return bad("ppo.gamma", "gamma and gae_lambda must be in [0, 1]");
         }
         if p.num_epochs == 0 || p.minibatch_size == 0 {
-            return bad(
-                "ppo.num_epochs",
-                "num_epochs and minibatch_size must be at least 1",
-            );
+            return bad("ppo.num_epochs", "num_epochs and minibatch_size must be at least 1");
         }
         if p.minibatch_size > self.batch_size() {
             return bad("ppo.minibatch_size", "must not exceed the batch size");
         }
-        if !(p.clip_coef > 0.0)
-            || !(p.max_grad_norm > 0.0)
-            || !(p.kl_target > 0.0)
-            || !(p.kl_beta >= 0.0)
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !positive(p.clip_coef)
+            || !positive(p.max_grad_norm)
+            || !positive(p.kl_target)
+            || p.kl_beta.is_nan()
+            || p.kl_beta < 0.0
         {
-            return bad(
-                "ppo.clip_coef",
-                "clip_coef, max_grad_norm and kl_target must be positive, kl_beta >= 0",
-            );
+            return bad("ppo.clip_coef", "clip_coef, max_grad_norm and kl_target must be positive, kl_beta >= 0");
         }
         if self.model.hidden_sizes.is_empty() || self.model.hidden_sizes.contains(&0) {
-            return bad(
-                "model.hidden_sizes",
-                "needs at least one non-zero layer width",
-            );
+            return bad("model.hidden_sizes", "needs at least one non-zero layer width");
         }
-        if !(self.normalize.obs_clip > 0.0) {
+        if !positive(self.normalize.obs_clip as f64) {
             return bad("normalize.obs_clip", "must be positive");
         }
-        common::device::parse_device(&self.device)
-            .map(|_| ())
-            .or_else(|e| bad("device", &e))
+        common::device::parse_device(&self.device).map(|_| ()).or_else(|e| bad("device", &e))
     }
 }
 
 /// Sets a dotted `key=value` in `doc`; the value is parsed as TOML, falling back to a plain string.
 fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
-    let (key, raw) = spec
-        .split_once('=')
-        .ok_or_else(|| ConfigError::Override(spec.into()))?;
+    let (key, raw) = spec.split_once('=').ok_or_else(|| ConfigError::Override(spec.into()))?;
     let value: toml::Value = format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let mut parts: Vec<&str> = key.trim().split('.').collect();
-    let last = parts
-        .pop()
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ConfigError::Override(spec.into()))?;
+    let last = parts.pop().filter(|k| !k.is_empty()).ok_or_else(|| ConfigError::Override(spec.into()))?;
     let mut table = doc;
     for part in parts {
-        let entry = table
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| ConfigError::Override(spec.into()))?;
+        let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| ConfigError::Override(spec.into()))?;
     }
     table.insert(last.to_string(), value);
     Ok(())
@@ -341,20 +290,12 @@ mod tests {
 
     #[test]
     fn overrides_and_validation_name_the_key() {
-        let cfg = TrainConfig::load(
-            None,
-            &["ppo.learning_rate=3e-4".into(), "env=Pendulum-v1".into()],
-        )
-        .unwrap();
+        let cfg = TrainConfig::load(None, &["ppo.learning_rate=3e-4".into(), "env=Pendulum-v1".into()]).unwrap();
         assert_eq!(cfg.ppo.learning_rate, 3e-4);
         assert_eq!(cfg.env, "Pendulum-v1");
-        let err = TrainConfig::load(None, &["ppo.gamma=2.0".into()])
-            .unwrap_err()
-            .to_string();
+        let err = TrainConfig::load(None, &["ppo.gamma=2.0".into()]).unwrap_err().to_string();
         assert!(err.contains("ppo.gamma"), "{err}");
-        let err = TrainConfig::load(None, &["ppo.lr=1".into()])
-            .unwrap_err()
-            .to_string();
+        let err = TrainConfig::load(None, &["ppo.lr=1".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
         assert!(TrainConfig::load(None, &["nokey".into()]).is_err());
     }
@@ -366,8 +307,7 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                TrainConfig::load(Some(&path), &[])
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                TrainConfig::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 n += 1;
             }
         }

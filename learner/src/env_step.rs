@@ -21,10 +21,7 @@ pub enum EnvStepError {
     Env(#[from] EnvError),
     /// A line is not a JSON object with `state` and `action`.
     #[error("line {line}: bad json: {source}")]
-    Json {
-        line: usize,
-        source: serde_json::Error,
-    },
+    Json { line: usize, source: serde_json::Error },
     /// The state does not fit the environment.
     #[error("line {line}: bad state: {source}")]
     State { line: usize, source: EnvError },
@@ -53,11 +50,7 @@ struct Response<'a> {
 /// Processes every line of `input`, writing one response line per request line to `output`, and flushes at the
 /// end. Returns the number of requests processed. `output` is not buffered here: pass a `BufWriter` for
 /// throughput, or a line-flushed writer to answer line by line.
-pub fn run(
-    env_id: &str,
-    input: impl BufRead,
-    mut output: impl Write,
-) -> Result<usize, EnvStepError> {
+pub fn run(env_id: &str, input: impl BufRead, mut output: impl Write) -> Result<usize, EnvStepError> {
     let mut env = make_dynamics(env_id)?;
     let space = env.action_space();
     let mut obs = vec![0.0_f32; env.observation_space().flat_dim()];
@@ -67,52 +60,27 @@ pub fn run(
     let mut line_no = 0;
     for line in input.lines() {
         line_no += 1;
-        let line = line.map_err(|source| EnvStepError::Io {
-            line: line_no,
-            source,
-        })?;
+        let line = line.map_err(|source| EnvStepError::Io { line: line_no, source })?;
         if line.trim().is_empty() {
             continue;
         }
         let request: Request =
-            serde_json::from_str(&line).map_err(|source| EnvStepError::Json {
-                line: line_no,
-                source,
-            })?;
-        env.set_state(&request.state)
-            .map_err(|source| EnvStepError::State {
-                line: line_no,
-                source,
-            })?;
-        parse_action(&request.action, &space, &mut action).map_err(|reason| {
-            EnvStepError::Action {
-                line: line_no,
-                reason,
-            }
-        })?;
+            serde_json::from_str(&line).map_err(|source| EnvStepError::Json { line: line_no, source })?;
+        env.set_state(&request.state).map_err(|source| EnvStepError::State { line: line_no, source })?;
+        parse_action(&request.action, &space, &mut action)
+            .map_err(|reason| EnvStepError::Action { line: line_no, reason })?;
 
         let t = env.step(&action, &mut obs);
         obs_f64.clear();
         obs_f64.extend(obs.iter().map(|&o| f64::from(o)));
-        let response = Response {
-            state: &env.state(),
-            obs: &obs_f64,
-            reward: t.reward,
-            terminated: t.terminated,
-        };
+        let response = Response { state: &env.state(), obs: &obs_f64, reward: t.reward, terminated: t.terminated };
         serde_json::to_writer(&mut output, &response)
             .map_err(std::io::Error::from)
             .and_then(|()| output.write_all(b"\n"))
-            .map_err(|source| EnvStepError::Io {
-                line: line_no,
-                source,
-            })?;
+            .map_err(|source| EnvStepError::Io { line: line_no, source })?;
         processed += 1;
     }
-    output.flush().map_err(|source| EnvStepError::Io {
-        line: line_no,
-        source,
-    })?;
+    output.flush().map_err(|source| EnvStepError::Io { line: line_no, source })?;
     Ok(processed)
 }
 
@@ -129,9 +97,7 @@ fn parse_action(action: &Value, space: &Space, out: &mut Vec<f32>) -> Result<(),
         }
         (Space::Box { .. }, Value::Array(values)) => {
             for v in values {
-                let x = v
-                    .as_f64()
-                    .ok_or_else(|| format!("box action must hold numbers, got {v}"))?;
+                let x = v.as_f64().ok_or_else(|| format!("box action must hold numbers, got {v}"))?;
                 out.push(x as f32);
             }
         }
@@ -150,11 +116,7 @@ mod tests {
     fn run_str(env: &str, input: &str) -> Result<(usize, Vec<Value>), EnvStepError> {
         let mut out = Vec::new();
         let n = run(env, input.as_bytes(), &mut out)?;
-        let lines = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         Ok((n, lines))
     }
 
@@ -167,10 +129,7 @@ mod tests {
         let x_dot = out[0]["state"][1].as_f64().unwrap();
         assert!((x_dot - 0.02 * 4400.0 / 451.0).abs() < 1e-12, "{x_dot}");
         assert_eq!(out[0]["obs"][1].as_f64(), Some(f64::from(x_dot as f32)));
-        assert_eq!(
-            (out[0]["reward"].as_f64(), out[0]["terminated"].as_bool()),
-            (Some(1.0), Some(false))
-        );
+        assert_eq!((out[0]["reward"].as_f64(), out[0]["terminated"].as_bool()), (Some(1.0), Some(false)));
         assert_eq!(out[1]["terminated"].as_bool(), Some(true));
     }
 
@@ -179,32 +138,21 @@ mod tests {
         let (_, out) = run_str("Pendulum-v1", "{\"state\": [0, 0], \"action\": [2.0]}").unwrap();
         let theta_dot = out[0]["state"][1].as_f64().unwrap();
         assert!((theta_dot - 0.3).abs() < 1e-15, "{theta_dot}");
-        let err = run_str("Pendulum-v1", "{\"state\": [0, 0], \"action\": 2.0}")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "line 1: bad action: box action must be a list of numbers, got 2.0"
-        );
+        let err = run_str("Pendulum-v1", "{\"state\": [0, 0], \"action\": 2.0}").unwrap_err().to_string();
+        assert_eq!(err, "line 1: bad action: box action must be a list of numbers, got 2.0");
     }
 
     #[test]
     fn bad_json_names_its_line() {
-        let input =
-            "{\"state\": [0, 0, 0, 0], \"action\": 1}\n{\"state\": [0, 0, 0, 0], \"action\": \n";
+        let input = "{\"state\": [0, 0, 0, 0], \"action\": 1}\n{\"state\": [0, 0, 0, 0], \"action\": \n";
         let err = run_str("CartPole-v1", input).unwrap_err().to_string();
         assert!(err.starts_with("line 2: bad json: "), "{err}");
     }
 
     #[test]
     fn wrong_length_state_is_rejected() {
-        let err = run_str("MountainCar-v0", "{\"state\": [0, 0, 0], \"action\": 1}")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "line 1: bad state: MountainCar-v0 state must have 2 values, got 3"
-        );
+        let err = run_str("MountainCar-v0", "{\"state\": [0, 0, 0], \"action\": 1}").unwrap_err().to_string();
+        assert_eq!(err, "line 1: bad state: MountainCar-v0 state must have 2 values, got 3");
     }
 
     #[test]
@@ -218,22 +166,12 @@ mod tests {
             let err = run_str("Acrobot-v1", &input).unwrap_err().to_string();
             assert_eq!(err, format!("line 1: bad action: {reason}"));
         }
-        let err = run_str(
-            "MountainCarContinuous-v0",
-            "{\"state\": [0, 0], \"action\": [1, 2]}",
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "line 1: bad action: box element needs 1 values, got 2"
-        );
+        let err = run_str("MountainCarContinuous-v0", "{\"state\": [0, 0], \"action\": [1, 2]}").unwrap_err();
+        assert_eq!(err.to_string(), "line 1: bad action: box element needs 1 values, got 2");
     }
 
     #[test]
     fn unknown_env_is_an_error() {
-        assert!(matches!(
-            run_str("Nope-v0", ""),
-            Err(EnvStepError::Env(EnvError::UnknownId { .. }))
-        ));
+        assert!(matches!(run_str("Nope-v0", ""), Err(EnvStepError::Env(EnvError::UnknownId { .. }))));
     }
 }

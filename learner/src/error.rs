@@ -22,16 +22,10 @@ pub enum Error {
     Rollout(#[from] common::rollout::RolloutError),
     /// File system error, with the path.
     #[error("{path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: std::path::PathBuf, source: std::io::Error },
     /// A checkpoint is unreadable or does not match the run.
     #[error("checkpoint {path}: {reason}")]
-    Checkpoint {
-        path: std::path::PathBuf,
-        reason: String,
-    },
+    Checkpoint { path: std::path::PathBuf, reason: String },
     /// An actor failed.
     #[error("actor failed: {0}")]
     Actor(#[from] actor::Error),

@@ -26,23 +26,19 @@ pub fn gae(input: &GaeInput, gamma: f64, lambda: f64) -> (Vec<f32>, Vec<f32>) {
     let mut adv = vec![0.0f32; len];
     let mut last = vec![0.0f64; n];
     for t in (0..len / n.max(1)).rev() {
-        for e in 0..n {
+        for (e, last) in last.iter_mut().enumerate() {
             let i = t * n + e;
-            let next_value = if t + 1 == len / n {
-                input.next_values[e]
-            } else {
-                input.values[i + n]
-            } as f64;
+            let next_value = if t + 1 == len / n { input.next_values[e] } else { input.values[i + n] } as f64;
             let r = input.rewards[i] as f64;
             let v = input.values[i] as f64;
-            last[e] = if input.terminated[i] {
+            *last = if input.terminated[i] {
                 r - v
             } else if input.truncated[i] {
                 r + gamma * input.final_values[i] as f64 - v
             } else {
-                r + gamma * next_value - v + gamma * lambda * last[e]
+                r + gamma * next_value - v + gamma * lambda * *last
             };
-            adv[i] = last[e] as f32;
+            adv[i] = *last as f32;
         }
     }
     let returns = adv.iter().zip(input.values).map(|(a, v)| a + v).collect();
@@ -56,18 +52,13 @@ mod tests {
     use serde_json::Value;
 
     fn flat<T>(v: &Value, f: impl Fn(&Value) -> T) -> Vec<T> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|row| row.as_array().unwrap().iter().map(&f))
-            .collect()
+        v.as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(&f)).collect()
     }
 
     /// `gae.json` from `shared/reference/golden` (numpy, see `tests/fixtures/make_golden.py`).
     #[test]
     fn matches_golden_with_truncation_and_termination() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/golden/gae.json");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/golden/gae.json");
         let g: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let f = |v: &Value| v.as_f64().unwrap() as f32;
         let b = |v: &Value| v.as_bool().unwrap();
@@ -83,19 +74,10 @@ mod tests {
             final_values: &final_values,
             next_values: &next_values,
         };
-        let (adv, ret) = gae(
-            &input,
-            g["gamma"].as_f64().unwrap(),
-            g["lam"].as_f64().unwrap(),
-        );
+        let (adv, ret) = gae(&input, g["gamma"].as_f64().unwrap(), g["lam"].as_f64().unwrap());
         let (want_adv, want_ret) = (flat(&g["advantages"], f), flat(&g["returns"], f));
         for i in 0..adv.len() {
-            assert!(
-                (adv[i] - want_adv[i]).abs() < 1e-5,
-                "adv[{i}] {} vs {}",
-                adv[i],
-                want_adv[i]
-            );
+            assert!((adv[i] - want_adv[i]).abs() < 1e-5, "adv[{i}] {} vs {}", adv[i], want_adv[i]);
             assert!((ret[i] - want_ret[i]).abs() < 1e-5, "ret[{i}]");
         }
     }

@@ -2,6 +2,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod env_step;
 pub mod error;

@@ -41,17 +41,8 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
     let samplers_stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::with_capacity(cfg.actors.count);
     for i in 0..cfg.actors.count {
-        let sampler = Sampler::new(
-            &cfg.env,
-            &cfg.actors.sampler(),
-            common::seed::derive(cfg.seed, "actor", i as u64),
-        )?;
-        let (cell, tx, stop, model) = (
-            cell.clone(),
-            tx.clone(),
-            samplers_stop.clone(),
-            cfg.model.clone(),
-        );
+        let sampler = Sampler::new(&cfg.env, &cfg.actors.sampler(), common::seed::derive(cfg.seed, "actor", i as u64))?;
+        let (cell, tx, stop, model) = (cell.clone(), tx.clone(), samplers_stop.clone(), cfg.model.clone());
         let handle = std::thread::Builder::new()
             .name(format!("sampler-{i}"))
             .spawn(move || run_sampler(sampler, &model, i as u64, &cell, &tx, &stop))

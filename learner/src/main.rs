@@ -75,18 +75,10 @@ impl TrainArgs {
         put("env", self.env.as_ref().map(|e| format!("{e:?}")));
         put("seed", self.seed.map(|s| s.to_string()));
         put("total_steps", self.total_steps.map(|s| s.to_string()));
-        put(
-            "target_return",
-            self.target_return.map(|s| format!("{s:?}")),
-        );
+        put("target_return", self.target_return.map(|s| format!("{s:?}")));
         put("device", self.device.as_ref().map(|d| format!("{d:?}")));
         put("actors.count", self.num_actors.map(|s| s.to_string()));
-        put(
-            "runs_dir",
-            self.runs_dir
-                .as_ref()
-                .map(|d| format!("{:?}", d.display().to_string())),
-        );
+        put("runs_dir", self.runs_dir.as_ref().map(|d| format!("{:?}", d.display().to_string())));
         put("run_name", self.run_name.as_ref().map(|d| format!("{d:?}")));
         o.extend(self.overrides.iter().cloned());
         o

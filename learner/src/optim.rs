@@ -28,21 +28,9 @@ pub struct AdamState {
 impl Adam {
     /// Adam over `vars` with betas 0.9/0.999 and the given `eps` (PPO uses 1e-5).
     pub fn new(vars: Vec<(String, Var)>, lr: f64, eps: f64) -> Result<Self> {
-        let m = vars
-            .iter()
-            .map(|(_, v)| v.zeros_like())
-            .collect::<Result<Vec<_>>>()?;
+        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<Result<Vec<_>>>()?;
         let v = m.clone();
-        Ok(Self {
-            vars,
-            m,
-            v,
-            step: 0,
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps,
-        })
+        Ok(Self { vars, m, v, step: 0, lr, beta1: 0.9, beta2: 0.999, eps })
     }
 
     /// The parameters, sorted by name.
@@ -74,27 +62,18 @@ impl Adam {
             .zip(self.m.iter().zip(&self.v))
             .map(|((name, _), (m, v))| (name.clone(), m.clone(), v.clone()))
             .collect();
-        AdamState {
-            step: self.step,
-            moments,
-        }
+        AdamState { step: self.step, moments }
     }
 
     /// Restores a saved state; every parameter must be present with its shape.
     pub fn load_state(&mut self, state: AdamState) -> Result<()> {
-        let mut by_name: std::collections::HashMap<String, (Tensor, Tensor)> = state
-            .moments
-            .into_iter()
-            .map(|(n, m, v)| (n, (m, v)))
-            .collect();
+        let mut by_name: std::collections::HashMap<String, (Tensor, Tensor)> =
+            state.moments.into_iter().map(|(n, m, v)| (n, (m, v))).collect();
         for (i, (name, var)) in self.vars.iter().enumerate() {
-            let (m, v) = by_name
-                .remove(name)
-                .ok_or_else(|| candle_core::Error::Msg(format!("optimiser state lacks {name}")))?;
+            let (m, v) =
+                by_name.remove(name).ok_or_else(|| candle_core::Error::Msg(format!("optimiser state lacks {name}")))?;
             if m.dims() != var.dims() || v.dims() != var.dims() {
-                return Err(candle_core::Error::Msg(format!(
-                    "optimiser state for {name} has the wrong shape"
-                )));
+                return Err(candle_core::Error::Msg(format!("optimiser state for {name} has the wrong shape")));
             }
             self.m[i] = m.to_device(var.device())?;
             self.v[i] = v.to_device(var.device())?;
@@ -107,19 +86,12 @@ impl Adam {
 /// Scales all gradients so their global L2 norm is at most `max_norm` (PyTorch's `clip_grad_norm_`, factor
 /// `max_norm / (norm + 1e-6)`). Returns the norm before clipping.
 pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f64) -> Result<f64> {
-    let squares = vars
-        .iter()
-        .filter_map(|(_, v)| grads.get(v))
-        .map(|g| g.sqr()?.sum_all())
-        .collect::<Result<Vec<_>>>()?;
+    let squares =
+        vars.iter().filter_map(|(_, v)| grads.get(v)).map(|g| g.sqr()?.sum_all()).collect::<Result<Vec<_>>>()?;
     if squares.is_empty() {
         return Ok(0.0);
     }
-    let total = Tensor::stack(&squares, 0)?
-        .sum_all()?
-        .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?
-        .sqrt();
+    let total = Tensor::stack(&squares, 0)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?.sqrt();
     let scale = max_norm / (total + 1e-6);
     if scale < 1.0 {
         for (_, v) in vars {

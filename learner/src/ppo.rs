@@ -97,11 +97,7 @@ fn scalar(t: &Tensor) -> Result<f64> {
 }
 
 /// The PPO loss of one minibatch; returns the loss tensor (to differentiate) and its diagnostics.
-pub fn minibatch_loss(
-    model: &ActorCritic,
-    mb: &Batch,
-    c: &LossCoefs,
-) -> Result<(Tensor, MinibatchStats)> {
+pub fn minibatch_loss(model: &ActorCritic, mb: &Batch, c: &LossCoefs) -> Result<(Tensor, MinibatchStats)> {
     let eval = model.evaluate(&mb.obs, &mb.actions)?;
     let (newlogprob, entropy, newvalue) = (eval.log_prob, eval.entropy, eval.value);
     let logratio = (&newlogprob - &mb.log_probs)?;
@@ -109,13 +105,7 @@ pub fn minibatch_loss(
     let approx_kl_t = ((&ratio - 1.0)? - &logratio)?.mean_all()?;
     let approx_kl = scalar(&approx_kl_t)?;
     let old_approx_kl = scalar(&logratio.neg()?.mean_all()?)?;
-    let clipfrac = scalar(
-        &(&ratio - 1.0)?
-            .abs()?
-            .gt(c.clip_coef)?
-            .to_dtype(DType::F32)?
-            .mean_all()?,
-    )?;
+    let clipfrac = scalar(&(&ratio - 1.0)?.abs()?.gt(c.clip_coef)?.to_dtype(DType::F32)?.mean_all()?)?;
 
     let n = mb.advantages.dims1()?;
     let mb_advantages = if c.norm_adv && n > 1 {
@@ -130,19 +120,15 @@ pub fn minibatch_loss(
     let pg_loss = match c.objective {
         Objective::Clip => {
             let pg_loss1 = (mb_advantages.neg()? * &ratio)?;
-            let pg_loss2 =
-                (mb_advantages.neg()? * ratio.clamp(1.0 - c.clip_coef, 1.0 + c.clip_coef)?)?;
+            let pg_loss2 = (mb_advantages.neg()? * ratio.clamp(1.0 - c.clip_coef, 1.0 + c.clip_coef)?)?;
             pg_loss1.maximum(&pg_loss2)?.mean_all()?
         }
-        Objective::KlPenalty => {
-            ((&mb_advantages * &ratio)?.mean_all()?.neg()? + (approx_kl_t * c.beta)?)?
-        }
+        Objective::KlPenalty => ((&mb_advantages * &ratio)?.mean_all()?.neg()? + (approx_kl_t * c.beta)?)?,
     };
 
     let v_loss_unclipped = (&newvalue - &mb.returns)?.sqr()?;
     let v_loss = if c.clip_vloss {
-        let v_clipped =
-            (&mb.values + (&newvalue - &mb.values)?.clamp(-c.clip_coef, c.clip_coef)?)?;
+        let v_clipped = (&mb.values + (&newvalue - &mb.values)?.clamp(-c.clip_coef, c.clip_coef)?)?;
         let v_loss_clipped = (v_clipped - &mb.returns)?.sqr()?;
         (v_loss_unclipped.maximum(&v_loss_clipped)?.mean_all()? * 0.5)?
     } else {
@@ -223,13 +209,7 @@ pub fn run_epochs(
         let mut epoch_steps = 0;
         for chunk in order.chunks(plan.minibatch_size.max(1)) {
             let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
-            let s = minibatch_step(
-                model,
-                optimizer,
-                &batch.select(&idx)?,
-                c,
-                plan.max_grad_norm,
-            )?;
+            let s = minibatch_step(model, optimizer, &batch.select(&idx)?, c, plan.max_grad_norm)?;
             epoch_kl += s.approx_kl;
             epoch_steps += 1;
             sum.pg_loss += s.pg_loss;
@@ -243,10 +223,7 @@ pub fn run_epochs(
         }
         out.steps += epoch_steps;
         out.epochs += 1;
-        if plan
-            .target_kl
-            .is_some_and(|t| epoch_kl / epoch_steps.max(1) as f64 > t)
-        {
+        if plan.target_kl.is_some_and(|t| epoch_kl / epoch_steps.max(1) as f64 > t) {
             break;
         }
     }

@@ -46,10 +46,7 @@ impl ProgressCsv {
     pub fn create(dir: &Path) -> Result<Self> {
         let path = dir.join("progress.csv");
         let file = std::fs::File::create(&path).map_err(Error::io(&path))?;
-        let mut p = Self {
-            file: std::io::BufWriter::new(file),
-            path,
-        };
+        let mut p = Self { file: std::io::BufWriter::new(file), path };
         let header = COLUMNS.join(",");
         writeln!(p.file, "{header}").map_err(Error::io(&p.path))?;
         Ok(p)

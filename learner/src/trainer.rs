@@ -4,13 +4,13 @@
 use crate::config::{Objective, TrainConfig};
 use crate::error::Result;
 use crate::gae::{GaeInput, gae};
-use crate::optim::Adam;
+use crate::optim::{Adam, AdamState};
 use crate::ppo::{Batch, EpochPlan, EpochStats, LossCoefs, adapt_beta, batch_kl, run_epochs};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use common::env::Space;
 use common::model::{ActorCritic, sorted_vars};
-use common::normalize::{ObsNormalizer, RewardScaler};
+use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
 use common::policy::{PolicySnapshot, encode_weights};
 use common::rollout::Rollout;
 use common::seed;
@@ -67,6 +67,27 @@ pub struct UpdateReport {
     pub update_seconds: f64,
 }
 
+/// Counters and statistics a checkpoint restores besides the tensors.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainerState {
+    /// Env id the model was trained on.
+    pub env: String,
+    /// Policy version.
+    pub version: u64,
+    /// Env steps trained on.
+    pub env_steps: u64,
+    /// Episodes finished.
+    pub episodes: u64,
+    /// KL penalty coefficient.
+    pub beta: f64,
+    /// Adam steps taken.
+    pub adam_step: u64,
+    /// The last episodes' (return, length), oldest first.
+    pub recent: Vec<(f64, u32)>,
+    /// Reward scaler statistics.
+    pub reward_rms: Option<RunningMeanStd>,
+}
+
 /// Model, optimiser, normalisers and counters of one training run.
 pub struct Trainer {
     cfg: TrainConfig,
@@ -93,29 +114,14 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
         let spec = common::env::make(&cfg.env)?;
         let (obs_dim, action_space) = (spec.observation_space().flat_dim(), spec.action_space());
-        let device = common::device::parse_device(&cfg.device).map_err(|reason| {
-            crate::config::ConfigError::Invalid {
-                key: "device",
-                reason,
-            }
-        })?;
-        let (varmap, model) = ActorCritic::init(
-            &cfg.model,
-            obs_dim,
-            &action_space,
-            seed::derive(cfg.seed, "model", 0),
-            &device,
-        )?;
+        let device = common::device::parse_device(&cfg.device)
+            .map_err(|reason| crate::config::ConfigError::Invalid { key: "device", reason })?;
+        let (varmap, model) =
+            ActorCritic::init(&cfg.model, obs_dim, &action_space, seed::derive(cfg.seed, "model", 0), &device)?;
         let optimizer = Adam::new(sorted_vars(&varmap)?, cfg.ppo.learning_rate, 1e-5)?;
         Ok(Self {
-            obs_norm: cfg
-                .normalize
-                .observations
-                .then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip)),
-            reward_scaler: cfg
-                .normalize
-                .rewards
-                .then(|| RewardScaler::new(cfg.ppo.gamma)),
+            obs_norm: cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip)),
+            reward_scaler: cfg.normalize.rewards.then(|| RewardScaler::new(cfg.ppo.gamma)),
             reward_returns: HashMap::new(),
             cfg: cfg.clone(),
             obs_dim,
@@ -136,6 +142,77 @@ impl Trainer {
         })
     }
 
+    /// Counters and statistics for a checkpoint.
+    pub fn state(&self) -> TrainerState {
+        TrainerState {
+            env: self.cfg.env.clone(),
+            version: self.version,
+            env_steps: self.env_steps,
+            episodes: self.episodes,
+            beta: self.beta,
+            adam_step: self.optimizer.state().step,
+            recent: self.recent.iter().copied().collect(),
+            reward_rms: self.reward_scaler.as_ref().map(|s| s.rms.clone()),
+        }
+    }
+
+    /// Model parameters by name, sorted.
+    pub fn params(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(sorted_vars(&self.varmap)?.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect())
+    }
+
+    /// Optimiser state.
+    pub fn optimizer_state(&self) -> AdamState {
+        self.optimizer.state()
+    }
+
+    /// Observation normaliser, if enabled.
+    pub fn obs_normalizer(&self) -> Option<&ObsNormalizer> {
+        self.obs_norm.as_ref()
+    }
+
+    /// Continues a run from checkpointed tensors and state; fails with a message naming what does not match.
+    pub fn restore(
+        cfg: &TrainConfig,
+        state: TrainerState,
+        params: &HashMap<String, Tensor>,
+        adam: AdamState,
+        obs_norm: Option<ObsNormalizer>,
+    ) -> std::result::Result<Self, String> {
+        if state.env != cfg.env {
+            return Err(format!("it was trained on {} but the config says {}", state.env, cfg.env));
+        }
+        let mut t = Self::new(cfg).map_err(|e| e.to_string())?;
+        for (name, var) in sorted_vars(&t.varmap).map_err(|e| e.to_string())? {
+            let saved = params.get(&name).ok_or_else(|| format!("parameter {name} is missing"))?;
+            if saved.dims() != var.dims() {
+                return Err(format!(
+                    "parameter {name} has shape {:?}, the configured model needs {:?}",
+                    saved.dims(),
+                    var.dims()
+                ));
+            }
+            var.set(&saved.to_device(&t.device).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        }
+        t.optimizer.load_state(adam).map_err(|e| e.to_string())?;
+        match (&mut t.obs_norm, obs_norm) {
+            (Some(n), Some(saved)) if saved.rms.dim() == t.obs_dim => n.rms = saved.rms,
+            (None, None) => {}
+            _ => return Err("observation normalisation differs between checkpoint and config".into()),
+        }
+        match (&mut t.reward_scaler, state.reward_rms) {
+            (Some(s), Some(rms)) => s.rms = rms,
+            (None, None) => {}
+            _ => return Err("reward normalisation differs between checkpoint and config".into()),
+        }
+        t.version = state.version;
+        t.env_steps = state.env_steps;
+        t.episodes = state.episodes;
+        t.beta = state.beta;
+        t.recent = state.recent.into_iter().collect();
+        Ok(t)
+    }
+
     /// The current policy version.
     pub fn version(&self) -> u64 {
         self.version
@@ -153,11 +230,7 @@ impl Trainer {
 
     /// Safetensors bytes of the current policy (parameters plus observation statistics).
     pub fn weights(&self) -> Result<Vec<u8>> {
-        let params: Vec<(String, Tensor)> = sorted_vars(&self.varmap)?
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone()))
-            .collect();
-        Ok(encode_weights(&params, self.obs_norm.as_ref())?)
+        Ok(encode_weights(&self.params()?, self.obs_norm.as_ref())?)
     }
 
     /// The current policy as a snapshot for actors.
@@ -165,6 +238,7 @@ impl Trainer {
         Ok(PolicySnapshot {
             version: self.version,
             weights: self.weights()?.into(),
+            published_at: common::policy::unix_now(),
         })
     }
 
@@ -197,16 +271,8 @@ impl Trainer {
         }
         let frac = self.remaining_fraction();
         let p = &self.cfg.ppo;
-        let lr = if p.anneal_lr {
-            p.learning_rate * frac
-        } else {
-            p.learning_rate
-        };
-        let clip_coef = if p.anneal_clip {
-            (p.clip_coef * frac).max(1e-3)
-        } else {
-            p.clip_coef
-        };
+        let lr = if p.anneal_lr { p.learning_rate * frac } else { p.learning_rate };
+        let clip_coef = if p.anneal_clip { (p.clip_coef * frac).max(1e-3) } else { p.clip_coef };
         let coefs = LossCoefs {
             objective: p.objective,
             clip_coef,
@@ -224,23 +290,11 @@ impl Trainer {
         };
         let (kl_target, objective) = (p.kl_target, p.objective);
         let assembled = self.assemble(&rollouts)?;
-        let mut report = UpdateReport {
-            stale_rollouts,
-            learning_rate: lr,
-            clip_coef,
-            kl_beta: self.beta,
-            ..Default::default()
-        };
+        let mut report =
+            UpdateReport { stale_rollouts, learning_rate: lr, clip_coef, kl_beta: self.beta, ..Default::default() };
         if let Some((batch, host)) = assembled {
             self.optimizer.lr = lr;
-            report.epochs = run_epochs(
-                &self.model,
-                &mut self.optimizer,
-                &batch,
-                &coefs,
-                &plan,
-                &mut self.rng,
-            )?;
+            report.epochs = run_epochs(&self.model, &mut self.optimizer, &batch, &coefs, &plan, &mut self.rng)?;
             report.approx_kl = batch_kl(&self.model, &batch)?;
             if objective == Objective::KlPenalty {
                 self.beta = adapt_beta(self.beta, report.approx_kl, kl_target);
@@ -277,10 +331,7 @@ impl Trainer {
         for r in rollouts {
             let mut rewards = r.rewards.clone();
             if let Some(scaler) = &mut self.reward_scaler {
-                let acc = self
-                    .reward_returns
-                    .entry(r.actor_id)
-                    .or_insert_with(|| vec![0.0; r.num_envs]);
+                let acc = self.reward_returns.entry(r.actor_id).or_insert_with(|| vec![0.0; r.num_envs]);
                 acc.resize(r.num_envs, 0.0);
                 for t in 0..r.num_steps {
                     let s = t * r.num_envs..(t + 1) * r.num_envs;
@@ -292,22 +343,11 @@ impl Trainer {
             boot.extend_from_slice(&r.final_obs);
             boot.extend_from_slice(&r.next_obs);
             self.normalize(&mut boot);
-            let boot_values = self
-                .model
-                .value(&Tensor::from_slice(
-                    &boot,
-                    (boot.len() / d, d),
-                    &self.device,
-                )?)?
-                .to_vec1::<f32>()?;
+            let boot_values =
+                self.model.value(&Tensor::from_slice(&boot, (boot.len() / d, d), &self.device)?)?.to_vec1::<f32>()?;
             let (final_boot, next_values) = boot_values.split_at(boot_values.len() - r.num_envs);
             let mut final_values = vec![0.0f32; r.len()];
-            let truncated_at = r
-                .truncated
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| **t)
-                .map(|(i, _)| i);
+            let truncated_at = r.truncated.iter().enumerate().filter(|(_, t)| **t).map(|(i, _)| i);
             for (i, v) in truncated_at.zip(final_boot) {
                 final_values[i] = *v;
             }
@@ -392,11 +432,7 @@ pub fn advantage_stats(adv: &[f32]) -> AdvantageStats {
     let mut sorted = adv.to_vec();
     sorted.sort_by(f32::total_cmp);
     let q = |p: f64| sorted[((p * (n - 1.0)).round() as usize).min(sorted.len() - 1)] as f64;
-    AdvantageStats {
-        mean,
-        std,
-        quantiles: [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)],
-    }
+    AdvantageStats { mean, std, quantiles: [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)] }
 }
 
 #[cfg(test)]

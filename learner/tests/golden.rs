@@ -18,8 +18,7 @@ struct Golden {
 }
 
 fn load(name: &str) -> Golden {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../tests/fixtures/golden/{name}"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/golden/{name}"));
     let bytes = std::fs::read(&path).unwrap();
     let t = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -32,19 +31,13 @@ fn assert_close(name: &str, got: &Tensor, want: &Tensor, rtol: f32, atol: f32) {
     let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(got.len(), want.len(), "{name}: length");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            (g - w).abs() <= atol + rtol * w.abs(),
-            "{name}[{i}]: got {g}, want {w}"
-        );
+        assert!((g - w).abs() <= atol + rtol * w.abs(), "{name}[{i}]: got {g}, want {w}");
     }
 }
 
 fn scalar_close(name: &str, got: f64, g: &Golden, rtol: f64) {
     let want = g.scalars[name].as_f64().unwrap();
-    assert!(
-        (got - want).abs() <= 1e-7 + rtol * want.abs(),
-        "{name}: got {got}, want {want}"
-    );
+    assert!((got - want).abs() <= 1e-7 + rtol * want.abs(), "{name}: got {got}, want {want}");
 }
 
 /// A trainable model holding the golden `param.*` values, and the golden minibatch.
@@ -53,29 +46,17 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, Space) {
     let continuous = g.t.contains_key("param.actor_logstd");
     let act_dim = g.t["param.actor.4.weight"].dim(0).unwrap();
     let space = if continuous {
-        Space::Box {
-            low: vec![-1.0; act_dim],
-            high: vec![1.0; act_dim],
-        }
+        Space::Box { low: vec![-1.0; act_dim], high: vec![1.0; act_dim] }
     } else {
         Space::Discrete { n: act_dim }
     };
-    let (varmap, model) = ActorCritic::init(
-        &ModelConfig::default(),
-        obs.dim(1).unwrap(),
-        &space,
-        0,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (varmap, model) =
+        ActorCritic::init(&ModelConfig::default(), obs.dim(1).unwrap(), &space, 0, &Device::Cpu).unwrap();
     for (name, var) in sorted_vars(&varmap).unwrap() {
         var.set(&g.t[&format!("param.{name}")]).unwrap();
     }
-    let actions = if continuous {
-        g.t["batch.actions"].clone()
-    } else {
-        g.t["batch.actions"].to_dtype(DType::U32).unwrap()
-    };
+    let actions =
+        if continuous { g.t["batch.actions"].clone() } else { g.t["batch.actions"].to_dtype(DType::U32).unwrap() };
     let batch = Batch {
         obs,
         actions,
@@ -110,13 +91,7 @@ fn check_case(name: &str) {
 
     // Forward: log-probs, entropy, values, ratio.
     let eval = model.evaluate(&batch.obs, &batch.actions).unwrap();
-    assert_close(
-        "newlogprob",
-        &eval.log_prob,
-        &g.t["expect.newlogprob"],
-        1e-5,
-        1e-6,
-    );
+    assert_close("newlogprob", &eval.log_prob, &g.t["expect.newlogprob"], 1e-5, 1e-6);
     assert_close("entropy", &eval.entropy, &g.t["expect.entropy"], 1e-5, 1e-6);
     assert_close("newvalue", &eval.value, &g.t["expect.newvalue"], 1e-5, 1e-6);
     let ratio = (&eval.log_prob - &batch.log_probs).unwrap().exp().unwrap();
@@ -135,43 +110,17 @@ fn check_case(name: &str) {
     // Gradients before clipping.
     let grads = loss.backward().unwrap();
     for (pname, var) in sorted_vars(&varmap).unwrap() {
-        let grad = grads
-            .get(&var)
-            .unwrap_or_else(|| panic!("no gradient for {pname}"));
-        assert_close(
-            &format!("grad.{pname}"),
-            grad,
-            &g.t[&format!("grad.{pname}")],
-            1e-4,
-            1e-6,
-        );
+        let grad = grads.get(&var).unwrap_or_else(|| panic!("no gradient for {pname}"));
+        assert_close(&format!("grad.{pname}"), grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
     }
 
     // One full step: loss, backward, clip to 0.5, Adam (lr 2.5e-4, eps 1e-5).
     let (varmap, model, batch, _) = setup(&g);
-    let mut adam = Adam::new(
-        sorted_vars(&varmap).unwrap(),
-        g.scalars["lr"].as_f64().unwrap(),
-        1e-5,
-    )
-    .unwrap();
-    let stats = minibatch_step(
-        &model,
-        &mut adam,
-        &batch,
-        &c,
-        g.scalars["max_grad_norm"].as_f64().unwrap(),
-    )
-    .unwrap();
+    let mut adam = Adam::new(sorted_vars(&varmap).unwrap(), g.scalars["lr"].as_f64().unwrap(), 1e-5).unwrap();
+    let stats = minibatch_step(&model, &mut adam, &batch, &c, g.scalars["max_grad_norm"].as_f64().unwrap()).unwrap();
     scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
     for (pname, var) in sorted_vars(&varmap).unwrap() {
-        assert_close(
-            &format!("next.{pname}"),
-            var.as_tensor(),
-            &g.t[&format!("next.{pname}")],
-            1e-5,
-            1e-6,
-        );
+        assert_close(&format!("next.{pname}"), var.as_tensor(), &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
     }
 }
 
@@ -199,12 +148,7 @@ fn clipped_objective_gradient_vanishes_outside_the_clip_range() {
     let one = Tensor::new(&[0u32], &Device::Cpu).unwrap();
     let mb = batch.select(&one).unwrap();
     let newlogprob = model.evaluate(&mb.obs, &mb.actions).unwrap().log_prob;
-    let c = LossCoefs {
-        norm_adv: false,
-        ent_coef: 0.0,
-        vf_coef: 0.0,
-        ..coefs(&g)
-    };
+    let c = LossCoefs { norm_adv: false, ent_coef: 0.0, vf_coef: 0.0, ..coefs(&g) };
     let actor_grad_norm = |ratio: f32, adv: f32| {
         let mb = Batch {
             log_probs: (&newlogprob - (ratio as f64).ln()).unwrap().detach(),
@@ -217,27 +161,12 @@ fn clipped_objective_gradient_vanishes_outside_the_clip_range() {
             .unwrap()
             .iter()
             .filter(|(n, _)| n.starts_with("actor."))
-            .map(|(_, v)| {
-                grads.get(v).map_or(0.0, |t| {
-                    t.sqr()
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap()
-                })
-            })
+            .map(|(_, v)| grads.get(v).map_or(0.0, |t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()))
             .sum::<f32>()
     };
     assert_eq!(actor_grad_norm(1.5, 1.0), 0.0, "r > 1+eps, A > 0");
     assert_eq!(actor_grad_norm(0.5, -1.0), 0.0, "r < 1-eps, A < 0");
-    assert!(
-        actor_grad_norm(1.5, -1.0) > 0.0,
-        "r > 1+eps, A < 0 still pushes down"
-    );
-    assert!(
-        actor_grad_norm(0.5, 1.0) > 0.0,
-        "r < 1-eps, A > 0 still pushes up"
-    );
+    assert!(actor_grad_norm(1.5, -1.0) > 0.0, "r > 1+eps, A < 0 still pushes down");
+    assert!(actor_grad_norm(0.5, 1.0) > 0.0, "r < 1-eps, A > 0 still pushes up");
     assert!(actor_grad_norm(1.1, 1.0) > 0.0, "inside the range");
 }

@@ -21,11 +21,7 @@ pub fn python() -> PathBuf {
         return python.into();
     }
     let venv = workspace_root().join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
+    if venv.exists() { venv } else { PathBuf::from("python3") }
 }
 
 /// The workspace binary `name` (`learner` or `actor`) of the profile the running test was built with.
@@ -35,15 +31,10 @@ pub fn python() -> PathBuf {
 /// running test executable, which is rebuilt whenever the libraries it shares with the binary change.
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the running test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executables live in <target>/<profile>/deps")
-        .to_path_buf();
+    let profile_dir =
+        exe.parent().and_then(Path::parent).expect("test executables live in <target>/<profile>/deps").to_path_buf();
     let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let _guard = BUILD
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if is_older(&bin, &exe) {
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev",

@@ -24,11 +24,7 @@ struct Case {
 
 /// Runs `cmd` with `input` on stdin (written from a thread, so large outputs cannot deadlock).
 fn run_piped(cmd: &mut Command, input: String) -> std::io::Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     // A write error means the child exited early; its status and stderr say why.
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
@@ -40,51 +36,31 @@ fn run_piped(cmd: &mut Command, input: String) -> std::io::Result<Output> {
 fn parse_lines(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)
         .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("output line {l:?} is not json: {e}"))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("output line {l:?} is not json: {e}")))
         .collect()
 }
 
 /// Gymnasium's answers for `cases` of `env`.
 fn reference(env: &str, cases: &[Case]) -> Vec<Value> {
-    let input: String = cases
-        .iter()
-        .map(|c| json!({"env": env, "state": c.state, "action": c.action}).to_string() + "\n")
-        .collect();
+    let input: String =
+        cases.iter().map(|c| json!({"env": env, "state": c.state, "action": c.action}).to_string() + "\n").collect();
     let python = tests::python();
     let script = tests::workspace_root().join("tests/python/gym_step.py");
     let hint = "the conformance test needs Python 3 with gymnasium: set PROXIMA_PYTHON, or run \
                 `python3 -m venv .venv && .venv/bin/pip install gymnasium numpy` in the workspace root";
     let out = run_piped(Command::new(&python).arg(&script), input)
         .unwrap_or_else(|e| panic!("cannot run {}: {e}; {hint}", python.display()));
-    assert!(
-        out.status.success(),
-        "{} failed ({}): {}\n{hint}",
-        script.display(),
-        out.status,
-        stderr(&out)
-    );
+    assert!(out.status.success(), "{} failed ({}): {}\n{hint}", script.display(), out.status, stderr(&out));
     parse_lines(&out.stdout)
 }
 
 /// Our answers for `cases` of `env`, from the `learner env-step` binary.
 fn ours(env: &str, cases: &[Case]) -> Vec<Value> {
-    let input: String = cases
-        .iter()
-        .map(|c| json!({"state": c.state, "action": c.action}).to_string() + "\n")
-        .collect();
-    let out = run_piped(
-        Command::new(tests::bin_path("learner")).args(["env-step", "--env", env]),
-        input,
-    )
-    .expect("run learner env-step");
-    assert!(
-        out.status.success(),
-        "learner env-step --env {env} failed ({}): {}",
-        out.status,
-        stderr(&out)
-    );
+    let input: String =
+        cases.iter().map(|c| json!({"state": c.state, "action": c.action}).to_string() + "\n").collect();
+    let out = run_piped(Command::new(tests::bin_path("learner")).args(["env-step", "--env", env]), input)
+        .expect("run learner env-step");
+    assert!(out.status.success(), "learner env-step --env {env} failed ({}): {}", out.status, stderr(&out));
     parse_lines(&out.stdout)
 }
 
@@ -114,16 +90,12 @@ impl Worst {
     }
 }
 
-/// Steps `SAMPLES` cases from `gen` through both implementations and compares them.
+/// Steps `SAMPLES` cases from `generate` through both implementations and compares them.
 fn conform(env: &str, seed: u64, generate: impl Fn(&mut ChaCha8Rng, usize) -> Case) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let cases: Vec<Case> = (0..SAMPLES).map(|i| generate(&mut rng, i)).collect();
     let (ours, gym) = (ours(env, &cases), reference(env, &cases));
-    assert_eq!(
-        (ours.len(), gym.len()),
-        (SAMPLES, SAMPLES),
-        "{env}: answer counts"
-    );
+    assert_eq!((ours.len(), gym.len()), (SAMPLES, SAMPLES), "{env}: answer counts");
 
     let mut worst = Worst::default();
     for ((case, a), b) in cases.iter().zip(&ours).zip(&gym) {
@@ -132,9 +104,7 @@ fn conform(env: &str, seed: u64, generate: impl Fn(&mut ChaCha8Rng, usize) -> Ca
             matches!((xs, ys), (Some(xs), Some(ys)) if xs.len() == ys.len()
                 && xs.iter().zip(ys).all(|(x, y)| worst.check(x, y)))
         });
-        let agree = fields_agree
-            && worst.check(&a["reward"], &b["reward"])
-            && a["terminated"] == b["terminated"];
+        let agree = fields_agree && worst.check(&a["reward"], &b["reward"]) && a["terminated"] == b["terminated"];
         assert!(
             agree,
             "{env} mismatch\n  state {:?}, action {}\n  ours:      {a}\n  gymnasium: {b}",
@@ -169,26 +139,17 @@ fn cartpole_matches_gymnasium() {
         // Exactly on a threshold with zero velocity: stays there, and the comparison is strict.
         match i % 50 {
             0 => state[..2].copy_from_slice(&[if rng.random() { 2.4 } else { -2.4 }, 0.0]),
-            1 => state[2..]
-                .copy_from_slice(&[if rng.random() { threshold } else { -threshold }, 0.0]),
+            1 => state[2..].copy_from_slice(&[if rng.random() { threshold } else { -threshold }, 0.0]),
             _ => {}
         }
-        Case {
-            state,
-            action: json!(rng.random_range(0..2)),
-        }
+        Case { state, action: json!(rng.random_range(0..2)) }
     });
 }
 
 #[test]
 fn acrobot_matches_gymnasium() {
     conform("Acrobot-v1", 2, |rng, _| Case {
-        state: vec![
-            sym(rng, PI),
-            sym(rng, PI),
-            sym(rng, 4.0 * PI),
-            sym(rng, 9.0 * PI),
-        ],
+        state: vec![sym(rng, PI), sym(rng, PI), sym(rng, 4.0 * PI), sym(rng, 9.0 * PI)],
         action: json!(rng.random_range(0..3)),
     });
 }
@@ -210,10 +171,7 @@ fn continuous_mountain_car_matches_gymnasium() {
             1 => -1.0,
             _ => sym(rng, 1.5),
         };
-        Case {
-            state: mountain_car_state(rng, i, 0.45),
-            action: json!([action]),
-        }
+        Case { state: mountain_car_state(rng, i, 0.45), action: json!([action]) }
     });
 }
 
@@ -229,30 +187,16 @@ fn pendulum_matches_gymnasium() {
 #[test]
 fn env_step_names_the_bad_line() {
     let input = "{\"state\": [0, 0, 0, 0], \"action\": 1}\n{\"state\": [0, 0, \n".to_string();
-    let out = run_piped(
-        Command::new(tests::bin_path("learner")).args(["env-step", "--env", "CartPole-v1"]),
-        input,
-    )
-    .expect("run learner env-step");
+    let out = run_piped(Command::new(tests::bin_path("learner")).args(["env-step", "--env", "CartPole-v1"]), input)
+        .expect("run learner env-step");
     assert!(!out.status.success(), "bad json must fail");
-    assert!(
-        stderr(&out).contains("line 2"),
-        "stderr must name line 2: {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("line 2"), "stderr must name line 2: {}", stderr(&out));
 }
 
 #[test]
 fn env_step_lists_known_envs_for_an_unknown_one() {
-    let out = run_piped(
-        Command::new(tests::bin_path("learner")).args(["env-step", "--env", "Nope-v0"]),
-        String::new(),
-    )
-    .expect("run learner env-step");
+    let out = run_piped(Command::new(tests::bin_path("learner")).args(["env-step", "--env", "Nope-v0"]), String::new())
+        .expect("run learner env-step");
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("CartPole-v1, Acrobot-v1"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("CartPole-v1, Acrobot-v1"), "{}", stderr(&out));
 }

@@ -18,17 +18,13 @@ fn solve_cartpole(seed: u64, extra: &[&str]) -> u64 {
     overrides.extend(extra.iter().map(|s| s.to_string()));
     let config = tests::workspace_root().join("configs/cartpole.toml");
     let cfg = TrainConfig::load(Some(&config), &overrides).expect("config");
-    let summary =
-        learner::local::train(&cfg, Arc::new(AtomicBool::new(false))).expect("training runs");
+    let summary = learner::local::train(&cfg, Arc::new(AtomicBool::new(false))).expect("training runs");
     println!(
         "seed {seed} {extra:?}: {:?} after {} env steps, {:.1} s, mean return {:?}",
         summary.target_reached_at, summary.env_steps, summary.wall_seconds, summary.mean_return
     );
     let reached = summary.target_reached_at.unwrap_or_else(|| {
-        panic!(
-            "seed {seed} {extra:?}: mean return {:?} after {} steps",
-            summary.mean_return, summary.env_steps
-        )
+        panic!("seed {seed} {extra:?}: mean return {:?} after {} steps", summary.mean_return, summary.env_steps)
     });
     assert!(reached <= STEP_BUDGET);
     for file in ["config.toml", "progress.csv", "model.safetensors"] {

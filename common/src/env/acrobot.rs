@@ -47,9 +47,7 @@ impl Dynamics for Acrobot {
     }
 
     fn action_space(&self) -> Space {
-        Space::Discrete {
-            n: AVAIL_TORQUE.len(),
-        }
+        Space::Discrete { n: AVAIL_TORQUE.len() }
     }
 
     /// Draws the state from U(-0.1, 0.1) and, as gymnasium does, rounds it to float32.
@@ -72,11 +70,7 @@ impl Dynamics for Acrobot {
 
         let [theta1, theta2, ..] = self.state;
         let terminated = -theta1.cos() - (theta2 + theta1).cos() > 1.0;
-        Transition {
-            reward: if terminated { 0.0 } else { -1.0 },
-            terminated,
-            truncated: false,
-        }
+        Transition { reward: if terminated { 0.0 } else { -1.0 }, terminated, truncated: false }
     }
 
     fn state(&self) -> Vec<f64> {
@@ -90,17 +84,7 @@ impl Dynamics for Acrobot {
 
     fn observe(&self, obs: &mut [f32]) {
         let [theta1, theta2, dtheta1, dtheta2] = self.state;
-        write_obs(
-            obs,
-            [
-                theta1.cos(),
-                theta1.sin(),
-                theta2.cos(),
-                theta2.sin(),
-                dtheta1,
-                dtheta2,
-            ],
-        );
+        write_obs(obs, [theta1.cos(), theta1.sin(), theta2.cos(), theta2.sin(), dtheta1, dtheta2]);
     }
 }
 
@@ -109,14 +93,10 @@ fn dsdt(s: [f64; 5]) -> [f64; 5] {
     let (m1, m2, l1) = (LINK_MASS_1, LINK_MASS_2, LINK_LENGTH_1);
     let (lc1, lc2, i1, i2, g) = (LINK_COM_POS_1, LINK_COM_POS_2, LINK_MOI, LINK_MOI, GRAVITY);
     let [theta1, theta2, dtheta1, dtheta2, a] = s;
-    let d1 = m1 * lc1.powi(2)
-        + m2 * (l1.powi(2) + lc2.powi(2) + 2.0 * l1 * lc2 * theta2.cos())
-        + i1
-        + i2;
+    let d1 = m1 * lc1.powi(2) + m2 * (l1.powi(2) + lc2.powi(2) + 2.0 * l1 * lc2 * theta2.cos()) + i1 + i2;
     let d2 = m2 * (lc2.powi(2) + l1 * lc2 * theta2.cos()) + i2;
     let phi2 = m2 * lc2 * g * (theta1 + theta2 - PI / 2.0).cos();
-    let phi1 = -m2 * l1 * lc2 * dtheta2.powi(2) * theta2.sin()
-        - 2.0 * m2 * l1 * lc2 * dtheta2 * dtheta1 * theta2.sin()
+    let phi1 = -m2 * l1 * lc2 * dtheta2.powi(2) * theta2.sin() - 2.0 * m2 * l1 * lc2 * dtheta2 * dtheta1 * theta2.sin()
         + (m1 * lc1 + m2 * l1) * g * (theta1 - PI / 2.0).cos()
         + phi2;
     let ddtheta2 = (a + d2 / d1 * phi1 - m2 * l1 * lc2 * dtheta1.powi(2) * theta2.sin() - phi2)
@@ -142,7 +122,7 @@ fn rk4(y0: [f64; 5]) -> [f64; 5] {
 /// `rem_euclid` instead; non-finite values come out NaN.
 fn wrap(mut x: f64, lo: f64, hi: f64) -> f64 {
     let diff = hi - lo;
-    if !(x.abs() <= WRAP_LOOP_LIMIT) {
+    if x.is_nan() || x.abs() > WRAP_LOOP_LIMIT {
         return lo + (x - lo).rem_euclid(diff);
     }
     while x > hi {
@@ -178,19 +158,8 @@ mod tests {
     fn hanging_at_rest_stays_at_rest() {
         let mut env = Acrobot::default();
         let t = env.step(&[1.0], &mut [0.0; 6]);
-        assert!(
-            env.state().iter().all(|s| s.abs() < 1e-12),
-            "{:?}",
-            env.state()
-        );
-        assert_eq!(
-            t,
-            Transition {
-                reward: -1.0,
-                terminated: false,
-                truncated: false
-            }
-        );
+        assert!(env.state().iter().all(|s| s.abs() < 1e-12), "{:?}", env.state());
+        assert_eq!(t, Transition { reward: -1.0, terminated: false, truncated: false });
     }
 
     #[test]
@@ -217,10 +186,7 @@ mod tests {
         assert_close(wrap(-10.0, -PI, PI), -10.0 + 4.0 * PI);
         assert_eq!(wrap(PI, -PI, PI), PI);
         let far = wrap(1e5 + 1.0, -PI, PI);
-        assert!(
-            (far - wrap((1e5 + 1.0) % (2.0 * PI), -PI, PI)).abs() < 1e-9,
-            "{far}"
-        );
+        assert!((far - wrap((1e5 + 1.0) % (2.0 * PI), -PI, PI)).abs() < 1e-9, "{far}");
         assert!(wrap(f64::INFINITY, -PI, PI).is_nan());
     }
 
@@ -229,11 +195,7 @@ mod tests {
         use rand::SeedableRng;
         let mut env = Acrobot::default();
         env.reset(&mut ChaCha8Rng::seed_from_u64(3), &mut [0.0; 6]);
-        assert!(
-            env.state()
-                .iter()
-                .all(|&s| s.abs() < 0.1 && f64::from(s as f32) == s)
-        );
+        assert!(env.state().iter().all(|&s| s.abs() < 0.1 && f64::from(s as f32) == s));
     }
 
     #[test]

@@ -39,12 +39,7 @@ impl Dynamics for CartPole {
     }
 
     fn observation_space(&self) -> Space {
-        symmetric_box(&[
-            (X_THRESHOLD * 2.0) as f32,
-            f32::INFINITY,
-            (THETA_THRESHOLD * 2.0) as f32,
-            f32::INFINITY,
-        ])
+        symmetric_box(&[(X_THRESHOLD * 2.0) as f32, f32::INFINITY, (THETA_THRESHOLD * 2.0) as f32, f32::INFINITY])
     }
 
     fn action_space(&self) -> Space {
@@ -69,21 +64,11 @@ impl Dynamics for CartPole {
         self.state = [x, x_dot + TAU * xacc, theta, theta_dot + TAU * thetaacc];
         self.observe(obs);
 
-        let terminated = x < -X_THRESHOLD
-            || x > X_THRESHOLD
-            || theta < -THETA_THRESHOLD
-            || theta > THETA_THRESHOLD;
-        let reward = if terminated && self.terminated_before {
-            0.0
-        } else {
-            1.0
-        };
+        // gymnasium's `x < -x_threshold or x > x_threshold or ...`: symmetric thresholds, NaN compares false.
+        let terminated = x.abs() > X_THRESHOLD || theta.abs() > THETA_THRESHOLD;
+        let reward = if terminated && self.terminated_before { 0.0 } else { 1.0 };
         self.terminated_before |= terminated;
-        Transition {
-            reward,
-            terminated,
-            truncated: false,
-        }
+        Transition { reward, terminated, truncated: false }
     }
 
     fn state(&self) -> Vec<f64> {
@@ -122,14 +107,7 @@ mod tests {
         for (got, want) in env.state().iter().zip(expected) {
             assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         }
-        assert_eq!(
-            t,
-            Transition {
-                reward: 1.0,
-                terminated: false,
-                truncated: false
-            }
-        );
+        assert_eq!(t, Transition { reward: 1.0, terminated: false, truncated: false });
     }
 
     #[test]
@@ -144,19 +122,11 @@ mod tests {
     #[test]
     fn termination_thresholds_are_strict() {
         // Zero velocities keep x and theta exactly on the thresholds: not terminated.
-        for state in [
-            [2.4, 0.0, 0.0, 0.0],
-            [-2.4, 0.0, 0.0, 0.0],
-            [0.0, 0.0, THETA_THRESHOLD, 0.0],
-        ] {
+        for state in [[2.4, 0.0, 0.0, 0.0], [-2.4, 0.0, 0.0, 0.0], [0.0, 0.0, THETA_THRESHOLD, 0.0]] {
             assert!(!step_from(state, 1.0).1.terminated, "{state:?}");
         }
         assert!(step_from([2.4, 1e-3, 0.0, 0.0], 1.0).1.terminated);
-        assert!(
-            step_from([0.0, 0.0, -THETA_THRESHOLD, -1e-3], 1.0)
-                .1
-                .terminated
-        );
+        assert!(step_from([0.0, 0.0, -THETA_THRESHOLD, -1e-3], 1.0).1.terminated);
     }
 
     #[test]
@@ -184,9 +154,6 @@ mod tests {
         let mut obs = [1.0; 4];
         env.reset(&mut ChaCha8Rng::seed_from_u64(7), &mut obs);
         assert!(obs.iter().all(|o| o.abs() < 0.05));
-        assert_eq!(
-            env.state().iter().map(|&s| s as f32).collect::<Vec<_>>(),
-            obs
-        );
+        assert_eq!(env.state().iter().map(|&s| s as f32).collect::<Vec<_>>(), obs);
     }
 }

@@ -8,9 +8,7 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::helpers::{clip, scalar_action, state_array, symmetric_box, write_obs};
-use super::mountain_car::{
-    GRAVITY, MAX_POSITION, MAX_SPEED, MIN_POSITION, Track, initial_position, observation_space,
-};
+use super::mountain_car::{GRAVITY, MAX_POSITION, MAX_SPEED, MIN_POSITION, Track, initial_position, observation_space};
 use super::{Dynamics, EnvError, Space, Transition};
 
 const MIN_ACTION: f32 = -1.0;
@@ -60,7 +58,7 @@ impl Dynamics for ContinuousMountainCar {
         let slope = GRAVITY * f64::from(3.0 * position).cos();
         // `min(max(action, -1.0), 1.0)` returns a Python float when it clips and the float32 action otherwise,
         // which decides whether `force * power - slope` is evaluated in float64 or float32.
-        let dv = if action < MIN_ACTION || action > MAX_ACTION {
+        let dv = if action.abs() > MAX_ACTION {
             (f64::from(clip(action, MIN_ACTION, MAX_ACTION)) * POWER - slope) as f32
         } else {
             action * POWER as f32 - slope as f32
@@ -69,11 +67,7 @@ impl Dynamics for ContinuousMountainCar {
         self.state = state;
         self.observe(obs);
         let goal = if terminated { GOAL_REWARD } else { 0.0 };
-        Transition {
-            reward: goal - f64::from(action).powi(2) * 0.1,
-            terminated,
-            truncated: false,
-        }
+        Transition { reward: goal - f64::from(action).powi(2) * 0.1, terminated, truncated: false }
     }
 
     fn state(&self) -> Vec<f64> {

@@ -35,15 +35,8 @@ pub(super) fn scalar_action(action: &[f32]) -> f32 {
 }
 
 /// `state` as an array of the environment's state length, or [`EnvError::StateLength`].
-pub(super) fn state_array<const N: usize>(
-    env: &'static str,
-    state: &[f64],
-) -> Result<[f64; N], EnvError> {
-    state.try_into().map_err(|_| EnvError::StateLength {
-        env,
-        expected: N,
-        got: state.len(),
-    })
+pub(super) fn state_array<const N: usize>(env: &'static str, state: &[f64]) -> Result<[f64; N], EnvError> {
+    state.try_into().map_err(|_| EnvError::StateLength { env, expected: N, got: state.len() })
 }
 
 /// Writes `values` cast to f32 (gymnasium's `np.array(..., dtype=np.float32)`) into `obs`.
@@ -55,10 +48,7 @@ pub(super) fn write_obs<const N: usize>(obs: &mut [f32], values: [f64; N]) {
 
 /// A float32 `Box` with bounds `-high..=high`.
 pub(super) fn symmetric_box(high: &[f32]) -> Space {
-    Space::Box {
-        low: high.iter().map(|h| -h).collect(),
-        high: high.to_vec(),
-    }
+    Space::Box { low: high.iter().map(|h| -h).collect(), high: high.to_vec() }
 }
 
 #[cfg(test)]
@@ -77,15 +67,7 @@ mod tests {
     fn discrete_value_rejects_non_indices() {
         let table = [-1.0, 0.0, 1.0];
         assert_eq!(discrete_value(&[2.0], &table), 1.0);
-        for bad in [
-            &[3.0][..],
-            &[-1.0],
-            &[0.5],
-            &[f32::NAN],
-            &[f32::INFINITY],
-            &[],
-            &[0.0, 1.0],
-        ] {
+        for bad in [&[3.0][..], &[-1.0], &[0.5], &[f32::NAN], &[f32::INFINITY], &[], &[0.0, 1.0]] {
             assert!(discrete_value(bad, &table).is_nan(), "{bad:?}");
         }
     }

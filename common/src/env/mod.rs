@@ -33,11 +33,7 @@ pub enum EnvError {
     UnknownId { id: String, known: String },
     /// A state vector of the wrong length was given to `set_state`.
     #[error("{env} state must have {expected} values, got {got}")]
-    StateLength {
-        env: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    StateLength { env: &'static str, expected: usize, got: usize },
     /// An action outside the action space.
     #[error("{env}: invalid action: {reason}")]
     InvalidAction { env: &'static str, reason: String },
@@ -90,12 +86,7 @@ impl TimeLimit {
     /// Wraps `dynamics` with a limit of `max_episode_steps` steps per episode.
     pub fn new(dynamics: Box<dyn Dynamics>, max_episode_steps: u32) -> Self {
         use rand::SeedableRng;
-        Self {
-            dynamics,
-            rng: ChaCha8Rng::seed_from_u64(0),
-            max_episode_steps,
-            elapsed: 0,
-        }
+        Self { dynamics, rng: ChaCha8Rng::seed_from_u64(0), max_episode_steps, elapsed: 0 }
     }
 
     /// Gymnasium id.

@@ -17,17 +17,16 @@ pub(super) const GRAVITY: f64 = 0.0025;
 const FORCE: f64 = 0.001;
 /// `action - 1` for each discrete action: push left, no push, push right.
 const PUSH: [f64; 3] = [-1.0, 0.0, 1.0];
-const TRACK: Track<f64> = Track {
-    min_position: MIN_POSITION,
-    max_position: MAX_POSITION,
-    max_speed: MAX_SPEED,
-    goal_position: 0.5,
-};
+const TRACK: Track<f64> =
+    Track { min_position: MIN_POSITION, max_position: MAX_POSITION, max_speed: MAX_SPEED, goal_position: 0.5 };
 
 /// The part of the mountain-car step both tasks share, in the float type the task computes in.
 pub(super) struct Track<T> {
+    /// Left end of the track, an inelastic wall.
     pub(super) min_position: T,
+    /// Right end of the track.
     pub(super) max_position: T,
+    /// Speed limit in both directions.
     pub(super) max_speed: T,
     /// The goal is reached at `position >= goal_position` with a non-negative velocity.
     pub(super) goal_position: T,
@@ -43,19 +42,13 @@ impl<T: Copy + PartialOrd + Add<Output = T> + Neg<Output = T> + Default> Track<T
         if position == self.min_position && velocity < zero {
             velocity = zero;
         }
-        (
-            [position, velocity],
-            position >= self.goal_position && velocity >= zero,
-        )
+        ([position, velocity], position >= self.goal_position && velocity >= zero)
     }
 }
 
 /// The observation space of both tasks: `[position, velocity]`.
 pub(super) fn observation_space() -> Space {
-    Space::Box {
-        low: vec![MIN_POSITION as f32, -MAX_SPEED as f32],
-        high: vec![MAX_POSITION as f32, MAX_SPEED as f32],
-    }
+    Space::Box { low: vec![MIN_POSITION as f32, -MAX_SPEED as f32], high: vec![MAX_POSITION as f32, MAX_SPEED as f32] }
 }
 
 /// The initial position of both tasks, U(-0.6, -0.4); the car starts at rest.
@@ -95,11 +88,7 @@ impl Dynamics for MountainCar {
         let (state, terminated) = TRACK.advance(position, velocity, dv);
         self.state = state;
         self.observe(obs);
-        Transition {
-            reward: -1.0,
-            terminated,
-            truncated: false,
-        }
+        Transition { reward: -1.0, terminated, truncated: false }
     }
 
     fn state(&self) -> Vec<f64> {
@@ -135,14 +124,7 @@ mod tests {
         let want_v = -0.0025 * 0.070_737_201_667_702_9;
         assert!((v - want_v).abs() < 1e-15, "{v}");
         assert!((p - (-0.5 + want_v)).abs() < 1e-15, "{p}");
-        assert_eq!(
-            t,
-            Transition {
-                reward: -1.0,
-                terminated: false,
-                truncated: false
-            }
-        );
+        assert_eq!(t, Transition { reward: -1.0, terminated: false, truncated: false });
     }
 
     #[test]
@@ -163,10 +145,7 @@ mod tests {
         let ([p, _], t) = step_from([0.49, 0.07], 2.0);
         assert!(p >= 0.5);
         assert_eq!((t.reward, t.terminated), (-1.0, true));
-        assert!(
-            !step_from([0.6, -0.001], 0.0).1.terminated,
-            "past the goal but rolling back"
-        );
+        assert!(!step_from([0.6, -0.001], 0.0).1.terminated, "past the goal but rolling back");
     }
 
     #[test]

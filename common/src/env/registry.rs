@@ -1,8 +1,6 @@
 //! Environments by gymnasium id, with the step limits and reward thresholds gymnasium registers for them.
 
-use super::{
-    Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, Pendulum, TimeLimit,
-};
+use super::{Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, Pendulum, TimeLimit};
 
 /// What gymnasium's `register` says about an environment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,43 +21,23 @@ struct Entry {
 
 const REGISTRY: [Entry; 5] = [
     Entry {
-        spec: EnvSpec {
-            id: "CartPole-v1",
-            max_episode_steps: 500,
-            reward_threshold: Some(475.0),
-        },
+        spec: EnvSpec { id: "CartPole-v1", max_episode_steps: 500, reward_threshold: Some(475.0) },
         build: || Box::new(CartPole::default()),
     },
     Entry {
-        spec: EnvSpec {
-            id: "Acrobot-v1",
-            max_episode_steps: 500,
-            reward_threshold: Some(-100.0),
-        },
+        spec: EnvSpec { id: "Acrobot-v1", max_episode_steps: 500, reward_threshold: Some(-100.0) },
         build: || Box::new(Acrobot::default()),
     },
     Entry {
-        spec: EnvSpec {
-            id: "MountainCar-v0",
-            max_episode_steps: 200,
-            reward_threshold: Some(-110.0),
-        },
+        spec: EnvSpec { id: "MountainCar-v0", max_episode_steps: 200, reward_threshold: Some(-110.0) },
         build: || Box::new(MountainCar::default()),
     },
     Entry {
-        spec: EnvSpec {
-            id: "MountainCarContinuous-v0",
-            max_episode_steps: 999,
-            reward_threshold: Some(90.0),
-        },
+        spec: EnvSpec { id: "MountainCarContinuous-v0", max_episode_steps: 999, reward_threshold: Some(90.0) },
         build: || Box::new(ContinuousMountainCar::default()),
     },
     Entry {
-        spec: EnvSpec {
-            id: "Pendulum-v1",
-            max_episode_steps: 200,
-            reward_threshold: None,
-        },
+        spec: EnvSpec { id: "Pendulum-v1", max_episode_steps: 200, reward_threshold: None },
         build: || Box::new(Pendulum::default()),
     },
 ];
@@ -80,10 +58,7 @@ fn entry(id: &str) -> Result<&'static Entry, EnvError> {
     registry
         .iter()
         .find(|e| e.spec.id == id)
-        .ok_or_else(|| EnvError::UnknownId {
-            id: id.to_owned(),
-            known: ENV_IDS.join(", "),
-        })
+        .ok_or_else(|| EnvError::UnknownId { id: id.to_owned(), known: ENV_IDS.join(", ") })
 }
 
 /// The registered spec of `id`, or [`EnvError::UnknownId`].
@@ -100,10 +75,7 @@ pub fn make_dynamics(id: &str) -> Result<Box<dyn Dynamics>, EnvError> {
 /// stepping.
 pub fn make(id: &str) -> Result<TimeLimit, EnvError> {
     let entry = entry(id)?;
-    Ok(TimeLimit::new(
-        (entry.build)(),
-        entry.spec.max_episode_steps,
-    ))
+    Ok(TimeLimit::new((entry.build)(), entry.spec.max_episode_steps))
 }
 
 #[cfg(test)]
@@ -128,15 +100,9 @@ mod tests {
         for id in ENV_IDS {
             assert_eq!(make_dynamics(id).unwrap().id(), id);
             assert_eq!(spec(id).unwrap().id, id);
-            assert_eq!(
-                make(id).unwrap().max_episode_steps(),
-                spec(id).unwrap().max_episode_steps
-            );
+            assert_eq!(make(id).unwrap().max_episode_steps(), spec(id).unwrap().max_episode_steps);
         }
-        assert_eq!(
-            spec("MountainCarContinuous-v0").unwrap().max_episode_steps,
-            999
-        );
+        assert_eq!(spec("MountainCarContinuous-v0").unwrap().max_episode_steps, 999);
         assert_eq!(spec("Pendulum-v1").unwrap().reward_threshold, None);
     }
 
@@ -147,13 +113,8 @@ mod tests {
             let mut obs = vec![f32::NAN; env.observation_space().flat_dim()];
             for seed in 0..20 {
                 env.reset(Some(seed), &mut obs);
-                let Space::Box { low, high } = env.observation_space() else {
-                    panic!("{id}: not a box")
-                };
-                let inside = obs
-                    .iter()
-                    .zip(low.iter().zip(&high))
-                    .all(|(o, (l, h))| l <= o && o <= h);
+                let Space::Box { low, high } = env.observation_space() else { panic!("{id}: not a box") };
+                let inside = obs.iter().zip(low.iter().zip(&high)).all(|(o, (l, h))| l <= o && o <= h);
                 assert!(inside, "{id}: {obs:?}");
             }
         }
@@ -170,10 +131,7 @@ mod tests {
             assert_eq!(t.truncated, step == 200, "step {step}");
         }
         env.reset(None, &mut obs);
-        assert!(
-            !env.step(&[0.0], &mut obs).truncated,
-            "reset restarts the count"
-        );
+        assert!(!env.step(&[0.0], &mut obs).truncated, "reset restarts the count");
     }
 
     #[test]

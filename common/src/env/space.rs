@@ -42,14 +42,10 @@ impl Space {
                 [a] => Err(format!("discrete action {a} is not an integer in 0..{n}")),
                 _ => Err(format!("discrete action needs 1 value, got {}", x.len())),
             },
-            Space::Box { low, .. } if x.len() != low.len() => Err(format!(
-                "box element needs {} values, got {}",
-                low.len(),
-                x.len()
-            )),
-            Space::Box { .. } if x.iter().any(|v| !v.is_finite()) => {
-                Err("box element is not finite".into())
+            Space::Box { low, .. } if x.len() != low.len() => {
+                Err(format!("box element needs {} values, got {}", low.len(), x.len()))
             }
+            Space::Box { .. } if x.iter().any(|v| !v.is_finite()) => Err("box element is not finite".into()),
             Space::Box { .. } => Ok(()),
         }
     }

@@ -42,9 +42,7 @@ pub struct VecEnv {
 impl VecEnv {
     /// Builds `num_envs` copies of `id`; env `i` is seeded with `seed + i` on the first [`VecEnv::reset`].
     pub fn new(id: &str, num_envs: usize, seed: u64) -> Result<Self, EnvError> {
-        let envs = (0..num_envs)
-            .map(|_| make(id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let envs = (0..num_envs).map(|_| make(id)).collect::<Result<Vec<_>, _>>()?;
         let obs_dim = envs.first().map_or(0, |e| e.observation_space().flat_dim());
         let mut v = Self {
             envs,
@@ -61,10 +59,7 @@ impl VecEnv {
             episode_lengths: vec![0; num_envs],
         };
         for (i, env) in v.envs.iter_mut().enumerate() {
-            env.reset(
-                Some(seed.wrapping_add(i as u64)),
-                &mut v.batch.obs[i * obs_dim..(i + 1) * obs_dim],
-            );
+            env.reset(Some(seed.wrapping_add(i as u64)), &mut v.batch.obs[i * obs_dim..(i + 1) * obs_dim]);
         }
         Ok(v)
     }
@@ -146,31 +141,18 @@ mod tests {
                 let i = ep.env_index;
                 assert!(batch.terminated[i] && !batch.truncated[i]);
                 assert_eq!((ep.episode_return, ep.length), (returns[i], lengths[i]));
-                assert!(
-                    batch.obs[i * 4..(i + 1) * 4].iter().all(|o| o.abs() < 0.05),
-                    "obs is a fresh reset"
-                );
-                assert!(
-                    batch.final_obs[i * 4 + 2].abs() > 0.2,
-                    "final obs shows the fallen pole"
-                );
+                assert!(batch.obs[i * 4..(i + 1) * 4].iter().all(|o| o.abs() < 0.05), "obs is a fresh reset");
+                assert!(batch.final_obs[i * 4 + 2].abs() > 0.2, "final obs shows the fallen pole");
                 finished_steps += ep.length;
                 (returns[i], lengths[i]) = (0.0, 0);
             }
-            let ended = batch
-                .episodes
-                .iter()
-                .map(|e| e.env_index)
-                .collect::<Vec<_>>();
+            let ended = batch.episodes.iter().map(|e| e.env_index).collect::<Vec<_>>();
             for i in 0..n {
                 assert_eq!(batch.terminated[i], ended.contains(&i));
             }
         }
         assert!(finished_steps > 0);
-        assert_eq!(
-            finished_steps + lengths.iter().sum::<u32>(),
-            (n * steps) as u32
-        );
+        assert_eq!(finished_steps + lengths.iter().sum::<u32>(), (n * steps) as u32);
     }
 
     #[test]
@@ -179,9 +161,7 @@ mod tests {
         let mut sums = [0.0_f64; 2];
         for step in 1..=200 {
             let batch = envs.step(&[0.5, -0.5]);
-            sums.iter_mut()
-                .zip(&batch.rewards)
-                .for_each(|(s, r)| *s += f64::from(*r));
+            sums.iter_mut().zip(&batch.rewards).for_each(|(s, r)| *s += f64::from(*r));
             assert_eq!(batch.truncated, [step == 200; 2], "step {step}");
             assert_eq!(batch.terminated, [false; 2]);
             if step == 200 {

@@ -1,0 +1,179 @@
+//! The wire protocol (`proto/ppo/v1/ppo.proto`) and conversions between its messages and our types.
+
+use crate::env::{EpisodeStats, Space};
+use crate::rollout::{Rollout, RolloutError, RolloutErrorKind};
+use bytes::Bytes;
+
+/// Generated protobuf types and gRPC stubs of `ppo.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("ppo.v1");
+
+    /// Encoded `FileDescriptorSet` of `ppo.v1`, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ppo_v1_descriptor.bin"));
+}
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: pb::ProtocolVersion = pb::ProtocolVersion::ProtocolVersion1;
+
+impl From<&Space> for pb::Space {
+    fn from(s: &Space) -> Self {
+        let kind = match s {
+            Space::Discrete { n } => pb::space::Kind::Discrete(pb::Discrete { n: *n as u32 }),
+            Space::Box { low, high } => pb::space::Kind::Box(pb::BoxSpace { low: low.clone(), high: high.clone() }),
+        };
+        pb::Space { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<&pb::Space> for Space {
+    type Error = String;
+
+    fn try_from(s: &pb::Space) -> Result<Self, String> {
+        match &s.kind {
+            Some(pb::space::Kind::Discrete(d)) => Ok(Space::Discrete { n: d.n as usize }),
+            Some(pb::space::Kind::Box(b)) if b.low.len() == b.high.len() => {
+                Ok(Space::Box { low: b.low.clone(), high: b.high.clone() })
+            }
+            Some(pb::space::Kind::Box(_)) => Err("box space has different low and high lengths".into()),
+            None => Err("space is not set".into()),
+        }
+    }
+}
+
+fn f32_bytes(xs: &[f32]) -> Bytes {
+    Bytes::copy_from_slice(bytemuck::cast_slice(xs))
+}
+
+fn bool_bytes(xs: &[bool]) -> Bytes {
+    xs.iter().map(|&b| b as u8).collect::<Vec<u8>>().into()
+}
+
+fn f32s(field: &'static str, b: &[u8]) -> Result<Vec<f32>, RolloutError> {
+    if !b.len().is_multiple_of(4) {
+        return Err(RolloutError {
+            field,
+            reason: format!("{} bytes is not a whole number of f32", b.len()),
+            kind: RolloutErrorKind::Shape,
+        });
+    }
+    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn bools(field: &'static str, b: &[u8]) -> Result<Vec<bool>, RolloutError> {
+    b.iter()
+        .enumerate()
+        .map(|(i, &x)| match x {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(RolloutError {
+                field,
+                reason: format!("byte {x} at index {i} is not 0 or 1"),
+                kind: RolloutErrorKind::Shape,
+            }),
+        })
+        .collect()
+}
+
+impl From<&Rollout> for pb::Rollout {
+    fn from(r: &Rollout) -> Self {
+        pb::Rollout {
+            actor_id: r.actor_id,
+            policy_version: r.policy_version,
+            num_steps: r.num_steps as u32,
+            num_envs: r.num_envs as u32,
+            obs: f32_bytes(&r.obs),
+            actions: f32_bytes(&r.actions),
+            log_probs: f32_bytes(&r.log_probs),
+            values: f32_bytes(&r.values),
+            rewards: f32_bytes(&r.rewards),
+            terminated: bool_bytes(&r.terminated),
+            truncated: bool_bytes(&r.truncated),
+            final_obs: f32_bytes(&r.final_obs),
+            next_obs: f32_bytes(&r.next_obs),
+            episodes: r
+                .episodes
+                .iter()
+                .map(|e| pb::Episode {
+                    env_index: e.env_index as u32,
+                    episode_return: e.episode_return,
+                    length: e.length,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Decodes the packed buffers; shapes and values are checked afterwards by [`Rollout::validate`].
+impl TryFrom<&pb::Rollout> for Rollout {
+    type Error = RolloutError;
+
+    fn try_from(m: &pb::Rollout) -> Result<Self, RolloutError> {
+        Ok(Rollout {
+            actor_id: m.actor_id,
+            policy_version: m.policy_version,
+            num_steps: m.num_steps as usize,
+            num_envs: m.num_envs as usize,
+            obs: f32s("obs", &m.obs)?,
+            actions: f32s("actions", &m.actions)?,
+            log_probs: f32s("log_probs", &m.log_probs)?,
+            values: f32s("values", &m.values)?,
+            rewards: f32s("rewards", &m.rewards)?,
+            terminated: bools("terminated", &m.terminated)?,
+            truncated: bools("truncated", &m.truncated)?,
+            final_obs: f32s("final_obs", &m.final_obs)?,
+            next_obs: f32s("next_obs", &m.next_obs)?,
+            episodes: m
+                .episodes
+                .iter()
+                .map(|e| EpisodeStats {
+                    env_index: e.env_index as usize,
+                    episode_return: e.episode_return,
+                    length: e.length,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_round_trip_and_bad_bytes() {
+        let r = Rollout {
+            actor_id: 3,
+            policy_version: 9,
+            num_steps: 1,
+            num_envs: 2,
+            obs: vec![1.0, 2.0],
+            actions: vec![0.0, 1.0],
+            log_probs: vec![-0.5, -0.9],
+            values: vec![0.1, 0.2],
+            rewards: vec![1.0, 1.0],
+            terminated: vec![true, false],
+            truncated: vec![false, true],
+            final_obs: vec![5.0],
+            next_obs: vec![3.0, 4.0],
+            episodes: vec![EpisodeStats { env_index: 1, episode_return: 10.0, length: 10 }],
+        };
+        let m = pb::Rollout::from(&r);
+        assert_eq!(Rollout::try_from(&m).unwrap(), r);
+        let mut bad = m.clone();
+        bad.rewards = Bytes::from_static(&[0, 0, 0]);
+        assert_eq!(Rollout::try_from(&bad).unwrap_err().field, "rewards");
+        let mut bad = m;
+        bad.truncated = Bytes::from_static(&[0, 2]);
+        assert_eq!(Rollout::try_from(&bad).unwrap_err().field, "truncated");
+    }
+
+    #[test]
+    fn space_round_trip() {
+        for s in [Space::Discrete { n: 3 }, Space::Box { low: vec![-2.0], high: vec![2.0] }] {
+            assert_eq!(Space::try_from(&pb::Space::from(&s)).unwrap(), s);
+        }
+        assert!(Space::try_from(&pb::Space { kind: None }).is_err());
+    }
+}
