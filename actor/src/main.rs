@@ -1,10 +1,86 @@
-//! `actor`: steps environments and streams rollouts to a learner (the network transport lands with the
-//! distributed mode; local training runs actors inside `learner train`).
+//! `actor`: steps environments with the learner's newest policy and streams rollouts to it.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
-    eprintln!("the networked actor is not available yet; use `learner train` for local training");
-    std::process::exit(2);
+/// Proxima actor: runs environments and streams rollouts to a learner; reconnects by itself.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Learner URL (https:// with --tls-ca).
+    #[arg(long, env = "PROXIMA_LEARNER", default_value = "http://127.0.0.1:50051")]
+    learner: String,
+    /// Environment id; must be the one the learner trains.
+    #[arg(long, env = "PROXIMA_ENV", default_value = "CartPole-v1")]
+    env: String,
+    /// Environments stepped together in one batched forward pass.
+    #[arg(long, env = "PROXIMA_NUM_ENVS", default_value_t = 8)]
+    num_envs: usize,
+    /// Steps per env per rollout (default: the learner's setting).
+    #[arg(long, env = "PROXIMA_ROLLOUT_STEPS")]
+    rollout_steps: Option<usize>,
+    /// Name in the learner's logs (default: the host name).
+    #[arg(long, env = "PROXIMA_ACTOR_NAME")]
+    name: Option<String>,
+    /// Shared token the learner requires.
+    #[arg(long, env = "PROXIMA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate that signed the learner's TLS certificate (enables TLS).
+    #[arg(long, env = "PROXIMA_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Name to verify in the learner's certificate (default: the URL's host).
+    #[arg(long, env = "PROXIMA_TLS_DOMAIN")]
+    tls_domain: Option<String>,
+    /// Longest wait between reconnect attempts, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    max_backoff_seconds: f64,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("actor-{}", std::process::id()))
+}
+
+fn main() -> anyhow::Result<()> {
+    common::shutdown::default_compute_threads();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.num_envs == 0 {
+        anyhow::bail!("--num-envs must be at least 1");
+    }
+    let opts = actor::client::ActorOptions {
+        num_envs: args.num_envs,
+        rollout_steps: args.rollout_steps,
+        name: args.name.unwrap_or_else(host_name),
+        token: args.token,
+        tls_ca: args.tls_ca,
+        tls_domain: args.tls_domain,
+        max_backoff: Duration::from_secs_f64(args.max_backoff_seconds.max(0.1)),
+        ..actor::client::ActorOptions::new(args.learner, args.env)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            common::shutdown::wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            s.cancel();
+        });
+        actor::client::run(opts, shutdown).await
+    })?;
+    Ok(())
 }

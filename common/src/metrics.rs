@@ -29,3 +29,17 @@ pub mod reason {
     /// Message above the size limit.
     pub const OVERSIZED: &str = "oversized";
 }
+
+/// Bytes of rollout messages received (counter).
+pub const RECEIVED_BYTES: &str = "proxima_learner_received_bytes_total";
+/// Actors with an open policy stream (gauge).
+pub const CONNECTED_ACTORS: &str = "proxima_learner_connected_actors";
+/// Versions between the learner's policy and the one that produced a rollout (histogram).
+pub const POLICY_LAG: &str = "proxima_learner_policy_lag_versions";
+
+/// Env steps an actor produced and delivered (counter).
+pub const ACTOR_ENV_STEPS: &str = "proxima_actor_env_steps_total";
+/// Rollouts an actor sent, by `outcome`: `accepted`, `stale`, `rejected`.
+pub const ACTOR_ROLLOUTS: &str = "proxima_actor_rollouts_total";
+/// Seconds from a policy's publication by the learner to its arrival at the actor (histogram).
+pub const ACTOR_WEIGHT_LATENCY: &str = "proxima_actor_weight_update_latency_seconds";

@@ -131,6 +131,38 @@ impl ActorsConfig {
     }
 }
 
+/// The gRPC server of `learner serve` (and `learner train --transport grpc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest gRPC message accepted or sent, in bytes; larger rollouts get RESOURCE_EXHAUSTED. The default
+    /// (16 MiB) holds a CartPole rollout of 8 envs x 60k steps, and weights of a ~4M-parameter model.
+    pub max_message_bytes: usize,
+    /// Rollouts buffered between the service and the trainer; a full queue slows senders down.
+    pub queue_capacity: usize,
+    /// Write a checkpoint every this many updates (0: only at shutdown).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
+    /// Seconds the current update may take to finish at shutdown before the learner exits without it.
+    pub shutdown_grace_seconds: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".into(),
+            max_message_bytes: 16 << 20,
+            queue_capacity: 16,
+            checkpoint_every: 20,
+            keep_checkpoints: 3,
+            shutdown_grace_seconds: 30.0,
+        }
+    }
+}
+
 /// Everything `learner train` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -157,6 +189,8 @@ pub struct TrainConfig {
     pub model: ModelConfig,
     /// Observation and reward normalisation.
     pub normalize: NormalizeConfig,
+    /// gRPC server settings.
+    pub server: ServerConfig,
 }
 
 impl Default for TrainConfig {
@@ -173,6 +207,7 @@ impl Default for TrainConfig {
             ppo: PpoConfig::default(),
             model: ModelConfig::default(),
             normalize: NormalizeConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -253,6 +288,9 @@ impl TrainConfig {
             || p.kl_beta < 0.0
         {
             return bad("ppo.clip_coef", "clip_coef, max_grad_norm and kl_target must be positive, kl_beta >= 0");
+        }
+        if self.server.queue_capacity == 0 || self.server.max_message_bytes < 1024 {
+            return bad("server.queue_capacity", "queue_capacity must be >= 1 and max_message_bytes >= 1024");
         }
         if self.model.hidden_sizes.is_empty() || self.model.hidden_sizes.contains(&0) {
             return bad("model.hidden_sizes", "needs at least one non-zero layer width");

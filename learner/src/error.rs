@@ -32,6 +32,57 @@ pub enum Error {
     /// A worker thread panicked or disappeared.
     #[error("{0}")]
     Internal(String),
+    /// Missing or wrong token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The actor's env, spaces or protocol differ from the learner's.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A rollout names an actor id the learner did not hand out.
+    #[error("actor_id: unknown actor id {0}; register first")]
+    UnknownActor(u64),
+    /// A rollout claims a policy version the learner has not published.
+    #[error("policy_version: {got} is newer than the learner's newest version {current}")]
+    FutureVersion { got: u64, current: u64 },
+    /// The learner cannot take the request now (shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// The `reason` label under which a rejection of this kind is counted, if it is a rejection of input.
+    pub fn rejection_reason(&self) -> Option<&'static str> {
+        use common::metrics::reason;
+        use common::rollout::RolloutErrorKind;
+        Some(match self {
+            Error::Unauthenticated(_) => reason::UNAUTHENTICATED,
+            Error::Mismatch(_) => reason::MISMATCH,
+            Error::UnknownActor(_) => reason::UNKNOWN_ACTOR,
+            Error::FutureVersion { .. } => reason::FUTURE_VERSION,
+            Error::Rollout(e) => match e.kind {
+                RolloutErrorKind::Shape => reason::SHAPE,
+                RolloutErrorKind::NonFinite => reason::NON_FINITE,
+                RolloutErrorKind::Action => reason::ACTION,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// The one place where learner errors become gRPC statuses.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            Error::Mismatch(_) => tonic::Status::failed_precondition(msg),
+            Error::Rollout(_) | Error::UnknownActor(_) | Error::FutureVersion { .. } => {
+                tonic::Status::invalid_argument(msg)
+            }
+            Error::Unavailable(_) => tonic::Status::unavailable(msg),
+            _ => tonic::Status::internal(msg),
+        }
+    }
 }
 
 impl Error {

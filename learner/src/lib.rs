@@ -2,6 +2,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod auth;
 pub mod checkpoint;
 pub mod config;
 pub mod env_step;
@@ -12,6 +13,9 @@ pub mod optim;
 pub mod ppo;
 pub mod progress;
 pub mod run_dir;
+pub mod serve;
+pub mod service;
 pub mod trainer;
+pub mod training;
 
 pub use error::{Error, Result};

@@ -3,16 +3,16 @@
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::progress::{ProgressCsv, progress_line};
+use crate::progress::ProgressCsv;
 use crate::run_dir::RunDir;
 use crate::trainer::Trainer;
+use crate::training::{self, LoopOutcome, LoopOutputs};
 use actor::{Sampler, run_sampler};
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,11 +31,24 @@ pub struct TrainSummary {
     pub target_reached_at: Option<u64>,
 }
 
+impl TrainSummary {
+    fn new(run: &RunDir, o: LoopOutcome) -> Self {
+        Self {
+            run_dir: run.path().to_path_buf(),
+            env_steps: o.env_steps,
+            wall_seconds: o.wall_seconds,
+            policy_version: o.policy_version,
+            mean_return: o.mean_return,
+            target_reached_at: o.target_reached_at,
+        }
+    }
+}
+
 /// Trains until `total_steps`, `target_return`, or `stop`; then writes the final model.
 pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
     let mut trainer = Trainer::new(cfg)?;
     let run = RunDir::create(cfg)?;
-    let mut csv = ProgressCsv::create(run.path())?;
+    let mut csv = ProgressCsv::create(run.path(), false)?;
     let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(2 * cfg.actors.count);
     let samplers_stop = Arc::new(AtomicBool::new(false));
@@ -52,55 +65,8 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
     drop(tx);
     tracing::info!(run_dir = %run.path().display(), env = %cfg.env, actors = cfg.actors.count, "training started");
 
-    let started = Instant::now();
-    let batch_size = cfg.batch_size();
-    let mut summary = TrainSummary {
-        run_dir: run.path().to_path_buf(),
-        env_steps: 0,
-        wall_seconds: 0.0,
-        policy_version: 0,
-        mean_return: None,
-        target_reached_at: None,
-    };
-    let mut outcome = Ok(());
-    'training: while trainer.env_steps() < cfg.total_steps {
-        let mut rollouts = Vec::new();
-        let mut steps = 0;
-        while steps < batch_size {
-            if stop.load(Ordering::Relaxed) {
-                break 'training;
-            }
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(r) => {
-                    steps += r.len();
-                    rollouts.push(r);
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break 'training,
-            }
-        }
-        let report = match trainer.update(rollouts) {
-            Ok(r) => r,
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        };
-        cell.publish(trainer.snapshot()?);
-        let wall = started.elapsed().as_secs_f64();
-        csv.append(&report, wall)?;
-        tracing::info!("{}", progress_line(&report, wall));
-        summary.env_steps = report.env_steps;
-        summary.wall_seconds = wall;
-        summary.policy_version = report.policy_version;
-        summary.mean_return = report.mean_return;
-        if let (Some(target), Some(m)) = (cfg.target_return, report.mean_return)
-            && m >= target
-        {
-            summary.target_reached_at = Some(report.env_steps);
-            break;
-        }
-    }
+    let outputs = LoopOutputs { csv: &mut csv, checkpoints: None };
+    let mut outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop).map(|o| TrainSummary::new(&run, o));
     samplers_stop.store(true, Ordering::Relaxed);
     drop(rx);
     for w in workers {
@@ -112,5 +78,60 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
         }
     }
     run.write_model(&trainer.weights()?)?;
-    outcome.map(|()| summary)
+    outcome
+}
+
+/// Like [`train`], but the local actors talk to the trainer over loopback gRPC: the distributed system on one
+/// machine, exercising the network path.
+pub fn train_over_grpc(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+    let mut cfg = cfg.clone();
+    cfg.run_name
+        .get_or_insert_with(|| format!("{}-seed{}-grpc-{}", cfg.env, cfg.seed, common::policy::unix_now() as u64));
+    runtime.block_on(async move {
+        let opts = crate::serve::ServeOptions::default();
+        let (server, task) = crate::serve::spawn(cfg.clone(), opts, "127.0.0.1:0").await?;
+        let actors_stop = tokio_util::sync::CancellationToken::new();
+        let mut actors = Vec::new();
+        for i in 0..cfg.actors.count {
+            let opts = actor::client::ActorOptions {
+                num_envs: cfg.actors.num_envs,
+                rollout_steps: Some(cfg.actors.rollout_steps),
+                name: format!("local-{i}"),
+                ..actor::client::ActorOptions::new(format!("http://{}", server.addr), cfg.env.clone())
+            };
+            actors.push(tokio::spawn(actor::client::run(opts, actors_stop.clone())));
+        }
+        let watch_stop = {
+            let token = server.shutdown.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                token.cancel();
+            })
+        };
+        let outcome = task.await.map_err(|e| Error::Internal(format!("learner task failed: {e}")))?;
+        watch_stop.abort();
+        actors_stop.cancel();
+        for a in actors {
+            if let Ok(Err(e)) = a.await {
+                tracing::warn!(error = %e, "local actor failed");
+            }
+        }
+        let o = outcome?;
+        let run_dir = cfg.runs_dir.join(cfg.run_name.clone().unwrap_or_default());
+        Ok(TrainSummary {
+            run_dir,
+            env_steps: o.env_steps,
+            wall_seconds: o.wall_seconds,
+            policy_version: o.policy_version,
+            mean_return: o.mean_return,
+            target_reached_at: o.target_reached_at,
+        })
+    })
 }

@@ -18,8 +18,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train in one process: the trainer plus local actor samplers.
-    Train(TrainArgs),
+    /// Train in one process: the trainer plus local actors (connected by channels, or by loopback gRPC).
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// How the local actors reach the trainer: `local` (channels) or `grpc` (the network path, on loopback).
+        #[arg(long, value_enum, default_value = "local")]
+        transport: Transport,
+    },
+    /// Serve actors over gRPC and train on their rollouts.
+    Serve {
+        #[command(flatten)]
+        args: TrainArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// Read `{"state": [...], "action": A}` JSON lines on stdin, step the env's raw dynamics once per line and
     /// write `{"state", "obs", "reward", "terminated"}` JSON lines (for checking against gymnasium).
     EnvStep {
@@ -27,6 +40,32 @@ enum Command {
         #[arg(long)]
         env: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Transport {
+    Local,
+    Grpc,
+}
+
+/// Network options of `serve`.
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (config key `server.listen`).
+    #[arg(long, env = "PROXIMA_LISTEN")]
+    listen: Option<String>,
+    /// Shared token actors must present.
+    #[arg(long, env = "PROXIMA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, env = "PROXIMA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "PROXIMA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Continue from the newest checkpoint of the run directory (a fresh run if it has none).
+    #[arg(long, env = "PROXIMA_RESUME")]
+    resume: bool,
 }
 
 /// Config file plus overrides; flags win over the file.
@@ -95,10 +134,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Train(args) => {
+        Command::Train { args, transport } => {
             let cfg = TrainConfig::load(args.config.as_deref(), &args.overrides())?;
             let stop = common::shutdown::on_signal().context("cannot install signal handlers")?;
-            let s = learner::local::train(&cfg, stop)?;
+            let s = match transport {
+                Transport::Local => learner::local::train(&cfg, stop)?,
+                Transport::Grpc => learner::local::train_over_grpc(&cfg, stop)?,
+            };
             let ret = s.mean_return.map_or("-".into(), |m| format!("{m:.1}"));
             match (cfg.target_return, s.target_reached_at) {
                 (Some(t), Some(at)) => println!(
@@ -114,6 +156,38 @@ fn main() -> anyhow::Result<()> {
                     s.run_dir.display()
                 ),
             }
+            Ok(())
+        }
+        Command::Serve { args, serve } => {
+            let mut overrides = args.overrides();
+            if let Some(l) = &serve.listen {
+                overrides.push(format!("server.listen={l:?}"));
+            }
+            let cfg = TrainConfig::load(args.config.as_deref(), &overrides)?;
+            let opts = learner::serve::ServeOptions {
+                token: serve.token,
+                tls: serve.tls_cert.zip(serve.tls_key),
+                resume: serve.resume,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let outcome = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let s = shutdown.clone();
+                tokio::spawn(async move {
+                    common::shutdown::wait_for_signal().await;
+                    s.cancel();
+                });
+                anyhow::Ok(learner::serve::serve(cfg, opts, listener, shutdown).await?)
+            })?;
+            println!(
+                "learner stopped: {} env steps, policy v{}, mean return {}",
+                outcome.env_steps,
+                outcome.policy_version,
+                outcome.mean_return.map_or("-".into(), |m| format!("{m:.1}"))
+            );
             Ok(())
         }
         Command::EnvStep { env } => {

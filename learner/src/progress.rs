@@ -42,13 +42,22 @@ pub struct ProgressCsv {
 }
 
 impl ProgressCsv {
-    /// Creates (truncates) `dir/progress.csv` and writes the header.
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// Creates (truncates) `dir/progress.csv` and writes the header; with `append`, continues an existing file.
+    pub fn create(dir: &Path, append: bool) -> Result<Self> {
         let path = dir.join("progress.csv");
-        let file = std::fs::File::create(&path).map_err(Error::io(&path))?;
+        let existing = append && path.is_file();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(existing)
+            .truncate(!existing)
+            .open(&path)
+            .map_err(Error::io(&path))?;
         let mut p = Self { file: std::io::BufWriter::new(file), path };
-        let header = COLUMNS.join(",");
-        writeln!(p.file, "{header}").map_err(Error::io(&p.path))?;
+        if !existing {
+            let header = COLUMNS.join(",");
+            writeln!(p.file, "{header}").map_err(Error::io(&p.path))?;
+        }
         Ok(p)
     }
 

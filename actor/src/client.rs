@@ -1,0 +1,336 @@
+//! The networked actor: registers with the learner, follows its policy stream, runs the sampler thread and
+//! uploads rollouts; reconnects with exponential backoff and jitter whenever the learner goes away.
+
+use crate::Error;
+use crate::sampler::{Sampler, SamplerConfig, run_sampler};
+use common::model::ModelConfig;
+use common::policy::PolicySnapshot;
+use common::policy_cell::PolicyCell;
+use common::rollout::Rollout;
+use common::wire::{PROTOCOL_VERSION, pb};
+use rand::Rng;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+/// How to reach the learner and what to run.
+#[derive(Debug, Clone)]
+pub struct ActorOptions {
+    /// Learner URL, `http://host:50051` (or `https://` with TLS).
+    pub learner: String,
+    /// Gymnasium env id; must match the learner's.
+    pub env: String,
+    /// Envs stepped together.
+    pub num_envs: usize,
+    /// Steps per env per rollout (default: what the learner asks for).
+    pub rollout_steps: Option<usize>,
+    /// Name shown in the learner's logs.
+    pub name: String,
+    /// Shared token (`authorization: Bearer <token>`).
+    pub token: Option<String>,
+    /// PEM CA certificate to verify the learner's TLS certificate (enables TLS).
+    pub tls_ca: Option<PathBuf>,
+    /// Server name to verify in the learner's certificate (default: the URL's host).
+    pub tls_domain: Option<String>,
+    /// Upper bound of the reconnect backoff.
+    pub max_backoff: Duration,
+    /// Largest gRPC message sent or accepted.
+    pub max_message_bytes: usize,
+}
+
+impl ActorOptions {
+    /// Defaults for everything but the learner URL and env id.
+    pub fn new(learner: impl Into<String>, env: impl Into<String>) -> Self {
+        Self {
+            learner: learner.into(),
+            env: env.into(),
+            num_envs: 8,
+            rollout_steps: None,
+            name: "actor".into(),
+            token: None,
+            tls_ca: None,
+            tls_domain: None,
+            max_backoff: Duration::from_secs(10),
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: the n-th wait is uniform in [base, min(max, base * 2^n)].
+struct Backoff {
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let cap = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max).max(self.base);
+        self.attempt = self.attempt.saturating_add(1);
+        rand::rng().random_range(self.base..=cap)
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Why a session with the learner ended.
+enum SessionEnd {
+    /// Shutdown requested; buffered rollouts were flushed.
+    Shutdown,
+}
+
+/// The sampler thread and its channels, kept across reconnects so envs continue where they were.
+struct Worker {
+    cell: Arc<PolicyCell>,
+    rollouts: tokio::sync::mpsc::Receiver<Rollout>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(), Error>>,
+}
+
+type Client = pb::learner_client::LearnerClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every call (when a token is set).
+#[derive(Clone)]
+struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerToken {
+    fn new(token: Option<String>) -> Result<Self, Error> {
+        let value = match token.filter(|t| !t.is_empty()) {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| Error::Config("token contains characters not allowed in gRPC metadata".into()))?,
+            ),
+            None => None,
+        };
+        Ok(Self(value))
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+async fn connect(opts: &ActorOptions) -> Result<Client, Error> {
+    let mut endpoint = Endpoint::from_shared(opts.learner.clone())
+        .map_err(|e| Error::Config(format!("bad learner URL {:?}: {e}", opts.learner)))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if let Some(ca) = &opts.tls_ca {
+        let pem = std::fs::read(ca).map_err(|e| Error::Config(format!("cannot read {}: {e}", ca.display())))?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        if let Some(domain) = &opts.tls_domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| Error::Config(format!("tls: {e}")))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| Error::Unavailable(format!("cannot connect: {e}")))?;
+    Ok(pb::learner_client::LearnerClient::with_interceptor(channel, BearerToken::new(opts.token.clone())?)
+        .max_decoding_message_size(opts.max_message_bytes)
+        .max_encoding_message_size(opts.max_message_bytes))
+}
+
+/// Maps a status from the learner: configuration problems are fatal, the rest are retried.
+fn classify(status: Status) -> Error {
+    match status.code() {
+        Code::Unauthenticated | Code::FailedPrecondition | Code::PermissionDenied => {
+            Error::Refused(format!("{:?}: {}", status.code(), status.message()))
+        }
+        _ => Error::Unavailable(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+fn snapshot(u: pb::PolicyUpdate) -> PolicySnapshot {
+    PolicySnapshot { version: u.version, weights: u.weights, published_at: u.published_at }
+}
+
+/// Runs the actor until `shutdown`; returns an error only for problems retrying cannot fix (a refused
+/// registration, a bad URL, an env the learner does not train).
+pub async fn run(opts: ActorOptions, shutdown: CancellationToken) -> Result<(), Error> {
+    let mut backoff = Backoff { attempt: 0, base: Duration::from_millis(100), max: opts.max_backoff };
+    let mut worker: Option<Worker> = None;
+    let mut last_problem: Option<String> = None;
+    let result = loop {
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        match session(&opts, &mut worker, &shutdown, &mut backoff, &mut last_problem).await {
+            Ok(SessionEnd::Shutdown) => break Ok(()),
+            Err(e @ (Error::Refused(_) | Error::Config(_) | Error::Env(_) | Error::Policy(_))) => break Err(e),
+            Err(e) => {
+                let problem = e.to_string();
+                // Log once per change of state, not once per try.
+                if last_problem.as_deref() != Some(problem.as_str()) {
+                    tracing::warn!(learner = %opts.learner, error = %problem, "learner unreachable; retrying with backoff");
+                    last_problem = Some(problem);
+                }
+                let wait = backoff.next();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    };
+    if let Some(w) = worker {
+        w.stop.store(true, Ordering::Relaxed);
+        drop(w.rollouts);
+        let _ = tokio::task::spawn_blocking(move || w.thread.join()).await;
+    }
+    result
+}
+
+async fn session(
+    opts: &ActorOptions,
+    worker: &mut Option<Worker>,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+    last_problem: &mut Option<String>,
+) -> Result<SessionEnd, Error> {
+    let mut client = connect(opts).await?;
+    let probe = common::env::make(&opts.env)?;
+    let request = pb::RegisterRequest {
+        actor_name: opts.name.clone(),
+        env_id: opts.env.clone(),
+        observation_space: Some((&probe.observation_space()).into()),
+        action_space: Some((&probe.action_space()).into()),
+        num_envs: opts.num_envs as u32,
+        protocol_version: PROTOCOL_VERSION as i32,
+    };
+    let reg = client.register(request).await.map_err(classify)?.into_inner();
+    let mut stream = client
+        .subscribe_policy(pb::SubscribePolicyRequest { actor_id: reg.actor_id })
+        .await
+        .map_err(classify)?
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .map_err(classify)?
+        .ok_or_else(|| Error::Unavailable("policy stream ended before the first policy".into()))?;
+    let w = match worker {
+        Some(w) => {
+            w.cell.publish(snapshot(first));
+            w
+        }
+        None => worker.insert(start_worker(opts, &reg, snapshot(first))?),
+    };
+    tracing::info!(actor_id = reg.actor_id, run = %reg.run_id, version = reg.policy_version, "connected to learner");
+    backoff.reset();
+    *last_problem = None;
+
+    // Follow the policy stream into the cell; its end means the learner went away.
+    let cell = w.cell.clone();
+    let mut follower = tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(update)) => {
+                    let s = snapshot(update);
+                    metrics::histogram!(common::metrics::ACTOR_WEIGHT_LATENCY)
+                        .record((common::policy::unix_now() - s.published_at).max(0.0));
+                    cell.publish(s);
+                }
+                Ok(None) => return Error::Unavailable("policy stream closed by the learner".into()),
+                Err(status) => return classify(status),
+            }
+        }
+    });
+
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                flush(&mut client, w, reg.actor_id).await;
+                break Ok(SessionEnd::Shutdown);
+            }
+            ended = &mut follower => {
+                break Err(ended.unwrap_or_else(|e| Error::Unavailable(format!("policy task failed: {e}"))));
+            }
+            rollout = w.rollouts.recv() => {
+                let Some(rollout) = rollout else {
+                    break Err(Error::SamplerStopped);
+                };
+                if let Err(e) = submit(&mut client, rollout, reg.actor_id).await {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    follower.abort();
+    outcome
+}
+
+async fn submit(client: &mut Client, mut rollout: Rollout, actor_id: u64) -> Result<(), Error> {
+    rollout.actor_id = actor_id;
+    let steps = rollout.len() as u64;
+    match client.submit_rollout(pb::Rollout::from(&rollout)).await {
+        Ok(resp) => {
+            let outcome = match resp.into_inner().outcome() {
+                pb::RolloutOutcome::Stale => "stale",
+                _ => "accepted",
+            };
+            metrics::counter!(common::metrics::ACTOR_ROLLOUTS, "outcome" => outcome).increment(1);
+            metrics::counter!(common::metrics::ACTOR_ENV_STEPS).increment(steps);
+            Ok(())
+        }
+        // The learner restarted and forgot us: register again.
+        Err(s) if s.code() == Code::InvalidArgument && s.message().starts_with("actor_id") => {
+            Err(Error::Unavailable(format!("learner no longer knows this actor: {}", s.message())))
+        }
+        Err(s) if s.code() == Code::InvalidArgument || s.code() == Code::ResourceExhausted => {
+            // A bug on our side; the rollout is dropped, the actor carries on.
+            metrics::counter!(common::metrics::ACTOR_ROLLOUTS, "outcome" => "rejected").increment(1);
+            tracing::error!(code = ?s.code(), message = %s.message(), "learner rejected a rollout");
+            Ok(())
+        }
+        Err(s) => Err(classify(s)),
+    }
+}
+
+/// Sends the rollouts already collected (for at most two seconds) before leaving.
+async fn flush(client: &mut Client, w: &mut Worker, actor_id: u64) {
+    w.stop.store(true, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut sent = 0;
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, w.rollouts.recv()).await {
+        if submit(client, r, actor_id).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    tracing::info!(flushed = sent, "actor leaving");
+}
+
+fn start_worker(opts: &ActorOptions, reg: &pb::RegisterResponse, first: PolicySnapshot) -> Result<Worker, Error> {
+    let sampler_cfg = SamplerConfig {
+        num_envs: opts.num_envs,
+        rollout_steps: opts.rollout_steps.unwrap_or(reg.rollout_steps.max(1) as usize),
+        sync: false,
+    };
+    let sampler = Sampler::new(&opts.env, &sampler_cfg, reg.seed)?;
+    let model =
+        ModelConfig { hidden_sizes: reg.hidden_sizes.iter().map(|&h| h as usize).collect(), ..Default::default() };
+    // Fail fast if the weights do not fit the env (e.g. a learner for another env).
+    common::policy::Policy::from_snapshot(&model, sampler.obs_dim(), &sampler.action_space(), &first)?;
+    let cell = Arc::new(PolicyCell::new(first));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Rollout>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, s) = (cell.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("sampler".into())
+        .spawn(move || run_sampler(sampler, &model, 0, &c, &tx, &s))
+        .map_err(|e| Error::Config(format!("cannot start the sampler thread: {e}")))?;
+    Ok(Worker { cell, rollouts: rx, stop, thread })
+}
