@@ -2,7 +2,7 @@
 //! uploads rollouts; reconnects with exponential backoff and jitter whenever the learner goes away.
 
 use crate::Error;
-use crate::sampler::{Sampler, SamplerConfig, run_sampler};
+use crate::sampler::{PolicyWait, Sampler, SamplerConfig, run_sampler};
 use common::model::ModelConfig;
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
@@ -40,6 +40,8 @@ pub struct ActorOptions {
     pub max_backoff: Duration,
     /// Largest gRPC message sent or accepted.
     pub max_message_bytes: usize,
+    /// Waiting for a newer policy between rollouts.
+    pub policy_wait: PolicyWait,
 }
 
 impl ActorOptions {
@@ -56,6 +58,7 @@ impl ActorOptions {
             tls_domain: None,
             max_backoff: Duration::from_secs(10),
             max_message_bytes: 16 << 20,
+            policy_wait: PolicyWait::UpTo(Duration::from_millis(250)),
         }
     }
 }
@@ -201,6 +204,7 @@ async fn session(
     last_problem: &mut Option<String>,
 ) -> Result<SessionEnd, Error> {
     let mut client = connect(opts).await?;
+    let reconnecting = worker.is_some();
     let probe = common::env::make(&opts.env)?;
     let request = pb::RegisterRequest {
         actor_name: opts.name.clone(),
@@ -229,6 +233,10 @@ async fn session(
         None => worker.insert(start_worker(opts, &reg, snapshot(first))?),
     };
     tracing::info!(actor_id = reg.actor_id, run = %reg.run_id, version = reg.policy_version, "connected to learner");
+    if reconnecting {
+        metrics::counter!(common::metrics::ACTOR_RECONNECTS).increment(1);
+    }
+    metrics::gauge!(common::metrics::ACTOR_CONNECTED).set(1.0);
     backoff.reset();
     *last_problem = None;
 
@@ -241,6 +249,7 @@ async fn session(
                     let s = snapshot(update);
                     metrics::histogram!(common::metrics::ACTOR_WEIGHT_LATENCY)
                         .record((common::policy::unix_now() - s.published_at).max(0.0));
+                    metrics::gauge!(common::metrics::ACTOR_POLICY_VERSION).set(s.version as f64);
                     cell.publish(s);
                 }
                 Ok(None) => return Error::Unavailable("policy stream closed by the learner".into()),
@@ -269,6 +278,7 @@ async fn session(
         }
     };
     follower.abort();
+    metrics::gauge!(common::metrics::ACTOR_CONNECTED).set(0.0);
     outcome
 }
 
@@ -317,7 +327,7 @@ fn start_worker(opts: &ActorOptions, reg: &pb::RegisterResponse, first: PolicySn
     let sampler_cfg = SamplerConfig {
         num_envs: opts.num_envs,
         rollout_steps: opts.rollout_steps.unwrap_or(reg.rollout_steps.max(1) as usize),
-        sync: false,
+        policy_wait: opts.policy_wait,
     };
     let sampler = Sampler::new(&opts.env, &sampler_cfg, reg.seed)?;
     let model =

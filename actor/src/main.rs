@@ -35,6 +35,13 @@ struct Args {
     /// Name to verify in the learner's certificate (default: the URL's host).
     #[arg(long, env = "PROXIMA_TLS_DOMAIN")]
     tls_domain: Option<String>,
+    /// Serve Prometheus metrics on this address (`/metrics`); `none` to disable.
+    #[arg(long, env = "PROXIMA_METRICS_ADDR", default_value = "0.0.0.0:9001")]
+    metrics_addr: String,
+    /// Longest wait for a newer policy after each rollout, in milliseconds (0: never wait; keeps data near
+    /// on-policy without stalling when the learner needs more data per version).
+    #[arg(long, env = "PROXIMA_POLICY_WAIT_MS", default_value_t = 250)]
+    policy_wait_ms: u64,
     /// Longest wait between reconnect attempts, in seconds.
     #[arg(long, default_value_t = 10.0)]
     max_backoff_seconds: f64,
@@ -69,9 +76,19 @@ fn main() -> anyhow::Result<()> {
         tls_ca: args.tls_ca,
         tls_domain: args.tls_domain,
         max_backoff: Duration::from_secs_f64(args.max_backoff_seconds.max(0.1)),
+        policy_wait: match args.policy_wait_ms {
+            0 => actor::PolicyWait::Never,
+            ms => actor::PolicyWait::UpTo(Duration::from_millis(ms)),
+        },
         ..actor::client::ActorOptions::new(args.learner, args.env)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    if args.metrics_addr != "none" {
+        let addr =
+            args.metrics_addr.parse().map_err(|e| anyhow::anyhow!("bad --metrics-addr {}: {e}", args.metrics_addr))?;
+        let _guard = runtime.enter();
+        common::metrics::serve(addr, common::metrics::Role::Actor, &opts.env).map_err(anyhow::Error::msg)?;
+    }
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let s = shutdown.clone();

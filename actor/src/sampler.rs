@@ -8,25 +8,35 @@ use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Whether a sampler waits for a newer policy version after each rollout before collecting the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyWait {
+    /// Never wait: collect continuously with the newest weights at hand (maximum throughput, more lag).
+    Never,
+    /// Always wait: every rollout comes from a new version (on-policy; reproducible with one actor).
+    Forever,
+    /// Wait at most this long, then collect with what is there (near on-policy, and live if the learner waits
+    /// for more data than the actors send per version).
+    UpTo(Duration),
+}
+
 /// Shape of the experience one actor produces.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SamplerConfig {
     /// Environments stepped together (one batched forward pass per step).
     pub num_envs: usize,
     /// Steps per env in one rollout.
     pub rollout_steps: usize,
-    /// Wait for a new policy version after each rollout (on-policy and reproducible; no lag).
-    pub sync: bool,
+    /// Waiting for a new policy between rollouts.
+    pub policy_wait: PolicyWait,
 }
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self { num_envs: 8, rollout_steps: 128, sync: true }
+        Self { num_envs: 8, rollout_steps: 128, policy_wait: PolicyWait::Forever }
     }
 }
 
@@ -81,7 +91,9 @@ impl Sampler {
         };
         for _ in 0..t_max {
             r.obs.extend_from_slice(self.env.obs());
+            let started = std::time::Instant::now();
             policy.act(self.env.obs(), &mut self.rng, false, &mut self.out)?;
+            metrics::histogram!(common::metrics::ACTOR_INFERENCE_LATENCY).record(started.elapsed().as_secs_f64());
             r.actions.extend_from_slice(&self.out.actions);
             r.log_probs.extend_from_slice(&self.out.log_probs);
             r.values.extend_from_slice(&self.out.values);
@@ -150,14 +162,27 @@ pub fn run_sampler(
     let mut snapshot = policies.latest();
     let mut policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;
     let mut used: Option<u64> = None;
+    let mut waited = Duration::ZERO;
+    const POLL: Duration = Duration::from_millis(50);
     while !stop.load(Ordering::Relaxed) {
-        let newest = match used.filter(|_| sampler.cfg.sync) {
-            Some(v) => match policies.wait_newer(v, Duration::from_millis(50)) {
+        let newest = match (used, sampler.cfg.policy_wait) {
+            (Some(v), PolicyWait::Forever) => match policies.wait_newer(v, POLL) {
                 Some(s) => s,
                 None => continue,
             },
-            None => policies.latest(),
+            (Some(v), PolicyWait::UpTo(limit)) if waited < limit => {
+                let slice = POLL.min(limit - waited);
+                match policies.wait_newer(v, slice) {
+                    Some(s) => s,
+                    None => {
+                        waited += slice;
+                        continue;
+                    }
+                }
+            }
+            _ => policies.latest(),
         };
+        waited = Duration::ZERO;
         if newest.version != snapshot.version {
             snapshot = newest;
             policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;

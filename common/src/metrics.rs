@@ -1,14 +1,73 @@
-//! Metric names, in one place for both roles; described at start-up by [`describe`].
+//! Metric names for both roles in one place, their descriptions, histogram buckets, and the Prometheus exporter.
 //!
 //! Conventions: base units, `_total` counters, `_seconds` / `_bytes` suffixes, `_ratio` for 0..1 values. Labels
-//! come from small fixed sets only (`outcome`, `reason`).
+//! come from small fixed sets only (`outcome`, `reason`, and the process-wide `role` and `env`).
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Env steps trained on by the learner (counter; `rate()` gives throughput).
 pub const ENV_STEPS: &str = "proxima_learner_env_steps_total";
-/// Rollouts received, by `outcome`: `accepted`, `stale`, `rejected`.
+/// Samples passed through the PPO epochs (batch size x epochs run; counter).
+pub const SAMPLES_TRAINED: &str = "proxima_learner_samples_trained_total";
+/// Rollouts received, by `outcome`: `accepted` (queued), `stale` (too old on arrival), `expired` (too old when the
+/// trainer took it from the queue), `rejected` (invalid).
 pub const ROLLOUTS: &str = "proxima_learner_rollouts_total";
-/// Rejected requests, by `reason`.
+/// Rejected requests, by `reason` (see [`reason`]).
 pub const REJECTED: &str = "proxima_learner_rejected_total";
+/// Bytes of rollout messages received (counter).
+pub const RECEIVED_BYTES: &str = "proxima_learner_received_bytes_total";
+/// Newest published policy version (gauge).
+pub const POLICY_VERSION: &str = "proxima_learner_policy_version";
+/// Versions between the learner's policy and the one that produced a received rollout (histogram).
+pub const POLICY_LAG: &str = "proxima_learner_policy_lag_versions";
+/// Rollouts waiting in the queue to the trainer (gauge).
+pub const QUEUE_DEPTH: &str = "proxima_learner_queue_depth";
+/// Actors with an open policy stream (gauge).
+pub const CONNECTED_ACTORS: &str = "proxima_learner_connected_actors";
+/// Seconds per PPO update (histogram).
+pub const UPDATE_DURATION: &str = "proxima_learner_update_duration_seconds";
+/// k3 estimate of KL(old ‖ new) over the last batch (gauge).
+pub const APPROX_KL: &str = "proxima_learner_approx_kl";
+/// KL target of the adaptive penalty, or of early stopping (gauge; 0 when unused).
+pub const KL_TARGET: &str = "proxima_learner_kl_target";
+/// KL penalty coefficient β (gauge; 0 for the clipped objective).
+pub const KL_BETA: &str = "proxima_learner_kl_beta";
+/// Fraction of samples whose ratio left the clip range (gauge).
+pub const CLIP_FRACTION: &str = "proxima_learner_clip_fraction_ratio";
+/// Mean policy entropy (gauge).
+pub const ENTROPY: &str = "proxima_learner_entropy";
+/// Explained variance of the value function (gauge, at most 1).
+pub const EXPLAINED_VARIANCE: &str = "proxima_learner_explained_variance";
+/// Policy loss (gauge).
+pub const POLICY_LOSS: &str = "proxima_learner_policy_loss";
+/// Value loss (gauge).
+pub const VALUE_LOSS: &str = "proxima_learner_value_loss";
+/// Learning rate in use (gauge).
+pub const LEARNING_RATE: &str = "proxima_learner_learning_rate";
+/// GAE advantages of trained samples, before normalisation (histogram).
+pub const ADVANTAGE: &str = "proxima_learner_advantage";
+/// Returns of finished episodes (histogram).
+pub const EPISODE_RETURN: &str = "proxima_learner_episode_return";
+/// Lengths of finished episodes in steps (histogram).
+pub const EPISODE_LENGTH: &str = "proxima_learner_episode_length_steps";
+/// Mean return of the last 100 episodes (gauge).
+pub const MEAN_RETURN: &str = "proxima_learner_mean_return";
+
+/// Env steps an actor produced and delivered (counter).
+pub const ACTOR_ENV_STEPS: &str = "proxima_actor_env_steps_total";
+/// Rollouts an actor sent, by `outcome`: `accepted`, `stale`, `rejected`.
+pub const ACTOR_ROLLOUTS: &str = "proxima_actor_rollouts_total";
+/// Seconds per batched policy forward pass on an actor (histogram).
+pub const ACTOR_INFERENCE_LATENCY: &str = "proxima_actor_inference_latency_seconds";
+/// Seconds from a policy's publication by the learner to its arrival at the actor (histogram).
+pub const ACTOR_WEIGHT_LATENCY: &str = "proxima_actor_weight_update_latency_seconds";
+/// Successful re-registrations after a lost connection (counter).
+pub const ACTOR_RECONNECTS: &str = "proxima_actor_reconnects_total";
+/// 1 while the actor is connected to the learner (gauge).
+pub const ACTOR_CONNECTED: &str = "proxima_actor_connected";
+/// Policy version the actor acts with (gauge).
+pub const ACTOR_POLICY_VERSION: &str = "proxima_actor_policy_version";
 
 /// Rejection reasons (values of the `reason` label).
 pub mod reason {
@@ -30,16 +89,93 @@ pub mod reason {
     pub const OVERSIZED: &str = "oversized";
 }
 
-/// Bytes of rollout messages received (counter).
-pub const RECEIVED_BYTES: &str = "proxima_learner_received_bytes_total";
-/// Actors with an open policy stream (gauge).
-pub const CONNECTED_ACTORS: &str = "proxima_learner_connected_actors";
-/// Versions between the learner's policy and the one that produced a rollout (histogram).
-pub const POLICY_LAG: &str = "proxima_learner_policy_lag_versions";
+/// The process's role, a global label on every metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The learner.
+    Learner,
+    /// An actor.
+    Actor,
+}
 
-/// Env steps an actor produced and delivered (counter).
-pub const ACTOR_ENV_STEPS: &str = "proxima_actor_env_steps_total";
-/// Rollouts an actor sent, by `outcome`: `accepted`, `stale`, `rejected`.
-pub const ACTOR_ROLLOUTS: &str = "proxima_actor_rollouts_total";
-/// Seconds from a policy's publication by the learner to its arrival at the actor (histogram).
-pub const ACTOR_WEIGHT_LATENCY: &str = "proxima_actor_weight_update_latency_seconds";
+const SECONDS_FAST: &[f64] = &[1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1];
+const SECONDS_SLOW: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LAG: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0];
+const ADVANTAGES: &[f64] = &[-100.0, -30.0, -10.0, -3.0, -1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0];
+const RETURNS: &[f64] = &[
+    -1500.0, -1000.0, -500.0, -300.0, -200.0, -150.0, -110.0, -100.0, -85.0, -50.0, 0.0, 50.0, 90.0, 100.0, 200.0,
+    300.0, 400.0, 475.0, 500.0,
+];
+const LENGTHS: &[f64] = &[10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 999.0, 1000.0];
+
+/// Histograms and their explicit buckets (rendered as real Prometheus histograms, not summaries).
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[
+    (POLICY_LAG, LAG),
+    (UPDATE_DURATION, SECONDS_SLOW),
+    (ADVANTAGE, ADVANTAGES),
+    (EPISODE_RETURN, RETURNS),
+    (EPISODE_LENGTH, LENGTHS),
+    (ACTOR_INFERENCE_LATENCY, SECONDS_FAST),
+    (ACTOR_WEIGHT_LATENCY, SECONDS_SLOW),
+];
+
+/// Describes (`# HELP`) every metric of `role`.
+pub fn describe(role: Role) {
+    match role {
+        Role::Learner => {
+            describe_counter!(ENV_STEPS, Unit::Count, "Env steps trained on.");
+            describe_counter!(SAMPLES_TRAINED, Unit::Count, "Samples passed through the PPO epochs.");
+            describe_counter!(ROLLOUTS, Unit::Count, "Rollouts received, by outcome.");
+            describe_counter!(REJECTED, Unit::Count, "Rejected requests, by reason.");
+            describe_counter!(RECEIVED_BYTES, Unit::Bytes, "Bytes of rollout messages received.");
+            describe_gauge!(POLICY_VERSION, "Newest published policy version.");
+            describe_histogram!(POLICY_LAG, "Policy versions between the learner and a received rollout.");
+            describe_gauge!(QUEUE_DEPTH, "Rollouts waiting for the trainer.");
+            describe_gauge!(CONNECTED_ACTORS, "Actors with an open policy stream.");
+            describe_histogram!(UPDATE_DURATION, Unit::Seconds, "Duration of one PPO update.");
+            describe_gauge!(APPROX_KL, "Approximate KL(old || new) of the last update (k3 estimator).");
+            describe_gauge!(KL_TARGET, "KL target of the adaptive penalty or early stop (0: none).");
+            describe_gauge!(KL_BETA, "KL penalty coefficient beta (0 for the clipped objective).");
+            describe_gauge!(CLIP_FRACTION, "Fraction of samples whose probability ratio left the clip range.");
+            describe_gauge!(ENTROPY, "Mean policy entropy of the last update.");
+            describe_gauge!(EXPLAINED_VARIANCE, "Explained variance of the value function on the last batch.");
+            describe_gauge!(POLICY_LOSS, "Policy loss of the last update.");
+            describe_gauge!(VALUE_LOSS, "Value loss of the last update.");
+            describe_gauge!(LEARNING_RATE, "Learning rate in use.");
+            describe_histogram!(ADVANTAGE, "GAE advantages of trained samples, before normalisation.");
+            describe_histogram!(EPISODE_RETURN, "Returns of finished episodes.");
+            describe_histogram!(EPISODE_LENGTH, Unit::Count, "Lengths of finished episodes in steps.");
+            describe_gauge!(MEAN_RETURN, "Mean return of the last 100 episodes.");
+        }
+        Role::Actor => {
+            describe_counter!(ACTOR_ENV_STEPS, Unit::Count, "Env steps produced and delivered to the learner.");
+            describe_counter!(ACTOR_ROLLOUTS, Unit::Count, "Rollouts sent, by outcome.");
+            describe_histogram!(ACTOR_INFERENCE_LATENCY, Unit::Seconds, "Duration of one batched policy forward pass.");
+            describe_histogram!(ACTOR_WEIGHT_LATENCY, Unit::Seconds, "Seconds from policy publication to arrival.");
+            describe_counter!(ACTOR_RECONNECTS, Unit::Count, "Re-registrations after a lost connection.");
+            describe_gauge!(ACTOR_CONNECTED, "1 while connected to the learner.");
+            describe_gauge!(ACTOR_POLICY_VERSION, "Policy version the actor acts with.");
+        }
+    }
+}
+
+/// Installs the Prometheus recorder and serves `/metrics` on `addr` (a background thread, or the current tokio
+/// runtime when called inside one), labelling every metric with `role` and `env`, and describes the metrics.
+pub fn serve(addr: std::net::SocketAddr, role: Role, env: &str) -> Result<(), String> {
+    let role_name = match role {
+        Role::Learner => "learner",
+        Role::Actor => "actor",
+    };
+    let mut builder = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .add_global_label("role", role_name)
+        .add_global_label("env", env);
+    for (name, buckets) in HISTOGRAMS {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+            .map_err(|e| format!("buckets for {name}: {e}"))?;
+    }
+    builder.install().map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    describe(role);
+    Ok(())
+}

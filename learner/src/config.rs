@@ -1,6 +1,6 @@
 //! The training configuration: one TOML file (`configs/*.toml`), overridable key by key from the command line.
 
-use actor::SamplerConfig;
+use actor::{PolicyWait, SamplerConfig};
 use common::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -120,14 +120,15 @@ pub struct ActorsConfig {
 impl Default for ActorsConfig {
     fn default() -> Self {
         let s = SamplerConfig::default();
-        Self { count: 1, num_envs: s.num_envs, rollout_steps: s.rollout_steps, sync: s.sync }
+        Self { count: 1, num_envs: s.num_envs, rollout_steps: s.rollout_steps, sync: true }
     }
 }
 
 impl ActorsConfig {
     /// The per-actor sampler settings.
     pub fn sampler(&self) -> SamplerConfig {
-        SamplerConfig { num_envs: self.num_envs, rollout_steps: self.rollout_steps, sync: self.sync }
+        let policy_wait = if self.sync { PolicyWait::Forever } else { PolicyWait::Never };
+        SamplerConfig { num_envs: self.num_envs, rollout_steps: self.rollout_steps, policy_wait }
     }
 }
 

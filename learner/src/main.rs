@@ -66,6 +66,9 @@ struct ServeArgs {
     /// Continue from the newest checkpoint of the run directory (a fresh run if it has none).
     #[arg(long, env = "PROXIMA_RESUME")]
     resume: bool,
+    /// Serve Prometheus metrics on this address (`/metrics`); `none` to disable.
+    #[arg(long, env = "PROXIMA_METRICS_ADDR", default_value = "0.0.0.0:9000")]
+    metrics_addr: String,
 }
 
 /// Config file plus overrides; flags win over the file.
@@ -170,6 +173,12 @@ fn main() -> anyhow::Result<()> {
                 resume: serve.resume,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            if serve.metrics_addr != "none" {
+                let addr =
+                    serve.metrics_addr.parse().with_context(|| format!("bad --metrics-addr {}", serve.metrics_addr))?;
+                let _guard = runtime.enter();
+                common::metrics::serve(addr, common::metrics::Role::Learner, &cfg.env).map_err(anyhow::Error::msg)?;
+            }
             let outcome = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
                     .await

@@ -252,16 +252,22 @@ impl Trainer {
         (1.0 - self.env_steps as f64 / self.cfg.total_steps.max(1) as f64).clamp(0.0, 1.0)
     }
 
+    /// True if `rollout` is more than `max_policy_lag` versions behind the current policy.
+    pub fn is_stale(&self, rollout: &Rollout) -> bool {
+        self.version.saturating_sub(rollout.policy_version) > self.cfg.ppo.max_policy_lag
+    }
+
     /// One PPO update on `rollouts`; rollouts more than `max_policy_lag` versions old are dropped first.
     pub fn update(&mut self, mut rollouts: Vec<Rollout>) -> Result<UpdateReport> {
         let started = std::time::Instant::now();
         let before = rollouts.len();
-        let max_lag = self.cfg.ppo.max_policy_lag;
-        rollouts.retain(|r| self.version.saturating_sub(r.policy_version) <= max_lag);
+        rollouts.retain(|r| !self.is_stale(r));
         let stale_rollouts = before - rollouts.len();
         rollouts.sort_by_key(|r| (r.actor_id, r.policy_version));
         for r in &rollouts {
             for ep in &r.episodes {
+                metrics::histogram!(common::metrics::EPISODE_RETURN).record(ep.episode_return);
+                metrics::histogram!(common::metrics::EPISODE_LENGTH).record(ep.length as f64);
                 self.episodes += 1;
                 if self.recent.len() == RETURN_WINDOW {
                     self.recent.pop_front();
@@ -302,6 +308,8 @@ impl Trainer {
             report.samples = batch.len();
             report.explained_variance = explained_variance(&host.values, &host.returns);
             report.advantages = advantage_stats(&host.advantages);
+            let advantage_histogram = metrics::histogram!(common::metrics::ADVANTAGE);
+            host.advantages.iter().for_each(|&a| advantage_histogram.record(a as f64));
             if let Some(n) = &mut self.obs_norm {
                 for r in &rollouts {
                     n.rms.update(&r.obs);

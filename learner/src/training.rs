@@ -2,9 +2,11 @@
 //! publish the new policy, log progress, checkpoint, and stop at the step budget, the target return or on request.
 
 use crate::checkpoint::Checkpointer;
+use crate::config::{Objective, TrainConfig};
 use crate::error::Result;
 use crate::progress::{ProgressCsv, progress_line};
-use crate::trainer::Trainer;
+use crate::trainer::{Trainer, UpdateReport};
+use common::metrics as m;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -50,12 +52,17 @@ pub fn run(
     let mut updates = 0u64;
     'training: while trainer.env_steps() < cfg.total_steps {
         let mut rollouts = Vec::new();
-        let mut steps = 0;
+        let (mut steps, mut expired) = (0, 0);
         while steps < batch_size {
             if stop.load(Ordering::Relaxed) {
                 break 'training;
             }
             match rx.recv_timeout(Duration::from_millis(50)) {
+                // Too old by now (it waited in the queue while the policy moved on): drop it, keep gathering.
+                Ok(r) if trainer.is_stale(&r) => {
+                    metrics::counter!(m::ROLLOUTS, "outcome" => "expired").increment(1);
+                    expired += 1;
+                }
                 Ok(r) => {
                     steps += r.len();
                     rollouts.push(r);
@@ -64,7 +71,10 @@ pub fn run(
                 Err(RecvTimeoutError::Disconnected) => break 'training,
             }
         }
-        let report = trainer.update(rollouts)?;
+        metrics::gauge!(m::QUEUE_DEPTH).set(rx.len() as f64);
+        let mut report = trainer.update(rollouts)?;
+        report.stale_rollouts += expired;
+        record(&report, &cfg);
         cell.publish(trainer.snapshot()?);
         updates += 1;
         let wall = started.elapsed().as_secs_f64();
@@ -92,4 +102,31 @@ pub fn run(
     }
     outcome.wall_seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// Exports one update's measurements as metrics.
+fn record(r: &UpdateReport, cfg: &TrainConfig) {
+    let e = &r.epochs.mean;
+    metrics::counter!(m::ENV_STEPS).increment(r.samples as u64);
+    metrics::counter!(m::SAMPLES_TRAINED).increment((r.samples * r.epochs.epochs) as u64);
+    metrics::gauge!(m::POLICY_VERSION).set(r.policy_version as f64);
+    metrics::histogram!(m::UPDATE_DURATION).record(r.update_seconds);
+    metrics::gauge!(m::APPROX_KL).set(r.approx_kl);
+    let kl_target = match (cfg.ppo.objective, cfg.ppo.target_kl) {
+        (Objective::KlPenalty, _) => cfg.ppo.kl_target,
+        (Objective::Clip, t) => t.unwrap_or(0.0),
+    };
+    metrics::gauge!(m::KL_TARGET).set(kl_target);
+    metrics::gauge!(m::KL_BETA).set(r.kl_beta);
+    metrics::gauge!(m::CLIP_FRACTION).set(e.clipfrac);
+    metrics::gauge!(m::ENTROPY).set(e.entropy);
+    if r.explained_variance.is_finite() {
+        metrics::gauge!(m::EXPLAINED_VARIANCE).set(r.explained_variance);
+    }
+    metrics::gauge!(m::POLICY_LOSS).set(e.pg_loss);
+    metrics::gauge!(m::VALUE_LOSS).set(e.v_loss);
+    metrics::gauge!(m::LEARNING_RATE).set(r.learning_rate);
+    if let Some(ret) = r.mean_return {
+        metrics::gauge!(m::MEAN_RETURN).set(ret);
+    }
 }

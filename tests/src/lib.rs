@@ -60,3 +60,57 @@ fn is_older(path: &Path, reference: &Path) -> bool {
         (Some(_), None) => false,
     }
 }
+
+/// One row of a run's `progress.csv`: the columns the end-to-end tests look at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressRow {
+    /// Env steps trained on so far.
+    pub env_steps: u64,
+    /// Seconds since the (current) learner process started training.
+    pub wall_seconds: f64,
+    /// Policy version after this update.
+    pub policy_version: u64,
+    /// Episodes finished so far.
+    pub episodes: u64,
+    /// Mean return of the last 100 episodes (none before the first episode ends).
+    pub mean_return: Option<f64>,
+    /// Rollouts the trainer dropped for policy lag in this update.
+    pub stale_rollouts: u64,
+}
+
+/// The complete rows of `run_dir/progress.csv`, oldest first; a last line still being written is skipped, and a
+/// missing file has no rows. Columns are found by their header names.
+pub fn read_progress(run_dir: &Path) -> Vec<ProgressRow> {
+    let Ok(text) = std::fs::read_to_string(run_dir.join("progress.csv")) else { return Vec::new() };
+    let mut lines = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(str::trim_end);
+    let Some(header) = lines.next() else { return Vec::new() };
+    let names: Vec<&str> = header.split(',').collect();
+    let col = |name: &str| {
+        names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("progress.csv has no column {name}: {header}"))
+    };
+    let (steps, wall, version, episodes, ret, stale) = (
+        col("env_steps"),
+        col("wall_seconds"),
+        col("policy_version"),
+        col("episodes"),
+        col("mean_return"),
+        col("stale_rollouts"),
+    );
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let get = |i: usize| *fields.get(i).unwrap_or_else(|| panic!("short progress.csv row: {line}"));
+            let num = |i: usize| get(i).parse::<f64>().unwrap_or_else(|e| panic!("bad number in {line:?}: {e}"));
+            let int = |i: usize| get(i).parse::<u64>().unwrap_or_else(|e| panic!("bad integer in {line:?}: {e}"));
+            ProgressRow {
+                env_steps: int(steps),
+                wall_seconds: num(wall),
+                policy_version: int(version),
+                episodes: int(episodes),
+                mean_return: if get(ret).is_empty() { None } else { Some(num(ret)) },
+                stale_rollouts: int(stale),
+            }
+        })
+        .collect()
+}
