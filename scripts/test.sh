@@ -14,6 +14,14 @@ if ! .venv/bin/python -c "import gymnasium, numpy; assert gymnasium.__version__ 
 fi
 export PROXIMA_PYTHON="$PWD/.venv/bin/python"
 
+# Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape) and curl, from Debian.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null; then
+  echo "== installing prometheus, curl"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus curl >/dev/null
+fi
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"

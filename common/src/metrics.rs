@@ -87,6 +87,9 @@ pub mod reason {
     pub const UNKNOWN_ACTOR: &str = "unknown_actor";
     /// Message above the size limit.
     pub const OVERSIZED: &str = "oversized";
+    /// Every reason.
+    pub const ALL: [&str; 8] =
+        [UNAUTHENTICATED, MISMATCH, SHAPE, NON_FINITE, ACTION, FUTURE_VERSION, UNKNOWN_ACTOR, OVERSIZED];
 }
 
 /// The process's role, a global label on every metric.
@@ -146,6 +149,13 @@ pub fn describe(role: Role) {
             describe_histogram!(EPISODE_RETURN, "Returns of finished episodes.");
             describe_histogram!(EPISODE_LENGTH, Unit::Count, "Lengths of finished episodes in steps.");
             describe_gauge!(MEAN_RETURN, "Mean return of the last 100 episodes.");
+            // Every label value exists from the start, so `rate()` and dashboards see zeros, not gaps.
+            for r in reason::ALL {
+                metrics::counter!(REJECTED, "reason" => r).absolute(0);
+            }
+            for o in ["accepted", "stale", "expired", "rejected"] {
+                metrics::counter!(ROLLOUTS, "outcome" => o).absolute(0);
+            }
         }
         Role::Actor => {
             describe_counter!(ACTOR_ENV_STEPS, Unit::Count, "Env steps produced and delivered to the learner.");
@@ -155,6 +165,10 @@ pub fn describe(role: Role) {
             describe_counter!(ACTOR_RECONNECTS, Unit::Count, "Re-registrations after a lost connection.");
             describe_gauge!(ACTOR_CONNECTED, "1 while connected to the learner.");
             describe_gauge!(ACTOR_POLICY_VERSION, "Policy version the actor acts with.");
+            metrics::counter!(ACTOR_RECONNECTS).absolute(0);
+            for o in ["accepted", "stale", "rejected"] {
+                metrics::counter!(ACTOR_ROLLOUTS, "outcome" => o).absolute(0);
+            }
         }
     }
 }

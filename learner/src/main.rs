@@ -33,6 +33,16 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Ask a learner's gRPC health service whether it is serving (exit 0) or not (exit 1); for container
+    /// health checks.
+    Health {
+        /// Learner URL.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
     /// Read `{"state": [...], "action": A}` JSON lines on stdin, step the env's raw dynamics once per line and
     /// write `{"state", "obs", "reward", "terminated"}` JSON lines (for checking against gymnasium).
     EnvStep {
@@ -198,6 +208,28 @@ fn main() -> anyhow::Result<()> {
                 outcome.mean_return.map_or("-".into(), |m| format!("{m:.1}"))
             );
             Ok(())
+        }
+        Command::Health { addr, timeout } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let status = runtime.block_on(async {
+                let check = async {
+                    let channel = tonic::transport::Endpoint::from_shared(addr.clone())?.connect().await?;
+                    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+                    let service = "ppo.v1.Learner".to_string();
+                    let resp = client.check(tonic_health::pb::HealthCheckRequest { service }).await?;
+                    anyhow::Ok(resp.into_inner().status())
+                };
+                tokio::time::timeout(std::time::Duration::from_secs_f64(timeout), check).await
+            });
+            match status {
+                Ok(Ok(tonic_health::pb::health_check_response::ServingStatus::Serving)) => {
+                    println!("SERVING");
+                    Ok(())
+                }
+                Ok(Ok(other)) => anyhow::bail!("learner at {addr} is {other:?}"),
+                Ok(Err(e)) => anyhow::bail!("health check of {addr} failed: {e}"),
+                Err(_) => anyhow::bail!("health check of {addr} timed out"),
+            }
         }
         Command::EnvStep { env } => {
             let stdin = std::io::stdin().lock();

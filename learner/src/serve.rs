@@ -136,7 +136,10 @@ pub async fn serve(
         pb::learner_server::LearnerServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max),
         TokenAuth::new(opts.token.clone()),
     );
-    let mut builder = tonic::transport::Server::builder();
+    // Keepalive pings notice actors that vanished without closing their connection (cut cables, killed VMs).
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some((cert, key)) = &opts.tls {
         let read = |p: &PathBuf| std::fs::read(p).map_err(Error::io(p));
         let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
