@@ -18,7 +18,7 @@ umask 022
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TAG=${PROXIMA_IMAGE_TAG:-test}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")
 WORK=${PROXIMA_IMAGE_WORK:-$TARGET_DIR/docker-test-images}
 LABEL=proxima.test.inputs
 
@@ -39,7 +39,7 @@ if [[ -n ${PROXIMA_BIN_DIR:-} ]]; then
   BIN_DIR=$PROXIMA_BIN_DIR
 else
   echo "== cargo build --release -p learner -p actor"
-  (cd "$ROOT" && cargo build --release --locked -p learner -p actor)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked -p learner -p actor)
   BIN_DIR=$TARGET_DIR/release
 fi
 for b in learner actor; do
@@ -122,10 +122,15 @@ done
 if $up_to_date; then
   echo "== images proxima-{learner,actor,prometheus}:$TAG are up to date ($HASH)"
 else
+  old_ids=$(docker image ls -q --filter "label=$LABEL" | sort -u)
   for name in learner actor prometheus; do
     echo "== docker build --target $name -t proxima-$name:$TAG"
     # DOCKER_BUILDKIT is left as the caller has it: the legacy builder and BuildKit both build this file.
     docker build --quiet --target "$name" --label "$LABEL=$HASH" -t "proxima-$name:$TAG" "$CTX" >/dev/null
+  done
+  # Drop the images these tags pointed to before, unless still tagged or used by a container.
+  for id in $old_ids; do
+    [[ -z $(docker image inspect -f '{{join .RepoTags ""}}' "$id" 2>/dev/null) ]] && docker image rm "$id" >/dev/null 2>&1 || true
   done
 fi
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^proxima-(learner|actor|prometheus):$TAG " || true

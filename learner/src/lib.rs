@@ -10,6 +10,7 @@ pub mod error;
 pub mod gae;
 pub mod local;
 pub mod optim;
+pub mod plot;
 pub mod ppo;
 pub mod progress;
 pub mod run_dir;

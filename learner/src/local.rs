@@ -3,7 +3,7 @@
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::progress::ProgressCsv;
+use crate::progress::{Display, ProgressCsv};
 use crate::run_dir::RunDir;
 use crate::trainer::Trainer;
 use crate::training::{self, LoopOutcome, LoopOutputs};
@@ -65,7 +65,7 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
     drop(tx);
     tracing::info!(run_dir = %run.path().display(), env = %cfg.env, actors = cfg.actors.count, "training started");
 
-    let outputs = LoopOutputs { csv: &mut csv, checkpoints: None };
+    let outputs = LoopOutputs { csv: &mut csv, display: Display::for_terminal(cfg.total_steps), checkpoints: None };
     let mut outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop).map(|o| TrainSummary::new(&run, o));
     samplers_stop.store(true, Ordering::Relaxed);
     drop(rx);
@@ -78,6 +78,9 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
         }
     }
     run.write_model(&trainer.weights()?)?;
+    if let Err(e) = crate::plot::plot_run(run.path()) {
+        tracing::warn!(error = %e, "could not draw progress.png");
+    }
     outcome
 }
 

@@ -33,6 +33,12 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Draw `progress.png` (mean return, approx KL, clip fraction, entropy against env steps) from a run
+    /// directory's `progress.csv`.
+    Plot {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
     /// Ask a learner's gRPC health service whether it is serving (exit 0) or not (exit 1); for container
     /// health checks.
     Health {
@@ -207,6 +213,10 @@ fn main() -> anyhow::Result<()> {
                 outcome.policy_version,
                 outcome.mean_return.map_or("-".into(), |m| format!("{m:.1}"))
             );
+            Ok(())
+        }
+        Command::Plot { run_dir } => {
+            println!("{}", learner::plot::plot_run(&run_dir)?.display());
             Ok(())
         }
         Command::Health { addr, timeout } => {

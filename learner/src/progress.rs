@@ -113,3 +113,48 @@ pub fn progress_line(r: &UpdateReport, wall_seconds: f64) -> String {
         r.policy_version
     )
 }
+
+/// How progress reaches a person: a live progress bar on a terminal, log lines otherwise.
+pub enum Display {
+    /// An interactive bar (stderr is a terminal).
+    Bar(indicatif::ProgressBar),
+    /// One `tracing` line per update.
+    Log,
+}
+
+impl Display {
+    /// A bar over `total_steps` when stderr is a terminal, else log lines.
+    pub fn for_terminal(total_steps: u64) -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Display::Log;
+        }
+        let bar = indicatif::ProgressBar::new(total_steps);
+        let style = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps  {per_sec}  {msg}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Display::Bar(bar)
+    }
+
+    /// Shows one update.
+    pub fn update(&self, r: &UpdateReport, wall_seconds: f64) {
+        match self {
+            Display::Bar(bar) => {
+                bar.set_position(r.env_steps);
+                let ret = r.mean_return.map_or("-".to_string(), |m| format!("{m:.1}"));
+                bar.set_message(format!("return {ret}  kl {:.4}  v{}", r.approx_kl, r.policy_version));
+            }
+            Display::Log => tracing::info!("{}", progress_line(r, wall_seconds)),
+        }
+    }
+
+    /// Leaves the bar on screen in its final state.
+    pub fn finish(&self) {
+        if let Display::Bar(bar) = self {
+            bar.abandon();
+        }
+    }
+}

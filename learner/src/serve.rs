@@ -5,7 +5,7 @@ use crate::auth::TokenAuth;
 use crate::checkpoint::{self, Checkpointer};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::progress::ProgressCsv;
+use crate::progress::{Display, ProgressCsv};
 use crate::run_dir::RunDir;
 use crate::service::{LearnerService, RunInfo};
 use crate::trainer::Trainer;
@@ -116,7 +116,8 @@ pub async fn serve(
         std::thread::Builder::new()
             .name("trainer".into())
             .spawn(move || {
-                let outputs = LoopOutputs { csv: &mut csv, checkpoints: Some((&checkpoints, every)) };
+                let outputs =
+                    LoopOutputs { csv: &mut csv, display: Display::Log, checkpoints: Some((&checkpoints, every)) };
                 let outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop);
                 let saved = checkpoints.save(&trainer).and_then(|_| run.write_model(&trainer.weights()?));
                 let _ = done_tx.send(outcome.and_then(|o| saved.map(|()| o)));

@@ -4,7 +4,7 @@
 use crate::checkpoint::Checkpointer;
 use crate::config::{Objective, TrainConfig};
 use crate::error::Result;
-use crate::progress::{ProgressCsv, progress_line};
+use crate::progress::{Display, ProgressCsv};
 use crate::trainer::{Trainer, UpdateReport};
 use common::metrics as m;
 use common::policy_cell::PolicyCell;
@@ -32,6 +32,8 @@ pub struct LoopOutcome {
 pub struct LoopOutputs<'a> {
     /// `progress.csv`.
     pub csv: &'a mut ProgressCsv,
+    /// Progress for people.
+    pub display: Display,
     /// Periodic checkpoints (every `checkpoint_every` updates), if enabled.
     pub checkpoints: Option<(&'a Checkpointer, u64)>,
 }
@@ -79,7 +81,7 @@ pub fn run(
         updates += 1;
         let wall = started.elapsed().as_secs_f64();
         out.csv.append(&report, wall)?;
-        tracing::info!("{}", progress_line(&report, wall));
+        out.display.update(&report, wall);
         outcome = LoopOutcome {
             env_steps: report.env_steps,
             wall_seconds: wall,
@@ -100,6 +102,7 @@ pub fn run(
             break;
         }
     }
+    out.display.finish();
     outcome.wall_seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }

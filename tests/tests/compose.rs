@@ -310,7 +310,8 @@ fn compose_deployment_scales_recovers_and_is_scraped() {
     let bin_dir = learner_bin.parent().expect("binary directory").to_path_buf();
     step("building the test images");
     let mut build = clean_command(deploy_dir().join("test/build-images.sh"));
-    build.env("PROXIMA_BIN_DIR", &bin_dir);
+    let work = bin_dir.parent().unwrap_or(&bin_dir).join("docker-test-images");
+    build.env("PROXIMA_BIN_DIR", &bin_dir).env("PROXIMA_IMAGE_WORK", work).current_dir(tests::workspace_root());
     let built = run_bounded(build, Duration::from_secs(600), project.scratch.path());
     assert!(built.ok, "deploy/test/build-images.sh failed\n{}\n{}", built.stdout, built.stderr);
 
