@@ -130,3 +130,103 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
     Trainer::restore(cfg, state, &params, adam, decoded.obs_norm)
         .map_err(|reason| fail(format!("does not fit: {reason}")))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use actor::{Sampler, run_sampler};
+    use common::policy_cell::PolicyCell;
+    use std::sync::atomic::AtomicBool;
+
+    /// A trainer after two real updates on Pendulum (observation and reward normalisation on).
+    fn trained(dir: &Path) -> (TrainConfig, Trainer) {
+        let overrides = [
+            "env=\"Pendulum-v1\"".to_string(),
+            "normalize.observations=true".into(),
+            "normalize.rewards=true".into(),
+            "actors.num_envs=2".into(),
+            "actors.rollout_steps=64".into(),
+            "ppo.minibatch_size=64".into(),
+            format!("runs_dir={:?}", dir.display().to_string()),
+        ];
+        let cfg = TrainConfig::load(None, &overrides).unwrap();
+        let mut trainer = Trainer::new(&cfg).unwrap();
+        let (obs_dim, space) = trainer.spaces();
+        let (obs_dim, space) = (obs_dim, space.clone());
+        for _ in 0..2 {
+            let cell = PolicyCell::new(trainer.snapshot().unwrap());
+            let sampler = Sampler::new(&cfg.env, &cfg.actors.sampler(), 3).unwrap();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| run_sampler(sampler, &cfg.model, 0, &cell, &tx, &stop));
+                let r = rx.recv().unwrap();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                drop(rx);
+                assert_eq!(r.obs.len(), 2 * 64 * obs_dim);
+                assert!(!space.is_discrete());
+                trainer.update(vec![r]).unwrap();
+            });
+        }
+        (cfg, trainer)
+    }
+
+    #[test]
+    fn round_trip_restores_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, trainer) = trained(dir.path());
+        let ck = Checkpointer::new(dir.path().join("ck"), 2).unwrap();
+        let path = ck.save(&trainer).unwrap();
+        let restored = load(&path, &cfg).unwrap();
+        assert_eq!(restored.state(), trainer.state());
+        let (a, b) = (restored.weights().unwrap(), trainer.weights().unwrap());
+        let (a, b) = (decode_weights(&a, &Device::Cpu).unwrap(), decode_weights(&b, &Device::Cpu).unwrap());
+        assert_eq!(a.obs_norm, b.obs_norm);
+        assert!(a.obs_norm.is_some());
+        for (name, t) in &a.params {
+            let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == b.params[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(same, "{name} differs after restore");
+        }
+        let (a, b) = (restored.optimizer_state(), trainer.optimizer_state());
+        assert_eq!(a.step, b.step);
+        for ((na, ma, va), (nb, mb, vb)) in a.moments.iter().zip(&b.moments) {
+            assert_eq!(na, nb);
+            assert_eq!(ma.to_vec1::<f32>().ok(), mb.to_vec1::<f32>().ok());
+            assert_eq!(
+                va.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                vb.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_and_rejects_corrupt_or_mismatched_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, trainer) = trained(dir.path());
+        let ck = Checkpointer::new(dir.path().join("ck"), 1).unwrap();
+        let path = ck.save(&trainer).unwrap();
+        assert_eq!(ck.list().unwrap(), vec![path.clone()]);
+
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        let corrupt = dir.path().join("corrupt.safetensors");
+        std::fs::write(&corrupt, &bytes).unwrap();
+        let err = load(&corrupt, &cfg).err().expect("corrupt file must not load").to_string();
+        assert!(err.contains("corrupt"), "{err}");
+
+        std::fs::write(&corrupt, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(load(&corrupt, &cfg).is_err());
+
+        let other_env = TrainConfig { env: "CartPole-v1".into(), ..cfg.clone() };
+        let err = load(&path, &other_env).err().expect("env mismatch").to_string();
+        assert!(err.contains("Pendulum-v1") && err.contains("CartPole-v1"), "{err}");
+
+        let mut bigger = cfg.clone();
+        bigger.model.hidden_sizes = vec![32, 32];
+        let err = load(&path, &bigger).err().expect("shape mismatch").to_string();
+        assert!(err.contains("shape"), "{err}");
+    }
+}
