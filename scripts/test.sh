@@ -15,11 +15,11 @@ fi
 export PROXIMA_PYTHON="$PWD/.venv/bin/python"
 
 # Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape) and curl, from Debian.
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null; then
-  echo "== installing prometheus, curl"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
+  echo "== installing prometheus, curl, openssl"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus curl >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus curl openssl >/dev/null
 fi
 
 echo "== cargo fmt"

@@ -240,14 +240,17 @@ impl Learner {
     }
 }
 
-/// Starts an actor process with 8 CartPole envs for the learner on `port`; `extra` arguments appended.
+/// Starts an actor process for the learner on `port`, by default with 8 CartPole envs; `extra` arguments
+/// appended.
 fn start_actor(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Proc {
     let url = format!("http://127.0.0.1:{port}");
-    let mut args: Vec<String> =
-        ["--learner", &url, "--env", "CartPole-v1", "--num-envs", "8", "--name", name, "--max-backoff-seconds", "1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let mut args: Vec<String> = ["--learner", &url, "--env", "CartPole-v1", "--name", name, "--max-backoff-seconds", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if !extra.contains(&"--num-envs") {
+        args.extend(["--num-envs".to_string(), "8".to_string()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     Proc::spawn(name, &tests::bin_path("actor"), &args, &[("PROXIMA_METRICS_ADDR", "none".into())], dir)
 }
@@ -501,7 +504,7 @@ fn learner_killed_and_resumed() {
 }
 
 /// With a deliberately slow trainer (100 epochs over 8192-sample batches, seconds per update) and eight actors
-/// offering far more than it consumes (1024-step rollouts of ~280 KB each), the bounded queue (4) slows the
+/// offering far more than it consumes (64 envs x 128 steps, ~280 KB per rollout), the bounded queue (4) slows the
 /// actors down instead of buffering their rollouts: the learner's resident memory stays bounded and flat. Without
 /// backpressure it would grow by the offered load, several MB per second.
 #[test]
@@ -517,7 +520,7 @@ fn backpressure_bounds_learner_memory() {
     });
     let idle_kib = rss_kib(learner.proc.pid()).expect("learner RSS");
     let _actors: Vec<Proc> =
-        (0..8).map(|i| start_actor(dir.path(), &format!("actor-{i}"), port, &["--rollout-steps", "1024"])).collect();
+        (0..8).map(|i| start_actor(dir.path(), &format!("actor-{i}"), port, &["--num-envs", "64", "--rollout-steps", "128"])).collect();
     learner.wait_registrations(8, Duration::from_secs(90));
     // Measure once the learner is busy training and the queue has filled.
     learner.wait_version(1, Duration::from_secs(90));
@@ -538,19 +541,24 @@ fn backpressure_bounds_learner_memory() {
     let metrics_at_end = learner.metrics();
     let mib = |kib: u64| kib as f64 / 1024.0;
     let max = *rss.iter().max().expect("samples");
-    let mid = rss.len() / 2;
-    let second_half_max = *rss[mid..].iter().max().expect("samples");
-    let growth = second_half_max.saturating_sub(rss[mid]);
+    let (first_half, second_half) = rss.split_at(rss.len() / 2);
+    let peak = |xs: &[u64]| xs.iter().copied().max().unwrap_or(0);
+    let trough = |xs: &[u64]| xs.iter().copied().min().unwrap_or(0);
+    // Each update allocates and frees its batch, so RSS swings within an update period (a few seconds); growth is
+    // the rise of the peak from the first half of the window to the second.
+    let growth = peak(second_half).saturating_sub(peak(first_half));
+    let per_second: Vec<String> = rss.chunks(4).map(|c| format!("{:.0}", mib(peak(c)))).collect();
     println!(
-        "[backpressure] learner RSS: idle {:.1} MiB; with 8 actors over {} samples (15 s): first {:.1}, middle \
-         {:.1}, last {:.1}, max {:.1} MiB; growth over the last half {:.1} MiB; policy v{version_at_start} -> \
-         v{version_at_end} during the window",
+        "[backpressure] learner RSS: idle {:.1} MiB; with 8 actors, per-second peaks over 15 s (MiB): [{}]; max \
+         {:.1} MiB; first half {:.1}..{:.1}, second half {:.1}..{:.1} MiB; peak growth {:.1} MiB; policy \
+         v{version_at_start} -> v{version_at_end} during the window",
         mib(idle_kib),
-        rss.len(),
-        mib(rss[0]),
-        mib(rss[mid]),
-        mib(*rss.last().expect("samples")),
+        per_second.join(", "),
         mib(max),
+        mib(trough(first_half)),
+        mib(peak(first_half)),
+        mib(trough(second_half)),
+        mib(peak(second_half)),
         mib(growth)
     );
     if let (Some(a), Some(b)) = (&metrics_at_start, &metrics_at_end) {
