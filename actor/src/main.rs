@@ -56,14 +56,7 @@ fn host_name() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    common::shutdown::default_compute_threads();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::shutdown::init_process();
     let args = Args::parse();
     if args.num_envs == 0 {
         anyhow::bail!("--num-envs must be at least 1");

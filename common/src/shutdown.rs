@@ -1,4 +1,5 @@
-//! One shutdown path: SIGINT or SIGTERM sets a flag that every loop of the process polls.
+//! Process set-up shared by the binaries, and one shutdown path: SIGINT or SIGTERM sets a flag (or cancels a
+//! token) that every loop of the process polls.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,4 +54,17 @@ pub fn default_compute_threads() {
         // SAFETY: called at the start of `main`, while the process is single-threaded.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     }
+}
+
+/// Start-up common to both binaries: one compute thread by default (see [`default_compute_threads`]) and
+/// structured logs on stderr, filtered by `RUST_LOG` (default `info`). Call first thing in `main`.
+pub fn init_process() {
+    default_compute_threads();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -285,8 +285,8 @@ pub(crate) mod tests {
     #[test]
     fn evaluates_a_checkpoint_with_box_actions() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TrainConfig::load(None, &["env=\"Pendulum-v1\"".into(), "normalize.observations=true".into()])
-            .unwrap();
+        let cfg =
+            TrainConfig::load(None, &["env=\"Pendulum-v1\"".into(), "normalize.observations=true".into()]).unwrap();
         let trainer = crate::trainer::Trainer::new(&cfg).unwrap();
         let ck = crate::checkpoint::Checkpointer::new(dir.path(), 1).unwrap();
         let path = ck.save(&trainer).unwrap();

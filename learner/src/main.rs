@@ -56,6 +56,40 @@ enum Command {
         #[arg(long)]
         env: String,
     },
+    /// Play full episodes with a saved policy (a run's model.safetensors or a checkpoint) and print the mean,
+    /// std, min and max return and episode length (a human line, then a JSON line).
+    Eval {
+        /// `<run>/model.safetensors` (env and model from `config.toml` beside it) or `checkpoint-*.safetensors`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Episodes to play.
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        /// Act with the policy's mode (argmax or Gaussian mean) instead of sampling.
+        #[arg(long)]
+        deterministic: bool,
+        /// Seed of the episodes' resets and of action sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Expected environment id; an error if the policy was trained on another.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Draw one episode of a saved policy (deterministic actions) as an animated GIF.
+    Render {
+        /// `<run>/model.safetensors` or `checkpoint-*.safetensors`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The GIF to write.
+        #[arg(long, default_value = "episode.gif")]
+        out: PathBuf,
+        /// Seed of the episode's reset.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Draw at most this many frames (the initial state plus one per step).
+        #[arg(long, default_value_t = 1000)]
+        max_frames: usize,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -144,14 +178,7 @@ impl TrainArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    common::shutdown::default_compute_threads();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::shutdown::init_process();
     match Cli::parse().command {
         Command::Train { args, transport } => {
             let cfg = TrainConfig::load(args.config.as_deref(), &args.overrides())?;
@@ -245,6 +272,26 @@ fn main() -> anyhow::Result<()> {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::BufWriter::new(std::io::stdout().lock());
             learner::env_step::run(&env, stdin, stdout)?;
+            Ok(())
+        }
+        Command::Eval { checkpoint, episodes, deterministic, seed, env } => {
+            let opts = learner::eval::EvalOptions { episodes, deterministic, seed };
+            let report = learner::eval::run(&checkpoint, env.as_deref(), &opts)?;
+            println!("{}", report.human());
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Render { checkpoint, out, seed, max_frames } => {
+            let opts = learner::render::RenderOptions { seed, max_frames, ..Default::default() };
+            let r = learner::render::render(&checkpoint, &out, &opts)?;
+            println!(
+                "{}: {} frames, episode return {:.2} over {} steps; wrote {}",
+                r.env,
+                r.frames,
+                r.episode_return,
+                r.episode_length,
+                out.display()
+            );
             Ok(())
         }
     }

@@ -244,10 +244,11 @@ impl Learner {
 /// appended.
 fn start_actor(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Proc {
     let url = format!("http://127.0.0.1:{port}");
-    let mut args: Vec<String> = ["--learner", &url, "--env", "CartPole-v1", "--name", name, "--max-backoff-seconds", "1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["--learner", &url, "--env", "CartPole-v1", "--name", name, "--max-backoff-seconds", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     if !extra.contains(&"--num-envs") {
         args.extend(["--num-envs".to_string(), "8".to_string()]);
     }
@@ -519,8 +520,9 @@ fn backpressure_bounds_learner_memory() {
         l.proc.log().contains("learner serving").then_some(())
     });
     let idle_kib = rss_kib(learner.proc.pid()).expect("learner RSS");
-    let _actors: Vec<Proc> =
-        (0..8).map(|i| start_actor(dir.path(), &format!("actor-{i}"), port, &["--num-envs", "64", "--rollout-steps", "128"])).collect();
+    let _actors: Vec<Proc> = (0..8)
+        .map(|i| start_actor(dir.path(), &format!("actor-{i}"), port, &["--num-envs", "64", "--rollout-steps", "128"]))
+        .collect();
     learner.wait_registrations(8, Duration::from_secs(90));
     // Measure once the learner is busy training and the queue has filled.
     learner.wait_version(1, Duration::from_secs(90));
