@@ -180,12 +180,6 @@ impl Policy {
         Ok(Tensor::from_slice(&self.scratch, (obs.len() / d.max(1), d), &self.device)?)
     }
 
-    /// Value estimates `[B]` of raw observations `[B, obs_dim]`.
-    pub fn values(&mut self, obs: &[f32]) -> Result<Vec<f32>, PolicyError> {
-        let x = self.input(obs)?;
-        Ok(self.model.value(&x)?.to_vec1::<f32>()?)
-    }
-
     /// Chooses actions for raw observations `[B, obs_dim]`: sampled from `rng`, or the mode if `deterministic`.
     pub fn act(
         &mut self,
