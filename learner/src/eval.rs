@@ -274,11 +274,11 @@ pub(crate) mod tests {
         }
         assert_eq!(run(&model, None, &opts).unwrap(), report, "same seed, same episodes");
 
-        let err = run(&model, Some("Pendulum-v1"), &opts).err().expect("env mismatch").to_string();
+        let err = run(&model, Some("Pendulum-v1"), &opts).unwrap_err().to_string();
         assert!(err.contains("CartPole-v1") && err.contains("Pendulum-v1"), "{err}");
 
         std::fs::remove_file(run_dir.join("config.toml")).unwrap();
-        let err = run(&model, None, &opts).err().expect("no config").to_string();
+        let err = run(&model, None, &opts).unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
     }
 
@@ -294,7 +294,7 @@ pub(crate) mod tests {
         let report = run(&path, Some("Pendulum-v1"), &opts).unwrap();
         assert_eq!(report.lengths, vec![200, 200], "Pendulum always runs to its time limit");
         assert!(report.returns.iter().all(|r| *r < 0.0 && *r >= -16.28 * 200.0));
-        let err = run(&path, Some("MountainCar-v0"), &opts).err().expect("env mismatch").to_string();
+        let err = run(&path, Some("MountainCar-v0"), &opts).unwrap_err().to_string();
         assert!(err.contains("Pendulum-v1") && err.contains("MountainCar-v0"), "{err}");
     }
 }

@@ -48,7 +48,7 @@ impl TrainSummary {
 pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
     let mut trainer = Trainer::new(cfg)?;
     let run = RunDir::create(cfg)?;
-    let mut csv = ProgressCsv::create(run.path(), false)?;
+    let mut csv = ProgressCsv::create(run.path())?;
     let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(2 * cfg.actors.count);
     let samplers_stop = Arc::new(AtomicBool::new(false));

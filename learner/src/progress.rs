@@ -39,30 +39,45 @@ pub const COLUMNS: [&str; 26] = [
 pub struct ProgressCsv {
     file: std::io::BufWriter<std::fs::File>,
     path: std::path::PathBuf,
+    /// Wall seconds of the rows kept from before a resume; new rows continue from there.
+    wall_offset: f64,
 }
 
 impl ProgressCsv {
-    /// Creates (truncates) `dir/progress.csv` and writes the header; with `append`, continues an existing file.
-    pub fn create(dir: &Path, append: bool) -> Result<Self> {
+    /// Creates (truncates) `dir/progress.csv` and writes the header.
+    pub fn create(dir: &Path) -> Result<Self> {
         let path = dir.join("progress.csv");
-        let existing = append && path.is_file();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(existing)
-            .truncate(!existing)
-            .open(&path)
-            .map_err(Error::io(&path))?;
-        let mut p = Self { file: std::io::BufWriter::new(file), path };
-        if !existing {
-            let header = COLUMNS.join(",");
-            writeln!(p.file, "{header}").map_err(Error::io(&p.path))?;
-        }
+        let file = std::fs::File::create(&path).map_err(Error::io(&path))?;
+        let mut p = Self { file: std::io::BufWriter::new(file), path, wall_offset: 0.0 };
+        writeln!(p.file, "{}", COLUMNS.join(",")).map_err(Error::io(&p.path))?;
         Ok(p)
+    }
+
+    /// Continues `dir/progress.csv` after resuming at `version`: rows of later versions (trained after that
+    /// checkpoint, then lost) are dropped so versions and steps never go backwards, and wall time continues.
+    pub fn resume(dir: &Path, version: u64) -> Result<Self> {
+        let path = dir.join("progress.csv");
+        let Ok(text) = std::fs::read_to_string(&path) else { return Self::create(dir) };
+        let version_col = COLUMNS.iter().position(|c| *c == "policy_version").unwrap_or(2);
+        let wall_col = COLUMNS.iter().position(|c| *c == "wall_seconds").unwrap_or(1);
+        let mut kept = vec![COLUMNS.join(",")];
+        let mut wall_offset = 0.0;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let row_version = fields.get(version_col).and_then(|v| v.parse::<u64>().ok());
+            if row_version.is_some_and(|v| v <= version) {
+                wall_offset = fields.get(wall_col).and_then(|w| w.parse().ok()).unwrap_or(wall_offset);
+                kept.push(line.to_string());
+            }
+        }
+        crate::run_dir::write_atomic(&path, format!("{}\n", kept.join("\n")).as_bytes())?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(Error::io(&path))?;
+        Ok(Self { file: std::io::BufWriter::new(file), path, wall_offset })
     }
 
     /// Writes one row and flushes, so the file can be followed while training runs.
     pub fn append(&mut self, r: &UpdateReport, wall_seconds: f64) -> Result<()> {
+        let wall_seconds = wall_seconds + self.wall_offset;
         let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
         let e = &r.epochs.mean;
         let a = &r.advantages;
@@ -156,5 +171,31 @@ impl Display {
         if let Display::Bar(bar) = self {
             bar.abandon();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_drops_rows_after_the_checkpoint_and_continues_wall_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = ProgressCsv::create(dir.path()).unwrap();
+        for v in 1..=5u64 {
+            let r = UpdateReport { policy_version: v, env_steps: 100 * v, ..Default::default() };
+            csv.append(&r, v as f64).unwrap();
+        }
+        drop(csv);
+        let mut csv = ProgressCsv::resume(dir.path(), 3).unwrap();
+        csv.append(&UpdateReport { policy_version: 4, env_steps: 400, ..Default::default() }, 0.5).unwrap();
+        drop(csv);
+        let text = std::fs::read_to_string(dir.path().join("progress.csv")).unwrap();
+        let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+        let versions: Vec<&str> = rows.iter().map(|r| r[2]).collect();
+        assert_eq!(versions, ["1", "2", "3", "4"]);
+        assert_eq!(rows[3][1], "3.500");
+        assert_eq!(text.lines().next().unwrap(), COLUMNS.join(","));
     }
 }

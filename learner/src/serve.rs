@@ -61,17 +61,23 @@ fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, resume: bool) 
 }
 
 /// Maps tonic's "decoded message length too large" (OUT_OF_RANGE) to RESOURCE_EXHAUSTED with our message, so
-/// every oversized message is answered the same way, and counts it.
+/// every oversized message is answered the same way, and counts it. `grpc-message` is percent-encoded on the wire.
 fn oversize_to_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+    const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
     let h = res.headers_mut();
-    let too_large = h.get("grpc-status").is_some_and(|s| s == "11")
-        && h.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| m.contains("message length too large"));
-    if too_large {
+    if h.get("grpc-status").is_none_or(|s| s != "11") {
+        return res;
+    }
+    let message = h
+        .get("grpc-message")
+        .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
+    if message.contains("message length too large") {
         metrics::counter!(common::metrics::REJECTED, "reason" => common::metrics::reason::OVERSIZED).increment(1);
-        let detail = h.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default().replace("Error, ", "");
+        let msg = format!("message too large for the learner: {}", message.replace("Error, ", ""));
+        let encoded = percent_encoding::utf8_percent_encode(&msg, ESCAPE).to_string();
         h.insert("grpc-status", http::HeaderValue::from_static("8"));
-        let msg = format!("message too large for the learner: {detail}");
-        if let Ok(v) = http::HeaderValue::from_str(&msg.replace('%', "%25")) {
+        if let Ok(v) = http::HeaderValue::from_str(&encoded) {
             h.insert("grpc-message", v);
         }
     }
@@ -90,7 +96,10 @@ pub async fn serve(
     let run = RunDir::create(&run_cfg)?;
     let checkpoints = Checkpointer::new(run.path().join("checkpoints"), cfg.server.keep_checkpoints)?;
     let mut trainer = initial_trainer(&run_cfg, &checkpoints, opts.resume)?;
-    let mut csv = ProgressCsv::create(run.path(), opts.resume)?;
+    let mut csv = match opts.resume {
+        true => ProgressCsv::resume(run.path(), trainer.version())?,
+        false => ProgressCsv::create(run.path())?,
+    };
     let (obs_dim, action_space) = trainer.spaces();
     let run_info = RunInfo {
         env_id: cfg.env.clone(),

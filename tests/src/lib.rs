@@ -41,7 +41,31 @@ pub fn bin_path(name: &str) -> PathBuf {
             Some(profile) => profile,
         };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(&cargo)
+        let mut build = Command::new(&cargo);
+        // `cargo test` runs this test with the `tests` package's CARGO_MANIFEST_DIR, CARGO_PKG_* and friends in
+        // its environment. Build scripts that declare `rerun-if-env-changed` on them (ring does) would be rerun by
+        // this nested build, and again by the next outer cargo command: ring, rustls, tonic and the workspace
+        // crates rebuilt every time. The nested build gets the environment of a plain `cargo build`.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let per_package = k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || matches!(
+                    k.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_MANIFEST_LINKS"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                        | "OUT_DIR"
+                );
+            if per_package {
+                build.env_remove(&key);
+            }
+        }
+        let status = build
             .current_dir(workspace_root())
             .args(["build", "--profile", profile, "-p", name, "--bin", name])
             .status()

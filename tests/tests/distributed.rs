@@ -331,7 +331,8 @@ fn report_lag(label: &str, rows: &[ProgressRow], metrics: Option<&str>) {
     let empty_updates = rows.len() - trained_updates;
     println!(
         "[{label}] progress rows {}, updates that trained {trained_updates}, rows without training (all stale) \
-         {empty_updates}; rollouts dropped as stale by the trainer: {stale} (in {stale_rows} rows)",
+         {empty_updates}; rollouts dropped by the trainer for lag (stale_rollouts column): {stale} (in {stale_rows} \
+         rows)",
         rows.len()
     );
     match metrics {
@@ -383,8 +384,8 @@ fn three_actors_train_cartpole() {
     assert!(last.env_steps <= 300_000, "over the step budget: {last:?}");
     assert!(learner.registrations() >= 3, "not all three actors registered:\n{}", learner.proc.log());
     println!(
-        "[three actors] reached mean return {mean:.1} at {} env steps, policy v{}, {:.1} s of training \
-         ({:.1} s including start-up); learner: {}",
+        "[three actors] reached mean return {mean:.1} at {} env steps, policy v{}; learner wall time {:.1} s, \
+         {:.1} s from starting the actors to the learner's exit; learner: {}",
         last.env_steps,
         last.policy_version,
         last.wall_seconds,
@@ -506,15 +507,23 @@ fn learner_killed_and_resumed() {
 
 /// With a deliberately slow trainer (100 epochs over 8192-sample batches, seconds per update) and eight actors
 /// offering far more than it consumes (64 envs x 128 steps, ~280 KB per rollout), the bounded queue (4) slows the
-/// actors down instead of buffering their rollouts: the learner's resident memory stays bounded and flat. Without
-/// backpressure it would grow by the offered load, several MB per second.
+/// actors down instead of buffering their rollouts: the learner's resident memory stays bounded and flat. No
+/// rollout expires, so without backpressure the learner would have to hold everything the actors offer (several
+/// MB per second).
 #[test]
 fn backpressure_bounds_learner_memory() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let overrides =
-        ["ppo.num_epochs=100", "server.queue_capacity=4", "total_steps=100000000", "target_return=1000000.0"];
+    // No rollout ever expires (max_policy_lag is huge), so whatever the actors push would stay in memory if
+    // nothing pushed back.
+    let overrides = [
+        "ppo.num_epochs=100",
+        "server.queue_capacity=4",
+        "ppo.max_policy_lag=1000000",
+        "total_steps=100000000",
+        "target_return=1000000.0",
+    ];
     let mut learner = Learner::start(dir.path(), "learner", "backpressure", port, &overrides, false);
     learner.wait_for("the learner to serve", Duration::from_secs(30), |l| {
         l.proc.log().contains("learner serving").then_some(())
