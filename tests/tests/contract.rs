@@ -193,7 +193,15 @@ impl GoodActor {
         .await
         .expect("the learner publishes a new policy after the accepted rollout");
         assert_eq!(version, 1, "exactly one update");
-        let rows = tests::read_progress(run_dir);
+        // The trainer publishes the policy before it appends the progress row: wait for the row.
+        let deadline = std::time::Instant::now() + WAIT;
+        let rows = loop {
+            let rows = tests::read_progress(run_dir);
+            if !rows.is_empty() || std::time::Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         let first = rows.first().expect("progress.csv has a row for the update");
         assert_eq!(first.policy_version, 1, "{rows:?}");
         assert_eq!(first.env_steps, (NUM_ENVS * ROLLOUT_STEPS) as u64, "{rows:?}");
