@@ -97,7 +97,7 @@ impl Sampler {
             r.actions.extend_from_slice(&self.out.actions);
             r.log_probs.extend_from_slice(&self.out.log_probs);
             r.values.extend_from_slice(&self.out.values);
-            clip_to_space(&space, &self.out.actions, &mut self.env_actions);
+            space.clip_into(&self.out.actions, &mut self.env_actions);
             let step = self.env.step(&self.env_actions);
             r.rewards.extend_from_slice(&step.rewards);
             r.terminated.extend_from_slice(&step.terminated);
@@ -109,19 +109,6 @@ impl Sampler {
         }
         r.next_obs = self.env.obs().to_vec();
         Ok(r)
-    }
-}
-
-/// Copies `actions` into `out`, clipped to the bounds of a `Box` space (the env sees clipped actions; the rollout
-/// keeps the sampled ones, whose log-probabilities the learner re-scores).
-fn clip_to_space(space: &Space, actions: &[f32], out: &mut Vec<f32>) {
-    out.clear();
-    out.extend_from_slice(actions);
-    if let Space::Box { low, high } = space {
-        for (i, x) in out.iter_mut().enumerate() {
-            let j = i % low.len();
-            *x = x.clamp(low[j], high[j]);
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use common::env::{Space, TimeLimit};
+use common::env::TimeLimit;
 use common::model::ModelConfig;
 use common::policy::{ActOutput, Policy, PolicySnapshot};
 use rand::SeedableRng;
@@ -179,13 +179,7 @@ pub fn play_episode(
     let (mut ret, mut len) = (0.0f64, 0u32);
     loop {
         policy.act(&obs, rng, deterministic, &mut out)?;
-        action.clear();
-        action.extend_from_slice(&out.actions);
-        if let Space::Box { low, high } = &space {
-            for ((a, lo), hi) in action.iter_mut().zip(low).zip(high) {
-                *a = a.clamp(*lo, *hi);
-            }
-        }
+        space.clip_into(&out.actions, &mut action);
         let t = env.step(&action, &mut obs);
         ret += t.reward;
         len += 1;

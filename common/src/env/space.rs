@@ -50,6 +50,19 @@ impl Space {
         }
     }
 
+    /// Copies `actions` (`[B, flat_dim]`) into `out`, clipped to the bounds of a `Box` space: what the env is
+    /// given, while rollouts keep the sampled actions whose log-probabilities the learner re-scores.
+    pub fn clip_into(&self, actions: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(actions);
+        if let Space::Box { low, high } = self {
+            for (i, x) in out.iter_mut().enumerate() {
+                let j = i % low.len();
+                *x = x.clamp(low[j], high[j]);
+            }
+        }
+    }
+
     /// Short human form, e.g. `Discrete(2)` or `Box(3)`.
     pub fn describe(&self) -> String {
         match self {
