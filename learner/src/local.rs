@@ -32,9 +32,9 @@ pub struct TrainSummary {
 }
 
 impl TrainSummary {
-    fn new(run: &RunDir, o: LoopOutcome) -> Self {
+    fn new(run_dir: PathBuf, o: LoopOutcome) -> Self {
         Self {
-            run_dir: run.path().to_path_buf(),
+            run_dir,
             env_steps: o.env_steps,
             wall_seconds: o.wall_seconds,
             policy_version: o.policy_version,
@@ -66,7 +66,8 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
     tracing::info!(run_dir = %run.path().display(), env = %cfg.env, actors = cfg.actors.count, "training started");
 
     let outputs = LoopOutputs { csv: &mut csv, display: Display::for_terminal(cfg.total_steps), checkpoints: None };
-    let mut outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop).map(|o| TrainSummary::new(&run, o));
+    let mut outcome =
+        training::run(&mut trainer, &rx, &cell, outputs, &stop).map(|o| TrainSummary::new(run.path().to_path_buf(), o));
     samplers_stop.store(true, Ordering::Relaxed);
     drop(rx);
     for w in workers {
@@ -126,15 +127,7 @@ pub fn train_over_grpc(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<Train
                 tracing::warn!(error = %e, "local actor failed");
             }
         }
-        let o = outcome?;
         let run_dir = cfg.runs_dir.join(cfg.run_name.clone().unwrap_or_default());
-        Ok(TrainSummary {
-            run_dir,
-            env_steps: o.env_steps,
-            wall_seconds: o.wall_seconds,
-            policy_version: o.policy_version,
-            mean_return: o.mean_return,
-            target_reached_at: o.target_reached_at,
-        })
+        Ok(TrainSummary::new(run_dir, outcome?))
     })
 }
