@@ -1,6 +1,7 @@
 //! What actors and the learner must agree on: environments, the actor-critic model and its distributions,
 //! rollouts, policy snapshots, normalisers, seeding and device selection.
 
+pub mod dense;
 pub mod device;
 pub mod distributions;
 pub mod env;

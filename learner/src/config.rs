@@ -164,6 +164,18 @@ impl Default for ServerConfig {
     }
 }
 
+/// Which implementation of the PPO update the learner runs (see `TrainConfig::backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// `fused` on CPU, `candle` elsewhere.
+    Auto,
+    /// Hand-derived forward and backward on flat host buffers (CPU).
+    Fused,
+    /// Candle tensors and autograd (CPU or CUDA).
+    Candle,
+}
+
 /// Everything `learner train` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,10 +186,15 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Stop after this many env steps.
     pub total_steps: u64,
-    /// Stop as soon as the mean return over the last 100 episodes reaches this.
+    /// Stop as soon as the mean return over the last `return_window` episodes reaches this.
     pub target_return: Option<f64>,
+    /// Finished episodes in the moving mean behind `target_return` and the reported mean return.
+    pub return_window: usize,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
     pub device: String,
+    /// How the learner computes the update: `auto` (`fused` on CPU, `candle` on CUDA), `fused` (hand-derived
+    /// forward and backward on host buffers, CPU only) or `candle` (candle autograd, any device).
+    pub backend: BackendKind,
     /// Parent directory of run directories.
     pub runs_dir: PathBuf,
     /// Run name (default: `<env>-<seed>-<unix time>`).
@@ -201,7 +218,9 @@ impl Default for TrainConfig {
             seed: 1,
             total_steps: 100_000,
             target_return: None,
+            return_window: 100,
             device: "cpu".into(),
+            backend: BackendKind::Auto,
             runs_dir: PathBuf::from("runs"),
             run_name: None,
             actors: ActorsConfig::default(),
@@ -299,7 +318,15 @@ impl TrainConfig {
         if !positive(self.normalize.obs_clip as f64) {
             return bad("normalize.obs_clip", "must be positive");
         }
-        common::device::parse_device(&self.device).map(|_| ()).or_else(|e| bad("device", &e))
+        if self.return_window == 0 {
+            return bad("return_window", "must be at least 1");
+        }
+        let device = common::device::parse_device(&self.device)
+            .map_err(|reason| ConfigError::Invalid { key: "device", reason })?;
+        if self.backend == BackendKind::Fused && !device.is_cpu() {
+            return bad("backend", "the fused backend runs on the CPU only; use backend = \"candle\" with CUDA");
+        }
+        Ok(())
     }
 }
 

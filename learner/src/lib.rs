@@ -3,6 +3,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod auth;
+pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod env_step;

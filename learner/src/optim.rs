@@ -1,4 +1,5 @@
-//! What candle-nn lacks for PPO: Adam with inspectable state (for checkpoints) and global grad-norm clipping.
+//! What candle-nn lacks for PPO: Adam with inspectable state (for checkpoints) and global grad-norm clipping, for
+//! candle variables and for the fused backend's flat parameter vector.
 
 use candle_core::{Result, Tensor, Var, backprop::GradStore};
 
@@ -15,6 +16,66 @@ pub struct Adam {
     beta1: f64,
     beta2: f64,
     eps: f64,
+}
+
+/// Adam over one flat host parameter vector (the fused CPU backend), with the same update as [`Adam`].
+pub struct FlatAdam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: u64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+}
+
+impl FlatAdam {
+    /// Adam over `len` parameters with betas 0.9/0.999 and the given `eps`.
+    pub fn new(len: usize, eps: f64) -> Self {
+        Self { m: vec![0.0; len], v: vec![0.0; len], step: 0, beta1: 0.9, beta2: 0.999, eps }
+    }
+
+    /// One update of `params` with `grads` at learning rate `lr`.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f64) {
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
+        let (step_size, inv_bc2) = ((lr / bc1) as f32, (1.0 / bc2) as f32);
+        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+            *m = *m * b1 + g * (1.0 - b1);
+            *v = *v * b2 + g * g * (1.0 - b2);
+            *p -= *m * step_size / ((*v * inv_bc2).sqrt() + eps);
+        }
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// First and second moments, in parameter order.
+    pub fn moments(&self) -> (&[f32], &[f32]) {
+        (&self.m, &self.v)
+    }
+
+    /// Restores a saved state; the moments must have one entry per parameter.
+    pub fn load(&mut self, step: u64, m: Vec<f32>, v: Vec<f32>) -> std::result::Result<(), String> {
+        if m.len() != self.m.len() || v.len() != self.v.len() {
+            return Err(format!("optimiser state has {} moments, the model has {} parameters", m.len(), self.m.len()));
+        }
+        (self.step, self.m, self.v) = (step, m, v);
+        Ok(())
+    }
+}
+
+/// [`clip_grad_norm`] for a flat gradient vector. Returns the norm before clipping.
+pub fn clip_grad_norm_flat(grads: &mut [f32], max_norm: f64) -> f64 {
+    let total = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt();
+    let scale = max_norm / (total + 1e-6);
+    if scale < 1.0 {
+        grads.iter_mut().for_each(|g| *g = (*g as f64 * scale) as f32);
+    }
+    total
 }
 
 /// Adam's state for a checkpoint: step count and the moments by parameter name.

@@ -6,10 +6,39 @@
 
 use crate::config::Objective;
 use crate::optim::{Adam, clip_grad_norm};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use common::model::ActorCritic;
 use rand::Rng;
 use rand::seq::SliceRandom;
+
+/// One batch of training data in host memory, rows in sample order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostBatch {
+    /// `[B, obs_dim]` (normalised) observations.
+    pub obs: Vec<f32>,
+    /// `[B, action_dim]` actions; Discrete as the index in f32.
+    pub actions: Vec<f32>,
+    /// `[B]` behaviour log-probabilities.
+    pub log_probs: Vec<f32>,
+    /// `[B]` GAE advantages (not normalised).
+    pub advantages: Vec<f32>,
+    /// `[B]` value targets (`advantages + values`).
+    pub returns: Vec<f32>,
+    /// `[B]` behaviour values.
+    pub values: Vec<f32>,
+}
+
+impl HostBatch {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.log_probs.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.log_probs.is_empty()
+    }
+}
 
 /// One batch of training data on the training device.
 #[derive(Debug, Clone)]
@@ -37,6 +66,24 @@ impl Batch {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Copies `host` to `device`; Discrete actions become u32 indices.
+    pub fn from_host(host: &HostBatch, discrete: bool, device: &Device) -> Result<Batch> {
+        let n = host.len();
+        let actions = if discrete {
+            Tensor::from_vec(host.actions.iter().map(|a| *a as u32).collect::<Vec<u32>>(), n, device)?
+        } else {
+            Tensor::from_slice(&host.actions, (n, host.actions.len() / n.max(1)), device)?
+        };
+        Ok(Batch {
+            obs: Tensor::from_slice(&host.obs, (n, host.obs.len() / n.max(1)), device)?,
+            actions,
+            log_probs: Tensor::from_slice(&host.log_probs, n, device)?,
+            advantages: Tensor::from_slice(&host.advantages, n, device)?,
+            returns: Tensor::from_slice(&host.returns, n, device)?,
+            values: Tensor::from_slice(&host.values, n, device)?,
+        })
     }
 
     /// The rows at `idx` (u32 `[M]`).
@@ -189,17 +236,14 @@ pub struct EpochStats {
     pub steps: usize,
 }
 
-/// Runs the minibatch epochs over `batch`, shuffling with `rng`.
-pub fn run_epochs(
-    model: &ActorCritic,
-    optimizer: &mut Adam,
-    batch: &Batch,
-    c: &LossCoefs,
+/// Runs the minibatch epochs over a batch of `n` samples: shuffles the indices with `rng` every epoch and hands
+/// each minibatch's indices to `step`, which takes one gradient step and returns its diagnostics.
+pub fn run_epochs<E>(
+    n: usize,
     plan: &EpochPlan,
     rng: &mut impl Rng,
-) -> Result<EpochStats> {
-    let n = batch.len();
-    let device = batch.obs.device().clone();
+    mut step: impl FnMut(&[u32]) -> std::result::Result<MinibatchStats, E>,
+) -> std::result::Result<EpochStats, E> {
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut sum = MinibatchStats::default();
     let mut out = EpochStats::default();
@@ -208,8 +252,7 @@ pub fn run_epochs(
         let mut epoch_kl = 0.0;
         let mut epoch_steps = 0;
         for chunk in order.chunks(plan.minibatch_size.max(1)) {
-            let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
-            let s = minibatch_step(model, optimizer, &batch.select(&idx)?, c, plan.max_grad_norm)?;
+            let s = step(chunk)?;
             epoch_kl += s.approx_kl;
             epoch_steps += 1;
             sum.pg_loss += s.pg_loss;

@@ -1,15 +1,14 @@
 //! The trainer: turns rollouts into a batch (normalisation, bootstrap values, GAE), runs the PPO epochs and
 //! publishes the next policy version.
 
+use crate::backend::{self, Backend};
 use crate::config::{Objective, TrainConfig};
 use crate::error::Result;
 use crate::gae::{GaeInput, gae};
-use crate::optim::{Adam, AdamState};
-use crate::ppo::{Batch, EpochPlan, EpochStats, LossCoefs, adapt_beta, batch_kl, run_epochs};
-use candle_core::{Device, Tensor};
-use candle_nn::VarMap;
+use crate::optim::AdamState;
+use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, adapt_beta};
+use candle_core::Tensor;
 use common::env::Space;
-use common::model::{ActorCritic, sorted_vars};
 use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
 use common::policy::{PolicySnapshot, encode_weights};
 use common::rollout::Rollout;
@@ -17,9 +16,6 @@ use common::seed;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, VecDeque};
-
-/// Episodes in the moving window behind `mean_return`.
-pub const RETURN_WINDOW: usize = 100;
 
 /// Quantiles of the (unnormalised) advantages of one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -57,7 +53,7 @@ pub struct UpdateReport {
     pub advantages: AdvantageStats,
     /// Episodes finished so far.
     pub episodes: u64,
-    /// Mean return of the last [`RETURN_WINDOW`] episodes (None before the first episode ends).
+    /// Mean return of the last `return_window` episodes (None before the first episode ends).
     pub mean_return: Option<f64>,
     /// Mean length of the same episodes.
     pub mean_length: Option<f64>,
@@ -93,10 +89,7 @@ pub struct Trainer {
     cfg: TrainConfig,
     obs_dim: usize,
     action_space: Space,
-    device: Device,
-    varmap: VarMap,
-    model: ActorCritic,
-    optimizer: Adam,
+    backend: Box<dyn Backend>,
     obs_norm: Option<ObsNormalizer>,
     reward_scaler: Option<RewardScaler>,
     /// Discounted-return accumulators of the reward scaler, per actor stream.
@@ -114,11 +107,7 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
         let spec = common::env::make(&cfg.env)?;
         let (obs_dim, action_space) = (spec.observation_space().flat_dim(), spec.action_space());
-        let device = common::device::parse_device(&cfg.device)
-            .map_err(|reason| crate::config::ConfigError::Invalid { key: "device", reason })?;
-        let (varmap, model) =
-            ActorCritic::init(&cfg.model, obs_dim, &action_space, seed::derive(cfg.seed, "model", 0), &device)?;
-        let optimizer = Adam::new(sorted_vars(&varmap)?, cfg.ppo.learning_rate, 1e-5)?;
+        let backend = backend::create(cfg, seed::derive(cfg.seed, "model", 0))?;
         Ok(Self {
             obs_norm: cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip)),
             reward_scaler: cfg.normalize.rewards.then(|| RewardScaler::new(cfg.ppo.gamma)),
@@ -126,14 +115,11 @@ impl Trainer {
             cfg: cfg.clone(),
             obs_dim,
             action_space,
-            device,
-            varmap,
-            model,
-            optimizer,
+            backend,
             version: 0,
             env_steps: 0,
             episodes: 0,
-            recent: VecDeque::with_capacity(RETURN_WINDOW),
+            recent: VecDeque::with_capacity(cfg.return_window),
             beta: match cfg.ppo.objective {
                 Objective::Clip => 0.0,
                 Objective::KlPenalty => cfg.ppo.kl_beta,
@@ -143,27 +129,27 @@ impl Trainer {
     }
 
     /// Counters and statistics for a checkpoint.
-    pub fn state(&self) -> TrainerState {
-        TrainerState {
+    pub fn state(&self) -> Result<TrainerState> {
+        Ok(TrainerState {
             env: self.cfg.env.clone(),
             version: self.version,
             env_steps: self.env_steps,
             episodes: self.episodes,
             beta: self.beta,
-            adam_step: self.optimizer.state().step,
+            adam_step: self.backend.optimizer_state()?.step,
             recent: self.recent.iter().copied().collect(),
             reward_rms: self.reward_scaler.as_ref().map(|s| s.rms.clone()),
-        }
+        })
     }
 
     /// Model parameters by name, sorted.
     pub fn params(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(sorted_vars(&self.varmap)?.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect())
+        self.backend.params()
     }
 
     /// Optimiser state.
-    pub fn optimizer_state(&self) -> AdamState {
-        self.optimizer.state()
+    pub fn optimizer_state(&self) -> Result<AdamState> {
+        self.backend.optimizer_state()
     }
 
     /// Observation normaliser, if enabled.
@@ -183,18 +169,8 @@ impl Trainer {
             return Err(format!("it was trained on {} but the config says {}", state.env, cfg.env));
         }
         let mut t = Self::new(cfg).map_err(|e| e.to_string())?;
-        for (name, var) in sorted_vars(&t.varmap).map_err(|e| e.to_string())? {
-            let saved = params.get(&name).ok_or_else(|| format!("parameter {name} is missing"))?;
-            if saved.dims() != var.dims() {
-                return Err(format!(
-                    "parameter {name} has shape {:?}, the configured model needs {:?}",
-                    saved.dims(),
-                    var.dims()
-                ));
-            }
-            var.set(&saved.to_device(&t.device).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        }
-        t.optimizer.load_state(adam).map_err(|e| e.to_string())?;
+        t.backend.load_params(params)?;
+        t.backend.load_optimizer_state(adam)?;
         match (&mut t.obs_norm, obs_norm) {
             (Some(n), Some(saved)) if saved.rms.dim() == t.obs_dim => n.rms = saved.rms,
             (None, None) => {}
@@ -209,7 +185,8 @@ impl Trainer {
         t.env_steps = state.env_steps;
         t.episodes = state.episodes;
         t.beta = state.beta;
-        t.recent = state.recent.into_iter().collect();
+        let skip = state.recent.len().saturating_sub(cfg.return_window);
+        t.recent = state.recent.into_iter().skip(skip).collect();
         Ok(t)
     }
 
@@ -269,7 +246,7 @@ impl Trainer {
                 metrics::histogram!(common::metrics::EPISODE_RETURN).record(ep.episode_return);
                 metrics::histogram!(common::metrics::EPISODE_LENGTH).record(ep.length as f64);
                 self.episodes += 1;
-                if self.recent.len() == RETURN_WINDOW {
+                if self.recent.len() == self.cfg.return_window {
                     self.recent.pop_front();
                 }
                 self.recent.push_back((ep.episode_return, ep.length));
@@ -298,18 +275,17 @@ impl Trainer {
         let assembled = self.assemble(&rollouts)?;
         let mut report =
             UpdateReport { stale_rollouts, learning_rate: lr, clip_coef, kl_beta: self.beta, ..Default::default() };
-        if let Some((batch, host)) = assembled {
-            self.optimizer.lr = lr;
-            report.epochs = run_epochs(&self.model, &mut self.optimizer, &batch, &coefs, &plan, &mut self.rng)?;
-            report.approx_kl = batch_kl(&self.model, &batch)?;
+        if let Some(batch) = assembled {
+            report.epochs = self.backend.run_epochs(&batch, &coefs, &plan, lr, &mut self.rng)?;
+            report.approx_kl = self.backend.batch_kl(&batch)?;
             if objective == Objective::KlPenalty {
                 self.beta = adapt_beta(self.beta, report.approx_kl, kl_target);
             }
             report.samples = batch.len();
-            report.explained_variance = explained_variance(&host.values, &host.returns);
-            report.advantages = advantage_stats(&host.advantages);
+            report.explained_variance = explained_variance(&batch.values, &batch.returns);
+            report.advantages = advantage_stats(&batch.advantages);
             let advantage_histogram = metrics::histogram!(common::metrics::ADVANTAGE);
-            host.advantages.iter().for_each(|&a| advantage_histogram.record(a as f64));
+            batch.advantages.iter().for_each(|&a| advantage_histogram.record(a as f64));
             if let Some(n) = &mut self.obs_norm {
                 for r in &rollouts {
                     n.rms.update(&r.obs);
@@ -330,12 +306,10 @@ impl Trainer {
         Ok(report)
     }
 
-    /// Normalises, bootstraps and computes GAE for every rollout; returns the device batch and host copies of
-    /// values, returns and advantages (None if there is nothing to train on).
-    fn assemble(&mut self, rollouts: &[Rollout]) -> Result<Option<(Batch, HostBatch)>> {
+    /// Normalises, bootstraps and computes GAE for every rollout (None if there is nothing to train on).
+    fn assemble(&mut self, rollouts: &[Rollout]) -> Result<Option<HostBatch>> {
         let (d, p) = (self.obs_dim, &self.cfg.ppo);
         let mut host = HostBatch::default();
-        let (mut obs, mut actions, mut log_probs) = (Vec::new(), Vec::new(), Vec::new());
         for r in rollouts {
             let mut rewards = r.rewards.clone();
             if let Some(scaler) = &mut self.reward_scaler {
@@ -351,8 +325,7 @@ impl Trainer {
             boot.extend_from_slice(&r.final_obs);
             boot.extend_from_slice(&r.next_obs);
             self.normalize(&mut boot);
-            let boot_values =
-                self.model.value(&Tensor::from_slice(&boot, (boot.len() / d, d), &self.device)?)?.to_vec1::<f32>()?;
+            let boot_values = self.backend.values(&boot, boot.len() / d)?;
             let (final_boot, next_values) = boot_values.split_at(boot_values.len() - r.num_envs);
             let mut final_values = vec![0.0f32; r.len()];
             let truncated_at = r.truncated.iter().enumerate().filter(|(_, t)| **t).map(|(i, _)| i);
@@ -368,36 +341,16 @@ impl Trainer {
                 next_values,
             };
             let (adv, ret) = gae(&input, p.gamma, p.gae_lambda);
-            let start = obs.len();
-            obs.extend_from_slice(&r.obs);
-            self.normalize(&mut obs[start..]);
-            actions.extend_from_slice(&r.actions);
-            log_probs.extend_from_slice(&r.log_probs);
+            let start = host.obs.len();
+            host.obs.extend_from_slice(&r.obs);
+            self.normalize(&mut host.obs[start..]);
+            host.actions.extend_from_slice(&r.actions);
+            host.log_probs.extend_from_slice(&r.log_probs);
             host.values.extend_from_slice(&r.values);
             host.advantages.extend(adv);
             host.returns.extend(ret);
         }
-        let n = log_probs.len();
-        if n == 0 {
-            return Ok(None);
-        }
-        let dev = &self.device;
-        let actions = match &self.action_space {
-            Space::Discrete { .. } => {
-                let idx: Vec<u32> = actions.iter().map(|a| *a as u32).collect();
-                Tensor::from_vec(idx, n, dev)?
-            }
-            Space::Box { .. } => Tensor::from_vec(actions, (n, self.action_space.flat_dim()), dev)?,
-        };
-        let batch = Batch {
-            obs: Tensor::from_vec(obs, (n, d), dev)?,
-            actions,
-            log_probs: Tensor::from_vec(log_probs, n, dev)?,
-            advantages: Tensor::from_slice(&host.advantages, n, dev)?,
-            returns: Tensor::from_slice(&host.returns, n, dev)?,
-            values: Tensor::from_slice(&host.values, n, dev)?,
-        };
-        Ok(Some((batch, host)))
+        Ok((!host.is_empty()).then_some(host))
     }
 
     fn normalize(&self, obs: &mut [f32]) {
@@ -405,14 +358,6 @@ impl Trainer {
             n.normalize(obs);
         }
     }
-}
-
-/// Host-side copies of the batch's values, returns and advantages, for diagnostics.
-#[derive(Default)]
-struct HostBatch {
-    values: Vec<f32>,
-    returns: Vec<f32>,
-    advantages: Vec<f32>,
 }
 
 /// `1 − Var(y − ŷ) / Var(y)`; NaN when the returns have no variance.

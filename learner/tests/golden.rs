@@ -8,8 +8,9 @@ use candle_core::{DType, Device, Tensor};
 use common::env::Space;
 use common::model::{ActorCritic, ModelConfig, sorted_vars};
 use learner::config::Objective;
+use learner::backend::FusedBackend;
 use learner::optim::Adam;
-use learner::ppo::{Batch, LossCoefs, minibatch_loss, minibatch_step};
+use learner::ppo::{Batch, HostBatch, LossCoefs, minibatch_loss, minibatch_step};
 use std::collections::HashMap;
 
 struct Golden {
@@ -124,19 +125,63 @@ fn check_case(name: &str) {
     }
 }
 
+/// The fused backend's hand-derived loss, gradient and Adam step on the same case.
+fn check_fused_case(name: &str) {
+    let g = load(name);
+    let (varmap, _, batch, space) = setup(&g);
+    let c = coefs(&g);
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let host = HostBatch {
+        obs: flat(&batch.obs),
+        actions: flat(&batch.actions.to_dtype(DType::F32).unwrap()),
+        log_probs: flat(&batch.log_probs),
+        advantages: flat(&batch.advantages),
+        returns: flat(&batch.returns),
+        values: flat(&batch.values),
+    };
+    let params: HashMap<String, Tensor> =
+        sorted_vars(&varmap).unwrap().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    let obs_dim = batch.obs.dim(1).unwrap();
+    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params).unwrap();
+    let idx: Vec<u32> = (0..host.len() as u32).collect();
+
+    let stats = fused.loss_and_gradient(&host, &idx, &c);
+    scalar_close("pg_loss", stats.pg_loss, &g, 1e-5);
+    scalar_close("v_loss", stats.v_loss, &g, 1e-5);
+    scalar_close("entropy_loss", stats.entropy, &g, 1e-5);
+    scalar_close("loss", stats.loss, &g, 1e-5);
+    scalar_close("approx_kl", stats.approx_kl, &g, 1e-4);
+    scalar_close("old_approx_kl", stats.old_approx_kl, &g, 1e-4);
+    scalar_close("clipfrac", stats.clipfrac, &g, 1e-9);
+    for (pname, grad) in fused.gradient().unwrap() {
+        assert_close(&format!("fused grad.{pname}"), &grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
+    }
+
+    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params).unwrap();
+    let max_grad_norm = g.scalars["max_grad_norm"].as_f64().unwrap();
+    let stats = fused.minibatch_step(&host, &idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
+    scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
+    for (pname, t) in learner::backend::Backend::params(&fused).unwrap() {
+        assert_close(&format!("fused next.{pname}"), &t, &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
+    }
+}
+
 #[test]
 fn discrete_clip_matches_pytorch() {
     check_case("ppo_discrete_clip.safetensors");
+    check_fused_case("ppo_discrete_clip.safetensors");
 }
 
 #[test]
 fn continuous_clip_matches_pytorch() {
     check_case("ppo_continuous_clip.safetensors");
+    check_fused_case("ppo_continuous_clip.safetensors");
 }
 
 #[test]
 fn discrete_kl_penalty_matches_pytorch() {
     check_case("ppo_discrete_kl_penalty.safetensors");
+    check_fused_case("ppo_discrete_kl_penalty.safetensors");
 }
 
 /// The clipped objective gives no policy gradient where the ratio has left the clip range in the direction the
