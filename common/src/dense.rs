@@ -73,11 +73,12 @@ fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer
-    let x = x.max(-87.0);
+    let x = if x < -87.0 { -87.0 } else { x }; // not f32::max: its NaN rule keeps the loop from vectorising
     let k = (x * LOG2E + ROUND) - ROUND;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+        + r * (1.0
+            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
     p * f32::from_bits(((k as i32 + 127) as u32) << 23)
 }
 
@@ -85,7 +86,8 @@ fn exp_nonpositive(x: f32) -> f32 {
 /// the odd Taylor series below |x| = 1/8, where the quotient would lose digits to cancellation.
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
-    let a = x.abs().min(10.0);
+    let a = x.abs();
+    let a = if a > 10.0 { 10.0 } else { a };
     let e = exp_nonpositive(-2.0 * a);
     let quotient = (1.0 - e) / (1.0 + e);
     let a2 = a * a;
@@ -94,10 +96,30 @@ pub fn tanh(x: f32) -> f32 {
     if x.is_nan() { x } else { t.copysign(x) }
 }
 
-/// One MLP's layers inside a flat parameter vector: Linear, tanh, ..., Linear.
+/// [`tanh`] over a slice, with AVX2+FMA code where the CPU has it (chosen at run time, so one binary serves every
+/// x86-64 machine).
+fn tanh_in_place(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features `tanh_in_place_avx2` is compiled for (checked just above).
+        unsafe { tanh_in_place_avx2(xs) };
+        return;
+    }
+    xs.iter_mut().for_each(|v| *v = tanh(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tanh_in_place_avx2(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| *v = tanh(*v));
+}
+
+/// One MLP's layers: Linear, tanh, ..., Linear. Its methods take the net's own span of the flat parameter and
+/// gradient vectors (see [`DenseActorCritic::split`]), so the two nets can be trained on two threads.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     sizes: Vec<usize>,
+    /// Offsets of each layer's weight and bias inside the net's span.
     weights: Vec<usize>,
     biases: Vec<usize>,
 }
@@ -112,7 +134,7 @@ impl Mlp {
         self.sizes.last().copied().unwrap_or(0)
     }
 
-    /// Runs `n` rows of `x` through the net; `outs[i]` receives layer `i`'s output (after tanh for hidden
+    /// Runs `n` rows of `x` through the net (`params`: its span); `outs[i]` receives layer `i`'s output (after tanh for hidden
     /// layers), so the last entry is the net's output `[n, out_dim]`.
     pub fn forward(&self, params: &[f32], x: &[f32], n: usize, outs: &mut Vec<Vec<f32>>) {
         outs.resize_with(self.layers(), Vec::new);
@@ -128,19 +150,23 @@ impl Mlp {
             }
             let w = &params[self.weights[i]..self.weights[i] + fan_out * fan_in];
             // out += input · Wᵀ: W is [fan_out, fan_in] row-major, so Wᵀ is the same data with swapped strides.
-            matmul(n, fan_out, fan_in, out, true, Mat { data: input, rs: fan_in, cs: 1 }, Mat {
-                data: w,
-                rs: 1,
-                cs: fan_in,
-            });
+            matmul(
+                n,
+                fan_out,
+                fan_in,
+                out,
+                true,
+                Mat { data: input, rs: fan_in, cs: 1 },
+                Mat { data: w, rs: 1, cs: fan_in },
+            );
             if i + 1 < self.layers() {
-                out.iter_mut().for_each(|v| *v = tanh(*v));
+                tanh_in_place(out);
             }
         }
     }
 
     /// Backpropagates `d_out` (the loss gradient w.r.t. the output of the [`Mlp::forward`] that filled `outs`;
-    /// used as scratch) and writes this net's parameter gradients into `grads` (same layout as the parameters).
+    /// used as scratch) and writes the parameter gradients into `grads` (the net's span of the gradient vector).
     pub fn backward(
         &self,
         params: &[f32],
@@ -157,11 +183,15 @@ impl Mlp {
             let dz = Mat { data: d_out, rs: fan_out, cs: 1 };
             // dW = dZᵀ · input
             let dw = &mut grads[self.weights[i]..self.weights[i] + fan_out * fan_in];
-            matmul(fan_out, fan_in, n, dw, false, Mat { data: d_out, rs: 1, cs: fan_out }, Mat {
-                data: input,
-                rs: fan_in,
-                cs: 1,
-            });
+            matmul(
+                fan_out,
+                fan_in,
+                n,
+                dw,
+                false,
+                Mat { data: d_out, rs: 1, cs: fan_out },
+                Mat { data: input, rs: fan_in, cs: 1 },
+            );
             let db = &mut grads[self.biases[i]..self.biases[i] + fan_out];
             db.fill(0.0);
             for row in d_out.chunks_exact(fan_out) {
@@ -207,10 +237,13 @@ impl ParamEntry {
     }
 }
 
-/// The layout of [`crate::model::ActorCritic`]'s parameters in one flat vector, entries sorted by name.
+/// The layout of [`crate::model::ActorCritic`]'s parameters in one flat vector, entries sorted by name: the actor's
+/// (`actor.*`, then `actor_logstd`) before the critic's.
 #[derive(Debug, Clone)]
 pub struct DenseActorCritic {
     entries: Vec<ParamEntry>,
+    /// Where the critic's span starts (the actor's is everything before).
+    critic_start: usize,
     actor: Mlp,
     critic: Mlp,
     log_std: Option<Range<usize>>,
@@ -247,19 +280,21 @@ impl DenseActorCritic {
                 e
             })
             .collect();
+        let critic_start = entries.iter().find(|e| e.name.starts_with("critic.")).map_or(0, |e| e.offset);
         let find = |name: String| entries.iter().find(|e| e.name == name).map_or(0, |e| e.offset);
-        let mlp = |net: &str, sizes: Vec<usize>| {
+        let mlp = |net: &str, sizes: Vec<usize>, start: usize| {
             let layers = sizes.len() - 1;
             Mlp {
-                weights: (0..layers).map(|i| find(format!("{net}.{}.weight", 2 * i))).collect(),
-                biases: (0..layers).map(|i| find(format!("{net}.{}.bias", 2 * i))).collect(),
+                weights: (0..layers).map(|i| find(format!("{net}.{}.weight", 2 * i)) - start).collect(),
+                biases: (0..layers).map(|i| find(format!("{net}.{}.bias", 2 * i)) - start).collect(),
                 sizes,
             }
         };
         let log_std = entries.iter().find(|e| e.name == "actor_logstd").map(ParamEntry::range);
         Self {
-            actor: mlp("actor", actor_sizes),
-            critic: mlp("critic", critic_sizes),
+            actor: mlp("actor", actor_sizes, 0),
+            critic: mlp("critic", critic_sizes, critic_start),
+            critic_start,
             entries,
             log_std,
             action_space: action_space.clone(),
@@ -287,7 +322,17 @@ impl DenseActorCritic {
         &self.critic
     }
 
-    /// Span of the Gaussian log-std in the flat vector (`None` for Discrete).
+    /// The actor's and the critic's spans of a flat vector.
+    pub fn split<'a>(&self, flat: &'a [f32]) -> (&'a [f32], &'a [f32]) {
+        flat.split_at(self.critic_start)
+    }
+
+    /// The actor's and the critic's spans of a flat vector, mutably.
+    pub fn split_mut<'a>(&self, flat: &'a mut [f32]) -> (&'a mut [f32], &'a mut [f32]) {
+        flat.split_at_mut(self.critic_start)
+    }
+
+    /// Span of the Gaussian log-std in the flat vector and in the actor's span (`None` for Discrete).
     pub fn log_std(&self) -> Option<Range<usize>> {
         self.log_std.clone()
     }
@@ -310,7 +355,8 @@ impl DenseActorCritic {
             if t.dims() != e.shape.as_slice() {
                 return Err(format!("parameter {} has shape {:?}, the model needs {:?}", e.name, t.dims(), e.shape));
             }
-            let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|err| format!("{}: {err}", e.name))?;
+            let values =
+                t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|err| format!("{}: {err}", e.name))?;
             flat.extend(values);
         }
         Ok(flat)
@@ -374,10 +420,11 @@ mod tests {
             let x: Vec<f32> = (0..n * 5).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3).collect();
             let xt = Tensor::from_slice(&x, (n, 5), &Device::Cpu).unwrap();
             let mut outs = Vec::new();
-            dense.actor().forward(&flat, &x, n, &mut outs);
+            let (actor, critic) = dense.split(&flat);
+            dense.actor().forward(actor, &x, n, &mut outs);
             let want = model.policy_head(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             close(outs.last().unwrap(), &want);
-            dense.critic().forward(&flat, &x, n, &mut outs);
+            dense.critic().forward(critic, &x, n, &mut outs);
             close(outs.last().unwrap(), &model.value(&xt).unwrap().to_vec1::<f32>().unwrap());
 
             // And back: the tensors rebuilt from the flat vector are the originals.
@@ -411,12 +458,14 @@ mod tests {
 
         let mut grads = vec![0.0; dense.num_params()];
         let (mut outs, mut scratch) = (Vec::new(), Vec::new());
-        dense.actor().forward(&flat, &x, n, &mut outs);
+        let (actor, critic) = dense.split(&flat);
+        let (actor_grads, critic_grads) = dense.split_mut(&mut grads);
+        dense.actor().forward(actor, &x, n, &mut outs);
         let mut d = w.clone();
-        dense.actor().backward(&flat, &x, n, &outs, &mut d, &mut grads, &mut scratch);
-        dense.critic().forward(&flat, &x, n, &mut outs);
+        dense.actor().backward(actor, &x, n, &outs, &mut d, actor_grads, &mut scratch);
+        dense.critic().forward(critic, &x, n, &mut outs);
         let mut d: Vec<f32> = outs.last().unwrap().iter().map(|v| 2.0 * v).collect();
-        dense.critic().backward(&flat, &x, n, &outs, &mut d, &mut grads, &mut scratch);
+        dense.critic().backward(critic, &x, n, &outs, &mut d, critic_grads, &mut scratch);
         for (e, (name, var)) in dense.entries().iter().zip(&vars) {
             assert_eq!(&e.name, name);
             let want = autograd.get(var).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -4,9 +4,10 @@
 //! normalisation is on, `obs_rms.mean`, `obs_rms.var` (f64, `[obs_dim]`) and `obs_rms.count` (f64, `[1]`) with
 //! the clip value in the metadata key `obs_clip`: everything needed to compute an action from a raw observation.
 
+use crate::dense::DenseActorCritic;
 use crate::distributions::{argmax, sample_categorical, sample_gaussian};
 use crate::env::Space;
-use crate::model::{ActorCritic, ModelConfig};
+use crate::model::ModelConfig;
 use crate::normalize::{ObsNormalizer, RunningMeanStd};
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
@@ -132,14 +133,17 @@ pub struct ActOutput {
     pub values: Vec<f32>,
 }
 
-/// A policy ready for inference on raw observations.
+/// A policy ready for inference on raw observations, on the CPU (the flat-buffer model of [`crate::dense`]).
 pub struct Policy {
-    model: ActorCritic,
+    model: DenseActorCritic,
+    params: Vec<f32>,
     obs_norm: Option<ObsNormalizer>,
     log_std: Vec<f32>,
     version: u64,
-    device: Device,
-    scratch: Vec<f32>,
+    /// Normalised observations.
+    input: Vec<f32>,
+    actor_outs: Vec<Vec<f32>>,
+    critic_outs: Vec<Vec<f32>>,
 }
 
 impl Policy {
@@ -150,34 +154,30 @@ impl Policy {
         action_space: &Space,
         snapshot: &PolicySnapshot,
     ) -> Result<Self, PolicyError> {
-        let device = Device::Cpu;
-        let decoded = decode_weights(&snapshot.weights, &device)?;
+        let decoded = decode_weights(&snapshot.weights, &Device::Cpu)?;
         if let Some(n) = &decoded.obs_norm
             && n.rms.dim() != obs_dim
         {
             return Err(PolicyError::Invalid(format!("obs_rms has {} dims, env has {obs_dim}", n.rms.dim())));
         }
-        let model = ActorCritic::from_tensors(cfg, obs_dim, action_space, decoded.params, &device)?;
-        let log_std = match model.log_std() {
-            Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
-            None => Vec::new(),
-        };
-        Ok(Self { model, obs_norm: decoded.obs_norm, log_std, version: snapshot.version, device, scratch: Vec::new() })
+        let model = DenseActorCritic::new(cfg, obs_dim, action_space);
+        let params = model.flatten(&decoded.params).map_err(PolicyError::Invalid)?;
+        let log_std = model.log_std().map_or_else(Vec::new, |r| params[r].to_vec());
+        Ok(Self {
+            model,
+            params,
+            obs_norm: decoded.obs_norm,
+            log_std,
+            version: snapshot.version,
+            input: Vec::new(),
+            actor_outs: Vec::new(),
+            critic_outs: Vec::new(),
+        })
     }
 
     /// The snapshot version this policy was loaded from.
     pub fn version(&self) -> u64 {
         self.version
-    }
-
-    fn input(&mut self, obs: &[f32]) -> Result<Tensor, PolicyError> {
-        let d = self.model.obs_dim();
-        self.scratch.clear();
-        self.scratch.extend_from_slice(obs);
-        if let Some(n) = &self.obs_norm {
-            n.normalize(&mut self.scratch);
-        }
-        Ok(Tensor::from_slice(&self.scratch, (obs.len() / d.max(1), d), &self.device)?)
     }
 
     /// Chooses actions for raw observations `[B, obs_dim]`: sampled from `rng`, or the mode if `deterministic`.
@@ -188,14 +188,27 @@ impl Policy {
         deterministic: bool,
         out: &mut ActOutput,
     ) -> Result<(), PolicyError> {
-        let x = self.input(obs)?;
-        let head = self.model.policy_head(&x)?.to_vec2::<f32>()?;
-        out.values = self.model.value(&x)?.to_vec1::<f32>()?;
+        let d = self.model.obs_dim();
+        if obs.len() % d.max(1) != 0 {
+            return Err(PolicyError::Invalid(format!("{} observation values are not rows of {d}", obs.len())));
+        }
+        let n = obs.len() / d.max(1);
+        self.input.clear();
+        self.input.extend_from_slice(obs);
+        if let Some(norm) = &self.obs_norm {
+            norm.normalize(&mut self.input);
+        }
+        let (actor, critic) = self.model.split(&self.params);
+        self.model.actor().forward(actor, &self.input, n, &mut self.actor_outs);
+        self.model.critic().forward(critic, &self.input, n, &mut self.critic_outs);
+        out.values.clear();
+        out.values.extend_from_slice(self.critic_outs.last().map_or(&[][..], Vec::as_slice));
+        let head = self.actor_outs.last().map_or(&[][..], Vec::as_slice).chunks_exact(self.model.actor().out_dim());
         out.actions.clear();
         out.log_probs.clear();
         match self.model.action_space() {
             Space::Discrete { .. } => {
-                for logits in &head {
+                for logits in head {
                     let (a, lp) = if deterministic {
                         let a = argmax(logits);
                         (a, sample_categorical_log_prob(logits, a))
@@ -208,7 +221,7 @@ impl Policy {
             }
             Space::Box { .. } => {
                 let d = self.log_std.len();
-                for mean in &head {
+                for mean in head {
                     let start = out.actions.len();
                     out.actions.resize(start + d, 0.0);
                     let lp = if deterministic {
@@ -236,7 +249,7 @@ fn sample_categorical_log_prob(logits: &[f32], a: usize) -> f32 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::sorted_vars;
+    use crate::model::{ActorCritic, sorted_vars};
     use rand::SeedableRng;
 
     #[test]

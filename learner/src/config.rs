@@ -195,6 +195,8 @@ pub struct TrainConfig {
     /// How the learner computes the update: `auto` (`fused` on CPU, `candle` on CUDA), `fused` (hand-derived
     /// forward and backward on host buffers, CPU only) or `candle` (candle autograd, any device).
     pub backend: BackendKind,
+    /// Threads of the `fused` backend: 2 trains the actor and the critic net side by side, 1 one after the other.
+    pub threads: usize,
     /// Parent directory of run directories.
     pub runs_dir: PathBuf,
     /// Run name (default: `<env>-<seed>-<unix time>`).
@@ -221,6 +223,7 @@ impl Default for TrainConfig {
             return_window: 100,
             device: "cpu".into(),
             backend: BackendKind::Auto,
+            threads: 2,
             runs_dir: PathBuf::from("runs"),
             run_name: None,
             actors: ActorsConfig::default(),
@@ -317,6 +320,9 @@ impl TrainConfig {
         }
         if !positive(self.normalize.obs_clip as f64) {
             return bad("normalize.obs_clip", "must be positive");
+        }
+        if !(1..=2).contains(&self.threads) {
+            return bad("threads", "must be 1 or 2 (one per net)");
         }
         if self.return_window == 0 {
             return bad("return_window", "must be at least 1");

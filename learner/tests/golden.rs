@@ -7,8 +7,8 @@
 use candle_core::{DType, Device, Tensor};
 use common::env::Space;
 use common::model::{ActorCritic, ModelConfig, sorted_vars};
-use learner::config::Objective;
 use learner::backend::FusedBackend;
+use learner::config::Objective;
 use learner::optim::Adam;
 use learner::ppo::{Batch, HostBatch, LossCoefs, minibatch_loss, minibatch_step};
 use std::collections::HashMap;
@@ -142,7 +142,7 @@ fn check_fused_case(name: &str) {
     let params: HashMap<String, Tensor> =
         sorted_vars(&varmap).unwrap().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
     let obs_dim = batch.obs.dim(1).unwrap();
-    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params).unwrap();
+    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params, 2).unwrap();
     let idx: Vec<u32> = (0..host.len() as u32).collect();
 
     let stats = fused.loss_and_gradient(&host, &idx, &c);
@@ -157,7 +157,7 @@ fn check_fused_case(name: &str) {
         assert_close(&format!("fused grad.{pname}"), &grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
     }
 
-    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params).unwrap();
+    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params, 2).unwrap();
     let max_grad_norm = g.scalars["max_grad_norm"].as_f64().unwrap();
     let stats = fused.minibatch_step(&host, &idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
     scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);

@@ -10,10 +10,10 @@
 //! - value: `∂(½ mean max((v − R)², (v_c − R)²))/∂v`, `v_c = V + clamp(v − V, −ε, ε)`, ties split likewise.
 
 use super::Backend;
+use crate::config::Objective;
 use crate::error::Result;
 use crate::optim::{AdamState, FlatAdam, clip_grad_norm_flat};
 use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, MinibatchStats, run_epochs};
-use crate::config::Objective;
 use candle_core::{Device, Tensor};
 use common::dense::DenseActorCritic;
 use common::env::Space;
@@ -30,20 +30,29 @@ pub struct FusedBackend {
     params: Vec<f32>,
     grads: Vec<f32>,
     adam: FlatAdam,
-    ws: Workspace,
+    mb: Minibatch,
+    actor_ws: ActorWorkspace,
+    critic_ws: CriticWorkspace,
+    /// Two threads that train the actor and the critic net side by side (`None`: one after the other).
+    pool: Option<rayon::ThreadPool>,
 }
 
-/// Buffers reused across minibatches.
+/// The rows of one minibatch.
 #[derive(Default)]
-struct Workspace {
+struct Minibatch {
     obs: Vec<f32>,
     actions: Vec<f32>,
     old_log_probs: Vec<f32>,
+    /// Normalised (when enabled) advantages.
     advantages: Vec<f32>,
     returns: Vec<f32>,
     values: Vec<f32>,
-    actor_outs: Vec<Vec<f32>>,
-    critic_outs: Vec<Vec<f32>>,
+}
+
+/// The actor net's buffers.
+#[derive(Default)]
+struct ActorWorkspace {
+    outs: Vec<Vec<f32>>,
     /// `[M]` log-probabilities of the taken actions under the current policy.
     log_probs: Vec<f32>,
     /// `[M]` entropies.
@@ -52,27 +61,59 @@ struct Workspace {
     log_softmax: Vec<f32>,
     /// `[M]` ∂loss/∂log π.
     d_log_prob: Vec<f32>,
+    /// `[M, head]` ∂loss/∂head.
     d_head: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+/// The critic net's buffers.
+#[derive(Default)]
+struct CriticWorkspace {
+    outs: Vec<Vec<f32>>,
     d_value: Vec<f32>,
     scratch: Vec<f32>,
 }
 
+/// The policy part of one minibatch's loss.
+struct PolicyTerms {
+    pg_loss: f64,
+    entropy: f64,
+    approx_kl: f64,
+    old_approx_kl: f64,
+    clipfrac: f64,
+}
+
 impl FusedBackend {
-    /// The model with the given named parameters (the candle backend's initial weights, or a checkpoint's).
+    /// The model with the given named parameters (the candle backend's initial weights, or a checkpoint's), training
+    /// its two nets on `threads` threads (1 or 2).
     pub fn new(
         cfg: &ModelConfig,
         obs_dim: usize,
         space: &Space,
         params: &HashMap<String, Tensor>,
+        threads: usize,
     ) -> std::result::Result<Self, String> {
         let model = DenseActorCritic::new(cfg, obs_dim, space);
         let params = model.flatten(params)?;
+        let pool = match threads {
+            0 | 1 => None,
+            n => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n.min(2))
+                    .thread_name(|i| format!("fused-{i}"))
+                    .build()
+                    .map_err(|e| format!("cannot start the training threads: {e}"))?,
+            ),
+        };
         Ok(Self {
             grads: vec![0.0; params.len()],
             adam: FlatAdam::new(params.len(), 1e-5),
             model,
             params,
-            ws: Workspace::default(),
+            mb: Minibatch::default(),
+            actor_ws: ActorWorkspace::default(),
+            critic_ws: CriticWorkspace::default(),
+            pool,
         })
     }
 
@@ -96,127 +137,140 @@ impl FusedBackend {
         Ok(self.model.tensors(&self.grads, &Device::Cpu)?)
     }
 
-    /// The loss of rows `idx` of `batch` and its diagnostics; leaves the unclipped gradient in `self.grads`.
+    /// The loss of rows `idx` of `batch` and its diagnostics; leaves the unclipped gradient in `self.grads`. The
+    /// actor and critic terms are independent, so they run side by side (`rayon::join`: in parallel inside the
+    /// backend's pool, in turn outside it).
     pub fn loss_and_gradient(&mut self, batch: &HostBatch, idx: &[u32], c: &LossCoefs) -> MinibatchStats {
-        let m = idx.len();
         let d = self.model.obs_dim();
         let act_dim = batch.actions.len() / batch.len().max(1);
-        let ws = &mut self.ws;
-        gather(&batch.obs, d, idx, &mut ws.obs);
-        gather(&batch.actions, act_dim, idx, &mut ws.actions);
-        gather(&batch.log_probs, 1, idx, &mut ws.old_log_probs);
-        gather(&batch.advantages, 1, idx, &mut ws.advantages);
-        gather(&batch.returns, 1, idx, &mut ws.returns);
-        gather(&batch.values, 1, idx, &mut ws.values);
-        score(&self.model, &self.params, m, ws);
-        self.model.critic().forward(&self.params, &ws.obs, m, &mut ws.critic_outs);
+        let mb = &mut self.mb;
+        gather(&batch.obs, d, idx, &mut mb.obs);
+        gather(&batch.actions, act_dim, idx, &mut mb.actions);
+        gather(&batch.log_probs, 1, idx, &mut mb.old_log_probs);
+        gather(&batch.advantages, 1, idx, &mut mb.advantages);
+        gather(&batch.returns, 1, idx, &mut mb.returns);
+        gather(&batch.values, 1, idx, &mut mb.values);
+        normalize_advantages(&mut mb.advantages, c.norm_adv);
 
-        let inv_m = 1.0 / m.max(1) as f64;
-        normalize_advantages(&mut ws.advantages, c.norm_adv);
-        let (eps, beta) = (c.clip_coef as f32, c.beta as f32);
-        let (mut pg_sum, mut kl_sum, mut old_kl_sum, mut clipped) = (0.0f64, 0.0f64, 0.0f64, 0usize);
-        ws.d_log_prob.clear();
-        for i in 0..m {
-            let logratio = ws.log_probs[i] - ws.old_log_probs[i];
-            let ratio = logratio.exp();
-            let adv = ws.advantages[i];
-            kl_sum += ((ratio - 1.0) - logratio) as f64;
-            old_kl_sum += -logratio as f64;
-            clipped += usize::from((ratio - 1.0).abs() > eps);
-            // ∂pg/∂log π_i (times M): ∂/∂ρ · ρ for the surrogate, β(ρ − 1) for the k3 KL term.
-            let d_log_prob = match c.objective {
-                Objective::Clip => {
-                    let (pg1, pg2) = (-adv * ratio, -adv * ratio.clamp(1.0 - eps, 1.0 + eps));
-                    pg_sum += pg1.max(pg2) as f64;
-                    let through_clip = if (1.0 - eps..=1.0 + eps).contains(&ratio) { -adv } else { 0.0 };
-                    let d_ratio = match pg1.partial_cmp(&pg2) {
-                        Some(std::cmp::Ordering::Greater) => -adv,
-                        Some(std::cmp::Ordering::Less) => through_clip,
-                        _ => 0.5 * (-adv + through_clip),
-                    };
-                    d_ratio * ratio
-                }
-                Objective::KlPenalty => {
-                    pg_sum += (-adv * ratio) as f64;
-                    -adv * ratio + beta * (ratio - 1.0)
-                }
-            };
-            ws.d_log_prob.push(d_log_prob * inv_m as f32);
-        }
-        let approx_kl = kl_sum * inv_m;
-        let pg_loss = match c.objective {
-            Objective::Clip => pg_sum * inv_m,
-            Objective::KlPenalty => pg_sum * inv_m + c.beta * approx_kl,
-        };
-
-        let value = ws.critic_outs.last().map_or(&[][..], Vec::as_slice);
-        let v_loss = value_loss_and_grad(value, &ws.values, &ws.returns, c, &mut ws.d_value);
-        let entropy = ws.entropy.iter().map(|&h| h as f64).sum::<f64>() * inv_m;
-        let loss = pg_loss - c.ent_coef * entropy + c.vf_coef * v_loss;
-
-        // Policy head gradient, then both backward passes.
-        let ent = (c.ent_coef * inv_m) as f32;
-        match self.model.action_space() {
-            Space::Discrete { n } => {
-                let n = *n;
-                ws.d_head.clear();
-                for i in 0..m {
-                    let (row, a, h) = (&ws.log_softmax[i * n..(i + 1) * n], ws.actions[i] as usize, ws.entropy[i]);
-                    let g = ws.d_log_prob[i];
-                    ws.d_head.extend(row.iter().enumerate().map(|(k, &lp)| {
-                        let p = lp.exp();
-                        g * (f32::from(u8::from(k == a)) - p) + ent * p * (lp + h)
-                    }));
-                }
-            }
-            Space::Box { .. } => {
-                let range = self.model.log_std().unwrap_or(0..0);
-                let log_std = &self.params[range.clone()];
-                let head = ws.actor_outs.last().map_or(&[][..], Vec::as_slice);
-                let mut d_log_std = vec![-(c.ent_coef as f32); log_std.len()];
-                ws.d_head.clear();
-                for i in 0..m {
-                    let g = ws.d_log_prob[i];
-                    for (j, &ls) in log_std.iter().enumerate() {
-                        let k = i * log_std.len() + j;
-                        let inv_var = (-2.0 * ls).exp();
-                        let diff = ws.actions[k] - head[k];
-                        ws.d_head.push(g * diff * inv_var);
-                        d_log_std[j] += g * (diff * diff * inv_var - 1.0);
-                    }
-                }
-                self.grads[range].copy_from_slice(&d_log_std);
-            }
-        }
-        self.model.actor().backward(
-            &self.params,
-            &ws.obs,
-            m,
-            &ws.actor_outs,
-            &mut ws.d_head,
-            &mut self.grads,
-            &mut ws.scratch,
-        );
-        self.model.critic().backward(
-            &self.params,
-            &ws.obs,
-            m,
-            &ws.critic_outs,
-            &mut ws.d_value,
-            &mut self.grads,
-            &mut ws.scratch,
+        let model = &self.model;
+        let (actor_params, critic_params) = model.split(&self.params);
+        let (actor_grads, critic_grads) = model.split_mut(&mut self.grads);
+        let (mb, actor_ws, critic_ws) = (&self.mb, &mut self.actor_ws, &mut self.critic_ws);
+        let (policy, v_loss) = rayon::join(
+            || policy_loss_and_gradient(model, actor_params, mb, c, actor_ws, actor_grads),
+            || value_loss_and_gradient(model, critic_params, mb, c, critic_ws, critic_grads),
         );
         MinibatchStats {
-            pg_loss,
+            pg_loss: policy.pg_loss,
             v_loss,
-            entropy,
-            approx_kl,
-            old_approx_kl: old_kl_sum * inv_m,
-            clipfrac: clipped as f64 * inv_m,
-            loss,
+            entropy: policy.entropy,
+            approx_kl: policy.approx_kl,
+            old_approx_kl: policy.old_approx_kl,
+            clipfrac: policy.clipfrac,
+            loss: policy.pg_loss - c.ent_coef * policy.entropy + c.vf_coef * v_loss,
             grad_norm: 0.0,
         }
     }
+}
+
+/// The policy loss `pg − c_ent·H̄` of `mb` and its gradient w.r.t. the actor's span (`grads`).
+fn policy_loss_and_gradient(
+    model: &DenseActorCritic,
+    params: &[f32],
+    mb: &Minibatch,
+    c: &LossCoefs,
+    ws: &mut ActorWorkspace,
+    grads: &mut [f32],
+) -> PolicyTerms {
+    let m = mb.old_log_probs.len();
+    score(model, params, &mb.obs, &mb.actions, m, ws);
+    let inv_m = 1.0 / m.max(1) as f64;
+    let (eps, beta) = (c.clip_coef as f32, c.beta as f32);
+    let (mut pg_sum, mut kl_sum, mut old_kl_sum, mut clipped) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+    ws.d_log_prob.clear();
+    for i in 0..m {
+        let logratio = ws.log_probs[i] - mb.old_log_probs[i];
+        let ratio = logratio.exp();
+        let adv = mb.advantages[i];
+        kl_sum += ((ratio - 1.0) - logratio) as f64;
+        old_kl_sum += -logratio as f64;
+        clipped += usize::from((ratio - 1.0).abs() > eps);
+        // ∂pg/∂log π_i (times M): ∂/∂ρ · ρ for the surrogate, β(ρ − 1) for the k3 KL term.
+        let d = match c.objective {
+            Objective::Clip => {
+                let (pg1, pg2) = (-adv * ratio, -adv * ratio.clamp(1.0 - eps, 1.0 + eps));
+                pg_sum += pg1.max(pg2) as f64;
+                let through_clip = if (1.0 - eps..=1.0 + eps).contains(&ratio) { -adv } else { 0.0 };
+                let d_ratio = match pg1.partial_cmp(&pg2) {
+                    Some(std::cmp::Ordering::Greater) => -adv,
+                    Some(std::cmp::Ordering::Less) => through_clip,
+                    _ => 0.5 * (-adv + through_clip),
+                };
+                d_ratio * ratio
+            }
+            Objective::KlPenalty => {
+                pg_sum += (-adv * ratio) as f64;
+                -adv * ratio + beta * (ratio - 1.0)
+            }
+        };
+        ws.d_log_prob.push(d * inv_m as f32);
+    }
+    let approx_kl = kl_sum * inv_m;
+    let pg_loss = match c.objective {
+        Objective::Clip => pg_sum * inv_m,
+        Objective::KlPenalty => pg_sum * inv_m + c.beta * approx_kl,
+    };
+    let entropy = ws.entropy.iter().map(|&h| h as f64).sum::<f64>() * inv_m;
+
+    let ent = (c.ent_coef * inv_m) as f32;
+    ws.d_head.clear();
+    match model.action_space() {
+        Space::Discrete { n } => {
+            let n = *n;
+            for (i, &g) in ws.d_log_prob.iter().enumerate() {
+                let (row, a, h) = (&ws.log_softmax[i * n..(i + 1) * n], mb.actions[i] as usize, ws.entropy[i]);
+                ws.d_head.extend(row.iter().enumerate().map(|(k, &lp)| {
+                    let p = lp.exp();
+                    g * (f32::from(u8::from(k == a)) - p) + ent * p * (lp + h)
+                }));
+            }
+        }
+        Space::Box { .. } => {
+            let range = model.log_std().unwrap_or(0..0);
+            let log_std = &params[range.clone()];
+            let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
+            let mut d_log_std = vec![-(c.ent_coef as f32); log_std.len()];
+            for (i, &g) in ws.d_log_prob.iter().enumerate() {
+                for (j, &ls) in log_std.iter().enumerate() {
+                    let k = i * log_std.len() + j;
+                    let inv_var = (-2.0 * ls).exp();
+                    let diff = mb.actions[k] - head[k];
+                    ws.d_head.push(g * diff * inv_var);
+                    d_log_std[j] += g * (diff * diff * inv_var - 1.0);
+                }
+            }
+            grads[range].copy_from_slice(&d_log_std);
+        }
+    }
+    model.actor().backward(params, &mb.obs, m, &ws.outs, &mut ws.d_head, grads, &mut ws.scratch);
+    PolicyTerms { pg_loss, entropy, approx_kl, old_approx_kl: old_kl_sum * inv_m, clipfrac: clipped as f64 * inv_m }
+}
+
+/// `c_v`-free value loss of `mb` (see [`value_loss_and_grad`]) and `c_v ·` its gradient w.r.t. the critic's span.
+fn value_loss_and_gradient(
+    model: &DenseActorCritic,
+    params: &[f32],
+    mb: &Minibatch,
+    c: &LossCoefs,
+    ws: &mut CriticWorkspace,
+    grads: &mut [f32],
+) -> f64 {
+    let m = mb.returns.len();
+    model.critic().forward(params, &mb.obs, m, &mut ws.outs);
+    let value = ws.outs.last().map_or(&[][..], Vec::as_slice);
+    let v_loss = value_loss_and_grad(value, &mb.values, &mb.returns, c, &mut ws.d_value);
+    model.critic().backward(params, &mb.obs, m, &ws.outs, &mut ws.d_value, grads, &mut ws.scratch);
+    v_loss
 }
 
 /// Copies rows `idx` of the `[_, width]` matrix `src` into `dst`.
@@ -240,11 +294,11 @@ fn normalize_advantages(adv: &mut [f32], enabled: bool) {
     adv.iter_mut().for_each(|a| *a = (*a - mean) / denom);
 }
 
-/// Actor forward over the first `m` rows of `ws.obs`, then the log-probabilities of `ws.actions` and the entropies
-/// (plus the log-softmax rows for a Categorical head).
-fn score(model: &DenseActorCritic, params: &[f32], m: usize, ws: &mut Workspace) {
-    model.actor().forward(params, &ws.obs, m, &mut ws.actor_outs);
-    let head = ws.actor_outs.last().map_or(&[][..], Vec::as_slice);
+/// Actor forward over `m` rows of `obs`, then the log-probabilities of `actions` and the entropies (plus the
+/// log-softmax rows for a Categorical head).
+fn score(model: &DenseActorCritic, params: &[f32], obs: &[f32], actions: &[f32], m: usize, ws: &mut ActorWorkspace) {
+    model.actor().forward(params, obs, m, &mut ws.outs);
+    let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
     ws.log_probs.clear();
     ws.entropy.clear();
     match model.action_space() {
@@ -255,7 +309,7 @@ fn score(model: &DenseActorCritic, params: &[f32], m: usize, ws: &mut Workspace)
                 let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let log_z = max + logits.iter().map(|&z| (z - max).exp()).sum::<f32>().ln();
                 ls.iter_mut().zip(logits).for_each(|(l, &z)| *l = z - log_z);
-                let a = (ws.actions[i] as usize).min(n - 1);
+                let a = (actions[i] as usize).min(n - 1);
                 ws.log_probs.push(ls[a]);
                 ws.entropy.push(-ls.iter().map(|&l| l.exp() * l).sum::<f32>());
             }
@@ -264,7 +318,7 @@ fn score(model: &DenseActorCritic, params: &[f32], m: usize, ws: &mut Workspace)
             let log_std = &params[model.log_std().unwrap_or(0..0)];
             let k = log_std.len();
             let h: f32 = log_std.iter().map(|&ls| ls + 0.5 + HALF_LN_2PI).sum();
-            for (mean, action) in head.chunks_exact(k).zip(ws.actions.chunks_exact(k)) {
+            for (mean, action) in head.chunks_exact(k).zip(actions.chunks_exact(k)) {
                 let lp = mean
                     .iter()
                     .zip(action)
@@ -313,8 +367,9 @@ fn value_loss_and_grad(value: &[f32], old: &[f32], returns: &[f32], c: &LossCoef
 
 impl Backend for FusedBackend {
     fn values(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.model.critic().forward(&self.params, obs, n, &mut self.ws.critic_outs);
-        Ok(self.ws.critic_outs.last().cloned().unwrap_or_default())
+        let (_, critic) = self.model.split(&self.params);
+        self.model.critic().forward(critic, obs, n, &mut self.critic_ws.outs);
+        Ok(self.critic_ws.outs.last().cloned().unwrap_or_default())
     }
 
     fn run_epochs(
@@ -325,18 +380,26 @@ impl Backend for FusedBackend {
         lr: f64,
         rng: &mut ChaCha8Rng,
     ) -> Result<EpochStats> {
-        run_epochs(batch.len(), plan, rng, |idx| {
-            Ok::<_, crate::Error>(self.minibatch_step(batch, idx, coefs, plan.max_grad_norm, lr))
-        })
+        let pool = self.pool.take();
+        let mut epochs = || {
+            run_epochs(batch.len(), plan, rng, |idx| {
+                Ok::<_, crate::Error>(self.minibatch_step(batch, idx, coefs, plan.max_grad_norm, lr))
+            })
+        };
+        let stats = match &pool {
+            Some(pool) => pool.install(epochs),
+            None => epochs(),
+        };
+        self.pool = pool;
+        stats
     }
 
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64> {
         let n = batch.len();
-        let ws = &mut self.ws;
-        ws.obs.clone_from(&batch.obs);
-        ws.actions.clone_from(&batch.actions);
-        score(&self.model, &self.params, n, ws);
-        let sum: f64 = ws
+        let (actor, _) = self.model.split(&self.params);
+        score(&self.model, actor, &batch.obs, &batch.actions, n, &mut self.actor_ws);
+        let sum: f64 = self
+            .actor_ws
             .log_probs
             .iter()
             .zip(&batch.log_probs)

@@ -64,5 +64,5 @@ pub fn create(cfg: &TrainConfig, seed: u64) -> Result<Box<dyn Backend>> {
         return Ok(Box::new(candle));
     }
     let params: HashMap<String, Tensor> = candle.params()?.into_iter().collect();
-    Ok(Box::new(FusedBackend::new(&cfg.model, obs_dim, &space, &params).map_err(crate::Error::Internal)?))
+    Ok(Box::new(FusedBackend::new(&cfg.model, obs_dim, &space, &params, cfg.threads).map_err(crate::Error::Internal)?))
 }
