@@ -165,18 +165,18 @@ impl Mlp {
         }
     }
 
-    /// Backpropagates `d_out` (the loss gradient w.r.t. the output of the [`Mlp::forward`] that filled `outs`;
+    /// Backpropagates `d_out` (the loss gradient w.r.t. the output of the [`Mlp::forward`] of `x` that filled `outs`;
     /// used as scratch) and writes the parameter gradients into `grads` (the net's span of the gradient vector).
     pub fn backward(
         &self,
         params: &[f32],
         x: &[f32],
-        n: usize,
         outs: &[Vec<f32>],
         d_out: &mut Vec<f32>,
         grads: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
+        let n = x.len() / self.sizes[0].max(1);
         for i in (0..self.layers()).rev() {
             let (fan_in, fan_out) = (self.sizes[i], self.sizes[i + 1]);
             let input = if i == 0 { x } else { &outs[i - 1] };
@@ -462,10 +462,10 @@ mod tests {
         let (actor_grads, critic_grads) = dense.split_mut(&mut grads);
         dense.actor().forward(actor, &x, n, &mut outs);
         let mut d = w.clone();
-        dense.actor().backward(actor, &x, n, &outs, &mut d, actor_grads, &mut scratch);
+        dense.actor().backward(actor, &x, &outs, &mut d, actor_grads, &mut scratch);
         dense.critic().forward(critic, &x, n, &mut outs);
         let mut d: Vec<f32> = outs.last().unwrap().iter().map(|v| 2.0 * v).collect();
-        dense.critic().backward(critic, &x, n, &outs, &mut d, critic_grads, &mut scratch);
+        dense.critic().backward(critic, &x, &outs, &mut d, critic_grads, &mut scratch);
         for (e, (name, var)) in dense.entries().iter().zip(&vars) {
             assert_eq!(&e.name, name);
             let want = autograd.get(var).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -189,7 +189,7 @@ impl Policy {
         out: &mut ActOutput,
     ) -> Result<(), PolicyError> {
         let d = self.model.obs_dim();
-        if obs.len() % d.max(1) != 0 {
+        if !obs.len().is_multiple_of(d.max(1)) {
             return Err(PolicyError::Invalid(format!("{} observation values are not rows of {d}", obs.len())));
         }
         let n = obs.len() / d.max(1);

@@ -190,6 +190,9 @@ pub struct TrainConfig {
     pub target_return: Option<f64>,
     /// Finished episodes in the moving mean behind `target_return` and the reported mean return.
     pub return_window: usize,
+    /// Append one line per finished episode to this file: `<unix time> <return> <length>` (for benchmarks and
+    /// external monitors; lines are flushed after every update).
+    pub episode_log: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
     pub device: String,
     /// How the learner computes the update: `auto` (`fused` on CPU, `candle` on CUDA), `fused` (hand-derived
@@ -221,6 +224,7 @@ impl Default for TrainConfig {
             total_steps: 100_000,
             target_return: None,
             return_window: 100,
+            episode_log: None,
             device: "cpu".into(),
             backend: BackendKind::Auto,
             threads: 2,

@@ -25,7 +25,7 @@ pub struct TrainSummary {
     pub wall_seconds: f64,
     /// Final policy version.
     pub policy_version: u64,
-    /// Mean return over the last 100 episodes at the end.
+    /// Mean return over the last `return_window` episodes at the end.
     pub mean_return: Option<f64>,
     /// Env steps at which `target_return` was first reached, if it was.
     pub target_reached_at: Option<u64>,

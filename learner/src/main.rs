@@ -136,7 +136,7 @@ struct TrainArgs {
     /// Stop after this many env steps (config key `total_steps`).
     #[arg(long)]
     total_steps: Option<u64>,
-    /// Stop once the mean return of the last 100 episodes reaches this (config key `target_return`).
+    /// Stop once the mean return of the last `return_window` (100) episodes reaches this (config key `target_return`).
     #[arg(long)]
     target_return: Option<f64>,
     /// cpu, cuda or cuda:N (config key `device`).

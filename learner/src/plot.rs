@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The curves drawn, as (CSV column, panel title).
 const PANELS: [(&str, &str); 4] = [
-    ("mean_return", "mean return (last 100 episodes)"),
+    ("mean_return", "mean return (moving window of episodes)"),
     ("approx_kl", "approximate KL"),
     ("clip_fraction", "clip fraction"),
     ("entropy", "entropy"),

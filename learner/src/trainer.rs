@@ -3,7 +3,7 @@
 
 use crate::backend::{self, Backend};
 use crate::config::{Objective, TrainConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gae::{GaeInput, gae};
 use crate::optim::AdamState;
 use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, adapt_beta};
@@ -16,6 +16,7 @@ use common::seed;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 
 /// Quantiles of the (unnormalised) advantages of one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -100,6 +101,8 @@ pub struct Trainer {
     recent: VecDeque<(f64, u32)>,
     beta: f64,
     rng: ChaCha8Rng,
+    /// `episode_log`, if configured.
+    episode_log: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Trainer {
@@ -108,7 +111,14 @@ impl Trainer {
         let spec = common::env::make(&cfg.env)?;
         let (obs_dim, action_space) = (spec.observation_space().flat_dim(), spec.action_space());
         let backend = backend::create(cfg, seed::derive(cfg.seed, "model", 0))?;
+        let episode_log = match &cfg.episode_log {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(Error::io(path))?,
+            )),
+            None => None,
+        };
         Ok(Self {
+            episode_log,
             obs_norm: cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip)),
             reward_scaler: cfg.normalize.rewards.then(|| RewardScaler::new(cfg.ppo.gamma)),
             reward_returns: HashMap::new(),
@@ -250,7 +260,14 @@ impl Trainer {
                     self.recent.pop_front();
                 }
                 self.recent.push_back((ep.episode_return, ep.length));
+                if let Some(log) = &mut self.episode_log {
+                    let line = format!("{:.6} {} {}\n", common::policy::unix_now(), ep.episode_return, ep.length);
+                    log.write_all(line.as_bytes()).map_err(Error::io("episode_log"))?;
+                }
             }
+        }
+        if let Some(log) = &mut self.episode_log {
+            log.flush().map_err(Error::io("episode_log"))?;
         }
         let frac = self.remaining_fraction();
         let p = &self.cfg.ppo;

@@ -22,7 +22,7 @@ pub struct LoopOutcome {
     pub wall_seconds: f64,
     /// Final policy version.
     pub policy_version: u64,
-    /// Mean return of the last 100 episodes at the end.
+    /// Mean return of the last `return_window` episodes at the end.
     pub mean_return: Option<f64>,
     /// Env steps at which the target return was reached.
     pub target_reached_at: Option<u64>,

@@ -252,7 +252,7 @@ fn policy_loss_and_gradient(
             grads[range].copy_from_slice(&d_log_std);
         }
     }
-    model.actor().backward(params, &mb.obs, m, &ws.outs, &mut ws.d_head, grads, &mut ws.scratch);
+    model.actor().backward(params, &mb.obs, &ws.outs, &mut ws.d_head, grads, &mut ws.scratch);
     PolicyTerms { pg_loss, entropy, approx_kl, old_approx_kl: old_kl_sum * inv_m, clipfrac: clipped as f64 * inv_m }
 }
 
@@ -269,7 +269,7 @@ fn value_loss_and_gradient(
     model.critic().forward(params, &mb.obs, m, &mut ws.outs);
     let value = ws.outs.last().map_or(&[][..], Vec::as_slice);
     let v_loss = value_loss_and_grad(value, &mb.values, &mb.returns, c, &mut ws.d_value);
-    model.critic().backward(params, &mb.obs, m, &ws.outs, &mut ws.d_value, grads, &mut ws.scratch);
+    model.critic().backward(params, &mb.obs, &ws.outs, &mut ws.d_value, grads, &mut ws.scratch);
     v_loss
 }
 

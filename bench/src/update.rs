@@ -1,0 +1,111 @@
+//! Learner update throughput: the PPO epochs (clipped objective, CartPole-shaped model) over a synthetic batch, and
+//! the floor under it: the model's own forward and backward passes over the same minibatches, nothing else.
+
+use common::dense::DenseActorCritic;
+use learner::config::{BackendKind, Objective, TrainConfig};
+use learner::ppo::{EpochPlan, HostBatch, LossCoefs};
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use std::time::Instant;
+
+/// Options of `proxima-bench update`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// `fused` or `candle`.
+    #[arg(long, default_value = "fused")]
+    backend: String,
+    /// Samples per gradient step.
+    #[arg(long, default_value_t = 256)]
+    minibatch: usize,
+    /// Samples per update (raised to `minibatch` if smaller).
+    #[arg(long, default_value_t = 8192)]
+    batch: usize,
+    /// Passes over the batch.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Threads of the fused backend (1 or 2).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+/// A CartPole-shaped batch of `n` samples with standard-normal observations, advantages and returns.
+fn synthetic_batch(n: usize, obs_dim: usize) -> HostBatch {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut normal = |k: usize| (0..k).map(|_| rng.sample::<f32, _>(StandardNormal)).collect::<Vec<f32>>();
+    HostBatch {
+        obs: normal(n * obs_dim),
+        actions: (0..n).map(|i| (i % 2) as f32).collect(),
+        log_probs: vec![0.5f32.ln(); n],
+        advantages: normal(n),
+        returns: normal(n),
+        values: normal(n),
+    }
+}
+
+/// Runs the epochs once untimed (warm-up) and once timed.
+pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let backend = match args.backend.as_str() {
+        "fused" => BackendKind::Fused,
+        "candle" => BackendKind::Candle,
+        other => anyhow::bail!("unknown backend {other:?} (fused or candle)"),
+    };
+    let cfg = TrainConfig { backend, threads: args.threads, ..TrainConfig::default() };
+    cfg.validate()?;
+    let spec = common::env::make(&cfg.env)?;
+    let (obs_dim, space) = (spec.observation_space().flat_dim(), spec.action_space());
+    let n = args.batch.max(args.minibatch);
+    let batch = synthetic_batch(n, obs_dim);
+    let coefs = LossCoefs {
+        objective: Objective::Clip,
+        clip_coef: 0.2,
+        clip_vloss: false,
+        norm_adv: true,
+        ent_coef: 0.0,
+        vf_coef: 0.5,
+        beta: 0.0,
+    };
+    let plan =
+        EpochPlan { num_epochs: args.epochs, minibatch_size: args.minibatch, max_grad_norm: 0.5, target_kl: None };
+    let mut model = learner::backend::create(&cfg, 1)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;
+    let started = Instant::now();
+    let stats = model.run_epochs(&batch, &coefs, &plan, 1e-4, &mut rng)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let samples = stats.epochs * n;
+
+    // The floor: forward and backward of both nets over the same minibatches, on one thread.
+    let dense = DenseActorCritic::new(&cfg.model, obs_dim, &space);
+    let named = model.params()?.into_iter().collect();
+    let params = dense.flatten(&named).map_err(anyhow::Error::msg)?;
+    let mut grads = vec![0.0f32; params.len()];
+    let (mut outs, mut scratch, mut d_out) = (Vec::new(), Vec::new(), Vec::new());
+    let started = Instant::now();
+    for _ in 0..args.epochs {
+        for rows in batch.obs.chunks(args.minibatch * obs_dim) {
+            let (actor, critic) = dense.split(&params);
+            let (actor_grads, critic_grads) = dense.split_mut(&mut grads);
+            for (net, p, g) in [(dense.actor(), actor, actor_grads), (dense.critic(), critic, critic_grads)] {
+                net.forward(p, rows, rows.len() / obs_dim, &mut outs);
+                d_out.clear();
+                d_out.extend_from_slice(outs.last().map_or(&[][..], Vec::as_slice));
+                net.backward(p, rows, &outs, &mut d_out, g, &mut scratch);
+            }
+        }
+    }
+    let floor_seconds = started.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "workload": "update",
+        "backend": args.backend,
+        "threads": if backend == BackendKind::Fused { args.threads } else { 1 },
+        "minibatch": args.minibatch,
+        "batch": n,
+        "epochs": stats.epochs,
+        "gradient_steps": stats.steps,
+        "samples": samples,
+        "seconds": seconds,
+        "samples_per_s": samples as f64 / seconds,
+        "floor_samples_per_s": samples as f64 / floor_seconds,
+        "floor_note": "forward+backward of both 64-64 nets over the same minibatches, one thread, no loss/optimiser",
+    }))
+}
