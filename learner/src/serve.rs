@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// Options of `serve` that are not part of the training config (secrets and files).
@@ -82,6 +83,18 @@ fn oversize_to_resource_exhausted<B>(mut res: http::Response<B>) -> http::Respon
         }
     }
     res
+}
+
+/// Turns off Nagle's algorithm on an accepted connection (tonic's `tcp_nodelay` only covers listeners it binds
+/// itself). A policy update's last segment otherwise waited for the actor's delayed ACK: 38 ms per update on
+/// loopback, measured by the actors' weight-update latency, which capped one actor at 5.8k env steps/s.
+pub fn no_delay(conn: std::io::Result<tokio::net::TcpStream>) -> std::io::Result<tokio::net::TcpStream> {
+    if let Ok(stream) = &conn
+        && let Err(e) = stream.set_nodelay(true)
+    {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY on an actor connection");
+    }
+    conn
 }
 
 /// Runs the learner on `listener` until `shutdown` is cancelled or training ends; writes a final checkpoint.
@@ -159,7 +172,7 @@ pub async fn serve(
     }
     let addr = listener.local_addr().map_err(Error::io("listener"))?;
     tracing::info!(%addr, tls = opts.tls.is_some(), auth = opts.token.is_some(), "learner serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(no_delay);
     let server = builder
         .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
         .add_service(health_service)
