@@ -1,0 +1,866 @@
+#!/usr/bin/env python3
+"""proxima's benchmark: THE one command that measures everything.
+
+    python3 bench/run.py                      # build, set up peers, all workloads, 5 seeds
+    python3 bench/run.py --quick              # smoke test: 1 seed, smaller step counts
+    python3 bench/run.py --only env,update --skip-build
+    python3 bench/run.py --only solve --peers sb3,sf --seeds 3
+
+Standard library only; runs under the system python3 from any directory (it
+works in the repository root). Writes bench/results/<UTC timestamp>.json (all
+raw results plus the machine and software versions; rewritten after every
+measurement, so an interrupted run keeps what it has) and
+bench/results/<UTC timestamp>.md (the Markdown summary, also printed on
+stdout). Progress goes to stderr. ``python3 bench/report.py FILE.json``
+re-renders a saved result.
+
+Steps
+-----
+0. Unless --skip-build: ``cargo build --release -p learner -p actor -p
+   proxima-bench`` and ``bench/setup_peers.sh <peers>`` (peers that fail to
+   install keep their bench/.venvs/<peer>/INSTALL_ERROR, which is reported in
+   the table; their runs are recorded as failures, not dropped).
+1. solve   CartPole-v1 time-to-solve (bench/solve.py: mean return of the last
+           20 episodes >= 475), --seeds seeds, interleaved: for each seed, one
+           run of every system in turn (proxima, sb3, cleanrl, sf, rllib), so
+           that drift and contention spread evenly.
+2. env     raw env steps/s on one pinned core: ``proxima-bench env`` against
+           gymnasium 1.4.0 (bench/gym_env_throughput.py in the sb3 venv),
+           CartPole-v1 and Pendulum-v1, 3 repetitions each, interleaved.
+3. e2e     end-to-end training throughput (env steps the learner trains on
+           per second, from its progress.csv) with 1, 2, 4, 8 actors: over
+           loopback gRPC (``learner serve`` + N ``actor`` processes) and
+           in-process (``learner train --num-actors N``), plus peak RSS.
+4. update  learner update samples/s, ``proxima-bench update`` for the fused
+           and candle backends over minibatch sizes 64 .. 8192.
+5. ingest  gRPC rollout ingestion, ``proxima-bench ingest`` with 1 and 4
+           clients.
+
+Every external command runs with a timeout in its own process group; a
+command that fails, hangs or prints no JSON becomes an error entry (with the
+tail of its stderr) in the results, never the end of the whole run.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import report  # noqa: E402  (bench/report.py)
+
+RESULTS_DIR = os.path.join(HERE, "results")
+VENVS = os.path.join(HERE, ".venvs")
+LEARNER = os.path.join(REPO, "target", "release", "learner")
+ACTOR = os.path.join(REPO, "target", "release", "actor")
+BENCH_BIN = os.path.join(REPO, "target", "release", "proxima-bench")
+CARTPOLE = "configs/cartpole.toml"
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+ALL_WORKLOADS = ("solve", "env", "e2e", "update", "ingest")
+ALL_PEERS = ("sb3", "cleanrl", "sf", "rllib")
+PEER_RUNNER = {"sb3": "sb3_ppo.py", "cleanrl": "cleanrl_ppo.py",
+               "sf": "sf_appo.py", "rllib": "rllib_ppo.py"}
+# bench/solve.py --max-seconds per system.
+SOLVE_MAX_SECONDS = {"proxima": 60, "sb3": 120, "cleanrl": 180, "sf": 300, "rllib": 300}
+# Packages whose versions the summary names (from each venv's pip freeze).
+KEY_PACKAGES = ("torch", "gymnasium", "gym", "numpy", "stable-baselines3", "stable_baselines3",
+                "rl_zoo3", "rl-zoo3", "cleanrl", "sample-factory", "sample_factory", "ray")
+
+ENV_IDS = ("CartPole-v1", "Pendulum-v1")
+ENV_REPS = 3
+E2E_ACTORS = (1, 2, 4, 8)
+UPDATE_MINIBATCHES = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+UPDATE_MINIBATCHES_QUICK = (64, 512, 4096)
+UPDATE_BACKENDS = ("fused", "candle")
+INGEST_CLIENTS = (1, 4)
+# e2e: no early stop at the config's target_return (CartPole's max return is
+# 500), so every run trains on the whole step budget.
+NO_TARGET = "1000000"
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Running commands
+
+_live = {}  # process groups to stop if we are interrupted: leader pid -> reap()
+
+
+def _kill_group(pid, grace=5.0, reap=None):
+    """SIGTERM the process group, SIGKILL it after grace seconds. reap()
+    collects the leader once it has exited (a zombie leader would keep the
+    group alive)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if reap is not None:
+                reap()
+            try:
+                os.killpg(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.05)
+
+
+def stop_all_live():
+    for pid, reap in list(_live.items()):
+        _kill_group(pid, grace=12.0, reap=reap)  # solve.py needs ~5 s to stop its own tree
+        _live.pop(pid, None)
+
+
+def tail(text, lines=30):
+    text = ANSI.sub("", text or "")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def read_tail(path, lines=30):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return tail(f.read().decode(errors="replace"), lines)
+    except OSError:
+        return ""
+
+
+def run_cmd(cmd, timeout, env=None, cwd=REPO):
+    """Runs cmd (a list) with a timeout in its own process group.
+    Returns {cmd, rc, timed_out, wall_s, stdout, stderr, error}; error is None
+    only when the command exited with status 0 within the timeout."""
+    res = {"cmd": " ".join(shlex.quote(c) for c in cmd), "rc": None, "timed_out": False,
+           "wall_s": None, "stdout": "", "stderr": "", "error": None}
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True)
+        except OSError as e:
+            res["error"] = f"cannot start: {e}"
+            return res
+        _live[proc.pid] = proc.poll
+        try:
+            res["rc"] = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            res["timed_out"] = True
+            _kill_group(proc.pid, reap=proc.poll)
+            res["rc"] = proc.wait()
+        finally:
+            _kill_group(proc.pid, grace=1.0, reap=proc.poll)  # stray children of a finished command
+            _live.pop(proc.pid, None)
+        res["wall_s"] = round(time.monotonic() - t0, 3)
+        out.seek(0)
+        err.seek(0)
+        res["stdout"] = out.read().decode(errors="replace")
+        res["stderr"] = err.read().decode(errors="replace")
+    if res["timed_out"]:
+        res["error"] = f"timed out after {timeout:g} s"
+    elif res["rc"] != 0:
+        res["error"] = f"exit code {res['rc']}"
+    return res
+
+
+def last_json(text):
+    """The last line of text that is a JSON object, or None."""
+    for line in reversed((text or "").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                return obj
+    return None
+
+
+def json_entry(res, extra=None, expect=None):
+    """One results entry from a command that prints a JSON line: the JSON's
+    fields on success; ok: false with the error and stderr tail otherwise."""
+    entry = dict(extra or {})
+    entry["cmd"] = res["cmd"]
+    entry["cmd_wall_s"] = res["wall_s"]
+    obj = last_json(res["stdout"])
+    error = res["error"]
+    if error is None and obj is None:
+        error = "no JSON line on stdout"
+    if error is None and expect:
+        missing = [k for k in expect if k not in obj]
+        if missing:
+            error = f"JSON line lacks {missing}"
+    if obj is not None:
+        entry["output"] = obj
+    entry["ok"] = error is None
+    if error is not None:
+        entry["error"] = error
+        entry["rc"] = res["rc"]
+        entry["stderr_tail"] = tail(res["stderr"]) or tail(res["stdout"])
+    return entry
+
+
+def command_output(cmd, timeout=60):
+    res = run_cmd(cmd, timeout)
+    return res["stdout"].strip() if res["error"] is None else None
+
+
+# --------------------------------------------------------------------------
+# Machine, software and peers
+
+def read_file(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def environment_info(peers):
+    cpuinfo = read_file("/proc/cpuinfo")
+    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", read_file("/proc/meminfo"), re.M)
+    try:
+        affinity = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    status = command_output(["git", "status", "--porcelain", "--untracked-files=no"])
+    info = {
+        "cpu_model": models[0] if models else platform.processor() or None,
+        "nproc": len(affinity) if affinity is not None else os.cpu_count(),
+        "cpu_count": os.cpu_count(),
+        "affinity": affinity,
+        "mem_total_gb": round(int(mem.group(1)) / 2**20, 1) if mem else None,
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "loadavg_at_start": read_file("/proc/loadavg").split()[:3],
+        "git_commit": command_output(["git", "rev-parse", "HEAD"]),
+        "git_dirty": None if status is None else bool(status),
+        "git_dirty_files": None if not status else status.splitlines(),
+        "rustc": command_output(["rustc", "--version"]),
+        "python": platform.python_version(),
+        "binaries": {name: binary_info(path) for name, path in
+                     (("learner", LEARNER), ("actor", ACTOR), ("proxima-bench", BENCH_BIN))},
+        "peers": {p: peer_info(p) for p in peers},
+    }
+    return info
+
+
+def binary_info(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"present": False}
+    return {"present": True, "mtime_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))}
+
+
+def peer_python(peer):
+    return os.path.join(VENVS, peer, "bin", "python")
+
+
+def peer_info(peer):
+    """Install status and package versions of one peer's venv."""
+    venv = os.path.join(VENVS, peer)
+    info = {"venv": os.path.relpath(venv, REPO)}
+    err_path = os.path.join(venv, "INSTALL_ERROR")
+    if os.path.exists(err_path):
+        info.update(installed=False, error="INSTALL_ERROR", error_tail=read_tail(err_path, 30))
+        return info
+    if not os.path.exists(os.path.join(venv, "INSTALL_OK")) or not os.path.exists(peer_python(peer)):
+        info.update(installed=False, error="not installed (run bench/setup_peers.sh)", error_tail="")
+        return info
+    info["installed"] = True
+    info["install_ok"] = read_file(os.path.join(venv, "INSTALL_OK")).strip().splitlines()
+    res = run_cmd([peer_python(peer), "-m", "pip", "--disable-pip-version-check", "freeze", "--all"], 120)
+    freeze = res["stdout"].splitlines() if res["error"] is None else []
+    info["pip_freeze"] = freeze
+    versions = {}
+    for line in freeze:
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)", line)
+        if m and m.group(1).lower() in KEY_PACKAGES:
+            versions[m.group(1)] = m.group(2)
+    info["versions"] = versions
+    if res["error"] is not None:
+        info["pip_freeze_error"] = res["error"]
+    return info
+
+
+# --------------------------------------------------------------------------
+# Build
+
+def build(peers):
+    out = {}
+    log("cargo build --release -p learner -p actor -p proxima-bench")
+    res = run_cmd(["cargo", "build", "--release", "-p", "learner", "-p", "actor", "-p", "proxima-bench"], 3600)
+    out["cargo"] = {"cmd": res["cmd"], "ok": res["error"] is None, "wall_s": res["wall_s"],
+                    "error": res["error"], "tail": tail(res["stderr"], 20)}
+    if res["error"]:
+        log(f"cargo build failed ({res['error']}); continuing with whatever binaries exist")
+    if peers:
+        log(f"bench/setup_peers.sh {' '.join(peers)}")
+        res = run_cmd(["bash", os.path.join(HERE, "setup_peers.sh"), *peers], 7200)
+        out["setup_peers"] = {"cmd": res["cmd"], "ok": res["error"] is None, "wall_s": res["wall_s"],
+                              "error": res["error"], "tail": tail(res["stdout"] + res["stderr"], 20)}
+        if res["error"]:
+            log(f"setup_peers.sh: {res['error']} (failed peers are reported in the table)")
+    return out
+
+
+# --------------------------------------------------------------------------
+# 1. solve
+
+def solve_command(system, seed, runs_tmp):
+    if system == "proxima":
+        inner = (f"exec {shlex.quote(LEARNER)} train --config {CARTPOLE} --seed {seed} "
+                 f"--set return_window=20 --set total_steps=300000 --runs-dir {shlex.quote(runs_tmp)} "
+                 f"--set episode_log=\\\"$PROXIMA_BENCH_EPISODES\\\"")
+        return ["sh", "-c", inner]
+    return [peer_python(system), os.path.join("bench", "peers", PEER_RUNNER[system]), "--seed", str(seed)]
+
+
+def workload_solve(opts, state):
+    systems = ["proxima"] + list(opts.peers)
+    seeds = list(range(1, opts.seeds + 1))
+    wl = state.workload("solve", {"seeds": seeds, "systems": systems, "max_seconds":
+                                  {s: SOLVE_MAX_SECONDS[s] for s in systems},
+                                  "target": 475, "window": 20, "runs": []})
+    peers_info = state.results["environment"]["peers"]
+    for seed in seeds:
+        for system in systems:
+            entry = {"system": system, "seed": seed}
+            if system != "proxima" and not peers_info.get(system, {}).get("installed"):
+                pinfo = peers_info.get(system, {})
+                entry.update(solved=False, ok=False, install_error=True,
+                             error=f"peer not installed: {pinfo.get('error', '?')}",
+                             stderr_tail=pinfo.get("error_tail", ""))
+                wl["runs"].append(entry)
+                state.save()
+                continue
+            runs_tmp = tempfile.mkdtemp(prefix="bench-solve-runs-")
+            max_s = SOLVE_MAX_SECONDS[system]
+            cmd = solve_command(system, seed, runs_tmp)
+            log(f"solve seed {seed} {system} (max {max_s} s)")
+            res = run_cmd([sys.executable, os.path.join(HERE, "solve.py"), "--name", system,
+                           "--seed", str(seed), "--max-seconds", str(max_s), "--", *cmd],
+                          timeout=max_s + 120)
+            shutil.rmtree(runs_tmp, ignore_errors=True)
+            obj = last_json(res["stdout"])
+            entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
+            if obj is None:
+                entry.update(solved=False, ok=False,
+                             error=f"solve.py gave no result ({res['error'] or 'no JSON'})",
+                             stderr_tail=tail(res["stderr"]))
+            else:
+                entry.update(obj)
+                entry["system"], entry["seed"] = system, seed
+                entry["ok"] = bool(obj.get("solved"))
+                if not entry["ok"] and not entry.get("error"):
+                    entry["error"] = "not solved"
+            wl["runs"].append(entry)
+            if entry.get("solved"):
+                log(f"  solved: {entry.get('wall_s')} s wall, {entry.get('cpu_s')} s CPU, "
+                    f"{entry.get('steps')} steps")
+            else:
+                log(f"  FAILED: {entry.get('error')}")
+            state.save()
+
+
+# --------------------------------------------------------------------------
+# 2. env
+
+def pin_prefix():
+    """taskset -c <last allowed cpu>, if taskset exists: both sides of the
+    env comparison run on the same single core."""
+    if not shutil.which("taskset"):
+        return [], None
+    try:
+        cpu = sorted(os.sched_getaffinity(0))[-1]
+    except (AttributeError, IndexError):
+        return [], None
+    return ["taskset", "-c", str(cpu)], cpu
+
+
+def workload_env(opts, state):
+    ours_steps = 200_000 if opts.quick else 2_000_000
+    gym_steps = 20_000 if opts.quick else 200_000
+    pin, cpu = pin_prefix()
+    wl = state.workload("env", {"envs": list(ENV_IDS), "reps": ENV_REPS, "steps_proxima": ours_steps,
+                                "steps_gymnasium": gym_steps, "pinned_cpu": cpu, "runs": []})
+    sb3_ok = state.results["environment"]["peers"].get("sb3", {}).get("installed")
+    expect = ("steps", "seconds", "steps_per_s")
+    for rep in range(1, ENV_REPS + 1):
+        for env_id in ENV_IDS:
+            log(f"env {env_id} rep {rep}")
+            res = run_cmd(pin + [BENCH_BIN, "env", "--env", env_id, "--steps", str(ours_steps)], 600)
+            wl["runs"].append(json_entry(res, {"impl": "proxima", "env": env_id, "rep": rep}, expect))
+            if sb3_ok:
+                res = run_cmd(pin + [peer_python("sb3"), os.path.join(HERE, "gym_env_throughput.py"),
+                                     "--env", env_id, "--steps", str(gym_steps)], 600)
+                wl["runs"].append(json_entry(res, {"impl": "gymnasium", "env": env_id, "rep": rep}, expect))
+            else:
+                wl["runs"].append({"impl": "gymnasium", "env": env_id, "rep": rep, "ok": False,
+                                   "error": "sb3 venv (gymnasium) not installed"})
+            for e in wl["runs"][-2:]:
+                if not e["ok"]:
+                    log(f"  {e['impl']} FAILED: {e['error']}")
+            state.save()
+
+
+# --------------------------------------------------------------------------
+# 3. e2e
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def vm_hwm_kb(pid):
+    """Peak resident set (VmHWM) of a live process in kB, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class Child:
+    """A started process that we reap ourselves with wait4, for its exact
+    peak RSS (ru_maxrss) and CPU time; VmHWM is also polled while it runs."""
+
+    def __init__(self, name, cmd, log_dir):
+        self.name = name
+        self.cmd = cmd
+        self.out_path = os.path.join(log_dir, f"{name}.stdout")
+        self.err_path = os.path.join(log_dir, f"{name}.stderr")
+        self.hwm_kb = None
+        self.rc = None
+        self.maxrss_kb = None
+        self.cpu_s = None
+        self.t0 = time.monotonic()
+        self.t_exit = None
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=err, start_new_session=True)
+        _live[self.proc.pid] = self.poll
+
+    @property
+    def alive(self):
+        return self.rc is None
+
+    def poll(self):
+        """Samples VmHWM and reaps the process if it has exited."""
+        if not self.alive:
+            return False
+        hwm = vm_hwm_kb(self.proc.pid)
+        if hwm is not None:
+            self.hwm_kb = max(self.hwm_kb or 0, hwm)
+        try:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status, usage = self.proc.pid, 0, None
+        if pid == 0:
+            return True
+        self.rc = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = self.rc  # reaped here; keep Popen from waiting again
+        self.t_exit = time.monotonic()
+        if usage is not None:
+            self.maxrss_kb = usage.ru_maxrss
+            self.cpu_s = round(usage.ru_utime + usage.ru_stime, 3)
+        _live.pop(self.proc.pid, None)
+        return False
+
+    def stop(self, grace=5.0):
+        """SIGTERM (its process group), SIGKILL after grace; reaps."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            if not self.poll():
+                return
+            try:
+                os.killpg(self.proc.pid, sig)
+            except OSError:
+                pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self.poll():
+                    return
+                time.sleep(0.02)
+
+    def summary(self):
+        peak_kb = max(self.maxrss_kb or 0, self.hwm_kb or 0) or None
+        return {"name": self.name, "rc": self.rc, "cpu_s": self.cpu_s,
+                "peak_rss_mb": round(peak_kb / 1024, 1) if peak_kb else None,
+                "lifetime_s": round((self.t_exit or time.monotonic()) - self.t0, 3)}
+
+
+def progress_throughput(path):
+    """Steady-state env steps/s from a progress.csv: (env_steps at the last
+    row - at the first row) / (wall seconds at the last row - at the first)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+            header = rows[0].keys() if rows else []
+    except OSError as e:
+        return {"error": f"no progress.csv: {e}"}
+    if len(rows) < 2:
+        return {"error": f"progress.csv has {len(rows)} rows (need 2)"}
+    wall_col = "wall_seconds" if "wall_seconds" in header else next(
+        (c for c in header if "wall" in c or c.endswith("seconds")), None)
+    if "env_steps" not in header or wall_col is None:
+        return {"error": f"progress.csv lacks env_steps / a wall-clock column: {list(header)}"}
+    try:
+        s0, s1 = float(rows[0]["env_steps"]), float(rows[-1]["env_steps"])
+        w0, w1 = float(rows[0][wall_col]), float(rows[-1][wall_col])
+    except (TypeError, ValueError) as e:
+        return {"error": f"bad progress.csv row: {e}"}
+    out = {"rows": len(rows), "env_steps": int(s1), "wall_s": round(w1, 3), "wall_column": wall_col,
+           "first_row_env_steps": int(s0), "first_row_wall_s": round(w0, 3)}
+    if w1 > w0:
+        out["steps_per_s"] = round((s1 - s0) / (w1 - w0), 1)
+    else:
+        out["error"] = "progress.csv wall clock does not advance"
+    if w1 > 0:
+        out["overall_steps_per_s"] = round(s1 / w1, 1)
+    return out
+
+
+def e2e_grpc(n, total, timeout):
+    tmp = tempfile.mkdtemp(prefix="bench-e2e-")
+    entry = {"mode": "grpc", "actors": n, "total_steps": total}
+    learner = None
+    actors = []
+    try:
+        port = free_port()
+        cmd = [LEARNER, "serve", "--config", CARTPOLE, "--num-actors", str(n), "--total-steps", str(total),
+               "--target-return", NO_TARGET, "--listen", f"127.0.0.1:{port}", "--metrics-addr", "none",
+               "--runs-dir", tmp, "--run-name", f"e2e-{n}"]
+        entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
+        try:
+            learner = Child("learner", cmd, tmp)
+        except OSError as e:
+            entry.update(ok=False, error=f"cannot start learner: {e}")
+            return entry
+        # Ready when it says SERVING on stdout or its port accepts connections.
+        deadline = time.monotonic() + 30
+        ready_by = None
+        while time.monotonic() < deadline:
+            if not learner.poll():
+                break
+            if "SERVING" in read_file(learner.out_path):
+                ready_by = "SERVING line"
+                break
+            if port_open(port):
+                ready_by = "port open"
+                break
+            time.sleep(0.05)
+        if ready_by is None:
+            learner.stop()
+            why = (f"learner exited with code {learner.rc} before serving" if learner.rc is not None
+                   else "learner not serving after 30 s")
+            entry.update(ok=False, error=why, stderr_tail=read_tail(learner.err_path))
+            return entry
+        entry["ready_by"] = ready_by
+        for i in range(n):
+            acmd = [ACTOR, "--learner", f"http://127.0.0.1:{port}", "--env", "CartPole-v1",
+                    "--metrics-addr", "none", "--name", f"a{i}"]
+            try:
+                actors.append(Child(f"a{i}", acmd, tmp))
+            except OSError as e:
+                entry.update(ok=False, error=f"cannot start actor: {e}")
+                learner.stop()
+                return entry
+        entry["actor_cmd"] = " ".join(shlex.quote(c) for c in acmd[:-2]) + " --name a<i>"
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        early_names = set()
+        while True:
+            for a in actors:
+                a.poll()
+            if not learner.poll():
+                break
+            # Polled after the actors and still running: those gone exited first.
+            early_names.update(a.name for a in actors if not a.alive)
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            time.sleep(0.1)
+        early = [a.summary() for a in actors if a.name in early_names]
+        for a in actors:
+            a.poll()  # last VmHWM reading before SIGTERM
+        for a in actors:
+            if a.alive:
+                try:
+                    os.killpg(a.proc.pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        for a in actors:
+            a.stop()
+        if timed_out:
+            learner.stop()
+        entry["learner"] = learner.summary()
+        entry["actor_procs"] = [a.summary() for a in actors]
+        peaks = [a["peak_rss_mb"] for a in entry["actor_procs"] if a["peak_rss_mb"]]
+        entry["learner_peak_rss_mb"] = entry["learner"]["peak_rss_mb"]
+        entry["actor_peak_rss_mb"] = max(peaks) if peaks else None
+        entry["actor_cpu_s"] = round(sum(a["cpu_s"] or 0 for a in entry["actor_procs"]), 3)
+        if early:
+            entry["actors_exited_early"] = early
+        entry.update(progress_throughput(os.path.join(tmp, f"e2e-{n}", "progress.csv")))
+        errors = []
+        if timed_out:
+            errors.append(f"learner did not finish within {timeout:g} s")
+        elif learner.rc != 0:
+            errors.append(f"learner exit code {learner.rc}")
+        if early:
+            errors.append(f"{len(early)} actor(s) exited before the learner")
+        if entry.get("error"):
+            errors.append(entry["error"])
+        entry["ok"] = not errors
+        if errors:
+            entry["error"] = "; ".join(errors)
+            entry["stderr_tail"] = read_tail(learner.err_path)
+            if early:
+                entry["actor_stderr_tail"] = read_tail(os.path.join(tmp, f"{early[0]['name']}.stderr"))
+        return entry
+    finally:
+        for c in actors + ([learner] if learner else []):
+            if c.alive:
+                c.stop(grace=2.0)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def e2e_local(n, total, timeout):
+    tmp = tempfile.mkdtemp(prefix="bench-local-")
+    entry = {"mode": "inprocess", "actors": n, "total_steps": total}
+    try:
+        cmd = [LEARNER, "train", "--config", CARTPOLE, "--num-actors", str(n), "--total-steps", str(total),
+               "--target-return", NO_TARGET, "--runs-dir", tmp, "--run-name", f"local-{n}"]
+        entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
+        try:
+            learner = Child("learner", cmd, tmp)
+        except OSError as e:
+            entry.update(ok=False, error=f"cannot start learner: {e}")
+            return entry
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        while learner.poll():
+            if time.monotonic() >= deadline:
+                timed_out = True
+                learner.stop()
+                break
+            time.sleep(0.1)
+        entry["learner"] = learner.summary()
+        entry["learner_peak_rss_mb"] = entry["learner"]["peak_rss_mb"]
+        entry.update(progress_throughput(os.path.join(tmp, f"local-{n}", "progress.csv")))
+        errors = []
+        if timed_out:
+            errors.append(f"did not finish within {timeout:g} s")
+        elif learner.rc != 0:
+            errors.append(f"exit code {learner.rc}")
+        if entry.get("error"):
+            errors.append(entry["error"])
+        entry["ok"] = not errors
+        if errors:
+            entry["error"] = "; ".join(errors)
+            entry["stderr_tail"] = read_tail(learner.err_path)
+        return entry
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def workload_e2e(opts, state):
+    total = 30_000 if opts.quick else 200_000
+    timeout = 180 if opts.quick else 600
+    wl = state.workload("e2e", {"total_steps": total, "actors": list(E2E_ACTORS),
+                                "target_return": NO_TARGET, "runs": []})
+    for n in E2E_ACTORS:
+        for mode, fn in (("grpc", e2e_grpc), ("inprocess", e2e_local)):
+            log(f"e2e {mode} {n} actor(s), {total} steps")
+            entry = fn(n, total, timeout)
+            wl["runs"].append(entry)
+            if entry["ok"]:
+                log(f"  {entry.get('steps_per_s')} steps/s, learner {entry.get('learner_peak_rss_mb')} MB")
+            else:
+                log(f"  FAILED: {entry.get('error')}")
+            state.save()
+
+
+# --------------------------------------------------------------------------
+# 4. update, 5. ingest
+
+def workload_update(opts, state):
+    sizes = UPDATE_MINIBATCHES_QUICK if opts.quick else UPDATE_MINIBATCHES
+    wl = state.workload("update", {"minibatches": list(sizes), "backends": list(UPDATE_BACKENDS), "runs": []})
+    for m in sizes:
+        for backend in UPDATE_BACKENDS:
+            log(f"update {backend} minibatch {m}")
+            res = run_cmd([BENCH_BIN, "update", "--backend", backend, "--minibatch", str(m)], 600)
+            entry = json_entry(res, {"backend": backend, "minibatch": m}, ("samples_per_s",))
+            wl["runs"].append(entry)
+            if not entry["ok"]:
+                log(f"  FAILED: {entry['error']}")
+            state.save()
+
+
+def workload_ingest(opts, state):
+    seconds = 2 if opts.quick else 5
+    wl = state.workload("ingest", {"clients": list(INGEST_CLIENTS), "seconds": seconds, "runs": []})
+    for c in INGEST_CLIENTS:
+        log(f"ingest {c} client(s), {seconds} s")
+        res = run_cmd([BENCH_BIN, "ingest", "--clients", str(c), "--seconds", str(seconds)], seconds + 120)
+        entry = json_entry(res, {"clients": c}, ("env_steps_per_s",))
+        wl["runs"].append(entry)
+        if not entry["ok"]:
+            log(f"  FAILED: {entry['error']}")
+        state.save()
+
+
+WORKLOADS = {"solve": workload_solve, "env": workload_env, "e2e": workload_e2e,
+             "update": workload_update, "ingest": workload_ingest}
+
+
+# --------------------------------------------------------------------------
+# Results file
+
+class State:
+    def __init__(self, results, json_path):
+        self.results = results
+        self.json_path = json_path
+
+    def workload(self, name, initial):
+        self.results["workloads"][name] = initial
+        self.save()
+        return initial
+
+    def save(self):
+        tmp = self.json_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.results, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, self.json_path)
+
+
+def csv_list(value, allowed, what):
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
+    return [a for a in allowed if a in items]  # canonical order
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Writes bench/results/<UTC timestamp>.json and .md; see the module docstring for details.")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per system in the solve workload (default 5)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 1 seed, 10x fewer env steps, 30k e2e steps, 3 minibatch sizes, 2 s ingest")
+    p.add_argument("--only", type=lambda v: csv_list(v, ALL_WORKLOADS, "workload"),
+                   default=list(ALL_WORKLOADS), help=f"workloads to run (default all: {','.join(ALL_WORKLOADS)})")
+    p.add_argument("--peers", type=lambda v: csv_list(v, ALL_PEERS, "peer"),
+                   default=list(ALL_PEERS), help=f"peer systems for solve (default all: {','.join(ALL_PEERS)})")
+    p.add_argument("--skip-build", action="store_true",
+                   help="use the existing target/release binaries and bench/.venvs as they are")
+    p.add_argument("--results-dir", default=RESULTS_DIR, help="where to write the results (default bench/results)")
+    opts = p.parse_args()
+    if opts.quick:
+        opts.seeds = 1
+    if opts.seeds < 1:
+        p.error("--seeds must be at least 1")
+    return opts
+
+
+def main():
+    opts = parse_args()
+    os.chdir(REPO)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    os.makedirs(opts.results_dir, exist_ok=True)
+    json_path = os.path.join(opts.results_dir, f"{stamp}.json")
+    md_path = os.path.join(opts.results_dir, f"{stamp}.md")
+
+    # Peers whose venvs this run uses: the solve peers, and sb3 for gymnasium.
+    peers = list(opts.peers) if "solve" in opts.only else []
+    if "env" in opts.only and "sb3" not in peers:
+        peers.append("sb3")
+
+    results = {
+        "schema": 1,
+        "timestamp_utc": stamp,
+        "argv": sys.argv[1:],
+        "options": {"seeds": opts.seeds, "quick": opts.quick, "only": opts.only,
+                    "peers": opts.peers, "skip_build": opts.skip_build},
+        "finished": False,
+        "build": {"skipped": True} if opts.skip_build else None,
+        "workloads": {},
+    }
+    state = State(results, json_path)
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+
+    t0 = time.monotonic()
+    try:
+        if not opts.skip_build:
+            results["build"] = build(peers)
+        results["environment"] = environment_info(peers)
+        state.save()
+        log(f"results: {os.path.relpath(json_path, REPO)}")
+        for name in opts.only:
+            started = time.monotonic()
+            try:
+                WORKLOADS[name](opts, state)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # a bug here must not lose the other workloads
+                import traceback
+                results["workloads"].setdefault(name, {})["crash"] = traceback.format_exc()
+                log(f"workload {name} crashed: {e!r}")
+            results["workloads"].setdefault(name, {})["elapsed_s"] = round(time.monotonic() - started, 1)
+            state.save()
+        results["finished"] = True
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e or 'Ctrl-C'}); stopping children, keeping partial results")
+        stop_all_live()
+        results["interrupted"] = True
+    results["elapsed_s"] = round(time.monotonic() - t0, 1)
+    results.setdefault("environment", {})
+    state.save()
+
+    text = report.render(results)
+    with open(md_path, "w") as f:
+        f.write(text)
+    print(text)
+    log(f"wrote {os.path.relpath(json_path, REPO)} and {os.path.relpath(md_path, REPO)}")
+    return 0 if results["finished"] else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
