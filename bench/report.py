@@ -285,9 +285,11 @@ def update_section(wl):
     lines = ["", "## 4. update: learner update throughput", ""]
     note = next((out(r, "floor_note") for r in runs if out(r, "floor_note")), None)
     lines.append("`proxima-bench update --backend B --minibatch M`: PPO samples processed per second by the "
-                 "update (samples = batch × epochs); one run each. fused floor: the binary's reference "
-                 "figure `floor_samples_per_s` from the fused run"
-                 + (f" ({note})" if note else "") + ".")
+                 "update (samples = batch × epochs); one run each. fwd+bwd bound: `floor_samples_per_s`, the "
+                 "samples/s of the model's own forward and backward passes alone on one thread, i.e. the cost "
+                 "floor of an update expressed as the throughput one thread cannot exceed"
+                 + (f" ({note})" if note else "") + "; the fused backend runs the actor and critic nets on "
+                 "two threads, so it can pass it.")
     lines.append("")
     rows = []
     for m in wl.get("minibatches") or []:
@@ -307,7 +309,7 @@ def update_section(wl):
         batch = out(f, "batch") or out(c, "batch")
         threads = "/".join(fmt(out(r, "threads")) for r in (f, c))
         rows.append([m, fmt(batch), sps(f), fmt(floor), sps(c), fmt_ratio(ratio(fv, cv)), threads])
-    lines.append(table(["minibatch", "batch", "fused samples/s", "fused floor", "candle samples/s",
+    lines.append(table(["minibatch", "batch", "fused samples/s", "fwd+bwd bound (1 thread)", "candle samples/s",
                         "fused ÷ candle", "threads fused/candle"], rows))
     lines += failures(runs, lambda r: f"{r.get('backend')} minibatch {r.get('minibatch')}")
     return lines

@@ -327,8 +327,10 @@ def build(peers):
 
 def solve_command(system, seed, runs_tmp):
     if system == "proxima":
+        # No target of its own: like every peer, the learner trains until bench/solve.py sees the solve in the
+        # episode log and stops it, so CPU and memory are sampled at the same moment for every system.
         inner = (f"exec {shlex.quote(LEARNER)} train --config {CARTPOLE} --seed {seed} "
-                 f"--set return_window=20 --set total_steps=300000 --runs-dir {shlex.quote(runs_tmp)} "
+                 f"--target-return {NO_TARGET} --runs-dir {shlex.quote(runs_tmp)} "
                  f"--set episode_log=\\\"$PROXIMA_BENCH_EPISODES\\\"")
         return ["sh", "-c", inner]
     return [peer_python(system), os.path.join("bench", "peers", PEER_RUNNER[system]), "--seed", str(seed)]
