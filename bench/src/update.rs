@@ -26,6 +26,9 @@ pub struct Args {
     /// Threads of the fused backend (1 or 2).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// `cpu`, or `cuda`/`cuda:N` for the candle backend (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// A CartPole-shaped batch of `n` samples with standard-normal observations, advantages and returns.
@@ -49,7 +52,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "candle" => BackendKind::Candle,
         other => anyhow::bail!("unknown backend {other:?} (fused or candle)"),
     };
-    let cfg = TrainConfig { backend, threads: args.threads, ..TrainConfig::default() };
+    let cfg = TrainConfig { backend, threads: args.threads, device: args.device.clone(), ..TrainConfig::default() };
     cfg.validate()?;
     let spec = common::env::make(&cfg.env)?;
     let (obs_dim, space) = (spec.observation_space().flat_dim(), spec.action_space());
@@ -97,6 +100,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "workload": "update",
         "backend": args.backend,
+        "device": args.device,
         "threads": if backend == BackendKind::Fused { args.threads } else { 1 },
         "minibatch": args.minibatch,
         "batch": n,
