@@ -10,7 +10,7 @@ use common::model::{ActorCritic, ModelConfig, sorted_vars};
 use learner::backend::FusedBackend;
 use learner::config::Objective;
 use learner::optim::Adam;
-use learner::ppo::{Batch, HostBatch, LossCoefs, minibatch_loss, minibatch_step};
+use learner::ppo::{Batch, HostBatch, LossCoefs, MinibatchStats, minibatch_loss, minibatch_step};
 use std::collections::HashMap;
 
 struct Golden {
@@ -39,6 +39,17 @@ fn assert_close(name: &str, got: &Tensor, want: &Tensor, rtol: f32, atol: f32) {
 fn scalar_close(name: &str, got: f64, g: &Golden, rtol: f64) {
     let want = g.scalars[name].as_f64().unwrap();
     assert!((got - want).abs() <= 1e-7 + rtol * want.abs(), "{name}: got {got}, want {want}");
+}
+
+/// The minibatch diagnostics against the golden scalars.
+fn check_loss_stats(stats: &MinibatchStats, g: &Golden) {
+    scalar_close("pg_loss", stats.pg_loss, g, 1e-5);
+    scalar_close("v_loss", stats.v_loss, g, 1e-5);
+    scalar_close("entropy_loss", stats.entropy, g, 1e-5);
+    scalar_close("loss", stats.loss, g, 1e-5);
+    scalar_close("approx_kl", stats.approx_kl, g, 1e-4);
+    scalar_close("old_approx_kl", stats.old_approx_kl, g, 1e-4);
+    scalar_close("clipfrac", stats.clipfrac, g, 1e-9);
 }
 
 /// A trainable model holding the golden `param.*` values, and the golden minibatch.
@@ -100,13 +111,7 @@ fn check_case(name: &str) {
 
     // Losses and diagnostics.
     let (loss, stats) = minibatch_loss(&model, &batch, &c).unwrap();
-    scalar_close("pg_loss", stats.pg_loss, &g, 1e-5);
-    scalar_close("v_loss", stats.v_loss, &g, 1e-5);
-    scalar_close("entropy_loss", stats.entropy, &g, 1e-5);
-    scalar_close("loss", stats.loss, &g, 1e-5);
-    scalar_close("approx_kl", stats.approx_kl, &g, 1e-4);
-    scalar_close("old_approx_kl", stats.old_approx_kl, &g, 1e-4);
-    scalar_close("clipfrac", stats.clipfrac, &g, 1e-9);
+    check_loss_stats(&stats, &g);
 
     // Gradients before clipping.
     let grads = loss.backward().unwrap();
@@ -145,14 +150,7 @@ fn check_fused_case(name: &str) {
     let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params, 2).unwrap();
     let idx: Vec<u32> = (0..host.len() as u32).collect();
 
-    let stats = fused.loss_and_gradient(&host, &idx, &c);
-    scalar_close("pg_loss", stats.pg_loss, &g, 1e-5);
-    scalar_close("v_loss", stats.v_loss, &g, 1e-5);
-    scalar_close("entropy_loss", stats.entropy, &g, 1e-5);
-    scalar_close("loss", stats.loss, &g, 1e-5);
-    scalar_close("approx_kl", stats.approx_kl, &g, 1e-4);
-    scalar_close("old_approx_kl", stats.old_approx_kl, &g, 1e-4);
-    scalar_close("clipfrac", stats.clipfrac, &g, 1e-9);
+    check_loss_stats(&fused.loss_and_gradient(&host, &idx, &c), &g);
     for (pname, grad) in fused.gradient().unwrap() {
         assert_close(&format!("fused grad.{pname}"), &grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
     }
