@@ -446,6 +446,9 @@ fn learner_killed_and_resumed() {
     let mut learner = Learner::start(dir.path(), "learner-1", "resume", port, &overrides, false);
     let actors: Vec<Proc> = (0..2).map(|i| start_actor(dir.path(), &format!("actor-{i}"), port, &[])).collect();
     let timeout = Duration::from_secs(60);
+    // Both actors must be on the first learner before it dies: at ~80k env steps/s one actor alone reaches v10
+    // before the other has even connected, and that one would then connect only once.
+    learner.wait_registrations(2, timeout);
     learner.wait_for("a checkpoint of version >= 10", timeout, |l| {
         l.checkpoints().last().filter(|(v, _)| *v >= 10).map(|_| ())
     });
