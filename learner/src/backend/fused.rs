@@ -256,7 +256,7 @@ fn policy_loss_and_gradient(
     PolicyTerms { pg_loss, entropy, approx_kl, old_approx_kl: old_kl_sum * inv_m, clipfrac: clipped as f64 * inv_m }
 }
 
-/// `c_v`-free value loss of `mb` (see [`value_loss_and_grad`]) and `c_v ·` its gradient w.r.t. the critic's span.
+/// `c_v`-free value loss of `mb` (see [`value_loss_terms`]) and `c_v ·` its gradient w.r.t. the critic's span.
 fn value_loss_and_gradient(
     model: &DenseActorCritic,
     params: &[f32],
@@ -268,7 +268,7 @@ fn value_loss_and_gradient(
     let m = mb.returns.len();
     model.critic().forward(params, &mb.obs, m, &mut ws.outs);
     let value = ws.outs.last().map_or(&[][..], Vec::as_slice);
-    let v_loss = value_loss_and_grad(value, &mb.values, &mb.returns, c, &mut ws.d_value);
+    let v_loss = value_loss_terms(value, &mb.values, &mb.returns, c, &mut ws.d_value);
     model.critic().backward(params, &mb.obs, &ws.outs, &mut ws.d_value, grads, &mut ws.scratch);
     v_loss
 }
@@ -336,7 +336,7 @@ fn score(model: &DenseActorCritic, params: &[f32], obs: &[f32], actions: &[f32],
 }
 
 /// `½ mean((v − R)²)`, or with `clip_vloss` `½ mean(max((v − R)², (v_c − R)²))`; writes `c_v · ∂/∂v` to `d_value`.
-fn value_loss_and_grad(value: &[f32], old: &[f32], returns: &[f32], c: &LossCoefs, d_value: &mut Vec<f32>) -> f64 {
+fn value_loss_terms(value: &[f32], old: &[f32], returns: &[f32], c: &LossCoefs, d_value: &mut Vec<f32>) -> f64 {
     let inv_m = 1.0 / value.len().max(1) as f64;
     let scale = (c.vf_coef * inv_m) as f32;
     let eps = c.clip_coef as f32;
