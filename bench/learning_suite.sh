@@ -86,9 +86,9 @@ for name in $CONFIGS; do
         min=$(json_field "$eval_json" min_return)
         max=$(json_field "$eval_json" max_return)
         len=$(json_field "$eval_json" mean_length)
-        if command -v convert >/dev/null 2>&1; then
-            convert "$dir/progress.png" -resize 50% -colors 32 "PNG8:$OUT/img/$run.png"
-        else
+        # Shrunk with ImageMagick when a working `convert` is installed, copied as is otherwise.
+        if ! { command -v convert >/dev/null 2>&1 &&
+            convert "$dir/progress.png" -resize 50% -colors 32 "PNG8:$OUT/img/$run.png" 2>/dev/null; }; then
             cp "$dir/progress.png" "$OUT/img/$run.png"
         fi
         printf '| %s | %s | %s | %s | %s | %s | %s | %.1f ± %.1f [%.1f, %.1f] | %.1f |\n' "$name" "$env" "$seed" \
