@@ -634,27 +634,32 @@ def e2e_grpc(n, total, timeout):
         if early:
             entry["actors_exited_early"] = early
         entry.update(progress_throughput(os.path.join(tmp, f"e2e-{n}", "progress.csv")))
-        errors = []
-        if timed_out:
-            errors.append(f"learner did not finish within {timeout:g} s")
-        elif learner.rc != 0:
-            errors.append(f"learner exit code {learner.rc}")
-        if early:
-            errors.append(f"{len(early)} actor(s) exited before the learner")
-        if entry.get("error"):
-            errors.append(entry["error"])
-        entry["ok"] = not errors
-        if errors:
-            entry["error"] = "; ".join(errors)
-            entry["stderr_tail"] = read_tail(learner.err_path)
-            if early:
-                entry["actor_stderr_tail"] = read_tail(os.path.join(tmp, f"{early[0]['name']}.stderr"))
+        extra = [f"{len(early)} actor(s) exited before the learner"] if early else []
+        finish_e2e_entry(entry, learner, timed_out, timeout, extra)
+        if early and not entry["ok"]:
+            entry["actor_stderr_tail"] = read_tail(os.path.join(tmp, f"{early[0]['name']}.stderr"))
         return entry
     finally:
         for c in actors + ([learner] if learner else []):
             if c.alive:
                 c.stop(grace=2.0)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def finish_e2e_entry(entry, learner, timed_out, timeout, extra_errors):
+    """Sets entry["ok"]; on failure joins every problem into entry["error"] and adds the learner's stderr tail."""
+    errors = []
+    if timed_out:
+        errors.append(f"learner did not finish within {timeout:g} s")
+    elif learner.rc != 0:
+        errors.append(f"learner exit code {learner.rc}")
+    errors += extra_errors
+    if entry.get("error"):
+        errors.append(entry["error"])
+    entry["ok"] = not errors
+    if errors:
+        entry["error"] = "; ".join(errors)
+        entry["stderr_tail"] = read_tail(learner.err_path)
 
 
 def e2e_local(n, total, timeout):
@@ -680,17 +685,7 @@ def e2e_local(n, total, timeout):
         entry["learner"] = learner.summary()
         entry["learner_peak_rss_mb"] = entry["learner"]["peak_rss_mb"]
         entry.update(progress_throughput(os.path.join(tmp, f"local-{n}", "progress.csv")))
-        errors = []
-        if timed_out:
-            errors.append(f"did not finish within {timeout:g} s")
-        elif learner.rc != 0:
-            errors.append(f"exit code {learner.rc}")
-        if entry.get("error"):
-            errors.append(entry["error"])
-        entry["ok"] = not errors
-        if errors:
-            entry["error"] = "; ".join(errors)
-            entry["stderr_tail"] = read_tail(learner.err_path)
+        finish_e2e_entry(entry, learner, timed_out, timeout, [])
         return entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
