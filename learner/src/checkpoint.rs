@@ -73,7 +73,7 @@ fn encode(trainer: &Trainer) -> Result<Vec<u8>> {
         tensors.push((format!("optim.m.{name}"), m));
         tensors.push((format!("optim.v.{name}"), v));
     }
-    let state = serde_json::to_string(&trainer.state()?).map_err(|e| Error::Internal(e.to_string()))?;
+    let state = serde_json::to_string(&trainer.state()).map_err(|e| Error::Internal(e.to_string()))?;
     let config = toml::to_string(trainer.config()).map_err(|e| Error::Internal(e.to_string()))?;
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -178,7 +178,7 @@ mod tests {
         let ck = Checkpointer::new(dir.path().join("ck"), 2).unwrap();
         let path = ck.save(&trainer).unwrap();
         let restored = load(&path, &cfg).unwrap();
-        assert_eq!(restored.state().unwrap(), trainer.state().unwrap());
+        assert_eq!(restored.state(), trainer.state());
         let (a, b) = (restored.weights().unwrap(), trainer.weights().unwrap());
         let (a, b) = (decode_weights(&a, &Device::Cpu).unwrap(), decode_weights(&b, &Device::Cpu).unwrap());
         assert_eq!(a.obs_norm, b.obs_norm);

@@ -94,6 +94,11 @@ impl Adam {
         Ok(Self { vars, m, v, step: 0, lr, beta1: 0.9, beta2: 0.999, eps })
     }
 
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
     /// The parameters, sorted by name.
     pub fn vars(&self) -> &[(String, Var)] {
         &self.vars

@@ -139,17 +139,17 @@ impl Trainer {
     }
 
     /// Counters and statistics for a checkpoint.
-    pub fn state(&self) -> Result<TrainerState> {
-        Ok(TrainerState {
+    pub fn state(&self) -> TrainerState {
+        TrainerState {
             env: self.cfg.env.clone(),
             version: self.version,
             env_steps: self.env_steps,
             episodes: self.episodes,
             beta: self.beta,
-            adam_step: self.backend.optimizer_state()?.step,
+            adam_step: self.backend.optimizer_steps(),
             recent: self.recent.iter().copied().collect(),
             reward_rms: self.reward_scaler.as_ref().map(|s| s.rms.clone()),
-        })
+        }
     }
 
     /// Model parameters by name, sorted.
@@ -261,13 +261,15 @@ impl Trainer {
                 }
                 self.recent.push_back((ep.episode_return, ep.length));
                 if let Some(log) = &mut self.episode_log {
-                    let line = format!("{:.6} {} {}\n", common::policy::unix_now(), ep.episode_return, ep.length);
-                    log.write_all(line.as_bytes()).map_err(Error::io("episode_log"))?;
+                    writeln!(log, "{:.6} {} {}", common::policy::unix_now(), ep.episode_return, ep.length).map_err(
+                        |source| Error::Io { path: self.cfg.episode_log.clone().unwrap_or_default(), source },
+                    )?;
                 }
             }
         }
         if let Some(log) = &mut self.episode_log {
-            log.flush().map_err(Error::io("episode_log"))?;
+            log.flush()
+                .map_err(|source| Error::Io { path: self.cfg.episode_log.clone().unwrap_or_default(), source })?;
         }
         let frac = self.remaining_fraction();
         let p = &self.cfg.ppo;

@@ -85,6 +85,10 @@ impl Backend for CandleBackend {
         Ok(self.optimizer.state())
     }
 
+    fn optimizer_steps(&self) -> u64 {
+        self.optimizer.steps()
+    }
+
     fn load_optimizer_state(&mut self, state: AdamState) -> std::result::Result<(), String> {
         self.optimizer.load_state(state).map_err(|e| e.to_string())
     }

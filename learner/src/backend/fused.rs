@@ -244,10 +244,10 @@ fn policy_loss_and_gradient(
             let log_std = &params[range.clone()];
             let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
             let mut d_log_std = vec![-(c.ent_coef as f32); log_std.len()];
+            let inv_vars: Vec<f32> = log_std.iter().map(|&ls| (-2.0 * ls).exp()).collect();
             for (i, &g) in ws.d_log_prob.iter().enumerate() {
-                for (j, &ls) in log_std.iter().enumerate() {
+                for (j, &inv_var) in inv_vars.iter().enumerate() {
                     let k = i * log_std.len() + j;
-                    let inv_var = (-2.0 * ls).exp();
                     let diff = mb.actions[k] - head[k];
                     ws.d_head.push(g * diff * inv_var);
                     d_log_std[j] += g * (diff * diff * inv_var - 1.0);
@@ -322,13 +322,14 @@ fn score(model: &DenseActorCritic, params: &[f32], obs: &[f32], actions: &[f32],
             let log_std = &params[model.log_std().unwrap_or(0..0)];
             let k = log_std.len();
             let h: f32 = log_std.iter().map(|&ls| ls + 0.5 + HALF_LN_2PI).sum();
+            let stds: Vec<f32> = log_std.iter().map(|ls| ls.exp()).collect();
             for (mean, action) in head.chunks_exact(k).zip(actions.chunks_exact(k)) {
                 let lp = mean
                     .iter()
                     .zip(action)
-                    .zip(log_std)
-                    .map(|((&mu, &a), &ls)| {
-                        let z = (a - mu) / ls.exp();
+                    .zip(log_std.iter().zip(&stds))
+                    .map(|((&mu, &a), (&ls, &std))| {
+                        let z = (a - mu) / std;
                         -0.5 * z * z - ls - HALF_LN_2PI
                     })
                     .sum();
@@ -429,6 +430,10 @@ impl Backend for FusedBackend {
         let (m, v) = (self.model.tensors(m, &Device::Cpu)?, self.model.tensors(v, &Device::Cpu)?);
         let moments = m.into_iter().zip(v).map(|((name, m), (_, v))| (name, m, v)).collect();
         Ok(AdamState { step: self.adam.steps(), moments })
+    }
+
+    fn optimizer_steps(&self) -> u64 {
+        self.adam.steps()
     }
 
     fn load_optimizer_state(&mut self, state: AdamState) -> std::result::Result<(), String> {

@@ -44,6 +44,9 @@ pub trait Backend: Send {
     /// Optimiser state for a checkpoint.
     fn optimizer_state(&self) -> Result<AdamState>;
 
+    /// Optimiser steps taken.
+    fn optimizer_steps(&self) -> u64;
+
     /// Restores a checkpointed optimiser state.
     fn load_optimizer_state(&mut self, state: AdamState) -> std::result::Result<(), String>;
 }
