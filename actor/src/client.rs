@@ -157,7 +157,7 @@ fn classify(status: Status) -> Error {
 }
 
 fn snapshot(u: pb::PolicyUpdate) -> PolicySnapshot {
-    PolicySnapshot { version: u.version, weights: u.weights, published_at: u.published_at }
+    PolicySnapshot { version: u.version, weights: u.weights, published_at: u.published_at, incarnation: u.incarnation }
 }
 
 /// Runs the actor until `shutdown`; returns an error only for problems retrying cannot fix (a refused

@@ -148,18 +148,19 @@ pub fn run_sampler(
     let (obs_dim, space) = (sampler.obs_dim(), sampler.action_space());
     let mut snapshot = policies.latest();
     let mut policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;
-    let mut used: Option<u64> = None;
+    // (incarnation, version) of the policy behind the previous rollout.
+    let mut used: Option<(u64, u64)> = None;
     let mut waited = Duration::ZERO;
     const POLL: Duration = Duration::from_millis(50);
     while !stop.load(Ordering::Relaxed) {
         let newest = match (used, sampler.cfg.policy_wait) {
-            (Some(v), PolicyWait::Forever) => match policies.wait_newer(v, POLL) {
+            (Some((i, v)), PolicyWait::Forever) => match policies.wait_newer(i, v, POLL) {
                 Some(s) => s,
                 None => continue,
             },
-            (Some(v), PolicyWait::UpTo(limit)) if waited < limit => {
+            (Some((i, v)), PolicyWait::UpTo(limit)) if waited < limit => {
                 let slice = POLL.min(limit - waited);
-                match policies.wait_newer(v, slice) {
+                match policies.wait_newer(i, v, slice) {
                     Some(s) => s,
                     None => {
                         waited += slice;
@@ -170,13 +171,14 @@ pub fn run_sampler(
             _ => policies.latest(),
         };
         waited = Duration::ZERO;
-        if newest.version != snapshot.version {
+        if (newest.incarnation, newest.version) != (snapshot.incarnation, snapshot.version) {
             snapshot = newest;
             policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;
         }
         let mut rollout = sampler.collect(&mut policy)?;
         rollout.actor_id = actor_id;
-        used = Some(rollout.policy_version);
+        rollout.incarnation = snapshot.incarnation;
+        used = Some((snapshot.incarnation, rollout.policy_version));
         if sink.send(rollout).is_err() {
             break;
         }

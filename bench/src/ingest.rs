@@ -77,6 +77,8 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
         root_seed: 0,
         run_id: "ingest-bench".into(),
         max_policy_lag: u64::MAX,
+        bounds: cfg.server.bounds(),
+        registry: cfg.server.registry_limits(),
     };
     let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(cfg.server.queue_capacity);

@@ -42,6 +42,7 @@ fn synthetic_batch(n: usize, obs_dim: usize) -> HostBatch {
         advantages: normal(n),
         returns: normal(n),
         values: normal(n),
+        sources: Vec::new(),
     }
 }
 

@@ -23,7 +23,7 @@ pub const POLICY_VERSION: &str = "proxima_learner_policy_version";
 pub const POLICY_LAG: &str = "proxima_learner_policy_lag_versions";
 /// Rollouts waiting in the queue to the trainer (gauge).
 pub const QUEUE_DEPTH: &str = "proxima_learner_queue_depth";
-/// Actors with an open policy stream (gauge).
+/// Actors in the learner's registry: registered and not yet evicted for idleness (gauge).
 pub const CONNECTED_ACTORS: &str = "proxima_learner_connected_actors";
 /// Seconds per PPO update (histogram).
 pub const UPDATE_DURATION: &str = "proxima_learner_update_duration_seconds";
@@ -53,6 +53,14 @@ pub const EPISODE_RETURN: &str = "proxima_learner_episode_return";
 pub const EPISODE_LENGTH: &str = "proxima_learner_episode_length_steps";
 /// Mean return of the last 100 episodes (gauge).
 pub const MEAN_RETURN: &str = "proxima_learner_mean_return";
+/// Minibatch steps the update guard did not apply, by `reason` (see [`skip`]): the parameters and optimiser
+/// state were rolled back to before the step (counter).
+pub const SKIPPED_UPDATES: &str = "proxima_learner_skipped_updates_total";
+/// Rollouts blamed for a skipped step: their rows alone made the loss or gradient non-finite; their actor is
+/// named in the log and their rows leave the update (counter).
+pub const FAULTY_ROLLOUTS: &str = "proxima_learner_faulty_rollouts_total";
+/// Checkpoint or model writes that failed (disk full, permissions); earlier checkpoints stay intact (counter).
+pub const CHECKPOINT_FAILURES: &str = "proxima_learner_checkpoint_failures_total";
 
 /// Env steps an actor produced and delivered (counter).
 pub const ACTOR_ENV_STEPS: &str = "proxima_actor_env_steps_total";
@@ -87,9 +95,41 @@ pub mod reason {
     pub const UNKNOWN_ACTOR: &str = "unknown_actor";
     /// Message above the size limit.
     pub const OVERSIZED: &str = "oversized";
+    /// Bytes that do not decode as the request's protobuf message.
+    pub const MALFORMED: &str = "malformed";
+    /// A finite value outside what any valid policy or env produces (the `server.max_abs_*` bounds).
+    pub const OUT_OF_RANGE: &str = "out_of_range";
+    /// `actor_name` longer than `server.max_actor_name_bytes`.
+    pub const BAD_NAME: &str = "bad_name";
+    /// The registry already holds `server.max_actors` live actors.
+    pub const TOO_MANY_ACTORS: &str = "too_many_actors";
     /// Every reason.
-    pub const ALL: [&str; 8] =
-        [UNAUTHENTICATED, MISMATCH, SHAPE, NON_FINITE, ACTION, FUTURE_VERSION, UNKNOWN_ACTOR, OVERSIZED];
+    pub const ALL: [&str; 12] = [
+        UNAUTHENTICATED,
+        MISMATCH,
+        SHAPE,
+        NON_FINITE,
+        ACTION,
+        FUTURE_VERSION,
+        UNKNOWN_ACTOR,
+        OVERSIZED,
+        MALFORMED,
+        OUT_OF_RANGE,
+        BAD_NAME,
+        TOO_MANY_ACTORS,
+    ];
+}
+
+/// Why the update guard skipped a minibatch step (values of the `reason` label of [`SKIPPED_UPDATES`]).
+pub mod skip {
+    /// The minibatch loss was NaN or infinite.
+    pub const NON_FINITE_LOSS: &str = "non_finite_loss";
+    /// The global gradient norm was NaN or infinite.
+    pub const NON_FINITE_GRADIENT: &str = "non_finite_gradient";
+    /// A parameter or optimiser moment was NaN or infinite after the step.
+    pub const NON_FINITE_PARAMS: &str = "non_finite_params";
+    /// Every reason.
+    pub const ALL: [&str; 3] = [NON_FINITE_LOSS, NON_FINITE_GRADIENT, NON_FINITE_PARAMS];
 }
 
 /// The process's role, a global label on every metric.
@@ -134,7 +174,7 @@ pub fn describe(role: Role) {
             describe_gauge!(POLICY_VERSION, "Newest published policy version.");
             describe_histogram!(POLICY_LAG, "Policy versions between the learner and a received rollout.");
             describe_gauge!(QUEUE_DEPTH, "Rollouts waiting for the trainer.");
-            describe_gauge!(CONNECTED_ACTORS, "Actors with an open policy stream.");
+            describe_gauge!(CONNECTED_ACTORS, "Registered actors not yet evicted for idleness.");
             describe_histogram!(UPDATE_DURATION, Unit::Seconds, "Duration of one PPO update.");
             describe_gauge!(APPROX_KL, "Approximate KL(old || new) of the last update (k3 estimator).");
             describe_gauge!(KL_TARGET, "KL target of the adaptive penalty or early stop (0: none).");
@@ -149,6 +189,14 @@ pub fn describe(role: Role) {
             describe_histogram!(EPISODE_RETURN, "Returns of finished episodes.");
             describe_histogram!(EPISODE_LENGTH, Unit::Count, "Lengths of finished episodes in steps.");
             describe_gauge!(MEAN_RETURN, "Mean return of the last 100 episodes.");
+            describe_counter!(SKIPPED_UPDATES, Unit::Count, "Minibatch steps rolled back by the guard, by reason.");
+            describe_counter!(FAULTY_ROLLOUTS, Unit::Count, "Rollouts whose rows made a minibatch step non-finite.");
+            describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoint or model writes that failed.");
+            for r in skip::ALL {
+                metrics::counter!(SKIPPED_UPDATES, "reason" => r).absolute(0);
+            }
+            metrics::counter!(FAULTY_ROLLOUTS).absolute(0);
+            metrics::counter!(CHECKPOINT_FAILURES).absolute(0);
             // Every label value exists from the start, so `rate()` and dashboards see zeros, not gaps.
             for r in reason::ALL {
                 metrics::counter!(REJECTED, "reason" => r).absolute(0);

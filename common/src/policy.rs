@@ -26,6 +26,17 @@ pub enum PolicyError {
     /// A tensor is missing or has the wrong type or shape.
     #[error("invalid policy weights: {0}")]
     Invalid(String),
+    /// A tensor holds NaN or infinity: such weights are never encoded (published, checkpointed, saved) or loaded.
+    #[error("non-finite weights: {0}")]
+    NonFinite(String),
+}
+
+/// Fails naming the tensor and the first NaN or infinite element of `xs`.
+fn ensure_finite<T: Copy + Into<f64>>(name: &str, xs: &[T]) -> Result<(), PolicyError> {
+    match xs.iter().position(|&x| !x.into().is_finite()) {
+        Some(i) => Err(PolicyError::NonFinite(format!("{name}[{i}] is {}", xs[i].into()))),
+        None => Ok(()),
+    }
 }
 
 /// A published policy: its version and its weights as safetensors bytes (cheap to clone and share).
@@ -37,6 +48,9 @@ pub struct PolicySnapshot {
     pub weights: bytes::Bytes,
     /// Unix time in seconds when the learner published it (for weight-update latency).
     pub published_at: f64,
+    /// Incarnation of the learner process that published it (0 in-process); versions of different
+    /// incarnations are not comparable.
+    pub incarnation: u64,
 }
 
 /// Seconds since the Unix epoch.
@@ -58,9 +72,13 @@ pub fn encode_tensors(
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(params.len() + 3);
     for (name, t) in params {
         let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        ensure_finite(name, &values)?;
         owned.push((name.clone(), Dtype::F32, t.dims().to_vec(), bytemuck::cast_slice(&values).to_vec()));
     }
     if let Some(n) = obs_norm {
+        ensure_finite("obs_rms.mean", &n.rms.mean)?;
+        ensure_finite("obs_rms.var", &n.rms.var)?;
+        ensure_finite("obs_rms.count", &[n.rms.count])?;
         let f64s = |xs: &[f64]| xs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         owned.push(("obs_rms.mean".into(), Dtype::F64, vec![n.rms.dim()], f64s(&n.rms.mean)));
         owned.push(("obs_rms.var".into(), Dtype::F64, vec![n.rms.dim()], f64s(&n.rms.var)));
@@ -91,9 +109,13 @@ pub fn decode_weights(bytes: &[u8], device: &Device) -> Result<DecodedWeights, P
         match (name.strip_prefix("obs_rms."), view.dtype()) {
             (Some(stat), Dtype::F64) => {
                 let xs = view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-                rms.insert(stat.to_string(), xs.collect());
+                let xs: Vec<f64> = xs.collect();
+                ensure_finite(&name, &xs)?;
+                rms.insert(stat.to_string(), xs);
             }
             (None, Dtype::F32) => {
+                let xs = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])));
+                ensure_finite(&name, &xs.collect::<Vec<f32>>())?;
                 let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), device)?;
                 params.insert(name, t);
             }
@@ -268,7 +290,7 @@ mod tests {
             let diff = (t - &decoded.params[name]).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
         }
-        let snapshot = PolicySnapshot { version: 7, weights: bytes.into(), published_at: 0.0 };
+        let snapshot = PolicySnapshot { version: 7, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
         let mut policy = Policy::from_snapshot(&cfg, 3, &space, &snapshot).unwrap();
         assert_eq!(policy.version(), 7);
         let obs = [0.5f32, -0.1, 2.0, 1.0, 1.0, 1.0];
@@ -290,7 +312,27 @@ mod tests {
             version: 0,
             weights: bytes::Bytes::from_static(b"\x08\0\0\0\0\0\0\0{}      "),
             published_at: 0.0,
+            incarnation: 0,
         };
         assert!(Policy::from_snapshot(&ModelConfig::default(), 4, &Space::Discrete { n: 2 }, &snapshot).is_err());
+    }
+
+    /// NaN or infinite weights are neither encoded (so never published or saved) nor decoded (an actor or a
+    /// checkpoint load refuses them), and the error names the tensor.
+    #[test]
+    fn non_finite_weights_are_refused_both_ways() {
+        let good = Tensor::from_slice(&[1.0f32, 2.0], 2, &Device::Cpu).unwrap();
+        let bad = Tensor::from_slice(&[1.0f32, f32::NAN], 2, &Device::Cpu).unwrap();
+        let err = encode_weights(&[("actor.0.bias".into(), bad)], None).unwrap_err();
+        assert!(matches!(&err, PolicyError::NonFinite(m) if m.contains("actor.0.bias[1]")), "{err}");
+        let mut norm = ObsNormalizer::new(2, 10.0);
+        norm.rms.var[0] = f64::INFINITY;
+        assert!(matches!(encode_weights(&[("a".into(), good.clone())], Some(&norm)), Err(PolicyError::NonFinite(_))));
+        // Bytes written by something else: refused on load.
+        let data: Vec<u8> = [0.5f32, f32::INFINITY].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![2], &data).unwrap();
+        let bytes = safetensors::serialize([("critic.4.bias", view)], None).unwrap();
+        let err = decode_weights(&bytes, &Device::Cpu).err().unwrap();
+        assert!(matches!(&err, PolicyError::NonFinite(m) if m.contains("critic.4.bias[1]")), "{err}");
     }
 }

@@ -33,6 +33,37 @@ pub struct Rollout {
     pub next_obs: Vec<f32>,
     /// Episodes that finished inside this rollout.
     pub episodes: Vec<EpisodeStats>,
+    /// Incarnation of the learner process that published `policy_version` (0: in-process or unknown).
+    pub incarnation: u64,
+}
+
+/// The largest magnitudes a rollout may hold: values no valid policy or env produces are rejected before they
+/// reach the update (the learner's `server.max_abs_*` settings).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Largest `|reward|`; an episode's `|return|` may be at most this times its length.
+    pub max_abs_reward: f64,
+    /// Largest `|x|` of an observation component.
+    pub max_abs_observation: f64,
+    /// Largest `|value|` of a behaviour value estimate.
+    pub max_abs_value: f64,
+    /// Largest `|a|` of a Box action component (sampled actions are unclipped, so the space's bounds do not
+    /// apply).
+    pub max_abs_action: f64,
+    /// Discrete log-probs lie in `[-b, 0]`, Box(d) log-probs in `[-b·d, b·d]`.
+    pub max_abs_log_prob_per_dim: f64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_abs_reward: 1e6,
+            max_abs_observation: 1e6,
+            max_abs_value: 1e9,
+            max_abs_action: 1e6,
+            max_abs_log_prob_per_dim: 30.0,
+        }
+    }
 }
 
 /// The class of a rollout defect (the `reason` label of the rejection metric).
@@ -44,6 +75,8 @@ pub enum RolloutErrorKind {
     NonFinite,
     /// An action outside the action space.
     Action,
+    /// A finite value outside the [`Bounds`].
+    OutOfRange,
 }
 
 /// What is wrong with a rollout, naming the field.
@@ -69,9 +102,9 @@ impl Rollout {
         self.len() == 0
     }
 
-    /// Checks shapes, finiteness and that every action lies in `action_space`.
-    pub fn validate(&self, obs_dim: usize, action_space: &Space) -> Result<(), RolloutError> {
-        use RolloutErrorKind::{Action, NonFinite, Shape};
+    /// Checks shapes, finiteness, the magnitude [`Bounds`] and that every action lies in `action_space`.
+    pub fn validate(&self, obs_dim: usize, action_space: &Space, bounds: &Bounds) -> Result<(), RolloutError> {
+        use RolloutErrorKind::{Action, NonFinite, OutOfRange, Shape};
         let err = |field, reason: String, kind| Err(RolloutError { field, reason, kind });
         let n = self.len();
         if n == 0 {
@@ -109,19 +142,69 @@ impl Rollout {
                 return err(field, format!("non-finite value {} at index {i}", xs[i]), NonFinite);
             }
         }
-        if let Some(i) = self.log_probs.iter().position(|lp| *lp > 1e-4 && action_space.is_discrete()) {
-            return err("log_probs", format!("log-probability {} > 0 at index {i}", self.log_probs[i]), Shape);
+        let b = bounds;
+        let lp_bound = b.max_abs_log_prob_per_dim * act_dim as f64;
+        // A Categorical log-prob is at most 0 (1e-4 of slack for f32 rounding in log-softmax).
+        let (lp_low, lp_high) = if action_space.is_discrete() { (-lp_bound, 1e-4) } else { (-lp_bound, lp_bound) };
+        // Discrete actions are checked against the space below.
+        let max_action = if action_space.is_discrete() { f64::INFINITY } else { b.max_abs_action };
+        let ranges: [(&'static str, &[f32], f64, f64, &str); 6] = [
+            ("actions", &self.actions, -max_action, max_action, "server.max_abs_action"),
+            ("obs", &self.obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
+            ("final_obs", &self.final_obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
+            ("next_obs", &self.next_obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
+            ("values", &self.values, -b.max_abs_value, b.max_abs_value, "server.max_abs_value"),
+            ("rewards", &self.rewards, -b.max_abs_reward, b.max_abs_reward, "server.max_abs_reward"),
+        ];
+        for (field, xs, low, high, key) in ranges {
+            if let Some(i) = xs.iter().position(|&x| !(low..=high).contains(&(x as f64))) {
+                let (x, low, high) = (show(xs[i] as f64), show(low), show(high));
+                return err(field, format!("{x} at index {i} is outside [{low}, {high}] ({key})"), OutOfRange);
+            }
+        }
+        if let Some(i) = self.log_probs.iter().position(|&lp| !(lp_low..=lp_high).contains(&(lp as f64))) {
+            return err(
+                "log_probs",
+                format!(
+                    "log-probability {} at index {i} is outside [{}, {}], which no valid policy of this action space \
+                     samples (server.max_abs_log_prob_per_dim)",
+                    show(self.log_probs[i] as f64),
+                    show(lp_low),
+                    show(lp_high)
+                ),
+                OutOfRange,
+            );
         }
         for (i, a) in self.actions.chunks_exact(act_dim).enumerate() {
             if let Err(reason) = action_space.check(a) {
                 return err("actions", format!("index {i}: {reason}"), Action);
             }
         }
-        if let Some(ep) = self.episodes.iter().find(|e| e.env_index >= self.num_envs || !e.episode_return.is_finite()) {
-            return err("episodes", format!("bad episode record {ep:?}"), Shape);
+        for ep in &self.episodes {
+            if ep.env_index >= self.num_envs || !ep.episode_return.is_finite() {
+                return err("episodes", format!("bad episode record {ep:?}"), Shape);
+            }
+            let limit = b.max_abs_reward * f64::from(ep.length.max(1));
+            if ep.episode_return.abs() > limit {
+                return err(
+                    "episodes",
+                    format!(
+                        "return {} of a {}-step episode is outside [-{limit:e}, {limit:e}] (server.max_abs_reward \
+                         times the length)",
+                        show(ep.episode_return),
+                        ep.length
+                    ),
+                    OutOfRange,
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// `x` for a message: plain when moderate, in scientific notation when huge or tiny (`1e300`, not 301 digits).
+fn show(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e7).contains(&x.abs()) { format!("{x:e}") } else { format!("{x}") }
 }
 
 #[cfg(test)]
@@ -149,18 +232,62 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let space = Space::Discrete { n: 2 };
-        assert_eq!(valid().validate(4, &space), Ok(()));
+        let b = Bounds::default();
+        assert_eq!(valid().validate(4, &space, &b), Ok(()));
         let mut r = valid();
         r.rewards[1] = f32::NAN;
-        assert_eq!(r.validate(4, &space).unwrap_err().field, "rewards");
+        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "rewards");
         let mut r = valid();
         r.obs.pop();
-        assert_eq!(r.validate(4, &space).unwrap_err().field, "obs");
+        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "obs");
         let mut r = valid();
         r.actions[0] = 2.0;
-        assert_eq!(r.validate(4, &space).unwrap_err().field, "actions");
+        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "actions");
         let mut r = valid();
         r.final_obs.clear();
-        assert_eq!(r.validate(4, &space).unwrap_err().field, "final_obs");
+        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "final_obs");
+    }
+
+    /// Extreme finite values that no valid policy or env produces are out of range, naming the field.
+    #[test]
+    fn extreme_finite_values_are_out_of_range() {
+        let discrete = Space::Discrete { n: 2 };
+        let b = Bounds::default();
+        type Poison = fn(&mut Rollout);
+        let cases: [(&str, Poison); 9] = [
+            ("log_probs", |r| r.log_probs[0] = -100.0),
+            ("log_probs", |r| r.log_probs[1] = 1e4),
+            ("rewards", |r| r.rewards[0] = 3e38),
+            ("rewards", |r| r.rewards[1] = -1e30),
+            ("values", |r| r.values[0] = 1e30),
+            ("obs", |r| r.obs[3] = -3e38),
+            ("final_obs", |r| r.final_obs[0] = 1e30),
+            ("next_obs", |r| r.next_obs[1] = 1e30),
+            ("episodes", |r| r.episodes.push(EpisodeStats { env_index: 0, episode_return: 1e300, length: 10 })),
+        ];
+        for (field, poison) in cases {
+            let mut r = valid();
+            poison(&mut r);
+            let e = r.validate(4, &discrete, &b).unwrap_err();
+            assert_eq!((e.field, e.kind), (field, RolloutErrorKind::OutOfRange), "{e}");
+        }
+        // Denormals and the largest values a policy samples pass.
+        let mut r = valid();
+        r.rewards[0] = 1e-40;
+        r.obs[0] = -1e-45;
+        r.log_probs[0] = -29.0;
+        assert_eq!(r.validate(4, &discrete, &b), Ok(()));
+        // Box log-probs may be positive (narrow Gaussians), up to the bound times the action width.
+        let boxed = Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] };
+        let mut r = valid();
+        r.actions = vec![0.5; 4];
+        r.log_probs = vec![55.0, -55.0];
+        assert_eq!(r.validate(4, &boxed, &b), Ok(()));
+        r.log_probs[0] = 61.0;
+        assert_eq!(r.validate(4, &boxed, &b).unwrap_err().kind, RolloutErrorKind::OutOfRange);
+        r.log_probs[0] = 0.0;
+        r.actions[3] = -3e38;
+        let e = r.validate(4, &boxed, &b).unwrap_err();
+        assert_eq!((e.field, e.kind), ("actions", RolloutErrorKind::OutOfRange), "{e}");
     }
 }

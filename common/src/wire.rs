@@ -100,6 +100,7 @@ impl From<&Rollout> for pb::Rollout {
                     length: e.length,
                 })
                 .collect(),
+            incarnation: r.incarnation,
         }
     }
 }
@@ -132,6 +133,7 @@ impl TryFrom<&pb::Rollout> for Rollout {
                     length: e.length,
                 })
                 .collect(),
+            incarnation: m.incarnation,
         })
     }
 }
@@ -158,6 +160,7 @@ mod tests {
             final_obs: vec![5.0],
             next_obs: vec![3.0, 4.0],
             episodes: vec![EpisodeStats { env_index: 1, episode_return: 10.0, length: 10 }],
+            incarnation: 77,
         };
         let m = pb::Rollout::from(&r);
         assert_eq!(Rollout::try_from(&m).unwrap(), r);

@@ -149,6 +149,47 @@ pub struct ServerConfig {
     pub keep_checkpoints: usize,
     /// Seconds the current update may take to finish at shutdown before the learner exits without it.
     pub shutdown_grace_seconds: f64,
+    /// Largest `|reward|` accepted in a rollout (INVALID_ARGUMENT `out_of_range` beyond); an episode's
+    /// `|return|` may be at most this times its length.
+    pub max_abs_reward: f64,
+    /// Largest `|x|` accepted in `obs`, `final_obs` and `next_obs`.
+    pub max_abs_observation: f64,
+    /// Largest `|value|` accepted in a rollout's behaviour value estimates.
+    pub max_abs_value: f64,
+    /// Largest `|a|` accepted in a Box action (actions travel unclipped).
+    pub max_abs_action: f64,
+    /// Bound on behaviour log-probabilities per action dimension: Discrete log-probs must lie in `[-b, 0]`
+    /// (e^-30 ~ 1e-13: no sampler draws such an action), Box(d) log-probs in `[-b·d, b·d]`.
+    pub max_abs_log_prob_per_dim: f64,
+    /// Longest `actor_name` accepted by Register, in bytes.
+    pub max_actor_name_bytes: usize,
+    /// Most actors the registry holds at once; Register answers RESOURCE_EXHAUSTED beyond.
+    pub max_actors: usize,
+    /// An actor with neither an open policy stream nor a submission for this many seconds leaves the registry
+    /// (it registers again when it comes back).
+    pub actor_idle_seconds: f64,
+}
+
+impl ServerConfig {
+    /// The magnitude bounds rollouts are validated against.
+    pub fn bounds(&self) -> common::rollout::Bounds {
+        common::rollout::Bounds {
+            max_abs_reward: self.max_abs_reward,
+            max_abs_observation: self.max_abs_observation,
+            max_abs_value: self.max_abs_value,
+            max_abs_action: self.max_abs_action,
+            max_abs_log_prob_per_dim: self.max_abs_log_prob_per_dim,
+        }
+    }
+
+    /// The bounds of the actor registry.
+    pub fn registry_limits(&self) -> crate::service::RegistryLimits {
+        crate::service::RegistryLimits {
+            max_name_bytes: self.max_actor_name_bytes,
+            max_actors: self.max_actors,
+            idle: std::time::Duration::from_secs_f64(self.actor_idle_seconds),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -160,6 +201,14 @@ impl Default for ServerConfig {
             checkpoint_every: 20,
             keep_checkpoints: 3,
             shutdown_grace_seconds: 30.0,
+            max_abs_reward: 1e6,
+            max_abs_observation: 1e6,
+            max_abs_value: 1e9,
+            max_abs_action: 1e6,
+            max_abs_log_prob_per_dim: 30.0,
+            max_actor_name_bytes: 256,
+            max_actors: 1024,
+            actor_idle_seconds: 60.0,
         }
     }
 }
@@ -318,6 +367,19 @@ impl TrainConfig {
         }
         if self.server.queue_capacity == 0 || self.server.max_message_bytes < 1024 {
             return bad("server.queue_capacity", "queue_capacity must be >= 1 and max_message_bytes >= 1024");
+        }
+        let s = &self.server;
+        if ![s.max_abs_reward, s.max_abs_observation, s.max_abs_value, s.max_abs_action, s.max_abs_log_prob_per_dim]
+            .into_iter()
+            .all(positive)
+        {
+            return bad("server.max_abs_reward", "every server.max_abs_* bound must be positive");
+        }
+        if s.max_actors == 0 || s.max_actor_name_bytes == 0 || !positive(s.actor_idle_seconds) {
+            return bad(
+                "server.max_actors",
+                "max_actors, max_actor_name_bytes and actor_idle_seconds must be positive",
+            );
         }
         if self.model.hidden_sizes.is_empty() || self.model.hidden_sizes.contains(&0) {
             return bad("model.hidden_sizes", "needs at least one non-zero layer width");

@@ -47,6 +47,12 @@ pub enum Error {
     /// The learner cannot take the request now (shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// `actor_name` above the limit.
+    #[error("{0}")]
+    BadName(String),
+    /// The registry is full.
+    #[error("{0}")]
+    TooManyActors(String),
 }
 
 impl Error {
@@ -59,10 +65,13 @@ impl Error {
             Error::Mismatch(_) => reason::MISMATCH,
             Error::UnknownActor(_) => reason::UNKNOWN_ACTOR,
             Error::FutureVersion { .. } => reason::FUTURE_VERSION,
+            Error::BadName(_) => reason::BAD_NAME,
+            Error::TooManyActors(_) => reason::TOO_MANY_ACTORS,
             Error::Rollout(e) => match e.kind {
                 RolloutErrorKind::Shape => reason::SHAPE,
                 RolloutErrorKind::NonFinite => reason::NON_FINITE,
                 RolloutErrorKind::Action => reason::ACTION,
+                RolloutErrorKind::OutOfRange => reason::OUT_OF_RANGE,
             },
             _ => return None,
         })
@@ -76,9 +85,10 @@ impl From<Error> for tonic::Status {
         match e {
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
             Error::Mismatch(_) => tonic::Status::failed_precondition(msg),
-            Error::Rollout(_) | Error::UnknownActor(_) | Error::FutureVersion { .. } => {
+            Error::Rollout(_) | Error::UnknownActor(_) | Error::FutureVersion { .. } | Error::BadName(_) => {
                 tonic::Status::invalid_argument(msg)
             }
+            Error::TooManyActors(_) => tonic::Status::resource_exhausted(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
             _ => tonic::Status::internal(msg),
         }

@@ -56,7 +56,7 @@ impl SavedPolicy {
         };
         let probe = common::env::make(&env)?;
         let (obs_dim, space) = (probe.observation_space().flat_dim(), probe.action_space());
-        let snapshot = PolicySnapshot { version: 0, weights: bytes.into(), published_at: 0.0 };
+        let snapshot = PolicySnapshot { version: 0, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
         let policy = Policy::from_snapshot(&model, obs_dim, &space, &snapshot)
             .map_err(|e| fail(format!("does not fit {env} with hidden sizes {:?}: {e}", model.hidden_sizes)))?;
         Ok(Self { path: path.to_path_buf(), env, model, policy })

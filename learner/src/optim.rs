@@ -26,26 +26,47 @@ pub struct FlatAdam {
     beta1: f64,
     beta2: f64,
     eps: f64,
+    /// Where a step writes its parameters and moments before they are known to be finite.
+    spare: [Vec<f32>; 3],
 }
 
 impl FlatAdam {
     /// Adam over `len` parameters with betas 0.9/0.999 and the given `eps`.
     pub fn new(len: usize, eps: f64) -> Self {
-        Self { m: vec![0.0; len], v: vec![0.0; len], step: 0, beta1: 0.9, beta2: 0.999, eps }
+        let spare = [vec![0.0; len], vec![0.0; len], vec![0.0; len]];
+        Self { m: vec![0.0; len], v: vec![0.0; len], step: 0, beta1: 0.9, beta2: 0.999, eps, spare }
     }
 
-    /// One update of `params` with `grads` at learning rate `lr`.
-    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f64) {
-        self.step += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+    /// One update of `params` with `grads` at learning rate `lr`. The new parameters and moments are written
+    /// beside the old ones and swapped in only when every one is finite (no copy either way); otherwise nothing
+    /// changes, the step count included, and it returns false.
+    pub fn step(&mut self, params: &mut Vec<f32>, grads: &[f32], lr: f64) -> bool {
+        let t = self.step + 1;
+        let bc1 = 1.0 - self.beta1.powi(t as i32);
+        let bc2 = 1.0 - self.beta2.powi(t as i32);
         let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
         let (step_size, inv_bc2) = ((lr / bc1) as f32, (1.0 / bc2) as f32);
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            *m = *m * b1 + g * (1.0 - b1);
-            *v = *v * b2 + g * g * (1.0 - b2);
-            *p -= *m * step_size / ((*v * inv_bc2).sqrt() + eps);
+        let [p_new, m_new, v_new] = &mut self.spare;
+        let n = params.len();
+        for buf in [&mut *p_new, &mut *m_new, &mut *v_new] {
+            buf.resize(n, 0.0);
         }
+        let mut finite = true;
+        let old = params.iter().zip(grads).zip(self.m.iter().zip(&self.v));
+        let new = p_new.iter_mut().zip(m_new.iter_mut().zip(v_new.iter_mut()));
+        for (((&p, &g), (&m, &v)), (pn, (mn, vn))) in old.zip(new) {
+            *mn = m * b1 + g * (1.0 - b1);
+            *vn = v * b2 + g * g * (1.0 - b2);
+            *pn = p - *mn * step_size / ((*vn * inv_bc2).sqrt() + eps);
+            finite &= pn.is_finite() & mn.is_finite() & vn.is_finite();
+        }
+        if finite {
+            std::mem::swap(params, p_new);
+            std::mem::swap(&mut self.m, m_new);
+            std::mem::swap(&mut self.v, v_new);
+            self.step = t;
+        }
+        finite
     }
 
     /// Steps taken.
@@ -104,20 +125,39 @@ impl Adam {
         &self.vars
     }
 
-    /// One update with `grads`; parameters without a gradient are left alone.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.step += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+    /// One update with `grads`; parameters without a gradient are left alone. The new parameters and moments
+    /// are computed first and applied only when every value is finite (one scalar read back per step);
+    /// otherwise nothing changes, the step count included, and it returns false.
+    pub fn step(&mut self, grads: &GradStore) -> Result<bool> {
+        let t = self.step + 1;
+        let bc1 = 1.0 - self.beta1.powi(t as i32);
+        let bc2 = 1.0 - self.beta2.powi(t as i32);
+        let mut updates = Vec::with_capacity(self.vars.len());
+        let mut probes = Vec::with_capacity(3 * self.vars.len());
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
-            self.m[i] = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let denom = ((&self.v[i] / bc2)?.sqrt()? + self.eps)?;
-            let update = ((&self.m[i] * (self.lr / bc1))? / denom)?;
-            var.set(&(var.as_tensor() - update)?)?;
+            let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let denom = ((&v / bc2)?.sqrt()? + self.eps)?;
+            let p = (var.as_tensor() - ((&m * (self.lr / bc1))? / denom)?)?;
+            // `x * 0` sums to 0 when every element is finite and to NaN otherwise (a plain sum could overflow).
+            for x in [&p, &m, &v] {
+                probes.push((x * 0.0)?.sum_all()?);
+            }
+            updates.push((i, p, m, v));
         }
-        Ok(())
+        if !probes.is_empty() {
+            let probe = Tensor::stack(&probes, 0)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            if !probe.is_finite() {
+                return Ok(false);
+            }
+        }
+        for (i, p, m, v) in updates {
+            self.vars[i].1.set(&p)?;
+            (self.m[i], self.v[i]) = (m, v);
+        }
+        self.step = t;
+        Ok(true)
     }
 
     /// Snapshot of the optimiser state.

@@ -3,13 +3,34 @@
 //! The minibatch step reads like CleanRL's `ppo.py`, with its names: log-ratio, ratio, approximate KL and clip
 //! fraction, advantage normalisation, policy loss, (clipped) value loss, entropy, total loss, backward, grad-norm
 //! clip, optimiser step.
+//!
+//! Defence against poisoned data, in both backends: the log-ratio is clamped to ±[`MAX_LOG_RATIO`] before `exp`
+//! (no gradient flows through a clamped ratio), and [`run_epochs`] is a guard: a step whose loss or gradient norm
+//! is not finite, or that would leave a non-finite parameter or Adam moment, is not applied; the rows to blame are
+//! found per rollout and leave the update.
 
 use crate::config::Objective;
 use crate::optim::{Adam, clip_grad_norm};
 use candle_core::{DType, Device, Result, Tensor};
+use common::metrics as m;
 use common::model::ActorCritic;
 use rand::Rng;
 use rand::seq::SliceRandom;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Bound of `|log π − log μ|` before `exp`: the ratio stays within `e^±20` (about 4.9e8), so no batch can overflow
+/// it, while any ratio PPO actually trains on (within a few tenths of 1) is untouched.
+pub const MAX_LOG_RATIO: f64 = 20.0;
+
+/// The rows of a batch that came from one rollout.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowSource {
+    /// The actor that sent the rollout.
+    pub actor_id: u64,
+    /// Its rows in the batch.
+    pub rows: Range<usize>,
+}
 
 /// One batch of training data in host memory, rows in sample order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,6 +47,8 @@ pub struct HostBatch {
     pub returns: Vec<f32>,
     /// `[B]` behaviour values.
     pub values: Vec<f32>,
+    /// Which rows came from which rollout (empty: one anonymous source), to name the actor behind a skipped step.
+    pub sources: Vec<RowSource>,
 }
 
 impl HostBatch {
@@ -147,7 +170,7 @@ fn scalar(t: &Tensor) -> Result<f64> {
 pub fn minibatch_loss(model: &ActorCritic, mb: &Batch, c: &LossCoefs) -> Result<(Tensor, MinibatchStats)> {
     let eval = model.evaluate(&mb.obs, &mb.actions)?;
     let (newlogprob, entropy, newvalue) = (eval.log_prob, eval.entropy, eval.value);
-    let logratio = (&newlogprob - &mb.log_probs)?;
+    let logratio = (&newlogprob - &mb.log_probs)?.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)?;
     let ratio = logratio.exp()?;
     let approx_kl_t = ((&ratio - 1.0)? - &logratio)?.mean_all()?;
     let approx_kl = scalar(&approx_kl_t)?;
@@ -197,19 +220,48 @@ pub fn minibatch_loss(model: &ActorCritic, mb: &Batch, c: &LossCoefs) -> Result<
     Ok((loss, stats))
 }
 
-/// Loss, backward, global grad-norm clip and one Adam step.
+/// What the guard did with one minibatch step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepOutcome {
+    /// The step was applied.
+    Applied(MinibatchStats),
+    /// Nothing changed (parameters, moments and step count are as before), for this reason
+    /// (a [`common::metrics::skip`] value).
+    Skipped(&'static str),
+}
+
+/// Loss, backward, global grad-norm clip and one Adam step, applied only when the loss, the gradient norm and
+/// every updated parameter and moment are finite.
 pub fn minibatch_step(
     model: &ActorCritic,
     optimizer: &mut Adam,
     mb: &Batch,
     c: &LossCoefs,
     max_grad_norm: f64,
-) -> Result<MinibatchStats> {
+) -> Result<StepOutcome> {
     let (loss, mut stats) = minibatch_loss(model, mb, c)?;
+    if !stats.loss.is_finite() {
+        return Ok(StepOutcome::Skipped(m::skip::NON_FINITE_LOSS));
+    }
     let mut grads = loss.backward()?;
     stats.grad_norm = clip_grad_norm(optimizer.vars(), &mut grads, max_grad_norm)?;
-    optimizer.step(&grads)?;
-    Ok(stats)
+    if !stats.grad_norm.is_finite() {
+        return Ok(StepOutcome::Skipped(m::skip::NON_FINITE_GRADIENT));
+    }
+    Ok(match optimizer.step(&grads)? {
+        true => StepOutcome::Applied(stats),
+        false => StepOutcome::Skipped(m::skip::NON_FINITE_PARAMS),
+    })
+}
+
+/// True when the loss and gradient of minibatch `mb` are finite (a probe: nothing is updated).
+pub fn minibatch_is_finite(model: &ActorCritic, optimizer: &Adam, mb: &Batch, c: &LossCoefs) -> Result<bool> {
+    let (loss, stats) = minibatch_loss(model, mb, c)?;
+    if !stats.loss.is_finite() {
+        return Ok(false);
+    }
+    let mut grads = loss.backward()?;
+    Ok(clip_grad_norm(optimizer.vars(), &mut grads, f64::INFINITY)?.is_finite())
 }
 
 /// Epoch and minibatch settings of one update.
@@ -226,7 +278,7 @@ pub struct EpochPlan {
 }
 
 /// Means of the minibatch diagnostics over an update, and how many epochs ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EpochStats {
     /// Means over every minibatch step.
     pub mean: MinibatchStats,
@@ -234,25 +286,106 @@ pub struct EpochStats {
     pub epochs: usize,
     /// Gradient steps taken.
     pub steps: usize,
+    /// Steps the guard skipped (not applied).
+    pub skipped_steps: usize,
+    /// Actors whose rollouts were blamed for a skipped step and dropped from the update.
+    pub faulty_actors: Vec<u64>,
+}
+
+/// A backend's minibatch step as the guarded epoch loop sees it.
+pub trait MinibatchStep {
+    /// The backend's error.
+    type Error;
+
+    /// Loss, gradient, clip and optimiser step on rows `idx`, applied only if everything stays finite.
+    fn step(&mut self, idx: &[u32]) -> std::result::Result<StepOutcome, Self::Error>;
+
+    /// True when the loss and gradient on rows `idx` alone are finite; changes no parameter.
+    fn is_finite_on(&mut self, idx: &[u32]) -> std::result::Result<bool, Self::Error>;
+}
+
+/// One log line per skip reason per process; the counter has the totals.
+static SKIP_LOGGED: [AtomicBool; 3] = [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)];
+
+/// Counts a skipped step and logs the first of each kind.
+fn record_skip(reason: &'static str) {
+    metrics::counter!(m::SKIPPED_UPDATES, "reason" => reason).increment(1);
+    let kind = m::skip::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+    if !SKIP_LOGGED[kind].swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            reason,
+            "minibatch step skipped and rolled back (logged once per reason; see proxima_learner_skipped_updates_total)"
+        );
+    }
+}
+
+/// After a skipped step on `idx`: the rollouts whose rows alone give a non-finite loss or gradient. Their actors
+/// are logged and counted, and their rows are marked in `banned` so they leave the rest of the update.
+fn blame<S: MinibatchStep>(
+    idx: &[u32],
+    sources: &[RowSource],
+    banned: &mut [bool],
+    stepper: &mut S,
+    out: &mut EpochStats,
+) -> std::result::Result<(), S::Error> {
+    for source in sources {
+        let rows: Vec<u32> = idx.iter().copied().filter(|&i| source.rows.contains(&(i as usize))).collect();
+        if rows.is_empty() || stepper.is_finite_on(&rows)? {
+            continue;
+        }
+        banned[source.rows.clone()].iter_mut().for_each(|b| *b = true);
+        out.faulty_actors.push(source.actor_id);
+        metrics::counter!(m::FAULTY_ROLLOUTS).increment(1);
+        tracing::warn!(
+            actor_id = source.actor_id,
+            rows = source.rows.len(),
+            "a rollout of this actor made the loss or gradient non-finite; its rows leave this update"
+        );
+    }
+    Ok(())
 }
 
 /// Runs the minibatch epochs over a batch of `n` samples: shuffles the indices with `rng` every epoch and hands
-/// each minibatch's indices to `step`, which takes one gradient step and returns its diagnostics.
-pub fn run_epochs<E>(
+/// each minibatch's indices to `stepper`. A skipped step is counted (`proxima_learner_skipped_updates_total`),
+/// the rollouts of `sources` to blame for it are found and dropped from the remaining minibatches, and the
+/// epochs go on; the diagnostics average the applied steps only.
+pub fn run_epochs<S: MinibatchStep>(
     n: usize,
+    sources: &[RowSource],
     plan: &EpochPlan,
     rng: &mut impl Rng,
-    mut step: impl FnMut(&[u32]) -> std::result::Result<MinibatchStats, E>,
-) -> std::result::Result<EpochStats, E> {
+    stepper: &mut S,
+) -> std::result::Result<EpochStats, S::Error> {
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut sum = MinibatchStats::default();
     let mut out = EpochStats::default();
+    let mut banned = vec![false; n];
+    let mut kept = Vec::with_capacity(plan.minibatch_size);
     for _ in 0..plan.num_epochs {
         order.shuffle(rng);
         let mut epoch_kl = 0.0;
         let mut epoch_steps = 0;
         for chunk in order.chunks(plan.minibatch_size.max(1)) {
-            let s = step(chunk)?;
+            let idx = if out.faulty_actors.is_empty() {
+                chunk
+            } else {
+                kept.clear();
+                kept.extend(chunk.iter().copied().filter(|&i| !banned[i as usize]));
+                &kept[..]
+            };
+            if idx.is_empty() {
+                continue;
+            }
+            let s = match stepper.step(idx)? {
+                StepOutcome::Applied(s) => s,
+                StepOutcome::Skipped(reason) => {
+                    record_skip(reason);
+                    out.skipped_steps += 1;
+                    let idx = idx.to_vec();
+                    blame(&idx, sources, &mut banned, stepper, &mut out)?;
+                    continue;
+                }
+            };
             epoch_kl += s.approx_kl;
             epoch_steps += 1;
             sum.pg_loss += s.pg_loss;
@@ -299,7 +432,7 @@ pub fn adapt_beta(beta: f64, kl: f64, target: f64) -> f64 {
 /// k3 estimate of KL(old ‖ new) over the whole batch under the current parameters.
 pub fn batch_kl(model: &ActorCritic, batch: &Batch) -> Result<f64> {
     let eval = model.evaluate(&batch.obs, &batch.actions)?;
-    let logratio = (eval.log_prob - &batch.log_probs)?;
+    let logratio = (eval.log_prob - &batch.log_probs)?.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)?;
     scalar(&((logratio.exp()? - 1.0)? - logratio)?.mean_all()?)
 }
 

@@ -39,48 +39,108 @@ pub struct ServerHandle {
     pub shutdown: CancellationToken,
 }
 
-/// The newest checkpoint of `cfg`'s run, or a fresh trainer; says which in the log.
-fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, resume: bool) -> Result<Trainer> {
-    match checkpoints.latest()? {
-        Some(path) if resume => {
-            let t = checkpoint::load(&path, cfg)?;
-            tracing::info!(path = %path.display(), version = t.version(), env_steps = t.env_steps(), "resumed");
-            Ok(t)
+/// The newest checkpoint of `cfg`'s run that loads, or a fresh trainer; says which in the log. A checkpoint that
+/// does not load (corrupt, truncated, holding NaN) is logged and the next older one tried; when checkpoints exist
+/// but none loads, the error names the newest and gives every reason. Checkpoints without `resume` are an error.
+pub(crate) fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, resume: bool) -> Result<Trainer> {
+    let all = checkpoints.list()?;
+    let Some(newest) = all.last().cloned() else {
+        if resume {
+            tracing::info!(dir = %checkpoints.dir().display(), "no checkpoint to resume from; starting a fresh run");
         }
-        Some(path) => Err(Error::Checkpoint {
-            path,
+        return Trainer::new(cfg);
+    };
+    if !resume {
+        return Err(Error::Checkpoint {
+            path: newest,
             reason: "the run directory already has checkpoints; pass --resume to continue it or pick another run"
                 .into(),
-        }),
-        None => {
-            if resume {
-                tracing::info!(dir = %checkpoints.dir().display(), "no checkpoint to resume from; starting a fresh run");
+        });
+    }
+    let mut refused = Vec::new();
+    for path in all.iter().rev() {
+        match checkpoint::load(path, cfg) {
+            Ok(t) if refused.is_empty() => {
+                tracing::info!(path = %path.display(), version = t.version(), env_steps = t.env_steps(), "resumed");
+                return Ok(t);
             }
-            Ok(Trainer::new(cfg)?)
+            Ok(t) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    version = t.version(),
+                    env_steps = t.env_steps(),
+                    refused = refused.len(),
+                    "resumed from an older checkpoint: fell back past {} newer one(s) that did not load",
+                    refused.len()
+                );
+                return Ok(t);
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "checkpoint refused; trying an older one");
+                refused.push(error.to_string());
+            }
+        }
+    }
+    Err(Error::Checkpoint {
+        path: newest,
+        reason: format!("none of the run's {} checkpoints loads: {}", refused.len(), refused.join("; ")),
+    })
+}
+
+/// Forgets idle actors every few seconds until `stop`, so the registry and its gauge stay current.
+async fn evict_idle_actors(service: Arc<LearnerService>, idle_seconds: f64, stop: CancellationToken) {
+    let period = Duration::from_secs_f64((idle_seconds / 4.0).clamp(0.05, 5.0));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => { service.evict_idle_actors(); }
         }
     }
 }
 
-/// Maps tonic's "decoded message length too large" (OUT_OF_RANGE) to RESOURCE_EXHAUSTED with our message, so
-/// every oversized message is answered the same way, and counts it. `grpc-message` is percent-encoded on the wire.
-fn oversize_to_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+/// Seconds between two log lines about undecodable requests.
+const MALFORMED_LOG_INTERVAL_SECS: u64 = 10;
+static MALFORMED_LOGGED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Rewrites the statuses tonic itself produces for bad request bytes, before any handler runs, into ours, and
+/// counts them: "decoded message length too large" (OUT_OF_RANGE) becomes RESOURCE_EXHAUSTED (`oversized`), and
+/// "failed to decode Protobuf message" (INTERNAL) becomes INVALID_ARGUMENT (`malformed`, logged at most once per
+/// [`MALFORMED_LOG_INTERVAL_SECS`]). Such failures are answered trailers-only, so the status is in the headers;
+/// `grpc-message` is percent-encoded on the wire.
+fn rewrite_decode_errors<B>(mut res: http::Response<B>) -> http::Response<B> {
+    use common::metrics::{REJECTED, reason};
     const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
     let h = res.headers_mut();
-    if h.get("grpc-status").is_none_or(|s| s != "11") {
+    let Some(code) = h.get("grpc-status").filter(|s| *s == "11" || *s == "13").cloned() else {
         return res;
-    }
+    };
     let message = h
         .get("grpc-message")
         .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
         .unwrap_or_default();
-    if message.contains("message length too large") {
-        metrics::counter!(common::metrics::REJECTED, "reason" => common::metrics::reason::OVERSIZED).increment(1);
-        let msg = format!("message too large for the learner: {}", message.replace("Error, ", ""));
-        let encoded = percent_encoding::utf8_percent_encode(&msg, ESCAPE).to_string();
-        h.insert("grpc-status", http::HeaderValue::from_static("8"));
-        if let Ok(v) = http::HeaderValue::from_str(&encoded) {
-            h.insert("grpc-message", v);
+    let (status, msg) = if code == "11" && message.contains("message length too large") {
+        metrics::counter!(REJECTED, "reason" => reason::OVERSIZED).increment(1);
+        ("8", format!("message too large for the learner: {}", message.replace("Error, ", "")))
+    } else if code == "13" && message.contains("failed to decode") {
+        metrics::counter!(REJECTED, "reason" => reason::MALFORMED).increment(1);
+        let now = common::policy::unix_now() as u64;
+        let last = MALFORMED_LOGGED_AT.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= last + MALFORMED_LOG_INTERVAL_SECS
+            && MALFORMED_LOGGED_AT
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %message, "request could not be decoded (logged at most every 10 s; see proxima_learner_rejected_total{{reason=\"malformed\"}})");
         }
+        ("3", format!("the request could not be decoded as a protobuf message of ppo.v1: {message}"))
+    } else {
+        return res;
+    };
+    let encoded = percent_encoding::utf8_percent_encode(&msg, ESCAPE).to_string();
+    h.insert("grpc-status", http::HeaderValue::from_static(status));
+    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
     }
     res
 }
@@ -123,12 +183,15 @@ pub async fn serve(
         root_seed: cfg.seed,
         run_id: run.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         max_policy_lag: cfg.ppo.max_policy_lag,
+        bounds: cfg.server.bounds(),
+        registry: cfg.server.registry_limits(),
     };
     debug_assert_eq!(run_info.observation_space.flat_dim(), obs_dim);
     let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(cfg.server.queue_capacity);
     let server_stop = CancellationToken::new();
-    let service = LearnerService::new(run_info, cell.clone(), tx, server_stop.clone());
+    let service = Arc::new(LearnerService::new(run_info, cell.clone(), tx, server_stop.clone()));
+    tokio::spawn(evict_idle_actors(service.clone(), cfg.server.actor_idle_seconds, server_stop.clone()));
 
     // The trainer thread: trains until told to stop, then writes the final checkpoint.
     let trainer_stop = Arc::new(AtomicBool::new(false));
@@ -141,7 +204,16 @@ pub async fn serve(
                 let outputs =
                     LoopOutputs { csv: &mut csv, display: Display::Log, checkpoints: Some((&checkpoints, every)) };
                 let outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop);
-                let saved = checkpoints.save(&trainer).and_then(|_| run.write_model(&trainer.weights()?));
+                // A failed final checkpoint is counted and logged, and serve returns it (non-zero exit): the
+                // updates since the last periodic checkpoint are lost, which a clean exit would hide.
+                let saved =
+                    checkpoints.save(&trainer).and_then(|_| run.write_model(&trainer.weights()?)).map_err(|e| {
+                        metrics::counter!(common::metrics::CHECKPOINT_FAILURES).increment(1);
+                        tracing::error!(error = %e, "final checkpoint failed; the newest earlier checkpoint is intact");
+                        Error::Internal(format!(
+                            "final checkpoint failed: {e}; a resume continues from the newest earlier checkpoint"
+                        ))
+                    });
                 let _ = done_tx.send(outcome.and_then(|o| saved.map(|()| o)));
             })
             .map_err(|e| Error::Internal(format!("cannot start trainer thread: {e}")))?;
@@ -156,7 +228,9 @@ pub async fn serve(
         .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
     let max = cfg.server.max_message_bytes;
     let learner = tonic::service::interceptor::InterceptedService::new(
-        pb::learner_server::LearnerServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max),
+        pb::learner_server::LearnerServer::from_arc(service)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
         TokenAuth::new(opts.token.clone()),
     );
     // Keepalive pings notice actors that vanished without closing their connection (cut cables, killed VMs).
@@ -174,7 +248,7 @@ pub async fn serve(
     tracing::info!(%addr, tls = opts.tls.is_some(), auth = opts.token.is_some(), "learner serving");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(no_delay);
     let server = builder
-        .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
+        .layer(tower::util::MapResponseLayer::new(rewrite_decode_errors))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(learner)

@@ -5,14 +5,14 @@ use common::env::Space;
 use common::metrics as m;
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
-use common::rollout::Rollout;
+use common::rollout::{Bounds, Rollout};
 use common::wire::{PROTOCOL_VERSION, pb};
 use crossbeam_channel::{Sender, TrySendError};
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -43,20 +43,72 @@ pub struct RunInfo {
     pub run_id: String,
     /// Rollouts more than this many versions old are dropped.
     pub max_policy_lag: u64,
+    /// Magnitude bounds of rollout values.
+    pub bounds: Bounds,
+    /// Bounds of the actor registry.
+    pub registry: RegistryLimits,
+}
+
+/// Bounds of the actor registry (`server.max_actor_name_bytes`, `server.max_actors`, `server.actor_idle_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegistryLimits {
+    /// Longest `actor_name`, in bytes.
+    pub max_name_bytes: usize,
+    /// Most actors held at once.
+    pub max_actors: usize,
+    /// An actor without an open policy stream and without a submission for this long is forgotten.
+    pub idle: Duration,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self { max_name_bytes: 256, max_actors: 1024, idle: Duration::from_secs(60) }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct ActorEntry {
     name: String,
     num_envs: usize,
+    /// Open policy streams.
+    streams: usize,
+    /// Registration, last submission, or last stream closed.
+    last_seen: Instant,
+}
+
+/// The registered actors, bounded in number and evicted when idle; the connected-actors gauge is its size.
+#[derive(Debug, Default)]
+struct Registry {
+    actors: HashMap<u64, ActorEntry>,
+}
+
+impl Registry {
+    /// Drops actors idle for longer than `idle`; returns how many.
+    fn evict_idle(&mut self, idle: Duration) -> usize {
+        let before = self.actors.len();
+        self.actors.retain(|id, a| {
+            let keep = a.streams > 0 || a.last_seen.elapsed() <= idle;
+            if !keep {
+                tracing::info!(actor_id = id, name = %a.name, "idle actor forgotten");
+            }
+            keep
+        });
+        let evicted = before - self.actors.len();
+        self.publish_gauge();
+        evicted
+    }
+
+    fn publish_gauge(&self) {
+        metrics::gauge!(m::CONNECTED_ACTORS).set(self.actors.len() as f64);
+    }
 }
 
 /// Shared state of the service.
 pub struct LearnerService {
     run: RunInfo,
-    actors: Mutex<HashMap<u64, ActorEntry>>,
+    incarnation: u64,
+    registry: Arc<Mutex<Registry>>,
     next_actor_id: AtomicU64,
-    connected: Arc<AtomicI64>,
     policies: Arc<PolicyCell>,
     rollouts: Sender<Rollout>,
     shutdown: CancellationToken,
@@ -72,23 +124,50 @@ impl LearnerService {
     ) -> Self {
         // Ids from an earlier learner process must not collide with this one's: start above the current time.
         let base = (common::policy::unix_now() as u64) << 16;
+        // Random, so that two processes of one run never share it; never 0 (0 means "unknown" on the wire).
+        let incarnation = rand::random::<u64>().max(1);
         Self {
             run,
-            actors: Mutex::new(HashMap::new()),
+            incarnation,
+            registry: Arc::new(Mutex::new(Registry::default())),
             next_actor_id: AtomicU64::new(base),
-            connected: Arc::new(AtomicI64::new(0)),
             policies,
             rollouts,
             shutdown,
         }
     }
 
-    fn actor(&self, id: u64) -> Option<ActorEntry> {
-        self.actors.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    /// This learner process's incarnation (see `RegisterResponse.incarnation`).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets actors idle for longer than `server.actor_idle_seconds`; the server calls it periodically.
+    pub fn evict_idle_actors(&self) -> usize {
+        self.registry().evict_idle(self.run.registry.idle)
+    }
+
+    /// The actor's registered env count, marking it as seen now.
+    fn touch(&self, id: u64) -> Option<ActorEntry> {
+        let mut registry = self.registry();
+        let entry = registry.actors.get_mut(&id)?;
+        entry.last_seen = Instant::now();
+        Some(entry.clone())
     }
 
     fn check_register(&self, r: &pb::RegisterRequest) -> Result<(), Error> {
         let run = &self.run;
+        if r.actor_name.len() > run.registry.max_name_bytes {
+            return Err(Error::BadName(format!(
+                "actor_name: {} bytes is longer than the learner's limit of {} (server.max_actor_name_bytes)",
+                r.actor_name.len(),
+                run.registry.max_name_bytes
+            )));
+        }
         if r.protocol_version != PROTOCOL_VERSION as i32 {
             return Err(Error::Mismatch(format!(
                 "protocol version: actor speaks {}, learner speaks {}",
@@ -103,14 +182,13 @@ impl LearnerService {
             ("action space", &r.action_space, &run.action_space),
         ];
         for (what, theirs, ours) in spaces {
-            let theirs = theirs.as_ref().map(Space::try_from);
-            if !matches!(&theirs, Some(Ok(s)) if s == ours) {
-                let shown = match theirs {
-                    Some(Ok(s)) => s.describe(),
-                    Some(Err(e)) => e,
-                    None => "none".into(),
-                };
-                return Err(Error::Mismatch(format!("{what}: actor has {shown}, learner has {}", ours.describe())));
+            let difference = match theirs.as_ref().map(Space::try_from) {
+                Some(Ok(s)) => ours.difference(&s),
+                Some(Err(e)) => Some(format!("actor has {e}, learner has {}", ours.describe())),
+                None => Some(format!("actor has none, learner has {}", ours.describe())),
+            };
+            if let Some(d) = difference {
+                return Err(Error::Mismatch(format!("{what}: {d}")));
             }
         }
         if r.num_envs == 0 || r.num_envs > 65_536 {
@@ -120,7 +198,7 @@ impl LearnerService {
     }
 
     fn check_rollout(&self, msg: &pb::Rollout) -> Result<Rollout, Error> {
-        let entry = self.actor(msg.actor_id).ok_or(Error::UnknownActor(msg.actor_id))?;
+        let entry = self.touch(msg.actor_id).ok_or(Error::UnknownActor(msg.actor_id))?;
         let rollout = Rollout::try_from(msg)?;
         if rollout.num_envs != entry.num_envs {
             return Err(Error::Rollout(common::rollout::RolloutError {
@@ -132,7 +210,7 @@ impl LearnerService {
                 kind: common::rollout::RolloutErrorKind::Shape,
             }));
         }
-        rollout.validate(self.run.observation_space.flat_dim(), &self.run.action_space)?;
+        rollout.validate(self.run.observation_space.flat_dim(), &self.run.action_space, &self.run.bounds)?;
         let current = self.policies.latest().version;
         if rollout.policy_version > current {
             return Err(Error::FutureVersion { got: rollout.policy_version, current });
@@ -160,25 +238,35 @@ impl LearnerService {
     }
 }
 
-fn update_message(s: &PolicySnapshot) -> pb::PolicyUpdate {
-    pb::PolicyUpdate { version: s.version, weights: s.weights.clone(), published_at: s.published_at }
+fn update_message(s: &PolicySnapshot, incarnation: u64) -> pb::PolicyUpdate {
+    pb::PolicyUpdate { version: s.version, weights: s.weights.clone(), published_at: s.published_at, incarnation }
 }
 
-/// Decrements the connected-actors gauge when a policy stream ends.
-struct Connected(Arc<AtomicI64>);
+/// An open policy stream of a registered actor: keeps it in the registry while open; when it closes, the actor
+/// is seen now and becomes evictable after the idle time.
+struct OpenStream {
+    registry: Arc<Mutex<Registry>>,
+    actor_id: u64,
+}
 
-impl Connected {
-    fn new(counter: Arc<AtomicI64>) -> Self {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!(m::CONNECTED_ACTORS).set(n as f64);
-        Self(counter)
+impl OpenStream {
+    /// Counts a stream for `actor_id`; `None` if the actor is not registered.
+    fn open(registry: &Arc<Mutex<Registry>>, actor_id: u64) -> Option<Self> {
+        let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = r.actors.get_mut(&actor_id)?;
+        entry.streams += 1;
+        entry.last_seen = Instant::now();
+        Some(Self { registry: registry.clone(), actor_id })
     }
 }
 
-impl Drop for Connected {
+impl Drop for OpenStream {
     fn drop(&mut self) {
-        let n = self.0.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::gauge!(m::CONNECTED_ACTORS).set(n as f64);
+        let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = r.actors.get_mut(&self.actor_id) {
+            entry.streams = entry.streams.saturating_sub(1);
+            entry.last_seen = Instant::now();
+        }
     }
 }
 
@@ -194,8 +282,30 @@ impl pb::learner_server::Learner for LearnerService {
             return Err(e.into());
         }
         let actor_id = self.next_actor_id.fetch_add(1, Ordering::SeqCst);
-        let entry = ActorEntry { name: r.actor_name.clone(), num_envs: r.num_envs as usize };
-        self.actors.lock().unwrap_or_else(|e| e.into_inner()).insert(actor_id, entry);
+        let entry = ActorEntry {
+            name: r.actor_name.clone(),
+            num_envs: r.num_envs as usize,
+            streams: 0,
+            last_seen: Instant::now(),
+        };
+        {
+            let mut registry = self.registry();
+            if registry.actors.len() >= self.run.registry.max_actors {
+                registry.evict_idle(self.run.registry.idle);
+            }
+            if registry.actors.len() >= self.run.registry.max_actors {
+                let e = Error::TooManyActors(format!(
+                    "the learner already serves {} actors (server.max_actors); try again later",
+                    registry.actors.len()
+                ));
+                count_rejection(&e);
+                drop(registry);
+                tracing::warn!(actor = %r.actor_name, error = %e, "registration refused");
+                return Err(e.into());
+            }
+            registry.actors.insert(actor_id, entry);
+            registry.publish_gauge();
+        }
         let version = self.policies.latest().version;
         tracing::info!(actor_id, name = %r.actor_name, num_envs = r.num_envs, version, "actor registered");
         Ok(Response::new(pb::RegisterResponse {
@@ -205,6 +315,7 @@ impl pb::learner_server::Learner for LearnerService {
             policy_version: version,
             hidden_sizes: self.run.hidden_sizes.iter().map(|&h| h as u32).collect(),
             rollout_steps: self.run.rollout_steps as u32,
+            incarnation: self.incarnation,
         }))
     }
 
@@ -214,6 +325,19 @@ impl pb::learner_server::Learner for LearnerService {
     ) -> Result<Response<pb::SubmitRolloutResponse>, Status> {
         let msg = request.into_inner();
         metrics::counter!(m::RECEIVED_BYTES).increment(prost::Message::encoded_len(&msg) as u64);
+        let current = self.policies.latest().version;
+        // Produced by a policy of an earlier learner process (this one may have resumed from an older
+        // checkpoint): from a lost future, not misbehaviour. Dropped quietly.
+        if msg.incarnation != 0 && msg.incarnation != self.incarnation {
+            metrics::counter!(m::ROLLOUTS, "outcome" => "stale").increment(1);
+            tracing::debug!(
+                actor_id = msg.actor_id,
+                version = msg.policy_version,
+                "rollout of an earlier learner dropped"
+            );
+            let outcome = pb::RolloutOutcome::Stale as i32;
+            return Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current }));
+        }
         let rollout = match self.check_rollout(&msg) {
             Ok(r) => r,
             Err(e) => {
@@ -223,8 +347,7 @@ impl pb::learner_server::Learner for LearnerService {
                 return Err(e.into());
             }
         };
-        let current = self.policies.latest().version;
-        let lag = current - rollout.policy_version;
+        let lag = current.saturating_sub(rollout.policy_version);
         metrics::histogram!(m::POLICY_LAG).record(lag as f64);
         if lag > self.run.max_policy_lag {
             metrics::counter!(m::ROLLOUTS, "outcome" => "stale").increment(1);
@@ -244,20 +367,19 @@ impl pb::learner_server::Learner for LearnerService {
         request: Request<pb::SubscribePolicyRequest>,
     ) -> Result<Response<Self::SubscribePolicyStream>, Status> {
         let actor_id = request.into_inner().actor_id;
-        if self.actor(actor_id).is_none() {
+        let Some(open) = OpenStream::open(&self.registry, actor_id) else {
             let e = Error::UnknownActor(actor_id);
             count_rejection(&e);
             return Err(e.into());
-        }
-        let connected = Connected::new(self.connected.clone());
-        let shutdown = self.shutdown.clone();
+        };
+        let (shutdown, incarnation) = (self.shutdown.clone(), self.incarnation);
         let mut watch = self.policies.subscribe();
         // Capacity 1 and latest-wins reads: a slow reader gets the newest version, never a backlog.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
-            let _connected = connected;
+            let _open = open;
             loop {
-                let update = update_message(&watch.borrow_and_update().clone());
+                let update = update_message(&watch.borrow_and_update().clone(), incarnation);
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     sent = tx.send(Ok(update)) => if sent.is_err() { break },

@@ -6,7 +6,7 @@ use crate::config::{Objective, TrainConfig};
 use crate::error::{Error, Result};
 use crate::gae::{GaeInput, gae};
 use crate::optim::AdamState;
-use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, adapt_beta};
+use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
 use candle_core::Tensor;
 use common::env::Space;
 use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
@@ -226,6 +226,7 @@ impl Trainer {
             version: self.version,
             weights: self.weights()?.into(),
             published_at: common::policy::unix_now(),
+            incarnation: 0,
         })
     }
 
@@ -360,6 +361,8 @@ impl Trainer {
                 next_values,
             };
             let (adv, ret) = gae(&input, p.gamma, p.gae_lambda);
+            let first_row = host.len();
+            host.sources.push(RowSource { actor_id: r.actor_id, rows: first_row..first_row + r.len() });
             let start = host.obs.len();
             host.obs.extend_from_slice(&r.obs);
             self.normalize(&mut host.obs[start..]);

@@ -10,7 +10,7 @@ use common::model::{ActorCritic, ModelConfig, sorted_vars};
 use learner::backend::FusedBackend;
 use learner::config::Objective;
 use learner::optim::Adam;
-use learner::ppo::{Batch, HostBatch, LossCoefs, MinibatchStats, minibatch_loss, minibatch_step};
+use learner::ppo::{Batch, HostBatch, LossCoefs, MinibatchStats, StepOutcome, minibatch_loss, minibatch_step};
 use std::collections::HashMap;
 
 struct Golden {
@@ -123,7 +123,8 @@ fn check_case(name: &str) {
     // One full step: loss, backward, clip to 0.5, Adam (lr 2.5e-4, eps 1e-5).
     let (varmap, model, batch, _) = setup(&g);
     let mut adam = Adam::new(sorted_vars(&varmap).unwrap(), g.scalars["lr"].as_f64().unwrap(), 1e-5).unwrap();
-    let stats = minibatch_step(&model, &mut adam, &batch, &c, g.scalars["max_grad_norm"].as_f64().unwrap()).unwrap();
+    let outcome = minibatch_step(&model, &mut adam, &batch, &c, g.scalars["max_grad_norm"].as_f64().unwrap()).unwrap();
+    let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
     scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
     for (pname, var) in sorted_vars(&varmap).unwrap() {
         assert_close(&format!("next.{pname}"), var.as_tensor(), &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
@@ -143,6 +144,7 @@ fn check_fused_case(name: &str) {
         advantages: flat(&batch.advantages),
         returns: flat(&batch.returns),
         values: flat(&batch.values),
+        sources: Vec::new(),
     };
     let params: HashMap<String, Tensor> =
         sorted_vars(&varmap).unwrap().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
@@ -157,7 +159,8 @@ fn check_fused_case(name: &str) {
 
     let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params, 2).unwrap();
     let max_grad_norm = g.scalars["max_grad_norm"].as_f64().unwrap();
-    let stats = fused.minibatch_step(&host, &idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
+    let outcome = fused.minibatch_step(&host, &idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
+    let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
     scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
     for (pname, t) in learner::backend::Backend::params(&fused).unwrap() {
         assert_close(&format!("fused next.{pname}"), &t, &g.t[&format!("next.{pname}")], 1e-5, 1e-6);

@@ -2,6 +2,10 @@
 //! ephemeral loopback port: every kind of bad request gets its documented status code and a message naming the
 //! problem, nothing bad reaches the trainer, and the learner keeps serving well-behaved actors afterwards.
 //!
+//! Rejections are also counted: the test process installs the Prometheus recorder, and the hostile-value tests
+//! check that `proxima_learner_rejected_total{reason}` grew by at least the number of requests of that reason
+//! (tests of this file run in parallel and share the counters, hence "at least").
+//!
 //! "Nothing reached the trainer" is checked exactly: the learner trains on one rollout per update (2 envs x 16
 //! steps), rejected rollouts carry an episode record with return [`BAD_RETURN`], and the one good rollout carries
 //! [`GOOD_RETURN`]; the first row of `progress.csv` must then be version 1, 32 env steps, one episode, mean
@@ -41,6 +45,30 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Runs `body` under [`TEST_TIMEOUT`].
 async fn bounded<F: Future<Output = ()>>(body: F) {
     tokio::time::timeout(TEST_TIMEOUT, body).await.expect("test timed out");
+}
+
+/// The process-wide Prometheus recorder of this test binary (installed once), to read the learner's counters.
+fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the Prometheus recorder");
+        common::metrics::describe(common::metrics::Role::Learner);
+        handle
+    })
+}
+
+/// The value of counter `name` with label `reason` (0 before it was first counted).
+fn counter(name: &str, reason: &str) -> f64 {
+    let text = recorder().render();
+    let prefix = format!("{name}{{reason=\"{reason}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// `proxima_learner_rejected_total{reason}`.
+fn rejected(reason: &str) -> f64 {
+    counter(common::metrics::REJECTED, reason)
 }
 
 /// An in-process learner on 127.0.0.1:0 with its own temporary run directory.
@@ -132,6 +160,8 @@ struct GoodActor {
     updates: tonic::Streaming<pb::PolicyUpdate>,
     sampler: Sampler,
     policy: Policy,
+    incarnation: u64,
+    model: ModelConfig,
 }
 
 impl GoodActor {
@@ -150,8 +180,12 @@ impl GoodActor {
             .expect("policy stream works")
             .expect("the stream starts with the current policy");
         assert_eq!(first.version, reg.policy_version, "the stream starts with the version Register announced");
-        let snapshot =
-            PolicySnapshot { version: first.version, weights: first.weights, published_at: first.published_at };
+        let snapshot = PolicySnapshot {
+            version: first.version,
+            weights: first.weights,
+            published_at: first.published_at,
+            incarnation: first.incarnation,
+        };
         let sampler_cfg = SamplerConfig { num_envs: NUM_ENVS, rollout_steps: ROLLOUT_STEPS, ..Default::default() };
         let sampler = Sampler::new(ENV, &sampler_cfg, reg.seed).expect("sampler");
         let model = ModelConfig {
@@ -160,7 +194,33 @@ impl GoodActor {
         };
         let policy = Policy::from_snapshot(&model, sampler.obs_dim(), &sampler.action_space(), &snapshot)
             .expect("the published weights fit the announced model");
-        Self { client, id: reg.actor_id, updates, sampler, policy }
+        assert_eq!(first.incarnation, reg.incarnation, "the stream carries the learner's incarnation");
+        Self { client, id: reg.actor_id, updates, sampler, policy, incarnation: reg.incarnation, model }
+    }
+
+    /// Waits for a published policy of at least `version`, checks that its weights are finite (the decoder
+    /// refuses NaN and infinity) and acts with it; returns its version.
+    async fn next_policy(&mut self, version: u64, what: &str) -> u64 {
+        let update = tokio::time::timeout(WAIT, async {
+            loop {
+                let u = self.updates.message().await.expect("policy stream works").expect("stream stays open");
+                if u.version >= version {
+                    break u;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no policy version {version} within {WAIT:?}"));
+        let snapshot = PolicySnapshot {
+            version: update.version,
+            weights: update.weights,
+            published_at: update.published_at,
+            incarnation: update.incarnation,
+        };
+        let (d, space) = (self.sampler.obs_dim(), self.sampler.action_space());
+        self.policy = Policy::from_snapshot(&self.model, d, &space, &snapshot)
+            .unwrap_or_else(|e| panic!("{what}: policy v{} is unusable: {e}", update.version));
+        update.version
     }
 
     /// A valid rollout of this actor whose only episode record has return `marker`.
@@ -346,6 +406,123 @@ fn prost_len(m: &pb::Rollout) -> usize {
         .sum()
 }
 
+/// Finite values no valid CartPole policy or env produces, one field at a time: INVALID_ARGUMENT naming the field,
+/// counted as `out_of_range`. Returns how many were sent.
+async fn extreme_values_case(actor: &mut GoodActor) -> usize {
+    type Poison = fn(&mut Rollout);
+    let cases: [(&str, &str, Poison); 16] = [
+        ("log_probs", "log-prob -100", |r| r.log_probs[0] = -100.0),
+        ("log_probs", "log-prob -1e4", |r| r.log_probs[1] = -1e4),
+        ("log_probs", "log-prob +1e4", |r| r.log_probs[2] = 1e4),
+        ("rewards", "reward 3e38", |r| r.rewards.iter_mut().for_each(|x| *x = 3e38)),
+        ("rewards", "reward -1e30", |r| r.rewards[3] = -1e30),
+        ("values", "value 1e30", |r| r.values[4] = 1e30),
+        ("values", "value -3e38", |r| r.values[5] = -3e38),
+        ("obs", "observation 1e30", |r| r.obs[6] = 1e30),
+        ("obs", "observation -3e38", |r| r.obs[7] = -3e38),
+        ("next_obs", "next observation 3e38", |r| r.next_obs[0] = 3e38),
+        ("next_obs", "next observation -1e30", |r| r.next_obs[1] = -1e30),
+        ("episodes", "episode return 1e300", |r| r.episodes[0].episode_return = 1e300),
+        ("episodes", "episode return -3e38", |r| r.episodes[0].episode_return = -3e38),
+        ("log_probs", "log-prob -f32::MAX", |r| r.log_probs[3] = -f32::MAX),
+        ("rewards", "reward f32::MAX", |r| r.rewards[0] = f32::MAX),
+        ("values", "value f32::MIN", |r| r.values[0] = f32::MIN),
+    ];
+    for (field, what, poison) in cases {
+        let mut r = actor.bad_rollout();
+        poison(&mut r);
+        assert_rejected(actor, pb::Rollout::from(&r), Code::InvalidArgument, &[field, "outside"], what).await;
+    }
+    cases.len()
+}
+
+/// `actor_name` above `server.max_actor_name_bytes` (256): INVALID_ARGUMENT, counted as `bad_name`.
+async fn long_name_case(server: &Server) {
+    let mut c = client(server.addr, Some(TOKEN)).await;
+    let request = pb::RegisterRequest { actor_name: "x".repeat(1000), ..register_request() };
+    assert_status(c.register(request).await, Code::InvalidArgument, &["actor_name", "256"], "a 1000-byte actor name");
+}
+
+/// A Box observation space differing in one bound: the message names the bound and both values.
+async fn box_bound_mismatch_case(server: &Server) {
+    let mut c = client(server.addr, Some(TOKEN)).await;
+    let env = common::env::make(ENV).expect("CartPole exists");
+    let common::env::Space::Box { low, mut high } = env.observation_space() else { panic!("Box observations") };
+    high[2] = 0.5;
+    let obs = common::env::Space::Box { low, high };
+    let request = pb::RegisterRequest { observation_space: Some((&obs).into()), ..register_request() };
+    let what = "a Box bound that differs";
+    assert_status(c.register(request).await, Code::FailedPrecondition, &["high[2]", "0.5", "0.41887"], what);
+}
+
+/// Raw bytes as a gRPC request, to send what no generated client can: garbage and truncated messages.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
+/// Sends `body` to `/ppo.v1.Learner/<method>` with the token.
+async fn raw_call(addr: SocketAddr, method: &str, body: Vec<u8>) -> Result<bytes::Bytes, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(bytes::Bytes::from(body));
+    let token: MetadataValue<Ascii> = format!("Bearer {TOKEN}").parse().expect("metadata");
+    request.metadata_mut().insert("authorization", token);
+    let path = http::uri::PathAndQuery::from_maybe_shared(format!("/ppo.v1.Learner/{method}")).expect("path");
+    grpc.unary(request, path, RawCodec).await.map(|r| r.into_inner())
+}
+
+/// Bytes that do not decode as the request message: INVALID_ARGUMENT saying so, counted as `malformed`. Returns
+/// how many were sent.
+async fn malformed_case(server: &Server, actor: &mut GoodActor) -> usize {
+    let valid = prost::Message::encode_to_vec(&pb::Rollout::from(&actor.bad_rollout()));
+    let register = prost::Message::encode_to_vec(&register_request());
+    let bodies: [(&str, &str, Vec<u8>); 4] = [
+        ("SubmitRollout", "garbage rollout", vec![0xff; 64]),
+        ("SubmitRollout", "truncated rollout", valid[..valid.len() / 2].to_vec()),
+        ("Register", "garbage registration", vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ("Register", "truncated registration", register[..register.len() - 3].to_vec()),
+    ];
+    for (method, what, body) in &bodies {
+        let r = raw_call(server.addr, method, body.clone()).await;
+        assert_status(r, Code::InvalidArgument, &["could not be decoded"], what);
+    }
+    bodies.len()
+}
+
 // ---- the tests -------------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,6 +642,145 @@ async fn oversized_rollout_is_resource_exhausted() {
     .await;
 }
 
+/// Extreme finite values in every numeric field of a rollout are rejected and counted; the learner trains on the
+/// next valid rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_finite_values_are_out_of_range() {
+    bounded(async {
+        let before = rejected(common::metrics::reason::OUT_OF_RANGE);
+        let server = Server::start(&[]).await;
+        let mut actor = GoodActor::connect(server.addr).await;
+        let sent = extreme_values_case(&mut actor).await;
+        let counted = rejected(common::metrics::reason::OUT_OF_RANGE) - before;
+        assert!(counted >= sent as f64, "{sent} out-of-range rollouts, {counted} counted");
+        actor.check_accepted_and_trained(&server.run_dir).await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// Defence in depth: with every value bound opened wide, the same extreme rollouts are accepted and trained on
+/// (one update each), yet every published policy is finite (the actor-side decoder refuses non-finite weights)
+/// and a well-behaved actor still advances the policy version afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_values_within_opened_bounds_never_poison_the_policy() {
+    bounded(async {
+        let wide = [
+            "server.max_abs_reward=3.4e38",
+            "server.max_abs_observation=3.4e38",
+            "server.max_abs_value=3.4e38",
+            "server.max_abs_log_prob_per_dim=3.4e38",
+        ];
+        let server = Server::start(&wide).await;
+        let mut actor = GoodActor::connect(server.addr).await;
+        type Poison = fn(&mut Rollout);
+        let cases: [(&str, Poison); 10] = [
+            ("log-probs -100", |r| r.log_probs.iter_mut().for_each(|x| *x = -100.0)),
+            ("log-probs -1e4", |r| r.log_probs.iter_mut().for_each(|x| *x = -1e4)),
+            ("log-probs -3e38", |r| r.log_probs.iter_mut().for_each(|x| *x = -3e38)),
+            ("rewards 3e38", |r| r.rewards.iter_mut().for_each(|x| *x = 3e38)),
+            ("rewards -1e30", |r| r.rewards.iter_mut().for_each(|x| *x = -1e30)),
+            ("values 3e38", |r| r.values.iter_mut().for_each(|x| *x = 3e38)),
+            ("values -1e30", |r| r.values.iter_mut().for_each(|x| *x = -1e30)),
+            ("obs 1e30", |r| r.obs.iter_mut().for_each(|x| *x = 1e30)),
+            ("next and final obs -3e38", |r| r.next_obs.iter_mut().chain(&mut r.final_obs).for_each(|x| *x = -3e38)),
+            ("denormals", |r| r.obs.iter_mut().chain(&mut r.rewards).for_each(|x| *x = 1e-42)),
+        ];
+        let mut version = 0;
+        for (what, poison) in cases {
+            let mut r = actor.rollout(1.0);
+            r.policy_version = version;
+            poison(&mut r);
+            let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await;
+            let resp = resp.unwrap_or_else(|s| panic!("{what}: within the opened bounds yet rejected: {s:?}"));
+            assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Accepted, "{what}");
+            version = actor.next_policy(version + 1, what).await;
+        }
+        // A well-behaved actor still advances the version.
+        let mut honest = GoodActor::connect(server.addr).await;
+        let r = honest.rollout(GOOD_RETURN);
+        let resp = honest.client.submit_rollout(pb::Rollout::from(&r)).await.expect("an honest rollout is taken");
+        assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Accepted);
+        honest.next_policy(version + 1, "after the extreme rollouts").await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// Bytes that do not decode are INVALID_ARGUMENT (not INTERNAL), counted as `malformed`; the learner serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_bytes_are_invalid_argument() {
+    bounded(async {
+        let before = rejected(common::metrics::reason::MALFORMED);
+        let server = Server::start(&[]).await;
+        let mut actor = GoodActor::connect(server.addr).await;
+        let sent = malformed_case(&server, &mut actor).await;
+        let counted = rejected(common::metrics::reason::MALFORMED) - before;
+        assert!(counted >= sent as f64, "{sent} malformed requests, {counted} counted");
+        actor.check_accepted_and_trained(&server.run_dir).await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// The registry is bounded: names above the limit are refused, at most `server.max_actors` actors are held
+/// (RESOURCE_EXHAUSTED beyond), and an actor with neither a policy stream nor a submission for
+/// `server.actor_idle_seconds` is forgotten, freeing its place; one with an open stream stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_is_bounded_and_forgets_idle_actors() {
+    bounded(async {
+        let before = (rejected(common::metrics::reason::BAD_NAME), rejected(common::metrics::reason::TOO_MANY_ACTORS));
+        let server = Server::start(&["server.max_actors=2", "server.actor_idle_seconds=0.5"]).await;
+        long_name_case(&server).await;
+        // One actor with an open stream, one without: the registry is full.
+        let mut streaming = GoodActor::connect(server.addr).await;
+        let mut c = client(server.addr, Some(TOKEN)).await;
+        let idle = c.register(register_request()).await.expect("second actor registers").into_inner();
+        let r = c.register(register_request()).await;
+        assert_status(r, Code::ResourceExhausted, &["server.max_actors"], "a third actor");
+        // The actor without a stream is forgotten after the idle time; the streaming one is kept.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut r = streaming.bad_rollout();
+        r.actor_id = idle.actor_id;
+        assert_rejected(&mut streaming, pb::Rollout::from(&r), Code::InvalidArgument, &["actor_id"], "forgotten").await;
+        c.register(register_request()).await.expect("the forgotten actor's place is free again");
+        let after = (rejected(common::metrics::reason::BAD_NAME), rejected(common::metrics::reason::TOO_MANY_ACTORS));
+        assert!(after.0 > before.0 && after.1 > before.1, "rejections counted: {before:?} -> {after:?}");
+        streaming.check_accepted_and_trained(&server.run_dir).await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A rollout produced under another learner incarnation (a restarted learner that may have resumed from an
+/// older checkpoint) is dropped quietly as STALE, whatever its version; the same version under this incarnation
+/// is a future version and rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_of_an_earlier_learner_are_stale_not_rejected() {
+    bounded(async {
+        let server = Server::start(&[]).await;
+        let mut actor = GoodActor::connect(server.addr).await;
+        assert_ne!(actor.incarnation, 0, "the learner announces its incarnation");
+        let before = rejected(common::metrics::reason::FUTURE_VERSION);
+        let mut r = actor.bad_rollout();
+        (r.policy_version, r.incarnation) = (1_000, actor.incarnation.wrapping_add(1).max(1));
+        let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await.expect("quietly dropped, not rejected");
+        assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Stale);
+        // Also from an actor id this learner never handed out (the earlier learner did).
+        r.actor_id += 1_000_000;
+        let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await.expect("quietly dropped, not rejected");
+        assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Stale);
+        assert_eq!(rejected(common::metrics::reason::FUTURE_VERSION), before, "not counted as misbehaviour");
+        let mut r = actor.bad_rollout();
+        (r.policy_version, r.incarnation) = (1_000, actor.incarnation);
+        let what = "a future version of this incarnation";
+        assert_rejected(&mut actor, pb::Rollout::from(&r), Code::InvalidArgument, &["policy_version"], what).await;
+        actor.check_accepted_and_trained(&server.run_dir).await;
+        server.stop().await;
+    })
+    .await;
+}
+
 /// Every rejection against one server, most of them over one connection; then a new, well-behaved actor
 /// registers, follows the policy stream and gets a rollout accepted and trained on: the learner kept serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,6 +798,10 @@ async fn learner_keeps_serving_after_every_rejection() {
         future_version_case(&mut actor).await;
         unknown_actor_case(&mut actor).await;
         oversized_case(&mut actor).await;
+        extreme_values_case(&mut actor).await;
+        malformed_case(&server, &mut actor).await;
+        long_name_case(&server).await;
+        box_bound_mismatch_case(&server).await;
         // The connection that sent all of the above still works for a valid call.
         let again = actor.client.register(register_request()).await.expect("the same connection still registers");
         assert_ne!(again.into_inner().actor_id, actor.id, "every registration gets its own id");

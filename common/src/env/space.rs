@@ -70,4 +70,36 @@ impl Space {
             Space::Box { low, .. } => format!("Box({})", low.len()),
         }
     }
+
+    /// How `self` (`ours`) differs from `theirs`, naming the first differing bound and both values; `None` when
+    /// they are equal.
+    pub fn difference(&self, theirs: &Space) -> Option<String> {
+        match (self, theirs) {
+            (a, b) if a == b => None,
+            (Space::Box { low: l1, high: h1 }, Space::Box { low: l2, high: h2 }) if l1.len() == l2.len() => {
+                let bounds = [("low", l1, l2), ("high", h1, h2)];
+                bounds.into_iter().find_map(|(which, ours, other)| {
+                    let i = ours.iter().zip(other).position(|(a, b)| a.to_bits() != b.to_bits())?;
+                    Some(format!("Box({}) {which}[{i}]: actor has {}, learner has {}", l1.len(), other[i], ours[i]))
+                })
+            }
+            (ours, other) => Some(format!("actor has {}, learner has {}", other.describe(), ours.describe())),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod difference_tests {
+    use super::*;
+
+    #[test]
+    fn names_the_first_differing_bound() {
+        let ours = Space::Box { low: vec![-1.0, -2.0], high: vec![1.0, 2.0] };
+        let theirs = Space::Box { low: vec![-1.0, -2.0], high: vec![1.0, 3.0] };
+        assert_eq!(ours.difference(&ours.clone()), None);
+        assert_eq!(ours.difference(&theirs).unwrap(), "Box(2) high[1]: actor has 3, learner has 2");
+        let d = ours.difference(&Space::Discrete { n: 2 }).unwrap();
+        assert_eq!(d, "actor has Discrete(2), learner has Box(2)");
+    }
 }

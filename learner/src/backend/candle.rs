@@ -4,7 +4,10 @@
 use super::Backend;
 use crate::error::Result;
 use crate::optim::{Adam, AdamState};
-use crate::ppo::{Batch, EpochPlan, EpochStats, HostBatch, LossCoefs, batch_kl, minibatch_step, run_epochs};
+use crate::ppo::{
+    Batch, EpochPlan, EpochStats, HostBatch, LossCoefs, MinibatchStep, StepOutcome, batch_kl, minibatch_is_finite,
+    minibatch_step, run_epochs,
+};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use common::env::Space;
@@ -35,6 +38,35 @@ impl CandleBackend {
     }
 }
 
+/// The candle backend's minibatch step over one batch on the device, for the guarded epoch loop.
+struct CandleStep<'a> {
+    backend: &'a mut CandleBackend,
+    batch: &'a Batch,
+    coefs: &'a LossCoefs,
+    max_grad_norm: f64,
+}
+
+impl CandleStep<'_> {
+    fn rows(&self, idx: &[u32]) -> candle_core::Result<Batch> {
+        self.batch.select(&Tensor::from_slice(idx, idx.len(), &self.backend.device)?)
+    }
+}
+
+impl MinibatchStep for CandleStep<'_> {
+    type Error = candle_core::Error;
+
+    fn step(&mut self, idx: &[u32]) -> candle_core::Result<StepOutcome> {
+        let mb = self.rows(idx)?;
+        let b = &mut *self.backend;
+        minibatch_step(&b.model, &mut b.optimizer, &mb, self.coefs, self.max_grad_norm)
+    }
+
+    fn is_finite_on(&mut self, idx: &[u32]) -> candle_core::Result<bool> {
+        let mb = self.rows(idx)?;
+        minibatch_is_finite(&self.backend.model, &self.backend.optimizer, &mb, self.coefs)
+    }
+}
+
 impl Backend for CandleBackend {
     fn values(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let x = Tensor::from_slice(obs, (n, obs.len() / n.max(1)), &self.device)?;
@@ -49,13 +81,11 @@ impl Backend for CandleBackend {
         lr: f64,
         rng: &mut ChaCha8Rng,
     ) -> Result<EpochStats> {
-        let device_batch = Batch::from_host(batch, self.discrete, &self.device)?;
+        let batch_on_device = Batch::from_host(batch, self.discrete, &self.device)?;
         self.optimizer.lr = lr;
-        let (model, optimizer, device) = (&self.model, &mut self.optimizer, &self.device);
-        Ok(run_epochs(batch.len(), plan, rng, |idx| {
-            let idx = Tensor::from_slice(idx, idx.len(), device)?;
-            minibatch_step(model, optimizer, &device_batch.select(&idx)?, coefs, plan.max_grad_norm)
-        })?)
+        let mut stepper =
+            CandleStep { backend: self, batch: &batch_on_device, coefs, max_grad_norm: plan.max_grad_norm };
+        Ok(run_epochs(batch.len(), &batch.sources, plan, rng, &mut stepper)?)
     }
 
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64> {

@@ -13,7 +13,9 @@ use super::Backend;
 use crate::config::Objective;
 use crate::error::Result;
 use crate::optim::{AdamState, FlatAdam, clip_grad_norm_flat};
-use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, MinibatchStats, run_epochs};
+use crate::ppo::{
+    EpochPlan, EpochStats, HostBatch, LossCoefs, MAX_LOG_RATIO, MinibatchStats, MinibatchStep, StepOutcome, run_epochs,
+};
 use candle_core::{Device, Tensor};
 use common::dense::DenseActorCritic;
 use common::env::Space;
@@ -121,7 +123,8 @@ impl FusedBackend {
         })
     }
 
-    /// One minibatch (rows `idx` of `batch`): loss, hand-derived gradient, global grad-norm clip, Adam step.
+    /// One minibatch (rows `idx` of `batch`): loss, hand-derived gradient, global grad-norm clip, Adam step;
+    /// the step is applied only when the loss, the gradient norm and every new parameter and moment are finite.
     pub fn minibatch_step(
         &mut self,
         batch: &HostBatch,
@@ -129,11 +132,25 @@ impl FusedBackend {
         c: &LossCoefs,
         max_grad_norm: f64,
         lr: f64,
-    ) -> MinibatchStats {
+    ) -> StepOutcome {
         let mut stats = self.loss_and_gradient(batch, idx, c);
+        if !stats.loss.is_finite() {
+            return StepOutcome::Skipped(common::metrics::skip::NON_FINITE_LOSS);
+        }
         stats.grad_norm = clip_grad_norm_flat(&mut self.grads, max_grad_norm);
-        self.adam.step(&mut self.params, &self.grads, lr);
-        stats
+        if !stats.grad_norm.is_finite() {
+            return StepOutcome::Skipped(common::metrics::skip::NON_FINITE_GRADIENT);
+        }
+        match self.adam.step(&mut self.params, &self.grads, lr) {
+            true => StepOutcome::Applied(stats),
+            false => StepOutcome::Skipped(common::metrics::skip::NON_FINITE_PARAMS),
+        }
+    }
+
+    /// True when the loss and gradient of rows `idx` alone are finite (overwrites only the gradient buffer).
+    pub fn is_finite_on(&mut self, batch: &HostBatch, idx: &[u32], c: &LossCoefs) -> bool {
+        let stats = self.loss_and_gradient(batch, idx, c);
+        stats.loss.is_finite() && self.grads.iter().all(|g| g.is_finite())
     }
 
     /// The gradient of the last [`FusedBackend::loss_and_gradient`], by parameter name.
@@ -192,8 +209,12 @@ fn policy_loss_and_gradient(
     let (eps, beta) = (c.clip_coef as f32, c.beta as f32);
     let (mut pg_sum, mut kl_sum, mut old_kl_sum, mut clipped) = (0.0f64, 0.0f64, 0.0f64, 0usize);
     ws.d_log_prob.clear();
+    let max_log_ratio = MAX_LOG_RATIO as f32;
     for i in 0..m {
-        let logratio = ws.log_probs[i] - mb.old_log_probs[i];
+        let raw = ws.log_probs[i] - mb.old_log_probs[i];
+        let logratio = raw.clamp(-max_log_ratio, max_log_ratio);
+        // No gradient flows through a clamped log-ratio.
+        let through_ratio_clamp = if (-max_log_ratio..=max_log_ratio).contains(&raw) { 1.0 } else { 0.0 };
         let ratio = logratio.exp();
         let adv = mb.advantages[i];
         kl_sum += ((ratio - 1.0) - logratio) as f64;
@@ -217,7 +238,7 @@ fn policy_loss_and_gradient(
                 -adv * ratio + beta * (ratio - 1.0)
             }
         };
-        ws.d_log_prob.push(d * inv_m as f32);
+        ws.d_log_prob.push(d * through_ratio_clamp * inv_m as f32);
     }
     let approx_kl = kl_sum * inv_m;
     let pg_loss = match c.objective {
@@ -370,6 +391,27 @@ fn value_loss_terms(value: &[f32], old: &[f32], returns: &[f32], c: &LossCoefs, 
     0.5 * sum * inv_m
 }
 
+/// The fused backend's minibatch step over one batch, for the guarded epoch loop.
+struct FusedStep<'a> {
+    backend: &'a mut FusedBackend,
+    batch: &'a HostBatch,
+    coefs: &'a LossCoefs,
+    max_grad_norm: f64,
+    lr: f64,
+}
+
+impl MinibatchStep for FusedStep<'_> {
+    type Error = crate::Error;
+
+    fn step(&mut self, idx: &[u32]) -> Result<StepOutcome> {
+        Ok(self.backend.minibatch_step(self.batch, idx, self.coefs, self.max_grad_norm, self.lr))
+    }
+
+    fn is_finite_on(&mut self, idx: &[u32]) -> Result<bool> {
+        Ok(self.backend.is_finite_on(self.batch, idx, self.coefs))
+    }
+}
+
 impl Backend for FusedBackend {
     fn values(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let (_, critic) = self.model.split(&self.params);
@@ -387,9 +429,8 @@ impl Backend for FusedBackend {
     ) -> Result<EpochStats> {
         let pool = self.pool.take();
         let mut epochs = || {
-            run_epochs(batch.len(), plan, rng, |idx| {
-                Ok::<_, crate::Error>(self.minibatch_step(batch, idx, coefs, plan.max_grad_norm, lr))
-            })
+            let mut stepper = FusedStep { backend: self, batch, coefs, max_grad_norm: plan.max_grad_norm, lr };
+            run_epochs(batch.len(), &batch.sources, plan, rng, &mut stepper)
         };
         let stats = match &pool {
             Some(pool) => pool.install(epochs),
@@ -409,7 +450,7 @@ impl Backend for FusedBackend {
             .iter()
             .zip(&batch.log_probs)
             .map(|(&new, &old)| {
-                let logratio = new - old;
+                let logratio = (new - old).clamp(-MAX_LOG_RATIO as f32, MAX_LOG_RATIO as f32);
                 ((logratio.exp() - 1.0) - logratio) as f64
             })
             .sum();
