@@ -23,8 +23,11 @@ pub const POLICY_VERSION: &str = "proxima_learner_policy_version";
 pub const POLICY_LAG: &str = "proxima_learner_policy_lag_versions";
 /// Rollouts waiting in the queue to the trainer (gauge).
 pub const QUEUE_DEPTH: &str = "proxima_learner_queue_depth";
-/// Actors in the learner's registry: registered and not yet evicted for idleness (gauge).
+/// Actors of the learner's registry with an open policy stream (gauge).
 pub const CONNECTED_ACTORS: &str = "proxima_learner_connected_actors";
+/// Actors in the learner's registry: registered and not yet forgotten for idleness (gauge; at least
+/// [`CONNECTED_ACTORS`]).
+pub const REGISTERED_ACTORS: &str = "proxima_learner_registered_actors";
 /// Seconds per PPO update (histogram).
 pub const UPDATE_DURATION: &str = "proxima_learner_update_duration_seconds";
 /// k3 estimate of KL(old ‖ new) over the last batch (gauge).
@@ -174,7 +177,8 @@ pub fn describe(role: Role) {
             describe_gauge!(POLICY_VERSION, "Newest published policy version.");
             describe_histogram!(POLICY_LAG, "Policy versions between the learner and a received rollout.");
             describe_gauge!(QUEUE_DEPTH, "Rollouts waiting for the trainer.");
-            describe_gauge!(CONNECTED_ACTORS, "Registered actors not yet evicted for idleness.");
+            describe_gauge!(CONNECTED_ACTORS, "Registered actors with an open policy stream.");
+            describe_gauge!(REGISTERED_ACTORS, "Actors in the registry (not yet forgotten for idleness).");
             describe_histogram!(UPDATE_DURATION, Unit::Seconds, "Duration of one PPO update.");
             describe_gauge!(APPROX_KL, "Approximate KL(old || new) of the last update (k3 estimator).");
             describe_gauge!(KL_TARGET, "KL target of the adaptive penalty or early stop (0: none).");

@@ -76,7 +76,7 @@ struct ActorEntry {
     last_seen: Instant,
 }
 
-/// The registered actors, bounded in number and evicted when idle; the connected-actors gauge is its size.
+/// The registered actors, bounded in number and forgotten when idle; the actor gauges are read from it.
 #[derive(Debug, Default)]
 struct Registry {
     actors: HashMap<u64, ActorEntry>,
@@ -98,8 +98,11 @@ impl Registry {
         evicted
     }
 
+    /// Sets both actor gauges from the registry.
     fn publish_gauge(&self) {
-        metrics::gauge!(m::CONNECTED_ACTORS).set(self.actors.len() as f64);
+        let connected = self.actors.values().filter(|a| a.streams > 0).count();
+        metrics::gauge!(m::CONNECTED_ACTORS).set(connected as f64);
+        metrics::gauge!(m::REGISTERED_ACTORS).set(self.actors.len() as f64);
     }
 }
 
@@ -256,6 +259,7 @@ impl OpenStream {
         let entry = r.actors.get_mut(&actor_id)?;
         entry.streams += 1;
         entry.last_seen = Instant::now();
+        r.publish_gauge();
         Some(Self { registry: registry.clone(), actor_id })
     }
 }
@@ -267,6 +271,7 @@ impl Drop for OpenStream {
             entry.streams = entry.streams.saturating_sub(1);
             entry.last_seen = Instant::now();
         }
+        r.publish_gauge();
     }
 }
 
