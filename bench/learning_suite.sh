@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The learning suite: trains every tuned config in configs/ for seeds 1, 2 and 3 with its step budget
 # (`total_steps` of the config), evaluates each final model deterministically over 20 episodes, and writes a
-# Markdown table of steps-to-target (the first update whose 100-episode mean return reaches the config's
+# Markdown table of steps-to-target (the first update, after 100 finished episodes, whose 100-episode mean
+# return reaches the config's
 # `target_return`, read from progress.csv) and evaluation returns, plus each run's learning curve.
 #
 # Usage: bench/learning_suite.sh [OUT_DIR]            (default runs/learning-suite-<time>)
@@ -42,11 +43,14 @@ json_field() {
     grep -o "\"$2\":[^,}]*" <<<"$1" | head -n1 | cut -d: -f2
 }
 
-# First env_steps whose mean_return reaches the target, or "not reached".
+# First env_steps whose mean_return over a full window (at least 100 finished episodes, the default
+# return_window of every config) reaches the target, or "not reached".
 steps_to_target() {
     awk -F, -v target="$2" '
         NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-        $col["mean_return"] != "" && $col["mean_return"] + 0 >= target + 0 { print $col["env_steps"]; found = 1; exit }
+        $col["episodes"] + 0 >= 100 && $col["mean_return"] != "" && $col["mean_return"] + 0 >= target + 0 {
+            print $col["env_steps"]; found = 1; exit
+        }
         END { if (!found) print "not reached" }' "$1"
 }
 

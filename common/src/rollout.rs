@@ -202,6 +202,90 @@ impl Rollout {
     }
 }
 
+/// Holds one actor's episode records to the rewards and done flags it sends: the learner trusts a reported return
+/// and length only as far as its own sums of the same rollouts confirm them.
+///
+/// Per env it carries the reward sum and step count of the episode in progress across the actor's rollouts. Right
+/// after registration (the actor's envs may be mid-episode) and after a rejected rollout, the start of each env's
+/// current episode is unknown: its first record may then include earlier steps, each worth at most
+/// `max_abs_reward`. Every later record must match the learner's sums exactly (up to f32 rounding of the rewards).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpisodeTracker {
+    /// Per env: `(reward sum, steps)` of the episode in progress, or `None` while its start is unknown.
+    partial: Vec<Option<(f64, u32)>>,
+}
+
+impl EpisodeTracker {
+    /// Checks `r.episodes` against `r`'s rewards and done flags (shapes already validated) and advances the carried
+    /// sums. On an error the carried sums are forgotten (the next records are checked as after registration).
+    pub fn check(&mut self, r: &Rollout, max_abs_reward: f64) -> Result<(), RolloutError> {
+        let result = self.advance(r, max_abs_reward);
+        if result.is_err() {
+            self.partial.clear();
+        }
+        result
+    }
+
+    fn advance(&mut self, r: &Rollout, max_abs_reward: f64) -> Result<(), RolloutError> {
+        let n = r.num_envs;
+        let bad = |reason: String| Err(RolloutError { field: "episodes", reason, kind: RolloutErrorKind::Shape });
+        self.partial.resize(n, None);
+        let mut records = vec![Vec::new(); n];
+        for ep in &r.episodes {
+            records[ep.env_index].push(ep);
+        }
+        for (e, records) in records.iter().enumerate() {
+            let mut partial = self.partial[e];
+            let (mut sum, mut steps, mut abs) = (0.0f64, 0u32, 0.0f64);
+            let mut next = records.iter();
+            for t in 0..r.num_steps {
+                let i = t * n + e;
+                let reward = f64::from(r.rewards[i]);
+                (sum, steps, abs) = (sum + reward, steps + 1, abs + reward.abs());
+                if !(r.terminated[i] || r.truncated[i]) {
+                    continue;
+                }
+                let Some(ep) = next.next() else {
+                    return bad(format!("env {e} ended an episode at step {t} without an episode record"));
+                };
+                // f32 rewards summed here vs the env's f64 rewards summed by the actor.
+                let tolerance = 1e-5 * (abs + 1.0);
+                let (expected_len, slack) = match partial {
+                    Some((s, k)) => (Some(k + steps), (ep.episode_return - (s + sum)).abs() - tolerance),
+                    None => {
+                        let before = f64::from(ep.length.saturating_sub(steps));
+                        (None, (ep.episode_return - sum).abs() - tolerance - max_abs_reward * before)
+                    }
+                };
+                let length_ok = match expected_len {
+                    Some(k) => ep.length == k,
+                    None => ep.length >= steps,
+                };
+                if !length_ok || slack > 0.0 {
+                    return bad(format!(
+                        "env {e}'s record (return {}, length {}) at step {t} disagrees with the rewards and done \
+                         flags sent ({} over {steps} step(s) in this rollout{})",
+                        ep.episode_return,
+                        ep.length,
+                        sum,
+                        match partial {
+                            Some((s, k)) => format!(", {s} over {k} before it"),
+                            None => String::new(),
+                        }
+                    ));
+                }
+                partial = Some((0.0, 0));
+                (sum, steps, abs) = (0.0, 0, 0.0);
+            }
+            if next.next().is_some() {
+                return bad(format!("env {e} has more episode records than ended episodes"));
+            }
+            self.partial[e] = partial.map(|(s, k)| (s + sum, k + steps));
+        }
+        Ok(())
+    }
+}
+
 /// `x` for a message: plain when moderate, in scientific notation when huge or tiny (`1e300`, not 301 digits).
 fn show(x: f64) -> String {
     if x != 0.0 && !(1e-4..1e7).contains(&x.abs()) { format!("{x:e}") } else { format!("{x}") }
@@ -246,6 +330,43 @@ mod tests {
         let mut r = valid();
         r.final_obs.clear();
         assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "final_obs");
+    }
+
+    /// Episode records are held to the rewards and done flags: exactly once the episode's start has been seen,
+    /// within the reward bound for the steps before it otherwise; a made-up return is refused and forgets the sums.
+    #[test]
+    fn episode_records_must_match_rewards_and_dones() {
+        // 3 steps x 1 env: the episode ends at step 1 (rewards 1 + 1), a new one runs on (reward 1).
+        let r = |ret: f64, len: u32| Rollout {
+            num_steps: 3,
+            num_envs: 1,
+            rewards: vec![1.0, 1.0, 1.0],
+            terminated: vec![false, true, false],
+            truncated: vec![false; 3],
+            episodes: vec![EpisodeStats { env_index: 0, episode_return: ret, length: len }],
+            ..Default::default()
+        };
+        let mut tracker = EpisodeTracker::default();
+        // Start unknown: 10 steps of which 2 seen; the 8 earlier ones at most 1 each under a bound of 1.
+        assert_eq!(tracker.check(&r(10.0, 10), 1.0), Ok(()));
+        // Now the episode in progress is known (1 over 1 step): the next ends after 2 more with return 3, length 3.
+        let exact = r(3.0, 3);
+        assert_eq!(tracker.check(&exact, 1.0), Ok(()));
+        let mut t2 = tracker.clone();
+        assert_eq!(t2.check(&r(3.5, 3), 1.0).unwrap_err().field, "episodes", "return off by 0.5");
+        let mut t3 = tracker.clone();
+        assert!(t3.check(&r(3.0, 4), 1.0).is_err(), "length off by one");
+        // A made-up return of the first record is refused, and the sums are forgotten.
+        let mut fresh = EpisodeTracker::default();
+        assert!(fresh.check(&r(475.0, 10), 1.0).is_err());
+        assert_eq!(fresh, EpisodeTracker::default());
+        // A done without a record, and a record without a done.
+        let mut missing = r(2.0, 2);
+        missing.episodes.clear();
+        assert!(EpisodeTracker::default().check(&missing, 1.0).is_err());
+        let mut extra = r(2.0, 2);
+        extra.terminated[1] = false;
+        assert!(EpisodeTracker::default().check(&extra, 1.0).is_err());
     }
 
     /// Extreme finite values that no valid policy or env produces are out of range, naming the field.

@@ -5,7 +5,7 @@ use common::env::Space;
 use common::metrics as m;
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
-use common::rollout::{Bounds, Rollout};
+use common::rollout::{Bounds, EpisodeTracker, Rollout};
 use common::wire::{PROTOCOL_VERSION, pb};
 use crossbeam_channel::{Sender, TrySendError};
 use std::collections::HashMap;
@@ -74,6 +74,8 @@ struct ActorEntry {
     streams: usize,
     /// Registration, last submission, or last stream closed.
     last_seen: Instant,
+    /// Holds its episode records to its rewards and done flags.
+    episodes: EpisodeTracker,
 }
 
 /// The registered actors, bounded in number and forgotten when idle; the actor gauges are read from it.
@@ -154,12 +156,26 @@ impl LearnerService {
         self.registry().evict_idle(self.run.registry.idle)
     }
 
-    /// The actor's registered env count, marking it as seen now.
-    fn touch(&self, id: u64) -> Option<ActorEntry> {
+    /// The actor's name and registered env count, marking it as seen now.
+    fn touch(&self, id: u64) -> Option<(String, usize)> {
         let mut registry = self.registry();
         let entry = registry.actors.get_mut(&id)?;
         entry.last_seen = Instant::now();
-        Some(entry.clone())
+        Some((entry.name.clone(), entry.num_envs))
+    }
+
+    /// Checks the rollout's episode records against the actor's rewards and done flags (see [`EpisodeTracker`]);
+    /// `None` forgets the carried sums (after a rejected rollout).
+    fn track_episodes(&self, id: u64, rollout: Option<&Rollout>) -> Result<(), Error> {
+        let mut registry = self.registry();
+        let entry = registry.actors.get_mut(&id).ok_or(Error::UnknownActor(id))?;
+        match rollout {
+            Some(r) => Ok(entry.episodes.check(r, self.run.bounds.max_abs_reward)?),
+            None => {
+                entry.episodes = EpisodeTracker::default();
+                Ok(())
+            }
+        }
     }
 
     fn check_register(&self, r: &pb::RegisterRequest) -> Result<(), Error> {
@@ -201,15 +217,12 @@ impl LearnerService {
     }
 
     fn check_rollout(&self, msg: &pb::Rollout) -> Result<Rollout, Error> {
-        let entry = self.touch(msg.actor_id).ok_or(Error::UnknownActor(msg.actor_id))?;
+        let (name, num_envs) = self.touch(msg.actor_id).ok_or(Error::UnknownActor(msg.actor_id))?;
         let rollout = Rollout::try_from(msg)?;
-        if rollout.num_envs != entry.num_envs {
+        if rollout.num_envs != num_envs {
             return Err(Error::Rollout(common::rollout::RolloutError {
                 field: "num_envs",
-                reason: format!(
-                    "{} differs from the {} envs registered by {}",
-                    rollout.num_envs, entry.num_envs, entry.name
-                ),
+                reason: format!("{} differs from the {num_envs} envs registered by {name}", rollout.num_envs),
                 kind: common::rollout::RolloutErrorKind::Shape,
             }));
         }
@@ -218,6 +231,7 @@ impl LearnerService {
         if rollout.policy_version > current {
             return Err(Error::FutureVersion { got: rollout.policy_version, current });
         }
+        self.track_episodes(msg.actor_id, Some(&rollout))?;
         Ok(rollout)
     }
 
@@ -292,6 +306,7 @@ impl pb::learner_server::Learner for LearnerService {
             num_envs: r.num_envs as usize,
             streams: 0,
             last_seen: Instant::now(),
+            episodes: EpisodeTracker::default(),
         };
         {
             let mut registry = self.registry();
@@ -347,6 +362,8 @@ impl pb::learner_server::Learner for LearnerService {
             Ok(r) => r,
             Err(e) => {
                 count_rejection(&e);
+                // The actor's envs moved on without the learner seeing these steps.
+                let _ = self.track_episodes(msg.actor_id, None);
                 metrics::counter!(m::ROLLOUTS, "outcome" => "rejected").increment(1);
                 tracing::debug!(actor_id = msg.actor_id, error = %e, "rollout rejected");
                 return Err(e.into());

@@ -223,11 +223,24 @@ impl GoodActor {
         update.version
     }
 
-    /// A valid rollout of this actor whose only episode record has return `marker`.
-    fn rollout(&mut self, marker: f64) -> Rollout {
+    /// A valid rollout of this actor in which no episode ends.
+    fn quiet_rollout(&mut self) -> Rollout {
         let mut r = self.sampler.collect(&mut self.policy).expect("collect a rollout");
         r.actor_id = self.id;
-        r.episodes = vec![EpisodeStats { env_index: 0, episode_return: marker, length: 1 }];
+        r.terminated.fill(false);
+        r.truncated.fill(false);
+        r.final_obs.clear();
+        r.episodes.clear();
+        r
+    }
+
+    /// A valid first rollout of this actor whose only finished episode, env 0's at step 0, has return `marker`:
+    /// as the first record after registration its 999 earlier steps are unseen, so the learner accepts any
+    /// return within `server.max_abs_reward` per step.
+    fn rollout(&mut self, marker: f64) -> Rollout {
+        let mut r = self.quiet_rollout();
+        r.terminated[0] = true;
+        r.episodes = vec![EpisodeStats { env_index: 0, episode_return: marker, length: 1000 }];
         r
     }
 
@@ -688,7 +701,7 @@ async fn extreme_values_within_opened_bounds_never_poison_the_policy() {
         ];
         let mut version = 0;
         for (what, poison) in cases {
-            let mut r = actor.rollout(1.0);
+            let mut r = actor.quiet_rollout();
             r.policy_version = version;
             poison(&mut r);
             let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await;
@@ -702,6 +715,47 @@ async fn extreme_values_within_opened_bounds_never_poison_the_policy() {
         let resp = honest.client.submit_rollout(pb::Rollout::from(&r)).await.expect("an honest rollout is taken");
         assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Accepted);
         honest.next_policy(version + 1, "after the extreme rollouts").await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// Episode records are held to the rewards and done flags the learner receives: a return or length that does
+/// not add up is INVALID_ARGUMENT naming `episodes`, so an actor cannot end a run or falsify its curve by
+/// reporting made-up returns; honest rollouts before and after are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn episode_records_must_add_up() {
+    bounded(async {
+        let server = Server::start(&[]).await;
+        let mut actor = GoodActor::connect(server.addr).await;
+        let (mut forged, mut honest) = (0, 0);
+        // Envs whose current episode began inside a rollout the learner took: their next record is checked exactly.
+        let mut known = std::collections::HashSet::new();
+        for i in 0..40 {
+            let mut r = actor.sampler.collect(&mut actor.policy).expect("collect");
+            r.actor_id = actor.id;
+            // Once in a while, inflate the return (or stretch the length) of a record whose start was seen.
+            let target = r.episodes.iter().position(|ep| known.contains(&ep.env_index));
+            if let (true, Some(k)) = (i % 4 == 3, target) {
+                let ep = &mut r.episodes[k];
+                if forged % 2 == 0 {
+                    ep.episode_return += 1.0
+                } else {
+                    ep.length += 1
+                }
+                let what = format!("forged record {:?}", r.episodes[k]);
+                assert_rejected(&mut actor, pb::Rollout::from(&r), Code::InvalidArgument, &["episodes"], &what).await;
+                // The learner forgot what it carried: every env starts unknown again.
+                known.clear();
+                forged += 1;
+            } else {
+                let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await;
+                resp.unwrap_or_else(|s| panic!("honest rollout {i} ({} episodes) refused: {s:?}", r.episodes.len()));
+                known.extend(r.episodes.iter().map(|ep| ep.env_index));
+                honest += 1;
+            }
+        }
+        assert!(forged >= 3 && honest >= 20, "{forged} forged, {honest} honest");
         server.stop().await;
     })
     .await;
