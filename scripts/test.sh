@@ -27,4 +27,4 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --release --workspace --locked -- --nocapture
+cargo test --release --workspace --locked --no-fail-fast -- --nocapture

@@ -33,10 +33,11 @@ pub struct Args {
     rollout_steps: usize,
 }
 
-/// `steps × num_envs` CartPole steps with uniformly random actions, packed as an actor would.
+/// `steps × num_envs` CartPole steps with uniformly random actions, packed as an actor would, but with no episode
+/// ending: every client sends this one rollout again and again, and the learner holds episode records to the
+/// rewards and done flags of an actor's consecutive rollouts, which a repeated rollout with endings would break.
 fn random_rollout(num_envs: usize, steps: usize) -> anyhow::Result<Rollout> {
     let mut envs = VecEnv::new("CartPole-v1", num_envs, 0)?;
-    let d = envs.obs_dim();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut r = Rollout { num_steps: steps, num_envs, ..Rollout::default() };
     for _ in 0..steps {
@@ -47,12 +48,8 @@ fn random_rollout(num_envs: usize, steps: usize) -> anyhow::Result<Rollout> {
         r.values.extend(std::iter::repeat_n(0.0, num_envs));
         let step = envs.step(&actions);
         r.rewards.extend_from_slice(&step.rewards);
-        r.terminated.extend_from_slice(&step.terminated);
-        r.truncated.extend_from_slice(&step.truncated);
-        for (e, _) in step.truncated.iter().enumerate().filter(|(_, t)| **t) {
-            r.final_obs.extend_from_slice(&step.final_obs[e * d..(e + 1) * d]);
-        }
-        r.episodes.extend(step.episodes.iter().cloned());
+        r.terminated.extend(std::iter::repeat_n(false, num_envs));
+        r.truncated.extend(std::iter::repeat_n(false, num_envs));
     }
     r.next_obs = envs.obs().to_vec();
     Ok(r)

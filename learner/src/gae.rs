@@ -76,6 +76,8 @@ mod tests {
         };
         let (adv, ret) = gae(&input, g["gamma"].as_f64().unwrap(), g["lam"].as_f64().unwrap());
         let (want_adv, want_ret) = (flat(&g["advantages"], f), flat(&g["returns"], f));
+        assert_eq!((adv.len(), ret.len()), (want_adv.len(), want_ret.len()), "one advantage and return per step");
+        assert_eq!(adv.len(), rewards.len());
         for i in 0..adv.len() {
             assert!((adv[i] - want_adv[i]).abs() < 1e-5, "adv[{i}] {} vs {}", adv[i], want_adv[i]);
             assert!((ret[i] - want_ret[i]).abs() < 1e-5, "ret[{i}]");

@@ -76,6 +76,25 @@ fn compare(env: &str, objective: Objective) {
     }
     let (sa, sb) = (fused.optimizer_state().unwrap(), candle.optimizer_state().unwrap());
     assert_eq!(sa.step, sb.step);
+    assert_same_moments(&sa, &sb, 1e-4);
+}
+
+/// Adam's first and second moments agree element-wise, parameter by parameter, within `tol` of each tensor's
+/// largest element.
+fn assert_same_moments(a: &learner::optim::AdamState, b: &learner::optim::AdamState, tol: f32) {
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.moments.len(), b.moments.len());
+    for ((na, ma, va), (nb, mb, vb)) in a.moments.iter().zip(&b.moments) {
+        assert_eq!(na, nb);
+        for (which, x, y) in [("m", flat(ma), flat(mb)), ("v", flat(va), flat(vb))] {
+            assert_eq!(x.len(), y.len(), "{which}.{na}");
+            // Relative to the tensor's largest element: tiny entries are sums that nearly cancel.
+            let scale = y.iter().fold(0.0f32, |s, q| s.max(q.abs()));
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() <= tol * scale, "{which}.{na}: {p} vs {q} (largest {scale})");
+            }
+        }
+    }
 }
 
 #[test]
@@ -115,6 +134,7 @@ fn checkpointed_state_moves_between_backends() {
     candle.load_optimizer_state(fused.optimizer_state().unwrap()).unwrap();
     assert_eq!(params(candle.as_ref()), params(fused.as_ref()));
     assert_eq!(candle.optimizer_state().unwrap().step, 2);
+    assert_same_moments(&candle.optimizer_state().unwrap(), &fused.optimizer_state().unwrap(), 0.0);
     // A parameter of the wrong shape is refused with its name.
     let mut bad = named.clone();
     bad.insert(
