@@ -64,6 +64,8 @@ pub const SKIPPED_UPDATES: &str = "proxima_learner_skipped_updates_total";
 pub const FAULTY_ROLLOUTS: &str = "proxima_learner_faulty_rollouts_total";
 /// Checkpoint or model writes that failed (disk full, permissions); earlier checkpoints stay intact (counter).
 pub const CHECKPOINT_FAILURES: &str = "proxima_learner_checkpoint_failures_total";
+/// `progress.csv` rows that could not be written (disk full); training goes on (counter).
+pub const PROGRESS_WRITE_FAILURES: &str = "proxima_learner_progress_write_failures_total";
 
 /// Env steps an actor produced and delivered (counter).
 pub const ACTOR_ENV_STEPS: &str = "proxima_actor_env_steps_total";
@@ -196,11 +198,13 @@ pub fn describe(role: Role) {
             describe_counter!(SKIPPED_UPDATES, Unit::Count, "Minibatch steps rolled back by the guard, by reason.");
             describe_counter!(FAULTY_ROLLOUTS, Unit::Count, "Rollouts whose rows made a minibatch step non-finite.");
             describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoint or model writes that failed.");
+            describe_counter!(PROGRESS_WRITE_FAILURES, Unit::Count, "progress.csv rows that could not be written.");
             for r in skip::ALL {
                 metrics::counter!(SKIPPED_UPDATES, "reason" => r).absolute(0);
             }
             metrics::counter!(FAULTY_ROLLOUTS).absolute(0);
             metrics::counter!(CHECKPOINT_FAILURES).absolute(0);
+            metrics::counter!(PROGRESS_WRITE_FAILURES).absolute(0);
             // Every label value exists from the start, so `rate()` and dashboards see zeros, not gaps.
             for r in reason::ALL {
                 metrics::counter!(REJECTED, "reason" => r).absolute(0);

@@ -1,16 +1,19 @@
 //! Checkpoints: one safetensors file per checkpoint with the model parameters, Adam's moments
 //! (`optim.m.<name>`, `optim.v.<name>`), observation statistics, and in its metadata the trainer state (JSON),
 //! the resolved config (TOML) and a CRC-32 of the tensor data. Written atomically; the newest `keep` are kept.
+//! A trainer holding NaN or infinity is never written, and a checkpoint holding one is never loaded.
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::optim::AdamState;
-use crate::run_dir::write_atomic;
+use crate::run_dir::{FailureLog, write_atomic};
 use crate::trainer::{Trainer, TrainerState};
-use candle_core::Device;
-use common::policy::{decode_weights, encode_tensors};
+use candle_core::{DType, Device, Tensor};
+use common::normalize::ObsNormalizer;
+use common::policy::{PolicyError, decode_weights, encode_tensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 const FORMAT: &str = "proxima-checkpoint-v1";
 const PREFIX: &str = "checkpoint-";
@@ -20,14 +23,21 @@ const SUFFIX: &str = ".safetensors";
 pub struct Checkpointer {
     dir: PathBuf,
     keep: usize,
+    /// Failures of periodic checkpoints, for the log.
+    failures: Mutex<FailureLog>,
 }
 
 impl Checkpointer {
-    /// Uses (and creates) `dir`, keeping the newest `keep` checkpoints (at least 1).
+    /// Uses (and creates) `dir`, keeping the newest `keep` checkpoints (at least 1). Removes the temporary files
+    /// of checkpoint writes a crash interrupted.
     pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        Ok(Self { dir, keep: keep.max(1) })
+        for tmp in named(&dir, ".tmp")? {
+            std::fs::remove_file(&tmp).map_err(Error::io(&tmp))?;
+            tracing::warn!(path = %tmp.display(), "removed the temporary file of an interrupted checkpoint write");
+        }
+        Ok(Self { dir, keep: keep.max(1), failures: Mutex::new(FailureLog::new("periodic checkpoint")) })
     }
 
     /// The directory.
@@ -35,45 +45,70 @@ impl Checkpointer {
         &self.dir
     }
 
-    /// Saves the trainer as `checkpoint-<version>.safetensors` and removes all but the newest `keep`.
+    /// Saves the trainer as `checkpoint-<version>.safetensors`, then removes the oldest others so that `keep`
+    /// remain. Refuses (an error naming them) a trainer whose parameters, optimiser moments or statistics hold NaN
+    /// or infinity; on any failure nothing is written or removed.
     pub fn save(&self, trainer: &Trainer) -> Result<PathBuf> {
         let path = self.dir.join(format!("{PREFIX}{:012}{SUFFIX}", trainer.version()));
-        write_atomic(&path, &encode(trainer)?)?;
-        let all = self.list()?;
-        for old in all.iter().take(all.len().saturating_sub(self.keep)) {
+        write_atomic(&path, &encode(trainer, &path)?)?;
+        // Never the one just written, even when files of higher versions (refused at resume) sort after it.
+        let others: Vec<PathBuf> = self.list()?.into_iter().filter(|p| *p != path).collect();
+        for old in others.iter().take((others.len() + 1).saturating_sub(self.keep)) {
             std::fs::remove_file(old).map_err(Error::io(old))?;
         }
         tracing::info!(path = %path.display(), version = trainer.version(), "checkpoint written");
         Ok(path)
     }
 
-    /// Checkpoint files, oldest first.
-    pub fn list(&self) -> Result<Vec<PathBuf>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map_err(Error::io(&self.dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
-            })
-            .collect();
-        files.sort();
-        Ok(files)
+    /// [`Checkpointer::save`] for a periodic checkpoint, whose failure (disk full, a non-finite trainer) must not
+    /// stop training: it is counted in `proxima_learner_checkpoint_failures_total` and logged (the first failure,
+    /// each different error, otherwise at most once a minute), and the earlier checkpoints stay as they were.
+    pub fn save_periodic(&self, trainer: &Trainer) {
+        let saved = self.save(trainer);
+        let mut log = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        match saved {
+            Ok(_) => log.succeeded(),
+            Err(e) => {
+                metrics::counter!(common::metrics::CHECKPOINT_FAILURES).increment(1);
+                log.failed(&e);
+            }
+        }
     }
 
-    /// The newest checkpoint, if any.
-    pub fn latest(&self) -> Result<Option<PathBuf>> {
-        Ok(self.list()?.pop())
+    /// Checkpoint files, oldest first.
+    pub fn list(&self) -> Result<Vec<PathBuf>> {
+        named(&self.dir, SUFFIX)
     }
 }
 
-fn encode(trainer: &Trainer) -> Result<Vec<u8>> {
+/// The files in `dir` named `checkpoint-*<suffix>`, sorted by name.
+fn named(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(suffix))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The checkpoint bytes of `trainer`, to be written to `path`; an error if anything in it is not finite.
+fn encode(trainer: &Trainer, path: &Path) -> Result<Vec<u8>> {
     let mut tensors = trainer.params()?;
     let obs_norm = trainer.obs_normalizer();
     for (name, m, v) in trainer.optimizer_state()?.moments {
         tensors.push((format!("optim.m.{name}"), m));
         tensors.push((format!("optim.v.{name}"), v));
     }
-    let state = serde_json::to_string(&trainer.state()).map_err(|e| Error::Internal(e.to_string()))?;
+    let state = trainer.state();
+    let bad = non_finite(tensors.iter().map(|(n, t)| (n, t)), obs_norm, &state)?;
+    if !bad.is_empty() {
+        let reason = format!("not written: the trainer holds non-finite values: {}", bad.join(", "));
+        return Err(Error::Checkpoint { path: path.to_path_buf(), reason });
+    }
+    let state = serde_json::to_string(&state).map_err(|e| Error::Internal(e.to_string()))?;
     let config = toml::to_string(trainer.config()).map_err(|e| Error::Internal(e.to_string()))?;
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -86,6 +121,35 @@ fn encode(trainer: &Trainer) -> Result<Vec<u8>> {
     Ok(encode_tensors(&tensors, obs_norm, meta)?)
 }
 
+/// Names of the tensors (as named in a checkpoint) and trainer statistics that hold NaN or infinity, sorted;
+/// empty when everything is finite. Used before writing and after reading a checkpoint.
+fn non_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+    obs_norm: Option<&ObsNormalizer>,
+    state: &TrainerState,
+) -> Result<Vec<String>> {
+    let mut bad = Vec::new();
+    for (name, t) in tensors {
+        if !t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter().all(|x| x.is_finite()) {
+            bad.push(name.clone());
+        }
+    }
+    let recent: Vec<f64> = state.recent.iter().map(|(ret, _)| *ret).collect();
+    let mut stats = vec![("state.beta", vec![state.beta]), ("state.recent", recent)];
+    if let Some(n) = obs_norm {
+        let rms = &n.rms;
+        stats.extend([("obs_rms.mean", rms.mean.clone()), ("obs_rms.var", rms.var.clone())]);
+        stats.push(("obs_rms.count", vec![rms.count]));
+    }
+    if let Some(rms) = &state.reward_rms {
+        stats.extend([("state.reward_rms.mean", rms.mean.clone()), ("state.reward_rms.var", rms.var.clone())]);
+        stats.push(("state.reward_rms.count", vec![rms.count]));
+    }
+    bad.extend(stats.into_iter().filter(|(_, xs)| !xs.iter().all(|x| x.is_finite())).map(|(n, _)| n.to_string()));
+    bad.sort();
+    Ok(bad)
+}
+
 /// CRC-32 of the data section of a safetensors file.
 fn data_crc(bytes: &[u8]) -> std::result::Result<u32, String> {
     let header: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or("file is shorter than its header")?;
@@ -94,8 +158,8 @@ fn data_crc(bytes: &[u8]) -> std::result::Result<u32, String> {
     Ok(crc32fast::hash(data))
 }
 
-/// Loads a checkpoint and rebuilds the trainer for `cfg`. Corrupt files and checkpoints of another env or model
-/// shape are errors that name the file and the problem.
+/// Loads a checkpoint and rebuilds the trainer for `cfg`. Corrupt files, files holding NaN or infinity, and
+/// checkpoints of another env or model shape are errors that name the file and the problem.
 pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
     let fail = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
@@ -114,7 +178,14 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
         .get("state")
         .ok_or_else(|| fail("no trainer state".into()))
         .and_then(|s| serde_json::from_str(s).map_err(|e| fail(format!("bad trainer state: {e}"))))?;
-    let decoded = decode_weights(&bytes, &Device::Cpu).map_err(|e| fail(e.to_string()))?;
+    let decoded = decode_weights(&bytes, &Device::Cpu).map_err(|e| match e {
+        PolicyError::NonFinite(what) => fail(format!("holds non-finite values: {what}")),
+        e => fail(e.to_string()),
+    })?;
+    let bad = non_finite(&decoded.params, decoded.obs_norm.as_ref(), &state)?;
+    if !bad.is_empty() {
+        return Err(fail(format!("holds non-finite values: {}", bad.join(", "))));
+    }
     let mut params = decoded.params;
     let mut moments = Vec::new();
     let names: Vec<String> = params.keys().filter(|k| !k.starts_with("optim.")).cloned().collect();
@@ -230,5 +301,111 @@ mod tests {
         bigger.model.hidden_sizes = vec![32, 32];
         let err = load(&path, &bigger).err().expect("shape mismatch").to_string();
         assert!(err.contains("shape"), "{err}");
+    }
+
+    /// The checkpoint at `path` rewritten with a NaN in tensor `poison` (CRC fixed, so only the values are wrong),
+    /// as `checkpoint-<version>.safetensors` in the same directory.
+    fn poisoned_copy(path: &Path, poison: &str, version: u64) -> PathBuf {
+        use safetensors::tensor::TensorView;
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut owned: Vec<_> =
+            st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+        let (_, _, _, data) = owned.iter_mut().find(|t| t.0 == poison).expect("tensor to poison");
+        data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+        let serialize = |meta: &HashMap<String, String>| {
+            let views = owned.iter().map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap()));
+            safetensors::serialize(views, Some(meta.clone())).unwrap()
+        };
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        meta.insert("crc32".into(), data_crc(&serialize(&meta)).unwrap().to_string());
+        let out = path.with_file_name(format!("{PREFIX}{version:012}{SUFFIX}"));
+        std::fs::write(&out, serialize(&meta)).unwrap();
+        out
+    }
+
+    #[test]
+    fn non_finite_values_are_neither_written_nor_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, trainer) = trained(dir.path());
+        let ck = Checkpointer::new(dir.path().join("ck"), 3).unwrap();
+        let good = ck.save(&trainer).unwrap();
+
+        // A NaN in an Adam moment (valid CRC): refused, naming the tensor.
+        let bad = poisoned_copy(&good, "optim.v.critic.2.weight", 7);
+        let err = load(&bad, &cfg).err().expect("a NaN moment must not load").to_string();
+        assert!(err.contains("non-finite") && err.contains("optim.v.critic.2.weight"), "{err}");
+        std::fs::remove_file(&bad).unwrap();
+
+        // A trainer with a NaN parameter, or NaN observation statistics, is not written; nothing else changes.
+        let mut params: HashMap<String, Tensor> = trainer.params().unwrap().into_iter().collect();
+        let w = &params["actor.0.weight"];
+        let mut values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        values[0] = f32::NAN;
+        let w = Tensor::from_vec(values, w.dims(), &Device::Cpu).unwrap();
+        params.insert("actor.0.weight".into(), w);
+        let mut state = trainer.state();
+        state.version += 1;
+        let (adam, obs) = (trainer.optimizer_state().unwrap(), trainer.obs_normalizer().cloned());
+        let nan_params = Trainer::restore(&cfg, state.clone(), &params, adam, obs.clone()).unwrap();
+        let err = ck.save(&nan_params).expect_err("NaN params must not be written").to_string();
+        assert!(err.contains("non-finite values: actor.0.weight"), "{err}");
+
+        let mut obs = obs.unwrap();
+        obs.rms.var[0] = f64::INFINITY;
+        let params: HashMap<String, Tensor> = trainer.params().unwrap().into_iter().collect();
+        let adam = trainer.optimizer_state().unwrap();
+        let inf_stats = Trainer::restore(&cfg, state.clone(), &params, adam, Some(obs)).unwrap();
+        let err = ck.save(&inf_stats).expect_err("infinite statistics must not be written").to_string();
+        assert!(err.contains("non-finite values: obs_rms.var"), "{err}");
+
+        // JSON would write a NaN state number as null, a checkpoint that could never be loaded again.
+        let nan_beta = TrainerState { beta: f64::NAN, ..state };
+        let (adam, obs) = (trainer.optimizer_state().unwrap(), trainer.obs_normalizer().cloned());
+        let nan_beta = Trainer::restore(&cfg, nan_beta, &params, adam, obs).unwrap();
+        let err = ck.save(&nan_beta).expect_err("a NaN state must not be written").to_string();
+        assert!(err.contains("non-finite values: state.beta"), "{err}");
+
+        let names: Vec<String> =
+            std::fs::read_dir(ck.dir()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names, vec![good.file_name().unwrap().to_string_lossy().to_string()]);
+
+        // The temporary file of a write a crash interrupted is removed when the directory is next used.
+        let stale = ck.dir().join(format!("{PREFIX}{:012}.tmp", 9));
+        std::fs::write(&stale, b"half a checkpoint").unwrap();
+        Checkpointer::new(ck.dir(), 3).unwrap();
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn resume_falls_back_to_the_newest_checkpoint_that_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, trainer) = trained(dir.path());
+        let ck = Checkpointer::new(dir.path().join("ck"), 1).unwrap();
+        let good = ck.save(&trainer).unwrap();
+        let v = trainer.version();
+        poisoned_copy(&good, "actor.2.bias", v + 1);
+        let bytes = std::fs::read(&good).unwrap();
+        let truncated = ck.dir().join(format!("{PREFIX}{:012}{SUFFIX}", v + 2));
+        std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+
+        let resumed = crate::serve::initial_trainer(&cfg, &ck, true).unwrap();
+        assert_eq!(resumed.state(), trainer.state());
+        let err = crate::serve::initial_trainer(&cfg, &ck, false).err().expect("checkpoints without --resume");
+        assert!(err.to_string().contains("--resume"), "{err}");
+
+        // Saving after the fall-back never removes the checkpoint just written, though newer names sort after it.
+        assert_eq!(ck.save(&resumed).unwrap(), good);
+        assert_eq!(ck.list().unwrap(), vec![good.clone()]);
+
+        // None loads: the error names the newest and gives every reason.
+        let nan = poisoned_copy(&good, "actor.2.bias", v + 1);
+        std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+        std::fs::remove_file(&good).unwrap();
+        let err = crate::serve::initial_trainer(&cfg, &ck, true).err().expect("nothing loads").to_string();
+        assert!(err.contains(&truncated.display().to_string()), "{err}");
+        assert!(err.contains("non-finite") && err.contains(&nan.display().to_string()), "{err}");
+        assert!(err.contains("2 checkpoints"), "{err}");
     }
 }

@@ -1,8 +1,9 @@
 //! Progress of a run: one CSV row per update (`progress.csv`) and a short line for people.
 
 use crate::error::{Error, Result};
+use crate::run_dir::FailureLog;
 use crate::trainer::UpdateReport;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::Path;
 
 /// Columns of `progress.csv`, in order.
@@ -37,20 +38,29 @@ pub const COLUMNS: [&str; 26] = [
 
 /// Appends update reports to `progress.csv`.
 pub struct ProgressCsv {
-    file: std::io::BufWriter<std::fs::File>,
+    file: std::fs::File,
     path: std::path::PathBuf,
+    /// Bytes of the header and the complete rows: what a failed append cuts the file back to.
+    len: u64,
     /// Wall seconds of the rows kept from before a resume; new rows continue from there.
     wall_offset: f64,
+    /// Failed appends, for the log.
+    failures: FailureLog,
 }
 
 impl ProgressCsv {
     /// Creates (truncates) `dir/progress.csv` and writes the header.
     pub fn create(dir: &Path) -> Result<Self> {
         let path = dir.join("progress.csv");
-        let file = std::fs::File::create(&path).map_err(Error::io(&path))?;
-        let mut p = Self { file: std::io::BufWriter::new(file), path, wall_offset: 0.0 };
-        writeln!(p.file, "{}", COLUMNS.join(",")).map_err(Error::io(&p.path))?;
-        Ok(p)
+        let mut file = std::fs::File::create(&path).map_err(Error::io(&path))?;
+        let header = format!("{}\n", COLUMNS.join(","));
+        file.write_all(header.as_bytes()).map_err(Error::io(&path))?;
+        Ok(Self::open(file, path, header.len() as u64, 0.0))
+    }
+
+    /// Appends to `file` (at `path`, `len` bytes of header and complete rows so far).
+    fn open(file: std::fs::File, path: std::path::PathBuf, len: u64, wall_offset: f64) -> Self {
+        Self { file, path, len, wall_offset, failures: FailureLog::new("progress.csv") }
     }
 
     /// Continues `dir/progress.csv` after resuming at `version`: rows of later versions (trained after that
@@ -70,13 +80,37 @@ impl ProgressCsv {
                 kept.push(line.to_string());
             }
         }
-        crate::run_dir::write_atomic(&path, format!("{}\n", kept.join("\n")).as_bytes())?;
+        let text = format!("{}\n", kept.join("\n"));
+        crate::run_dir::write_atomic(&path, text.as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(Error::io(&path))?;
-        Ok(Self { file: std::io::BufWriter::new(file), path, wall_offset })
+        Ok(Self::open(file, path, text.len() as u64, wall_offset))
     }
 
-    /// Writes one row and flushes, so the file can be followed while training runs.
-    pub fn append(&mut self, r: &UpdateReport, wall_seconds: f64) -> Result<()> {
+    /// Writes one row with one `write` call, so the file can be followed while training runs. A row that cannot be
+    /// written (disk full) is left out: a partly written row is cut off again, the failure is counted in
+    /// [`common::metrics::PROGRESS_WRITE_FAILURES`] and logged (at most once a minute for the same error), and training goes on;
+    /// later rows are appended once there is space again.
+    pub fn append(&mut self, r: &UpdateReport, wall_seconds: f64) {
+        let line = self.row(r, wall_seconds);
+        match self.file.write_all(line.as_bytes()) {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                self.failures.succeeded();
+            }
+            Err(e) => {
+                metrics::counter!(common::metrics::PROGRESS_WRITE_FAILURES).increment(1);
+                self.failures.failed(&Error::io(&self.path)(e));
+                // Cut a partly written row off, so the next row starts on a line of its own.
+                let cut = self.file.set_len(self.len).and_then(|()| self.file.seek(std::io::SeekFrom::Start(self.len)));
+                if let Err(e) = cut {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot cut off a partly written row");
+                }
+            }
+        }
+    }
+
+    /// One CSV line (with its newline) for an update report.
+    fn row(&self, r: &UpdateReport, wall_seconds: f64) -> String {
         let wall_seconds = wall_seconds + self.wall_offset;
         let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
         let e = &r.epochs.mean;
@@ -109,8 +143,7 @@ impl ProgressCsv {
             r.stale_rollouts.to_string(),
             format!("{:.1}", r.env_steps as f64 / wall_seconds.max(1e-9)),
         ];
-        writeln!(self.file, "{}", fields.join(",")).map_err(Error::io(&self.path))?;
-        self.file.flush().map_err(Error::io(&self.path))
+        format!("{}\n", fields.join(","))
     }
 }
 
@@ -185,11 +218,11 @@ mod tests {
         let mut csv = ProgressCsv::create(dir.path()).unwrap();
         for v in 1..=5u64 {
             let r = UpdateReport { policy_version: v, env_steps: 100 * v, ..Default::default() };
-            csv.append(&r, v as f64).unwrap();
+            csv.append(&r, v as f64);
         }
         drop(csv);
         let mut csv = ProgressCsv::resume(dir.path(), 3).unwrap();
-        csv.append(&UpdateReport { policy_version: 4, env_steps: 400, ..Default::default() }, 0.5).unwrap();
+        csv.append(&UpdateReport { policy_version: 4, env_steps: 400, ..Default::default() }, 0.5);
         drop(csv);
         let text = std::fs::read_to_string(dir.path().join("progress.csv")).unwrap();
         let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();

@@ -4,6 +4,7 @@ use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A created run directory.
 pub struct RunDir {
@@ -35,14 +36,110 @@ impl RunDir {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically: a temporary file beside it (`path` with the extension `tmp`), fsync,
+/// rename, fsync of the directory. On any failure (disk full while writing or syncing, for one) the temporary
+/// file is removed before the error is returned, so neither a truncated `path` nor a stray temporary file is left.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(Error::io(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(Error::io(path)));
+    if let Err(e) = written {
+        if let Err(rm) = std::fs::remove_file(&tmp)
+            && rm.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %tmp.display(), error = %rm, "cannot remove the temporary file of a failed write");
+        }
+        return Err(e);
+    }
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
     }
     Ok(())
+}
+
+/// Logs repeated failures of one kind of write (a periodic checkpoint, a progress row) without flooding the log:
+/// the first failure, each failure whose error differs from the last one logged (paths aside), and otherwise at
+/// most one a minute, with the number left out in between; likewise, at most once a minute, that writes succeed
+/// again. A nearly full disk, where writes fail and succeed by turns, logs at most two lines a minute.
+#[derive(Debug)]
+pub(crate) struct FailureLog {
+    /// What is written, for the log lines.
+    what: &'static str,
+    /// When the last failure was logged, and its error without the path.
+    last: Option<(Instant, String)>,
+    /// Failures not logged since the last one logged.
+    suppressed: u64,
+    /// Failures since the last success.
+    failures: u64,
+    /// When a success after failures was last logged.
+    recovered: Option<Instant>,
+}
+
+impl FailureLog {
+    /// Repeats are logged at most once per this interval.
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    /// A log for writes of `what`.
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self { what, last: None, suppressed: 0, failures: 0, recovered: None }
+    }
+
+    /// Records a failed write; logs it unless the same error was logged less than a minute ago.
+    pub(crate) fn failed(&mut self, error: &Error) {
+        self.failures += 1;
+        let kind = match error {
+            Error::Io { source, .. } => source.to_string(),
+            Error::Checkpoint { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        if self.last.as_ref().is_some_and(|(at, k)| *k == kind && at.elapsed() < Self::INTERVAL) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::error!(
+            error = %error,
+            failures = self.failures,
+            not_logged = self.suppressed,
+            "{}: write failed; training goes on (repeats of this error are logged at most once a minute)",
+            self.what
+        );
+        self.last = Some((Instant::now(), kind));
+        self.suppressed = 0;
+    }
+
+    /// Records a successful write; after failures, logs that writes succeed again (at most once a minute).
+    pub(crate) fn succeeded(&mut self) {
+        if self.failures == 0 {
+            return;
+        }
+        if self.recovered.is_none_or(|at| at.elapsed() >= Self::INTERVAL) {
+            tracing::info!(failures = self.failures, "{}: written again after failures", self.what);
+            self.recovered = Some(Instant::now());
+        }
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename fails: a non-empty directory holds the target's name.
+        let target = dir.path().join("model.safetensors");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("inside"), b"x").unwrap();
+        assert!(write_atomic(&target, b"data").is_err());
+        assert!(!dir.path().join("model.tmp").exists(), "the temporary file was left behind");
+
+        let ok = dir.path().join("config.toml");
+        write_atomic(&ok, b"a = 1").unwrap();
+        assert_eq!(std::fs::read(&ok).unwrap(), b"a = 1");
+        assert!(!dir.path().join("config.tmp").exists());
+    }
 }

@@ -80,7 +80,7 @@ pub fn run(
         cell.publish(trainer.snapshot()?);
         updates += 1;
         let wall = started.elapsed().as_secs_f64();
-        out.csv.append(&report, wall)?;
+        out.csv.append(&report, wall);
         out.display.update(&report, wall);
         outcome = LoopOutcome {
             env_steps: report.env_steps,
@@ -93,9 +93,12 @@ pub fn run(
             && every > 0
             && updates.is_multiple_of(every)
         {
-            checkpoints.save(trainer)?;
+            // Failures (disk full, a non-finite trainer) are counted and logged there; training goes on.
+            checkpoints.save_periodic(trainer);
         }
+        // The target counts only over a full window: "mean of the last 100" never means "of the first 3".
         if let (Some(target), Some(m)) = (cfg.target_return, report.mean_return)
+            && report.episodes >= cfg.return_window as u64
             && m >= target
         {
             outcome.target_reached_at = Some(report.env_steps);

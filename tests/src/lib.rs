@@ -1,6 +1,8 @@
 //! Helpers shared by the workspace's integration tests: where the workspace, its binaries and the reference
 //! Python live.
 
+pub mod procs;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;

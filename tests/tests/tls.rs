@@ -1,5 +1,6 @@
 //! TLS with token auth: an in-process learner serving TLS trains on an actor that verifies it with a CA; a
-//! plaintext client gets nothing. Certificates come from the `openssl` command line (Debian's openssl).
+//! plaintext client with the right token, and a TLS client trusting another CA, fail at the transport level
+//! before any gRPC status. Certificates come from the `openssl` command line (Debian's openssl).
 
 use learner::config::TrainConfig;
 use learner::serve::{ServeOptions, spawn};
@@ -70,6 +71,40 @@ fn make_certs(dir: &Path) {
     );
 }
 
+/// A valid registration carrying the right token.
+fn register_with_token() -> tonic::Request<common::wire::pb::RegisterRequest> {
+    let env = common::env::make("CartPole-v1").expect("CartPole");
+    let mut request = tonic::Request::new(common::wire::pb::RegisterRequest {
+        actor_name: "tls-test".into(),
+        env_id: "CartPole-v1".into(),
+        observation_space: Some((&env.observation_space()).into()),
+        action_space: Some((&env.action_space()).into()),
+        num_envs: 1,
+        protocol_version: common::wire::PROTOCOL_VERSION as i32,
+    });
+    request.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("metadata"));
+    request
+}
+
+/// Asserts that `endpoint` cannot get a valid, authenticated Register through: the connection or the call fails
+/// in the transport (a status made on the client side from a transport error, which it carries as its source),
+/// never with a gRPC status that only a learner that understood the request could send.
+async fn assert_transport_failure(endpoint: tonic::transport::Endpoint, what: &str) {
+    let endpoint = endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(10));
+    let channel = match endpoint.connect().await {
+        Err(e) => {
+            println!("{what}: connect failed: {e}");
+            return;
+        }
+        Ok(channel) => channel,
+    };
+    let r = common::wire::pb::learner_client::LearnerClient::new(channel).register(register_with_token()).await;
+    let status = r.expect_err(&format!("{what}: a valid, authenticated Register must not get through"));
+    let transport = std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::transport::Error>());
+    assert!(transport, "{what}: expected a transport failure, got {status:?}");
+    println!("{what}: call failed in the transport: {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actor_trains_over_tls_with_a_token() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -88,12 +123,22 @@ async fn actor_trains_over_tls_with_a_token() {
     };
     let (server, task) = spawn(cfg, opts, "127.0.0.1:0").await.expect("learner starts");
 
-    // Plaintext against the TLS port: the call fails, nothing is accepted.
-    let plain = common::wire::pb::learner_client::LearnerClient::connect(format!("http://{}", server.addr)).await;
-    if let Ok(mut client) = plain {
-        let r = client.subscribe_policy(common::wire::pb::SubscribePolicyRequest { actor_id: 1 }).await;
-        assert!(r.is_err(), "a plaintext call to the TLS port must fail");
-    }
+    // Plaintext against the TLS port, with the right token: fails in the transport.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr)).expect("url");
+    assert_transport_failure(plain, "plaintext client").await;
+    // TLS trusting another CA (a second, unrelated CA with the same subject): the handshake fails.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    make_certs(&other);
+    let pem = std::fs::read(other.join("ca.pem")).expect("other CA");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        .domain_name("localhost");
+    let wrong_ca = tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", server.addr.port()))
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls config");
+    assert_transport_failure(wrong_ca, "client trusting another CA").await;
 
     let actor_stop = tokio_util::sync::CancellationToken::new();
     let actor_opts = actor::client::ActorOptions {

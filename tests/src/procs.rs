@@ -1,0 +1,277 @@
+//! Real `learner` and `actor` processes for end-to-end and fault tests: spawn with arguments, environment and log
+//! files, signal, kill, wait (always bounded), read logs, metrics, progress and checkpoints. Every child process
+//! is killed when its guard drops, also when a test fails, and its log tail is printed then.
+
+use crate::{ProgressRow, read_progress};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often waits poll.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// A loopback port that was free a moment ago (the tiny race with other processes is accepted).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A child process whose stdout and stderr go to files; killed (SIGKILL) when dropped.
+pub struct Proc {
+    /// Name in messages and log file names.
+    pub name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    exit: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `bin` with `args` in the workspace root, stdout and stderr to `log_dir/<name>.stdout|stderr`, with
+    /// `RUST_LOG=info`, no colours, no `PROXIMA_*` variable of the caller's environment and the `env` given.
+    pub fn spawn(name: &str, bin: &Path, args: &[String], env: &[(&str, String)], log_dir: &Path) -> Self {
+        let stdout = log_dir.join(format!("{name}.stdout"));
+        let stderr = log_dir.join(format!("{name}.stderr"));
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .current_dir(crate::workspace_root())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("create stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("create stderr file"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PROXIMA_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", bin.display()));
+        Self { name: name.into(), child, stdout, stderr, exit: None }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// None while running, else how it ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().expect("poll child process");
+        }
+        self.exit
+    }
+
+    /// Sends `signal` (e.g. `TERM`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args(["-s", signal, &self.pid().to_string()]).status().expect("run kill(1)");
+        assert!(status.success(), "kill -s {signal} {} ({}) failed", self.pid(), self.name);
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
+    }
+
+    /// Waits for the process to exit, calling `tick` every poll; panics with its log after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration, mut tick: impl FnMut()) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}\n{}", self.name, self.tail(40));
+            tick();
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits until `ready` returns a value; panics with the log if the process exits first or after `timeout`.
+    pub fn wait_for<T>(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut(&Self) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = ready(self) {
+                return v;
+            }
+            if let Some(status) = self.exited() {
+                panic!("{} exited ({status}) while waiting for {what}\n{}", self.name, self.tail(40));
+            }
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", self.tail(40));
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Everything written to stderr (the log) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Everything written to stdout so far.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// The last `n` lines of stderr and all of stdout, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+        format!(
+            "--- {} (pid {}) stderr, last {n} lines ---\n{tail}\n--- stdout ---\n{}",
+            self.name,
+            self.pid(),
+            self.stdout_text()
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.tail(25));
+        }
+    }
+}
+
+/// A `learner serve` process on loopback with `configs/cartpole.toml`, its run directory and metrics port.
+pub struct Learner {
+    /// The process.
+    pub proc: Proc,
+    /// `runs_dir/<run>`.
+    pub run_dir: PathBuf,
+    /// Port of its `/metrics` on 127.0.0.1.
+    pub metrics_port: u16,
+}
+
+impl Learner {
+    /// Starts `learner serve` for run `runs_dir/<run>` on 127.0.0.1:`port` with `-s` overrides (and `--resume`),
+    /// metrics on a free loopback port, logs in `log_dir/<label>.*`.
+    pub fn start(
+        log_dir: &Path,
+        label: &str,
+        runs_dir: &Path,
+        run: &str,
+        port: u16,
+        overrides: &[&str],
+        resume: bool,
+    ) -> Self {
+        let config = crate::workspace_root().join("configs/cartpole.toml");
+        let mut args: Vec<String> =
+            ["serve", "--config", &config.display().to_string(), "--listen"].iter().map(|s| s.to_string()).collect();
+        args.extend([format!("127.0.0.1:{port}"), "--runs-dir".into(), runs_dir.display().to_string()]);
+        args.extend(["--run-name".to_string(), run.to_string()]);
+        if resume {
+            args.push("--resume".into());
+        }
+        for o in overrides {
+            args.extend(["-s".to_string(), o.to_string()]);
+        }
+        let metrics_port = free_port();
+        let env = [("PROXIMA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))];
+        let proc = Proc::spawn(label, &crate::bin_path("learner"), &args, &env, log_dir);
+        Self { proc, run_dir: runs_dir.join(run), metrics_port }
+    }
+
+    /// The complete rows of the run's `progress.csv`.
+    pub fn progress(&self) -> Vec<ProgressRow> {
+        read_progress(&self.run_dir)
+    }
+
+    /// The learner's `/metrics` text, if it answers.
+    pub fn metrics(&self) -> Option<String> {
+        scrape(self.metrics_port)
+    }
+
+    /// The run's checkpoints, by version.
+    pub fn checkpoints(&self) -> Vec<(u64, PathBuf)> {
+        checkpoints(&self.run_dir.join("checkpoints"))
+    }
+
+    /// SIGTERM, then waits for the exit; returns how it ended.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.proc.signal("TERM");
+        self.proc.wait_exit(timeout, || {})
+    }
+}
+
+/// Starts an actor process (CartPole-v1, 8 envs unless `extra` says `--num-envs`, reconnect backoff at most 1 s,
+/// no metrics) for the learner on 127.0.0.1:`port`, logs in `log_dir/<name>.*`; `extra` arguments appended.
+pub fn start_actor(log_dir: &Path, name: &str, port: u16, extra: &[&str]) -> Proc {
+    let url = format!("http://127.0.0.1:{port}");
+    let mut args: Vec<String> =
+        ["--learner", &url, "--env", "CartPole-v1", "--name", name, "--max-backoff-seconds", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    if !extra.contains(&"--num-envs") {
+        args.extend(["--num-envs".to_string(), "8".to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(name, &crate::bin_path("actor"), &args, &[("PROXIMA_METRICS_ADDR", "none".into())], log_dir)
+}
+
+/// `GET /metrics` on 127.0.0.1:`port` (plain HTTP/1.1); the body, if it answered 200.
+pub fn scrape(port: u16) -> Option<String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Samples of metric `name` in Prometheus text: (labels, value).
+pub fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of metric `name`'s samples over all labels (0 when absent).
+pub fn total(text: &str, name: &str) -> f64 {
+    samples(text, name).iter().map(|(_, v)| v).sum()
+}
+
+/// The `checkpoint-<version>.safetensors` files in `dir`, by version (none if `dir` is missing).
+pub fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let version = name.strip_prefix("checkpoint-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((version, p))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The highest policy version of `rows` (none without rows).
+pub fn max_version(rows: &[ProgressRow]) -> Option<u64> {
+    rows.iter().map(|r| r.policy_version).max()
+}
+
+/// VmRSS of process `pid` in KiB (none once it is gone).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
