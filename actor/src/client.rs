@@ -344,3 +344,37 @@ fn start_worker(opts: &ActorOptions, reg: &pb::RegisterResponse, first: PolicySn
         .map_err(|e| Error::Config(format!("cannot start the sampler thread: {e}")))?;
     Ok(Worker { cell, rollouts: rx, stop, thread })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The n-th wait is uniform in [base, min(max, base * 2^n)]: it grows, it is capped, it is jittered, and a reset
+    /// starts over.
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(10));
+        let mut b = Backoff { attempt: 0, base, max };
+        let mut per_attempt: Vec<Vec<Duration>> = vec![Vec::new(); 10];
+        for _ in 0..200 {
+            b.reset();
+            for waits in per_attempt.iter_mut() {
+                waits.push(b.next());
+            }
+        }
+        for (n, waits) in per_attempt.iter().enumerate() {
+            let cap = base.saturating_mul(1 << n).min(max);
+            assert!(waits.iter().all(|w| (base..=cap).contains(w)), "attempt {n}: outside [{base:?}, {cap:?}]");
+            if n > 0 {
+                let (lo, hi) = (waits.iter().min(), waits.iter().max());
+                assert!(lo < hi, "attempt {n}: no jitter in {} draws", waits.len());
+            }
+        }
+        // Late attempts reach the cap's neighbourhood but never pass it.
+        let late = &per_attempt[9];
+        assert!(late.iter().any(|w| *w > max / 2) && late.iter().all(|w| *w <= max));
+        assert_eq!(b.attempt, 10);
+        b.reset();
+        assert_eq!(b.next(), base, "the first wait after a reset is the base");
+    }
+}

@@ -85,11 +85,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let s = shutdown.clone();
-        tokio::spawn(async move {
-            common::shutdown::wait_for_signal().await;
-            tracing::info!("shutdown requested");
-            s.cancel();
-        });
+        tokio::spawn(common::shutdown::shut_down_on_signals(move || s.cancel()));
         actor::client::run(opts, shutdown).await
     })?;
     Ok(())

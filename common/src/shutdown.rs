@@ -9,22 +9,25 @@ pub fn on_signal() -> std::io::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
     let f = flag.clone();
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        rt.block_on(async move {
-            for _ in 0..2 {
-                wait_for_signal().await;
-                if f.swap(true, Ordering::SeqCst) {
-                    std::process::exit(130);
-                }
-                tracing::info!("shutdown requested; finishing (signal again to exit at once)");
-            }
-        })
-    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || rt.block_on(shut_down_on_signals(move || f.store(true, Ordering::SeqCst))))?;
     Ok(flag)
 }
 
+/// Calls `first` on the first SIGINT or SIGTERM (the graceful shutdown: finish, checkpoint or flush, leave) and
+/// exits the process at once, with code 130, on the second. Run it as a task of the process's runtime.
+pub async fn shut_down_on_signals(first: impl FnOnce()) {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; finishing (signal again to exit at once)");
+    first();
+    wait_for_signal().await;
+    tracing::warn!("second signal: exiting at once");
+    std::process::exit(130);
+}
+
 /// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
+async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

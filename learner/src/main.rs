@@ -228,10 +228,7 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let s = shutdown.clone();
-                tokio::spawn(async move {
-                    common::shutdown::wait_for_signal().await;
-                    s.cancel();
-                });
+                tokio::spawn(common::shutdown::shut_down_on_signals(move || s.cancel()));
                 anyhow::Ok(learner::serve::serve(cfg, opts, listener, shutdown).await?)
             })?;
             println!(

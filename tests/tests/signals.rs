@@ -1,0 +1,87 @@
+//! Signals, as the README promises them, with real processes on loopback: SIGTERM asks the learner to finish
+//! its update and checkpoint, and a second signal exits at once (code 130) without waiting for it; SIGTERM asks
+//! an actor to send the rollouts it already has and leave (exit 0 within the 2 s flush).
+
+use std::time::{Duration, Instant};
+use tests::procs::{Learner, free_port, start_actor};
+
+/// The tests of this file run one after another (they would fight over the CPU otherwise).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tests::bin_path("learner");
+    tests::bin_path("actor");
+    guard
+}
+
+/// A learner whose updates take seconds (300 epochs over one 64 x 128-step rollout), so a SIGTERM always finds
+/// one running; the second SIGTERM must not wait for it.
+#[test]
+fn second_signal_exits_the_learner_at_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let overrides = [
+        "ppo.num_epochs=300",
+        "ppo.batch_size=8192",
+        "ppo.minibatch_size=64",
+        "server.shutdown_grace_seconds=120",
+        "total_steps=100000000",
+        "target_return=1000000.0",
+    ];
+    let runs = dir.path().join("runs");
+    let mut learner = Learner::start(dir.path(), "learner", &runs, "signals", port, &overrides, false);
+    let _actor = start_actor(dir.path(), "actor", port, &["--num-envs", "64", "--rollout-steps", "128"]);
+    learner.proc.wait_for("an update to start", Duration::from_secs(60), |p| {
+        p.log().contains("actor registered").then_some(())
+    });
+    // The first rollout (8192 steps) arrives within a moment of the registration; its update then runs for seconds.
+    std::thread::sleep(Duration::from_millis(1500));
+    learner.proc.signal("TERM");
+    learner.proc.wait_for("the graceful shutdown to begin", Duration::from_secs(10), |p| {
+        p.log().contains("learner shutting down").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        learner.proc.exited().is_none(),
+        "the learner should still be finishing its update\n{}",
+        learner.proc.tail(20)
+    );
+    let second = Instant::now();
+    learner.proc.signal("TERM");
+    let status = learner.proc.wait_exit(Duration::from_secs(3), || {});
+    let took = second.elapsed();
+    assert_eq!(status.code(), Some(130), "the second signal exits with 130\n{}", learner.proc.tail(20));
+    assert!(learner.proc.log().contains("second signal"), "{}", learner.proc.tail(20));
+    println!("second SIGTERM: learner exited with 130 after {:.0} ms", took.as_secs_f64() * 1e3);
+}
+
+/// SIGTERM on an actor: it stops sampling, sends what it already has (for at most 2 s) and exits 0.
+#[test]
+fn actor_flushes_and_leaves_on_sigterm() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let overrides = ["total_steps=100000000", "target_return=1000000.0"];
+    let runs = dir.path().join("runs");
+    let mut learner = Learner::start(dir.path(), "learner", &runs, "flush", port, &overrides, false);
+    let mut actor = start_actor(dir.path(), "actor", port, &[]);
+    actor.wait_for("the actor to connect", Duration::from_secs(60), |p| {
+        p.log().contains("connected to learner").then_some(())
+    });
+    learner.proc.wait_for("training to start", Duration::from_secs(60), |_| {
+        (!tests::read_progress(&runs.join("flush")).is_empty()).then_some(())
+    });
+    let term = Instant::now();
+    actor.signal("TERM");
+    let status = actor.wait_exit(Duration::from_secs(5), || {});
+    let took = term.elapsed();
+    assert!(status.success(), "the actor exits 0 after SIGTERM: {status}\n{}", actor.tail(20));
+    let log = actor.log();
+    let leaving = log.lines().find(|l| l.contains("actor leaving")).unwrap_or_else(|| panic!("no flush line\n{log}"));
+    assert!(leaving.contains("flushed="), "{leaving}");
+    assert!(took < Duration::from_millis(4500), "the flush is bounded by 2 s, the exit took {took:?}");
+    println!("actor SIGTERM: exited 0 after {:.0} ms; {leaving}", took.as_secs_f64() * 1e3);
+    assert_eq!(learner.terminate(Duration::from_secs(30)).code(), Some(0), "{}", learner.proc.tail(20));
+}
