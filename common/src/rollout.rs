@@ -241,7 +241,7 @@ impl EpisodeTracker {
             for t in 0..r.num_steps {
                 let i = t * n + e;
                 let reward = f64::from(r.rewards[i]);
-                (sum, steps, abs) = (sum + reward, steps + 1, abs + reward.abs());
+                (sum, steps, abs) = (sum + reward, steps.saturating_add(1), abs + reward.abs());
                 if !(r.terminated[i] || r.truncated[i]) {
                     continue;
                 }
@@ -251,7 +251,7 @@ impl EpisodeTracker {
                 // f32 rewards summed here vs the env's f64 rewards summed by the actor.
                 let tolerance = 1e-5 * (abs + 1.0);
                 let (expected_len, slack) = match partial {
-                    Some((s, k)) => (Some(k + steps), (ep.episode_return - (s + sum)).abs() - tolerance),
+                    Some((s, k)) => (Some(k.saturating_add(steps)), (ep.episode_return - (s + sum)).abs() - tolerance),
                     None => {
                         let before = f64::from(ep.length.saturating_sub(steps));
                         (None, (ep.episode_return - sum).abs() - tolerance - max_abs_reward * before)
@@ -280,7 +280,7 @@ impl EpisodeTracker {
             if next.next().is_some() {
                 return bad(format!("env {e} has more episode records than ended episodes"));
             }
-            self.partial[e] = partial.map(|(s, k)| (s + sum, k + steps));
+            self.partial[e] = partial.map(|(s, k)| (s + sum, k.saturating_add(steps)));
         }
         Ok(())
     }

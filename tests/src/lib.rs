@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace's integration tests: where the workspace, its binaries and the reference
 //! Python live.
 
+pub mod fuzz;
 pub mod procs;
 
 use std::path::{Path, PathBuf};
