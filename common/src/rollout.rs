@@ -158,7 +158,7 @@ impl Rollout {
         ];
         for (field, xs, low, high, key) in ranges {
             if let Some(i) = xs.iter().position(|&x| !(low..=high).contains(&(x as f64))) {
-                let (x, low, high) = (show(xs[i] as f64), show(low), show(high));
+                let (x, low, high) = (show(xs[i]), show(low), show(high));
                 return err(field, format!("{x} at index {i} is outside [{low}, {high}] ({key})"), OutOfRange);
             }
         }
@@ -168,7 +168,7 @@ impl Rollout {
                 format!(
                     "log-probability {} at index {i} is outside [{}, {}], which no valid policy of this action space \
                      samples (server.max_abs_log_prob_per_dim)",
-                    show(self.log_probs[i] as f64),
+                    show(self.log_probs[i]),
                     show(lp_low),
                     show(lp_high)
                 ),
@@ -287,8 +287,9 @@ impl EpisodeTracker {
 }
 
 /// `x` for a message: plain when moderate, in scientific notation when huge or tiny (`1e300`, not 301 digits).
-fn show(x: f64) -> String {
-    if x != 0.0 && !(1e-4..1e7).contains(&x.abs()) { format!("{x:e}") } else { format!("{x}") }
+fn show<T: Copy + Into<f64> + std::fmt::Display + std::fmt::LowerExp>(x: T) -> String {
+    let v: f64 = x.into();
+    if v != 0.0 && !(1e-4..1e7).contains(&v.abs()) { format!("{x:e}") } else { format!("{x}") }
 }
 
 #[cfg(test)]
