@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// Serialises the `cargo build` calls of [`bin_path`] within one test process.
-static BUILD: Mutex<()> = Mutex::new(());
+/// Serialises the `cargo build` calls of [`bin_path`] within one test process, and names the binaries it has
+/// already brought up to date: an up-to-date build leaves a binary's mtime alone, so without this every later
+/// call would run cargo again (and wait on its lock while anything else builds).
+static BUILD: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The workspace root (the parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
@@ -37,8 +39,8 @@ pub fn bin_path(name: &str) -> PathBuf {
     let profile_dir =
         exe.parent().and_then(Path::parent).expect("test executables live in <target>/<profile>/deps").to_path_buf();
     let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let _guard = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if is_older(&bin, &exe) {
+    let mut built = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !built.iter().any(|b| b == name) && is_older(&bin, &exe) {
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev",
             Some(profile) => profile,
@@ -74,6 +76,7 @@ pub fn bin_path(name: &str) -> PathBuf {
             .status()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {name}: {e}"));
         assert!(status.success(), "cargo build of {name} failed ({status})");
+        built.push(name.to_string());
     }
     bin
 }

@@ -275,3 +275,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// The first row of `rows` that is not one of `before`: after a restart with `--resume`, the first row the new
+/// learner process wrote. (A resumed run keeps the rows up to its checkpoint and drops the later ones, so the new
+/// rows are not simply those past `before.len()`.)
+pub fn first_new_row(before: &[ProgressRow], rows: &[ProgressRow]) -> Option<ProgressRow> {
+    let key = |r: &ProgressRow| (r.policy_version, r.env_steps, r.wall_seconds.to_bits());
+    let old: std::collections::HashSet<_> = before.iter().map(key).collect();
+    rows.iter().find(|r| !old.contains(&key(r))).cloned()
+}

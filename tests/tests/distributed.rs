@@ -5,12 +5,12 @@
 //!
 //! The tests run one at a time (they would fight over the CPU otherwise) and print what they measured.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tests::procs::{
+    Learner, Proc, checkpoints, first_new_row, free_port, max_version, rss_kib, samples, scrape, start_actor, total,
+};
 use tests::{ProgressRow, read_progress};
 
 /// The tests of this file run one after another.
@@ -24,266 +24,43 @@ fn serial() -> MutexGuard<'static, ()> {
     guard
 }
 
-/// A loopback port that was free a moment ago (the tiny race with other processes is accepted).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+/// Starts `learner serve` for run `dir/runs/<run>` on 127.0.0.1:`port`, with `-s` overrides; logs in `dir`.
+fn start_learner(dir: &Path, label: &str, run: &str, port: u16, overrides: &[&str], resume: bool) -> Learner {
+    Learner::start(dir, label, &dir.join("runs"), run, port, overrides, resume)
 }
 
-const POLL: Duration = Duration::from_millis(100);
-
-/// A child process whose stdout and stderr go to files; killed (SIGKILL) when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    exit: Option<ExitStatus>,
+/// Number of `actor registered` lines in the learner's log.
+fn registrations(learner: &Proc) -> usize {
+    learner.log().matches("actor registered").count()
 }
 
-impl Proc {
-    fn spawn(name: &str, bin: &Path, args: &[String], env: &[(&str, String)], dir: &Path) -> Self {
-        let stdout = dir.join(format!("{name}.stdout"));
-        let stderr = dir.join(format!("{name}.stderr"));
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .current_dir(tests::workspace_root())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("create stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("create stderr file"));
-        // Only what the test says: no PROXIMA_* settings leaking in from the caller's environment.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PROXIMA_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", bin.display()));
-        Self { name: name.into(), child, stdout, stderr, exit: None }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// None while running, else how it ended.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            self.exit = self.child.try_wait().expect("poll child process");
-        }
-        self.exit
-    }
-
-    /// Sends `signal` (e.g. `TERM`) with kill(1).
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args(["-s", signal, &self.pid().to_string()]).status().expect("run kill(1)");
-        assert!(status.success(), "kill -s {signal} {} ({}) failed", self.pid(), self.name);
-    }
-
-    /// SIGKILL, and reap it.
-    fn kill(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            self.exit = self.child.wait().ok();
-        }
-    }
-
-    /// Waits for the process to exit, calling `tick` every poll; panics with its log after `timeout`.
-    fn wait_exit(&mut self, timeout: Duration, mut tick: impl FnMut()) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}\n{}", self.name, self.tail(40));
-            tick();
-            std::thread::sleep(POLL);
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn stdout_text(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// The last `n` lines of stderr, for failure messages.
-    fn tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(n)..].join("\n");
-        format!(
-            "--- {} (pid {}) stderr, last {n} lines ---\n{tail}\n--- stdout ---\n{}",
-            self.name,
-            self.pid(),
-            self.stdout_text()
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("{}", self.tail(25));
-        }
-    }
-}
-
-/// A `learner serve` process with a CartPole config, its run directory and its metrics port.
-struct Learner {
-    proc: Proc,
-    run_dir: PathBuf,
-    metrics_port: u16,
-}
-
-impl Learner {
-    /// Starts `learner serve` for run `runs/<run>` on 127.0.0.1:`port`, with `-s` overrides.
-    fn start(dir: &Path, label: &str, run: &str, port: u16, overrides: &[&str], resume: bool) -> Self {
-        let runs = dir.join("runs");
-        let config = tests::workspace_root().join("configs/cartpole.toml");
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--runs-dir".into(),
-            runs.display().to_string(),
-            "--run-name".into(),
-            run.into(),
-        ];
-        if resume {
-            args.push("--resume".into());
-        }
-        for o in overrides {
-            args.extend(["-s".to_string(), o.to_string()]);
-        }
-        // Metrics only on loopback (where the learner supports them); read for the lag histogram.
-        let metrics_port = free_port();
-        let env = [("PROXIMA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))];
-        let proc = Proc::spawn(label, &tests::bin_path("learner"), &args, &env, dir);
-        Self { proc, run_dir: runs.join(run), metrics_port }
-    }
-
-    fn progress(&self) -> Vec<ProgressRow> {
-        read_progress(&self.run_dir)
-    }
-
-    /// Number of `actor registered` lines in this process's log.
-    fn registrations(&self) -> usize {
-        self.proc.log().matches("actor registered").count()
-    }
-
-    /// Waits until `ready` returns a value; fails early with the log if the learner exits, and after `timeout`.
-    fn wait_for<T>(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut(&Self) -> Option<T>) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = ready(self) {
-                return v;
-            }
-            if let Some(status) = self.proc.exited() {
-                panic!("learner exited ({status}) while waiting for {what}\n{}", self.proc.tail(40));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                self.proc.tail(40)
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-
+/// What these tests wait for on a learner, and how they stop it.
+trait LearnerExt {
     /// Waits until `progress.csv` shows a policy version of at least `version`; returns it.
+    fn wait_version(&mut self, version: u64, timeout: Duration) -> u64;
+    /// Waits until the log shows `n` registrations in total.
+    fn wait_registrations(&mut self, n: usize, timeout: Duration);
+    /// SIGTERM, then waits for a clean exit; returns its stdout.
+    fn stop(&mut self, timeout: Duration) -> String;
+}
+
+impl LearnerExt for Learner {
     fn wait_version(&mut self, version: u64, timeout: Duration) -> u64 {
-        self.wait_for(&format!("policy version {version}"), timeout, |l| {
-            max_version(&l.progress()).filter(|v| *v >= version)
+        let run_dir = &self.run_dir;
+        self.proc.wait_for(&format!("policy version {version}"), timeout, |_| {
+            max_version(&read_progress(run_dir)).filter(|v| *v >= version)
         })
     }
 
-    /// Waits until the log shows `n` registrations in total.
     fn wait_registrations(&mut self, n: usize, timeout: Duration) {
-        self.wait_for(&format!("{n} actor registrations"), timeout, |l| (l.registrations() >= n).then_some(()));
+        self.proc.wait_for(&format!("{n} actor registrations"), timeout, |p| (registrations(p) >= n).then_some(()));
     }
 
-    /// The checkpoints written so far: (version, path), oldest first.
-    fn checkpoints(&self) -> Vec<(u64, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir(self.run_dir.join("checkpoints")) else { return Vec::new() };
-        let mut found: Vec<(u64, PathBuf)> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|p| {
-                let name = p.file_name()?.to_str()?;
-                let version = name.strip_prefix("checkpoint-")?.strip_suffix(".safetensors")?.parse().ok()?;
-                Some((version, p))
-            })
-            .collect();
-        found.sort();
-        found
-    }
-
-    /// `/metrics` of the learner, when it serves them.
-    fn metrics(&self) -> Option<String> {
-        scrape(self.metrics_port)
-    }
-
-    /// SIGTERM, then waits for a clean exit; returns its stdout.
     fn stop(&mut self, timeout: Duration) -> String {
-        self.proc.signal("TERM");
-        let status = self.proc.wait_exit(timeout, || {});
+        let status = self.terminate(timeout);
         assert!(status.success(), "learner exited with {status} after SIGTERM\n{}", self.proc.tail(40));
         self.proc.stdout_text()
     }
-}
-
-/// Starts an actor process for the learner on `port`, by default with 8 CartPole envs; `extra` arguments
-/// appended.
-fn start_actor(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Proc {
-    let url = format!("http://127.0.0.1:{port}");
-    let mut args: Vec<String> =
-        ["--learner", &url, "--env", "CartPole-v1", "--name", name, "--max-backoff-seconds", "1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    if !extra.contains(&"--num-envs") {
-        args.extend(["--num-envs".to_string(), "8".to_string()]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(name, &tests::bin_path("actor"), &args, &[("PROXIMA_METRICS_ADDR", "none".into())], dir)
-}
-
-fn max_version(rows: &[ProgressRow]) -> Option<u64> {
-    rows.iter().map(|r| r.policy_version).max()
-}
-
-/// `GET /metrics` on 127.0.0.1:`port` (plain HTTP/1.1); the body, if it answered 200.
-fn scrape(port: u16) -> Option<String> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
-
-/// Samples of metric `name` in Prometheus text: (labels, value).
-fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once("} ")?,
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            Some((labels, value.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 /// The policy-lag histogram of received rollouts, per bucket (`le` -> count), from the learner's metrics.
@@ -347,13 +124,6 @@ fn report_lag(label: &str, rows: &[ProgressRow], metrics: Option<&str>) {
     }
 }
 
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Learner plus three actor processes train CartPole-v1 to the target return within the step budget.
 #[test]
 fn three_actors_train_cartpole() {
@@ -361,7 +131,7 @@ fn three_actors_train_cartpole() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let overrides = ["total_steps=300000", "target_return=475.0"];
-    let mut learner = Learner::start(dir.path(), "learner", "three", port, &overrides, false);
+    let mut learner = start_learner(dir.path(), "learner", "three", port, &overrides, false);
     let _actors: Vec<Proc> = (0..3).map(|i| start_actor(dir.path(), &format!("actor-{i}"), port, &[])).collect();
     let started = Instant::now();
     let mut metrics = None;
@@ -382,7 +152,7 @@ fn three_actors_train_cartpole() {
     let mean = last.mean_return.expect("episodes finished");
     assert!(mean >= 475.0, "target not reached: {last:?}");
     assert!(last.env_steps <= 300_000, "over the step budget: {last:?}");
-    assert!(learner.registrations() >= 3, "not all three actors registered:\n{}", learner.proc.log());
+    assert!(registrations(&learner.proc) >= 3, "not all three actors registered:\n{}", learner.proc.log());
     println!(
         "[three actors] reached mean return {mean:.1} at {} env steps, policy v{}; learner wall time {:.1} s, \
          {:.1} s from starting the actors to the learner's exit; learner: {}",
@@ -403,7 +173,7 @@ fn actor_killed_and_replaced() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let overrides = ["total_steps=100000000", "target_return=1000000.0"];
-    let mut learner = Learner::start(dir.path(), "learner", "replace", port, &overrides, false);
+    let mut learner = start_learner(dir.path(), "learner", "replace", port, &overrides, false);
     let mut first = start_actor(dir.path(), "actor-0", port, &[]);
     let mut second = start_actor(dir.path(), "actor-1", port, &[]);
     let timeout = Duration::from_secs(60);
@@ -443,14 +213,15 @@ fn learner_killed_and_resumed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let overrides = ["server.checkpoint_every=5", "total_steps=400000", "target_return=475.0"];
-    let mut learner = Learner::start(dir.path(), "learner-1", "resume", port, &overrides, false);
+    let mut learner = start_learner(dir.path(), "learner-1", "resume", port, &overrides, false);
     let actors: Vec<Proc> = (0..2).map(|i| start_actor(dir.path(), &format!("actor-{i}"), port, &[])).collect();
     let timeout = Duration::from_secs(60);
     // Both actors must be on the first learner before it dies: at ~80k env steps/s one actor alone reaches v10
     // before the other has even connected, and that one would then connect only once.
     learner.wait_registrations(2, timeout);
-    learner.wait_for("a checkpoint of version >= 10", timeout, |l| {
-        l.checkpoints().last().filter(|(v, _)| *v >= 10).map(|_| ())
+    let checkpoint_dir = learner.run_dir.join("checkpoints");
+    learner.proc.wait_for("a checkpoint of version >= 10", timeout, |_| {
+        checkpoints(&checkpoint_dir).last().filter(|(v, _)| *v >= 10).map(|_| ())
     });
 
     learner.proc.kill();
@@ -464,10 +235,10 @@ fn learner_killed_and_resumed() {
     );
 
     let restarted = Instant::now();
-    let mut learner = Learner::start(dir.path(), "learner-2", "resume", port, &overrides, true);
-    let rows_before = before.len();
-    let first_new = learner
-        .wait_for("a progress row from the restarted learner", timeout, |l| l.progress().get(rows_before).cloned());
+    let mut learner = start_learner(dir.path(), "learner-2", "resume", port, &overrides, true);
+    let first_new = learner.proc.wait_for("a progress row from the restarted learner", timeout, |_| {
+        first_new_row(&before, &read_progress(&learner.run_dir))
+    });
     let recovery = restarted.elapsed();
     assert!(learner.proc.log().contains("resumed"), "no `resumed` in the log\n{}", learner.proc.tail(40));
     assert!(
@@ -527,9 +298,9 @@ fn backpressure_bounds_learner_memory() {
         "total_steps=100000000",
         "target_return=1000000.0",
     ];
-    let mut learner = Learner::start(dir.path(), "learner", "backpressure", port, &overrides, false);
-    learner.wait_for("the learner to serve", Duration::from_secs(30), |l| {
-        l.proc.log().contains("learner serving").then_some(())
+    let mut learner = start_learner(dir.path(), "learner", "backpressure", port, &overrides, false);
+    learner.proc.wait_for("the learner to serve", Duration::from_secs(30), |p| {
+        p.log().contains("learner serving").then_some(())
     });
     let idle_kib = rss_kib(learner.proc.pid()).expect("learner RSS");
     let _actors: Vec<Proc> = (0..8)
@@ -576,7 +347,6 @@ fn backpressure_bounds_learner_memory() {
         mib(growth)
     );
     if let (Some(a), Some(b)) = (&metrics_at_start, &metrics_at_end) {
-        let total = |m: &str, name: &str| samples(m, name).iter().map(|(_, v)| v).sum::<f64>();
         let bytes = total(b, "proxima_learner_received_bytes_total") - total(a, "proxima_learner_received_bytes_total");
         let rollouts = total(b, "proxima_learner_rollouts_total") - total(a, "proxima_learner_rollouts_total");
         println!(
