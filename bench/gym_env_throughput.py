@@ -28,12 +28,12 @@ import time
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
+import gymnasium as gym
+import numpy as np
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--steps", type=int, default=200_000)
     args = p.parse_args()
@@ -57,18 +57,23 @@ def main():
     seconds = time.perf_counter() - t0
     env.close()
 
-    print(json.dumps({
-        "workload": "env",
-        "impl": "gymnasium",
-        "env": args.env,
-        "steps": args.steps,
-        "seconds": round(seconds, 6),
-        "steps_per_s": round(args.steps / seconds, 1),
-        "episodes": episodes,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "workload": "env",
+                "impl": "gymnasium",
+                "env": args.env,
+                "steps": args.steps,
+                "seconds": round(seconds, 6),
+                "steps_per_s": round(args.steps / seconds, 1),
+                "episodes": episodes,
+                "gymnasium": gym.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -4,7 +4,7 @@
     python3 bench/run.py                      # build, set up peers, all workloads, 5 seeds
     python3 bench/run.py --quick              # smoke test: 1 seed, smaller step counts
     python3 bench/run.py --only env,update --skip-build
-    python3 bench/run.py --only solve --peers sb3,sf --seeds 3
+    python3 bench/run.py --only solve --peers sb3,sf --seeds 3 --solve-threads 1
 
 Standard library only; runs under the system python3 from any directory (it
 works in the repository root). Writes bench/results/<UTC timestamp>.json (all
@@ -20,19 +20,34 @@ Steps
    proxima-bench`` and ``bench/setup_peers.sh <peers>`` (peers that fail to
    install keep their bench/.venvs/<peer>/INSTALL_ERROR, which is reported in
    the table; their runs are recorded as failures, not dropped).
-1. solve   CartPole-v1 time-to-solve (bench/solve.py: mean return of the last
-           20 episodes >= 475), --seeds seeds, interleaved: for each seed, one
-           run of every system in turn (proxima, sb3, cleanrl, sf, rllib), so
-           that drift and contention spread evenly.
+1. solve   CartPole-v1 time-to-solve (bench/solve.py), two windows from the
+           same runs: mean return of the last 20 finished episodes >= 475
+           (the primary window) and of the last 100 (the criterion of
+           configs/cartpole.toml and ``learner train``). Every system runs
+           with each thread count of --solve-threads (default 1 and 2):
+           proxima with ``--set threads=T`` and RAYON_NUM_THREADS=T, the
+           peers with ``--threads T`` (torch and BLAS/OpenMP pools in every
+           process). --seeds seeds, interleaved: for each seed and thread
+           count, one run of every system in turn (proxima, sb3, cleanrl,
+           sf, rllib), so that drift and contention spread evenly. The report
+           builds two tables from these runs: one compute thread each, and the
+           whole machine (proxima threads=2; each peer at the thread count
+           with its fastest median time-to-solve, the sweep shown).
 2. env     raw env steps/s on one pinned core: ``proxima-bench env`` against
            gymnasium 1.4.0 (bench/gym_env_throughput.py in the sb3 venv),
            CartPole-v1 and Pendulum-v1, 3 repetitions each, interleaved.
-3. e2e     end-to-end training throughput (env steps the learner trains on
-           per second, from its progress.csv) with 1, 2, 4, 8 actors: over
-           loopback gRPC (``learner serve`` + N ``actor`` processes) and
-           in-process (``learner train --num-actors N``), plus peak RSS.
+3. e2e     proxima's end-to-end training throughput (env steps the learner
+           trains on per second, from its progress.csv) with 1, 2, 4, 8
+           actors: over loopback gRPC (``learner serve`` + N ``actor``
+           processes) and in-process (``learner train --num-actors N``), plus
+           peak RSS; threads=2, RAYON_NUM_THREADS=2. (Throughput against the
+           peers is compared on the solve runs, the same measurement for
+           every system: finished-episode steps per second from the episode
+           log.)
 4. update  learner update samples/s, ``proxima-bench update`` for the fused
-           and candle backends over minibatch sizes 64 .. 8192.
+           and candle backends over minibatch sizes 64 .. 8192, each at 1
+           and 2 threads (fused ``--threads T``; RAYON_NUM_THREADS=T for
+           both), the threads actually busy measured per run.
 5. ingest  gRPC rollout ingestion, ``proxima-bench ingest`` with 1 and 4
            clients.
 
@@ -55,11 +70,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import report  # noqa: E402  (bench/report.py)
+import report  # bench/report.py
 
 RESULTS_DIR = os.path.join(HERE, "results")
 VENVS = os.path.join(HERE, ".venvs")
@@ -69,15 +86,40 @@ BENCH_BIN = os.path.join(REPO, "target", "release", "proxima-bench")
 CARTPOLE = "configs/cartpole.toml"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+try:
+    MACHINE_THREADS = len(os.sched_getaffinity(0))
+except AttributeError:
+    MACHINE_THREADS = os.cpu_count() or 1
+
 ALL_WORKLOADS = ("solve", "env", "e2e", "update", "ingest")
 ALL_PEERS = ("sb3", "cleanrl", "sf", "rllib")
-PEER_RUNNER = {"sb3": "sb3_ppo.py", "cleanrl": "cleanrl_ppo.py",
-               "sf": "sf_appo.py", "rllib": "rllib_ppo.py"}
+PEER_RUNNER = {
+    "sb3": "sb3_ppo.py",
+    "cleanrl": "cleanrl_ppo.py",
+    "sf": "sf_appo.py",
+    "rllib": "rllib_ppo.py",
+}
 # bench/solve.py --max-seconds per system.
 SOLVE_MAX_SECONDS = {"proxima": 60, "sb3": 120, "cleanrl": 180, "sf": 300, "rllib": 300}
+# Thread sweep: a run at another thread count than the first of --solve-threads is stopped after
+# max(SWEEP_MIN_SECONDS, SWEEP_FACTOR x the whole run time of the same seed at the first count).
+SWEEP_FACTOR = 3.0
+SWEEP_MIN_SECONDS = 30.0
 # Packages whose versions the summary names (from each venv's pip freeze).
-KEY_PACKAGES = ("torch", "gymnasium", "gym", "numpy", "stable-baselines3", "stable_baselines3",
-                "rl_zoo3", "rl-zoo3", "cleanrl", "sample-factory", "sample_factory", "ray")
+KEY_PACKAGES = (
+    "torch",
+    "gymnasium",
+    "gym",
+    "numpy",
+    "stable-baselines3",
+    "stable_baselines3",
+    "rl_zoo3",
+    "rl-zoo3",
+    "cleanrl",
+    "sample-factory",
+    "sample_factory",
+    "ray",
+)
 
 ENV_IDS = ("CartPole-v1", "Pendulum-v1")
 ENV_REPS = 3
@@ -85,23 +127,29 @@ E2E_ACTORS = (1, 2, 4, 8)
 UPDATE_MINIBATCHES = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 UPDATE_MINIBATCHES_QUICK = (64, 512, 4096)
 UPDATE_BACKENDS = ("fused", "candle")
+# Compute threads per update run: fused --threads T and RAYON_NUM_THREADS=T for both backends.
+UPDATE_THREADS = (1, 2)
 INGEST_CLIENTS = (1, 4)
 # e2e: no early stop at the config's target_return (CartPole's max return is
 # 500), so every run trains on the whole step budget.
 NO_TARGET = "1000000"
 
 
-def log(msg):
+def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------
 # Running commands
 
-_live = {}  # process groups to stop if we are interrupted: leader pid -> reap()
+_live: dict[
+    int, Callable[[], object]
+] = {}  # process groups to stop if we are interrupted: leader pid -> reap()
 
 
-def _kill_group(pid, grace=5.0, reap=None):
+def _kill_group(
+    pid: int, grace: float = 5.0, reap: Callable[[], object] | None = None
+) -> None:
     """SIGTERM the process group, SIGKILL it after grace seconds. reap()
     collects the leader once it has exited (a zombie leader would keep the
     group alive)."""
@@ -121,18 +169,20 @@ def _kill_group(pid, grace=5.0, reap=None):
             time.sleep(0.05)
 
 
-def stop_all_live():
+def stop_all_live() -> None:
     for pid, reap in list(_live.items()):
-        _kill_group(pid, grace=12.0, reap=reap)  # solve.py needs ~5 s to stop its own tree
+        _kill_group(
+            pid, grace=12.0, reap=reap
+        )  # solve.py needs ~5 s to stop its own tree
         _live.pop(pid, None)
 
 
-def tail(text, lines=30):
+def tail(text: str | None, lines: int = 30) -> str:
     text = ANSI.sub("", text or "")
     return "\n".join(text.splitlines()[-lines:])
 
 
-def read_tail(path, lines=30):
+def read_tail(path: str, lines: int = 30) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -142,17 +192,33 @@ def read_tail(path, lines=30):
         return ""
 
 
-def run_cmd(cmd, timeout, env=None, cwd=REPO):
+def run_cmd(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None, cwd: str = REPO
+) -> dict[str, Any]:
     """Runs cmd (a list) with a timeout in its own process group.
     Returns {cmd, rc, timed_out, wall_s, stdout, stderr, error}; error is None
     only when the command exited with status 0 within the timeout."""
-    res = {"cmd": " ".join(shlex.quote(c) for c in cmd), "rc": None, "timed_out": False,
-           "wall_s": None, "stdout": "", "stderr": "", "error": None}
+    res: dict[str, Any] = {
+        "cmd": " ".join(shlex.quote(c) for c in cmd),
+        "rc": None,
+        "timed_out": False,
+        "wall_s": None,
+        "stdout": "",
+        "stderr": "",
+        "error": None,
+    }
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         except OSError as e:
             res["error"] = f"cannot start: {e}"
             return res
@@ -164,7 +230,9 @@ def run_cmd(cmd, timeout, env=None, cwd=REPO):
             _kill_group(proc.pid, reap=proc.poll)
             res["rc"] = proc.wait()
         finally:
-            _kill_group(proc.pid, grace=1.0, reap=proc.poll)  # stray children of a finished command
+            _kill_group(
+                proc.pid, grace=1.0, reap=proc.poll
+            )  # stray children of a finished command
             _live.pop(proc.pid, None)
         res["wall_s"] = round(time.monotonic() - t0, 3)
         out.seek(0)
@@ -178,7 +246,7 @@ def run_cmd(cmd, timeout, env=None, cwd=REPO):
     return res
 
 
-def last_json(text):
+def last_json(text: str | None) -> dict[str, Any] | None:
     """The last line of text that is a JSON object, or None."""
     for line in reversed((text or "").splitlines()):
         line = line.strip()
@@ -192,7 +260,11 @@ def last_json(text):
     return None
 
 
-def json_entry(res, extra=None, expect=None):
+def json_entry(
+    res: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    expect: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
     """One results entry from a command that prints a JSON line: the JSON's
     fields on success; ok: false with the error and stderr tail otherwise."""
     entry = dict(extra or {})
@@ -202,7 +274,7 @@ def json_entry(res, extra=None, expect=None):
     error = res["error"]
     if error is None and obj is None:
         error = "no JSON line on stdout"
-    if error is None and expect:
+    if error is None and expect and obj is not None:
         missing = [k for k in expect if k not in obj]
         if missing:
             error = f"JSON line lacks {missing}"
@@ -216,7 +288,7 @@ def json_entry(res, extra=None, expect=None):
     return entry
 
 
-def command_output(cmd, timeout=60):
+def command_output(cmd: list[str], timeout: float = 60) -> str | None:
     res = run_cmd(cmd, timeout)
     return res["stdout"].strip() if res["error"] is None else None
 
@@ -224,7 +296,8 @@ def command_output(cmd, timeout=60):
 # --------------------------------------------------------------------------
 # Machine, software and peers
 
-def read_file(path):
+
+def read_file(path: str) -> str:
     try:
         with open(path) as f:
             return f.read()
@@ -232,10 +305,10 @@ def read_file(path):
         return ""
 
 
-def environment_info(peers):
+def environment_info(peers: list[str]) -> dict[str, Any]:
     cpuinfo = read_file("/proc/cpuinfo")
-    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mem = re.search(r"^MemTotal:\s*(\d+) kB", read_file("/proc/meminfo"), re.M)
+    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", read_file("/proc/meminfo"), re.MULTILINE)
     try:
         affinity = sorted(os.sched_getaffinity(0))
     except AttributeError:
@@ -255,39 +328,68 @@ def environment_info(peers):
         "git_dirty_files": None if not status else status.splitlines(),
         "rustc": command_output(["rustc", "--version"]),
         "python": platform.python_version(),
-        "binaries": {name: binary_info(path) for name, path in
-                     (("learner", LEARNER), ("actor", ACTOR), ("proxima-bench", BENCH_BIN))},
+        "binaries": {
+            name: binary_info(path)
+            for name, path in (
+                ("learner", LEARNER),
+                ("actor", ACTOR),
+                ("proxima-bench", BENCH_BIN),
+            )
+        },
         "peers": {p: peer_info(p) for p in peers},
     }
     return info
 
 
-def binary_info(path):
+def binary_info(path: str) -> dict[str, Any]:
     try:
         st = os.stat(path)
     except OSError:
         return {"present": False}
-    return {"present": True, "mtime_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))}
+    return {
+        "present": True,
+        "mtime_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime)),
+    }
 
 
-def peer_python(peer):
+def peer_python(peer: str) -> str:
     return os.path.join(VENVS, peer, "bin", "python")
 
 
-def peer_info(peer):
+def peer_info(peer: str) -> dict[str, Any]:
     """Install status and package versions of one peer's venv."""
     venv = os.path.join(VENVS, peer)
-    info = {"venv": os.path.relpath(venv, REPO)}
+    info: dict[str, Any] = {"venv": os.path.relpath(venv, REPO)}
     err_path = os.path.join(venv, "INSTALL_ERROR")
     if os.path.exists(err_path):
-        info.update(installed=False, error="INSTALL_ERROR", error_tail=read_tail(err_path, 30))
+        info.update(
+            installed=False, error="INSTALL_ERROR", error_tail=read_tail(err_path, 30)
+        )
         return info
-    if not os.path.exists(os.path.join(venv, "INSTALL_OK")) or not os.path.exists(peer_python(peer)):
-        info.update(installed=False, error="not installed (run bench/setup_peers.sh)", error_tail="")
+    if not os.path.exists(os.path.join(venv, "INSTALL_OK")) or not os.path.exists(
+        peer_python(peer)
+    ):
+        info.update(
+            installed=False,
+            error="not installed (run bench/setup_peers.sh)",
+            error_tail="",
+        )
         return info
     info["installed"] = True
-    info["install_ok"] = read_file(os.path.join(venv, "INSTALL_OK")).strip().splitlines()
-    res = run_cmd([peer_python(peer), "-m", "pip", "--disable-pip-version-check", "freeze", "--all"], 120)
+    info["install_ok"] = (
+        read_file(os.path.join(venv, "INSTALL_OK")).strip().splitlines()
+    )
+    res = run_cmd(
+        [
+            peer_python(peer),
+            "-m",
+            "pip",
+            "--disable-pip-version-check",
+            "freeze",
+            "--all",
+        ],
+        120,
+    )
     freeze = res["stdout"].splitlines() if res["error"] is None else []
     info["pip_freeze"] = freeze
     versions = {}
@@ -304,120 +406,292 @@ def peer_info(peer):
 # --------------------------------------------------------------------------
 # Build
 
-def build(peers):
+
+def build(peers: list[str]) -> dict[str, Any]:
     out = {}
     log("cargo build --release -p learner -p actor -p proxima-bench")
-    res = run_cmd(["cargo", "build", "--release", "-p", "learner", "-p", "actor", "-p", "proxima-bench"], 3600)
-    out["cargo"] = {"cmd": res["cmd"], "ok": res["error"] is None, "wall_s": res["wall_s"],
-                    "error": res["error"], "tail": tail(res["stderr"], 20)}
+    res = run_cmd(
+        [
+            "cargo",
+            "build",
+            "--release",
+            "-p",
+            "learner",
+            "-p",
+            "actor",
+            "-p",
+            "proxima-bench",
+        ],
+        3600,
+    )
+    out["cargo"] = {
+        "cmd": res["cmd"],
+        "ok": res["error"] is None,
+        "wall_s": res["wall_s"],
+        "error": res["error"],
+        "tail": tail(res["stderr"], 20),
+    }
     if res["error"]:
-        log(f"cargo build failed ({res['error']}); continuing with whatever binaries exist")
+        log(
+            f"cargo build failed ({res['error']}); continuing with whatever binaries exist"
+        )
     if peers:
         log(f"bench/setup_peers.sh {' '.join(peers)}")
         res = run_cmd(["bash", os.path.join(HERE, "setup_peers.sh"), *peers], 7200)
-        out["setup_peers"] = {"cmd": res["cmd"], "ok": res["error"] is None, "wall_s": res["wall_s"],
-                              "error": res["error"], "tail": tail(res["stdout"] + res["stderr"], 20)}
+        out["setup_peers"] = {
+            "cmd": res["cmd"],
+            "ok": res["error"] is None,
+            "wall_s": res["wall_s"],
+            "error": res["error"],
+            "tail": tail(res["stdout"] + res["stderr"], 20),
+        }
         if res["error"]:
-            log(f"setup_peers.sh: {res['error']} (failed peers are reported in the table)")
+            log(
+                f"setup_peers.sh: {res['error']} (failed peers are reported in the table)"
+            )
     return out
 
 
 # --------------------------------------------------------------------------
 # 1. solve
 
-def solve_command(system, seed, runs_tmp):
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of a run limited to `threads` compute threads: rayon's
+    global pool (candle) and the BLAS/OpenMP pools, set explicitly."""
+    env = dict(os.environ)
+    env["RAYON_NUM_THREADS"] = str(threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def solve_command(system: str, seed: int, threads: int, runs_tmp: str) -> list[str]:
     if system == "proxima":
         # No target of its own: like every peer, the learner trains until bench/solve.py sees the solve in the
         # episode log and stops it, so CPU and memory are sampled at the same moment for every system.
-        inner = (f"exec {shlex.quote(LEARNER)} train --config {CARTPOLE} --seed {seed} "
-                 f"--target-return {NO_TARGET} --runs-dir {shlex.quote(runs_tmp)} "
-                 f"--set episode_log=\\\"$PROXIMA_BENCH_EPISODES\\\"")
+        # threads=1: the fused backend trains both nets on the calling thread (no pool); threads=2: a pool of two.
+        inner = (
+            f"exec {shlex.quote(LEARNER)} train --config {CARTPOLE} --seed {seed} "
+            f"--target-return {NO_TARGET} --runs-dir {shlex.quote(runs_tmp)} --set threads={threads} "
+            f'--set episode_log=\\"$PROXIMA_BENCH_EPISODES\\"'
+        )
         return ["sh", "-c", inner]
-    return [peer_python(system), os.path.join("bench", "peers", PEER_RUNNER[system]), "--seed", str(seed)]
+    return [
+        peer_python(system),
+        os.path.join("bench", "peers", PEER_RUNNER[system]),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(threads),
+    ]
 
 
-def workload_solve(opts, state):
-    systems = ["proxima"] + list(opts.peers)
+def workload_solve(opts: argparse.Namespace, state: "State") -> None:
+    systems = ["proxima", *opts.peers]
     seeds = list(range(1, opts.seeds + 1))
-    wl = state.workload("solve", {"seeds": seeds, "systems": systems, "max_seconds":
-                                  {s: SOLVE_MAX_SECONDS[s] for s in systems},
-                                  "target": 475, "window": 20, "runs": []})
+    threads: list[int] = opts.solve_threads
+    wl = state.workload(
+        "solve",
+        {
+            "seeds": seeds,
+            "systems": systems,
+            "threads": threads,
+            "max_seconds": {s: SOLVE_MAX_SECONDS[s] for s in systems},
+            "extra_seconds": opts.extra_seconds,
+            "target": 475,
+            "window": opts.windows[0],
+            "windows": opts.windows,
+            "machine_threads": MACHINE_THREADS,
+            "sweep_factor": SWEEP_FACTOR,
+            "sweep_min_seconds": SWEEP_MIN_SECONDS,
+            "runs": [],
+        },
+    )
     peers_info = state.results["environment"]["peers"]
     for seed in seeds:
-        for system in systems:
-            entry = {"system": system, "seed": seed}
-            if system != "proxima" and not peers_info.get(system, {}).get("installed"):
-                pinfo = peers_info.get(system, {})
-                entry.update(solved=False, ok=False, install_error=True,
-                             error=f"peer not installed: {pinfo.get('error', '?')}",
-                             stderr_tail=pinfo.get("error_tail", ""))
-                wl["runs"].append(entry)
+        for t in threads:
+            for system in systems:
+                if system == "proxima" and t > 2:
+                    continue  # the fused backend trains on 1 or 2 threads (one per net)
+                max_s = float(SOLVE_MAX_SECONDS[system])
+                base = next(
+                    (
+                        r
+                        for r in wl["runs"]
+                        if r["system"] == system
+                        and r["seed"] == seed
+                        and r["threads"] == threads[0]
+                    ),
+                    None,
+                )
+                if (
+                    t != threads[0]
+                    and base is not None
+                    and base.get("solved")
+                    and base.get("run_wall_s")
+                ):
+                    # The sweep only has to tell which thread count is fastest: a run that takes several
+                    # times as long as the same seed's run at the first thread count cannot be, so it is
+                    # stopped there (recorded as sweep-limited) instead of running to the system's limit.
+                    max_s = min(
+                        max_s,
+                        max(
+                            SWEEP_MIN_SECONDS, SWEEP_FACTOR * float(base["run_wall_s"])
+                        ),
+                    )
+                solve_one(opts, wl, peers_info, system, seed, t, max_s)
                 state.save()
-                continue
-            runs_tmp = tempfile.mkdtemp(prefix="bench-solve-runs-")
-            max_s = SOLVE_MAX_SECONDS[system]
-            cmd = solve_command(system, seed, runs_tmp)
-            log(f"solve seed {seed} {system} (max {max_s} s)")
-            res = run_cmd([sys.executable, os.path.join(HERE, "solve.py"), "--name", system,
-                           "--seed", str(seed), "--max-seconds", str(max_s), "--", *cmd],
-                          timeout=max_s + 120)
-            shutil.rmtree(runs_tmp, ignore_errors=True)
-            obj = last_json(res["stdout"])
-            entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
-            if obj is None:
-                entry.update(solved=False, ok=False,
-                             error=f"solve.py gave no result ({res['error'] or 'no JSON'})",
-                             stderr_tail=tail(res["stderr"]))
+
+
+def solve_one(
+    opts: argparse.Namespace,
+    wl: dict[str, Any],
+    peers_info: dict[str, Any],
+    system: str,
+    seed: int,
+    threads: int,
+    max_s: float,
+) -> None:
+    entry: dict[str, Any] = {
+        "system": system,
+        "seed": seed,
+        "threads": threads,
+        "max_seconds": max_s,
+    }
+    if max_s < SOLVE_MAX_SECONDS[system]:
+        entry["sweep_limited"] = True
+    if system != "proxima" and not peers_info.get(system, {}).get("installed"):
+        pinfo = peers_info.get(system, {})
+        entry.update(
+            solved=False,
+            ok=False,
+            install_error=True,
+            error=f"peer not installed: {pinfo.get('error', '?')}",
+            stderr_tail=pinfo.get("error_tail", ""),
+        )
+        wl["runs"].append(entry)
+        return
+    runs_tmp = tempfile.mkdtemp(prefix="bench-solve-runs-")
+    cmd = solve_command(system, seed, threads, runs_tmp)
+    windows = ",".join(str(w) for w in opts.windows)
+    harness = [
+        sys.executable,
+        os.path.join(HERE, "solve.py"),
+        "--name",
+        system,
+        "--seed",
+        str(seed),
+    ]
+    harness += ["--max-seconds", f"{max_s:g}", "--windows", windows]
+    if opts.extra_seconds is not None:
+        harness += ["--extra-seconds", str(opts.extra_seconds)]
+    log(f"solve seed {seed} {system} threads={threads} (max {max_s:g} s)")
+    env = thread_env(threads)
+    res = run_cmd([*harness, "--", *cmd], timeout=max_s + 120, env=env)
+    shutil.rmtree(runs_tmp, ignore_errors=True)
+    obj = last_json(res["stdout"])
+    entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
+    entry["env"] = {k: env[k] for k in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS")}
+    if obj is None:
+        entry.update(
+            solved=False,
+            ok=False,
+            error=f"solve.py gave no result ({res['error'] or 'no JSON'})",
+            stderr_tail=tail(res["stderr"]),
+        )
+    else:
+        entry.update(obj)
+        entry["system"], entry["seed"], entry["threads"] = system, seed, threads
+        entry["ok"] = bool(obj.get("solved"))
+        if not entry["ok"] and not entry.get("error"):
+            entry["error"] = "not solved"
+    wl["runs"].append(entry)
+    if entry.get("solved"):
+        parts = []
+        for w, x in (entry.get("windows") or {}).items():
+            if x.get("solved"):
+                parts.append(
+                    f"{w}-ep window: {x.get('wall_s')} s wall, {x.get('cpu_s')} s CPU, {x.get('steps')} steps"
+                )
             else:
-                entry.update(obj)
-                entry["system"], entry["seed"] = system, seed
-                entry["ok"] = bool(obj.get("solved"))
-                if not entry["ok"] and not entry.get("error"):
-                    entry["error"] = "not solved"
-            wl["runs"].append(entry)
-            if entry.get("solved"):
-                log(f"  solved: {entry.get('wall_s')} s wall, {entry.get('cpu_s')} s CPU, "
-                    f"{entry.get('steps')} steps")
-            else:
-                log(f"  FAILED: {entry.get('error')}")
-            state.save()
+                parts.append(f"{w}-ep window: not solved")
+        log("  " + "; ".join(parts))
+    else:
+        log(f"  FAILED: {entry.get('error')}")
 
 
 # --------------------------------------------------------------------------
 # 2. env
 
-def pin_prefix():
+
+def pin_prefix() -> tuple[list[str], int | None]:
     """taskset -c <last allowed cpu>, if taskset exists: both sides of the
     env comparison run on the same single core."""
     if not shutil.which("taskset"):
         return [], None
     try:
-        cpu = sorted(os.sched_getaffinity(0))[-1]
-    except (AttributeError, IndexError):
+        cpu = max(os.sched_getaffinity(0))
+    except (AttributeError, ValueError):
         return [], None
     return ["taskset", "-c", str(cpu)], cpu
 
 
-def workload_env(opts, state):
+def workload_env(opts: argparse.Namespace, state: "State") -> None:
     ours_steps = 200_000 if opts.quick else 2_000_000
     gym_steps = 20_000 if opts.quick else 200_000
     pin, cpu = pin_prefix()
-    wl = state.workload("env", {"envs": list(ENV_IDS), "reps": ENV_REPS, "steps_proxima": ours_steps,
-                                "steps_gymnasium": gym_steps, "pinned_cpu": cpu, "runs": []})
+    wl = state.workload(
+        "env",
+        {
+            "envs": list(ENV_IDS),
+            "reps": ENV_REPS,
+            "steps_proxima": ours_steps,
+            "steps_gymnasium": gym_steps,
+            "pinned_cpu": cpu,
+            "runs": [],
+        },
+    )
     sb3_ok = state.results["environment"]["peers"].get("sb3", {}).get("installed")
     expect = ("steps", "seconds", "steps_per_s")
     for rep in range(1, ENV_REPS + 1):
         for env_id in ENV_IDS:
             log(f"env {env_id} rep {rep}")
-            res = run_cmd(pin + [BENCH_BIN, "env", "--env", env_id, "--steps", str(ours_steps)], 600)
-            wl["runs"].append(json_entry(res, {"impl": "proxima", "env": env_id, "rep": rep}, expect))
+            res = run_cmd(
+                pin + [BENCH_BIN, "env", "--env", env_id, "--steps", str(ours_steps)],
+                600,
+            )
+            wl["runs"].append(
+                json_entry(res, {"impl": "proxima", "env": env_id, "rep": rep}, expect)
+            )
             if sb3_ok:
-                res = run_cmd(pin + [peer_python("sb3"), os.path.join(HERE, "gym_env_throughput.py"),
-                                     "--env", env_id, "--steps", str(gym_steps)], 600)
-                wl["runs"].append(json_entry(res, {"impl": "gymnasium", "env": env_id, "rep": rep}, expect))
+                res = run_cmd(
+                    pin
+                    + [
+                        peer_python("sb3"),
+                        os.path.join(HERE, "gym_env_throughput.py"),
+                        "--env",
+                        env_id,
+                        "--steps",
+                        str(gym_steps),
+                    ],
+                    600,
+                )
+                wl["runs"].append(
+                    json_entry(
+                        res, {"impl": "gymnasium", "env": env_id, "rep": rep}, expect
+                    )
+                )
             else:
-                wl["runs"].append({"impl": "gymnasium", "env": env_id, "rep": rep, "ok": False,
-                                   "error": "sb3 venv (gymnasium) not installed"})
+                wl["runs"].append(
+                    {
+                        "impl": "gymnasium",
+                        "env": env_id,
+                        "rep": rep,
+                        "ok": False,
+                        "error": "sb3 venv (gymnasium) not installed",
+                    }
+                )
             for e in wl["runs"][-2:]:
                 if not e["ok"]:
                     log(f"  {e['impl']} FAILED: {e['error']}")
@@ -427,13 +701,14 @@ def workload_env(opts, state):
 # --------------------------------------------------------------------------
 # 3. e2e
 
-def free_port():
+
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def port_open(port):
+def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -441,7 +716,7 @@ def port_open(port):
         return False
 
 
-def vm_hwm_kb(pid):
+def vm_hwm_kb(pid: int) -> int | None:
     """Peak resident set (VmHWM) of a live process in kB, or None."""
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -457,27 +732,36 @@ class Child:
     """A started process that we reap ourselves with wait4, for its exact
     peak RSS (ru_maxrss) and CPU time; VmHWM is also polled while it runs."""
 
-    def __init__(self, name, cmd, log_dir):
+    def __init__(
+        self, name: str, cmd: list[str], log_dir: str, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.cmd = cmd
         self.out_path = os.path.join(log_dir, f"{name}.stdout")
         self.err_path = os.path.join(log_dir, f"{name}.stderr")
-        self.hwm_kb = None
-        self.rc = None
-        self.maxrss_kb = None
-        self.cpu_s = None
+        self.hwm_kb: int | None = None
+        self.rc: int | None = None
+        self.maxrss_kb: int | None = None
+        self.cpu_s: float | None = None
         self.t0 = time.monotonic()
-        self.t_exit = None
+        self.t_exit: float | None = None
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=err, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         _live[self.proc.pid] = self.poll
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         return self.rc is None
 
-    def poll(self):
+    def poll(self) -> bool:
         """Samples VmHWM and reaps the process if it has exited."""
         if not self.alive:
             return False
@@ -499,7 +783,7 @@ class Child:
         _live.pop(self.proc.pid, None)
         return False
 
-    def stop(self, grace=5.0):
+    def stop(self, grace: float = 5.0) -> None:
         """SIGTERM (its process group), SIGKILL after grace; reaps."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             if not self.poll():
@@ -514,14 +798,18 @@ class Child:
                     return
                 time.sleep(0.02)
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         peak_kb = max(self.maxrss_kb or 0, self.hwm_kb or 0) or None
-        return {"name": self.name, "rc": self.rc, "cpu_s": self.cpu_s,
-                "peak_rss_mb": round(peak_kb / 1024, 1) if peak_kb else None,
-                "lifetime_s": round((self.t_exit or time.monotonic()) - self.t0, 3)}
+        return {
+            "name": self.name,
+            "rc": self.rc,
+            "cpu_s": self.cpu_s,
+            "peak_rss_mb": round(peak_kb / 1024, 1) if peak_kb else None,
+            "lifetime_s": round((self.t_exit or time.monotonic()) - self.t0, 3),
+        }
 
 
-def progress_throughput(path):
+def progress_throughput(path: str) -> dict[str, Any]:
     """Steady-state env steps/s from a progress.csv: (env_steps at the last
     row - at the first row) / (wall seconds at the last row - at the first)."""
     try:
@@ -532,17 +820,28 @@ def progress_throughput(path):
         return {"error": f"no progress.csv: {e}"}
     if len(rows) < 2:
         return {"error": f"progress.csv has {len(rows)} rows (need 2)"}
-    wall_col = "wall_seconds" if "wall_seconds" in header else next(
-        (c for c in header if "wall" in c or c.endswith("seconds")), None)
+    wall_col = (
+        "wall_seconds"
+        if "wall_seconds" in header
+        else next((c for c in header if "wall" in c or c.endswith("seconds")), None)
+    )
     if "env_steps" not in header or wall_col is None:
-        return {"error": f"progress.csv lacks env_steps / a wall-clock column: {list(header)}"}
+        return {
+            "error": f"progress.csv lacks env_steps / a wall-clock column: {list(header)}"
+        }
     try:
         s0, s1 = float(rows[0]["env_steps"]), float(rows[-1]["env_steps"])
         w0, w1 = float(rows[0][wall_col]), float(rows[-1][wall_col])
     except (TypeError, ValueError) as e:
         return {"error": f"bad progress.csv row: {e}"}
-    out = {"rows": len(rows), "env_steps": int(s1), "wall_s": round(w1, 3), "wall_column": wall_col,
-           "first_row_env_steps": int(s0), "first_row_wall_s": round(w0, 3)}
+    out = {
+        "rows": len(rows),
+        "env_steps": int(s1),
+        "wall_s": round(w1, 3),
+        "wall_column": wall_col,
+        "first_row_env_steps": int(s0),
+        "first_row_wall_s": round(w0, 3),
+    }
     if w1 > w0:
         out["steps_per_s"] = round((s1 - s0) / (w1 - w0), 1)
     else:
@@ -552,19 +851,41 @@ def progress_throughput(path):
     return out
 
 
-def e2e_grpc(n, total, timeout):
+def e2e_grpc(n: int, total: int, timeout: float) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="bench-e2e-")
-    entry = {"mode": "grpc", "actors": n, "total_steps": total}
+    entry: dict[str, Any] = {
+        "mode": "grpc",
+        "actors": n,
+        "total_steps": total,
+        "threads": 2,
+    }
     learner = None
     actors = []
     try:
         port = free_port()
-        cmd = [LEARNER, "serve", "--config", CARTPOLE, "--num-actors", str(n), "--total-steps", str(total),
-               "--target-return", NO_TARGET, "--listen", f"127.0.0.1:{port}", "--metrics-addr", "none",
-               "--runs-dir", tmp, "--run-name", f"e2e-{n}"]
+        cmd = [
+            LEARNER,
+            "serve",
+            "--config",
+            CARTPOLE,
+            "--num-actors",
+            str(n),
+            "--total-steps",
+            str(total),
+            "--target-return",
+            NO_TARGET,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--metrics-addr",
+            "none",
+            "--runs-dir",
+            tmp,
+            "--run-name",
+            f"e2e-{n}",
+        ]
         entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
         try:
-            learner = Child("learner", cmd, tmp)
+            learner = Child("learner", cmd, tmp, thread_env(2))
         except OSError as e:
             entry.update(ok=False, error=f"cannot start learner: {e}")
             return entry
@@ -583,24 +904,38 @@ def e2e_grpc(n, total, timeout):
             time.sleep(0.05)
         if ready_by is None:
             learner.stop()
-            why = (f"learner exited with code {learner.rc} before serving" if learner.rc is not None
-                   else "learner not serving after 30 s")
+            why = (
+                f"learner exited with code {learner.rc} before serving"
+                if learner.rc is not None
+                else "learner not serving after 30 s"
+            )
             entry.update(ok=False, error=why, stderr_tail=read_tail(learner.err_path))
             return entry
         entry["ready_by"] = ready_by
         for i in range(n):
-            acmd = [ACTOR, "--learner", f"http://127.0.0.1:{port}", "--env", "CartPole-v1",
-                    "--metrics-addr", "none", "--name", f"a{i}"]
+            acmd = [
+                ACTOR,
+                "--learner",
+                f"http://127.0.0.1:{port}",
+                "--env",
+                "CartPole-v1",
+                "--metrics-addr",
+                "none",
+                "--name",
+                f"a{i}",
+            ]
             try:
-                actors.append(Child(f"a{i}", acmd, tmp))
+                actors.append(Child(f"a{i}", acmd, tmp, thread_env(2)))
             except OSError as e:
                 entry.update(ok=False, error=f"cannot start actor: {e}")
                 learner.stop()
                 return entry
-        entry["actor_cmd"] = " ".join(shlex.quote(c) for c in acmd[:-2]) + " --name a<i>"
+        entry["actor_cmd"] = (
+            " ".join(shlex.quote(c) for c in acmd[:-2]) + " --name a<i>"
+        )
         deadline = time.monotonic() + timeout
         timed_out = False
-        early_names = set()
+        early_names: set[str] = set()
         while True:
             for a in actors:
                 a.poll()
@@ -630,14 +965,18 @@ def e2e_grpc(n, total, timeout):
         peaks = [a["peak_rss_mb"] for a in entry["actor_procs"] if a["peak_rss_mb"]]
         entry["learner_peak_rss_mb"] = entry["learner"]["peak_rss_mb"]
         entry["actor_peak_rss_mb"] = max(peaks) if peaks else None
-        entry["actor_cpu_s"] = round(sum(a["cpu_s"] or 0 for a in entry["actor_procs"]), 3)
+        entry["actor_cpu_s"] = round(
+            sum(a["cpu_s"] or 0 for a in entry["actor_procs"]), 3
+        )
         if early:
             entry["actors_exited_early"] = early
         entry.update(progress_throughput(os.path.join(tmp, f"e2e-{n}", "progress.csv")))
         extra = [f"{len(early)} actor(s) exited before the learner"] if early else []
         finish_e2e_entry(entry, learner, timed_out, timeout, extra)
         if early and not entry["ok"]:
-            entry["actor_stderr_tail"] = read_tail(os.path.join(tmp, f"{early[0]['name']}.stderr"))
+            entry["actor_stderr_tail"] = read_tail(
+                os.path.join(tmp, f"{early[0]['name']}.stderr")
+            )
         return entry
     finally:
         for c in actors + ([learner] if learner else []):
@@ -646,7 +985,13 @@ def e2e_grpc(n, total, timeout):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def finish_e2e_entry(entry, learner, timed_out, timeout, extra_errors):
+def finish_e2e_entry(
+    entry: dict[str, Any],
+    learner: "Child",
+    timed_out: bool,
+    timeout: float,
+    extra_errors: list[str],
+) -> None:
     """Sets entry["ok"]; on failure joins every problem into entry["error"] and adds the learner's stderr tail."""
     errors = []
     if timed_out:
@@ -662,15 +1007,34 @@ def finish_e2e_entry(entry, learner, timed_out, timeout, extra_errors):
         entry["stderr_tail"] = read_tail(learner.err_path)
 
 
-def e2e_local(n, total, timeout):
+def e2e_local(n: int, total: int, timeout: float) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="bench-local-")
-    entry = {"mode": "inprocess", "actors": n, "total_steps": total}
+    entry: dict[str, Any] = {
+        "mode": "inprocess",
+        "actors": n,
+        "total_steps": total,
+        "threads": 2,
+    }
     try:
-        cmd = [LEARNER, "train", "--config", CARTPOLE, "--num-actors", str(n), "--total-steps", str(total),
-               "--target-return", NO_TARGET, "--runs-dir", tmp, "--run-name", f"local-{n}"]
+        cmd = [
+            LEARNER,
+            "train",
+            "--config",
+            CARTPOLE,
+            "--num-actors",
+            str(n),
+            "--total-steps",
+            str(total),
+            "--target-return",
+            NO_TARGET,
+            "--runs-dir",
+            tmp,
+            "--run-name",
+            f"local-{n}",
+        ]
         entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
         try:
-            learner = Child("learner", cmd, tmp)
+            learner = Child("learner", cmd, tmp, thread_env(2))
         except OSError as e:
             entry.update(ok=False, error=f"cannot start learner: {e}")
             return entry
@@ -684,25 +1048,38 @@ def e2e_local(n, total, timeout):
             time.sleep(0.1)
         entry["learner"] = learner.summary()
         entry["learner_peak_rss_mb"] = entry["learner"]["peak_rss_mb"]
-        entry.update(progress_throughput(os.path.join(tmp, f"local-{n}", "progress.csv")))
+        entry.update(
+            progress_throughput(os.path.join(tmp, f"local-{n}", "progress.csv"))
+        )
         finish_e2e_entry(entry, learner, timed_out, timeout, [])
         return entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def workload_e2e(opts, state):
+def workload_e2e(opts: argparse.Namespace, state: "State") -> None:
     total = 30_000 if opts.quick else 200_000
     timeout = 180 if opts.quick else 600
-    wl = state.workload("e2e", {"total_steps": total, "actors": list(E2E_ACTORS),
-                                "target_return": NO_TARGET, "runs": []})
+    wl = state.workload(
+        "e2e",
+        {
+            "total_steps": total,
+            "actors": list(E2E_ACTORS),
+            "target_return": NO_TARGET,
+            "threads": 2,  # the config's default; RAYON_NUM_THREADS=2 set explicitly
+            "rayon_num_threads": 2,
+            "runs": [],
+        },
+    )
     for n in E2E_ACTORS:
         for mode, fn in (("grpc", e2e_grpc), ("inprocess", e2e_local)):
             log(f"e2e {mode} {n} actor(s), {total} steps")
             entry = fn(n, total, timeout)
             wl["runs"].append(entry)
             if entry["ok"]:
-                log(f"  {entry.get('steps_per_s')} steps/s, learner {entry.get('learner_peak_rss_mb')} MB")
+                log(
+                    f"  {entry.get('steps_per_s')} steps/s, learner {entry.get('learner_peak_rss_mb')} MB"
+                )
             else:
                 log(f"  FAILED: {entry.get('error')}")
             state.save()
@@ -711,26 +1088,52 @@ def workload_e2e(opts, state):
 # --------------------------------------------------------------------------
 # 4. update, 5. ingest
 
-def workload_update(opts, state):
+
+def workload_update(opts: argparse.Namespace, state: "State") -> None:
     sizes = UPDATE_MINIBATCHES_QUICK if opts.quick else UPDATE_MINIBATCHES
-    wl = state.workload("update", {"minibatches": list(sizes), "backends": list(UPDATE_BACKENDS), "runs": []})
+    min_seconds = opts.update_min_seconds
+    wl = state.workload(
+        "update",
+        {
+            "minibatches": list(sizes),
+            "backends": list(UPDATE_BACKENDS),
+            "threads": list(UPDATE_THREADS),
+            "min_seconds": min_seconds,
+            "runs": [],
+        },
+    )
     for m in sizes:
-        for backend in UPDATE_BACKENDS:
-            log(f"update {backend} minibatch {m}")
-            res = run_cmd([BENCH_BIN, "update", "--backend", backend, "--minibatch", str(m)], 600)
-            entry = json_entry(res, {"backend": backend, "minibatch": m}, ("samples_per_s",))
-            wl["runs"].append(entry)
-            if not entry["ok"]:
-                log(f"  FAILED: {entry['error']}")
-            state.save()
+        for t in UPDATE_THREADS:
+            for backend in UPDATE_BACKENDS:
+                log(f"update {backend} threads={t} minibatch {m}")
+                # Fused: --threads sets its own pool; candle: RAYON_NUM_THREADS sizes rayon's global pool.
+                cmd = [BENCH_BIN, "update", "--backend", backend, "--minibatch", str(m)]
+                cmd += ["--threads", str(t), "--min-seconds", str(min_seconds)]
+                res = run_cmd(cmd, 600, env=thread_env(t))
+                extra = {
+                    "backend": backend,
+                    "minibatch": m,
+                    "threads": t,
+                    "rayon_num_threads": t,
+                }
+                entry = json_entry(res, extra, ("samples_per_s",))
+                wl["runs"].append(entry)
+                if not entry["ok"]:
+                    log(f"  FAILED: {entry['error']}")
+                state.save()
 
 
-def workload_ingest(opts, state):
+def workload_ingest(opts: argparse.Namespace, state: "State") -> None:
     seconds = 2 if opts.quick else 5
-    wl = state.workload("ingest", {"clients": list(INGEST_CLIENTS), "seconds": seconds, "runs": []})
+    wl = state.workload(
+        "ingest", {"clients": list(INGEST_CLIENTS), "seconds": seconds, "runs": []}
+    )
     for c in INGEST_CLIENTS:
         log(f"ingest {c} client(s), {seconds} s")
-        res = run_cmd([BENCH_BIN, "ingest", "--clients", str(c), "--seconds", str(seconds)], seconds + 120)
+        res = run_cmd(
+            [BENCH_BIN, "ingest", "--clients", str(c), "--seconds", str(seconds)],
+            seconds + 120,
+        )
         entry = json_entry(res, {"clients": c}, ("env_steps_per_s",))
         wl["runs"].append(entry)
         if not entry["ok"]:
@@ -738,24 +1141,30 @@ def workload_ingest(opts, state):
         state.save()
 
 
-WORKLOADS = {"solve": workload_solve, "env": workload_env, "e2e": workload_e2e,
-             "update": workload_update, "ingest": workload_ingest}
+WORKLOADS = {
+    "solve": workload_solve,
+    "env": workload_env,
+    "e2e": workload_e2e,
+    "update": workload_update,
+    "ingest": workload_ingest,
+}
 
 
 # --------------------------------------------------------------------------
 # Results file
 
+
 class State:
-    def __init__(self, results, json_path):
+    def __init__(self, results: dict[str, Any], json_path: str) -> None:
         self.results = results
         self.json_path = json_path
 
-    def workload(self, name, initial):
+    def workload(self, name: str, initial: dict[str, Any]) -> dict[str, Any]:
         self.results["workloads"][name] = initial
         self.save()
         return initial
 
-    def save(self):
+    def save(self) -> None:
         tmp = self.json_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.results, f, indent=1)
@@ -763,38 +1172,108 @@ class State:
         os.replace(tmp, self.json_path)
 
 
-def csv_list(value, allowed, what):
+def csv_list(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
+        raise argparse.ArgumentTypeError(
+            f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})"
+        )
     return [a for a in allowed if a in items]  # canonical order
 
 
-def parse_args():
+def int_list(value: str, what: str) -> list[int]:
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{what}: not a comma-separated list of integers: {value!r}"
+        ) from None
+    if not items or any(i < 1 for i in items) or len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(
+            f"{what}: need distinct positive integers: {value!r}"
+        )
+    return items
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="bench/run.py", description=__doc__.split("\n\n")[0],
+        prog="bench/run.py",
+        description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Writes bench/results/<UTC timestamp>.json and .md; see the module docstring for details.")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per system in the solve workload (default 5)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: 1 seed, 10x fewer env steps, 30k e2e steps, 3 minibatch sizes, 2 s ingest")
-    p.add_argument("--only", type=lambda v: csv_list(v, ALL_WORKLOADS, "workload"),
-                   default=list(ALL_WORKLOADS), help=f"workloads to run (default all: {','.join(ALL_WORKLOADS)})")
-    p.add_argument("--peers", type=lambda v: csv_list(v, ALL_PEERS, "peer"),
-                   default=list(ALL_PEERS), help=f"peer systems for solve (default all: {','.join(ALL_PEERS)})")
-    p.add_argument("--skip-build", action="store_true",
-                   help="use the existing target/release binaries and bench/.venvs as they are")
-    p.add_argument("--results-dir", default=RESULTS_DIR, help="where to write the results (default bench/results)")
+        epilog="Writes bench/results/<UTC timestamp>.json and .md; see the module docstring for details.",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="seeds per system and thread count in solve (default 5)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 seed, 10x fewer env steps, 30k e2e steps, 3 minibatch sizes, 2 s ingest, "
+        "0.2 s update timing",
+    )
+    p.add_argument(
+        "--only",
+        type=lambda v: csv_list(v, ALL_WORKLOADS, "workload"),
+        default=list(ALL_WORKLOADS),
+        help=f"workloads to run (default all: {','.join(ALL_WORKLOADS)})",
+    )
+    p.add_argument(
+        "--peers",
+        type=lambda v: csv_list(v, ALL_PEERS, "peer"),
+        default=list(ALL_PEERS),
+        help=f"peer systems for solve (default all: {','.join(ALL_PEERS)})",
+    )
+    p.add_argument(
+        "--solve-threads",
+        type=lambda v: int_list(v, "--solve-threads"),
+        default=[1, 2],
+        help="compute-thread counts every system runs with in solve (default 1,2): 1 gives the one-thread "
+        "table; the peers' best of all of them (by median time-to-solve) and proxima's threads=2 give the "
+        "whole-machine table. proxima runs only with 1 and 2 (its fused backend's choices)",
+    )
+    p.add_argument(
+        "--windows",
+        type=lambda v: int_list(v, "--windows"),
+        default=[20, 100],
+        help="solve windows, episodes in the moving mean (default 20,100); the first is the primary one",
+    )
+    p.add_argument(
+        "--extra-seconds",
+        type=float,
+        default=60.0,
+        help="solve: after the first window solves, wait at most this long for the others (default 60)",
+    )
+    p.add_argument(
+        "--update-min-seconds",
+        type=float,
+        default=None,
+        help="update: time each configuration for at least this long (default 1, 0.2 with --quick)",
+    )
+    p.add_argument(
+        "--skip-build",
+        action="store_true",
+        help="use the existing target/release binaries and bench/.venvs as they are",
+    )
+    p.add_argument(
+        "--results-dir",
+        default=RESULTS_DIR,
+        help="where to write the results (default bench/results)",
+    )
     opts = p.parse_args()
     if opts.quick:
         opts.seeds = 1
     if opts.seeds < 1:
         p.error("--seeds must be at least 1")
+    if opts.update_min_seconds is None:
+        opts.update_min_seconds = 0.2 if opts.quick else 1.0
     return opts
 
 
-def main():
+def main() -> int:
     opts = parse_args()
     os.chdir(REPO)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -807,20 +1286,30 @@ def main():
     if "env" in opts.only and "sb3" not in peers:
         peers.append("sb3")
 
-    results = {
-        "schema": 1,
+    results: dict[str, Any] = {
+        "schema": 2,
         "timestamp_utc": stamp,
         "argv": sys.argv[1:],
-        "options": {"seeds": opts.seeds, "quick": opts.quick, "only": opts.only,
-                    "peers": opts.peers, "skip_build": opts.skip_build},
+        "options": {
+            "seeds": opts.seeds,
+            "quick": opts.quick,
+            "only": opts.only,
+            "peers": opts.peers,
+            "solve_threads": opts.solve_threads,
+            "windows": opts.windows,
+            "extra_seconds": opts.extra_seconds,
+            "update_min_seconds": opts.update_min_seconds,
+            "skip_build": opts.skip_build,
+        },
         "finished": False,
         "build": {"skipped": True} if opts.skip_build else None,
         "workloads": {},
     }
     state = State(results, json_path)
 
-    def on_term(signum, _frame):
+    def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, on_term)
 
     t0 = time.monotonic()
@@ -836,15 +1325,22 @@ def main():
                 WORKLOADS[name](opts, state)
             except KeyboardInterrupt:
                 raise
-            except Exception as e:  # a bug here must not lose the other workloads
+            except Exception as e:  # noqa: BLE001  (a bug here must not lose the other workloads)
                 import traceback
-                results["workloads"].setdefault(name, {})["crash"] = traceback.format_exc()
+
+                results["workloads"].setdefault(name, {})["crash"] = (
+                    traceback.format_exc()
+                )
                 log(f"workload {name} crashed: {e!r}")
-            results["workloads"].setdefault(name, {})["elapsed_s"] = round(time.monotonic() - started, 1)
+            results["workloads"].setdefault(name, {})["elapsed_s"] = round(
+                time.monotonic() - started, 1
+            )
             state.save()
         results["finished"] = True
     except KeyboardInterrupt as e:
-        log(f"interrupted ({e or 'Ctrl-C'}); stopping children, keeping partial results")
+        log(
+            f"interrupted ({e or 'Ctrl-C'}); stopping children, keeping partial results"
+        )
         stop_all_live()
         results["interrupted"] = True
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
@@ -855,7 +1351,9 @@ def main():
     with open(md_path, "w") as f:
         f.write(text)
     print(text)
-    log(f"wrote {os.path.relpath(json_path, REPO)} and {os.path.relpath(md_path, REPO)}")
+    log(
+        f"wrote {os.path.relpath(json_path, REPO)} and {os.path.relpath(md_path, REPO)}"
+    )
     return 0 if results["finished"] else 130
 
 

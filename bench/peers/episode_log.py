@@ -24,6 +24,7 @@ package); the base class is picked from the env being wrapped.
 
 import os
 import time
+from typing import Any
 
 ENV_VAR = "PROXIMA_BENCH_EPISODES"
 
@@ -31,11 +32,11 @@ ENV_VAR = "PROXIMA_BENCH_EPISODES"
 class _Sink:
     """Per-process append-only writer for the episodes file."""
 
-    def __init__(self):
-        self._fd = None
-        self._pid = None
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._pid: int | None = None
 
-    def write(self, ret, length):
+    def write(self, ret: float, length: int) -> None:
         path = os.environ.get(ENV_VAR)
         if not path:
             return
@@ -52,11 +53,14 @@ _sink = _Sink()
 class _Counter:
     """Return/length bookkeeping shared by both wrapper flavours."""
 
-    def _reset_counts(self):
+    _ep_return: float
+    _ep_length: int
+
+    def _reset_counts(self) -> None:
         self._ep_return = 0.0
         self._ep_length = 0
 
-    def _count(self, reward, done):
+    def _count(self, reward: Any, done: bool) -> None:
         self._ep_return += float(reward)
         self._ep_length += 1
         if done:
@@ -64,19 +68,19 @@ class _Counter:
             self._reset_counts()
 
 
-def _gymnasium_wrapper_class():
+def _gymnasium_wrapper_class() -> type:
     import gymnasium
 
-    class EpisodeLog(_Counter, gymnasium.Wrapper):
-        def __init__(self, env):
+    class EpisodeLog(_Counter, gymnasium.Wrapper):  # type: ignore[misc]
+        def __init__(self, env: Any) -> None:
             gymnasium.Wrapper.__init__(self, env)
             self._reset_counts()
 
-        def reset(self, **kwargs):
+        def reset(self, **kwargs: Any) -> Any:
             self._reset_counts()
             return self.env.reset(**kwargs)
 
-        def step(self, action):
+        def step(self, action: Any) -> Any:
             obs, reward, terminated, truncated, info = self.env.step(action)
             self._count(reward, terminated or truncated)
             return obs, reward, terminated, truncated, info
@@ -84,19 +88,19 @@ def _gymnasium_wrapper_class():
     return EpisodeLog
 
 
-def _legacy_gym_wrapper_class():
+def _legacy_gym_wrapper_class() -> type:
     import gym
 
-    class LegacyEpisodeLog(_Counter, gym.Wrapper):
-        def __init__(self, env):
+    class LegacyEpisodeLog(_Counter, gym.Wrapper):  # type: ignore[misc]
+        def __init__(self, env: Any) -> None:
             gym.Wrapper.__init__(self, env)
             self._reset_counts()
 
-        def reset(self, **kwargs):
+        def reset(self, **kwargs: Any) -> Any:
             self._reset_counts()
             return self.env.reset(**kwargs)
 
-        def step(self, action):
+        def step(self, action: Any) -> Any:
             obs, reward, done, info = self.env.step(action)
             self._count(reward, done)
             return obs, reward, done, info
@@ -104,15 +108,17 @@ def _legacy_gym_wrapper_class():
     return LegacyEpisodeLog
 
 
-_classes = {}
+_classes: dict[str, type] = {}
 
 
-def wrap(env):
+def wrap(env: Any) -> Any:
     """Wrap a single env (gymnasium or legacy gym) with the episode logger."""
     module = type(env.unwrapped).__module__.split(".")[0]
     flavour = "gym" if module == "gym" else "gymnasium"
     if flavour not in _classes:
         _classes[flavour] = (
-            _legacy_gym_wrapper_class() if flavour == "gym" else _gymnasium_wrapper_class()
+            _legacy_gym_wrapper_class()
+            if flavour == "gym"
+            else _gymnasium_wrapper_class()
         )
     return _classes[flavour](env)

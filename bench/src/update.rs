@@ -1,11 +1,18 @@
 //! Learner update throughput: the PPO epochs (clipped objective, CartPole-shaped model) over a synthetic batch, and
 //! the floor under it: the model's own forward and backward passes over the same minibatches, nothing else.
+//!
+//! Threads are measured, not assumed: the on-CPU time of every thread of this process during the timed part
+//! (`/proc/self/task/*/schedstat`, nanoseconds) gives the CPU seconds, the cores kept busy (CPU ÷ wall) and the
+//! number of threads that did a share of the work. The fused backend's threads come from `--threads`; candle's
+//! CPU matmuls use rayon's global pool, sized by `RAYON_NUM_THREADS` (else, candle's default, the physical
+//! cores), which is reported as found.
 
 use common::dense::DenseActorCritic;
 use learner::config::{BackendKind, Objective, TrainConfig};
 use learner::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// Options of `proxima-bench update`.
@@ -29,6 +36,49 @@ pub struct Args {
     /// `cpu`, or `cuda`/`cuda:N` for the candle backend (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Repeat the timed epochs (and the floor) until at least this many seconds have passed (0: once).
+    #[arg(long, default_value_t = 0.0)]
+    min_seconds: f64,
+}
+
+/// A thread counts as busy when it was on a CPU for at least this share of the timed wall time.
+const BUSY_SHARE: f64 = 0.1;
+
+/// On-CPU nanoseconds of every thread of this process, by thread id; empty where schedstat is unavailable.
+fn thread_cpu_ns() -> HashMap<u64, u64> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    for entry in dir.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
+        if let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+            out.insert(tid, ns);
+        }
+    }
+    out
+}
+
+/// CPU use of this process's threads between two `thread_cpu_ns` snapshots over `wall` seconds.
+fn thread_use(before: &HashMap<u64, u64>, after: &HashMap<u64, u64>, wall: f64) -> serde_json::Value {
+    if after.is_empty() || wall <= 0.0 {
+        return serde_json::json!({ "available": false });
+    }
+    let mut per_thread: Vec<f64> = after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)) as f64 / 1e9)
+        .filter(|s| *s > 0.0)
+        .collect();
+    per_thread.sort_by(|a, b| b.total_cmp(a));
+    let cpu: f64 = per_thread.iter().sum();
+    serde_json::json!({
+        "available": true,
+        "cpu_seconds": cpu,
+        "cores": cpu / wall,
+        "busy_threads": per_thread.iter().filter(|s| **s >= BUSY_SHARE * wall).count(),
+        "threads_alive": after.len(),
+        "busy_share_threshold": BUSY_SHARE,
+        "top_thread_shares": per_thread.iter().take(4).map(|s| s / wall).collect::<Vec<f64>>(),
+    })
 }
 
 /// A CartPole-shaped batch of `n` samples with standard-normal observations, advantages and returns.
@@ -73,10 +123,19 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut model = learner::backend::create(&cfg, 1)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;
+    let before = thread_cpu_ns();
     let started = Instant::now();
-    let stats = model.run_epochs(&batch, &coefs, &plan, 1e-4, &mut rng)?;
+    let (mut epochs, mut steps, mut repeats) = (0, 0, 0usize);
+    loop {
+        let stats = model.run_epochs(&batch, &coefs, &plan, 1e-4, &mut rng)?;
+        (epochs, steps, repeats) = (epochs + stats.epochs, steps + stats.steps, repeats + 1);
+        if started.elapsed().as_secs_f64() >= args.min_seconds {
+            break;
+        }
+    }
     let seconds = started.elapsed().as_secs_f64();
-    let samples = stats.epochs * n;
+    let threads_used = thread_use(&before, &thread_cpu_ns(), seconds);
+    let samples = epochs * n;
 
     // The floor: forward and backward of both nets over the same minibatches, on one thread.
     let dense = DenseActorCritic::new(&cfg.model, obs_dim, &space);
@@ -85,32 +144,49 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut grads = vec![0.0f32; params.len()];
     let (mut outs, mut scratch, mut d_out) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
-    for _ in 0..args.epochs {
-        for rows in batch.obs.chunks(args.minibatch * obs_dim) {
-            let (actor, critic) = dense.split(&params);
-            let (actor_grads, critic_grads) = dense.split_mut(&mut grads);
-            for (net, p, g) in [(dense.actor(), actor, actor_grads), (dense.critic(), critic, critic_grads)] {
-                net.forward(p, rows, rows.len() / obs_dim, &mut outs);
-                d_out.clear();
-                d_out.extend_from_slice(outs.last().map_or(&[][..], Vec::as_slice));
-                net.backward(p, rows, &outs, &mut d_out, g, &mut scratch);
+    let mut floor_samples = 0;
+    loop {
+        for _ in 0..args.epochs {
+            for rows in batch.obs.chunks(args.minibatch * obs_dim) {
+                let (actor, critic) = dense.split(&params);
+                let (actor_grads, critic_grads) = dense.split_mut(&mut grads);
+                for (net, p, g) in [(dense.actor(), actor, actor_grads), (dense.critic(), critic, critic_grads)] {
+                    net.forward(p, rows, rows.len() / obs_dim, &mut outs);
+                    d_out.clear();
+                    d_out.extend_from_slice(outs.last().map_or(&[][..], Vec::as_slice));
+                    net.backward(p, rows, &outs, &mut d_out, g, &mut scratch);
+                }
             }
+            floor_samples += n;
+        }
+        if started.elapsed().as_secs_f64() >= args.min_seconds {
+            break;
         }
     }
     let floor_seconds = started.elapsed().as_secs_f64();
+    let rayon_env = std::env::var("RAYON_NUM_THREADS").ok();
     Ok(serde_json::json!({
         "workload": "update",
         "backend": args.backend,
         "device": args.device,
-        "threads": if backend == BackendKind::Fused { args.threads } else { 1 },
+        // Fused: its own pool of `--threads` threads. Candle: rayon's global pool, RAYON_NUM_THREADS if set (null:
+        // unset: candle's default, the physical cores). What actually ran is `threads_used`.
+        "threads": if backend == BackendKind::Fused {
+            Some(args.threads)
+        } else {
+            rayon_env.as_deref().and_then(|v| v.parse::<usize>().ok())
+        },
+        "rayon_num_threads_env": rayon_env,
+        "threads_used": threads_used,
         "minibatch": args.minibatch,
         "batch": n,
-        "epochs": stats.epochs,
-        "gradient_steps": stats.steps,
+        "epochs": epochs,
+        "repeats": repeats,
+        "gradient_steps": steps,
         "samples": samples,
         "seconds": seconds,
         "samples_per_s": samples as f64 / seconds,
-        "floor_samples_per_s": samples as f64 / floor_seconds,
+        "floor_samples_per_s": floor_samples as f64 / floor_seconds,
         "floor_note": "forward+backward of both 64-64 nets over the same minibatches, one thread, no loss/optimiser",
     }))
 }
