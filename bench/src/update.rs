@@ -124,6 +124,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;
     let before = thread_cpu_ns();
+    let optimizer_steps_before = model.optimizer_steps();
     let started = Instant::now();
     let (mut epochs, mut steps, mut repeats) = (0, 0, 0usize);
     loop {
@@ -135,6 +136,8 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let threads_used = thread_use(&before, &thread_cpu_ns(), seconds);
+    // Counted by the optimiser itself, apart from the epoch loop's own step count.
+    let optimizer_steps = model.optimizer_steps() - optimizer_steps_before;
     let samples = epochs * n;
 
     // The floor: forward and backward of both nets over the same minibatches, on one thread.
@@ -183,6 +186,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "epochs": epochs,
         "repeats": repeats,
         "gradient_steps": steps,
+        "optimizer_steps": optimizer_steps,
         "samples": samples,
         "seconds": seconds,
         "samples_per_s": samples as f64 / seconds,

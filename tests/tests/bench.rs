@@ -29,8 +29,13 @@ fn env_stepping_counts_every_step_and_episode() {
 fn update_runs_every_planned_gradient_step() {
     for backend in ["fused", "candle"] {
         let v = bench(&["update", "--backend", backend, "--minibatch", "64", "--batch", "512", "--epochs", "2"]);
-        assert_eq!(num(&v, "samples"), 1024.0, "{v}");
-        assert_eq!(num(&v, "gradient_steps"), 16.0, "{v}");
+        // What the timed loop should have done, from the arguments and its repeat count; checked against the
+        // optimiser's own step counter, which the epoch loop does not write.
+        let repeats = num(&v, "repeats");
+        assert!(repeats >= 1.0, "{v}");
+        assert_eq!(num(&v, "samples"), repeats * 2.0 * 512.0, "{v}");
+        assert_eq!(num(&v, "optimizer_steps"), repeats * 2.0 * (512.0 / 64.0), "{v}");
+        assert_eq!(num(&v, "gradient_steps"), num(&v, "optimizer_steps"), "{v}");
         assert!(num(&v, "samples_per_s") > 0.0 && num(&v, "floor_samples_per_s") > 0.0);
     }
     let out = Command::new(tests::bin_path("proxima-bench"))
@@ -44,11 +49,11 @@ fn update_runs_every_planned_gradient_step() {
 #[test]
 fn ingest_delivers_every_accepted_rollout_to_the_trainer() {
     let v = bench(&["ingest", "--clients", "2", "--seconds", "0.5", "--num-envs", "4", "--rollout-steps", "16"]);
+    // `rollouts` is counted by the clients (answers received), `drained_env_steps` by the trainer side (lengths of
+    // the rollouts it took from the queue): every accepted 4 x 16-step rollout must arrive whole.
     let rollouts = num(&v, "rollouts");
     assert!(rollouts > 0.0, "{v}");
-    assert_eq!(num(&v, "env_steps"), rollouts * 64.0);
-    assert_eq!(num(&v, "drained_env_steps"), num(&v, "env_steps"), "accepted rollouts all reach the queue");
-    assert_eq!(num(&v, "bytes"), rollouts * num(&v, "request_bytes"));
+    assert_eq!(num(&v, "drained_env_steps"), rollouts * 64.0, "accepted rollouts all reach the queue");
 }
 
 #[test]
