@@ -172,6 +172,18 @@ pub async fn run(opts: ActorOptions, shutdown: CancellationToken) -> Result<(), 
         }
         match session(&opts, &mut worker, &shutdown, &mut backoff, &mut last_problem).await {
             Ok(SessionEnd::Shutdown) => break Ok(()),
+            // The sampler thread ended by itself: its error (weights that no longer fit, a failing env) is not
+            // something reconnecting can fix, and registering again would only fill the learner's registry.
+            Err(Error::SamplerStopped) => {
+                let ended = match worker.take() {
+                    Some(w) => tokio::task::spawn_blocking(move || w.thread.join()).await,
+                    None => break Err(Error::SamplerStopped),
+                };
+                break match ended {
+                    Ok(Ok(Err(e))) => Err(e),
+                    _ => Err(Error::SamplerStopped),
+                };
+            }
             Err(e @ (Error::Refused(_) | Error::Config(_) | Error::Env(_) | Error::Policy(_))) => break Err(e),
             Err(e) => {
                 let problem = e.to_string();
@@ -214,7 +226,15 @@ async fn session(
         num_envs: opts.num_envs as u32,
         protocol_version: PROTOCOL_VERSION as i32,
     };
-    let reg = client.register(request).await.map_err(classify)?.into_inner();
+    let reg = client
+        .register(request)
+        .await
+        .map_err(|s| match s.code() {
+            // A registration the learner finds invalid (a name above its limit) stays invalid on every retry.
+            Code::InvalidArgument => Error::Refused(format!("{:?}: {}", s.code(), s.message())),
+            _ => classify(s),
+        })?
+        .into_inner();
     let mut stream = client
         .subscribe_policy(pb::SubscribePolicyRequest { actor_id: reg.actor_id })
         .await

@@ -208,17 +208,37 @@ impl Rollout {
 /// Per env it carries the reward sum and step count of the episode in progress across the actor's rollouts. Right
 /// after registration (the actor's envs may be mid-episode) and after a rejected rollout, the start of each env's
 /// current episode is unknown: its first record may then include earlier steps, each worth at most
-/// `max_abs_reward`. Every later record must match the learner's sums exactly (up to f32 rounding of the rewards).
+/// `max_abs_reward`, and it is *unverified*: the learner keeps it out of its returns (see [`EpisodeTracker::check`]).
+/// Every later record is verified: it must match the learner's sums exactly (up to f32 rounding of the rewards).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EpisodeTracker {
-    /// Per env: `(reward sum, steps)` of the episode in progress, or `None` while its start is unknown.
-    partial: Vec<Option<(f64, u32)>>,
+    /// Per env, the episode in progress, or `None` while its start is unknown.
+    partial: Vec<Option<Partial>>,
+}
+
+/// Sums of the steps of an episode in progress that the learner has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Partial {
+    /// Sum of the (f32) rewards.
+    sum: f64,
+    /// Steps.
+    steps: u32,
+    /// Sum of `|reward|`, which scales the rounding tolerance.
+    abs: f64,
+}
+
+impl Partial {
+    fn add(self, other: Partial) -> Partial {
+        Partial { sum: self.sum + other.sum, steps: self.steps.saturating_add(other.steps), abs: self.abs + other.abs }
+    }
 }
 
 impl EpisodeTracker {
     /// Checks `r.episodes` against `r`'s rewards and done flags (shapes already validated) and advances the carried
-    /// sums. On an error the carried sums are forgotten (the next records are checked as after registration).
-    pub fn check(&mut self, r: &Rollout, max_abs_reward: f64) -> Result<(), RolloutError> {
+    /// sums. Returns, per record of `r.episodes`, whether the learner saw that episode whole (verified) or only its
+    /// end (after a registration or a rejected rollout). On an error the carried sums are forgotten (the next
+    /// records are checked as after registration).
+    pub fn check(&mut self, r: &Rollout, max_abs_reward: f64) -> Result<Vec<bool>, RolloutError> {
         let result = self.advance(r, max_abs_reward);
         if result.is_err() {
             self.partial.clear();
@@ -226,63 +246,66 @@ impl EpisodeTracker {
         result
     }
 
-    fn advance(&mut self, r: &Rollout, max_abs_reward: f64) -> Result<(), RolloutError> {
+    fn advance(&mut self, r: &Rollout, max_abs_reward: f64) -> Result<Vec<bool>, RolloutError> {
         let n = r.num_envs;
         let bad = |reason: String| Err(RolloutError { field: "episodes", reason, kind: RolloutErrorKind::Shape });
         self.partial.resize(n, None);
+        let mut verified = vec![false; r.episodes.len()];
         let mut records = vec![Vec::new(); n];
-        for ep in &r.episodes {
-            records[ep.env_index].push(ep);
+        for (k, ep) in r.episodes.iter().enumerate() {
+            records[ep.env_index].push((k, ep));
         }
         for (e, records) in records.iter().enumerate() {
-            let mut partial = self.partial[e];
-            let (mut sum, mut steps, mut abs) = (0.0f64, 0u32, 0.0f64);
+            let mut before = self.partial[e];
+            let mut seen = Partial::default();
             let mut next = records.iter();
             for t in 0..r.num_steps {
                 let i = t * n + e;
                 let reward = f64::from(r.rewards[i]);
-                (sum, steps, abs) = (sum + reward, steps.saturating_add(1), abs + reward.abs());
+                seen = seen.add(Partial { sum: reward, steps: 1, abs: reward.abs() });
                 if !(r.terminated[i] || r.truncated[i]) {
                     continue;
                 }
-                let Some(ep) = next.next() else {
+                let Some(&(k, ep)) = next.next() else {
                     return bad(format!("env {e} ended an episode at step {t} without an episode record"));
                 };
-                // f32 rewards summed here vs the env's f64 rewards summed by the actor.
-                let tolerance = 1e-5 * (abs + 1.0);
-                let (expected_len, slack) = match partial {
-                    Some((s, k)) => (Some(k.saturating_add(steps)), (ep.episode_return - (s + sum)).abs() - tolerance),
+                let ok = match before {
+                    Some(b) => {
+                        let whole = b.add(seen);
+                        // f32 rewards summed here vs the env's f64 rewards summed by the actor.
+                        let tolerance = 1e-5 * (whole.abs + 1.0);
+                        ep.length == whole.steps && (ep.episode_return - whole.sum).abs() <= tolerance
+                    }
                     None => {
-                        let before = f64::from(ep.length.saturating_sub(steps));
-                        (None, (ep.episode_return - sum).abs() - tolerance - max_abs_reward * before)
+                        let unseen = f64::from(ep.length.saturating_sub(seen.steps));
+                        let tolerance = 1e-5 * (seen.abs + 1.0) + max_abs_reward * unseen;
+                        ep.length >= seen.steps && (ep.episode_return - seen.sum).abs() <= tolerance
                     }
                 };
-                let length_ok = match expected_len {
-                    Some(k) => ep.length == k,
-                    None => ep.length >= steps,
-                };
-                if !length_ok || slack > 0.0 {
+                if !ok {
                     return bad(format!(
                         "env {e}'s record (return {}, length {}) at step {t} disagrees with the rewards and done \
-                         flags sent ({} over {steps} step(s) in this rollout{})",
+                         flags sent ({} over {} step(s) in this rollout{})",
                         ep.episode_return,
                         ep.length,
-                        sum,
-                        match partial {
-                            Some((s, k)) => format!(", {s} over {k} before it"),
+                        seen.sum,
+                        seen.steps,
+                        match before {
+                            Some(b) => format!(", {} over {} before it", b.sum, b.steps),
                             None => String::new(),
                         }
                     ));
                 }
-                partial = Some((0.0, 0));
-                (sum, steps, abs) = (0.0, 0, 0.0);
+                verified[k] = before.is_some();
+                before = Some(Partial::default());
+                seen = Partial::default();
             }
             if next.next().is_some() {
                 return bad(format!("env {e} has more episode records than ended episodes"));
             }
-            self.partial[e] = partial.map(|(s, k)| (s + sum, k.saturating_add(steps)));
+            self.partial[e] = before.map(|b| b.add(seen));
         }
-        Ok(())
+        Ok(verified)
     }
 }
 
@@ -348,11 +371,13 @@ mod tests {
             ..Default::default()
         };
         let mut tracker = EpisodeTracker::default();
-        // Start unknown: 10 steps of which 2 seen; the 8 earlier ones at most 1 each under a bound of 1.
-        assert_eq!(tracker.check(&r(10.0, 10), 1.0), Ok(()));
-        // Now the episode in progress is known (1 over 1 step): the next ends after 2 more with return 3, length 3.
+        // Start unknown: 10 steps of which 2 seen; the 8 earlier ones at most 1 each under a bound of 1. Accepted,
+        // but unverified: the learner did not see it whole.
+        assert_eq!(tracker.check(&r(10.0, 10), 1.0), Ok(vec![false]));
+        // Now the episode in progress is known (1 over 1 step): the next ends after 2 more with return 3, length 3,
+        // and is verified.
         let exact = r(3.0, 3);
-        assert_eq!(tracker.check(&exact, 1.0), Ok(()));
+        assert_eq!(tracker.check(&exact, 1.0), Ok(vec![true]));
         let mut t2 = tracker.clone();
         assert_eq!(t2.check(&r(3.5, 3), 1.0).unwrap_err().field, "episodes", "return off by 0.5");
         let mut t3 = tracker.clone();
@@ -361,6 +386,33 @@ mod tests {
         let mut fresh = EpisodeTracker::default();
         assert!(fresh.check(&r(475.0, 10), 1.0).is_err());
         assert_eq!(fresh, EpisodeTracker::default());
+        // The rounding tolerance scales with the whole episode, carried steps included: 199 carried steps of reward
+        // -16.27 (f32-rounded as the env would send them) and one more, summed by the actor in f64 from the exact
+        // rewards.
+        let exact = -16.273_456_789_f64;
+        let long = Rollout {
+            num_steps: 199,
+            num_envs: 1,
+            rewards: vec![exact as f32; 199],
+            terminated: vec![false; 199],
+            truncated: vec![false; 199],
+            ..Default::default()
+        };
+        let end = Rollout {
+            num_steps: 1,
+            num_envs: 1,
+            rewards: vec![exact as f32],
+            terminated: vec![false],
+            truncated: vec![true],
+            final_obs: vec![],
+            episodes: vec![EpisodeStats { env_index: 0, episode_return: exact * 200.0, length: 200 }],
+            ..Default::default()
+        };
+        let mut t = EpisodeTracker::default();
+        assert_eq!(t.check(&r(2.0, 2), 20.0), Ok(vec![false]));
+        t.partial[0] = Some(Partial::default());
+        assert_eq!(t.check(&long, 20.0), Ok(vec![]));
+        assert_eq!(t.check(&end, 20.0), Ok(vec![true]));
         // A done without a record, and a record without a done.
         let mut missing = r(2.0, 2);
         missing.episodes.clear();

@@ -197,8 +197,10 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
         }
     }
     let adam = AdamState { step: state.adam_step, moments };
-    Trainer::restore(cfg, state, &params, adam, decoded.obs_norm)
-        .map_err(|reason| fail(format!("does not fit: {reason}")))
+    Trainer::restore(cfg, state, &params, adam, decoded.obs_norm).map_err(|reason| Error::CheckpointMismatch {
+        path: path.to_path_buf(),
+        reason: format!("does not fit: {reason}"),
+    })
 }
 
 #[cfg(test)]
@@ -407,5 +409,20 @@ mod tests {
         assert!(err.contains(&truncated.display().to_string()), "{err}");
         assert!(err.contains("non-finite") && err.contains(&nan.display().to_string()), "{err}");
         assert!(err.contains("2 checkpoints"), "{err}");
+    }
+
+    /// A sound checkpoint of another model is not passed over for an older one (that would fork the run's
+    /// history): resuming stops with an error naming the mismatch.
+    #[test]
+    fn resume_stops_at_a_checkpoint_of_another_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, trainer) = trained(dir.path());
+        let ck = Checkpointer::new(dir.path().join("ck"), 3).unwrap();
+        ck.save(&trainer).unwrap();
+        let mut bigger = cfg.clone();
+        bigger.model.hidden_sizes = vec![32, 32];
+        let err = crate::serve::initial_trainer(&bigger, &ck, true).err().expect("another model shape");
+        assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("does not fit"), "{err}");
     }
 }

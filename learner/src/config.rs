@@ -375,10 +375,14 @@ impl TrainConfig {
         {
             return bad("server.max_abs_reward", "every server.max_abs_* bound must be positive");
         }
-        if s.max_actors == 0 || s.max_actor_name_bytes == 0 || !positive(s.actor_idle_seconds) {
+        if s.max_actors == 0
+            || s.max_actor_name_bytes == 0
+            || !positive(s.actor_idle_seconds)
+            || s.actor_idle_seconds > 1e9
+        {
             return bad(
                 "server.max_actors",
-                "max_actors, max_actor_name_bytes and actor_idle_seconds must be positive",
+                "max_actors, max_actor_name_bytes and actor_idle_seconds must be positive (idle at most 1e9 s)",
             );
         }
         if self.model.hidden_sizes.is_empty() || self.model.hidden_sizes.contains(&0) {

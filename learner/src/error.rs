@@ -23,9 +23,12 @@ pub enum Error {
     /// File system error, with the path.
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
-    /// A checkpoint is unreadable or does not match the run.
+    /// A checkpoint's bytes are damaged: corrupt, truncated, not a checkpoint, or holding non-finite values.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: std::path::PathBuf, reason: String },
+    /// A sound checkpoint of another run: another env, model shape or normalisation than the config's.
+    #[error("checkpoint {path}: {reason}")]
+    CheckpointMismatch { path: std::path::PathBuf, reason: String },
     /// An actor failed.
     #[error("actor failed: {0}")]
     Actor(#[from] actor::Error),

@@ -48,6 +48,7 @@ impl FlatAdam {
         let (step_size, inv_bc2) = ((lr / bc1) as f32, (1.0 / bc2) as f32);
         let [p_new, m_new, v_new] = &mut self.spare;
         let n = params.len();
+        debug_assert!(grads.len() == n && self.m.len() == n, "one gradient and moment per parameter");
         for buf in [&mut *p_new, &mut *m_new, &mut *v_new] {
             buf.resize(n, 0.0);
         }

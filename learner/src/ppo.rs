@@ -381,8 +381,12 @@ pub fn run_epochs<S: MinibatchStep>(
                 StepOutcome::Skipped(reason) => {
                     record_skip(reason);
                     out.skipped_steps += 1;
-                    let idx = idx.to_vec();
-                    blame(&idx, sources, &mut banned, stepper, &mut out)?;
+                    // Rows are to blame for a non-finite loss or gradient; a non-finite parameter after a finite
+                    // step is the optimiser's, and probing rows could not find it.
+                    if reason != m::skip::NON_FINITE_PARAMS {
+                        let idx = idx.to_vec();
+                        blame(&idx, sources, &mut banned, stepper, &mut out)?;
+                    }
                     continue;
                 }
             };
@@ -403,7 +407,8 @@ pub fn run_epochs<S: MinibatchStep>(
             break;
         }
     }
-    let k = out.steps.max(1) as f64;
+    // No applied step (all skipped): the diagnostics are undefined, not zero.
+    let k = if out.steps == 0 { f64::NAN } else { out.steps as f64 };
     out.mean = MinibatchStats {
         pg_loss: sum.pg_loss / k,
         v_loss: sum.v_loss / k,

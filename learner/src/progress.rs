@@ -104,6 +104,8 @@ impl ProgressCsv {
                 let cut = self.file.set_len(self.len).and_then(|()| self.file.seek(std::io::SeekFrom::Start(self.len)));
                 if let Err(e) = cut {
                     tracing::warn!(path = %self.path.display(), error = %e, "cannot cut off a partly written row");
+                    // Where the file really ends now, so a later cut never reaches into complete rows.
+                    self.len = self.file.stream_position().unwrap_or(self.len);
                 }
             }
         }

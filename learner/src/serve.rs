@@ -39,9 +39,10 @@ pub struct ServerHandle {
     pub shutdown: CancellationToken,
 }
 
-/// The newest checkpoint of `cfg`'s run that loads, or a fresh trainer; says which in the log. A checkpoint that
-/// does not load (corrupt, truncated, holding NaN) is logged and the next older one tried; when checkpoints exist
-/// but none loads, the error names the newest and gives every reason. Checkpoints without `resume` are an error.
+/// The newest checkpoint of `cfg`'s run that loads, or a fresh trainer; says which in the log. A damaged
+/// checkpoint (corrupt, truncated, holding NaN) is logged and the next older one tried; when checkpoints exist
+/// but none loads, the error names the newest and gives every reason. A checkpoint of another env or model, an
+/// unreadable file, and checkpoints without `resume` are errors.
 pub(crate) fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, resume: bool) -> Result<Trainer> {
     let all = checkpoints.list()?;
     let Some(newest) = all.last().cloned() else {
@@ -75,10 +76,13 @@ pub(crate) fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, res
                 );
                 return Ok(t);
             }
-            Err(error) => {
+            // Only damaged files are passed over. A checkpoint of another env or model, or one that cannot be read
+            // (permissions, I/O), is an error: falling back past it would silently fork the run's history.
+            Err(error @ Error::Checkpoint { .. }) => {
                 tracing::warn!(path = %path.display(), %error, "checkpoint refused; trying an older one");
                 refused.push(error.to_string());
             }
+            Err(error) => return Err(error),
         }
     }
     Err(Error::Checkpoint {

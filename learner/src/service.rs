@@ -164,18 +164,30 @@ impl LearnerService {
         Some((entry.name.clone(), entry.num_envs))
     }
 
-    /// Checks the rollout's episode records against the actor's rewards and done flags (see [`EpisodeTracker`]);
-    /// `None` forgets the carried sums (after a rejected rollout).
-    fn track_episodes(&self, id: u64, rollout: Option<&Rollout>) -> Result<(), Error> {
-        let mut registry = self.registry();
-        let entry = registry.actors.get_mut(&id).ok_or(Error::UnknownActor(id))?;
-        match rollout {
-            Some(r) => Ok(entry.episodes.check(r, self.run.bounds.max_abs_reward)?),
+    /// Checks the rollout's episode records against the actor's rewards and done flags (see [`EpisodeTracker`])
+    /// and keeps only the records of episodes the learner saw whole: only those count towards the mean return and
+    /// the target. `None` forgets the carried sums (after a rejected rollout).
+    fn track_episodes(&self, id: u64, rollout: Option<&mut Rollout>) -> Result<(), Error> {
+        // The check is O(T·N): take the tracker out of the registry so the lock is not held while it runs.
+        let mut tracker = {
+            let mut registry = self.registry();
+            let entry = registry.actors.get_mut(&id).ok_or(Error::UnknownActor(id))?;
+            std::mem::take(&mut entry.episodes)
+        };
+        let result = match rollout {
+            Some(r) => tracker.check(r, self.run.bounds.max_abs_reward).map(|verified| {
+                let mut seen_whole = verified.into_iter();
+                r.episodes.retain(|_| seen_whole.next().unwrap_or(false));
+            }),
             None => {
-                entry.episodes = EpisodeTracker::default();
+                tracker = EpisodeTracker::default();
                 Ok(())
             }
+        };
+        if let Some(entry) = self.registry().actors.get_mut(&id) {
+            entry.episodes = tracker;
         }
+        Ok(result?)
     }
 
     fn check_register(&self, r: &pb::RegisterRequest) -> Result<(), Error> {
@@ -218,7 +230,7 @@ impl LearnerService {
 
     fn check_rollout(&self, msg: &pb::Rollout) -> Result<Rollout, Error> {
         let (name, num_envs) = self.touch(msg.actor_id).ok_or(Error::UnknownActor(msg.actor_id))?;
-        let rollout = Rollout::try_from(msg)?;
+        let mut rollout = Rollout::try_from(msg)?;
         if rollout.num_envs != num_envs {
             return Err(Error::Rollout(common::rollout::RolloutError {
                 field: "num_envs",
@@ -231,7 +243,7 @@ impl LearnerService {
         if rollout.policy_version > current {
             return Err(Error::FutureVersion { got: rollout.policy_version, current });
         }
-        self.track_episodes(msg.actor_id, Some(&rollout))?;
+        self.track_episodes(msg.actor_id, Some(&mut rollout))?;
         Ok(rollout)
     }
 

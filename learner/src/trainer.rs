@@ -306,8 +306,9 @@ impl Trainer {
             report.advantages = advantage_stats(&batch.advantages);
             let advantage_histogram = metrics::histogram!(common::metrics::ADVANTAGE);
             batch.advantages.iter().for_each(|&a| advantage_histogram.record(a as f64));
+            // Rollouts blamed for a non-finite step leave the observation statistics alone too.
             if let Some(n) = &mut self.obs_norm {
-                for r in &rollouts {
+                for r in rollouts.iter().filter(|r| !report.epochs.faulty_actors.contains(&r.actor_id)) {
                     n.rms.update(&r.obs);
                 }
             }

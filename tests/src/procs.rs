@@ -12,10 +12,20 @@ use std::time::{Duration, Instant};
 /// How often waits poll.
 pub const POLL: Duration = Duration::from_millis(100);
 
-/// A loopback port that was free a moment ago (the tiny race with other processes is accepted).
+/// A loopback port that was free a moment ago and that this process has not handed out before (the kernel may
+/// offer a just-released port again, e.g. a learner's gRPC and metrics ports; the tiny race with other processes
+/// is accepted).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process whose stdout and stderr go to files; killed (SIGKILL) when dropped.

@@ -234,13 +234,20 @@ impl GoodActor {
         r
     }
 
-    /// A valid first rollout of this actor whose only finished episode, env 0's at step 0, has return `marker`:
-    /// as the first record after registration its 999 earlier steps are unseen, so the learner accepts any
-    /// return within `server.max_abs_reward` per step.
+    /// A valid first rollout of this actor with one episode the learner sees whole: env 0's episode in progress
+    /// ends at step 0 (its record is accepted within `server.max_abs_reward` per unseen step, but not counted: the
+    /// learner did not see it whole), and the next one lasts one step, at step 1, with reward and return `marker`:
+    /// the only episode the learner counts.
     fn rollout(&mut self, marker: f64) -> Rollout {
         let mut r = self.quiet_rollout();
+        let at_step_1 = NUM_ENVS;
         r.terminated[0] = true;
-        r.episodes = vec![EpisodeStats { env_index: 0, episode_return: marker, length: 1000 }];
+        r.terminated[at_step_1] = true;
+        r.rewards[at_step_1] = marker as f32;
+        r.episodes = vec![
+            EpisodeStats { env_index: 0, episode_return: f64::from(r.rewards[0]) + 999.0, length: 1000 },
+            EpisodeStats { env_index: 0, episode_return: marker, length: 1 },
+        ];
         r
     }
 
@@ -756,6 +763,35 @@ async fn episode_records_must_add_up() {
             }
         }
         assert!(forged >= 3 && honest >= 20, "{forged} forged, {honest} honest");
+        server.stop().await;
+    })
+    .await;
+}
+
+/// Records whose episode began before the learner saw this actor may include unseen steps, so they cannot be
+/// checked: they are accepted but not counted. An actor that ends every env at once with a made-up return of 500
+/// over 500 (unseen) steps neither moves the mean return nor the episode count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverifiable_returns_are_not_counted() {
+    bounded(async {
+        let server = Server::start(&[]).await;
+        let mut actor = GoodActor::connect(server.addr).await;
+        let mut r = actor.quiet_rollout();
+        r.terminated[..NUM_ENVS].fill(true);
+        r.episodes = (0..NUM_ENVS).map(|e| EpisodeStats { env_index: e, episode_return: 500.0, length: 500 }).collect();
+        let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await.expect("accepted, not counted");
+        assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Accepted);
+        actor.next_policy(1, "the update on the rollout").await;
+        let deadline = std::time::Instant::now() + WAIT;
+        let rows = loop {
+            let rows = tests::read_progress(&server.run_dir);
+            if !rows.is_empty() || std::time::Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let first = rows.first().expect("a progress row");
+        assert_eq!((first.episodes, first.mean_return), (0, None), "{rows:?}");
         server.stop().await;
     })
     .await;

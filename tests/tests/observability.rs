@@ -3,10 +3,10 @@
 //! Needs Debian's `prometheus` package (promtool and prometheus), which `scripts/test.sh` installs.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tests::procs::free_port;
 
 /// Kills the child process when dropped, so a failing test leaves nothing behind.
 struct Proc(Child);
@@ -16,10 +16,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 fn http_get(url: &str) -> Option<String> {
