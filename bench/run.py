@@ -851,6 +851,20 @@ def progress_throughput(path: str) -> dict[str, Any]:
     return out
 
 
+def e2e_training_args(n: int, total: int) -> list[str]:
+    """The learner arguments both e2e setups share: the CartPole config, N actors, the step budget, no target."""
+    return [
+        "--config",
+        CARTPOLE,
+        "--num-actors",
+        str(n),
+        "--total-steps",
+        str(total),
+        "--target-return",
+        NO_TARGET,
+    ]
+
+
 def e2e_grpc(n: int, total: int, timeout: float) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="bench-e2e-")
     entry: dict[str, Any] = {
@@ -866,14 +880,7 @@ def e2e_grpc(n: int, total: int, timeout: float) -> dict[str, Any]:
         cmd = [
             LEARNER,
             "serve",
-            "--config",
-            CARTPOLE,
-            "--num-actors",
-            str(n),
-            "--total-steps",
-            str(total),
-            "--target-return",
-            NO_TARGET,
+            *e2e_training_args(n, total),
             "--listen",
             f"127.0.0.1:{port}",
             "--metrics-addr",
@@ -1019,14 +1026,7 @@ def e2e_local(n: int, total: int, timeout: float) -> dict[str, Any]:
         cmd = [
             LEARNER,
             "train",
-            "--config",
-            CARTPOLE,
-            "--num-actors",
-            str(n),
-            "--total-steps",
-            str(total),
-            "--target-return",
-            NO_TARGET,
+            *e2e_training_args(n, total),
             "--runs-dir",
             tmp,
             "--run-name",
