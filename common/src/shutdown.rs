@@ -63,7 +63,10 @@ pub fn default_compute_threads() {
 /// structured logs on stderr, filtered by `RUST_LOG` (default `info`). Call first thing in `main`.
 pub fn init_process() {
     default_compute_threads();
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        // Colour codes only for a person at a terminal, not in files, pipes and container logs.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

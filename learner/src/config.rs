@@ -239,6 +239,9 @@ pub struct TrainConfig {
     pub target_return: Option<f64>,
     /// Finished episodes in the moving mean behind `target_return` and the reported mean return.
     pub return_window: usize,
+    /// Without a terminal, seconds between two progress lines in the log (the first and last update are always
+    /// logged); on a terminal a progress bar shows every update.
+    pub log_interval_seconds: f64,
     /// Append one line per finished episode to this file: `<unix time> <return> <length>` (for benchmarks and
     /// external monitors; lines are flushed after every update).
     pub episode_log: Option<PathBuf>,
@@ -273,6 +276,7 @@ impl Default for TrainConfig {
             total_steps: 100_000,
             target_return: None,
             return_window: 100,
+            log_interval_seconds: 5.0,
             episode_log: None,
             device: "cpu".into(),
             backend: BackendKind::Auto,
@@ -393,6 +397,9 @@ impl TrainConfig {
         }
         if !(1..=2).contains(&self.threads) {
             return bad("threads", "must be 1 or 2 (one per net)");
+        }
+        if !(self.log_interval_seconds >= 0.0 && self.log_interval_seconds <= 1e6) {
+            return bad("log_interval_seconds", "must be in [0, 1e6] seconds");
         }
         if self.return_window == 0 {
             return bad("return_window", "must be at least 1");

@@ -65,7 +65,11 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
     drop(tx);
     tracing::info!(run_dir = %run.path().display(), env = %cfg.env, actors = cfg.actors.count, "training started");
 
-    let outputs = LoopOutputs { csv: &mut csv, display: Display::for_terminal(cfg.total_steps), checkpoints: None };
+    let outputs = LoopOutputs {
+        csv: &mut csv,
+        display: Display::for_terminal(cfg.total_steps, std::time::Duration::from_secs_f64(cfg.log_interval_seconds)),
+        checkpoints: None,
+    };
     let mut outcome =
         training::run(&mut trainer, &rx, &cell, outputs, &stop).map(|o| TrainSummary::new(run.path().to_path_buf(), o));
     samplers_stop.store(true, Ordering::Relaxed);

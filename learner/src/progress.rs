@@ -168,16 +168,55 @@ pub fn progress_line(r: &UpdateReport, wall_seconds: f64) -> String {
 pub enum Display {
     /// An interactive bar (stderr is a terminal).
     Bar(indicatif::ProgressBar),
-    /// One `tracing` line per update.
-    Log,
+    /// `tracing` lines, at most one per interval (see [`LogThrottle`]).
+    Log(LogThrottle),
+}
+
+/// Which progress lines reach the log: the first update's, then at most one per `every`, and the newest one held
+/// back, logged when training ends, so the last update is always shown.
+#[derive(Debug)]
+pub struct LogThrottle {
+    every: std::time::Duration,
+    last: std::cell::Cell<Option<std::time::Instant>>,
+    held: std::cell::RefCell<Option<String>>,
+}
+
+impl LogThrottle {
+    /// At most one line per `every`.
+    pub fn new(every: std::time::Duration) -> Self {
+        Self { every, last: std::cell::Cell::new(None), held: std::cell::RefCell::new(None) }
+    }
+
+    /// The line to log now for an update at `now`, if any; otherwise `line` is held back for [`Self::finish`].
+    fn admit(&self, line: String, now: std::time::Instant) -> Option<String> {
+        let due = self.last.get().is_none_or(|last| now.saturating_duration_since(last) >= self.every);
+        if due {
+            self.last.set(Some(now));
+            self.held.replace(None);
+            Some(line)
+        } else {
+            self.held.replace(Some(line));
+            None
+        }
+    }
+
+    /// The held-back line of the last update, if it was not logged.
+    fn finish(&self) -> Option<String> {
+        self.held.take()
+    }
 }
 
 impl Display {
-    /// A bar over `total_steps` when stderr is a terminal, else log lines.
-    pub fn for_terminal(total_steps: u64) -> Self {
+    /// Log lines at most once per `log_interval`, for a process without a terminal (a server, a container).
+    pub fn log(log_interval: std::time::Duration) -> Self {
+        Display::Log(LogThrottle::new(log_interval))
+    }
+
+    /// A bar over `total_steps` when stderr is a terminal, else log lines at most once per `log_interval`.
+    pub fn for_terminal(total_steps: u64, log_interval: std::time::Duration) -> Self {
         use std::io::IsTerminal;
         if !std::io::stderr().is_terminal() {
-            return Display::Log;
+            return Display::log(log_interval);
         }
         let bar = indicatif::ProgressBar::new(total_steps);
         let style = indicatif::ProgressStyle::with_template(
@@ -197,14 +236,23 @@ impl Display {
                 let ret = r.mean_return.map_or("-".to_string(), |m| format!("{m:.1}"));
                 bar.set_message(format!("return {ret}  kl {:.4}  v{}", r.approx_kl, r.policy_version));
             }
-            Display::Log => tracing::info!("{}", progress_line(r, wall_seconds)),
+            Display::Log(throttle) => {
+                if let Some(line) = throttle.admit(progress_line(r, wall_seconds), std::time::Instant::now()) {
+                    tracing::info!("{line}");
+                }
+            }
         }
     }
 
-    /// Leaves the bar on screen in its final state.
+    /// Leaves the bar on screen in its final state, or logs the last update's line if it was held back.
     pub fn finish(&self) {
-        if let Display::Bar(bar) = self {
-            bar.abandon();
+        match self {
+            Display::Bar(bar) => bar.abandon(),
+            Display::Log(throttle) => {
+                if let Some(line) = throttle.finish() {
+                    tracing::info!("{line}");
+                }
+            }
         }
     }
 }
@@ -213,6 +261,22 @@ impl Display {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The first update is logged, then at most one per interval, and the last one always (at the end).
+    #[test]
+    fn log_lines_are_throttled_but_keep_the_first_and_last() {
+        let t = LogThrottle::new(std::time::Duration::from_secs(5));
+        let start = std::time::Instant::now();
+        let at = |s: u64| start + std::time::Duration::from_millis(s * 100);
+        let logged: Vec<String> = (0..200u64).filter_map(|k| t.admit(format!("update {k}"), at(k))).collect::<Vec<_>>();
+        // 200 updates over 20 s: at 0, 5, 10 and 15 s.
+        assert_eq!(logged, ["update 0", "update 50", "update 100", "update 150"]);
+        assert_eq!(t.finish().as_deref(), Some("update 199"));
+        assert_eq!(t.finish(), None);
+        // A last update that was itself logged is not repeated.
+        assert_eq!(t.admit("final".into(), at(300)).as_deref(), Some("final"));
+        assert_eq!(t.finish(), None);
+    }
 
     #[test]
     fn resume_drops_rows_after_the_checkpoint_and_continues_wall_time() {

@@ -202,11 +202,15 @@ pub async fn serve(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<LoopOutcome>>();
     {
         let (stop, cell, every) = (trainer_stop.clone(), cell.clone(), cfg.server.checkpoint_every);
+        let log_interval = Duration::from_secs_f64(cfg.log_interval_seconds);
         std::thread::Builder::new()
             .name("trainer".into())
             .spawn(move || {
-                let outputs =
-                    LoopOutputs { csv: &mut csv, display: Display::Log, checkpoints: Some((&checkpoints, every)) };
+                let outputs = LoopOutputs {
+                    csv: &mut csv,
+                    display: Display::log(log_interval),
+                    checkpoints: Some((&checkpoints, every)),
+                };
                 let outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop);
                 // A failed final checkpoint is counted and logged, and serve returns it (non-zero exit): the
                 // updates since the last periodic checkpoint are lost, which a clean exit would hide.
