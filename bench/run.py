@@ -192,6 +192,21 @@ def read_tail(path: str, lines: int = 30) -> str:
         return ""
 
 
+def spawn(
+    cmd: list[str], cwd: str, env: dict[str, str] | None, out: Any, err: Any
+) -> subprocess.Popen[bytes]:
+    """Starts `cmd` with no stdin, output to `out` / `err`, in a session of its own (so its tree can be killed)."""
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
+        start_new_session=True,
+    )
+
+
 def run_cmd(
     cmd: list[str], timeout: float, env: dict[str, str] | None = None, cwd: str = REPO
 ) -> dict[str, Any]:
@@ -210,15 +225,7 @@ def run_cmd(
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+            proc = spawn(cmd, cwd, env, out, err)
         except OSError as e:
             res["error"] = f"cannot start: {e}"
             return res
@@ -746,15 +753,7 @@ class Child:
         self.t0 = time.monotonic()
         self.t_exit: float | None = None
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+            self.proc = spawn(cmd, REPO, env, out, err)
         _live[self.proc.pid] = self.poll
 
     @property
