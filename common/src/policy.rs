@@ -114,8 +114,11 @@ pub fn decode_weights(bytes: &[u8], device: &Device) -> Result<DecodedWeights, P
                 rms.insert(stat.to_string(), xs);
             }
             (None, Dtype::F32) => {
+                // Checked in place: this runs on every policy an actor receives.
                 let xs = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])));
-                ensure_finite(&name, &xs.collect::<Vec<f32>>())?;
+                if let Some((i, x)) = xs.enumerate().find(|(_, x)| !x.is_finite()) {
+                    return Err(PolicyError::NonFinite(format!("{name}[{i}] is {x}")));
+                }
                 let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), device)?;
                 params.insert(name, t);
             }
