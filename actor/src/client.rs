@@ -3,7 +3,7 @@
 
 use crate::Error;
 use crate::sampler::{PolicyWait, Sampler, SamplerConfig, run_sampler};
-use common::model::ModelConfig;
+use common::net::ModelConfig;
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
@@ -353,7 +353,8 @@ fn start_worker(opts: &ActorOptions, reg: &pb::RegisterResponse, first: PolicySn
     let model =
         ModelConfig { hidden_sizes: reg.hidden_sizes.iter().map(|&h| h as usize).collect(), ..Default::default() };
     // Fail fast if the weights do not fit the env (e.g. a learner for another env).
-    common::policy::Policy::from_snapshot(&model, sampler.obs_dim(), &sampler.action_space(), &first)?;
+    let net = common::net::ActorCriticNet::new(&model, sampler.obs_dim(), &sampler.action_space());
+    common::policy::Policy::from_snapshot(&net, &first)?;
     let cell = Arc::new(PolicyCell::new(first));
     let (tx, rx) = tokio::sync::mpsc::channel::<Rollout>(1);
     let stop = Arc::new(AtomicBool::new(false));

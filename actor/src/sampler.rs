@@ -2,7 +2,7 @@
 
 use crate::Error;
 use common::env::{Space, VecEnv};
-use common::model::ModelConfig;
+use common::net::{ActorCriticNet, ModelConfig};
 use common::policy::{ActOutput, Policy};
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
@@ -147,7 +147,8 @@ pub fn run_sampler(
 ) -> Result<(), Error> {
     let (obs_dim, space) = (sampler.obs_dim(), sampler.action_space());
     let mut snapshot = policies.latest();
-    let mut policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;
+    let net = ActorCriticNet::new(model_cfg, obs_dim, &space);
+    let mut policy = Policy::from_snapshot(&net, &snapshot)?;
     // (incarnation, version) of the policy behind the previous rollout.
     let mut used: Option<(u64, u64)> = None;
     let mut waited = Duration::ZERO;
@@ -173,7 +174,7 @@ pub fn run_sampler(
         waited = Duration::ZERO;
         if (newest.incarnation, newest.version) != (snapshot.incarnation, snapshot.version) {
             snapshot = newest;
-            policy = Policy::from_snapshot(model_cfg, obs_dim, &space, &snapshot)?;
+            policy = Policy::from_snapshot(&net, &snapshot)?;
         }
         let mut rollout = sampler.collect(&mut policy)?;
         rollout.actor_id = actor_id;

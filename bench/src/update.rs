@@ -7,7 +7,7 @@
 //! CPU matmuls use rayon's global pool, sized by `RAYON_NUM_THREADS` (else, candle's default, the physical
 //! cores), which is reported as found.
 
-use common::dense::DenseActorCritic;
+use common::net::ActorCriticNet;
 use learner::config::{BackendKind, Objective, TrainConfig};
 use learner::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
@@ -120,7 +120,8 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let plan =
         EpochPlan { num_epochs: args.epochs, minibatch_size: args.minibatch, max_grad_norm: 0.5, target_kl: None };
-    let mut model = learner::backend::create(&cfg, 1)?;
+    let dense = ActorCriticNet::new(&cfg.model, obs_dim, &space);
+    let mut model = learner::backend::create(&cfg, &dense, 1)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;
     let before = thread_cpu_ns();
@@ -141,9 +142,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let samples = epochs * n;
 
     // The floor: forward and backward of both nets over the same minibatches, on one thread.
-    let dense = DenseActorCritic::new(&cfg.model, obs_dim, &space);
-    let named = model.params()?.into_iter().collect();
-    let params = dense.flatten(&named).map_err(anyhow::Error::msg)?;
+    let params = model.params()?;
     let mut grads = vec![0.0f32; params.len()];
     let (mut outs, mut scratch, mut d_out) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();

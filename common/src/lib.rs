@@ -1,13 +1,13 @@
-//! What actors and the learner must agree on: environments, the actor-critic model and its distributions,
-//! rollouts, policy snapshots, normalisers, seeding and device selection.
+//! What actors and the learner must agree on: environments, the actor-critic network and its distributions, the
+//! snapshot codec, rollouts, policy snapshots, normalisers and seeding. No tensor library: candle lives only in the
+//! learner's candle backend.
 
-pub mod dense;
-pub mod device;
+pub mod codec;
 pub mod distributions;
 pub mod env;
 pub mod init;
 pub mod metrics;
-pub mod model;
+pub mod net;
 pub mod normalize;
 pub mod policy;
 pub mod policy_cell;

@@ -8,9 +8,8 @@ use crate::error::{Error, Result};
 use crate::optim::AdamState;
 use crate::run_dir::{FailureLog, write_atomic};
 use crate::trainer::{Trainer, TrainerState};
-use candle_core::{DType, Device, Tensor};
+use common::codec::{self, CodecError};
 use common::normalize::ObsNormalizer;
-use common::policy::{PolicyError, decode_weights, encode_tensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -18,6 +17,10 @@ use std::sync::{Mutex, PoisonError};
 const FORMAT: &str = "proxima-checkpoint-v1";
 const PREFIX: &str = "checkpoint-";
 const SUFFIX: &str = ".safetensors";
+/// Name prefix of Adam's first moments.
+const OPTIM_M: &str = "optim.m.";
+/// Name prefix of Adam's second moments.
+const OPTIM_V: &str = "optim.v.";
 
 /// Writes and finds checkpoints in one directory.
 pub struct Checkpointer {
@@ -96,14 +99,11 @@ fn named(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
 
 /// The checkpoint bytes of `trainer`, to be written to `path`; an error if anything in it is not finite.
 fn encode(trainer: &Trainer, path: &Path) -> Result<Vec<u8>> {
-    let mut tensors = trainer.params()?;
+    let (net, params, adam) = (trainer.net(), trainer.params()?, trainer.optimizer_state()?);
+    let tensors = || net.named("", &params).chain(net.named(OPTIM_M, &adam.m)).chain(net.named(OPTIM_V, &adam.v));
     let obs_norm = trainer.obs_normalizer();
-    for (name, m, v) in trainer.optimizer_state()?.moments {
-        tensors.push((format!("optim.m.{name}"), m));
-        tensors.push((format!("optim.v.{name}"), v));
-    }
     let state = trainer.state();
-    let bad = non_finite(tensors.iter().map(|(n, t)| (n, t)), obs_norm, &state)?;
+    let bad = non_finite(tensors().map(|(name, _, values)| (name, values)), obs_norm, &state);
     if !bad.is_empty() {
         let reason = format!("not written: the trainer holds non-finite values: {}", bad.join(", "));
         return Err(Error::Checkpoint { path: path.to_path_buf(), reason });
@@ -116,24 +116,20 @@ fn encode(trainer: &Trainer, path: &Path) -> Result<Vec<u8>> {
         ("config".to_string(), config),
     ]);
     // The CRC covers the tensor data, which does not change when the header grows by the CRC entry.
-    let draft = encode_tensors(&tensors, obs_norm, meta.clone())?;
+    let draft = codec::encode(tensors(), obs_norm, meta.clone())?;
     meta.insert("crc32".into(), data_crc(&draft).map_err(Error::Internal)?.to_string());
-    Ok(encode_tensors(&tensors, obs_norm, meta)?)
+    Ok(codec::encode(tensors(), obs_norm, meta)?)
 }
 
 /// Names of the tensors (as named in a checkpoint) and trainer statistics that hold NaN or infinity, sorted;
 /// empty when everything is finite. Used before writing and after reading a checkpoint.
 fn non_finite<'a>(
-    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+    tensors: impl IntoIterator<Item = (String, &'a [f32])>,
     obs_norm: Option<&ObsNormalizer>,
     state: &TrainerState,
-) -> Result<Vec<String>> {
-    let mut bad = Vec::new();
-    for (name, t) in tensors {
-        if !t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter().all(|x| x.is_finite()) {
-            bad.push(name.clone());
-        }
-    }
+) -> Vec<String> {
+    let mut bad: Vec<String> =
+        tensors.into_iter().filter(|(_, xs)| !xs.iter().all(|x| x.is_finite())).map(|(name, _)| name).collect();
     let recent: Vec<f64> = state.recent.iter().map(|(ret, _)| *ret).collect();
     let mut stats = vec![("state.beta", vec![state.beta]), ("state.recent", recent)];
     if let Some(n) = obs_norm {
@@ -147,7 +143,7 @@ fn non_finite<'a>(
     }
     bad.extend(stats.into_iter().filter(|(_, xs)| !xs.iter().all(|x| x.is_finite())).map(|(n, _)| n.to_string()));
     bad.sort();
-    Ok(bad)
+    bad
 }
 
 /// CRC-32 of the data section of a safetensors file.
@@ -178,29 +174,27 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
         .get("state")
         .ok_or_else(|| fail("no trainer state".into()))
         .and_then(|s| serde_json::from_str(s).map_err(|e| fail(format!("bad trainer state: {e}"))))?;
-    let decoded = decode_weights(&bytes, &Device::Cpu).map_err(|e| match e {
-        PolicyError::NonFinite(what) => fail(format!("holds non-finite values: {what}")),
+    let decoded = codec::decode(&bytes).map_err(|e| match e {
+        CodecError::NonFinite(what) => fail(format!("holds non-finite values: {what}")),
         e => fail(e.to_string()),
     })?;
-    let bad = non_finite(&decoded.params, decoded.obs_norm.as_ref(), &state)?;
+    let tensors = decoded.tensors.iter().map(|(name, t)| (name.clone(), t.values.as_slice()));
+    let bad = non_finite(tensors, decoded.obs_norm.as_ref(), &state);
     if !bad.is_empty() {
         return Err(fail(format!("holds non-finite values: {}", bad.join(", "))));
     }
-    let mut params = decoded.params;
-    let mut moments = Vec::new();
-    let names: Vec<String> = params.keys().filter(|k| !k.starts_with("optim.")).cloned().collect();
-    for name in names {
-        let m = params.remove(&format!("optim.m.{name}"));
-        let v = params.remove(&format!("optim.v.{name}"));
-        if let (Some(m), Some(v)) = (m, v) {
-            moments.push((name, m, v));
-        }
-    }
-    let adam = AdamState { step: state.adam_step, moments };
-    Trainer::restore(cfg, state, &params, adam, decoded.obs_norm).map_err(|reason| Error::CheckpointMismatch {
+    let mismatch = |reason: String| Error::CheckpointMismatch {
         path: path.to_path_buf(),
         reason: format!("does not fit: {reason}"),
-    })
+    };
+    state.check_env(cfg).map_err(mismatch)?;
+    let mut trainer = Trainer::new(cfg)?;
+    let net = trainer.net();
+    let flat = |prefix: &str| net.flatten(&decoded.tensors, prefix).map_err(|e| mismatch(e.to_string()));
+    let (params, m, v) = (flat("")?, flat(OPTIM_M)?, flat(OPTIM_V)?);
+    let adam = AdamState { step: state.adam_step, m, v };
+    trainer.restore(state, &params, adam, decoded.obs_norm).map_err(mismatch)?;
+    Ok(trainer)
 }
 
 #[cfg(test)]
@@ -253,27 +247,11 @@ mod tests {
         let restored = load(&path, &cfg).unwrap();
         assert_eq!(restored.state(), trainer.state());
         let (a, b) = (restored.weights().unwrap(), trainer.weights().unwrap());
-        let (a, b) = (decode_weights(&a, &Device::Cpu).unwrap(), decode_weights(&b, &Device::Cpu).unwrap());
+        let (a, b) = (codec::decode(&a).unwrap(), codec::decode(&b).unwrap());
         assert_eq!(a.obs_norm, b.obs_norm);
         assert!(a.obs_norm.is_some());
-        for (name, t) in &a.params {
-            let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-                == b.params[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(same, "{name} differs after restore");
-        }
-        let (a, b) = (restored.optimizer_state().unwrap(), trainer.optimizer_state().unwrap());
-        assert_eq!(a.step, b.step);
-        for ((na, ma, va), (nb, mb, vb)) in a.moments.iter().zip(&b.moments) {
-            assert_eq!(na, nb);
-            assert_eq!(
-                ma.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                mb.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            );
-            assert_eq!(
-                va.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                vb.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            );
-        }
+        assert_eq!(restored.params().unwrap(), trainer.params().unwrap());
+        assert_eq!(restored.optimizer_state().unwrap(), trainer.optimizer_state().unwrap());
     }
 
     #[test]
@@ -341,31 +319,31 @@ mod tests {
         std::fs::remove_file(&bad).unwrap();
 
         // A trainer with a NaN parameter, or NaN observation statistics, is not written; nothing else changes.
-        let mut params: HashMap<String, Tensor> = trainer.params().unwrap().into_iter().collect();
-        let w = &params["actor.0.weight"];
-        let mut values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        values[0] = f32::NAN;
-        let w = Tensor::from_vec(values, w.dims(), &Device::Cpu).unwrap();
-        params.insert("actor.0.weight".into(), w);
+        let restore = |state: TrainerState, params: &[f32], obs: Option<ObsNormalizer>| {
+            let mut t = Trainer::new(&cfg).unwrap();
+            t.restore(state, params, trainer.optimizer_state().unwrap(), obs).unwrap();
+            t
+        };
+        let mut params = trainer.params().unwrap();
+        let first = trainer.net().entries().iter().find(|e| e.name == "actor.0.weight").unwrap().offset;
+        params[first] = f32::NAN;
         let mut state = trainer.state();
         state.version += 1;
-        let (adam, obs) = (trainer.optimizer_state().unwrap(), trainer.obs_normalizer().cloned());
-        let nan_params = Trainer::restore(&cfg, state.clone(), &params, adam, obs.clone()).unwrap();
+        let obs = trainer.obs_normalizer().cloned();
+        let nan_params = restore(state.clone(), &params, obs.clone());
         let err = ck.save(&nan_params).expect_err("NaN params must not be written").to_string();
         assert!(err.contains("non-finite values: actor.0.weight"), "{err}");
 
         let mut obs = obs.unwrap();
         obs.rms.var[0] = f64::INFINITY;
-        let params: HashMap<String, Tensor> = trainer.params().unwrap().into_iter().collect();
-        let adam = trainer.optimizer_state().unwrap();
-        let inf_stats = Trainer::restore(&cfg, state.clone(), &params, adam, Some(obs)).unwrap();
+        let params = trainer.params().unwrap();
+        let inf_stats = restore(state.clone(), &params, Some(obs));
         let err = ck.save(&inf_stats).expect_err("infinite statistics must not be written").to_string();
         assert!(err.contains("non-finite values: obs_rms.var"), "{err}");
 
         // JSON would write a NaN state number as null, a checkpoint that could never be loaded again.
         let nan_beta = TrainerState { beta: f64::NAN, ..state };
-        let (adam, obs) = (trainer.optimizer_state().unwrap(), trainer.obs_normalizer().cloned());
-        let nan_beta = Trainer::restore(&cfg, nan_beta, &params, adam, obs).unwrap();
+        let nan_beta = restore(nan_beta, &params, trainer.obs_normalizer().cloned());
         let err = ck.save(&nan_beta).expect_err("a NaN state must not be written").to_string();
         assert!(err.contains("non-finite values: state.beta"), "{err}");
 

@@ -1,7 +1,7 @@
 //! The training configuration: one TOML file (`configs/*.toml`), overridable key by key from the command line.
 
 use actor::{PolicyWait, SamplerConfig};
-use common::model::ModelConfig;
+use common::net::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -404,7 +404,7 @@ impl TrainConfig {
         if self.return_window == 0 {
             return bad("return_window", "must be at least 1");
         }
-        let device = common::device::parse_device(&self.device)
+        let device = crate::backend::device::parse_device(&self.device)
             .map_err(|reason| ConfigError::Invalid { key: "device", reason })?;
         if self.backend == BackendKind::Fused && !device.is_cpu() {
             return bad("backend", "the fused backend runs on the CPU only; use backend = \"candle\" with CUDA");

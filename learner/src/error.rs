@@ -14,6 +14,12 @@ pub enum Error {
     /// Weights could not be encoded or decoded.
     #[error(transparent)]
     Policy(#[from] common::policy::PolicyError),
+    /// Tensors could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] common::codec::CodecError),
+    /// Parameters that do not fit the network.
+    #[error(transparent)]
+    Layout(#[from] common::net::LayoutError),
     /// Environment construction failed.
     #[error(transparent)]
     Env(#[from] common::env::EnvError),

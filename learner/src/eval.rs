@@ -4,7 +4,7 @@
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use common::env::TimeLimit;
-use common::model::ModelConfig;
+use common::net::ModelConfig;
 use common::policy::{ActOutput, Policy, PolicySnapshot};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -57,7 +57,8 @@ impl SavedPolicy {
         let probe = common::env::make(&env)?;
         let (obs_dim, space) = (probe.observation_space().flat_dim(), probe.action_space());
         let snapshot = PolicySnapshot { version: 0, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
-        let policy = Policy::from_snapshot(&model, obs_dim, &space, &snapshot)
+        let net = common::net::ActorCriticNet::new(&model, obs_dim, &space);
+        let policy = Policy::from_snapshot(&net, &snapshot)
             .map_err(|e| fail(format!("does not fit {env} with hidden sizes {:?}: {e}", model.hidden_sizes)))?;
         Ok(Self { path: path.to_path_buf(), env, model, policy })
     }

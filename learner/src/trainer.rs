@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::gae::{GaeInput, gae};
 use crate::optim::AdamState;
 use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
-use candle_core::Tensor;
 use common::env::Space;
+use common::net::ActorCriticNet;
 use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
 use common::policy::{PolicySnapshot, encode_weights};
 use common::rollout::Rollout;
@@ -85,11 +85,22 @@ pub struct TrainerState {
     pub reward_rms: Option<RunningMeanStd>,
 }
 
+impl TrainerState {
+    /// Fails naming both envs unless the state is of `cfg`'s env.
+    pub fn check_env(&self, cfg: &TrainConfig) -> std::result::Result<(), String> {
+        match self.env == cfg.env {
+            true => Ok(()),
+            false => Err(format!("it was trained on {} but the config says {}", self.env, cfg.env)),
+        }
+    }
+}
+
 /// Model, optimiser, normalisers and counters of one training run.
 pub struct Trainer {
     cfg: TrainConfig,
     obs_dim: usize,
     action_space: Space,
+    net: ActorCriticNet,
     backend: Box<dyn Backend>,
     obs_norm: Option<ObsNormalizer>,
     reward_scaler: Option<RewardScaler>,
@@ -110,7 +121,8 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
         let spec = common::env::make(&cfg.env)?;
         let (obs_dim, action_space) = (spec.observation_space().flat_dim(), spec.action_space());
-        let backend = backend::create(cfg, seed::derive(cfg.seed, "model", 0))?;
+        let net = ActorCriticNet::new(&cfg.model, obs_dim, &action_space);
+        let backend = backend::create(cfg, &net, seed::derive(cfg.seed, "model", 0))?;
         let episode_log = match &cfg.episode_log {
             Some(path) => Some(std::io::BufWriter::new(
                 std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(Error::io(path))?,
@@ -125,6 +137,7 @@ impl Trainer {
             cfg: cfg.clone(),
             obs_dim,
             action_space,
+            net,
             backend,
             version: 0,
             env_steps: 0,
@@ -152,8 +165,13 @@ impl Trainer {
         }
     }
 
-    /// Model parameters by name, sorted.
-    pub fn params(&self) -> Result<Vec<(String, Tensor)>> {
+    /// The network being trained.
+    pub fn net(&self) -> &ActorCriticNet {
+        &self.net
+    }
+
+    /// Model parameters, flat in the network's layout.
+    pub fn params(&self) -> Result<Vec<f32>> {
         self.backend.params()
     }
 
@@ -167,20 +185,19 @@ impl Trainer {
         self.obs_norm.as_ref()
     }
 
-    /// Continues a run from checkpointed tensors and state; fails with a message naming what does not match.
+    /// Continues a run from checkpointed parameters, optimiser state and statistics (replacing this fresh
+    /// trainer's); fails with a message naming what does not match.
     pub fn restore(
-        cfg: &TrainConfig,
+        &mut self,
         state: TrainerState,
-        params: &HashMap<String, Tensor>,
+        params: &[f32],
         adam: AdamState,
         obs_norm: Option<ObsNormalizer>,
-    ) -> std::result::Result<Self, String> {
-        if state.env != cfg.env {
-            return Err(format!("it was trained on {} but the config says {}", state.env, cfg.env));
-        }
-        let mut t = Self::new(cfg).map_err(|e| e.to_string())?;
-        t.backend.load_params(params)?;
-        t.backend.load_optimizer_state(adam)?;
+    ) -> std::result::Result<(), String> {
+        state.check_env(&self.cfg)?;
+        let t = self;
+        t.backend.load_params(params).map_err(|e| e.to_string())?;
+        t.backend.load_optimizer_state(adam).map_err(|e| e.to_string())?;
         match (&mut t.obs_norm, obs_norm) {
             (Some(n), Some(saved)) if saved.rms.dim() == t.obs_dim => n.rms = saved.rms,
             (None, None) => {}
@@ -195,9 +212,9 @@ impl Trainer {
         t.env_steps = state.env_steps;
         t.episodes = state.episodes;
         t.beta = state.beta;
-        let skip = state.recent.len().saturating_sub(cfg.return_window);
+        let skip = state.recent.len().saturating_sub(t.cfg.return_window);
         t.recent = state.recent.into_iter().skip(skip).collect();
-        Ok(t)
+        Ok(())
     }
 
     /// The current policy version.
@@ -217,7 +234,7 @@ impl Trainer {
 
     /// Safetensors bytes of the current policy (parameters plus observation statistics).
     pub fn weights(&self) -> Result<Vec<u8>> {
-        Ok(encode_weights(&self.params()?, self.obs_norm.as_ref())?)
+        Ok(encode_weights(&self.net, &self.params()?, self.obs_norm.as_ref())?)
     }
 
     /// The current policy as a snapshot for actors.

@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use common::net::ActorCriticNet;
 use learner::backend::{self, Backend};
 use learner::config::{BackendKind, Objective, TrainConfig};
+use learner::optim::AdamState;
 use learner::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,17 +32,27 @@ fn batch(env: &str, n: usize) -> HostBatch {
     }
 }
 
-fn params(b: &dyn Backend) -> Vec<(String, Vec<f32>)> {
-    b.params().unwrap().into_iter().map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect()
+/// The network of `cfg`'s env and model.
+fn net(cfg: &TrainConfig) -> ActorCriticNet {
+    let spec = common::env::make(&cfg.env).unwrap();
+    ActorCriticNet::new(&cfg.model, spec.observation_space().flat_dim(), &spec.action_space())
+}
+
+/// The backend `cfg` asks for, initialised from `seed`.
+fn create(cfg: &TrainConfig, seed: u64) -> Box<dyn Backend> {
+    backend::create(cfg, &net(cfg), seed).unwrap()
+}
+
+/// The parameters by name.
+fn params(b: &dyn Backend, net: &ActorCriticNet) -> Vec<(String, Vec<f32>)> {
+    net.named("", &b.params().unwrap()).map(|(n, _, v)| (n, v.to_vec())).collect()
 }
 
 fn compare(env: &str, objective: Objective) {
-    let make = |kind| {
-        let cfg = TrainConfig { env: env.into(), backend: kind, ..TrainConfig::default() };
-        backend::create(&cfg, 11).unwrap()
-    };
+    let make = |kind| create(&TrainConfig { env: env.into(), backend: kind, ..TrainConfig::default() }, 11);
+    let net = net(&TrainConfig { env: env.into(), ..TrainConfig::default() });
     let (mut fused, mut candle) = (make(BackendKind::Fused), make(BackendKind::Candle));
-    assert_eq!(params(fused.as_ref()), params(candle.as_ref()), "same initial weights");
+    assert_eq!(params(fused.as_ref(), &net), params(candle.as_ref(), &net), "same initial weights");
     let data = batch(env, 192);
     let coefs = LossCoefs {
         objective,
@@ -63,7 +75,7 @@ fn compare(env: &str, objective: Objective) {
     close(a.mean.clipfrac, b.mean.clipfrac, "clipfrac");
     close(a.mean.grad_norm, b.mean.grad_norm, "grad_norm");
     close(fused.batch_kl(&data).unwrap(), candle.batch_kl(&data).unwrap(), "batch_kl");
-    for ((name, x), (_, y)) in params(fused.as_ref()).iter().zip(params(candle.as_ref())) {
+    for ((name, x), (_, y)) in params(fused.as_ref(), &net).iter().zip(params(candle.as_ref(), &net)) {
         for (p, q) in x.iter().zip(&y) {
             assert!((p - q).abs() <= 2e-5 + 1e-4 * q.abs(), "{name}: {p} vs {q}");
         }
@@ -76,21 +88,21 @@ fn compare(env: &str, objective: Objective) {
     }
     let (sa, sb) = (fused.optimizer_state().unwrap(), candle.optimizer_state().unwrap());
     assert_eq!(sa.step, sb.step);
-    assert_same_moments(&sa, &sb, 1e-4);
+    assert_same_moments(&sa, &sb, &net, 1e-4);
 }
 
 /// Adam's first and second moments agree element-wise, parameter by parameter, within `tol` of each tensor's
 /// largest element.
-fn assert_same_moments(a: &learner::optim::AdamState, b: &learner::optim::AdamState, tol: f32) {
-    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(a.moments.len(), b.moments.len());
-    for ((na, ma, va), (nb, mb, vb)) in a.moments.iter().zip(&b.moments) {
-        assert_eq!(na, nb);
-        for (which, x, y) in [("m", flat(ma), flat(mb)), ("v", flat(va), flat(vb))] {
+fn assert_same_moments(a: &AdamState, b: &AdamState, net: &ActorCriticNet, tol: f32) {
+    assert_eq!((a.m.len(), a.v.len()), (b.m.len(), b.v.len()));
+    for e in net.entries() {
+        let na = &e.name;
+        let (ma, va, mb, vb) = (&a.m[e.range()], &a.v[e.range()], &b.m[e.range()], &b.v[e.range()]);
+        for (which, x, y) in [("m", ma, mb), ("v", va, vb)] {
             assert_eq!(x.len(), y.len(), "{which}.{na}");
             // Relative to the tensor's largest element: tiny entries are sums that nearly cancel.
             let scale = y.iter().fold(0.0f32, |s, q| s.max(q.abs()));
-            for (p, q) in x.iter().zip(&y) {
+            for (p, q) in x.iter().zip(y) {
                 assert!((p - q).abs() <= tol * scale, "{which}.{na}: {p} vs {q} (largest {scale})");
             }
         }
@@ -115,7 +127,8 @@ fn gaussian_clip_agrees() {
 #[test]
 fn checkpointed_state_moves_between_backends() {
     let cfg = TrainConfig { env: "Pendulum-v1".into(), backend: BackendKind::Fused, ..TrainConfig::default() };
-    let mut fused = backend::create(&cfg, 2).unwrap();
+    let net = net(&cfg);
+    let mut fused = create(&cfg, 2);
     let data = batch("Pendulum-v1", 64);
     let coefs = LossCoefs {
         objective: Objective::Clip,
@@ -128,27 +141,29 @@ fn checkpointed_state_moves_between_backends() {
     };
     let plan = EpochPlan { num_epochs: 1, minibatch_size: 32, max_grad_norm: 0.5, target_kl: None };
     fused.run_epochs(&data, &coefs, &plan, 1e-3, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
-    let mut candle = backend::create(&TrainConfig { backend: BackendKind::Candle, ..cfg }, 9).unwrap();
-    let named = fused.params().unwrap().into_iter().collect();
-    candle.load_params(&named).unwrap();
+    let mut candle = create(&TrainConfig { backend: BackendKind::Candle, ..cfg }, 9);
+    let flat = fused.params().unwrap();
+    candle.load_params(&flat).unwrap();
     candle.load_optimizer_state(fused.optimizer_state().unwrap()).unwrap();
-    assert_eq!(params(candle.as_ref()), params(fused.as_ref()));
+    assert_eq!(params(candle.as_ref(), &net), params(fused.as_ref(), &net));
     assert_eq!(candle.optimizer_state().unwrap().step, 2);
-    assert_same_moments(&candle.optimizer_state().unwrap(), &fused.optimizer_state().unwrap(), 0.0);
-    // A parameter of the wrong shape is refused with its name.
-    let mut bad = named.clone();
-    bad.insert(
-        "critic.0.weight".into(),
-        candle_core::Tensor::zeros((2, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
-    );
-    let err = fused.load_params(&bad).unwrap_err();
+    assert_same_moments(&candle.optimizer_state().unwrap(), &fused.optimizer_state().unwrap(), &net, 0.0);
+    // A parameter of the wrong shape is refused with its name (by the layout, before any backend sees it), and a
+    // flat vector of the wrong length by both backends.
+    let mut named: common::codec::Tensors =
+        net.named("", &flat).map(|(n, s, v)| (n, common::codec::HostTensor::new(s.to_vec(), v.to_vec()))).collect();
+    named.insert("critic.0.weight".into(), common::codec::HostTensor::new(vec![2, 2], vec![0.0; 4]));
+    let err = net.flatten(&named, "").unwrap_err().to_string();
     assert!(err.contains("critic.0.weight"), "{err}");
+    for b in [&mut fused, &mut candle] {
+        let err = b.load_params(&flat[1..]).unwrap_err().to_string();
+        assert!(err.contains(&format!("{} parameter values", flat.len() - 1)), "{err}");
+    }
 }
 
 fn all_finite(b: &dyn Backend) -> bool {
-    let moments = b.optimizer_state().unwrap().moments;
-    let tensors = moments.into_iter().flat_map(|(_, m, v)| [m, v]).chain(b.params().unwrap().into_iter().map(|p| p.1));
-    tensors.into_iter().all(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()))
+    let adam = b.optimizer_state().unwrap();
+    [adam.m, adam.v, b.params().unwrap()].iter().all(|xs| xs.iter().all(|x| x.is_finite()))
 }
 
 fn clip_coefs(objective: Objective) -> LossCoefs {
@@ -165,7 +180,7 @@ fn extreme_behaviour_log_probs_train_finitely() {
     {
         for kind in [BackendKind::Fused, BackendKind::Candle] {
             let cfg = TrainConfig { env: env.into(), backend: kind, ..TrainConfig::default() };
-            let mut b = backend::create(&cfg, 4).unwrap();
+            let mut b = create(&cfg, 4);
             let mut data = batch(env, 128);
             for (i, lp) in data.log_probs.iter_mut().enumerate() {
                 *lp = if i % 2 == 0 { -100.0 } else { 1e4 };
@@ -189,8 +204,8 @@ fn extreme_behaviour_log_probs_train_finitely() {
 fn guard_skips_non_finite_steps_and_blames_the_rollout() {
     for kind in [BackendKind::Fused, BackendKind::Candle] {
         let cfg = TrainConfig { env: "Pendulum-v1".into(), backend: kind, ..TrainConfig::default() };
-        let mut b = backend::create(&cfg, 4).unwrap();
-        let before = params(b.as_ref());
+        let (net, mut b) = (net(&cfg), create(&cfg, 4));
+        let before = params(b.as_ref(), &net);
         let mut data = batch("Pendulum-v1", 192);
         data.sources = vec![
             learner::ppo::RowSource { actor_id: 7, rows: 0..96 },
@@ -208,7 +223,7 @@ fn guard_skips_non_finite_steps_and_blames_the_rollout() {
         assert!(stats.steps >= 3, "{what}");
         assert!(stats.mean.loss.is_finite(), "{what}");
         assert!(all_finite(b.as_ref()), "{kind:?}: non-finite parameter");
-        assert_ne!(params(b.as_ref()), before, "{kind:?}: the good rows were trained on");
+        assert_ne!(params(b.as_ref(), &net), before, "{kind:?}: the good rows were trained on");
         assert_eq!(b.optimizer_state().unwrap().step, stats.steps as u64, "{kind:?}: skipped steps leave no trace");
     }
 }

@@ -6,11 +6,13 @@
 
 use candle_core::{DType, Device, Tensor};
 use common::env::Space;
-use common::model::{ActorCritic, ModelConfig, sorted_vars};
+use common::net::{ActorCriticNet, ModelConfig};
 use learner::backend::FusedBackend;
+use learner::backend::candle::loss::{Batch, minibatch_loss, minibatch_step};
+use learner::backend::candle::model::{ActorCritic, sorted_vars};
+use learner::backend::candle::optim::Adam;
 use learner::config::Objective;
-use learner::optim::Adam;
-use learner::ppo::{Batch, HostBatch, LossCoefs, MinibatchStats, StepOutcome, minibatch_loss, minibatch_step};
+use learner::ppo::{HostBatch, LossCoefs, MinibatchStats, StepOutcome};
 use std::collections::HashMap;
 
 struct Golden {
@@ -53,7 +55,7 @@ fn check_loss_stats(stats: &MinibatchStats, g: &Golden) {
 }
 
 /// A trainable model holding the golden `param.*` values, and the golden minibatch.
-fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, Space) {
+fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) {
     let obs = g.t["batch.obs"].clone();
     let continuous = g.t.contains_key("param.actor_logstd");
     let act_dim = g.t["param.actor.4.weight"].dim(0).unwrap();
@@ -62,11 +64,14 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, Space) {
     } else {
         Space::Discrete { n: act_dim }
     };
-    let (varmap, model) =
-        ActorCritic::init(&ModelConfig::default(), obs.dim(1).unwrap(), &space, 0, &Device::Cpu).unwrap();
-    for (name, var) in sorted_vars(&varmap).unwrap() {
-        var.set(&g.t[&format!("param.{name}")]).unwrap();
+    let net = ActorCriticNet::new(&ModelConfig::default(), obs.dim(1).unwrap(), &space);
+    let mut params = Vec::new();
+    for e in net.entries() {
+        let t = &g.t[&format!("param.{}", e.name)];
+        assert_eq!(t.dims(), e.shape.as_slice(), "{}", e.name);
+        params.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     }
+    let (varmap, model) = ActorCritic::with_params(&net, &params, &Device::Cpu).unwrap();
     let actions =
         if continuous { g.t["batch.actions"].clone() } else { g.t["batch.actions"].to_dtype(DType::U32).unwrap() };
     let batch = Batch {
@@ -77,7 +82,7 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, Space) {
         returns: g.t["batch.returns"].clone(),
         values: g.t["batch.old_values"].clone(),
     };
-    (varmap, model, batch, space)
+    (varmap, model, batch, net)
 }
 
 fn coefs(g: &Golden) -> LossCoefs {
@@ -122,7 +127,7 @@ fn check_case(name: &str) {
 
     // One full step: loss, backward, clip to 0.5, Adam (lr 2.5e-4, eps 1e-5).
     let (varmap, model, batch, _) = setup(&g);
-    let mut adam = Adam::new(sorted_vars(&varmap).unwrap(), g.scalars["lr"].as_f64().unwrap(), 1e-5).unwrap();
+    let mut adam = Adam::new(sorted_vars(&varmap).unwrap(), g.scalars["lr"].as_f64().unwrap()).unwrap();
     let outcome = minibatch_step(&model, &mut adam, &batch, &c, g.scalars["max_grad_norm"].as_f64().unwrap()).unwrap();
     let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
     scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
@@ -134,7 +139,7 @@ fn check_case(name: &str) {
 /// The fused backend's hand-derived loss, gradient and Adam step on the same case.
 fn check_fused_case(name: &str) {
     let g = load(name);
-    let (varmap, _, batch, space) = setup(&g);
+    let (varmap, _, batch, net) = setup(&g);
     let c = coefs(&g);
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let host = HostBatch {
@@ -146,23 +151,26 @@ fn check_fused_case(name: &str) {
         values: flat(&batch.values),
         sources: Vec::new(),
     };
-    let params: HashMap<String, Tensor> =
-        sorted_vars(&varmap).unwrap().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-    let obs_dim = batch.obs.dim(1).unwrap();
-    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params, 2).unwrap();
+    let tensors: Vec<Tensor> = sorted_vars(&varmap).unwrap().iter().map(|(_, v)| v.as_tensor().clone()).collect();
+    let params = learner::backend::candle::model::flatten(&tensors).unwrap();
+    let mut fused = FusedBackend::new(&net, params.clone(), 2).unwrap();
     let idx: Vec<u32> = (0..host.len() as u32).collect();
+    // The golden tensor of each parameter, next to its span of a flat vector.
+    let by_name = |flat: &[f32]| -> Vec<(String, Tensor)> {
+        net.named("", flat).map(|(n, s, v)| (n, Tensor::from_slice(v, s, &Device::Cpu).unwrap())).collect()
+    };
 
     check_loss_stats(&fused.loss_and_gradient(&host, &idx, &c), &g);
-    for (pname, grad) in fused.gradient().unwrap() {
+    for (pname, grad) in by_name(fused.gradient()) {
         assert_close(&format!("fused grad.{pname}"), &grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
     }
 
-    let mut fused = FusedBackend::new(&ModelConfig::default(), obs_dim, &space, &params, 2).unwrap();
+    let mut fused = FusedBackend::new(&net, params, 2).unwrap();
     let max_grad_norm = g.scalars["max_grad_norm"].as_f64().unwrap();
     let outcome = fused.minibatch_step(&host, &idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
     let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
     scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
-    for (pname, t) in learner::backend::Backend::params(&fused).unwrap() {
+    for (pname, t) in by_name(&learner::backend::Backend::params(&fused).unwrap()) {
         assert_close(&format!("fused next.{pname}"), &t, &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
     }
 }

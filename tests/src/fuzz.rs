@@ -287,18 +287,13 @@ impl EnvCase {
     /// numbers.
     fn check_loaded(&self, trainer: &Trainer) {
         let snapshot = trainer.snapshot().unwrap_or_else(|e| unusable("cannot publish its policy", e));
-        if let Err(e) = Policy::from_snapshot(&self.cfg.model, self.obs_dim(), &self.run.action_space, &snapshot) {
+        if let Err(e) = Policy::from_snapshot(trainer.net(), &snapshot) {
             unusable("publishes weights actors cannot load", e);
         }
-        let mut tensors = trainer.params().unwrap_or_else(|e| unusable("has no parameters", e));
+        let params = trainer.params().unwrap_or_else(|e| unusable("has no parameters", e));
         let adam = trainer.optimizer_state().unwrap_or_else(|e| unusable("has no optimiser state", e));
-        for (name, m, v) in adam.moments {
-            tensors.extend([(format!("optim.m.{name}"), m), (format!("optim.v.{name}"), v)]);
-        }
-        for (name, t) in tensors {
-            let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>());
-            let values = values.unwrap_or_else(|e| unusable(&format!("has an unreadable {name}"), e));
-            assert!(values.iter().all(|x| x.is_finite()), "a checkpoint with non-finite {name} loaded");
+        for (what, values) in [("parameters", &params), ("first moments", &adam.m), ("second moments", &adam.v)] {
+            assert!(values.iter().all(|x| x.is_finite()), "a checkpoint with non-finite {what} loaded");
         }
         let state = trainer.state();
         let mut stats: Vec<f64> = vec![state.beta];
@@ -485,7 +480,8 @@ impl Harness {
         let cfg = actor::SamplerConfig { num_envs, rollout_steps: steps, ..Default::default() };
         let mut sampler = actor::Sampler::new(&case.cfg.env, &cfg, case.cfg.seed)?;
         let space = sampler.action_space();
-        let mut policy = Policy::from_snapshot(&case.cfg.model, sampler.obs_dim(), &space, &case.snapshot)?;
+        let net = common::net::ActorCriticNet::new(&case.cfg.model, sampler.obs_dim(), &space);
+        let mut policy = Policy::from_snapshot(&net, &case.snapshot)?;
         Ok(Rollout { actor_id: 0, ..sampler.collect(&mut policy)? })
     }
 }

@@ -13,7 +13,7 @@
 
 use actor::{Sampler, SamplerConfig};
 use common::env::EpisodeStats;
-use common::model::ModelConfig;
+use common::net::{ActorCriticNet, ModelConfig};
 use common::policy::{Policy, PolicySnapshot};
 use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
@@ -161,7 +161,7 @@ struct GoodActor {
     sampler: Sampler,
     policy: Policy,
     incarnation: u64,
-    model: ModelConfig,
+    model: ActorCriticNet,
 }
 
 impl GoodActor {
@@ -192,8 +192,8 @@ impl GoodActor {
             hidden_sizes: reg.hidden_sizes.iter().map(|&h| h as usize).collect(),
             ..ModelConfig::default()
         };
-        let policy = Policy::from_snapshot(&model, sampler.obs_dim(), &sampler.action_space(), &snapshot)
-            .expect("the published weights fit the announced model");
+        let model = ActorCriticNet::new(&model, sampler.obs_dim(), &sampler.action_space());
+        let policy = Policy::from_snapshot(&model, &snapshot).expect("the published weights fit the announced model");
         assert_eq!(first.incarnation, reg.incarnation, "the stream carries the learner's incarnation");
         Self { client, id: reg.actor_id, updates, sampler, policy, incarnation: reg.incarnation, model }
     }
@@ -217,8 +217,7 @@ impl GoodActor {
             published_at: update.published_at,
             incarnation: update.incarnation,
         };
-        let (d, space) = (self.sampler.obs_dim(), self.sampler.action_space());
-        self.policy = Policy::from_snapshot(&self.model, d, &space, &snapshot)
+        self.policy = Policy::from_snapshot(&self.model, &snapshot)
             .unwrap_or_else(|e| panic!("{what}: policy v{} is unusable: {e}", update.version));
         update.version
     }

@@ -1,5 +1,5 @@
 //! The fused CPU backend: one flat parameter vector, the PPO loss's gradient derived by hand and pushed through
-//! [`common::dense`]'s MLP backward pass, Adam on the flat vector. No tensor graph, no per-op allocation.
+//! [`common::net`]'s MLP backward pass, Adam on the flat vector. No tensor graph, no per-op allocation.
 //!
 //! Gradients of the loss `pg − c_ent·H̄ + c_v·L_v` over a minibatch of `M` rows, with `ρ = exp(log π − log μ)`:
 //! - clipped objective: `∂pg/∂log π_i = −Â_i ρ_i / M` unless the clipped term is the larger one (then 0), with
@@ -14,25 +14,21 @@ use crate::config::Objective;
 use crate::error::Result;
 use crate::optim::{AdamState, FlatAdam, clip_grad_norm_flat};
 use crate::ppo::{
-    EpochPlan, EpochStats, HostBatch, LossCoefs, MAX_LOG_RATIO, MinibatchStats, MinibatchStep, StepOutcome, run_epochs,
+    EpochPlan, EpochStats, HostBatch, LossCoefs, MAX_LOG_RATIO, MinibatchStats, MinibatchStep, StepOutcome,
+    clamped_log_ratio, k3, normalize_advantages, run_epochs,
 };
-use candle_core::{Device, Tensor};
-use common::dense::DenseActorCritic;
+use common::distributions::{categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax};
 use common::env::Space;
-use common::model::ModelConfig;
+use common::net::ActorCriticNet;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
 
 /// Minibatches smaller than this train both nets on one thread: below it, handing half of the work to the other
 /// thread costs more than it saves (measured at minibatch 64: 0.87M samples/s on two threads, 1.14M on one).
 const PARALLEL_MIN_ROWS: usize = 128;
 
-/// `0.5 * ln(2π)`.
-const HALF_LN_2PI: f32 = 0.918_938_5;
-
 /// Flat parameters, gradients, Adam state and reusable buffers.
 pub struct FusedBackend {
-    model: DenseActorCritic,
+    model: ActorCriticNet,
     params: Vec<f32>,
     grads: Vec<f32>,
     adam: FlatAdam,
@@ -90,17 +86,10 @@ struct PolicyTerms {
 }
 
 impl FusedBackend {
-    /// The model with the given named parameters (the candle backend's initial weights, or a checkpoint's), training
-    /// its two nets on `threads` threads (1 or 2).
-    pub fn new(
-        cfg: &ModelConfig,
-        obs_dim: usize,
-        space: &Space,
-        params: &HashMap<String, Tensor>,
-        threads: usize,
-    ) -> std::result::Result<Self, String> {
-        let model = DenseActorCritic::new(cfg, obs_dim, space);
-        let params = model.flatten(params)?;
+    /// The network `net` holding the flat parameters `params`, training its two nets on `threads` threads (1 or
+    /// 2).
+    pub fn new(net: &ActorCriticNet, params: Vec<f32>, threads: usize) -> Result<Self> {
+        net.check_len(&params)?;
         let pool = match threads {
             0 | 1 => None,
             n => Some(
@@ -108,13 +97,13 @@ impl FusedBackend {
                     .num_threads(n.min(2))
                     .thread_name(|i| format!("fused-{i}"))
                     .build()
-                    .map_err(|e| format!("cannot start the training threads: {e}"))?,
+                    .map_err(|e| crate::Error::Internal(format!("cannot start the training threads: {e}")))?,
             ),
         };
         Ok(Self {
             grads: vec![0.0; params.len()],
-            adam: FlatAdam::new(params.len(), 1e-5),
-            model,
+            adam: FlatAdam::new(params.len()),
+            model: net.clone(),
             params,
             mb: Minibatch::default(),
             actor_ws: ActorWorkspace::default(),
@@ -153,9 +142,9 @@ impl FusedBackend {
         stats.loss.is_finite() && self.grads.iter().all(|g| g.is_finite())
     }
 
-    /// The gradient of the last [`FusedBackend::loss_and_gradient`], by parameter name.
-    pub fn gradient(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self.model.tensors(&self.grads, &Device::Cpu)?)
+    /// The gradient of the last [`FusedBackend::loss_and_gradient`], in the network's flat layout.
+    pub fn gradient(&self) -> &[f32] {
+        &self.grads
     }
 
     /// The loss of rows `idx` of `batch` and its diagnostics; leaves the unclipped gradient in `self.grads`. The
@@ -196,7 +185,7 @@ impl FusedBackend {
 
 /// The policy loss `pg − c_ent·H̄` of `mb` and its gradient w.r.t. the actor's span (`grads`).
 fn policy_loss_and_gradient(
-    model: &DenseActorCritic,
+    model: &ActorCriticNet,
     params: &[f32],
     mb: &Minibatch,
     c: &LossCoefs,
@@ -211,13 +200,13 @@ fn policy_loss_and_gradient(
     ws.d_log_prob.clear();
     let max_log_ratio = MAX_LOG_RATIO as f32;
     for i in 0..m {
-        let raw = ws.log_probs[i] - mb.old_log_probs[i];
-        let logratio = raw.clamp(-max_log_ratio, max_log_ratio);
+        let logratio = clamped_log_ratio(ws.log_probs[i], mb.old_log_probs[i]);
         // No gradient flows through a clamped log-ratio.
+        let raw = ws.log_probs[i] - mb.old_log_probs[i];
         let through_ratio_clamp = if (-max_log_ratio..=max_log_ratio).contains(&raw) { 1.0 } else { 0.0 };
         let ratio = logratio.exp();
         let adv = mb.advantages[i];
-        kl_sum += ((ratio - 1.0) - logratio) as f64;
+        kl_sum += k3(ratio, logratio) as f64;
         old_kl_sum += -logratio as f64;
         clipped += usize::from((ratio - 1.0).abs() > eps);
         // ∂pg/∂log π_i (times M): ∂/∂ρ · ρ for the surrogate, β(ρ − 1) for the k3 KL term.
@@ -283,7 +272,7 @@ fn policy_loss_and_gradient(
 
 /// `c_v`-free value loss of `mb` (see [`value_loss_terms`]) and `c_v ·` its gradient w.r.t. the critic's span.
 fn value_loss_and_gradient(
-    model: &DenseActorCritic,
+    model: &ActorCriticNet,
     params: &[f32],
     mb: &Minibatch,
     c: &LossCoefs,
@@ -307,21 +296,9 @@ fn gather(src: &[f32], width: usize, idx: &[u32], dst: &mut Vec<f32>) {
     }
 }
 
-/// `(A − mean) / (std + 1e-8)` with the unbiased std, as CleanRL does per minibatch (skipped for one row).
-fn normalize_advantages(adv: &mut [f32], enabled: bool) {
-    let n = adv.len();
-    if !enabled || n < 2 {
-        return;
-    }
-    let mean = adv.iter().map(|&a| a as f64).sum::<f64>() / n as f64;
-    let var = adv.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
-    let (mean, denom) = (mean as f32, (var.sqrt() + 1e-8) as f32);
-    adv.iter_mut().for_each(|a| *a = (*a - mean) / denom);
-}
-
 /// Actor forward over `m` rows of `obs`, then the log-probabilities of `actions` and the entropies (plus the
 /// log-softmax rows for a Categorical head).
-fn score(model: &DenseActorCritic, params: &[f32], obs: &[f32], actions: &[f32], m: usize, ws: &mut ActorWorkspace) {
+fn score(model: &ActorCriticNet, params: &[f32], obs: &[f32], actions: &[f32], m: usize, ws: &mut ActorWorkspace) {
     model.actor().forward(params, obs, m, &mut ws.outs);
     let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
     ws.log_probs.clear();
@@ -331,30 +308,19 @@ fn score(model: &DenseActorCritic, params: &[f32], obs: &[f32], actions: &[f32],
             let n = *n;
             ws.log_softmax.resize(m * n, 0.0);
             for (i, (logits, ls)) in head.chunks_exact(n).zip(ws.log_softmax.chunks_exact_mut(n)).enumerate() {
-                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let log_z = max + logits.iter().map(|&z| (z - max).exp()).sum::<f32>().ln();
-                ls.iter_mut().zip(logits).for_each(|(l, &z)| *l = z - log_z);
+                log_softmax(logits, ls);
                 let a = (actions[i] as usize).min(n - 1);
                 ws.log_probs.push(ls[a]);
-                ws.entropy.push(-ls.iter().map(|&l| l.exp() * l).sum::<f32>());
+                ws.entropy.push(categorical_entropy(ls));
             }
         }
         Space::Box { .. } => {
             let log_std = &params[model.log_std().unwrap_or(0..0)];
             let k = log_std.len();
-            let h: f32 = log_std.iter().map(|&ls| ls + 0.5 + HALF_LN_2PI).sum();
+            let h = gaussian_entropy(log_std);
             let stds: Vec<f32> = log_std.iter().map(|ls| ls.exp()).collect();
             for (mean, action) in head.chunks_exact(k).zip(actions.chunks_exact(k)) {
-                let lp = mean
-                    .iter()
-                    .zip(action)
-                    .zip(log_std.iter().zip(&stds))
-                    .map(|((&mu, &a), (&ls, &std))| {
-                        let z = (a - mu) / std;
-                        -0.5 * z * z - ls - HALF_LN_2PI
-                    })
-                    .sum();
-                ws.log_probs.push(lp);
+                ws.log_probs.push(gaussian_log_prob(mean, action, log_std, &stds));
                 ws.entropy.push(h);
             }
         }
@@ -450,41 +416,32 @@ impl Backend for FusedBackend {
             .iter()
             .zip(&batch.log_probs)
             .map(|(&new, &old)| {
-                let logratio = (new - old).clamp(-MAX_LOG_RATIO as f32, MAX_LOG_RATIO as f32);
-                ((logratio.exp() - 1.0) - logratio) as f64
+                let logratio = clamped_log_ratio(new, old);
+                k3(logratio.exp(), logratio) as f64
             })
             .sum();
         Ok(sum / n.max(1) as f64)
     }
 
-    fn params(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self.model.tensors(&self.params, &Device::Cpu)?)
+    fn params(&self) -> Result<Vec<f32>> {
+        Ok(self.params.clone())
     }
 
-    fn load_params(&mut self, params: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
-        self.params = self.model.flatten(params)?;
+    fn load_params(&mut self, params: &[f32]) -> Result<()> {
+        self.model.check_len(params)?;
+        self.params.copy_from_slice(params);
         Ok(())
     }
 
     fn optimizer_state(&self) -> Result<AdamState> {
-        let (m, v) = self.adam.moments();
-        let (m, v) = (self.model.tensors(m, &Device::Cpu)?, self.model.tensors(v, &Device::Cpu)?);
-        let moments = m.into_iter().zip(v).map(|((name, m), (_, v))| (name, m, v)).collect();
-        Ok(AdamState { step: self.adam.steps(), moments })
+        Ok(self.adam.state())
     }
 
     fn optimizer_steps(&self) -> u64 {
         self.adam.steps()
     }
 
-    fn load_optimizer_state(&mut self, state: AdamState) -> std::result::Result<(), String> {
-        let (mut m, mut v) = (HashMap::new(), HashMap::new());
-        for (name, mt, vt) in state.moments {
-            m.insert(name.clone(), mt);
-            v.insert(name, vt);
-        }
-        let missing = |e: String| format!("optimiser state: {e}");
-        let (m, v) = (self.model.flatten(&m).map_err(missing)?, self.model.flatten(&v).map_err(missing)?);
-        self.adam.load(state.step, m, v)
+    fn load_optimizer_state(&mut self, state: AdamState) -> Result<()> {
+        Ok(self.adam.load(state)?)
     }
 }

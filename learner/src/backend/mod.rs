@@ -3,7 +3,8 @@
 //! same initial weights and shuffle minibatches from the same RNG, so a run is the same run on either, up to
 //! float rounding; the golden tests hold both to PyTorch's numbers.
 
-mod candle;
+pub mod candle;
+pub mod device;
 mod fused;
 
 pub use self::candle::CandleBackend;
@@ -13,9 +14,8 @@ use crate::config::{BackendKind, TrainConfig};
 use crate::error::Result;
 use crate::optim::AdamState;
 use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs};
-use candle_core::Tensor;
+use common::net::ActorCriticNet;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
 
 /// The model, its optimiser and the update that trains them.
 pub trait Backend: Send {
@@ -35,37 +35,35 @@ pub trait Backend: Send {
     /// k3 estimate of KL(behaviour ‖ current) over `batch`.
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64>;
 
-    /// Parameters by name, sorted.
-    fn params(&self) -> Result<Vec<(String, Tensor)>>;
+    /// The parameters as one flat vector in the network's layout ([`ActorCriticNet`]).
+    fn params(&self) -> Result<Vec<f32>>;
 
-    /// Replaces every parameter; fails naming a missing or misshapen one.
-    fn load_params(&mut self, params: &HashMap<String, Tensor>) -> std::result::Result<(), String>;
+    /// Replaces every parameter with the flat vector `params`; fails if its length does not fit.
+    fn load_params(&mut self, params: &[f32]) -> Result<()>;
 
-    /// Optimiser state for a checkpoint.
+    /// Optimiser state for a checkpoint, in the same layout.
     fn optimizer_state(&self) -> Result<AdamState>;
 
     /// Optimiser steps taken.
     fn optimizer_steps(&self) -> u64;
 
     /// Restores a checkpointed optimiser state.
-    fn load_optimizer_state(&mut self, state: AdamState) -> std::result::Result<(), String>;
+    fn load_optimizer_state(&mut self, state: AdamState) -> Result<()>;
 }
 
-/// The backend `cfg` asks for, initialised from its seed (`auto`: fused on CPU, candle elsewhere).
-pub fn create(cfg: &TrainConfig, seed: u64) -> Result<Box<dyn Backend>> {
-    let spec = common::env::make(&cfg.env)?;
-    let (obs_dim, space) = (spec.observation_space().flat_dim(), spec.action_space());
-    let device = common::device::parse_device(&cfg.device)
+/// The backend `cfg` asks for (`auto`: fused on CPU, candle elsewhere) for the network `net`, holding its
+/// initial parameters drawn from `seed` ([`ActorCriticNet::init`]).
+pub fn create(cfg: &TrainConfig, net: &ActorCriticNet, seed: u64) -> Result<Box<dyn Backend>> {
+    let device = device::parse_device(&cfg.device)
         .map_err(|reason| crate::config::ConfigError::Invalid { key: "device", reason })?;
-    let candle = CandleBackend::new(&cfg.model, obs_dim, &space, seed, device)?;
     let fused = match cfg.backend {
         BackendKind::Fused => true,
         BackendKind::Candle => false,
-        BackendKind::Auto => candle.is_cpu(),
+        BackendKind::Auto => device.is_cpu(),
     };
-    if !fused {
-        return Ok(Box::new(candle));
-    }
-    let params: HashMap<String, Tensor> = candle.params()?.into_iter().collect();
-    Ok(Box::new(FusedBackend::new(&cfg.model, obs_dim, &space, &params, cfg.threads).map_err(crate::Error::Internal)?))
+    let params = net.init(seed);
+    Ok(match fused {
+        true => Box::new(FusedBackend::new(net, params, cfg.threads)?),
+        false => Box::new(CandleBackend::new(net, &params, device)?),
+    })
 }

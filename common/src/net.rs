@@ -1,16 +1,63 @@
-//! The actor-critic on plain host `f32` buffers: the CPU fast path. Actors run inference with it, and the
-//! learner's `fused` backend trains with it.
+//! The actor-critic network: the one description of its layers, parameter names, sizes and activation, and its
+//! forward and backward passes on plain host `f32` buffers (the CPU fast path). Initialisation, actor inference,
+//! the learner's `fused` and `candle` backends and the snapshot codec all take the layout from here.
+//!
+//! Two separate MLPs with tanh hidden layers, named like a PyTorch `state_dict` (`actor.0.weight`,
+//! `critic.4.bias`, `actor_logstd`): Linear layers sit at even indices, the activations between them.
 //!
 //! Candle runs a small MLP as a chain of tensor ops, each of which allocates and dispatches; at 64-wide layers that
 //! overhead is larger than the arithmetic. Here every parameter lives in one flat vector (entries sorted by name,
 //! each in PyTorch layout), the matrix products go to `gemm` with strides (no transposed copies) and the tanh runs
 //! in place, so a forward or backward pass allocates nothing once its buffers have grown.
 
+use crate::codec::Tensors;
 use crate::env::Space;
-use crate::model::ModelConfig;
-use candle_core::{Device, Tensor};
-use std::collections::HashMap;
+use crate::init::orthogonal;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
+
+/// Network shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Hidden layer widths of both MLPs.
+    pub hidden_sizes: Vec<usize>,
+    /// Initial value of the Gaussian policy's state-independent log-std.
+    pub init_log_std: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { hidden_sizes: vec![64, 64], init_log_std: 0.0 }
+    }
+}
+
+/// A parameter vector that does not fit the network.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LayoutError {
+    /// A named parameter is absent.
+    #[error("parameter {0} is missing")]
+    Missing(String),
+    /// A named parameter has another shape.
+    #[error("parameter {name} has shape {got:?}, the model needs {want:?}")]
+    Shape {
+        /// The parameter.
+        name: String,
+        /// Its shape in the input.
+        got: Vec<usize>,
+        /// The shape the network has.
+        want: Vec<usize>,
+    },
+    /// A flat vector of the wrong length.
+    #[error("{got} parameter values, the model has {want}")]
+    Length {
+        /// Values given.
+        got: usize,
+        /// Values the network has.
+        want: usize,
+    },
+}
 
 /// A strided read-only matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -131,7 +178,7 @@ fn tanh_in_place_avx2(xs: &mut [f32]) {
 }
 
 /// One MLP's layers: Linear, tanh, ..., Linear. Its methods take the net's own span of the flat parameter and
-/// gradient vectors (see [`DenseActorCritic::split`]), so the two nets can be trained on two threads.
+/// gradient vectors (see [`ActorCriticNet::split`]), so the two nets can be trained on two threads.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     sizes: Vec<usize>,
@@ -143,6 +190,11 @@ pub struct Mlp {
 impl Mlp {
     fn layers(&self) -> usize {
         self.weights.len()
+    }
+
+    /// Widths from the input to the output (`[obs_dim, hidden.., out]`).
+    pub fn sizes(&self) -> &[usize] {
+        &self.sizes
     }
 
     /// Output width.
@@ -253,10 +305,11 @@ impl ParamEntry {
     }
 }
 
-/// The layout of [`crate::model::ActorCritic`]'s parameters in one flat vector, entries sorted by name: the actor's
+/// Separate actor and critic MLPs with a Categorical head for `Discrete` and a diagonal Gaussian with a
+/// state-independent log-std for `Box`; every parameter in one flat vector, entries sorted by name: the actor's
 /// (`actor.*`, then `actor_logstd`) before the critic's.
 #[derive(Debug, Clone)]
-pub struct DenseActorCritic {
+pub struct ActorCriticNet {
     entries: Vec<ParamEntry>,
     /// Where the critic's span starts (the actor's is everything before).
     critic_start: usize,
@@ -265,9 +318,10 @@ pub struct DenseActorCritic {
     log_std: Option<Range<usize>>,
     action_space: Space,
     obs_dim: usize,
+    init_log_std: f32,
 }
 
-impl DenseActorCritic {
+impl ActorCriticNet {
     /// The layout for `cfg` on an env with `obs_dim` observations and `action_space`.
     pub fn new(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Self {
         let mut sizes = vec![obs_dim];
@@ -284,7 +338,7 @@ impl DenseActorCritic {
             }
         }
         if let Space::Box { low, .. } = action_space {
-            shapes.push(("actor_logstd".into(), vec![1, low.len()]));
+            shapes.push((LOG_STD.into(), vec![1, low.len()]));
         }
         shapes.sort();
         let mut offset = 0;
@@ -306,7 +360,7 @@ impl DenseActorCritic {
                 sizes,
             }
         };
-        let log_std = entries.iter().find(|e| e.name == "actor_logstd").map(ParamEntry::range);
+        let log_std = entries.iter().find(|e| e.name == LOG_STD).map(ParamEntry::range);
         Self {
             actor: mlp("actor", actor_sizes, 0),
             critic: mlp("critic", critic_sizes, critic_start),
@@ -315,7 +369,34 @@ impl DenseActorCritic {
             log_std,
             action_space: action_space.clone(),
             obs_dim,
+            init_log_std: cfg.init_log_std as f32,
         }
+    }
+
+    /// Freshly initialised parameters: orthogonal weights (gain √2 hidden, 0.01 policy head, 1.0 value head), zero
+    /// biases, the log-std at `init_log_std`, drawn from `seed` in a fixed order (the critic's layers, then the
+    /// actor's: PyTorch's construction order in CleanRL).
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let head = format!(".{}.", 2 * (self.actor.layers() - 1));
+        let mut flat = vec![0.0f32; self.num_params()];
+        let mut order: Vec<&ParamEntry> = self.entries.iter().collect();
+        order.sort_by_key(|e| (!e.name.starts_with("critic"), e.name.clone()));
+        for e in order {
+            match e.shape.as_slice() {
+                [rows, cols] if e.name.ends_with(".weight") => {
+                    let gain = match (e.name.starts_with("actor."), e.name.contains(&head)) {
+                        (true, true) => 0.01,
+                        (false, true) => 1.0,
+                        _ => std::f64::consts::SQRT_2,
+                    };
+                    flat[e.range()].copy_from_slice(&orthogonal(*rows, *cols, gain, &mut rng));
+                }
+                _ if e.name == LOG_STD => flat[e.range()].fill(self.init_log_std),
+                _ => {} // biases stay zero
+            }
+        }
+        flat
     }
 
     /// The parameters, sorted by name.
@@ -363,35 +444,47 @@ impl DenseActorCritic {
         &self.action_space
     }
 
-    /// The flat vector of named tensors; fails naming the first missing or misshapen parameter.
-    pub fn flatten(&self, named: &HashMap<String, Tensor>) -> Result<Vec<f32>, String> {
+    /// Checks that `flat` has this network's length.
+    pub fn check_len(&self, flat: &[f32]) -> Result<(), LayoutError> {
+        match flat.len() == self.num_params() {
+            true => Ok(()),
+            false => Err(LayoutError::Length { got: flat.len(), want: self.num_params() }),
+        }
+    }
+
+    /// `(name, shape, values)` of every parameter of `flat` (sorted by name), each name after `prefix`.
+    pub fn named<'a>(
+        &'a self,
+        prefix: &'a str,
+        flat: &'a [f32],
+    ) -> impl Iterator<Item = (String, &'a [usize], &'a [f32])> + 'a {
+        self.entries.iter().map(move |e| (format!("{prefix}{}", e.name), e.shape.as_slice(), &flat[e.range()]))
+    }
+
+    /// The flat vector of the tensors named `prefix` + parameter name in `tensors`; fails naming the first
+    /// missing or misshapen parameter.
+    pub fn flatten(&self, tensors: &Tensors, prefix: &str) -> Result<Vec<f32>, LayoutError> {
         let mut flat = Vec::with_capacity(self.num_params());
         for e in &self.entries {
-            let t = named.get(&e.name).ok_or_else(|| format!("parameter {} is missing", e.name))?;
-            if t.dims() != e.shape.as_slice() {
-                return Err(format!("parameter {} has shape {:?}, the model needs {:?}", e.name, t.dims(), e.shape));
+            let name = format!("{prefix}{}", e.name);
+            let t = tensors.get(&name).ok_or_else(|| LayoutError::Missing(name.clone()))?;
+            if t.shape != e.shape {
+                return Err(LayoutError::Shape { name, got: t.shape.clone(), want: e.shape.clone() });
             }
-            let values =
-                t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|err| format!("{}: {err}", e.name))?;
-            flat.extend(values);
+            flat.extend_from_slice(&t.values);
         }
         Ok(flat)
     }
-
-    /// Named tensors (sorted by name) holding the values of `flat`.
-    pub fn tensors(&self, flat: &[f32], device: &Device) -> candle_core::Result<Vec<(String, Tensor)>> {
-        self.entries
-            .iter()
-            .map(|e| Ok((e.name.clone(), Tensor::from_slice(&flat[e.range()], e.shape.as_slice(), device)?)))
-            .collect()
-    }
 }
+
+/// Name of the Gaussian policy's log-std parameter.
+pub const LOG_STD: &str = "actor_logstd";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::{ActorCritic, sorted_vars};
+    use crate::codec::HostTensor;
 
     #[test]
     fn tanh_is_accurate_everywhere() {
@@ -428,81 +521,69 @@ mod tests {
     }
 
     #[test]
-    fn layout_matches_the_candle_model_and_forward_agrees() {
-        for space in [Space::Discrete { n: 3 }, Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] }] {
-            let cfg = ModelConfig { init_log_std: -0.5, ..ModelConfig::default() };
-            let (varmap, model) = ActorCritic::init(&cfg, 5, &space, 3, &Device::Cpu).unwrap();
-            let named: HashMap<String, Tensor> =
-                sorted_vars(&varmap).unwrap().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-            let dense = DenseActorCritic::new(&cfg, 5, &space);
-            let names: Vec<&str> = dense.entries().iter().map(|e| e.name.as_str()).collect();
-            let mut want: Vec<&str> = named.keys().map(String::as_str).collect();
-            want.sort();
-            assert_eq!(names, want);
-            let flat = dense.flatten(&named).unwrap();
-            assert_eq!(flat.len(), dense.num_params());
+    fn parameter_names_follow_pytorch_state_dict() {
+        let space = Space::Box { low: vec![-2.0], high: vec![2.0] };
+        let net = ActorCriticNet::new(&ModelConfig::default(), 3, &space);
+        let names: Vec<(&str, &[usize])> =
+            net.entries().iter().map(|e| (e.name.as_str(), e.shape.as_slice())).collect();
+        let expect: [(&str, &[usize]); 13] = [
+            ("actor.0.bias", &[64]),
+            ("actor.0.weight", &[64, 3]),
+            ("actor.2.bias", &[64]),
+            ("actor.2.weight", &[64, 64]),
+            ("actor.4.bias", &[1]),
+            ("actor.4.weight", &[1, 64]),
+            ("actor_logstd", &[1, 1]),
+            ("critic.0.bias", &[64]),
+            ("critic.0.weight", &[64, 3]),
+            ("critic.2.bias", &[64]),
+            ("critic.2.weight", &[64, 64]),
+            ("critic.4.bias", &[1]),
+            ("critic.4.weight", &[1, 64]),
+        ];
+        assert_eq!(names, expect);
+    }
 
-            let n = 7;
-            let x: Vec<f32> = (0..n * 5).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3).collect();
-            let xt = Tensor::from_slice(&x, (n, 5), &Device::Cpu).unwrap();
-            let mut outs = Vec::new();
-            let (actor, critic) = dense.split(&flat);
-            dense.actor().forward(actor, &x, n, &mut outs);
-            let want = model.policy_head(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            close(outs.last().unwrap(), &want);
-            dense.critic().forward(critic, &x, n, &mut outs);
-            close(outs.last().unwrap(), &model.value(&xt).unwrap().to_vec1::<f32>().unwrap());
-
-            // And back: the tensors rebuilt from the flat vector are the originals.
-            for (name, t) in dense.tensors(&flat, &Device::Cpu).unwrap() {
-                let diff = (&t - &named[&name]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    #[test]
+    fn init_gains_zero_biases_and_log_std() {
+        let space = Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] };
+        let net = ActorCriticNet::new(&ModelConfig { init_log_std: -0.5, ..ModelConfig::default() }, 4, &space);
+        let flat = net.init(5);
+        assert_eq!(flat, net.init(5), "seeded init is reproducible");
+        for e in net.entries() {
+            let w = &flat[e.range()];
+            match e.shape.as_slice() {
+                _ if e.name == LOG_STD => assert!(w.iter().all(|&x| x == -0.5)),
+                [rows, cols] => {
+                    // Each row of a wide matrix (or column of a tall one) has norm = gain.
+                    let gain = match e.name.as_str() {
+                        "actor.4.weight" => 0.01,
+                        "critic.4.weight" => 1.0,
+                        _ => std::f32::consts::SQRT_2,
+                    };
+                    let (outer, inner) = if rows <= cols { (*rows, *cols) } else { (*cols, *rows) };
+                    for o in 0..outer {
+                        let at = |i: usize| if rows <= cols { w[o * cols + i] } else { w[i * cols + o] };
+                        let norm = (0..inner).map(|i| at(i) * at(i)).sum::<f32>().sqrt();
+                        assert!((norm - gain).abs() < 1e-4 * gain.max(1.0), "{}: {norm}", e.name);
+                    }
+                }
+                _ => assert!(w.iter().all(|&x| x == 0.0), "{}", e.name),
             }
         }
     }
 
     #[test]
-    fn backward_matches_candle_autograd() {
-        let space = Space::Discrete { n: 2 };
-        let cfg = ModelConfig { hidden_sizes: vec![16, 8], ..ModelConfig::default() };
-        let (varmap, model) = ActorCritic::init(&cfg, 4, &space, 9, &Device::Cpu).unwrap();
-        let vars = sorted_vars(&varmap).unwrap();
-        let named: HashMap<String, Tensor> = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
-        let dense = DenseActorCritic::new(&cfg, 4, &space);
-        let flat = dense.flatten(&named).unwrap();
-        let n = 5;
-        let x: Vec<f32> = (0..n * 4).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.4).collect();
-        let w: Vec<f32> = (0..n * 2).map(|i| (i as f32 - 4.0) * 0.25).collect();
-        // Loss: Σ w ⊙ logits + Σ value², through both nets.
-        let xt = Tensor::from_slice(&x, (n, 4), &Device::Cpu).unwrap();
-        let wt = Tensor::from_slice(&w, (n, 2), &Device::Cpu).unwrap();
-        let value = model.value(&xt).unwrap();
-        let loss = ((model.policy_head(&xt).unwrap() * &wt).unwrap().sum_all().unwrap()
-            + value.sqr().unwrap().sum_all().unwrap())
-        .unwrap();
-        let autograd = loss.backward().unwrap();
-
-        let mut grads = vec![0.0; dense.num_params()];
-        let (mut outs, mut scratch) = (Vec::new(), Vec::new());
-        let (actor, critic) = dense.split(&flat);
-        let (actor_grads, critic_grads) = dense.split_mut(&mut grads);
-        dense.actor().forward(actor, &x, n, &mut outs);
-        let mut d = w.clone();
-        dense.actor().backward(actor, &x, &outs, &mut d, actor_grads, &mut scratch);
-        dense.critic().forward(critic, &x, n, &mut outs);
-        let mut d: Vec<f32> = outs.last().unwrap().iter().map(|v| 2.0 * v).collect();
-        dense.critic().backward(critic, &x, &outs, &mut d, critic_grads, &mut scratch);
-        for (e, (name, var)) in dense.entries().iter().zip(&vars) {
-            assert_eq!(&e.name, name);
-            let want = autograd.get(var).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            close(&grads[e.range()], &want);
-        }
-    }
-
-    fn close(got: &[f32], want: &[f32]) {
-        assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "got {g}, want {w}");
-        }
+    fn flatten_inverts_named_and_names_what_does_not_fit() {
+        let net = ActorCriticNet::new(&ModelConfig::default(), 4, &Space::Discrete { n: 2 });
+        let flat = net.init(1);
+        let tensors: Tensors =
+            net.named("p.", &flat).map(|(n, s, v)| (n, HostTensor::new(s.to_vec(), v.to_vec()))).collect();
+        assert_eq!(net.flatten(&tensors, "p.").unwrap(), flat);
+        assert_eq!(net.flatten(&tensors, "").unwrap_err(), LayoutError::Missing("actor.0.bias".into()));
+        let mut bad = tensors.clone();
+        bad.insert("p.critic.4.bias".into(), HostTensor::new(vec![2], vec![0.0; 2]));
+        assert!(matches!(net.flatten(&bad, "p."), Err(LayoutError::Shape { name, .. }) if name == "p.critic.4.bias"));
+        assert!(net.check_len(&flat[1..]).is_err());
     }
 }

@@ -1,35 +1,42 @@
 //! The candle backend: the model as candle variables, the loss differentiated by candle's autograd. Runs on any
-//! device candle supports (the CUDA learner uses it).
+//! device candle supports (the CUDA learner uses it). This folder is the only place of candle in the project.
 
+pub mod loss;
+pub mod model;
+pub mod optim;
+
+use self::loss::{Batch, batch_kl, minibatch_is_finite, minibatch_step};
+use self::model::{ActorCritic, set_params, sorted_vars};
+use self::optim::Adam;
 use super::Backend;
 use crate::error::Result;
-use crate::optim::{Adam, AdamState};
-use crate::ppo::{
-    Batch, EpochPlan, EpochStats, HostBatch, LossCoefs, MinibatchStep, StepOutcome, batch_kl, minibatch_is_finite,
-    minibatch_step, run_epochs,
-};
+use crate::optim::AdamState;
+use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, MinibatchStep, StepOutcome, run_epochs};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use common::env::Space;
-use common::model::{ActorCritic, ModelConfig, sorted_vars};
+use common::net::ActorCriticNet;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
 
 /// Candle variables, model and Adam on one device.
 pub struct CandleBackend {
+    net: ActorCriticNet,
     varmap: VarMap,
     model: ActorCritic,
     optimizer: Adam,
     device: Device,
-    discrete: bool,
 }
 
 impl CandleBackend {
-    /// A freshly initialised model (see [`ActorCritic::init`]) on `device`.
-    pub fn new(cfg: &ModelConfig, obs_dim: usize, space: &Space, seed: u64, device: Device) -> Result<Self> {
-        let (varmap, model) = ActorCritic::init(cfg, obs_dim, space, seed, &device)?;
-        let optimizer = Adam::new(sorted_vars(&varmap)?, 0.0, 1e-5)?;
-        Ok(Self { varmap, model, optimizer, device, discrete: matches!(space, Space::Discrete { .. }) })
+    /// The model of `net` holding the flat parameters `params`, on `device`.
+    pub fn new(net: &ActorCriticNet, params: &[f32], device: Device) -> Result<Self> {
+        let (varmap, model) = ActorCritic::with_params(net, params, &device)?;
+        let optimizer = Adam::new(sorted_vars(&varmap)?, 0.0)?;
+        Ok(Self { net: net.clone(), varmap, model, optimizer, device })
+    }
+
+    fn discrete(&self) -> bool {
+        matches!(self.net.action_space(), Space::Discrete { .. })
     }
 
     /// True when the model lives in host memory.
@@ -81,7 +88,7 @@ impl Backend for CandleBackend {
         lr: f64,
         rng: &mut ChaCha8Rng,
     ) -> Result<EpochStats> {
-        let batch_on_device = Batch::from_host(batch, self.discrete, &self.device)?;
+        let batch_on_device = Batch::from_host(batch, self.discrete(), &self.device)?;
         self.optimizer.lr = lr;
         let mut stepper =
             CandleStep { backend: self, batch: &batch_on_device, coefs, max_grad_norm: plan.max_grad_norm };
@@ -89,37 +96,30 @@ impl Backend for CandleBackend {
     }
 
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64> {
-        Ok(batch_kl(&self.model, &Batch::from_host(batch, self.discrete, &self.device)?)?)
+        Ok(batch_kl(&self.model, &Batch::from_host(batch, self.discrete(), &self.device)?)?)
     }
 
-    fn params(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(sorted_vars(&self.varmap)?.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect())
+    fn params(&self) -> Result<Vec<f32>> {
+        let vars = sorted_vars(&self.varmap)?;
+        Ok(model::flatten(&vars.iter().map(|(_, v)| v.as_tensor().clone()).collect::<Vec<_>>())?)
     }
 
-    fn load_params(&mut self, params: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
-        for (name, var) in sorted_vars(&self.varmap).map_err(|e| e.to_string())? {
-            let saved = params.get(&name).ok_or_else(|| format!("parameter {name} is missing"))?;
-            if saved.dims() != var.dims() {
-                return Err(format!(
-                    "parameter {name} has shape {:?}, the configured model needs {:?}",
-                    saved.dims(),
-                    var.dims()
-                ));
-            }
-            var.set(&saved.to_device(&self.device).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        }
-        Ok(())
+    fn load_params(&mut self, params: &[f32]) -> Result<()> {
+        self.net.check_len(params)?;
+        Ok(set_params(&self.net, &sorted_vars(&self.varmap)?, params)?)
     }
 
     fn optimizer_state(&self) -> Result<AdamState> {
-        Ok(self.optimizer.state())
+        Ok(self.optimizer.state()?)
     }
 
     fn optimizer_steps(&self) -> u64 {
         self.optimizer.steps()
     }
 
-    fn load_optimizer_state(&mut self, state: AdamState) -> std::result::Result<(), String> {
-        self.optimizer.load_state(state).map_err(|e| e.to_string())
+    fn load_optimizer_state(&mut self, state: AdamState) -> Result<()> {
+        self.net.check_len(&state.m)?;
+        self.net.check_len(&state.v)?;
+        Ok(self.optimizer.load_state(state)?)
     }
 }
