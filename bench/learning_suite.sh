@@ -28,7 +28,7 @@ EVAL_EPISODES=${EVAL_EPISODES:-20}
 if [[ -n "${LEARNER_BIN:-}" ]]; then
     BIN=$LEARNER_BIN
 else
-    cargo build --release -p learner
+    cargo build --release -p proxima-cli --bin learner
     BIN=target/release/learner
 fi
 mkdir -p "$OUT/runs" "$OUT/img"

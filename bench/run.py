@@ -16,7 +16,7 @@ re-renders a saved result.
 
 Steps
 -----
-0. Unless --skip-build: ``cargo build --release -p learner -p actor -p
+0. Unless --skip-build: ``cargo build --release -p proxima-cli -p
    proxima-bench`` and ``bench/setup_peers.sh <peers>`` (peers that fail to
    install keep their bench/.venvs/<peer>/INSTALL_ERROR, which is reported in
    the table; their runs are recorded as failures, not dropped).
@@ -416,16 +416,14 @@ def peer_info(peer: str) -> dict[str, Any]:
 
 def build(peers: list[str]) -> dict[str, Any]:
     out = {}
-    log("cargo build --release -p learner -p actor -p proxima-bench")
+    log("cargo build --release -p proxima-cli -p proxima-bench")
     res = run_cmd(
         [
             "cargo",
             "build",
             "--release",
             "-p",
-            "learner",
-            "-p",
-            "actor",
+            "proxima-cli",
             "-p",
             "proxima-bench",
         ],

@@ -6,41 +6,54 @@ use crate::sampler::{PolicyWait, Sampler, SamplerConfig, run_sampler};
 use common::net::ModelConfig;
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
+use common::rollout::DEFAULT_NUM_ENVS;
 use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
 use rand::Rng;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-/// How to reach the learner and what to run.
-#[derive(Debug, Clone)]
+/// The actor's settings: how to reach the learner and what to run. The one description of them: the `actor`
+/// command line derives its flags and environment variables from it, local mode and tests fill it in code.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ActorOptions {
-    /// Learner URL, `http://host:50051` (or `https://` with TLS).
+    /// Learner URL (https:// with --tls-ca).
+    #[arg(long, env = "PROXIMA_LEARNER", default_value = "http://127.0.0.1:50051")]
     pub learner: String,
-    /// Gymnasium env id; must match the learner's.
+    /// Environment id; must be the one the learner trains.
+    #[arg(long, env = "PROXIMA_ENV", default_value = "CartPole-v1")]
     pub env: String,
-    /// Envs stepped together.
+    /// Environments stepped together in one batched forward pass.
+    #[arg(long, env = "PROXIMA_NUM_ENVS", default_value_t = DEFAULT_NUM_ENVS, value_parser = parse_num_envs)]
     pub num_envs: usize,
-    /// Steps per env per rollout (default: what the learner asks for).
+    /// Steps per env per rollout (default: the learner's setting).
+    #[arg(long, env = "PROXIMA_ROLLOUT_STEPS")]
     pub rollout_steps: Option<usize>,
-    /// Name shown in the learner's logs.
+    /// Name in the learner's logs (default: the host name).
+    #[arg(long = "name", env = "PROXIMA_ACTOR_NAME", default_value_t = host_name())]
     pub name: String,
-    /// Shared token (`authorization: Bearer <token>`).
+    /// Shared token the learner requires (`authorization: Bearer <token>`).
+    #[arg(long, env = "PROXIMA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// PEM CA certificate to verify the learner's TLS certificate (enables TLS).
+    /// PEM CA certificate that signed the learner's TLS certificate (enables TLS).
+    #[arg(long, env = "PROXIMA_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// Server name to verify in the learner's certificate (default: the URL's host).
+    /// Name to verify in the learner's certificate (default: the URL's host).
+    #[arg(long, env = "PROXIMA_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
-    /// Upper bound of the reconnect backoff.
+    /// Longest wait between reconnect attempts, in seconds.
+    #[arg(long = "max-backoff-seconds", default_value = "10", value_parser = parse_seconds)]
     pub max_backoff: Duration,
-    /// Largest gRPC message sent or accepted.
+    /// Largest gRPC message sent or accepted, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
     pub max_message_bytes: usize,
-    /// Waiting for a newer policy between rollouts.
+    /// Longest wait for a newer policy after each rollout, in milliseconds (0: never wait; keeps data near
+    /// on-policy without stalling when the learner needs more data per version).
+    #[arg(long = "policy-wait-ms", env = "PROXIMA_POLICY_WAIT_MS", default_value = "250", value_parser = parse_policy_wait)]
     pub policy_wait: PolicyWait,
 }
 
@@ -50,9 +63,9 @@ impl ActorOptions {
         Self {
             learner: learner.into(),
             env: env.into(),
-            num_envs: 8,
+            num_envs: DEFAULT_NUM_ENVS,
             rollout_steps: None,
-            name: "actor".into(),
+            name: host_name(),
             token: None,
             tls_ca: None,
             tls_domain: None,
@@ -60,6 +73,40 @@ impl ActorOptions {
             max_message_bytes: 16 << 20,
             policy_wait: PolicyWait::UpTo(Duration::from_millis(250)),
         }
+    }
+}
+
+/// The machine's host name, else `actor-<pid>`.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("actor-{}", std::process::id()))
+}
+
+/// A number of envs, at least 1.
+fn parse_num_envs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: the number of envs must be a whole number, at least 1")),
+    }
+}
+
+/// Seconds (at least 0.1) as a duration.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    match secs.is_finite() {
+        true => Ok(Duration::from_secs_f64(secs.max(0.1))),
+        false => Err(format!("{s:?} is not a number of seconds")),
+    }
+}
+
+/// Milliseconds to wait for a newer policy (0: never wait).
+fn parse_policy_wait(s: &str) -> Result<PolicyWait, String> {
+    match s.parse::<u64>().map_err(|e| format!("{s:?} is not a number of milliseconds: {e}"))? {
+        0 => Ok(PolicyWait::Never),
+        ms => Ok(PolicyWait::UpTo(Duration::from_millis(ms))),
     }
 }
 
@@ -92,7 +139,7 @@ enum SessionEnd {
 struct Worker {
     cell: Arc<PolicyCell>,
     rollouts: tokio::sync::mpsc::Receiver<Rollout>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     thread: std::thread::JoinHandle<Result<(), Error>>,
 }
 
@@ -201,7 +248,7 @@ pub async fn run(opts: ActorOptions, shutdown: CancellationToken) -> Result<(), 
         }
     };
     if let Some(w) = worker {
-        w.stop.store(true, Ordering::Relaxed);
+        w.stop.cancel();
         drop(w.rollouts);
         let _ = tokio::task::spawn_blocking(move || w.thread.join()).await;
     }
@@ -331,7 +378,7 @@ async fn submit(client: &mut Client, mut rollout: Rollout, actor_id: u64) -> Res
 
 /// Sends the rollouts already collected (for at most two seconds) before leaving.
 async fn flush(client: &mut Client, w: &mut Worker, actor_id: u64) {
-    w.stop.store(true, Ordering::Relaxed);
+    w.stop.cancel();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let mut sent = 0;
     while let Ok(Some(r)) = tokio::time::timeout_at(deadline, w.rollouts.recv()).await {
@@ -357,7 +404,7 @@ fn start_worker(opts: &ActorOptions, reg: &pb::RegisterResponse, first: PolicySn
     common::policy::Policy::from_snapshot(&net, &first)?;
     let cell = Arc::new(PolicyCell::new(first));
     let (tx, rx) = tokio::sync::mpsc::channel::<Rollout>(1);
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let (c, s) = (cell.clone(), stop.clone());
     let thread = std::thread::Builder::new()
         .name("sampler".into())

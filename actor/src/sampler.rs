@@ -5,11 +5,11 @@ use common::env::{Space, VecEnv};
 use common::net::{ActorCriticNet, ModelConfig};
 use common::policy::{ActOutput, Policy};
 use common::policy_cell::PolicyCell;
-use common::rollout::Rollout;
+use common::rollout::{DEFAULT_NUM_ENVS, DEFAULT_ROLLOUT_STEPS, Rollout};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Whether a sampler waits for a newer policy version after each rollout before collecting the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self { num_envs: 8, rollout_steps: 128, policy_wait: PolicyWait::Forever }
+        Self { num_envs: DEFAULT_NUM_ENVS, rollout_steps: DEFAULT_ROLLOUT_STEPS, policy_wait: PolicyWait::Forever }
     }
 }
 
@@ -143,7 +143,7 @@ pub fn run_sampler(
     actor_id: u64,
     policies: &PolicyCell,
     sink: &impl RolloutSink,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(), Error> {
     let (obs_dim, space) = (sampler.obs_dim(), sampler.action_space());
     let mut snapshot = policies.latest();
@@ -153,7 +153,7 @@ pub fn run_sampler(
     let mut used: Option<(u64, u64)> = None;
     let mut waited = Duration::ZERO;
     const POLL: Duration = Duration::from_millis(50);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         let newest = match (used, sampler.cfg.policy_wait) {
             (Some((i, v)), PolicyWait::Forever) => match policies.wait_newer(i, v, POLL) {
                 Some(s) => s,

@@ -2,6 +2,13 @@
 
 use crate::env::{EpisodeStats, Space};
 
+/// Environments an actor steps together unless configured otherwise (the actor's `--num-envs`, the learner's
+/// `actors.num_envs`).
+pub const DEFAULT_NUM_ENVS: usize = 8;
+
+/// Steps per env in one rollout unless configured otherwise (`actors.rollout_steps`).
+pub const DEFAULT_ROLLOUT_STEPS: usize = 128;
+
 /// Experience from one actor for one policy version. Index `[t][e]` is `t * num_envs + e`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollout {

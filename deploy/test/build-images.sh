@@ -38,8 +38,8 @@ flock -w 900 9 || die "timed out waiting for another build-images.sh"
 if [[ -n ${PROXIMA_BIN_DIR:-} ]]; then
   BIN_DIR=$PROXIMA_BIN_DIR
 else
-  echo "== cargo build --release -p learner -p actor"
-  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked -p learner -p actor)
+  echo "== cargo build --release -p proxima-cli"
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked -p proxima-cli)
   BIN_DIR=$TARGET_DIR/release
 fi
 for b in learner actor; do

@@ -201,9 +201,6 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use actor::{Sampler, run_sampler};
-    use common::policy_cell::PolicyCell;
-    use std::sync::atomic::AtomicBool;
 
     /// A trainer after two real updates on Pendulum (observation and reward normalisation on).
     fn trained(dir: &Path) -> (TrainConfig, Trainer) {
@@ -221,19 +218,10 @@ mod tests {
         let (obs_dim, space) = trainer.spaces();
         let (obs_dim, space) = (obs_dim, space.clone());
         for _ in 0..2 {
-            let cell = PolicyCell::new(trainer.snapshot().unwrap());
-            let sampler = Sampler::new(&cfg.env, &cfg.actors.sampler(), 3).unwrap();
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|s| {
-                s.spawn(|| run_sampler(sampler, &cfg.model, 0, &cell, &tx, &stop));
-                let r = rx.recv().unwrap();
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                drop(rx);
-                assert_eq!(r.obs.len(), 2 * 64 * obs_dim);
-                assert!(!space.is_discrete());
-                trainer.update(vec![r]).unwrap();
-            });
+            let r = crate::test_support::collect(&trainer, &mut crate::test_support::sampler(&cfg, 3));
+            assert_eq!(r.obs.len(), 2 * 64 * obs_dim);
+            assert!(!space.is_discrete());
+            trainer.update(vec![r]).unwrap();
         }
         (cfg, trainer)
     }

@@ -1,7 +1,7 @@
 //! The training configuration: one TOML file (`configs/*.toml`), overridable key by key from the command line.
 
-use actor::{PolicyWait, SamplerConfig};
 use common::net::ModelConfig;
+use common::rollout::{DEFAULT_NUM_ENVS, DEFAULT_ROLLOUT_STEPS};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -119,16 +119,7 @@ pub struct ActorsConfig {
 
 impl Default for ActorsConfig {
     fn default() -> Self {
-        let s = SamplerConfig::default();
-        Self { count: 1, num_envs: s.num_envs, rollout_steps: s.rollout_steps, sync: true }
-    }
-}
-
-impl ActorsConfig {
-    /// The per-actor sampler settings.
-    pub fn sampler(&self) -> SamplerConfig {
-        let policy_wait = if self.sync { PolicyWait::Forever } else { PolicyWait::Never };
-        SamplerConfig { num_envs: self.num_envs, rollout_steps: self.rollout_steps, policy_wait }
+        Self { count: 1, num_envs: DEFAULT_NUM_ENVS, rollout_steps: DEFAULT_ROLLOUT_STEPS, sync: true }
     }
 }
 

@@ -35,9 +35,6 @@ pub enum Error {
     /// A sound checkpoint of another run: another env, model shape or normalisation than the config's.
     #[error("checkpoint {path}: {reason}")]
     CheckpointMismatch { path: std::path::PathBuf, reason: String },
-    /// An actor failed.
-    #[error("actor failed: {0}")]
-    Actor(#[from] actor::Error),
     /// A worker thread panicked or disappeared.
     #[error("{0}")]
     Internal(String),

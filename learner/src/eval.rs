@@ -225,8 +225,6 @@ pub fn run(checkpoint: &Path, env: Option<&str>, opts: &EvalOptions) -> Result<E
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     /// A short real training run of `env` (a few updates) in `dir`; returns the run directory.
     pub(crate) fn short_run(dir: &Path, env: &str, extra: &[&str]) -> PathBuf {
@@ -242,7 +240,15 @@ pub(crate) mod tests {
         ];
         overrides.extend(extra.iter().map(|s| s.to_string()));
         let cfg = TrainConfig::load(None, &overrides).unwrap();
-        crate::local::train(&cfg, Arc::new(AtomicBool::new(false))).unwrap().run_dir
+        let mut trainer = crate::trainer::Trainer::new(&cfg).unwrap();
+        let run = crate::run_dir::RunDir::create(&cfg).unwrap();
+        let mut sampler = crate::test_support::sampler(&cfg, 1);
+        while trainer.env_steps() < cfg.total_steps {
+            let r = crate::test_support::collect(&trainer, &mut sampler);
+            trainer.update(vec![r]).unwrap();
+        }
+        run.write_model(&trainer.weights().unwrap()).unwrap();
+        run.path().to_path_buf()
     }
 
     #[test]

@@ -10,7 +10,6 @@ pub mod env_step;
 pub mod error;
 pub mod eval;
 pub mod gae;
-pub mod local;
 pub mod optim;
 pub mod plot;
 pub mod ppo;
@@ -23,3 +22,6 @@ pub mod trainer;
 pub mod training;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod test_support;

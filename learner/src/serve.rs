@@ -15,7 +15,6 @@ use common::rollout::Rollout;
 use common::wire::pb;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -198,7 +197,7 @@ pub async fn serve(
     tokio::spawn(evict_idle_actors(service.clone(), cfg.server.actor_idle_seconds, server_stop.clone()));
 
     // The trainer thread: trains until told to stop, then writes the final checkpoint.
-    let trainer_stop = Arc::new(AtomicBool::new(false));
+    let trainer_stop = CancellationToken::new();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<LoopOutcome>>();
     {
         let (stop, cell, every) = (trainer_stop.clone(), cell.clone(), cfg.server.checkpoint_every);
@@ -271,7 +270,7 @@ pub async fn serve(
     tracing::info!("learner shutting down");
     health.set_not_serving::<pb::learner_server::LearnerServer<LearnerService>>().await;
     server_stop.cancel();
-    trainer_stop.store(true, Ordering::Relaxed);
+    trainer_stop.cancel();
     let grace = Duration::from_secs_f64(cfg.server.shutdown_grace_seconds.max(0.0));
     let outcome = match finished {
         Some(r) => r.map_err(|_| Error::Internal("trainer thread vanished".into()))?,
@@ -299,4 +298,29 @@ pub async fn spawn(
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(serve(cfg, opts, listener, shutdown.clone()));
     Ok((ServerHandle { addr: local, shutdown }, task))
+}
+
+/// Asks the gRPC health service of the learner at `addr` whether it is serving; an error says why not (another
+/// status, unreachable, or no answer within `timeout`).
+pub async fn check_health(addr: &str, timeout: std::time::Duration) -> Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+            .map_err(|e| Error::Unavailable(format!("bad learner URL {addr:?}: {e}")))?
+            .connect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("health check of {addr} failed: {e}")))?;
+        let service = "ppo.v1.Learner".to_string();
+        let resp = HealthClient::new(channel)
+            .check(HealthCheckRequest { service })
+            .await
+            .map_err(|e| Error::Unavailable(format!("health check of {addr} failed: {e}")))?;
+        match resp.into_inner().status() {
+            ServingStatus::Serving => Ok(()),
+            other => Err(Error::Unavailable(format!("learner at {addr} is {other:?}"))),
+        }
+    };
+    tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| Error::Unavailable(format!("health check of {addr} timed out")))?
 }

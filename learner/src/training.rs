@@ -10,8 +10,8 @@ use common::metrics as m;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How the loop ended.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,7 +44,7 @@ pub fn run(
     rx: &Receiver<Rollout>,
     cell: &PolicyCell,
     out: LoopOutputs,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<LoopOutcome> {
     let cfg = trainer.config().clone();
     let batch_size = cfg.batch_size();
@@ -56,7 +56,7 @@ pub fn run(
         let mut rollouts = Vec::new();
         let (mut steps, mut expired) = (0, 0);
         while steps < batch_size {
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_cancelled() {
                 break 'training;
             }
             match rx.recv_timeout(Duration::from_millis(50)) {

@@ -31,7 +31,7 @@ pub fn python() -> PathBuf {
 
 /// The workspace binary `name` (`learner` or `actor`) of the profile the running test was built with.
 ///
-/// Cargo builds other packages' binaries only for their own tests, so this runs `$CARGO build -p <name> --bin
+/// Cargo builds other packages' binaries only for their own tests, so this runs `$CARGO build -p proxima-cli --bin
 /// <name>` for that profile (a quick no-op when up to date) whenever the binary is missing or older than the
 /// running test executable, which is rebuilt whenever the libraries it shares with the binary change.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -72,7 +72,7 @@ pub fn bin_path(name: &str) -> PathBuf {
         }
         let status = build
             .current_dir(workspace_root())
-            .args(["build", "--profile", profile, "-p", name, "--bin", name])
+            .args(["build", "--profile", profile, "-p", "proxima-cli", "--bin", name])
             .status()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {name}: {e}"));
         assert!(status.success(), "cargo build of {name} failed ({status})");

@@ -2,8 +2,6 @@
 //! env steps, for fixed seeds, with both objectives. Bounds are on steps, never on time.
 
 use learner::config::TrainConfig;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 const STEP_BUDGET: u64 = 150_000;
 
@@ -18,7 +16,7 @@ fn solve_cartpole(seed: u64, extra: &[&str]) -> u64 {
     overrides.extend(extra.iter().map(|s| s.to_string()));
     let config = tests::workspace_root().join("configs/cartpole.toml");
     let cfg = TrainConfig::load(Some(&config), &overrides).expect("config");
-    let summary = learner::local::train(&cfg, Arc::new(AtomicBool::new(false))).expect("training runs");
+    let summary = proxima_cli::local::train(&cfg, tokio_util::sync::CancellationToken::new()).expect("training runs");
     println!(
         "seed {seed} {extra:?}: {:?} after {} env steps, {:.1} s, mean return {:?}",
         summary.target_reached_at, summary.env_steps, summary.wall_seconds, summary.mean_return

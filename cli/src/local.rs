@@ -1,18 +1,40 @@
 //! Local mode (`learner train`): the trainer and N actor samplers in one process, connected by a bounded
 //! channel for rollouts and a [`PolicyCell`] for weights; the same pieces the distributed mode uses.
 
-use crate::config::TrainConfig;
-use crate::error::{Error, Result};
-use crate::progress::{Display, ProgressCsv};
-use crate::run_dir::RunDir;
-use crate::trainer::Trainer;
-use crate::training::{self, LoopOutcome, LoopOutputs};
-use actor::{Sampler, run_sampler};
+use actor::{PolicyWait, Sampler, SamplerConfig, run_sampler};
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
+use learner::config::{ActorsConfig, TrainConfig};
+use learner::progress::{Display, ProgressCsv};
+use learner::run_dir::RunDir;
+use learner::trainer::Trainer;
+use learner::training::{self, LoopOutcome, LoopOutputs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// Why a local run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The trainer (or the in-process server) failed.
+    #[error(transparent)]
+    Learner(#[from] learner::Error),
+    /// A sampler failed.
+    #[error("actor failed: {0}")]
+    Actor(#[from] actor::Error),
+    /// A thread or the runtime could not start, or a sampler thread panicked.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The result of a local run.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The sampler settings of each local actor: `sync` actors wait for every new policy version.
+pub fn sampler_config(actors: &ActorsConfig) -> SamplerConfig {
+    let policy_wait = if actors.sync { PolicyWait::Forever } else { PolicyWait::Never };
+    SamplerConfig { num_envs: actors.num_envs, rollout_steps: actors.rollout_steps, policy_wait }
+}
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,16 +67,17 @@ impl TrainSummary {
 }
 
 /// Trains until `total_steps`, `target_return`, or `stop`; then writes the final model.
-pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
+pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary> {
     let mut trainer = Trainer::new(cfg)?;
     let run = RunDir::create(cfg)?;
     let mut csv = ProgressCsv::create(run.path())?;
     let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(2 * cfg.actors.count);
-    let samplers_stop = Arc::new(AtomicBool::new(false));
+    let samplers_stop = CancellationToken::new();
     let mut workers = Vec::with_capacity(cfg.actors.count);
     for i in 0..cfg.actors.count {
-        let sampler = Sampler::new(&cfg.env, &cfg.actors.sampler(), common::seed::derive(cfg.seed, "actor", i as u64))?;
+        let seed = common::seed::derive(cfg.seed, "actor", i as u64);
+        let sampler = Sampler::new(&cfg.env, &sampler_config(&cfg.actors), seed)?;
         let (cell, tx, stop, model) = (cell.clone(), tx.clone(), samplers_stop.clone(), cfg.model.clone());
         let handle = std::thread::Builder::new()
             .name(format!("sampler-{i}"))
@@ -70,9 +93,10 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
         display: Display::for_terminal(cfg.total_steps, std::time::Duration::from_secs_f64(cfg.log_interval_seconds)),
         checkpoints: None,
     };
-    let mut outcome =
-        training::run(&mut trainer, &rx, &cell, outputs, &stop).map(|o| TrainSummary::new(run.path().to_path_buf(), o));
-    samplers_stop.store(true, Ordering::Relaxed);
+    let mut outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop)
+        .map(|o| TrainSummary::new(run.path().to_path_buf(), o))
+        .map_err(Error::from);
+    samplers_stop.cancel();
     drop(rx);
     for w in workers {
         match w.join() {
@@ -83,7 +107,7 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
         }
     }
     run.write_model(&trainer.weights()?)?;
-    if let Err(e) = crate::plot::plot_run(run.path()) {
+    if let Err(e) = learner::plot::plot_run(run.path()) {
         tracing::warn!(error = %e, "could not draw progress.png");
     }
     outcome
@@ -91,7 +115,7 @@ pub fn train(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
 
 /// Like [`train`], but the local actors talk to the trainer over loopback gRPC: the distributed system on one
 /// machine, exercising the network path.
-pub fn train_over_grpc(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<TrainSummary> {
+pub fn train_over_grpc(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -101,8 +125,8 @@ pub fn train_over_grpc(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<Train
     cfg.run_name
         .get_or_insert_with(|| format!("{}-seed{}-grpc-{}", cfg.env, cfg.seed, common::policy::unix_now() as u64));
     runtime.block_on(async move {
-        let opts = crate::serve::ServeOptions::default();
-        let (server, task) = crate::serve::spawn(cfg.clone(), opts, "127.0.0.1:0").await?;
+        let opts = learner::serve::ServeOptions::default();
+        let (server, task) = learner::serve::spawn(cfg.clone(), opts, "127.0.0.1:0").await?;
         let actors_stop = tokio_util::sync::CancellationToken::new();
         let mut actors = Vec::new();
         for i in 0..cfg.actors.count {
@@ -117,9 +141,7 @@ pub fn train_over_grpc(cfg: &TrainConfig, stop: Arc<AtomicBool>) -> Result<Train
         let watch_stop = {
             let token = server.shutdown.clone();
             tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                stop.cancelled().await;
                 token.cancel();
             })
         };

@@ -1,17 +1,15 @@
-//! `learner`: train locally, serve actors, or step an environment for conformance checks.
+//! The `learner` command line: its flags and what each subcommand runs.
 
+use crate::process;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use learner::config::TrainConfig;
 use std::path::PathBuf;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Proxima learner: PPO over rollouts from actors.
 #[derive(Parser)]
-#[command(version, about)]
-struct Cli {
+#[command(name = "learner", version)]
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -177,15 +175,15 @@ impl TrainArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    common::shutdown::init_process();
-    match Cli::parse().command {
+/// Runs the subcommand `cli` names.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Train { args, transport } => {
             let cfg = TrainConfig::load(args.config.as_deref(), &args.overrides())?;
-            let stop = common::shutdown::on_signal().context("cannot install signal handlers")?;
+            let stop = process::stop_on_signals().context("cannot install signal handlers")?;
             let s = match transport {
-                Transport::Local => learner::local::train(&cfg, stop)?,
-                Transport::Grpc => learner::local::train_over_grpc(&cfg, stop)?,
+                Transport::Local => crate::local::train(&cfg, stop)?,
+                Transport::Grpc => crate::local::train_over_grpc(&cfg, stop)?,
             };
             let ret = s.mean_return.map_or("-".into(), |m| format!("{m:.1}"));
             match (cfg.target_return, s.target_reached_at) {
@@ -215,20 +213,13 @@ fn main() -> anyhow::Result<()> {
                 tls: serve.tls_cert.zip(serve.tls_key),
                 resume: serve.resume,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-            if serve.metrics_addr != "none" {
-                let addr =
-                    serve.metrics_addr.parse().with_context(|| format!("bad --metrics-addr {}", serve.metrics_addr))?;
-                let _guard = runtime.enter();
-                common::metrics::serve(addr, common::metrics::Role::Learner, &cfg.env).map_err(anyhow::Error::msg)?;
-            }
+            let runtime = process::runtime(1)?;
+            process::serve_metrics(&runtime, &serve.metrics_addr, common::metrics::Role::Learner, &cfg.env)?;
             let outcome = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let s = shutdown.clone();
-                tokio::spawn(common::shutdown::shut_down_on_signals(move || s.cancel()));
+                let shutdown = process::cancel_on_signals();
                 anyhow::Ok(learner::serve::serve(cfg, opts, listener, shutdown).await?)
             })?;
             println!(
@@ -245,25 +236,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Health { addr, timeout } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let status = runtime.block_on(async {
-                let check = async {
-                    let channel = tonic::transport::Endpoint::from_shared(addr.clone())?.connect().await?;
-                    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-                    let service = "ppo.v1.Learner".to_string();
-                    let resp = client.check(tonic_health::pb::HealthCheckRequest { service }).await?;
-                    anyhow::Ok(resp.into_inner().status())
-                };
-                tokio::time::timeout(std::time::Duration::from_secs_f64(timeout), check).await
-            });
-            match status {
-                Ok(Ok(tonic_health::pb::health_check_response::ServingStatus::Serving)) => {
-                    println!("SERVING");
-                    Ok(())
-                }
-                Ok(Ok(other)) => anyhow::bail!("learner at {addr} is {other:?}"),
-                Ok(Err(e)) => anyhow::bail!("health check of {addr} failed: {e}"),
-                Err(_) => anyhow::bail!("health check of {addr} timed out"),
-            }
+            let timeout = std::time::Duration::from_secs_f64(timeout);
+            runtime.block_on(learner::serve::check_health(&addr, timeout))?;
+            println!("SERVING");
+            Ok(())
         }
         Command::EnvStep { env } => {
             let stdin = std::io::stdin().lock();

@@ -1,0 +1,9 @@
+//! `actor`: steps environments with the learner's newest policy and streams rollouts to it (see `actor --help`).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    proxima_cli::process::init();
+    proxima_cli::actor_cli::run(clap::Parser::parse())
+}

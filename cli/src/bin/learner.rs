@@ -1,0 +1,9 @@
+//! `learner`: train locally, serve actors, evaluate and render policies (see `learner --help`).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    proxima_cli::process::init();
+    proxima_cli::learner_cli::run(clap::Parser::parse())
+}

@@ -1,0 +1,65 @@
+//! What both binaries do around their work: logging, the async runtime, the metrics endpoint, and the one
+//! shutdown path (a [`CancellationToken`] cancelled by the first SIGINT or SIGTERM).
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+/// Start-up common to both binaries: one compute thread by default (see
+/// [`common::shutdown::default_compute_threads`]) and structured logs on stderr, filtered by `RUST_LOG` (default
+/// `info`). Call first thing in `main`.
+pub fn init() {
+    common::shutdown::default_compute_threads();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        // Colour codes only for a person at a terminal, not in files, pipes and container logs.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A multi-threaded runtime with `workers` worker threads.
+pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Serves Prometheus metrics on `addr` (`none`: not at all) from `runtime`.
+pub fn serve_metrics(
+    runtime: &tokio::runtime::Runtime,
+    addr: &str,
+    role: common::metrics::Role,
+    env: &str,
+) -> anyhow::Result<()> {
+    if addr == "none" {
+        return Ok(());
+    }
+    let parsed = addr.parse().with_context(|| format!("bad --metrics-addr {addr}"))?;
+    let _guard = runtime.enter();
+    common::metrics::serve(parsed, role, env).map_err(anyhow::Error::msg)
+}
+
+/// A token that the first SIGINT or SIGTERM cancels (a second exits at once). Call inside a runtime.
+pub fn cancel_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(common::shutdown::shut_down_on_signals(move || t.cancel()));
+    token
+}
+
+/// [`cancel_on_signals`] for a process without a runtime of its own: the signals are watched on a thread.
+pub fn stop_on_signals() -> std::io::Result<CancellationToken> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let token = CancellationToken::new();
+    let t = token.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || rt.block_on(common::shutdown::shut_down_on_signals(move || t.cancel())))?;
+    Ok(token)
+}
