@@ -8,7 +8,8 @@ use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
 use common::rollout::DEFAULT_NUM_ENVS;
 use common::rollout::Rollout;
-use common::wire::{PROTOCOL_VERSION, pb};
+use common::metrics::{Outcome, reason};
+use common::wire::{self, PROTOCOL_VERSION, pb};
 use rand::Rng;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -354,21 +355,20 @@ async fn submit(client: &mut Client, mut rollout: Rollout, actor_id: u64) -> Res
     let steps = rollout.len() as u64;
     match client.submit_rollout(pb::Rollout::from(&rollout)).await {
         Ok(resp) => {
-            let outcome = match resp.into_inner().outcome() {
-                pb::RolloutOutcome::Stale => "stale",
-                _ => "accepted",
-            };
-            metrics::counter!(common::metrics::ACTOR_ROLLOUTS, "outcome" => outcome).increment(1);
+            match resp.into_inner().outcome() {
+                pb::RolloutOutcome::Stale => Outcome::Stale.count_sent(),
+                _ => Outcome::Accepted.count_sent(),
+            }
             metrics::counter!(common::metrics::ACTOR_ENV_STEPS).increment(steps);
             Ok(())
         }
-        // The learner restarted and forgot us: register again.
-        Err(s) if s.code() == Code::InvalidArgument && s.message().starts_with("actor_id") => {
+        // The learner restarted or forgot us (idle): register again.
+        Err(s) if wire::rejection_reason(&s) == Some(reason::UNKNOWN_ACTOR) => {
             Err(Error::Unavailable(format!("learner no longer knows this actor: {}", s.message())))
         }
         Err(s) if s.code() == Code::InvalidArgument || s.code() == Code::ResourceExhausted => {
             // A bug on our side; the rollout is dropped, the actor carries on.
-            metrics::counter!(common::metrics::ACTOR_ROLLOUTS, "outcome" => "rejected").increment(1);
+            Outcome::Rejected.count_sent();
             tracing::error!(code = ?s.code(), message = %s.message(), "learner rejected a rollout");
             Ok(())
         }

@@ -125,6 +125,46 @@ pub mod reason {
     ];
 }
 
+/// What became of a rollout (the `outcome` label of [`ROLLOUTS`] and [`ACTOR_ROLLOUTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Queued for the trainer.
+    Accepted,
+    /// Too old on arrival (or produced by an earlier learner process): dropped quietly.
+    Stale,
+    /// Too old by the time the trainer took it from the queue (learner only).
+    Expired,
+    /// Invalid: refused with an error status.
+    Rejected,
+}
+
+impl Outcome {
+    /// Every outcome the learner counts.
+    pub const LEARNER: [Outcome; 4] = [Outcome::Accepted, Outcome::Stale, Outcome::Expired, Outcome::Rejected];
+    /// Every outcome an actor counts.
+    pub const ACTOR: [Outcome; 3] = [Outcome::Accepted, Outcome::Stale, Outcome::Rejected];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Stale => "stale",
+            Outcome::Expired => "expired",
+            Outcome::Rejected => "rejected",
+        }
+    }
+
+    /// Counts one rollout of this outcome in the learner's [`ROLLOUTS`].
+    pub fn count(self) {
+        metrics::counter!(ROLLOUTS, "outcome" => self.label()).increment(1);
+    }
+
+    /// Counts one rollout of this outcome in the actor's [`ACTOR_ROLLOUTS`].
+    pub fn count_sent(self) {
+        metrics::counter!(ACTOR_ROLLOUTS, "outcome" => self.label()).increment(1);
+    }
+}
+
 /// Why the update guard skipped a minibatch step (values of the `reason` label of [`SKIPPED_UPDATES`]).
 pub mod skip {
     /// The minibatch loss was NaN or infinite.
@@ -209,8 +249,8 @@ pub fn describe(role: Role) {
             for r in reason::ALL {
                 metrics::counter!(REJECTED, "reason" => r).absolute(0);
             }
-            for o in ["accepted", "stale", "expired", "rejected"] {
-                metrics::counter!(ROLLOUTS, "outcome" => o).absolute(0);
+            for o in Outcome::LEARNER {
+                metrics::counter!(ROLLOUTS, "outcome" => o.label()).absolute(0);
             }
         }
         Role::Actor => {
@@ -222,8 +262,8 @@ pub fn describe(role: Role) {
             describe_gauge!(ACTOR_CONNECTED, "1 while connected to the learner.");
             describe_gauge!(ACTOR_POLICY_VERSION, "Policy version the actor acts with.");
             metrics::counter!(ACTOR_RECONNECTS).absolute(0);
-            for o in ["accepted", "stale", "rejected"] {
-                metrics::counter!(ACTOR_ROLLOUTS, "outcome" => o).absolute(0);
+            for o in Outcome::ACTOR {
+                metrics::counter!(ACTOR_ROLLOUTS, "outcome" => o.label()).absolute(0);
             }
         }
     }

@@ -13,6 +13,21 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ppo_v1_descriptor.bin"));
 }
 
+/// Metadata key of a rejection status: its reason, one of [`crate::metrics::reason`] (the label the learner counts
+/// it under). Clients branch on this, never on the message text.
+pub const REASON_KEY: &str = "proxima-reason";
+
+/// `status` with its rejection `reason` attached under [`REASON_KEY`].
+pub fn with_reason(mut status: tonic::Status, reason: &'static str) -> tonic::Status {
+    status.metadata_mut().insert(REASON_KEY, tonic::metadata::MetadataValue::from_static(reason));
+    status
+}
+
+/// The rejection reason a learner attached to `status`, if any.
+pub fn rejection_reason(status: &tonic::Status) -> Option<&str> {
+    status.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok())
+}
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: pb::ProtocolVersion = pb::ProtocolVersion::ProtocolVersion1;
 

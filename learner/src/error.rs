@@ -88,7 +88,8 @@ impl Error {
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
-        match e {
+        let reason = e.rejection_reason();
+        let status = match e {
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
             Error::Mismatch(_) => tonic::Status::failed_precondition(msg),
             Error::Rollout(_) | Error::UnknownActor(_) | Error::FutureVersion { .. } | Error::BadName(_) => {
@@ -97,6 +98,10 @@ impl From<Error> for tonic::Status {
             Error::TooManyActors(_) => tonic::Status::resource_exhausted(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
             _ => tonic::Status::internal(msg),
+        };
+        match reason {
+            Some(reason) => common::wire::with_reason(status, reason),
+            None => status,
         }
     }
 }

@@ -247,22 +247,24 @@ impl LearnerService {
         Ok(rollout)
     }
 
-    /// Queues a rollout for the trainer, waiting while the queue is full (backpressure on the sender).
-    async fn hand_off(&self, mut rollout: Rollout) -> Result<(), Error> {
-        loop {
-            match self.rollouts.try_send(rollout) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(r)) => {
-                    if self.shutdown.is_cancelled() {
-                        return Err(Error::Unavailable("learner is shutting down".into()));
-                    }
-                    rollout = r;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err(Error::Unavailable("learner has stopped training".into()));
-                }
-            }
+    /// Queues a rollout for the trainer, waiting while the bounded queue is full (backpressure on the sender):
+    /// at once when there is room, else a blocking `send` on the blocking pool that this call awaits, woken by the
+    /// trainer taking a rollout. Shutdown ends the wait (the blocked send ends when the trainer drops its side).
+    async fn hand_off(&self, rollout: Rollout) -> Result<(), Error> {
+        let stopped = || Error::Unavailable("learner has stopped training".into());
+        let rollout = match self.rollouts.try_send(rollout) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(r)) => r,
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+        };
+        let tx = self.rollouts.clone();
+        let send = tokio::task::spawn_blocking(move || tx.send(rollout).is_ok());
+        tokio::select! {
+            sent = send => match sent {
+                Ok(true) => Ok(()),
+                _ => Err(stopped()),
+            },
+            _ = self.shutdown.cancelled() => Err(Error::Unavailable("learner is shutting down".into())),
         }
     }
 }
@@ -361,7 +363,7 @@ impl pb::learner_server::Learner for LearnerService {
         // Produced by a policy of an earlier learner process (this one may have resumed from an older
         // checkpoint): from a lost future, not misbehaviour. Dropped quietly.
         if msg.incarnation != 0 && msg.incarnation != self.incarnation {
-            metrics::counter!(m::ROLLOUTS, "outcome" => "stale").increment(1);
+            m::Outcome::Stale.count();
             tracing::debug!(
                 actor_id = msg.actor_id,
                 version = msg.policy_version,
@@ -376,7 +378,7 @@ impl pb::learner_server::Learner for LearnerService {
                 count_rejection(&e);
                 // The actor's envs moved on without the learner seeing these steps.
                 let _ = self.track_episodes(msg.actor_id, None);
-                metrics::counter!(m::ROLLOUTS, "outcome" => "rejected").increment(1);
+                m::Outcome::Rejected.count();
                 tracing::debug!(actor_id = msg.actor_id, error = %e, "rollout rejected");
                 return Err(e.into());
             }
@@ -384,12 +386,12 @@ impl pb::learner_server::Learner for LearnerService {
         let lag = current.saturating_sub(rollout.policy_version);
         metrics::histogram!(m::POLICY_LAG).record(lag as f64);
         if lag > self.run.max_policy_lag {
-            metrics::counter!(m::ROLLOUTS, "outcome" => "stale").increment(1);
+            m::Outcome::Stale.count();
             let outcome = pb::RolloutOutcome::Stale as i32;
             return Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current }));
         }
         self.hand_off(rollout).await.map_err(Status::from)?;
-        metrics::counter!(m::ROLLOUTS, "outcome" => "accepted").increment(1);
+        m::Outcome::Accepted.count();
         let outcome = pb::RolloutOutcome::Accepted as i32;
         Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current }))
     }

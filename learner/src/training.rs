@@ -62,7 +62,7 @@ pub fn run(
             match rx.recv_timeout(Duration::from_millis(50)) {
                 // Too old by now (it waited in the queue while the policy moved on): drop it, keep gathering.
                 Ok(r) if trainer.is_stale(&r) => {
-                    metrics::counter!(m::ROLLOUTS, "outcome" => "expired").increment(1);
+                    m::Outcome::Expired.count();
                     expired += 1;
                 }
                 Ok(r) => {
