@@ -3,12 +3,13 @@
 
 use crate::Error;
 use crate::sampler::{PolicyWait, Sampler, SamplerConfig, run_sampler};
+use common::ids::ActorId;
+use common::metrics::{Outcome, reason};
 use common::net::ModelConfig;
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
 use common::rollout::DEFAULT_NUM_ENVS;
 use common::rollout::Rollout;
-use common::metrics::{Outcome, reason};
 use common::wire::{self, PROTOCOL_VERSION, pb};
 use rand::Rng;
 use std::path::PathBuf;
@@ -351,7 +352,7 @@ async fn session(
 }
 
 async fn submit(client: &mut Client, mut rollout: Rollout, actor_id: u64) -> Result<(), Error> {
-    rollout.actor_id = actor_id;
+    rollout.actor_id = ActorId(actor_id);
     let steps = rollout.len() as u64;
     match client.submit_rollout(pb::Rollout::from(&rollout)).await {
         Ok(resp) => {
@@ -408,7 +409,7 @@ fn start_worker(opts: &ActorOptions, reg: &pb::RegisterResponse, first: PolicySn
     let (c, s) = (cell.clone(), stop.clone());
     let thread = std::thread::Builder::new()
         .name("sampler".into())
-        .spawn(move || run_sampler(sampler, &model, 0, &c, &tx, &s))
+        .spawn(move || run_sampler(sampler, &model, &c, &tx, &s))
         .map_err(|e| Error::Config(format!("cannot start the sampler thread: {e}")))?;
     Ok(Worker { cell, rollouts: rx, stop, thread })
 }

@@ -8,4 +8,4 @@ mod error;
 mod sampler;
 
 pub use error::Error;
-pub use sampler::{PolicyWait, RolloutSink, Sampler, SamplerConfig, SinkClosed, run_sampler};
+pub use sampler::{PolicyWait, RolloutSink, Sampler, SamplerConfig, SinkClosed, Stamped, run_sampler};

@@ -2,6 +2,7 @@
 
 use crate::Error;
 use common::env::{Space, VecEnv};
+use common::ids::{ActorId, PolicyVersion};
 use common::net::{ActorCriticNet, ModelConfig};
 use common::policy::{ActOutput, Policy};
 use common::policy_cell::PolicyCell;
@@ -77,7 +78,7 @@ impl Sampler {
         let space = self.env.action_space();
         let a = space.flat_dim();
         let mut r = Rollout {
-            policy_version: policy.version(),
+            policy_version: PolicyVersion(policy.version()),
             num_steps: t_max,
             num_envs: n,
             obs: Vec::with_capacity(t_max * n * d),
@@ -134,13 +135,28 @@ impl RolloutSink for tokio::sync::mpsc::Sender<Rollout> {
     }
 }
 
+/// A sink that stamps every rollout with its actor's id before handing it on (local mode, where the id is fixed;
+/// the networked actor stamps the id the learner handed out when it submits).
+pub struct Stamped<S> {
+    /// Where the rollouts go.
+    pub sink: S,
+    /// The id they carry.
+    pub actor_id: ActorId,
+}
+
+impl<S: RolloutSink> RolloutSink for Stamped<S> {
+    fn send(&self, mut rollout: Rollout) -> Result<(), SinkClosed> {
+        rollout.actor_id = self.actor_id;
+        self.sink.send(rollout)
+    }
+}
+
 /// The sampler loop: load the newest policy, collect, send; until `stop` is set or the sink closes.
 ///
 /// In `sync` mode each rollout waits for a policy newer than the one that produced the previous rollout.
 pub fn run_sampler(
     mut sampler: Sampler,
     model_cfg: &ModelConfig,
-    actor_id: u64,
     policies: &PolicyCell,
     sink: &impl RolloutSink,
     stop: &CancellationToken,
@@ -177,9 +193,8 @@ pub fn run_sampler(
             policy = Policy::from_snapshot(&net, &snapshot)?;
         }
         let mut rollout = sampler.collect(&mut policy)?;
-        rollout.actor_id = actor_id;
         rollout.incarnation = snapshot.incarnation;
-        used = Some((snapshot.incarnation, rollout.policy_version));
+        used = Some((snapshot.incarnation, rollout.policy_version.0));
         if sink.send(rollout).is_err() {
             break;
         }

@@ -130,7 +130,7 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
                 })
                 .await?
                 .into_inner();
-            let request = pb::Rollout::from(&Rollout { actor_id: reg.actor_id, ..template });
+            let request = pb::Rollout::from(&Rollout { actor_id: common::ids::ActorId(reg.actor_id), ..template });
             let mut sent = 0u64;
             while Instant::now() < deadline {
                 client.submit_rollout(request.clone()).await?;

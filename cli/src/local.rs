@@ -1,7 +1,8 @@
 //! Local mode (`learner train`): the trainer and N actor samplers in one process, connected by a bounded
 //! channel for rollouts and a [`PolicyCell`] for weights; the same pieces the distributed mode uses.
 
-use actor::{PolicyWait, Sampler, SamplerConfig, run_sampler};
+use actor::{PolicyWait, Sampler, SamplerConfig, Stamped, run_sampler};
+use common::ids::ActorId;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use learner::config::{ActorsConfig, TrainConfig};
@@ -81,7 +82,9 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary>
         let (cell, tx, stop, model) = (cell.clone(), tx.clone(), samplers_stop.clone(), cfg.model.clone());
         let handle = std::thread::Builder::new()
             .name(format!("sampler-{i}"))
-            .spawn(move || run_sampler(sampler, &model, i as u64, &cell, &tx, &stop))
+            .spawn(move || {
+                run_sampler(sampler, &model, &cell, &Stamped { sink: tx, actor_id: ActorId(i as u64) }, &stop)
+            })
             .map_err(|e| Error::Internal(format!("cannot start sampler thread: {e}")))?;
         workers.push(handle);
     }

@@ -1,6 +1,7 @@
 //! A rollout: `T` consecutive steps of `N` environments from one actor, in time-major packed buffers.
 
 use crate::env::{EpisodeStats, Space};
+use crate::ids::{ActorId, PolicyVersion};
 
 /// Environments an actor steps together unless configured otherwise (the actor's `--num-envs`, the learner's
 /// `actors.num_envs`).
@@ -13,9 +14,9 @@ pub const DEFAULT_ROLLOUT_STEPS: usize = 128;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollout {
     /// Learner-assigned id of the actor that produced it (stream id for per-actor state such as reward scaling).
-    pub actor_id: u64,
+    pub actor_id: ActorId,
     /// Version of the policy that chose the actions (and produced `log_probs` and `values`).
-    pub policy_version: u64,
+    pub policy_version: PolicyVersion,
     /// `T`: steps per env.
     pub num_steps: usize,
     /// `N`: envs.

@@ -1,6 +1,7 @@
 //! The wire protocol (`proto/ppo/v1/ppo.proto`) and conversions between its messages and our types.
 
 use crate::env::{EpisodeStats, Space};
+use crate::ids::{ActorId, PolicyVersion};
 use crate::rollout::{Rollout, RolloutError, RolloutErrorKind};
 use bytes::Bytes;
 
@@ -93,8 +94,8 @@ fn bools(field: &'static str, b: &[u8]) -> Result<Vec<bool>, RolloutError> {
 impl From<&Rollout> for pb::Rollout {
     fn from(r: &Rollout) -> Self {
         pb::Rollout {
-            actor_id: r.actor_id,
-            policy_version: r.policy_version,
+            actor_id: r.actor_id.0,
+            policy_version: r.policy_version.0,
             num_steps: r.num_steps as u32,
             num_envs: r.num_envs as u32,
             obs: f32_bytes(&r.obs),
@@ -126,8 +127,8 @@ impl TryFrom<&pb::Rollout> for Rollout {
 
     fn try_from(m: &pb::Rollout) -> Result<Self, RolloutError> {
         Ok(Rollout {
-            actor_id: m.actor_id,
-            policy_version: m.policy_version,
+            actor_id: ActorId(m.actor_id),
+            policy_version: PolicyVersion(m.policy_version),
             num_steps: m.num_steps as usize,
             num_envs: m.num_envs as usize,
             obs: f32s("obs", &m.obs)?,
@@ -161,8 +162,8 @@ mod tests {
     #[test]
     fn rollout_round_trip_and_bad_bytes() {
         let r = Rollout {
-            actor_id: 3,
-            policy_version: 9,
+            actor_id: ActorId(3),
+            policy_version: PolicyVersion(9),
             num_steps: 1,
             num_envs: 2,
             obs: vec![1.0, 2.0],

@@ -10,6 +10,7 @@
 //! found per rollout and leave the update.
 
 use crate::config::Objective;
+use common::ids::ActorId;
 use common::metrics as m;
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -24,7 +25,7 @@ pub const MAX_LOG_RATIO: f64 = 20.0;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowSource {
     /// The actor that sent the rollout.
-    pub actor_id: u64,
+    pub actor_id: ActorId,
     /// Its rows in the batch.
     pub rows: Range<usize>,
 }
@@ -135,7 +136,7 @@ pub struct EpochStats {
     /// Steps the guard skipped (not applied).
     pub skipped_steps: usize,
     /// Actors whose rollouts were blamed for a skipped step and dropped from the update.
-    pub faulty_actors: Vec<u64>,
+    pub faulty_actors: Vec<ActorId>,
 }
 
 /// A backend's minibatch step as the guarded epoch loop sees it.
@@ -183,7 +184,7 @@ fn blame<S: MinibatchStep>(
         out.faulty_actors.push(source.actor_id);
         metrics::counter!(m::FAULTY_ROLLOUTS).increment(1);
         tracing::warn!(
-            actor_id = source.actor_id,
+            actor_id = source.actor_id.0,
             rows = source.rows.len(),
             "a rollout of this actor made the loss or gradient non-finite; its rows leave this update"
         );

@@ -2,6 +2,7 @@
 
 use crate::error::Error;
 use common::env::Space;
+use common::ids::PolicyVersion;
 use common::metrics as m;
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
@@ -240,8 +241,8 @@ impl LearnerService {
         }
         rollout.validate(self.run.observation_space.flat_dim(), &self.run.action_space, &self.run.bounds)?;
         let current = self.policies.latest().version;
-        if rollout.policy_version > current {
-            return Err(Error::FutureVersion { got: rollout.policy_version, current });
+        if rollout.policy_version > PolicyVersion(current) {
+            return Err(Error::FutureVersion { got: rollout.policy_version.0, current });
         }
         self.track_episodes(msg.actor_id, Some(&mut rollout))?;
         Ok(rollout)
@@ -383,17 +384,17 @@ impl pb::learner_server::Learner for LearnerService {
                 return Err(e.into());
             }
         };
-        let lag = current.saturating_sub(rollout.policy_version);
-        metrics::histogram!(m::POLICY_LAG).record(lag as f64);
-        if lag > self.run.max_policy_lag {
+        let (version, current) = (rollout.policy_version, PolicyVersion(current));
+        metrics::histogram!(m::POLICY_LAG).record(version.lag(current) as f64);
+        if version.too_old(current, self.run.max_policy_lag) {
             m::Outcome::Stale.count();
             let outcome = pb::RolloutOutcome::Stale as i32;
-            return Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current }));
+            return Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current.0 }));
         }
         self.hand_off(rollout).await.map_err(Status::from)?;
         m::Outcome::Accepted.count();
         let outcome = pb::RolloutOutcome::Accepted as i32;
-        Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current }))
+        Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current.0 }))
     }
 
     type SubscribePolicyStream = PolicyStream;

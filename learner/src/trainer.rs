@@ -8,6 +8,7 @@ use crate::gae::{GaeInput, gae};
 use crate::optim::AdamState;
 use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
 use common::env::Space;
+use common::ids::{ActorId, PolicyVersion};
 use common::net::ActorCriticNet;
 use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
 use common::policy::{PolicySnapshot, encode_weights};
@@ -105,7 +106,7 @@ pub struct Trainer {
     obs_norm: Option<ObsNormalizer>,
     reward_scaler: Option<RewardScaler>,
     /// Discounted-return accumulators of the reward scaler, per actor stream.
-    reward_returns: HashMap<u64, Vec<f64>>,
+    reward_returns: HashMap<ActorId, Vec<f64>>,
     version: u64,
     env_steps: u64,
     episodes: u64,
@@ -259,7 +260,7 @@ impl Trainer {
 
     /// True if `rollout` is more than `max_policy_lag` versions behind the current policy.
     pub fn is_stale(&self, rollout: &Rollout) -> bool {
-        self.version.saturating_sub(rollout.policy_version) > self.cfg.ppo.max_policy_lag
+        rollout.policy_version.too_old(PolicyVersion(self.version), self.cfg.ppo.max_policy_lag)
     }
 
     /// One PPO update on `rollouts`; rollouts more than `max_policy_lag` versions old are dropped first.

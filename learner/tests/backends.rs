@@ -208,8 +208,8 @@ fn guard_skips_non_finite_steps_and_blames_the_rollout() {
         let before = params(b.as_ref(), &net);
         let mut data = batch("Pendulum-v1", 192);
         data.sources = vec![
-            learner::ppo::RowSource { actor_id: 7, rows: 0..96 },
-            learner::ppo::RowSource { actor_id: 8, rows: 96..192 },
+            learner::ppo::RowSource { actor_id: common::ids::ActorId(7), rows: 0..96 },
+            learner::ppo::RowSource { actor_id: common::ids::ActorId(8), rows: 96..192 },
         ];
         data.advantages[100] = f32::NAN;
         data.returns[150] = f32::INFINITY;
@@ -218,7 +218,7 @@ fn guard_skips_non_finite_steps_and_blames_the_rollout() {
             b.run_epochs(&data, &clip_coefs(Objective::Clip), &plan, 3e-4, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
         let what = format!("{kind:?}: {stats:?}");
         assert!(stats.skipped_steps >= 1, "{what}");
-        assert_eq!(stats.faulty_actors, vec![8], "{what}");
+        assert_eq!(stats.faulty_actors, vec![common::ids::ActorId(8)], "{what}");
         // After the blame, actor 7's 96 rows train on: 2 minibatches per epoch at most.
         assert!(stats.steps >= 3, "{what}");
         assert!(stats.mean.loss.is_finite(), "{what}");

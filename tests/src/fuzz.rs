@@ -386,7 +386,7 @@ impl Harness {
             panic!("SubmitRollout answered {outcome} for an invalid rollout: {why}");
         }
         assert_eq!(registered, Some(msg.num_envs), "answered {outcome} with num_envs differing from the registration");
-        let lag = CURRENT_VERSION.checked_sub(rollout.policy_version);
+        let lag = CURRENT_VERSION.checked_sub(rollout.policy_version.0);
         let lag = lag.unwrap_or_else(|| panic!("answered {outcome} for future version {}", rollout.policy_version));
         assert_eq!(outcome == Outcome::Stale, lag > case.cfg.ppo.max_policy_lag, "{outcome} at policy lag {lag}");
         if outcome == Outcome::Accepted {
@@ -463,7 +463,7 @@ impl Harness {
                 Target::Checkpoint => {
                     let mut trainer = Trainer::new(&case.cfg)?;
                     let mut rollout = self.sample(case, case.cfg.actors.num_envs, case.cfg.actors.rollout_steps)?;
-                    rollout.policy_version = trainer.version();
+                    rollout.policy_version = common::ids::PolicyVersion(trainer.version());
                     trainer.update(vec![rollout])?;
                     let dir = tempfile::tempdir()?;
                     let path = Checkpointer::new(dir.path(), 1)?.save(&trainer)?;
@@ -482,7 +482,7 @@ impl Harness {
         let space = sampler.action_space();
         let net = common::net::ActorCriticNet::new(&case.cfg.model, sampler.obs_dim(), &space);
         let mut policy = Policy::from_snapshot(&net, &case.snapshot)?;
-        Ok(Rollout { actor_id: 0, ..sampler.collect(&mut policy)? })
+        Ok(Rollout { actor_id: common::ids::ActorId(0), ..sampler.collect(&mut policy)? })
     }
 }
 

@@ -13,6 +13,7 @@
 
 use actor::{Sampler, SamplerConfig};
 use common::env::EpisodeStats;
+use common::ids::{ActorId, PolicyVersion};
 use common::net::{ActorCriticNet, ModelConfig};
 use common::policy::{Policy, PolicySnapshot};
 use common::rollout::Rollout;
@@ -225,7 +226,7 @@ impl GoodActor {
     /// A valid rollout of this actor in which no episode ends.
     fn quiet_rollout(&mut self) -> Rollout {
         let mut r = self.sampler.collect(&mut self.policy).expect("collect a rollout");
-        r.actor_id = self.id;
+        r.actor_id = ActorId(self.id);
         r.terminated.fill(false);
         r.truncated.fill(false);
         r.final_obs.clear();
@@ -390,14 +391,14 @@ async fn action_out_of_range_case(actor: &mut GoodActor) {
 
 async fn future_version_case(actor: &mut GoodActor) {
     let mut r = actor.bad_rollout();
-    r.policy_version = 1_000;
+    r.policy_version = PolicyVersion(1_000);
     let what = "policy version from the future";
     assert_rejected(actor, pb::Rollout::from(&r), Code::InvalidArgument, &["policy_version"], what).await;
 }
 
 async fn unknown_actor_case(actor: &mut GoodActor) {
     let mut r = actor.bad_rollout();
-    r.actor_id = actor.id + 1_000_000;
+    r.actor_id = ActorId(actor.id + 1_000_000);
     let what = "unknown actor id";
     assert_rejected(actor, pb::Rollout::from(&r), Code::InvalidArgument, &["actor_id"], what).await;
     let r = actor.client.subscribe_policy(pb::SubscribePolicyRequest { actor_id: actor.id + 1_000_000 }).await;
@@ -409,7 +410,7 @@ async fn oversized_case(actor: &mut GoodActor) {
     // 2 envs x 2048 steps: obs alone are 64 KiB, the whole message about 2.3x that.
     let cfg = SamplerConfig { num_envs: NUM_ENVS, rollout_steps: 2048, ..Default::default() };
     let mut big = Sampler::new(ENV, &cfg, 7).expect("sampler").collect(&mut actor.policy).expect("collect");
-    big.actor_id = actor.id;
+    big.actor_id = ActorId(actor.id);
     big.episodes = vec![EpisodeStats { env_index: 0, episode_return: BAD_RETURN, length: 1 }];
     let m = pb::Rollout::from(&big);
     let size = prost_len(&m);
@@ -708,7 +709,7 @@ async fn extreme_values_within_opened_bounds_never_poison_the_policy() {
         let mut version = 0;
         for (what, poison) in cases {
             let mut r = actor.quiet_rollout();
-            r.policy_version = version;
+            r.policy_version = PolicyVersion(version);
             poison(&mut r);
             let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await;
             let resp = resp.unwrap_or_else(|s| panic!("{what}: within the opened bounds yet rejected: {s:?}"));
@@ -739,7 +740,7 @@ async fn episode_records_must_add_up() {
         let mut known = std::collections::HashSet::new();
         for i in 0..40 {
             let mut r = actor.sampler.collect(&mut actor.policy).expect("collect");
-            r.actor_id = actor.id;
+            r.actor_id = ActorId(actor.id);
             // Once in a while, inflate the return (or stretch the length) of a record whose start was seen.
             let target = r.episodes.iter().position(|ep| known.contains(&ep.env_index));
             if let (true, Some(k)) = (i % 4 == 3, target) {
@@ -830,7 +831,7 @@ async fn registry_is_bounded_and_forgets_idle_actors() {
         // The actor without a stream is forgotten after the idle time; the streaming one is kept.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut r = streaming.bad_rollout();
-        r.actor_id = idle.actor_id;
+        r.actor_id = ActorId(idle.actor_id);
         assert_rejected(&mut streaming, pb::Rollout::from(&r), Code::InvalidArgument, &["actor_id"], "forgotten").await;
         c.register(register_request()).await.expect("the forgotten actor's place is free again");
         let after = (rejected(common::metrics::reason::BAD_NAME), rejected(common::metrics::reason::TOO_MANY_ACTORS));
@@ -852,16 +853,16 @@ async fn rollouts_of_an_earlier_learner_are_stale_not_rejected() {
         assert_ne!(actor.incarnation, 0, "the learner announces its incarnation");
         let before = rejected(common::metrics::reason::FUTURE_VERSION);
         let mut r = actor.bad_rollout();
-        (r.policy_version, r.incarnation) = (1_000, actor.incarnation.wrapping_add(1).max(1));
+        (r.policy_version, r.incarnation) = (PolicyVersion(1_000), actor.incarnation.wrapping_add(1).max(1));
         let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await.expect("quietly dropped, not rejected");
         assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Stale);
         // Also from an actor id this learner never handed out (the earlier learner did).
-        r.actor_id += 1_000_000;
+        r.actor_id.0 += 1_000_000;
         let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await.expect("quietly dropped, not rejected");
         assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Stale);
         assert_eq!(rejected(common::metrics::reason::FUTURE_VERSION), before, "not counted as misbehaviour");
         let mut r = actor.bad_rollout();
-        (r.policy_version, r.incarnation) = (1_000, actor.incarnation);
+        (r.policy_version, r.incarnation) = (PolicyVersion(1_000), actor.incarnation);
         let what = "a future version of this incarnation";
         assert_rejected(&mut actor, pb::Rollout::from(&r), Code::InvalidArgument, &["policy_version"], what).await;
         actor.check_accepted_and_trained(&server.run_dir).await;
