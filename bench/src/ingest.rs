@@ -6,9 +6,9 @@ use common::env::VecEnv;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use common::wire::pb;
-use learner::auth::TokenAuth;
 use learner::config::TrainConfig;
-use learner::service::{LearnerService, RunInfo};
+use learner::server::auth::TokenAuth;
+use learner::server::handlers::{LearnerService, RunInfo};
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
 
 async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
     let cfg = TrainConfig::default();
-    let trainer = learner::trainer::Trainer::new(&cfg)?;
+    let trainer = learner::update::trainer::Trainer::new(&cfg)?;
     let spec = common::env::make(&cfg.env)?;
     let run = RunInfo {
         env_id: cfg.env.clone(),

@@ -9,7 +9,7 @@
 
 use common::net::ActorCriticNet;
 use learner::config::{BackendKind, Objective, TrainConfig};
-use learner::ppo::{EpochPlan, HostBatch, LossCoefs};
+use learner::update::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use std::collections::HashMap;
@@ -121,7 +121,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let plan =
         EpochPlan { num_epochs: args.epochs, minibatch_size: args.minibatch, max_grad_norm: 0.5, target_kl: None };
     let dense = ActorCriticNet::new(&cfg.model, obs_dim, &space);
-    let mut model = learner::backend::create(&cfg, &dense, 1)?;
+    let mut model = learner::update::backend::create(&cfg, &dense, 1)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;
     let before = thread_cpu_ns();

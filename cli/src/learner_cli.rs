@@ -208,7 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 overrides.push(format!("server.listen={l:?}"));
             }
             let cfg = TrainConfig::load(args.config.as_deref(), &overrides)?;
-            let opts = learner::serve::ServeOptions {
+            let opts = learner::server::ServeOptions {
                 token: serve.token,
                 tls: serve.tls_cert.zip(serve.tls_key),
                 resume: serve.resume,
@@ -220,7 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
                 let shutdown = process::cancel_on_signals();
-                anyhow::Ok(learner::serve::serve(cfg, opts, listener, shutdown).await?)
+                anyhow::Ok(learner::server::serve(cfg, opts, listener, shutdown).await?)
             })?;
             println!(
                 "learner stopped: {} env steps, policy v{}, mean return {}",
@@ -231,13 +231,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plot { run_dir } => {
-            println!("{}", learner::plot::plot_run(&run_dir)?.display());
+            println!("{}", learner::run::plot::plot_run(&run_dir)?.display());
             Ok(())
         }
         Command::Health { addr, timeout } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let timeout = std::time::Duration::from_secs_f64(timeout);
-            runtime.block_on(learner::serve::check_health(&addr, timeout))?;
+            runtime.block_on(learner::server::check_health(&addr, timeout))?;
             println!("SERVING");
             Ok(())
         }

@@ -6,10 +6,10 @@ use common::ids::ActorId;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use learner::config::{ActorsConfig, TrainConfig};
-use learner::progress::{Display, ProgressCsv};
-use learner::run_dir::RunDir;
-use learner::trainer::Trainer;
-use learner::training::{self, LoopOutcome, LoopOutputs};
+use learner::run::dir::RunDir;
+use learner::run::progress::{Display, ProgressCsv};
+use learner::run::update_loop::{self, LoopOutcome, LoopOutputs};
+use learner::update::trainer::Trainer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -96,7 +96,7 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary>
         display: Display::for_terminal(cfg.total_steps, std::time::Duration::from_secs_f64(cfg.log_interval_seconds)),
         checkpoints: None,
     };
-    let mut outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop)
+    let mut outcome = update_loop::run(&mut trainer, &rx, &cell, outputs, &stop)
         .map(|o| TrainSummary::new(run.path().to_path_buf(), o))
         .map_err(Error::from);
     samplers_stop.cancel();
@@ -110,7 +110,7 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary>
         }
     }
     run.write_model(&trainer.weights()?)?;
-    if let Err(e) = learner::plot::plot_run(run.path()) {
+    if let Err(e) = learner::run::plot::plot_run(run.path()) {
         tracing::warn!(error = %e, "could not draw progress.png");
     }
     outcome
@@ -128,8 +128,8 @@ pub fn train_over_grpc(cfg: &TrainConfig, stop: CancellationToken) -> Result<Tra
     cfg.run_name
         .get_or_insert_with(|| format!("{}-seed{}-grpc-{}", cfg.env, cfg.seed, common::policy::unix_now() as u64));
     runtime.block_on(async move {
-        let opts = learner::serve::ServeOptions::default();
-        let (server, task) = learner::serve::spawn(cfg.clone(), opts, "127.0.0.1:0").await?;
+        let opts = learner::server::ServeOptions::default();
+        let (server, task) = learner::server::spawn(cfg.clone(), opts, "127.0.0.1:0").await?;
         let actors_stop = tokio_util::sync::CancellationToken::new();
         let mut actors = Vec::new();
         for i in 0..cfg.actors.count {

@@ -174,8 +174,8 @@ impl ServerConfig {
     }
 
     /// The bounds of the actor registry.
-    pub fn registry_limits(&self) -> crate::service::RegistryLimits {
-        crate::service::RegistryLimits {
+    pub fn registry_limits(&self) -> crate::server::handlers::RegistryLimits {
+        crate::server::handlers::RegistryLimits {
             max_name_bytes: self.max_actor_name_bytes,
             max_actors: self.max_actors,
             idle: std::time::Duration::from_secs_f64(self.actor_idle_seconds),
@@ -395,7 +395,7 @@ impl TrainConfig {
         if self.return_window == 0 {
             return bad("return_window", "must be at least 1");
         }
-        let device = crate::backend::device::parse_device(&self.device)
+        let device = crate::update::backend::device::parse_device(&self.device)
             .map_err(|reason| ConfigError::Invalid { key: "device", reason })?;
         if self.backend == BackendKind::Fused && !device.is_cpu() {
             return bad("backend", "the fused backend runs on the CPU only; use backend = \"candle\" with CUDA");

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Metadata `format` of a checkpoint written by [`crate::checkpoint::Checkpointer`].
+/// Metadata `format` of a checkpoint written by [`crate::run::checkpoint::Checkpointer`].
 const CHECKPOINT_FORMAT: &str = "proxima-checkpoint-v1";
 
 /// A policy read back from disk, with the env it was trained on.
@@ -240,8 +240,8 @@ pub(crate) mod tests {
         ];
         overrides.extend(extra.iter().map(|s| s.to_string()));
         let cfg = TrainConfig::load(None, &overrides).unwrap();
-        let mut trainer = crate::trainer::Trainer::new(&cfg).unwrap();
-        let run = crate::run_dir::RunDir::create(&cfg).unwrap();
+        let mut trainer = crate::update::trainer::Trainer::new(&cfg).unwrap();
+        let run = crate::run::dir::RunDir::create(&cfg).unwrap();
         let mut sampler = crate::test_support::sampler(&cfg, 1);
         while trainer.env_steps() < cfg.total_steps {
             let r = crate::test_support::collect(&trainer, &mut sampler);
@@ -288,8 +288,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg =
             TrainConfig::load(None, &["env=\"Pendulum-v1\"".into(), "normalize.observations=true".into()]).unwrap();
-        let trainer = crate::trainer::Trainer::new(&cfg).unwrap();
-        let ck = crate::checkpoint::Checkpointer::new(dir.path(), 1).unwrap();
+        let trainer = crate::update::trainer::Trainer::new(&cfg).unwrap();
+        let ck = crate::run::checkpoint::Checkpointer::new(dir.path(), 1).unwrap();
         let path = ck.save(&trainer).unwrap();
         let opts = EvalOptions { episodes: 2, deterministic: false, seed: 1 };
         let report = run(&path, Some("Pendulum-v1"), &opts).unwrap();

@@ -1,25 +1,20 @@
 //! The learner: PPO (clipped and adaptive-KL objectives) over rollouts from actors, publishing new weights.
+//!
+//! Three parts, one folder each: [`server`] (the gRPC service actors talk to: authentication, validation, the
+//! hand-off to the trainer), [`run`] (the loop that turns queued rollouts into updates, checkpoints, the run
+//! directory and progress output) and [`update`] (one PPO update: GAE, the loss and its gradients, the optimiser,
+//! the CPU and candle backends). `eval`, `render` and `env_step` are the tools that use a trained policy or an env.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod auth;
-pub mod backend;
-pub mod checkpoint;
 pub mod config;
 pub mod env_step;
 pub mod error;
 pub mod eval;
-pub mod gae;
-pub mod optim;
-pub mod plot;
-pub mod ppo;
-pub mod progress;
 pub mod render;
-pub mod run_dir;
-pub mod serve;
-pub mod service;
-pub mod trainer;
-pub mod training;
+pub mod run;
+pub mod server;
+pub mod update;
 
 pub use error::{Error, Result};
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::config::TrainConfig;
-use crate::trainer::Trainer;
+use crate::update::trainer::Trainer;
 use common::policy::Policy;
 use common::rollout::Rollout;
 

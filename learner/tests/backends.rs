@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use common::net::ActorCriticNet;
-use learner::backend::{self, Backend};
 use learner::config::{BackendKind, Objective, TrainConfig};
-use learner::optim::AdamState;
-use learner::ppo::{EpochPlan, HostBatch, LossCoefs};
+use learner::update::backend::{self, Backend};
+use learner::update::optim::AdamState;
+use learner::update::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -208,8 +208,8 @@ fn guard_skips_non_finite_steps_and_blames_the_rollout() {
         let before = params(b.as_ref(), &net);
         let mut data = batch("Pendulum-v1", 192);
         data.sources = vec![
-            learner::ppo::RowSource { actor_id: common::ids::ActorId(7), rows: 0..96 },
-            learner::ppo::RowSource { actor_id: common::ids::ActorId(8), rows: 96..192 },
+            learner::update::ppo::RowSource { actor_id: common::ids::ActorId(7), rows: 0..96 },
+            learner::update::ppo::RowSource { actor_id: common::ids::ActorId(8), rows: 96..192 },
         ];
         data.advantages[100] = f32::NAN;
         data.returns[150] = f32::INFINITY;

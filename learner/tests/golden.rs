@@ -7,12 +7,12 @@
 use candle_core::{DType, Device, Tensor};
 use common::env::Space;
 use common::net::{ActorCriticNet, ModelConfig};
-use learner::backend::FusedBackend;
-use learner::backend::candle::loss::{Batch, minibatch_loss, minibatch_step};
-use learner::backend::candle::model::{ActorCritic, sorted_vars};
-use learner::backend::candle::optim::Adam;
 use learner::config::Objective;
-use learner::ppo::{HostBatch, LossCoefs, MinibatchStats, StepOutcome};
+use learner::update::backend::FusedBackend;
+use learner::update::backend::candle::loss::{Batch, minibatch_loss, minibatch_step};
+use learner::update::backend::candle::model::{ActorCritic, sorted_vars};
+use learner::update::backend::candle::optim::Adam;
+use learner::update::ppo::{HostBatch, LossCoefs, MinibatchStats, StepOutcome};
 use std::collections::HashMap;
 
 struct Golden {
@@ -152,7 +152,7 @@ fn check_fused_case(name: &str) {
         sources: Vec::new(),
     };
     let tensors: Vec<Tensor> = sorted_vars(&varmap).unwrap().iter().map(|(_, v)| v.as_tensor().clone()).collect();
-    let params = learner::backend::candle::model::flatten(&tensors).unwrap();
+    let params = learner::update::backend::candle::model::flatten(&tensors).unwrap();
     let mut fused = FusedBackend::new(&net, params.clone(), 2).unwrap();
     let idx: Vec<u32> = (0..host.len() as u32).collect();
     // The golden tensor of each parameter, next to its span of a flat vector.
@@ -170,7 +170,7 @@ fn check_fused_case(name: &str) {
     let outcome = fused.minibatch_step(&host, &idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
     let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
     scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
-    for (pname, t) in by_name(&learner::backend::Backend::params(&fused).unwrap()) {
+    for (pname, t) in by_name(&learner::update::backend::Backend::params(&fused).unwrap()) {
         assert_close(&format!("fused next.{pname}"), &t, &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
     }
 }

@@ -5,7 +5,7 @@
 //! - [`Target::Rollout`]: bytes -> prost decode of `pb::Rollout` -> the learner's `SubmitRollout` handler
 //!   (conversion, validation, hand-off to the trainer queue);
 //! - [`Target::Register`]: bytes -> `pb::RegisterRequest` -> the `Register` handler;
-//! - [`Target::Checkpoint`]: bytes written to a file -> `learner::checkpoint::load`.
+//! - [`Target::Checkpoint`]: bytes written to a file -> `learner::run::checkpoint::load`.
 //!
 //! Invariants: nothing panics; every error status is one a client can act on ([`ALLOWED_CODES`], never INTERNAL
 //! or UNKNOWN); a rejected or stale rollout never reaches the trainer; an accepted one (and a stale one that was
@@ -25,10 +25,10 @@ use common::policy::{Policy, PolicySnapshot};
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
-use learner::checkpoint::Checkpointer;
 use learner::config::TrainConfig;
-use learner::service::{LearnerService, RunInfo};
-use learner::trainer::Trainer;
+use learner::run::checkpoint::Checkpointer;
+use learner::server::handlers::{LearnerService, RunInfo};
+use learner::update::trainer::Trainer;
 use pb::learner_server::Learner;
 use prost::Message;
 use std::collections::BTreeSet;
@@ -431,7 +431,7 @@ impl Harness {
         std::fs::write(file, data).unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
         let mut refusals = BTreeSet::new();
         for case in &self.cases {
-            match learner::checkpoint::load(file, &case.cfg) {
+            match learner::run::checkpoint::load(file, &case.cfg) {
                 Ok(trainer) => {
                     case.check_loaded(&trainer);
                     return Outcome::Loaded;

@@ -8,7 +8,7 @@
 //!
 //! - policy versions never go backwards: the restarted learner resumes from the newest checkpoint on disk at the
 //!   kill, its first progress row has a higher version and more env steps, and `progress.csv` stays monotonic;
-//! - every checkpoint file on disk loads (`learner::checkpoint::load`, which refuses non-finite values);
+//! - every checkpoint file on disk loads (`learner::run::checkpoint::load`, which refuses non-finite values);
 //! - the learner's RSS stays under [`RSS_LIMIT_KIB`] (sampled at every poll);
 //! - training recovers: the policy version advances, and every live actor sends rollouts again, within
 //!   [`RECOVERY`] of the event (of the restore for a cut, of the new process's start for a restart, a replacement
@@ -494,7 +494,7 @@ impl Chaos {
         let old_rows = self.learner.progress();
         let (ck_version, ck_path) =
             self.learner.checkpoints().pop().expect("a checkpoint before the learner is killed");
-        let ck = learner::checkpoint::load(&ck_path, &self.cfg)
+        let ck = learner::run::checkpoint::load(&ck_path, &self.cfg)
             .unwrap_or_else(|e| panic!("newest checkpoint at the kill does not load: {e}"));
         assert_eq!(ck.version(), ck_version, "{} holds another version", ck_path.display());
         let ck_steps = ck.env_steps();
@@ -554,7 +554,7 @@ impl Chaos {
     /// The checks after every event: checkpoints load, progress is monotonic.
     fn check(&mut self) {
         for (version, path) in checkpoints(&self.learner.run_dir.join("checkpoints")) {
-            match learner::checkpoint::load(&path, &self.cfg) {
+            match learner::run::checkpoint::load(&path, &self.cfg) {
                 Ok(t) => {
                     assert_eq!(t.version(), version, "{} holds another version", path.display());
                     self.stats.loads += 1;

@@ -19,8 +19,8 @@ use common::policy::{Policy, PolicySnapshot};
 use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
 use learner::config::TrainConfig;
-use learner::serve::{ServeOptions, ServerHandle};
-use learner::training::LoopOutcome;
+use learner::run::update_loop::LoopOutcome;
+use learner::server::{ServeOptions, ServerHandle};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,7 +98,7 @@ impl Server {
         overrides.extend(extra.iter().map(|s| s.to_string()));
         let cfg = TrainConfig::load(None, &overrides).expect("contract test config");
         let opts = ServeOptions { token: Some(TOKEN.into()), ..Default::default() };
-        let (handle, task) = learner::serve::spawn(cfg, opts, "127.0.0.1:0").await.expect("learner starts");
+        let (handle, task) = learner::server::spawn(cfg, opts, "127.0.0.1:0").await.expect("learner starts");
         assert!(handle.addr.ip().is_loopback(), "learner bound {}", handle.addr);
         let run_dir = runs.path().join("contract");
         Self { addr: handle.addr, handle, task, run_dir, _runs: runs }

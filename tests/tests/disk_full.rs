@@ -85,7 +85,7 @@ fn load_all(dir: &Path, cfg: &TrainConfig) -> Vec<u64> {
     checkpoints(dir)
         .into_iter()
         .map(|(version, path)| {
-            let trainer = learner::checkpoint::load(&path, cfg)
+            let trainer = learner::run::checkpoint::load(&path, cfg)
                 .unwrap_or_else(|e| panic!("checkpoint {} does not load: {e}", path.display()));
             assert_eq!(trainer.version(), version, "{} holds another version", path.display());
             version

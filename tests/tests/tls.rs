@@ -3,7 +3,7 @@
 //! before any gRPC status. Certificates come from the `openssl` command line (Debian's openssl).
 
 use learner::config::TrainConfig;
-use learner::serve::{ServeOptions, spawn};
+use learner::server::{ServeOptions, spawn};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Adam and global grad-norm clipping on candle variables, with the constants and the flat state layout of
-//! [`crate::optim`].
+//! [`crate::update::optim`].
 
 use super::model::flatten;
-use crate::optim::{AdamState, BETA1, BETA2, CLIP_NORM_EPS, EPS};
+use crate::update::optim::{AdamState, BETA1, BETA2, CLIP_NORM_EPS, EPS};
 use candle_core::{Result, Tensor, Var, backprop::GradStore};
 
 /// Adam (Kingma & Ba 2015) without weight decay, with the moments exposed so checkpoints can save them.

@@ -12,8 +12,8 @@ pub use self::fused::FusedBackend;
 
 use crate::config::{BackendKind, TrainConfig};
 use crate::error::Result;
-use crate::optim::AdamState;
-use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs};
+use crate::update::optim::AdamState;
+use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs};
 use common::net::ActorCriticNet;
 use rand_chacha::ChaCha8Rng;
 

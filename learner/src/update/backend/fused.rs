@@ -12,8 +12,8 @@
 use super::Backend;
 use crate::config::Objective;
 use crate::error::Result;
-use crate::optim::{AdamState, FlatAdam, clip_grad_norm_flat};
-use crate::ppo::{
+use crate::update::optim::{AdamState, FlatAdam, clip_grad_norm_flat};
+use crate::update::ppo::{
     EpochPlan, EpochStats, HostBatch, LossCoefs, MAX_LOG_RATIO, MinibatchStats, MinibatchStep, StepOutcome,
     clamped_log_ratio, k3, normalize_advantages, run_epochs,
 };

@@ -1,12 +1,12 @@
 //! The trainer: turns rollouts into a batch (normalisation, bootstrap values, GAE), runs the PPO epochs and
 //! publishes the next policy version.
 
-use crate::backend::{self, Backend};
 use crate::config::{Objective, TrainConfig};
 use crate::error::{Error, Result};
-use crate::gae::{GaeInput, gae};
-use crate::optim::AdamState;
-use crate::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
+use crate::update::backend::{self, Backend};
+use crate::update::gae::{GaeInput, gae};
+use crate::update::optim::AdamState;
+use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
 use common::env::Space;
 use common::ids::{ActorId, PolicyVersion};
 use common::net::ActorCriticNet;

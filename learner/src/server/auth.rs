@@ -34,7 +34,7 @@ impl tonic::service::Interceptor for TokenAuth {
         match self.check(request.metadata().get("authorization").map(|v| v.as_bytes())) {
             Ok(()) => Ok(request),
             Err(e) => {
-                crate::service::count_rejection(&e);
+                crate::server::handlers::count_rejection(&e);
                 Err(e.into())
             }
         }

@@ -1,11 +1,11 @@
 //! The trainer loop shared by local and served training: gather a batch of rollouts from the channel, update,
 //! publish the new policy, log progress, checkpoint, and stop at the step budget, the target return or on request.
 
-use crate::checkpoint::Checkpointer;
 use crate::config::{Objective, TrainConfig};
 use crate::error::Result;
-use crate::progress::{Display, ProgressCsv};
-use crate::trainer::{Trainer, UpdateReport};
+use crate::run::checkpoint::Checkpointer;
+use crate::run::progress::{Display, ProgressCsv};
+use crate::update::trainer::{Trainer, UpdateReport};
 use common::metrics as m;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;

@@ -1,15 +1,18 @@
 //! `learner serve`: the gRPC service in front of the trainer thread, with health, reflection, auth, TLS,
 //! periodic and final checkpoints, resume, and graceful shutdown.
 
-use crate::auth::TokenAuth;
-use crate::checkpoint::{self, Checkpointer};
+pub mod auth;
+pub mod handlers;
+
+use self::auth::TokenAuth;
+use self::handlers::{LearnerService, RunInfo};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::progress::{Display, ProgressCsv};
-use crate::run_dir::RunDir;
-use crate::service::{LearnerService, RunInfo};
-use crate::trainer::Trainer;
-use crate::training::{self, LoopOutcome, LoopOutputs};
+use crate::run::checkpoint::{self, Checkpointer};
+use crate::run::dir::RunDir;
+use crate::run::progress::{Display, ProgressCsv};
+use crate::run::update_loop::{self, LoopOutcome, LoopOutputs};
+use crate::update::trainer::Trainer;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use common::wire::pb;
@@ -210,7 +213,7 @@ pub async fn serve(
                     display: Display::log(log_interval),
                     checkpoints: Some((&checkpoints, every)),
                 };
-                let outcome = training::run(&mut trainer, &rx, &cell, outputs, &stop);
+                let outcome = update_loop::run(&mut trainer, &rx, &cell, outputs, &stop);
                 // A failed final checkpoint is counted and logged, and serve returns it (non-zero exit): the
                 // updates since the last periodic checkpoint are lost, which a clean exit would hide.
                 let saved =

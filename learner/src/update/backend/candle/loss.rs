@@ -4,7 +4,7 @@
 use super::model::ActorCritic;
 use super::optim::{Adam, clip_grad_norm};
 use crate::config::Objective;
-use crate::ppo::{HostBatch, LossCoefs, MAX_LOG_RATIO, MinibatchStats, StepOutcome};
+use crate::update::ppo::{HostBatch, LossCoefs, MAX_LOG_RATIO, MinibatchStats, StepOutcome};
 use candle_core::{DType, Device, Result, Tensor};
 use common::metrics as m;
 

@@ -1,8 +1,8 @@
 //! Progress of a run: one CSV row per update (`progress.csv`) and a short line for people.
 
 use crate::error::{Error, Result};
-use crate::run_dir::FailureLog;
-use crate::trainer::UpdateReport;
+use crate::run::dir::FailureLog;
+use crate::update::trainer::UpdateReport;
 use std::io::{Seek, Write};
 use std::path::Path;
 
@@ -81,7 +81,7 @@ impl ProgressCsv {
             }
         }
         let text = format!("{}\n", kept.join("\n"));
-        crate::run_dir::write_atomic(&path, text.as_bytes())?;
+        crate::run::dir::write_atomic(&path, text.as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(Error::io(&path))?;
         Ok(Self::open(file, path, text.len() as u64, wall_offset))
     }
