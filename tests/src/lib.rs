@@ -29,9 +29,9 @@ pub fn python() -> PathBuf {
     if venv.exists() { venv } else { PathBuf::from("python3") }
 }
 
-/// The workspace binary `name` (`learner` or `actor`) of the profile the running test was built with.
+/// The workspace binary `name` (`learner`, `actor` or `proxima-bench`) of the profile the running test was built with.
 ///
-/// Cargo builds other packages' binaries only for their own tests, so this runs `$CARGO build -p proxima-cli --bin
+/// Cargo builds other packages' binaries only for their own tests, so this runs `$CARGO build -p <package> --bin
 /// <name>` for that profile (a quick no-op when up to date) whenever the binary is missing or older than the
 /// running test executable, which is rebuilt whenever the libraries it shares with the binary change.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -72,13 +72,21 @@ pub fn bin_path(name: &str) -> PathBuf {
         }
         let status = build
             .current_dir(workspace_root())
-            .args(["build", "--profile", profile, "-p", "proxima-cli", "--bin", name])
+            .args(["build", "--profile", profile, "-p", package_of(name), "--bin", name])
             .status()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {name}: {e}"));
         assert!(status.success(), "cargo build of {name} failed ({status})");
         built.push(name.to_string());
     }
     bin
+}
+
+/// The workspace package that builds binary `name`.
+fn package_of(name: &str) -> &'static str {
+    match name {
+        "proxima-bench" => "proxima-bench",
+        _ => "proxima-cli",
+    }
 }
 
 /// True when `path` is missing or was modified before `reference`.

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod dir;
+pub mod episodes;
 pub mod plot;
 pub mod progress;
 pub mod update_loop;

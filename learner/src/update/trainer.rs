@@ -1,8 +1,23 @@
-//! The trainer: turns rollouts into a batch (normalisation, bootstrap values, GAE), runs the PPO epochs and
-//! publishes the next policy version.
+//! The trainer: one PPO update per batch of rollouts, in the order of CleanRL's `ppo.py` (Huang et al. 2022):
+//!
+//! 1. **Anneal** (`frac = 1.0 - (iteration - 1.0) / num_iterations; lrnow = frac * args.learning_rate`): the
+//!    learning rate and, optionally, the clip range fall linearly with the env steps trained on ([`Schedules`]).
+//! 2. **Assemble** (the `with torch.no_grad()` block: `next_value`, `delta`, `lastgaelam`): observations are
+//!    normalised, rewards scaled per actor stream, truncated steps bootstrapped with the value of their final
+//!    observation, and GAE computes advantages and returns ([`super::gae`]).
+//! 3. **Epochs** (`for epoch in range(args.update_epochs)`: shuffle, minibatches, `pg_loss`, `v_loss`,
+//!    `entropy_loss`, `loss.backward()`, `clip_grad_norm_`, `optimizer.step()`, the `target_kl` early stop): the
+//!    backend runs them ([`super::ppo::run_epochs`] guards each step). The fused backend does each minibatch's
+//!    backward pass by hand (gradients listed in `backend::fused`), the candle backend by autograd.
+//! 4. **KL rule**: the k3 KL over the whole batch, and for the KL-penalty objective the adaptive β of Schulman et
+//!    al. 2017 ([`super::ppo::adapt_beta`]).
+//!
+//! Then the observation statistics take in the batch and the version advances; episode bookkeeping is
+//! [`crate::run::episodes`]'s.
 
-use crate::config::{Objective, TrainConfig};
-use crate::error::{Error, Result};
+use crate::config::{Objective, PpoConfig, TrainConfig};
+use crate::error::Result;
+use crate::run::episodes::EpisodeBook;
 use crate::update::backend::{self, Backend};
 use crate::update::gae::{GaeInput, gae};
 use crate::update::optim::AdamState;
@@ -16,8 +31,7 @@ use common::rollout::Rollout;
 use common::seed;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{HashMap, VecDeque};
-use std::io::Write;
+use std::collections::HashMap;
 
 /// Quantiles of the (unnormalised) advantages of one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -96,6 +110,75 @@ impl TrainerState {
     }
 }
 
+/// The learning-rate and clip-range schedules, the loss coefficients and the epoch plan, built once from the
+/// config.
+#[derive(Debug, Clone)]
+struct Schedules {
+    learning_rate: f64,
+    anneal_lr: bool,
+    anneal_clip: bool,
+    total_steps: u64,
+    /// The loss coefficients at the start (β and the clip range are filled in per update).
+    coefs: LossCoefs,
+    plan: EpochPlan,
+}
+
+impl Schedules {
+    fn new(p: &PpoConfig, total_steps: u64) -> Self {
+        Self {
+            learning_rate: p.learning_rate,
+            anneal_lr: p.anneal_lr,
+            anneal_clip: p.anneal_clip,
+            total_steps,
+            coefs: LossCoefs {
+                objective: p.objective,
+                clip_coef: p.clip_coef,
+                clip_vloss: p.clip_vloss,
+                norm_adv: p.norm_adv,
+                ent_coef: p.ent_coef,
+                vf_coef: p.vf_coef,
+                beta: 0.0,
+            },
+            plan: EpochPlan {
+                num_epochs: p.num_epochs,
+                minibatch_size: p.minibatch_size,
+                max_grad_norm: p.max_grad_norm,
+                target_kl: p.target_kl,
+            },
+        }
+    }
+
+    /// The learning rate and loss coefficients after `env_steps` steps, with KL coefficient `beta`.
+    fn at(&self, env_steps: u64, beta: f64) -> (f64, LossCoefs) {
+        let frac = (1.0 - env_steps as f64 / self.total_steps.max(1) as f64).clamp(0.0, 1.0);
+        let lr = if self.anneal_lr { self.learning_rate * frac } else { self.learning_rate };
+        let clip = self.coefs.clip_coef;
+        let clip_coef = if self.anneal_clip { (clip * frac).max(1e-3) } else { clip };
+        (lr, LossCoefs { clip_coef, beta, ..self.coefs })
+    }
+}
+
+/// Rewards scaled by the running std of the discounted return, accumulated per env of each actor (the envs of
+/// different actors are different streams).
+struct RewardNormalizer {
+    scaler: RewardScaler,
+    returns: HashMap<ActorId, Vec<f64>>,
+}
+
+impl RewardNormalizer {
+    /// The scaled rewards of `r`, updating the statistics and the actor's accumulators.
+    fn scale(&mut self, r: &Rollout) -> Vec<f32> {
+        let mut rewards = r.rewards.clone();
+        let acc = self.returns.entry(r.actor_id).or_insert_with(|| vec![0.0; r.num_envs]);
+        acc.resize(r.num_envs, 0.0);
+        for t in 0..r.num_steps {
+            let s = t * r.num_envs..(t + 1) * r.num_envs;
+            self.scaler.scale_step(acc, &mut rewards[s.clone()], &r.terminated[s]);
+        }
+        rewards
+    }
+}
+
 /// Model, optimiser, normalisers and counters of one training run.
 pub struct Trainer {
     cfg: TrainConfig,
@@ -103,18 +186,14 @@ pub struct Trainer {
     action_space: Space,
     net: ActorCriticNet,
     backend: Box<dyn Backend>,
+    schedules: Schedules,
     obs_norm: Option<ObsNormalizer>,
-    reward_scaler: Option<RewardScaler>,
-    /// Discounted-return accumulators of the reward scaler, per actor stream.
-    reward_returns: HashMap<ActorId, Vec<f64>>,
+    reward_norm: Option<RewardNormalizer>,
+    episodes: EpisodeBook,
     version: u64,
     env_steps: u64,
-    episodes: u64,
-    recent: VecDeque<(f64, u32)>,
     beta: f64,
     rng: ChaCha8Rng,
-    /// `episode_log`, if configured.
-    episode_log: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Trainer {
@@ -124,17 +203,14 @@ impl Trainer {
         let (obs_dim, action_space) = (spec.observation_space().flat_dim(), spec.action_space());
         let net = ActorCriticNet::new(&cfg.model, obs_dim, &action_space);
         let backend = backend::create(cfg, &net, seed::derive(cfg.seed, "model", 0))?;
-        let episode_log = match &cfg.episode_log {
-            Some(path) => Some(std::io::BufWriter::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(Error::io(path))?,
-            )),
-            None => None,
-        };
         Ok(Self {
-            episode_log,
+            episodes: EpisodeBook::new(cfg.return_window, cfg.episode_log.as_ref())?,
+            schedules: Schedules::new(&cfg.ppo, cfg.total_steps),
             obs_norm: cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip)),
-            reward_scaler: cfg.normalize.rewards.then(|| RewardScaler::new(cfg.ppo.gamma)),
-            reward_returns: HashMap::new(),
+            reward_norm: cfg
+                .normalize
+                .rewards
+                .then(|| RewardNormalizer { scaler: RewardScaler::new(cfg.ppo.gamma), returns: HashMap::new() }),
             cfg: cfg.clone(),
             obs_dim,
             action_space,
@@ -142,8 +218,6 @@ impl Trainer {
             backend,
             version: 0,
             env_steps: 0,
-            episodes: 0,
-            recent: VecDeque::with_capacity(cfg.return_window),
             beta: match cfg.ppo.objective {
                 Objective::Clip => 0.0,
                 Objective::KlPenalty => cfg.ppo.kl_beta,
@@ -158,11 +232,11 @@ impl Trainer {
             env: self.cfg.env.clone(),
             version: self.version,
             env_steps: self.env_steps,
-            episodes: self.episodes,
+            episodes: self.episodes.finished(),
             beta: self.beta,
             adam_step: self.backend.optimizer_steps(),
-            recent: self.recent.iter().copied().collect(),
-            reward_rms: self.reward_scaler.as_ref().map(|s| s.rms.clone()),
+            recent: self.episodes.recent().collect(),
+            reward_rms: self.reward_norm.as_ref().map(|n| n.scaler.rms.clone()),
         }
     }
 
@@ -204,17 +278,15 @@ impl Trainer {
             (None, None) => {}
             _ => return Err("observation normalisation differs between checkpoint and config".into()),
         }
-        match (&mut t.reward_scaler, state.reward_rms) {
-            (Some(s), Some(rms)) => s.rms = rms,
+        match (&mut t.reward_norm, state.reward_rms) {
+            (Some(n), Some(rms)) => n.scaler.rms = rms,
             (None, None) => {}
             _ => return Err("reward normalisation differs between checkpoint and config".into()),
         }
         t.version = state.version;
         t.env_steps = state.env_steps;
-        t.episodes = state.episodes;
         t.beta = state.beta;
-        let skip = state.recent.len().saturating_sub(t.cfg.return_window);
-        t.recent = state.recent.into_iter().skip(skip).collect();
+        t.episodes.restore(state.episodes, state.recent);
         Ok(())
     }
 
@@ -253,96 +325,59 @@ impl Trainer {
         (self.obs_dim, &self.action_space)
     }
 
-    /// Progress in `[0, 1]` towards `total_steps`, for annealing.
-    fn remaining_fraction(&self) -> f64 {
-        (1.0 - self.env_steps as f64 / self.cfg.total_steps.max(1) as f64).clamp(0.0, 1.0)
-    }
-
     /// True if `rollout` is more than `max_policy_lag` versions behind the current policy.
     pub fn is_stale(&self, rollout: &Rollout) -> bool {
         rollout.policy_version.too_old(PolicyVersion(self.version), self.cfg.ppo.max_policy_lag)
     }
 
-    /// One PPO update on `rollouts`; rollouts more than `max_policy_lag` versions old are dropped first.
+    /// One PPO update on `rollouts` (see the module comment); rollouts more than `max_policy_lag` versions old are
+    /// dropped first.
     pub fn update(&mut self, mut rollouts: Vec<Rollout>) -> Result<UpdateReport> {
         let started = std::time::Instant::now();
         let before = rollouts.len();
         rollouts.retain(|r| !self.is_stale(r));
-        let stale_rollouts = before - rollouts.len();
         rollouts.sort_by_key(|r| (r.actor_id, r.policy_version));
-        for r in &rollouts {
-            for ep in &r.episodes {
-                metrics::histogram!(common::metrics::EPISODE_RETURN).record(ep.episode_return);
-                metrics::histogram!(common::metrics::EPISODE_LENGTH).record(ep.length as f64);
-                self.episodes += 1;
-                if self.recent.len() == self.cfg.return_window {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back((ep.episode_return, ep.length));
-                if let Some(log) = &mut self.episode_log {
-                    writeln!(log, "{:.6} {} {}", common::policy::unix_now(), ep.episode_return, ep.length).map_err(
-                        |source| Error::Io { path: self.cfg.episode_log.clone().unwrap_or_default(), source },
-                    )?;
-                }
-            }
-        }
-        if let Some(log) = &mut self.episode_log {
-            log.flush()
-                .map_err(|source| Error::Io { path: self.cfg.episode_log.clone().unwrap_or_default(), source })?;
-        }
-        let frac = self.remaining_fraction();
-        let p = &self.cfg.ppo;
-        let lr = if p.anneal_lr { p.learning_rate * frac } else { p.learning_rate };
-        let clip_coef = if p.anneal_clip { (p.clip_coef * frac).max(1e-3) } else { p.clip_coef };
-        let coefs = LossCoefs {
-            objective: p.objective,
-            clip_coef,
-            clip_vloss: p.clip_vloss,
-            norm_adv: p.norm_adv,
-            ent_coef: p.ent_coef,
-            vf_coef: p.vf_coef,
-            beta: self.beta,
+        self.episodes.record(rollouts.iter().flat_map(|r| &r.episodes))?;
+
+        let (lr, coefs) = self.schedules.at(self.env_steps, self.beta);
+        let mut report = UpdateReport {
+            stale_rollouts: before - rollouts.len(),
+            learning_rate: lr,
+            clip_coef: coefs.clip_coef,
+            kl_beta: self.beta,
+            ..Default::default()
         };
-        let plan = EpochPlan {
-            num_epochs: p.num_epochs,
-            minibatch_size: p.minibatch_size,
-            max_grad_norm: p.max_grad_norm,
-            target_kl: p.target_kl,
-        };
-        let (kl_target, objective) = (p.kl_target, p.objective);
-        let assembled = self.assemble(&rollouts)?;
-        let mut report =
-            UpdateReport { stale_rollouts, learning_rate: lr, clip_coef, kl_beta: self.beta, ..Default::default() };
-        if let Some(batch) = assembled {
-            report.epochs = self.backend.run_epochs(&batch, &coefs, &plan, lr, &mut self.rng)?;
+        if let Some(batch) = self.assemble(&rollouts)? {
+            report.epochs = self.backend.run_epochs(&batch, &coefs, &self.schedules.plan, lr, &mut self.rng)?;
             report.approx_kl = self.backend.batch_kl(&batch)?;
-            if objective == Objective::KlPenalty {
-                self.beta = adapt_beta(self.beta, report.approx_kl, kl_target);
+            if coefs.objective == Objective::KlPenalty {
+                self.beta = adapt_beta(self.beta, report.approx_kl, self.cfg.ppo.kl_target);
             }
-            report.samples = batch.len();
-            report.explained_variance = explained_variance(&batch.values, &batch.returns);
-            report.advantages = advantage_stats(&batch.advantages);
-            let advantage_histogram = metrics::histogram!(common::metrics::ADVANTAGE);
-            batch.advantages.iter().for_each(|&a| advantage_histogram.record(a as f64));
-            // Rollouts blamed for a non-finite step leave the observation statistics alone too.
-            if let Some(n) = &mut self.obs_norm {
-                for r in rollouts.iter().filter(|r| !report.epochs.faulty_actors.contains(&r.actor_id)) {
-                    n.rms.update(&r.obs);
-                }
-            }
-            self.env_steps += report.samples as u64;
-            self.version += 1;
+            self.take_in(&batch, &rollouts, &mut report);
         }
         report.policy_version = self.version;
         report.env_steps = self.env_steps;
-        report.episodes = self.episodes;
-        if !self.recent.is_empty() {
-            let k = self.recent.len() as f64;
-            report.mean_return = Some(self.recent.iter().map(|e| e.0).sum::<f64>() / k);
-            report.mean_length = Some(self.recent.iter().map(|e| e.1 as f64).sum::<f64>() / k);
-        }
+        report.episodes = self.episodes.finished();
+        (report.mean_return, report.mean_length) = self.episodes.means().unzip();
         report.update_seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// After the epochs: the batch's diagnostics into `report`, its observations into the statistics (except the
+    /// rollouts blamed for a non-finite step), and the step and version counters forward.
+    fn take_in(&mut self, batch: &HostBatch, rollouts: &[Rollout], report: &mut UpdateReport) {
+        report.samples = batch.len();
+        report.explained_variance = explained_variance(&batch.values, &batch.returns);
+        report.advantages = advantage_stats(&batch.advantages);
+        let advantage_histogram = metrics::histogram!(common::metrics::ADVANTAGE);
+        batch.advantages.iter().for_each(|&a| advantage_histogram.record(a as f64));
+        if let Some(n) = &mut self.obs_norm {
+            for r in rollouts.iter().filter(|r| !report.epochs.faulty_actors.contains(&r.actor_id)) {
+                n.rms.update(&r.obs);
+            }
+        }
+        self.env_steps += report.samples as u64;
+        self.version += 1;
     }
 
     /// Normalises, bootstraps and computes GAE for every rollout (None if there is nothing to train on).
@@ -350,15 +385,10 @@ impl Trainer {
         let (d, p) = (self.obs_dim, &self.cfg.ppo);
         let mut host = HostBatch::default();
         for r in rollouts {
-            let mut rewards = r.rewards.clone();
-            if let Some(scaler) = &mut self.reward_scaler {
-                let acc = self.reward_returns.entry(r.actor_id).or_insert_with(|| vec![0.0; r.num_envs]);
-                acc.resize(r.num_envs, 0.0);
-                for t in 0..r.num_steps {
-                    let s = t * r.num_envs..(t + 1) * r.num_envs;
-                    scaler.scale_step(acc, &mut rewards[s.clone()], &r.terminated[s]);
-                }
-            }
+            let rewards = match &mut self.reward_norm {
+                Some(n) => n.scale(r),
+                None => r.rewards.clone(),
+            };
             // Values of the final observations of truncated steps and of the observations after the last step.
             let mut boot = Vec::with_capacity(r.final_obs.len() + r.next_obs.len());
             boot.extend_from_slice(&r.final_obs);
