@@ -205,10 +205,6 @@ fn classify(status: Status) -> Error {
     }
 }
 
-fn snapshot(u: pb::PolicyUpdate) -> PolicySnapshot {
-    PolicySnapshot { version: u.version, weights: u.weights, published_at: u.published_at, incarnation: u.incarnation }
-}
-
 /// Runs the actor until `shutdown`; returns an error only for problems retrying cannot fix (a refused
 /// registration, a bad URL, an env the learner does not train).
 pub async fn run(opts: ActorOptions, shutdown: CancellationToken) -> Result<(), Error> {
@@ -296,10 +292,10 @@ async fn session(
         .ok_or_else(|| Error::Unavailable("policy stream ended before the first policy".into()))?;
     let w = match worker {
         Some(w) => {
-            w.cell.publish(snapshot(first));
+            w.cell.publish(PolicySnapshot::from(first));
             w
         }
-        None => worker.insert(start_worker(opts, &reg, snapshot(first))?),
+        None => worker.insert(start_worker(opts, &reg, PolicySnapshot::from(first))?),
     };
     tracing::info!(actor_id = reg.actor_id, run = %reg.run_id, version = reg.policy_version, "connected to learner");
     if reconnecting {
@@ -315,7 +311,7 @@ async fn session(
         loop {
             match stream.message().await {
                 Ok(Some(update)) => {
-                    let s = snapshot(update);
+                    let s = PolicySnapshot::from(update);
                     metrics::histogram!(common::metrics::ACTOR_WEIGHT_LATENCY)
                         .record((common::policy::unix_now() - s.published_at).max(0.0));
                     metrics::gauge!(common::metrics::ACTOR_POLICY_VERSION).set(s.version as f64);

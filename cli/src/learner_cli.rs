@@ -4,6 +4,7 @@ use crate::process;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use learner::config::TrainConfig;
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// Proxima learner: PPO over rollouts from actors.
@@ -119,59 +120,88 @@ struct ServeArgs {
     metrics_addr: String,
 }
 
-/// Config file plus overrides; flags win over the file.
+/// Config file plus overrides: the file, then the flags, then `--set`, each winning over the one before.
 #[derive(Args)]
 struct TrainArgs {
     /// TOML config (see configs/); defaults apply to missing keys.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Environment id (config key `env`).
-    #[arg(long)]
-    env: Option<String>,
-    /// Root seed (config key `seed`).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Stop after this many env steps (config key `total_steps`).
-    #[arg(long)]
-    total_steps: Option<u64>,
-    /// Stop once the mean return of the last `return_window` (100) episodes reaches this (config key `target_return`).
-    #[arg(long)]
-    target_return: Option<f64>,
-    /// cpu, cuda or cuda:N (config key `device`).
-    #[arg(long)]
-    device: Option<String>,
-    /// Number of local actors (config key `actors.count`).
-    #[arg(long)]
-    num_actors: Option<usize>,
-    /// Parent directory for run directories (config key `runs_dir`).
-    #[arg(long)]
-    runs_dir: Option<PathBuf>,
-    /// Run directory name (config key `run_name`).
-    #[arg(long)]
-    run_name: Option<String>,
+    #[command(flatten)]
+    flags: ConfigFlags,
     /// Any config key, e.g. `--set ppo.learning_rate=3e-4 --set actors.num_envs=16`.
     #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
     overrides: Vec<String>,
 }
 
+/// The config keys with a flag of their own. Each field serialises under its config key, so the flags become a
+/// typed layer over the file ([`TrainConfig::load_layers`]); unset flags are left out.
+#[derive(Args, Serialize)]
+struct ConfigFlags {
+    /// Environment id (config key `env`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<String>,
+    /// Root seed (config key `seed`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    /// Stop after this many env steps (config key `total_steps`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_steps: Option<u64>,
+    /// Stop once the mean return of the last `return_window` (100) episodes reaches this (config key `target_return`);
+    /// negative targets (Acrobot's -100) work as `--target-return -100`.
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_return: Option<f64>,
+    /// cpu, cuda or cuda:N (config key `device`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+    /// Parent directory for run directories (config key `runs_dir`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runs_dir: Option<PathBuf>,
+    /// Run directory name (config key `run_name`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_name: Option<String>,
+    #[command(flatten)]
+    actors: ActorsFlags,
+    /// Set from `serve`'s own flags.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "ServerFlags::is_empty")]
+    server: ServerFlags,
+}
+
+/// Flags of the `actors` section.
+#[derive(Args, Serialize)]
+struct ActorsFlags {
+    /// Number of local actors (config key `actors.count`).
+    #[arg(long = "num-actors")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<usize>,
+}
+
+/// Values of the `server` section that `serve` takes as flags ([`ServeArgs`]).
+#[derive(Serialize, Default)]
+struct ServerFlags {
+    /// Config key `server.listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+}
+
+impl ServerFlags {
+    fn is_empty(&self) -> bool {
+        self.listen.is_none()
+    }
+}
+
 impl TrainArgs {
-    fn overrides(&self) -> Vec<String> {
-        let mut o = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push(format!("{k}={v}"));
-            }
-        };
-        put("env", self.env.as_ref().map(|e| format!("{e:?}")));
-        put("seed", self.seed.map(|s| s.to_string()));
-        put("total_steps", self.total_steps.map(|s| s.to_string()));
-        put("target_return", self.target_return.map(|s| format!("{s:?}")));
-        put("device", self.device.as_ref().map(|d| format!("{d:?}")));
-        put("actors.count", self.num_actors.map(|s| s.to_string()));
-        put("runs_dir", self.runs_dir.as_ref().map(|d| format!("{:?}", d.display().to_string())));
-        put("run_name", self.run_name.as_ref().map(|d| format!("{d:?}")));
-        o.extend(self.overrides.iter().cloned());
-        o
+    /// The file, the flags and the `--set` overrides, validated.
+    fn load(&self) -> anyhow::Result<TrainConfig> {
+        let flags = toml::Table::try_from(&self.flags).context("cannot turn the flags into config values")?;
+        Ok(TrainConfig::load_layers(self.config.as_deref(), flags, &self.overrides)?)
     }
 }
 
@@ -179,7 +209,7 @@ impl TrainArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train { args, transport } => {
-            let cfg = TrainConfig::load(args.config.as_deref(), &args.overrides())?;
+            let cfg = args.load()?;
             let stop = process::stop_on_signals().context("cannot install signal handlers")?;
             let s = match transport {
                 Transport::Local => crate::local::train(&cfg, stop)?,
@@ -202,12 +232,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { args, serve } => {
-            let mut overrides = args.overrides();
-            if let Some(l) = &serve.listen {
-                overrides.push(format!("server.listen={l:?}"));
-            }
-            let cfg = TrainConfig::load(args.config.as_deref(), &overrides)?;
+        Command::Serve { mut args, serve } => {
+            args.flags.server.listen = serve.listen;
+            let cfg = args.load()?;
             let opts = learner::server::ServeOptions {
                 token: serve.token,
                 tls: serve.tls_cert.zip(serve.tls_key),
@@ -267,5 +294,57 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn train_config(argv: &[&str]) -> TrainConfig {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Train { args, .. } => args.load().unwrap(),
+            Command::Serve { mut args, serve } => {
+                args.flags.server.listen = serve.listen;
+                args.load().unwrap()
+            }
+            _ => panic!("not a training command"),
+        }
+    }
+
+    #[test]
+    fn flags_land_on_their_config_keys_between_the_file_and_set() {
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/cartpole.toml");
+        let file = TrainConfig::load(Some(std::path::Path::new(config)), &[]).unwrap();
+        let cfg = train_config(&[
+            "learner",
+            "train",
+            "-c",
+            config,
+            "--env",
+            "Acrobot-v1",
+            "--seed",
+            "7",
+            "--target-return",
+            "-100",
+            "--num-actors",
+            "3",
+            "--run-name",
+            "quote\"d",
+            "--set",
+            "seed=9",
+        ]);
+        assert_eq!(cfg.env, "Acrobot-v1");
+        assert_eq!(cfg.seed, 9, "--set wins over the flag");
+        assert_eq!(cfg.target_return, Some(-100.0));
+        assert_eq!(cfg.actors.count, 3);
+        assert_eq!(cfg.run_name.as_deref(), Some("quote\"d"));
+        assert_eq!(cfg.ppo, file.ppo, "keys without a flag keep the file's values");
+        assert_eq!(cfg.actors.num_envs, file.actors.num_envs, "a section flag keeps the section's other keys");
+
+        let cfg = train_config(&["learner", "serve", "--listen", "127.0.0.1:1234", "--total-steps", "5000"]);
+        assert_eq!(cfg.server.listen, "127.0.0.1:1234");
+        assert_eq!(cfg.total_steps, 5000);
     }
 }

@@ -42,7 +42,7 @@ pub fn serve_metrics(
     }
     let parsed = addr.parse().with_context(|| format!("bad --metrics-addr {addr}"))?;
     let _guard = runtime.enter();
-    common::metrics::serve(parsed, role, env).map_err(anyhow::Error::msg)
+    Ok(common::metrics::serve(parsed, role, env)?)
 }
 
 /// A token that the first SIGINT or SIGTERM cancels (a second exits at once). Call inside a runtime.

@@ -269,9 +269,30 @@ pub fn describe(role: Role) {
     }
 }
 
+/// Why metrics cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A histogram's bucket list was rejected.
+    #[error("buckets for {name}: {source}")]
+    Buckets {
+        /// The histogram.
+        name: &'static str,
+        /// The exporter's error.
+        source: metrics_exporter_prometheus::BuildError,
+    },
+    /// The listener or the recorder could not be installed (for example the port is taken).
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The exporter's error.
+        source: metrics_exporter_prometheus::BuildError,
+    },
+}
+
 /// Installs the Prometheus recorder and serves `/metrics` on `addr` (a background thread, or the current tokio
 /// runtime when called inside one), labelling every metric with `role` and `env`, and describes the metrics.
-pub fn serve(addr: std::net::SocketAddr, role: Role, env: &str) -> Result<(), String> {
+pub fn serve(addr: std::net::SocketAddr, role: Role, env: &str) -> Result<(), MetricsError> {
     let role_name = match role {
         Role::Learner => "learner",
         Role::Actor => "actor",
@@ -283,9 +304,9 @@ pub fn serve(addr: std::net::SocketAddr, role: Role, env: &str) -> Result<(), St
     for (name, buckets) in HISTOGRAMS {
         builder = builder
             .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
-            .map_err(|e| format!("buckets for {name}: {e}"))?;
+            .map_err(|source| MetricsError::Buckets { name, source })?;
     }
-    builder.install().map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    builder.install().map_err(|source| MetricsError::Serve { addr, source })?;
     describe(role);
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The wire protocol (`proto/ppo/v1/ppo.proto`) and conversions between its messages and our types.
 
-use crate::env::{EpisodeStats, Space};
+use crate::env::{EpisodeStats, Space, SpaceError};
 use crate::ids::{ActorId, PolicyVersion};
+use crate::policy::PolicySnapshot;
 use crate::rollout::{Rollout, RolloutError, RolloutErrorKind};
 use bytes::Bytes;
 
@@ -42,17 +43,39 @@ impl From<&Space> for pb::Space {
     }
 }
 
-impl TryFrom<&pb::Space> for Space {
-    type Error = String;
+impl From<pb::PolicyUpdate> for PolicySnapshot {
+    fn from(u: pb::PolicyUpdate) -> Self {
+        PolicySnapshot {
+            version: u.version,
+            weights: u.weights,
+            published_at: u.published_at,
+            incarnation: u.incarnation,
+        }
+    }
+}
 
-    fn try_from(s: &pb::Space) -> Result<Self, String> {
+/// The message that sends `snapshot` from the learner process `incarnation` (the learner stamps its own
+/// incarnation on every policy it sends).
+pub fn policy_update(snapshot: &PolicySnapshot, incarnation: u64) -> pb::PolicyUpdate {
+    pb::PolicyUpdate {
+        version: snapshot.version,
+        weights: snapshot.weights.clone(),
+        published_at: snapshot.published_at,
+        incarnation,
+    }
+}
+
+impl TryFrom<&pb::Space> for Space {
+    type Error = SpaceError;
+
+    fn try_from(s: &pb::Space) -> Result<Self, SpaceError> {
         match &s.kind {
             Some(pb::space::Kind::Discrete(d)) => Ok(Space::Discrete { n: d.n as usize }),
             Some(pb::space::Kind::Box(b)) if b.low.len() == b.high.len() => {
                 Ok(Space::Box { low: b.low.clone(), high: b.high.clone() })
             }
-            Some(pb::space::Kind::Box(_)) => Err("box space has different low and high lengths".into()),
-            None => Err("space is not set".into()),
+            Some(pb::space::Kind::Box(_)) => Err(SpaceError::BoundsLength),
+            None => Err(SpaceError::Unset),
         }
     }
 }

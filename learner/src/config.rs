@@ -304,11 +304,23 @@ impl TrainConfig {
     /// Reads `path` (or defaults when `None`), applies `key=value` overrides (TOML values; dotted keys), and
     /// validates.
     pub fn load(path: Option<&std::path::Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::load_layers(path, toml::Table::new(), overrides)
+    }
+
+    /// Like [`TrainConfig::load`], with a table of typed values between the file and the `key=value` overrides:
+    /// the command line's flags, serialised under their config keys (a nested table per section) and merged key
+    /// by key over the file.
+    pub fn load_layers(
+        path: Option<&std::path::Path>,
+        flags: toml::Table,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?,
             None => String::new(),
         };
         let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        merge(&mut doc, flags);
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
@@ -396,7 +408,7 @@ impl TrainConfig {
             return bad("return_window", "must be at least 1");
         }
         let device = crate::update::backend::device::parse_device(&self.device)
-            .map_err(|reason| ConfigError::Invalid { key: "device", reason })?;
+            .map_err(|e| ConfigError::Invalid { key: "device", reason: e.to_string() })?;
         if self.backend == BackendKind::Fused && !device.is_cpu() {
             return bad("backend", "the fused backend runs on the CPU only; use backend = \"candle\" with CUDA");
         }
@@ -405,6 +417,18 @@ impl TrainConfig {
 }
 
 /// Sets a dotted `key=value` in `doc`; the value is parsed as TOML, falling back to a plain string.
+/// Merges `layer` into `doc` key by key: tables recursively, any other value replaces the one below.
+fn merge(doc: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (doc.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => merge(below, above),
+            (_, value) => {
+                doc.insert(key, value);
+            }
+        }
+    }
+}
+
 fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
     let (key, raw) = spec.split_once('=').ok_or_else(|| ConfigError::Override(spec.into()))?;
     let value: toml::Value = format!("v = {raw}")

@@ -105,7 +105,7 @@ fn parse_action(action: &Value, space: &Space, out: &mut Vec<f32>) -> Result<(),
             return Err(format!("box action must be a list of numbers, got {other}"));
         }
     }
-    space.check(out)
+    space.check(out).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

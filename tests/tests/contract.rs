@@ -297,6 +297,14 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, need
         Err(s) => s,
     };
     assert_eq!(status.code(), code, "{what}: {status:?}");
+    if code != Code::NotFound {
+        let reason = common::wire::rejection_reason(&status);
+        assert!(
+            reason.is_some_and(|r| common::metrics::reason::ALL.contains(&r)),
+            "{what}: the rejection carries no documented reason under {}: {reason:?}",
+            common::wire::REASON_KEY
+        );
+    }
     for needle in needles {
         assert!(status.message().contains(needle), "{what}: message {:?} does not name {needle:?}", status.message());
     }
@@ -321,7 +329,8 @@ async fn unauthenticated_cases(server: &Server, actor: &mut GoodActor) {
         let r = c.submit_rollout(rollout).await;
         assert_status(r, Code::Unauthenticated, &[], &format!("SubmitRollout with {what}"));
         let r = c.subscribe_policy(pb::SubscribePolicyRequest { actor_id: actor.id }).await;
-        assert_status(r, Code::Unauthenticated, &[], &format!("SubscribePolicy with {what}"));
+        let status = assert_status(r, Code::Unauthenticated, &[], &format!("SubscribePolicy with {what}"));
+        assert_eq!(common::wire::rejection_reason(&status), Some(common::metrics::reason::UNAUTHENTICATED));
     }
     // The token without the `Bearer ` scheme is the token; a different scheme is not.
     let value: MetadataValue<Ascii> = format!("Basic {TOKEN}").parse().expect("metadata");
@@ -415,7 +424,9 @@ async fn oversized_case(actor: &mut GoodActor) {
     let m = pb::Rollout::from(&big);
     let size = prost_len(&m);
     assert!(size > 65_536, "the oversized rollout is only {size} bytes");
-    assert_rejected(actor, m, Code::ResourceExhausted, &["too large"], &format!("rollout of {size} bytes")).await;
+    let r = actor.client.submit_rollout(m).await;
+    let status = assert_status(r, Code::ResourceExhausted, &["too large"], &format!("rollout of {size} bytes"));
+    assert_eq!(common::wire::rejection_reason(&status), Some(common::metrics::reason::OVERSIZED));
 }
 
 /// Encoded size of a rollout: its packed buffers plus a little framing (a lower bound is all the test needs).
@@ -538,7 +549,8 @@ async fn malformed_case(server: &Server, actor: &mut GoodActor) -> usize {
     ];
     for (method, what, body) in &bodies {
         let r = raw_call(server.addr, method, body.clone()).await;
-        assert_status(r, Code::InvalidArgument, &["could not be decoded"], what);
+        let status = assert_status(r, Code::InvalidArgument, &["could not be decoded"], what);
+        assert_eq!(common::wire::rejection_reason(&status), Some(common::metrics::reason::MALFORMED), "{what}");
     }
     bodies.len()
 }

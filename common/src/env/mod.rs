@@ -20,7 +20,7 @@ pub use continuous_mountain_car::ContinuousMountainCar;
 pub use mountain_car::MountainCar;
 pub use pendulum::Pendulum;
 pub use registry::{ENV_IDS, EnvSpec, make, make_dynamics, spec};
-pub use space::Space;
+pub use space::{Space, SpaceError};
 pub use vec_env::{EpisodeStats, StepBatch, VecEnv};
 
 use rand_chacha::ChaCha8Rng;

@@ -2,6 +2,36 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Why a value is not an element of a space, or a space description is not a space.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpaceError {
+    /// A discrete value that is not an integer in `0..n`.
+    #[error("discrete action {value} is not an integer in 0..{n}")]
+    NotInDiscrete {
+        /// The value.
+        value: f32,
+        /// The number of actions.
+        n: usize,
+    },
+    /// The wrong number of values.
+    #[error("the space's elements have {expected} values, got {got}")]
+    Length {
+        /// Values per element.
+        expected: usize,
+        /// Values given.
+        got: usize,
+    },
+    /// A box element with NaN or an infinity.
+    #[error("box element is not finite")]
+    NonFinite,
+    /// A box whose bounds differ in length.
+    #[error("box space has different low and high lengths")]
+    BoundsLength,
+    /// A space message without a kind.
+    #[error("space is not set")]
+    Unset,
+}
+
 /// A gymnasium space: `Discrete(n)` or a float `Box` with per-dimension bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -35,17 +65,17 @@ impl Space {
     }
 
     /// Checks that `x` is an element of this space; the error says why not.
-    pub fn check(&self, x: &[f32]) -> Result<(), String> {
+    pub fn check(&self, x: &[f32]) -> Result<(), SpaceError> {
         match self {
             Space::Discrete { n } => match x {
                 [a] if a.fract() == 0.0 && *a >= 0.0 && (*a as usize) < *n => Ok(()),
-                [a] => Err(format!("discrete action {a} is not an integer in 0..{n}")),
-                _ => Err(format!("discrete action needs 1 value, got {}", x.len())),
+                [a] => Err(SpaceError::NotInDiscrete { value: *a, n: *n }),
+                _ => Err(SpaceError::Length { expected: 1, got: x.len() }),
             },
             Space::Box { low, .. } if x.len() != low.len() => {
-                Err(format!("box element needs {} values, got {}", low.len(), x.len()))
+                Err(SpaceError::Length { expected: low.len(), got: x.len() })
             }
-            Space::Box { .. } if x.iter().any(|v| !v.is_finite()) => Err("box element is not finite".into()),
+            Space::Box { .. } if x.iter().any(|v| !v.is_finite()) => Err(SpaceError::NonFinite),
             Space::Box { .. } => Ok(()),
         }
     }

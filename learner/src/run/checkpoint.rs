@@ -183,17 +183,17 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
     if !bad.is_empty() {
         return Err(fail(format!("holds non-finite values: {}", bad.join(", "))));
     }
-    let mismatch = |reason: String| Error::CheckpointMismatch {
+    let mismatch = |reason: &dyn std::fmt::Display| Error::CheckpointMismatch {
         path: path.to_path_buf(),
         reason: format!("does not fit: {reason}"),
     };
-    state.check_env(cfg).map_err(mismatch)?;
+    state.check_env(cfg).map_err(|e| mismatch(&e))?;
     let mut trainer = Trainer::new(cfg)?;
     let net = trainer.net();
-    let flat = |prefix: &str| net.flatten(&decoded.tensors, prefix).map_err(|e| mismatch(e.to_string()));
+    let flat = |prefix: &str| net.flatten(&decoded.tensors, prefix).map_err(|e| mismatch(&e));
     let (params, m, v) = (flat("")?, flat(OPTIM_M)?, flat(OPTIM_V)?);
     let adam = AdamState { step: state.adam_step, m, v };
-    trainer.restore(state, &params, adam, decoded.obs_norm).map_err(mismatch)?;
+    trainer.restore(state, &params, adam, decoded.obs_norm).map_err(|e| mismatch(&e))?;
     Ok(trainer)
 }
 

@@ -4,7 +4,6 @@ use crate::error::Error;
 use common::env::Space;
 use common::ids::PolicyVersion;
 use common::metrics as m;
-use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
 use common::rollout::{Bounds, EpisodeTracker, Rollout};
 use common::wire::{PROTOCOL_VERSION, pb};
@@ -270,10 +269,6 @@ impl LearnerService {
     }
 }
 
-fn update_message(s: &PolicySnapshot, incarnation: u64) -> pb::PolicyUpdate {
-    pb::PolicyUpdate { version: s.version, weights: s.weights.clone(), published_at: s.published_at, incarnation }
-}
-
 /// An open policy stream of a registered actor: keeps it in the registry while open; when it closes, the actor
 /// is seen now and becomes evictable after the idle time.
 struct OpenStream {
@@ -416,7 +411,7 @@ impl pb::learner_server::Learner for LearnerService {
         tokio::spawn(async move {
             let _open = open;
             loop {
-                let update = update_message(&watch.borrow_and_update().clone(), incarnation);
+                let update = common::wire::policy_update(&watch.borrow_and_update(), incarnation);
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     sent = tx.send(Ok(update)) => if sent.is_err() { break },

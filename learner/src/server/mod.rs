@@ -112,7 +112,7 @@ static MALFORMED_LOGGED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 /// Rewrites the statuses tonic itself produces for bad request bytes, before any handler runs, into ours, and
 /// counts them: "decoded message length too large" (OUT_OF_RANGE) becomes RESOURCE_EXHAUSTED (`oversized`), and
 /// "failed to decode Protobuf message" (INTERNAL) becomes INVALID_ARGUMENT (`malformed`, logged at most once per
-/// [`MALFORMED_LOG_INTERVAL_SECS`]). Such failures are answered trailers-only, so the status is in the headers;
+/// [`MALFORMED_LOG_INTERVAL_SECS`]); both carry their reason under [`common::wire::REASON_KEY`]. Such failures are answered trailers-only, so the status is in the headers;
 /// `grpc-message` is percent-encoded on the wire.
 fn rewrite_decode_errors<B>(mut res: http::Response<B>) -> http::Response<B> {
     use common::metrics::{REJECTED, reason};
@@ -125,9 +125,9 @@ fn rewrite_decode_errors<B>(mut res: http::Response<B>) -> http::Response<B> {
         .get("grpc-message")
         .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
         .unwrap_or_default();
-    let (status, msg) = if code == "11" && message.contains("message length too large") {
+    let (status, why, msg) = if code == "11" && message.contains("message length too large") {
         metrics::counter!(REJECTED, "reason" => reason::OVERSIZED).increment(1);
-        ("8", format!("message too large for the learner: {}", message.replace("Error, ", "")))
+        ("8", reason::OVERSIZED, format!("message too large for the learner: {}", message.replace("Error, ", "")))
     } else if code == "13" && message.contains("failed to decode") {
         metrics::counter!(REJECTED, "reason" => reason::MALFORMED).increment(1);
         let now = common::policy::unix_now() as u64;
@@ -139,12 +139,13 @@ fn rewrite_decode_errors<B>(mut res: http::Response<B>) -> http::Response<B> {
         {
             tracing::warn!(error = %message, "request could not be decoded (logged at most every 10 s; see proxima_learner_rejected_total{{reason=\"malformed\"}})");
         }
-        ("3", format!("the request could not be decoded as a protobuf message of ppo.v1: {message}"))
+        ("3", reason::MALFORMED, format!("the request could not be decoded as a protobuf message of ppo.v1: {message}"))
     } else {
         return res;
     };
     let encoded = percent_encoding::utf8_percent_encode(&msg, ESCAPE).to_string();
     h.insert("grpc-status", http::HeaderValue::from_static(status));
+    h.insert(common::wire::REASON_KEY, http::HeaderValue::from_static(why));
     if let Ok(v) = http::HeaderValue::from_str(&encoded) {
         h.insert("grpc-message", v);
     }

@@ -16,7 +16,7 @@
 //! [`crate::run::episodes`]'s.
 
 use crate::config::{Objective, PpoConfig, TrainConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::run::episodes::EpisodeBook;
 use crate::update::backend::{self, Backend};
 use crate::update::gae::{GaeInput, gae};
@@ -102,12 +102,31 @@ pub struct TrainerState {
 
 impl TrainerState {
     /// Fails naming both envs unless the state is of `cfg`'s env.
-    pub fn check_env(&self, cfg: &TrainConfig) -> std::result::Result<(), String> {
+    pub fn check_env(&self, cfg: &TrainConfig) -> std::result::Result<(), RestoreError> {
         match self.env == cfg.env {
             true => Ok(()),
-            false => Err(format!("it was trained on {} but the config says {}", self.env, cfg.env)),
+            false => Err(RestoreError::Env { saved: self.env.clone(), config: cfg.env.clone() }),
         }
     }
+}
+
+/// Why saved training state does not fit a trainer built from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The state is of another env.
+    #[error("it was trained on {saved} but the config says {config}")]
+    Env {
+        /// The env the state was trained on.
+        saved: String,
+        /// The config's env.
+        config: String,
+    },
+    /// Parameters or optimiser moments of the wrong length.
+    #[error("{0}")]
+    Backend(#[source] Box<Error>),
+    /// Observation or reward normalisation is on in one and off (or of another size) in the other.
+    #[error("{0} normalisation differs between checkpoint and config")]
+    Normalization(&'static str),
 }
 
 /// The learning-rate and clip-range schedules, the loss coefficients and the epoch plan, built once from the
@@ -268,20 +287,21 @@ impl Trainer {
         params: &[f32],
         adam: AdamState,
         obs_norm: Option<ObsNormalizer>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), RestoreError> {
         state.check_env(&self.cfg)?;
         let t = self;
-        t.backend.load_params(params).map_err(|e| e.to_string())?;
-        t.backend.load_optimizer_state(adam).map_err(|e| e.to_string())?;
+        let backend = |e: Error| RestoreError::Backend(Box::new(e));
+        t.backend.load_params(params).map_err(backend)?;
+        t.backend.load_optimizer_state(adam).map_err(backend)?;
         match (&mut t.obs_norm, obs_norm) {
             (Some(n), Some(saved)) if saved.rms.dim() == t.obs_dim => n.rms = saved.rms,
             (None, None) => {}
-            _ => return Err("observation normalisation differs between checkpoint and config".into()),
+            _ => return Err(RestoreError::Normalization("observation")),
         }
         match (&mut t.reward_norm, state.reward_rms) {
             (Some(n), Some(rms)) => n.scaler.rms = rms,
             (None, None) => {}
-            _ => return Err("reward normalisation differs between checkpoint and config".into()),
+            _ => return Err(RestoreError::Normalization("reward")),
         }
         t.version = state.version;
         t.env_steps = state.env_steps;

@@ -55,7 +55,7 @@ pub trait Backend: Send {
 /// initial parameters drawn from `seed` ([`ActorCriticNet::init`]).
 pub fn create(cfg: &TrainConfig, net: &ActorCriticNet, seed: u64) -> Result<Box<dyn Backend>> {
     let device = device::parse_device(&cfg.device)
-        .map_err(|reason| crate::config::ConfigError::Invalid { key: "device", reason })?;
+        .map_err(|e| crate::config::ConfigError::Invalid { key: "device", reason: e.to_string() })?;
     let fused = match cfg.backend {
         BackendKind::Fused => true,
         BackendKind::Candle => false,
