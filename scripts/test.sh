@@ -14,6 +14,11 @@ if ! .venv/bin/python -c "import gymnasium, numpy; assert gymnasium.__version__ 
 fi
 export PROXIMA_PYTHON="$PWD/.venv/bin/python"
 
+# The Python actor package with its dev tools (pytest, ruff, mypy, grpcio-tools for the stub check); the Rust
+# tests run its `proxima-actor` processes and its cross-language checks with this interpreter.
+echo "== installing python/ (proxima_actor) into .venv"
+.venv/bin/pip install --quiet --disable-pip-version-check "./python[dev]"
+
 # Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape) and curl, from Debian.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
   echo "== installing prometheus, curl, openssl"
@@ -21,6 +26,12 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! c
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends prometheus curl openssl >/dev/null
 fi
+
+echo "== python: ruff, mypy, pytest"
+.venv/bin/ruff check python
+.venv/bin/ruff format --check python
+(cd python && ../.venv/bin/mypy src)
+.venv/bin/python -m pytest -q -p no:cacheprovider python/tests
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

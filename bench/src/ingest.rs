@@ -64,9 +64,9 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
 async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
     let cfg = TrainConfig::default();
     let trainer = learner::update::trainer::Trainer::new(&cfg)?;
-    let spec = common::env::make(&cfg.env)?;
+    let spec = common::env::make(&cfg.env.id)?;
     let run = RunInfo {
-        env_id: cfg.env.clone(),
+        env_id: cfg.env.id.clone(),
         observation_space: spec.observation_space(),
         action_space: spec.action_space(),
         hidden_sizes: cfg.model.hidden_sizes.clone(),

@@ -105,7 +105,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let cfg = TrainConfig { backend, threads: args.threads, device: args.device.clone(), ..TrainConfig::default() };
     cfg.validate()?;
-    let spec = common::env::make(&cfg.env)?;
+    let spec = common::env::make(&cfg.env.id)?;
     let (obs_dim, space) = (spec.observation_space().flat_dim(), spec.action_space());
     let n = args.batch.max(args.minibatch);
     let batch = synthetic_batch(n, obs_dim);

@@ -241,7 +241,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 resume: serve.resume,
             };
             let runtime = process::runtime(1)?;
-            process::serve_metrics(&runtime, &serve.metrics_addr, common::metrics::Role::Learner, &cfg.env)?;
+            process::serve_metrics(&runtime, &serve.metrics_addr, common::metrics::Role::Learner, &cfg.env.id)?;
             let outcome = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
                     .await
@@ -335,7 +335,7 @@ mod tests {
             "--set",
             "seed=9",
         ]);
-        assert_eq!(cfg.env, "Acrobot-v1");
+        assert_eq!(cfg.env.id, "Acrobot-v1");
         assert_eq!(cfg.seed, 9, "--set wins over the flag");
         assert_eq!(cfg.target_return, Some(-100.0));
         assert_eq!(cfg.actors.count, 3);

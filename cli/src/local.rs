@@ -26,6 +26,12 @@ pub enum Error {
     /// A thread or the runtime could not start, or a sampler thread panicked.
     #[error("{0}")]
     Internal(String),
+    /// Local actors run built-in envs only.
+    #[error(
+        "{0} is not a built-in env, so `learner train` cannot run its actors; run `learner serve` with the same \
+         config and start actors with `proxima-actor --learner URL --env {0}`"
+    )]
+    NotBuiltin(String),
 }
 
 /// The result of a local run.
@@ -69,6 +75,9 @@ impl TrainSummary {
 
 /// Trains until `total_steps`, `target_return`, or `stop`; then writes the final model.
 pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary> {
+    if !cfg.env.is_builtin() {
+        return Err(Error::NotBuiltin(cfg.env.id.clone()));
+    }
     let mut trainer = Trainer::new(cfg)?;
     let run = RunDir::create(cfg)?;
     let mut csv = ProgressCsv::create(run.path())?;
@@ -78,7 +87,7 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary>
     let mut workers = Vec::with_capacity(cfg.actors.count);
     for i in 0..cfg.actors.count {
         let seed = common::seed::derive(cfg.seed, "actor", i as u64);
-        let sampler = Sampler::new(&cfg.env, &sampler_config(&cfg.actors), seed)?;
+        let sampler = Sampler::new(&cfg.env.id, &sampler_config(&cfg.actors), seed)?;
         let (cell, tx, stop, model) = (cell.clone(), tx.clone(), samplers_stop.clone(), cfg.model.clone());
         let handle = std::thread::Builder::new()
             .name(format!("sampler-{i}"))
@@ -119,6 +128,9 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary>
 /// Like [`train`], but the local actors talk to the trainer over loopback gRPC: the distributed system on one
 /// machine, exercising the network path.
 pub fn train_over_grpc(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary> {
+    if !cfg.env.is_builtin() {
+        return Err(Error::NotBuiltin(cfg.env.id.clone()));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,7 +149,7 @@ pub fn train_over_grpc(cfg: &TrainConfig, stop: CancellationToken) -> Result<Tra
                 num_envs: cfg.actors.num_envs,
                 rollout_steps: Some(cfg.actors.rollout_steps),
                 name: format!("local-{i}"),
-                ..actor::client::ActorOptions::new(format!("http://{}", server.addr), cfg.env.clone())
+                ..actor::client::ActorOptions::new(format!("http://{}", server.addr), cfg.env.id.clone())
             };
             actors.push(tokio::spawn(actor::client::run(opts, actors_stop.clone())));
         }

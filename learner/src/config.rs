@@ -220,8 +220,9 @@ pub enum BackendKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Gymnasium environment id.
-    pub env: String,
+    /// The environment: a built-in id (`env = "CartPole-v1"`), or any id with its spaces (`[env]` with `id`,
+    /// `observation_space`, `action_space`), trained through actors that run it (the Python actor).
+    pub env: EnvConfig,
     /// Root seed; every env, sampler and shuffle seed derives from it.
     pub seed: u64,
     /// Stop after this many env steps.
@@ -262,7 +263,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            env: "CartPole-v1".into(),
+            env: EnvConfig::builtin("CartPole-v1"),
             seed: 1,
             total_steps: 100_000,
             target_return: None,
@@ -280,6 +281,155 @@ impl Default for TrainConfig {
             normalize: NormalizeConfig::default(),
             server: ServerConfig::default(),
         }
+    }
+}
+
+/// The environment a run trains on: its id and, for an env that is not built in, its spaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "EnvRepr", into = "EnvRepr")]
+pub struct EnvConfig {
+    /// Gymnasium id; actors must register with it.
+    pub id: String,
+    /// Observation space in gymnasium's notation (`Box(-inf, inf, (17,))`); with `action_space`, required for an
+    /// env that is not built in, and checked against a built-in env's.
+    pub observation_space: Option<String>,
+    /// Action space in gymnasium's notation (`Discrete(2)`, `Box(-1, 1, (6,))`).
+    pub action_space: Option<String>,
+}
+
+/// How `env` is written in TOML: an id string, or a table with the spaces.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum EnvRepr {
+    Id(String),
+    Table(EnvTable),
+}
+
+/// The `[env]` table.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvTable {
+    id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    observation_space: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action_space: Option<String>,
+}
+
+impl From<EnvRepr> for EnvConfig {
+    fn from(r: EnvRepr) -> Self {
+        match r {
+            EnvRepr::Id(id) => Self::builtin(id),
+            EnvRepr::Table(EnvTable { id, observation_space, action_space }) => {
+                Self { id, observation_space, action_space }
+            }
+        }
+    }
+}
+
+impl From<EnvConfig> for EnvRepr {
+    fn from(e: EnvConfig) -> Self {
+        match (e.observation_space, e.action_space) {
+            (None, None) => EnvRepr::Id(e.id),
+            (observation_space, action_space) => EnvRepr::Table(EnvTable { id: e.id, observation_space, action_space }),
+        }
+    }
+}
+
+impl From<&str> for EnvConfig {
+    fn from(id: &str) -> Self {
+        Self::builtin(id)
+    }
+}
+
+impl std::fmt::Display for EnvConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+/// Why an env's spaces are not known.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvSpecError {
+    /// Neither built in nor described.
+    #[error(
+        "{id:?} is not a built-in env ({known}); describe it with [env] id, observation_space and action_space \
+         (e.g. observation_space = \"Box(-inf, inf, (17,))\", action_space = \"Box(-1, 1, (6,))\") and run its \
+         actors with proxima-actor"
+    )]
+    Unknown {
+        /// The id.
+        id: String,
+        /// The built-in ids.
+        known: String,
+    },
+    /// Only one of the two spaces given.
+    #[error("give both observation_space and action_space, or neither for a built-in env")]
+    OneSpace,
+    /// A space that does not parse.
+    #[error(transparent)]
+    Notation(#[from] common::env::NotationError),
+    /// Observations must be a Box.
+    #[error("observation_space must be a Box, not {0}")]
+    DiscreteObservations(String),
+    /// Spaces given for a built-in env that differ from its own.
+    #[error("the {which} space of {id} is {builtin}, the config says {given}")]
+    Differs {
+        /// The id.
+        id: String,
+        /// `observation` or `action`.
+        which: &'static str,
+        /// The built-in space.
+        builtin: String,
+        /// The configured space.
+        given: String,
+    },
+}
+
+impl EnvConfig {
+    /// A built-in env by id.
+    pub fn builtin(id: impl Into<String>) -> Self {
+        Self { id: id.into(), observation_space: None, action_space: None }
+    }
+
+    /// True when the learner can build this env itself (for local actors, `eval` and `render`).
+    pub fn is_builtin(&self) -> bool {
+        common::env::spec(&self.id).is_ok()
+    }
+
+    /// The (observation, action) spaces: the configured ones, else the built-in env's.
+    pub fn spaces(&self) -> Result<(common::env::Space, common::env::Space), EnvSpecError> {
+        use common::env::Space;
+        let builtin = common::env::make(&self.id).ok().map(|e| (e.observation_space(), e.action_space()));
+        let given = match (&self.observation_space, &self.action_space) {
+            (Some(o), Some(a)) => Some((o.parse::<Space>()?, a.parse::<Space>()?)),
+            (None, None) => None,
+            _ => return Err(EnvSpecError::OneSpace),
+        };
+        let (obs, action) = match (builtin, given) {
+            (Some(b), None) => b,
+            (None, Some(g)) => g,
+            (Some(b), Some(g)) => {
+                for (which, builtin, given) in [("observation", &b.0, &g.0), ("action", &b.1, &g.1)] {
+                    if builtin != given {
+                        return Err(EnvSpecError::Differs {
+                            id: self.id.clone(),
+                            which,
+                            builtin: builtin.to_string(),
+                            given: given.to_string(),
+                        });
+                    }
+                }
+                b
+            }
+            (None, None) => {
+                return Err(EnvSpecError::Unknown { id: self.id.clone(), known: common::env::ENV_IDS.join(", ") });
+            }
+        };
+        if obs.is_discrete() {
+            return Err(EnvSpecError::DiscreteObservations(obs.to_string()));
+        }
+        Ok((obs, action))
     }
 }
 
@@ -342,8 +492,8 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
         let p = &self.ppo;
-        if common::env::spec(&self.env).is_err() {
-            return bad("env", &format!("unknown env id; known: {}", common::env::ENV_IDS.join(", ")));
+        if let Err(e) = self.env.spaces() {
+            return Err(ConfigError::Invalid { key: "env", reason: e.to_string() });
         }
         if self.actors.count == 0 {
             return bad("actors.count", "must be at least 1");
@@ -456,12 +606,45 @@ mod tests {
     fn overrides_and_validation_name_the_key() {
         let cfg = TrainConfig::load(None, &["ppo.learning_rate=3e-4".into(), "env=Pendulum-v1".into()]).unwrap();
         assert_eq!(cfg.ppo.learning_rate, 3e-4);
-        assert_eq!(cfg.env, "Pendulum-v1");
+        assert_eq!(cfg.env.id, "Pendulum-v1");
         let err = TrainConfig::load(None, &["ppo.gamma=2.0".into()]).unwrap_err().to_string();
         assert!(err.contains("ppo.gamma"), "{err}");
         let err = TrainConfig::load(None, &["ppo.lr=1".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
         assert!(TrainConfig::load(None, &["nokey".into()]).is_err());
+    }
+
+    #[test]
+    fn env_spaces_come_from_the_config_or_the_builtin_registry() {
+        use common::env::Space;
+        let spec =
+            "[env]\nid = \"Corridor-v0\"\nobservation_space = \"Box(0, 1, (2,))\"\naction_space = \"Discrete(2)\"\n";
+        let cfg: TrainConfig = toml::from_str(spec).unwrap();
+        let (obs, action) = cfg.env.spaces().unwrap();
+        assert_eq!((obs.flat_dim(), action), (2, Space::Discrete { n: 2 }));
+        assert!(!cfg.env.is_builtin());
+        let written = toml::to_string(&cfg).unwrap();
+        assert!(written.contains("[env]") && written.contains("action_space = \"Discrete(2)\""), "{written}");
+        assert_eq!(toml::from_str::<TrainConfig>(&written).unwrap(), cfg);
+        let builtin = TrainConfig::default();
+        assert!(toml::to_string(&builtin).unwrap().contains("env = \"CartPole-v1\""));
+        assert_eq!(builtin.env.spaces().unwrap().1, Space::Discrete { n: 2 });
+
+        let err =
+            |text: &str| TrainConfig::load_layers(None, toml::from_str(text).unwrap(), &[]).unwrap_err().to_string();
+        assert!(err("env = \"Corridor-v0\"").contains("not a built-in env"));
+        assert!(err("[env]\nid = \"X\"\naction_space = \"Discrete(2)\"").contains("both"));
+        assert!(
+            err("[env]\nid = \"X\"\nobservation_space = \"Discrete(3)\"\naction_space = \"Discrete(2)\"")
+                .contains("must be a Box")
+        );
+        assert!(
+            err("[env]\nid = \"X\"\nobservation_space = \"Box(0, 1)\"\naction_space = \"Tuple()\"").contains("Tuple()")
+        );
+        let differs =
+            err("[env]\nid = \"CartPole-v1\"\nobservation_space = \"Box(0, 1, (4,))\"\naction_space = \"Discrete(2)\"");
+        assert!(differs.contains("observation space of CartPole-v1"), "{differs}");
+        assert!(toml::from_str::<TrainConfig>("[env]\nid = \"X\"\nspace = \"Discrete(2)\"").is_err(), "unknown key");
     }
 
     #[test]

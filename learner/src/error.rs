@@ -20,6 +20,20 @@ pub enum Error {
     /// Parameters that do not fit the network.
     #[error(transparent)]
     Layout(#[from] common::net::LayoutError),
+    /// The env's spaces are not known or not usable.
+    #[error(transparent)]
+    EnvSpec(#[from] crate::config::EnvSpecError),
+    /// `eval` or `render` of a policy for an env the learner does not build in.
+    #[error(
+        "{env} is not a built-in env; play the policy in gymnasium with \
+         `proxima-actor eval --checkpoint {} --env {env}` (or `proxima-actor render`)", path.display()
+    )]
+    NotBuiltin {
+        /// The env id.
+        env: String,
+        /// The policy file.
+        path: std::path::PathBuf,
+    },
     /// Environment construction failed.
     #[error(transparent)]
     Env(#[from] common::env::EnvError),

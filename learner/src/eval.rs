@@ -43,7 +43,7 @@ impl SavedPolicy {
                 .get("state")
                 .ok_or_else(|| fail("checkpoint metadata has no state".into()))
                 .and_then(|s| serde_json::from_str(s).map_err(|e| fail(format!("bad state in metadata: {e}"))))?;
-            let env = state.get("env").and_then(|e| e.as_str()).map_or(cfg.env.clone(), str::to_string);
+            let env = state.get("env").and_then(|e| e.as_str()).map_or(cfg.env.id.clone(), str::to_string);
             (env, cfg.model)
         } else {
             let cfg_path = path.with_file_name("config.toml");
@@ -52,9 +52,9 @@ impl SavedPolicy {
             })?;
             let cfg: TrainConfig =
                 toml::from_str(&text).map_err(|e| fail(format!("bad run config {}: {e}", cfg_path.display())))?;
-            (cfg.env, cfg.model)
+            (cfg.env.id, cfg.model)
         };
-        let probe = common::env::make(&env)?;
+        let probe = common::env::make(&env).map_err(|_| Error::NotBuiltin { env: env.clone(), path: path.into() })?;
         let (obs_dim, space) = (probe.observation_space().flat_dim(), probe.action_space());
         let snapshot = PolicySnapshot { version: 0, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
         let net = common::net::ActorCriticNet::new(&model, obs_dim, &space);

@@ -15,7 +15,7 @@ pub fn sampler(cfg: &TrainConfig, seed: u64) -> actor::Sampler {
         rollout_steps: cfg.actors.rollout_steps,
         policy_wait: actor::PolicyWait::Never,
     };
-    actor::Sampler::new(&cfg.env, &sampler_cfg, seed).unwrap()
+    actor::Sampler::new(&cfg.env.id, &sampler_cfg, seed).unwrap()
 }
 
 /// One rollout of `sampler` with the trainer's current policy.

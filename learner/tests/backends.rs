@@ -34,7 +34,7 @@ fn batch(env: &str, n: usize) -> HostBatch {
 
 /// The network of `cfg`'s env and model.
 fn net(cfg: &TrainConfig) -> ActorCriticNet {
-    let spec = common::env::make(&cfg.env).unwrap();
+    let spec = common::env::make(&cfg.env.id).unwrap();
     ActorCriticNet::new(&cfg.model, spec.observation_space().flat_dim(), &spec.action_space())
 }
 

@@ -166,7 +166,7 @@ impl EnvCase {
         snapshot.version = CURRENT_VERSION;
         let spec = common::env::make(env)?;
         let run = RunInfo {
-            env_id: cfg.env.clone(),
+            env_id: cfg.env.id.clone(),
             observation_space: spec.observation_space(),
             action_space: spec.action_space(),
             hidden_sizes: cfg.model.hidden_sizes.clone(),
@@ -195,7 +195,7 @@ impl EnvCase {
     fn register_request(&self, num_envs: u32) -> pb::RegisterRequest {
         pb::RegisterRequest {
             actor_name: "fuzz".into(),
-            env_id: self.cfg.env.clone(),
+            env_id: self.cfg.env.id.clone(),
             observation_space: Some((&self.run.observation_space).into()),
             action_space: Some((&self.run.action_space).into()),
             num_envs,
@@ -210,7 +210,7 @@ impl EnvCase {
         };
         let mismatches = [
             r.protocol_version != PROTOCOL_VERSION as i32,
-            r.env_id != self.cfg.env,
+            r.env_id != self.cfg.env.id,
             !same_space(&r.observation_space, &self.run.observation_space),
             !same_space(&r.action_space, &self.run.action_space),
             !(1..=MAX_NUM_ENVS).contains(&r.num_envs),
@@ -447,7 +447,7 @@ impl Harness {
     pub fn seeds(&self, target: Target) -> anyhow::Result<Vec<Seed>> {
         let mut seeds = Vec::new();
         for (i, case) in self.cases.iter().enumerate() {
-            let env = case.cfg.env.to_lowercase();
+            let env = case.cfg.env.id.to_lowercase();
             match target {
                 Target::Rollout => {
                     // A short rollout and one long enough for Pendulum's time limit (truncation, final_obs).
@@ -478,7 +478,7 @@ impl Harness {
     /// A rollout of `case`'s env by its policy, of a symbolic actor (id 0).
     fn sample(&self, case: &EnvCase, num_envs: usize, steps: usize) -> anyhow::Result<Rollout> {
         let cfg = actor::SamplerConfig { num_envs, rollout_steps: steps, ..Default::default() };
-        let mut sampler = actor::Sampler::new(&case.cfg.env, &cfg, case.cfg.seed)?;
+        let mut sampler = actor::Sampler::new(&case.cfg.env.id, &cfg, case.cfg.seed)?;
         let space = sampler.action_space();
         let net = common::net::ActorCriticNet::new(&case.cfg.model, sampler.obs_dim(), &space);
         let mut policy = Policy::from_snapshot(&net, &case.snapshot)?;

@@ -237,7 +237,8 @@ pub fn scrape(port: u16) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    // Python's http.server (the Python actor's exporter) answers in HTTP/1.0.
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_string())
 }
 
 /// Samples of metric `name` in Prometheus text: (labels, value).

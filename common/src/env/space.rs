@@ -13,9 +13,12 @@ pub enum SpaceError {
         /// The number of actions.
         n: usize,
     },
-    /// The wrong number of values.
-    #[error("the space's elements have {expected} values, got {got}")]
-    Length {
+    /// A discrete action of more or fewer than one value.
+    #[error("discrete action needs 1 value, got {0}")]
+    DiscreteLength(usize),
+    /// A box element of the wrong number of values.
+    #[error("box element needs {expected} values, got {got}")]
+    BoxLength {
         /// Values per element.
         expected: usize,
         /// Values given.
@@ -70,10 +73,10 @@ impl Space {
             Space::Discrete { n } => match x {
                 [a] if a.fract() == 0.0 && *a >= 0.0 && (*a as usize) < *n => Ok(()),
                 [a] => Err(SpaceError::NotInDiscrete { value: *a, n: *n }),
-                _ => Err(SpaceError::Length { expected: 1, got: x.len() }),
+                _ => Err(SpaceError::DiscreteLength(x.len())),
             },
             Space::Box { low, .. } if x.len() != low.len() => {
-                Err(SpaceError::Length { expected: low.len(), got: x.len() })
+                Err(SpaceError::BoxLength { expected: low.len(), got: x.len() })
             }
             Space::Box { .. } if x.iter().any(|v| !v.is_finite()) => Err(SpaceError::NonFinite),
             Space::Box { .. } => Ok(()),

@@ -261,7 +261,7 @@ mod tests {
         std::fs::write(&corrupt, &bytes[..bytes.len() / 2]).unwrap();
         assert!(load(&corrupt, &cfg).is_err());
 
-        let other_env = TrainConfig { env: "CartPole-v1".into(), ..cfg.clone() };
+        let other_env = TrainConfig { env: crate::config::EnvConfig::builtin("CartPole-v1"), ..cfg.clone() };
         let err = load(&path, &other_env).err().expect("env mismatch").to_string();
         assert!(err.contains("Pendulum-v1") && err.contains("CartPole-v1"), "{err}");
 

@@ -182,8 +182,8 @@ pub async fn serve(
     };
     let (obs_dim, action_space) = trainer.spaces();
     let run_info = RunInfo {
-        env_id: cfg.env.clone(),
-        observation_space: common::env::make(&cfg.env)?.observation_space(),
+        env_id: cfg.env.id.clone(),
+        observation_space: cfg.env.spaces()?.0,
         action_space: action_space.clone(),
         hidden_sizes: cfg.model.hidden_sizes.clone(),
         rollout_steps: cfg.actors.rollout_steps,

@@ -98,15 +98,27 @@ pub struct TrainerState {
     pub recent: Vec<(f64, u32)>,
     /// Reward scaler statistics.
     pub reward_rms: Option<RunningMeanStd>,
+    /// The env's observation and action spaces in gymnasium's notation (JSON has no infinite numbers; absent in
+    /// checkpoints written before the spaces were recorded).
+    #[serde(default)]
+    pub spaces: Option<(String, String)>,
 }
 
 impl TrainerState {
-    /// Fails naming both envs unless the state is of `cfg`'s env.
+    /// Fails naming both envs unless the state is of `cfg`'s env, with the same spaces.
     pub fn check_env(&self, cfg: &TrainConfig) -> std::result::Result<(), RestoreError> {
-        match self.env == cfg.env {
-            true => Ok(()),
-            false => Err(RestoreError::Env { saved: self.env.clone(), config: cfg.env.clone() }),
+        if self.env != cfg.env.id {
+            return Err(RestoreError::Env { saved: self.env.clone(), config: cfg.env.id.clone() });
         }
+        let (Some((obs, action)), Ok((cfg_obs, cfg_action))) = (&self.spaces, cfg.env.spaces()) else {
+            return Ok(());
+        };
+        for (which, saved, config) in [("observation", obs, cfg_obs), ("action", action, cfg_action)] {
+            if saved.parse::<Space>().ok().as_ref() != Some(&config) {
+                return Err(RestoreError::Spaces { which, saved: saved.clone(), config: config.to_string() });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -119,6 +131,16 @@ pub enum RestoreError {
         /// The env the state was trained on.
         saved: String,
         /// The config's env.
+        config: String,
+    },
+    /// The state's env has other spaces than the config's.
+    #[error("its {which} space is {saved} but the config says {config}")]
+    Spaces {
+        /// `observation` or `action`.
+        which: &'static str,
+        /// The checkpoint's space.
+        saved: String,
+        /// The config's space.
         config: String,
     },
     /// Parameters or optimiser moments of the wrong length.
@@ -202,6 +224,7 @@ impl RewardNormalizer {
 pub struct Trainer {
     cfg: TrainConfig,
     obs_dim: usize,
+    observation_space: Space,
     action_space: Space,
     net: ActorCriticNet,
     backend: Box<dyn Backend>,
@@ -218,8 +241,8 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh run: model initialised from the config's seed.
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
-        let spec = common::env::make(&cfg.env)?;
-        let (obs_dim, action_space) = (spec.observation_space().flat_dim(), spec.action_space());
+        let (observation_space, action_space) = cfg.env.spaces()?;
+        let obs_dim = observation_space.flat_dim();
         let net = ActorCriticNet::new(&cfg.model, obs_dim, &action_space);
         let backend = backend::create(cfg, &net, seed::derive(cfg.seed, "model", 0))?;
         Ok(Self {
@@ -232,6 +255,7 @@ impl Trainer {
                 .then(|| RewardNormalizer { scaler: RewardScaler::new(cfg.ppo.gamma), returns: HashMap::new() }),
             cfg: cfg.clone(),
             obs_dim,
+            observation_space,
             action_space,
             net,
             backend,
@@ -248,7 +272,7 @@ impl Trainer {
     /// Counters and statistics for a checkpoint.
     pub fn state(&self) -> TrainerState {
         TrainerState {
-            env: self.cfg.env.clone(),
+            env: self.cfg.env.id.clone(),
             version: self.version,
             env_steps: self.env_steps,
             episodes: self.episodes.finished(),
@@ -256,6 +280,7 @@ impl Trainer {
             adam_step: self.backend.optimizer_steps(),
             recent: self.episodes.recent().collect(),
             reward_rms: self.reward_norm.as_ref().map(|n| n.scaler.rms.clone()),
+            spaces: Some((self.observation_space.to_string(), self.action_space.to_string())),
         }
     }
 

@@ -1,0 +1,155 @@
+"""``proxima-actor``: run an actor against a learner, or evaluate and render a saved policy in gymnasium.
+
+    proxima-actor --learner URL --env ID [--num-envs N] [--token T] [--tls-ca PEM] [--vectorization sync|async]
+                  [--make module:function] [--env-kwargs JSON] [--metrics-addr ADDR]
+    proxima-actor eval --checkpoint PATH --env ID [--episodes N] [--deterministic] [--seed S]
+    proxima-actor render --checkpoint PATH --env ID --out episode.gif
+
+Flags default to the same ``PROXIMA_*`` environment variables as the Rust actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from .client import Actor, ActorOptions, Refused, _host_name, stop_on_signals
+from .evaluate import evaluate, render
+from .metrics import ActorMetrics
+from .policy import Policy, PolicyError
+from .sampler import EnvError, EnvFactory
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _positive(s: str) -> int:
+    n = int(s)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{s!r}: must be a whole number, at least 1")
+    return n
+
+
+def env_factory(env_id: str, make: str | None, env_kwargs: str | None, **extra: Any) -> EnvFactory:
+    """``gymnasium.make(env_id, **kwargs)``, or ``module:function(**kwargs)`` for an env that is not registered."""
+    kwargs: dict[str, Any] = json.loads(env_kwargs) if env_kwargs else {}
+    if not isinstance(kwargs, dict):
+        raise ValueError("--env-kwargs must be a JSON object")
+    kwargs.update(extra)
+    if make:
+        module, sep, name = make.partition(":")
+        if not sep:
+            raise ValueError(f"--make {make!r}: expected module:function")
+        fn = getattr(importlib.import_module(module), name)
+        return functools.partial(fn, **kwargs)
+    return functools.partial(gym.make, env_id, **kwargs)
+
+
+def _add_env_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default=_env("PROXIMA_ENV", "CartPole-v1"), help="env id (the learner's) [PROXIMA_ENV]")
+    p.add_argument("--make", default=_env("PROXIMA_MAKE"), help="module:function that builds the env [PROXIMA_MAKE]")
+    p.add_argument("--env-kwargs", default=_env("PROXIMA_ENV_KWARGS"), help="JSON keyword arguments for the env")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proxima-actor", description="Run gymnasium envs as a proxima actor.")
+    p.add_argument("--learner", default=_env("PROXIMA_LEARNER", "http://127.0.0.1:50051"), help="[PROXIMA_LEARNER]")
+    _add_env_args(p)
+    p.add_argument("--num-envs", type=_positive, default=int(_env("PROXIMA_NUM_ENVS", "8") or 8))
+    rollout_steps = _env("PROXIMA_ROLLOUT_STEPS")
+    p.add_argument("--rollout-steps", type=_positive, default=int(rollout_steps) if rollout_steps else None)
+    p.add_argument("--name", default=_env("PROXIMA_ACTOR_NAME", _host_name()))
+    p.add_argument("--token", default=_env("PROXIMA_TOKEN"), help="[PROXIMA_TOKEN]")
+    p.add_argument("--tls-ca", default=_env("PROXIMA_TLS_CA"), help="PEM CA that signed the learner's certificate")
+    p.add_argument("--tls-domain", default=_env("PROXIMA_TLS_DOMAIN"))
+    p.add_argument("--vectorization", choices=["sync", "async"], default=_env("PROXIMA_VECTORIZATION", "sync"))
+    p.add_argument("--max-backoff-seconds", type=float, default=10.0)
+    p.add_argument("--max-message-bytes", type=int, default=16 << 20)
+    p.add_argument("--policy-wait-ms", type=int, default=int(_env("PROXIMA_POLICY_WAIT_MS", "250") or 250))
+    p.add_argument("--metrics-addr", default=_env("PROXIMA_METRICS_ADDR", "0.0.0.0:9001"), help="HOST:PORT or none")
+    return p
+
+
+def _policy_parser(command: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"proxima-actor {command}", description=description)
+    p.add_argument("--checkpoint", required=True, type=Path, help="model.safetensors or checkpoint-*.safetensors")
+    _add_env_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _eval(argv: Sequence[str]) -> int:
+    p = _policy_parser("eval", "Play episodes with a saved policy and report the returns.")
+    p.add_argument("--episodes", type=_positive, default=10)
+    p.add_argument("--deterministic", action="store_true", help="act with the mode instead of sampling")
+    a = p.parse_args(argv)
+    report = evaluate(
+        Policy.load(a.checkpoint), env_factory(a.env, a.make, a.env_kwargs), a.env, a.episodes, a.deterministic, a.seed
+    )
+    print(report.human())
+    print(report.json())
+    return 0
+
+
+def _render(argv: Sequence[str]) -> int:
+    p = _policy_parser("render", "Draw one deterministic episode of a saved policy as a GIF or MP4.")
+    p.add_argument("--out", type=Path, default=Path("episode.gif"))
+    p.add_argument("--max-frames", type=_positive, default=1000)
+    a = p.parse_args(argv)
+    make = env_factory(a.env, a.make, a.env_kwargs, render_mode="rgb_array")
+    ret, length, frames = render(Policy.load(a.checkpoint), make, a.out, a.seed, a.max_frames)
+    print(f"{a.env}: {frames} frames, episode return {ret:.2f} over {length} steps; wrote {a.out}")
+    return 0
+
+
+def _run(argv: Sequence[str]) -> int:
+    a = _run_parser().parse_args(argv)
+    opts = ActorOptions(
+        learner=a.learner,
+        env=a.env,
+        num_envs=a.num_envs,
+        rollout_steps=a.rollout_steps,
+        name=a.name,
+        token=a.token or None,
+        tls_ca=a.tls_ca,
+        tls_domain=a.tls_domain,
+        max_backoff=max(a.max_backoff_seconds, 0.1),
+        max_message_bytes=a.max_message_bytes,
+        policy_wait_ms=a.policy_wait_ms,
+        vectorization=a.vectorization,
+    )
+    stop = stop_on_signals()
+    metrics = ActorMetrics(opts.env)
+    metrics.serve(a.metrics_addr)
+    Actor(env_factory(a.env, a.make, a.env_kwargs), opts, stop, metrics).run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``proxima-actor``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=os.environ.get("PROXIMA_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    commands = {"eval": _eval, "render": _render, "run": _run}
+    command = commands.get(args[0]) if args else None
+    try:
+        return command(args[1:]) if command else _run(args)
+    except (Refused, EnvError, PolicyError, ValueError, OSError) as e:
+        logging.getLogger("proxima_actor").error("%s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Vectorised gymnasium envs stepped with a policy into rollouts, with the Rust sampler's semantics.
+
+The vector env runs in gymnasium's ``SAME_STEP`` autoreset mode: on the step an episode ends, the returned
+observation is already the next episode's first one and the last observation is in ``info["final_obs"]``, which
+a truncated step needs (the learner bootstraps from it). Actions are recorded as sampled and clipped to a Box's
+bounds only when stepping the env. Episode returns are summed from the f32 rewards the rollout carries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium.vector import AutoresetMode
+
+from .policy import F32, Policy
+
+EnvFactory = Callable[[], gym.Env]
+
+
+class EnvError(ValueError):
+    """An env whose spaces proxima cannot train on, or one that does not fit the policy."""
+
+
+@dataclass
+class Episode:
+    """A finished episode."""
+
+    env_index: int
+    episode_return: float
+    length: int
+
+
+@dataclass
+class Rollout:
+    """``T`` steps of ``N`` envs, time-major (index ``[t][e]``)."""
+
+    policy_version: int
+    incarnation: int
+    obs: F32
+    """``[T, N, obs_dim]`` raw observations the actions were chosen on."""
+    actions: F32
+    """``[T, N, action_dim]`` sampled (unclipped) actions."""
+    log_probs: F32
+    values: F32
+    rewards: F32
+    terminated: npt.NDArray[np.bool_]
+    truncated: npt.NDArray[np.bool_]
+    final_obs: F32
+    """``[count(truncated), obs_dim]`` final observations of the truncated steps, time-major."""
+    next_obs: F32
+    """``[N, obs_dim]``."""
+    episodes: list[Episode] = field(default_factory=list)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def num_envs(self) -> int:
+        return int(self.rewards.shape[1])
+
+    def __len__(self) -> int:
+        return self.num_steps * self.num_envs
+
+
+def make_vector_env(make_env: EnvFactory, num_envs: int, vectorization: str = "sync") -> gym.vector.VectorEnv:
+    """``num_envs`` copies of ``make_env()`` in ``SAME_STEP`` autoreset mode, in this process or in subprocesses."""
+    fns = [make_env] * num_envs
+    if vectorization == "sync":
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    if vectorization == "async":
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    raise ValueError(f"vectorization {vectorization!r}: expected sync or async")
+
+
+def check_spaces(obs_space: gym.Space, action_space: gym.Space) -> None:
+    """Raises unless the observations are a Box and the actions a Discrete (from 0) or a 1-d Box."""
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise EnvError(f"observation space {obs_space} is not a Box (wrap the env to flatten it)")
+    if isinstance(action_space, gym.spaces.Discrete):
+        if int(action_space.start) != 0:
+            raise EnvError(f"action space {action_space} does not start at 0")
+    elif not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
+        raise EnvError(f"action space {action_space} is neither Discrete nor a 1-d Box")
+
+
+class Sampler:
+    """Steps a vector env with a policy, one rollout at a time; envs continue across rollouts."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, rollout_steps: int, seed: int) -> None:
+        check_spaces(envs.single_observation_space, envs.single_action_space)
+        if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise EnvError("the vector env must autoreset in SAME_STEP mode (make_vector_env builds one)")
+        self.envs = envs
+        self.num_envs = int(envs.num_envs)
+        self.rollout_steps = rollout_steps
+        self.obs_dim = int(np.prod(envs.single_observation_space.shape or (0,)))
+        space = envs.single_action_space
+        #: Discrete: the number of actions; Box: None.
+        self.num_actions: int | None = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
+        self.discrete = self.num_actions is not None
+        #: Box: bounds the actions are clipped to when stepping the env, and the env's action dtype.
+        self.action_low = np.asarray(getattr(space, "low", 0.0), dtype=np.float32)
+        self.action_high = np.asarray(getattr(space, "high", 0.0), dtype=np.float32)
+        self.action_dtype = space.dtype or np.float32
+        self.rng = np.random.default_rng(seed)
+        obs, _ = envs.reset(seed=seed)
+        self.obs = self._flat(obs)
+        self.returns = np.zeros(self.num_envs, dtype=np.float64)
+        self.lengths = np.zeros(self.num_envs, dtype=np.int64)
+        #: Called with the seconds of each batched forward pass.
+        self.on_inference: Callable[[float], None] = lambda _: None
+
+    def _flat(self, obs: npt.ArrayLike) -> F32:
+        return np.asarray(obs, dtype=np.float32).reshape(self.num_envs, self.obs_dim)
+
+    def check_policy(self, policy: Policy) -> None:
+        """Raises if the policy's network does not fit these envs (another env's learner)."""
+        want = (self.obs_dim, self.discrete, 1 if self.discrete else int(self.action_low.shape[0]))
+        if self.num_actions is not None and policy.discrete and policy.actor.out_dim != self.num_actions:
+            raise EnvError(f"the policy has {policy.actor.out_dim} actions, the env {self.num_actions}")
+        got = (policy.obs_dim, policy.discrete, policy.action_dim)
+        if got != want:
+            raise EnvError(f"the policy (obs_dim, discrete, action_dim) = {got} does not fit the env's {want}")
+
+    def _env_actions(self, actions: F32) -> npt.NDArray[np.generic]:
+        if self.discrete:
+            return actions[:, 0].astype(np.int64)
+        return np.clip(actions, self.action_low, self.action_high).astype(self.action_dtype)
+
+    def collect(self, policy: Policy, incarnation: int = 0) -> Rollout:
+        """Runs ``rollout_steps`` steps of every env with ``policy``."""
+        t_max, n, d = self.rollout_steps, self.num_envs, self.obs_dim
+        a = policy.action_dim
+        obs = np.empty((t_max, n, d), dtype=np.float32)
+        actions = np.empty((t_max, n, a), dtype=np.float32)
+        log_probs = np.empty((t_max, n), dtype=np.float32)
+        values = np.empty((t_max, n), dtype=np.float32)
+        rewards = np.empty((t_max, n), dtype=np.float32)
+        terminated = np.empty((t_max, n), dtype=bool)
+        truncated = np.empty((t_max, n), dtype=bool)
+        final_obs: list[F32] = []
+        episodes: list[Episode] = []
+        for t in range(t_max):
+            obs[t] = self.obs
+            started = time.perf_counter()
+            out = policy.act(self.obs, self.rng)
+            self.on_inference(time.perf_counter() - started)
+            actions[t], log_probs[t], values[t] = out.actions, out.log_probs, out.values
+            next_obs, reward, term, trunc, info = self.envs.step(self._env_actions(out.actions))
+            rewards[t] = np.asarray(reward, dtype=np.float32)
+            term = np.asarray(term, dtype=bool)
+            # As gymnasium's TimeLimit: a step that both terminates and hits the limit is terminated.
+            trunc = np.asarray(trunc, dtype=bool) & ~term
+            terminated[t], truncated[t] = term, trunc
+            self.returns += rewards[t].astype(np.float64)
+            self.lengths += 1
+            for e in np.flatnonzero(trunc):
+                final_obs.append(np.asarray(info["final_obs"][e], dtype=np.float32).reshape(d))
+            for e in np.flatnonzero(term | trunc):
+                episodes.append(Episode(int(e), float(self.returns[e]), int(self.lengths[e])))
+                self.returns[e], self.lengths[e] = 0.0, 0
+            self.obs = self._flat(next_obs)
+        return Rollout(
+            policy_version=policy.version,
+            incarnation=incarnation,
+            obs=obs,
+            actions=actions,
+            log_probs=log_probs,
+            values=values,
+            rewards=rewards,
+            terminated=terminated,
+            truncated=truncated,
+            final_obs=np.stack(final_obs) if final_obs else np.zeros((0, d), dtype=np.float32),
+            next_obs=self.obs.copy(),
+            episodes=episodes,
+        )
+
+    def close(self) -> None:
+        self.envs.close()

@@ -1,0 +1,62 @@
+"""Conversions between the actor's types and the ``ppo.v1`` protobuf messages (the one place for them)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from ._proto import ppo_pb2 as pb
+from .policy import Policy
+from .sampler import Rollout
+
+#: Protocol version this package speaks.
+PROTOCOL_VERSION = pb.PROTOCOL_VERSION_1
+#: Response metadata key under which the learner names a rejection's reason.
+REASON_KEY = "proxima-reason"
+
+
+def space(s: gym.Space) -> pb.Space:
+    """A gymnasium Discrete or Box as the protocol's space (a Box flattened, bounds as f32)."""
+    if isinstance(s, gym.spaces.Discrete):
+        return pb.Space(discrete=pb.Discrete(n=int(s.n)))
+    if isinstance(s, gym.spaces.Box):
+        low = np.asarray(s.low, dtype=np.float32).reshape(-1)
+        high = np.asarray(s.high, dtype=np.float32).reshape(-1)
+        return pb.Space(box=pb.BoxSpace(low=low.tolist(), high=high.tolist()))
+    raise ValueError(f"space {s} is neither Discrete nor Box")
+
+
+def _f32(x: np.ndarray) -> bytes:
+    return np.ascontiguousarray(x, dtype="<f4").tobytes()
+
+
+def _u8(x: np.ndarray) -> bytes:
+    return np.ascontiguousarray(x, dtype=np.uint8).tobytes()
+
+
+def rollout(r: Rollout, actor_id: int) -> pb.Rollout:
+    """The message for ``r``, stamped with the id the learner handed out."""
+    return pb.Rollout(
+        actor_id=actor_id,
+        policy_version=r.policy_version,
+        num_steps=r.num_steps,
+        num_envs=r.num_envs,
+        obs=_f32(r.obs),
+        actions=_f32(r.actions),
+        log_probs=_f32(r.log_probs),
+        values=_f32(r.values),
+        rewards=_f32(r.rewards),
+        terminated=_u8(r.terminated),
+        truncated=_u8(r.truncated),
+        final_obs=_f32(r.final_obs),
+        next_obs=_f32(r.next_obs),
+        episodes=[
+            pb.Episode(env_index=e.env_index, episode_return=e.episode_return, length=e.length) for e in r.episodes
+        ],
+        incarnation=r.incarnation,
+    )
+
+
+def policy(update: pb.PolicyUpdate) -> tuple[Policy, int]:
+    """The policy an update carries and the incarnation of the learner that sent it."""
+    return Policy(update.weights, version=update.version), update.incarnation

@@ -1,0 +1,196 @@
+"""The actor's protocol behaviour against a fake learner in this process: registration, policy following,
+re-registration on ``unknown_actor``, refusal, backoff, and the flush when stopped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import gymnasium as gym
+import numpy as np
+import pytest
+from safetensors.numpy import save
+from test_policy import state_dict
+
+from proxima_actor._proto import ppo_pb2 as pb
+from proxima_actor._proto import ppo_pb2_grpc as pb_grpc
+from proxima_actor.client import Actor, ActorOptions, Backoff, PolicyCell, Refused
+from proxima_actor.metrics import ActorMetrics
+from proxima_actor.policy import Policy
+
+WEIGHTS = save(state_dict(4, 2, (8,), box=False))
+
+
+class FakeLearner(pb_grpc.LearnerServicer):
+    """Registers actors, streams one policy, accepts rollouts; can forget actors or refuse registration."""
+
+    def __init__(self) -> None:
+        self.registrations: list[pb.RegisterRequest] = []
+        self.rollouts: list[pb.Rollout] = []
+        self.known: set[int] = set()
+        self.refuse: str | None = None
+        self.forget_after: int | None = None
+        self.lock = threading.Lock()
+
+    def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
+        if self.refuse:
+            context.set_trailing_metadata((("proxima-reason", "mismatch"),))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refuse)
+        with self.lock:
+            self.registrations.append(request)
+            actor_id = 100 + len(self.registrations)
+            self.known.add(actor_id)
+        return pb.RegisterResponse(actor_id=actor_id, seed=5, run_id="fake", hidden_sizes=[8], rollout_steps=4)
+
+    def SubscribePolicy(self, request: pb.SubscribePolicyRequest, context: Any) -> Iterator[pb.PolicyUpdate]:
+        yield pb.PolicyUpdate(version=1, weights=WEIGHTS, published_at=time.time(), incarnation=9)
+        while context.is_active():
+            time.sleep(0.02)
+
+    def SubmitRollout(self, request: pb.Rollout, context: Any) -> pb.SubmitRolloutResponse:
+        with self.lock:
+            if request.actor_id not in self.known:
+                context.set_trailing_metadata((("proxima-reason", "unknown_actor"),))
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "actor_id: unknown actor id; register first")
+            self.rollouts.append(request)
+            if self.forget_after is not None and len(self.rollouts) == self.forget_after:
+                self.known.clear()
+        return pb.SubmitRolloutResponse(outcome=pb.ROLLOUT_OUTCOME_ACCEPTED, policy_version=1)
+
+
+@pytest.fixture
+def learner() -> Iterator[tuple[FakeLearner, int]]:
+    fake = FakeLearner()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_LearnerServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield fake, port
+    server.stop(grace=None)
+
+
+def start(port: int, stop: threading.Event, **opts: Any) -> tuple[Actor, threading.Thread, list[BaseException]]:
+    options = ActorOptions(learner=f"http://127.0.0.1:{port}", num_envs=2, max_backoff=0.2, **opts)
+    actor = Actor(lambda: gym.make("CartPole-v1"), options, stop, ActorMetrics("CartPole-v1"))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            actor.run()
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return actor, thread, errors
+
+
+def wait_until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_registers_follows_the_policy_and_streams_rollouts(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    stop = threading.Event()
+    _, thread, errors = start(port, stop, token="s3cret")
+    wait_until(lambda: len(fake.rollouts) >= 3)
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive() and not errors
+    reg = fake.registrations[0]
+    assert (reg.env_id, reg.num_envs, reg.protocol_version) == ("CartPole-v1", 2, pb.PROTOCOL_VERSION_1)
+    assert reg.observation_space.box.high[2] == pytest.approx(0.41887903) and reg.action_space.discrete.n == 2
+    r = fake.rollouts[0]
+    assert (r.actor_id, r.policy_version, r.incarnation, r.num_steps, r.num_envs) == (101, 1, 9, 4, 2)
+    assert len(r.obs) == 4 * 2 * 4 * 4 and len(r.terminated) == 8 and len(r.next_obs) == 2 * 4 * 4
+    assert np.all(np.frombuffer(r.rewards, "<f4") == 1.0)
+
+
+def test_a_forgotten_actor_registers_again_and_keeps_its_envs(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    fake.forget_after = 2
+    stop = threading.Event()
+    actor, thread, errors = start(port, stop)
+    wait_until(lambda: len(fake.rollouts) >= 4)
+    stop.set()
+    thread.join(10)
+    assert not errors and len(fake.registrations) >= 2
+    assert {r.actor_id for r in fake.rollouts[2:]} == {102}
+    assert actor.metrics.reconnects._value.get() >= 1  # type: ignore[attr-defined]
+
+
+def test_a_refused_registration_is_fatal(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    fake.refuse = "env_id: the learner trains Acrobot-v1, not CartPole-v1"
+    _, thread, errors = start(port, threading.Event())
+    thread.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], Refused) and "Acrobot-v1" in str(errors[0])
+
+
+def test_an_unreachable_learner_is_retried_until_stopped() -> None:
+    stop = threading.Event()
+    _, thread, errors = start(1, stop)  # nothing listens on port 1
+    time.sleep(0.5)
+    assert thread.is_alive()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and not errors
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    b = Backoff(base=0.1, max_wait=1.0)
+    waits = [[Backoff.next(b) for b in [Backoff(0.1, 1.0)] for _ in range(8)] for _ in range(50)]
+    for n in range(8):
+        column = [w[n] for w in waits]
+        cap = min(1.0, 0.1 * 2**n)
+        assert all(0.1 <= w <= cap for w in column)
+        if n > 0:
+            assert min(column) < max(column)
+    b.next()
+    b.reset()
+    assert b.attempt == 0
+
+
+def test_policy_cell_waits_for_a_newer_version() -> None:
+    cell = PolicyCell()
+    cell.publish(Policy(WEIGHTS, version=1), incarnation=3)
+    started = time.monotonic()
+    cell.wait_newer(3, 1, timeout=0.1)
+    assert time.monotonic() - started >= 0.09
+    threading.Timer(0.05, lambda: cell.publish(Policy(WEIGHTS, version=2), 3)).start()
+    cell.wait_newer(3, 1, timeout=5.0)
+    assert cell.latest()[0].version == 2
+    cell.publish(Policy(WEIGHTS, version=1), incarnation=4)
+    cell.wait_newer(3, 2, timeout=5.0)  # another incarnation counts as newer at once
+    assert cell.latest()[1] == 4
+
+
+class Slow(gym.Wrapper[np.ndarray, np.int64, np.ndarray, np.int64]):
+    """CartPole that takes 50 ms per step, so that a stop lands while a rollout is being collected."""
+
+    def step(self, action: np.int64) -> Any:
+        time.sleep(0.05)
+        return self.env.step(action)
+
+
+def test_stopping_sends_the_rollout_in_progress_then_leaves(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    stop = threading.Event()
+    options = ActorOptions(learner=f"http://127.0.0.1:{port}", num_envs=1, policy_wait_ms=0)
+    actor = Actor(lambda: Slow(gym.make("CartPole-v1")), options, stop, ActorMetrics("CartPole-v1"))
+    thread = threading.Thread(target=actor.run, daemon=True)
+    thread.start()
+    wait_until(lambda: len(fake.rollouts) >= 1)
+    time.sleep(0.05)
+    sent_before = len(fake.rollouts)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert actor.flushed == 1 and len(fake.rollouts) == sent_before + 1

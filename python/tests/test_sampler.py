@@ -1,0 +1,101 @@
+"""The sampler's semantics: final observations of truncated steps, episode records, unclipped actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from safetensors.numpy import save
+from test_policy import state_dict
+
+from proxima_actor import Policy
+from proxima_actor.sampler import EnvError, Sampler, make_vector_env
+
+
+class Counter(gym.Env[np.ndarray, np.ndarray]):
+    """Observation = [steps so far, seed]; reward 1 per step; Box(-1, 1) actions recorded as the env got them;
+    never terminates (the time limit ends its episodes)."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.t, self.seed_seen = 0, 0.0
+        self.received: list[np.ndarray] = []
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self.seed_seen = float(seed)
+        self.t = 0
+        return np.array([0.0, self.seed_seen], np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.received.append(np.array(action))
+        self.t += 1
+        return np.array([self.t, self.seed_seen], np.float32), 1.0, False, False, {}
+
+
+def make_counter() -> gym.Env:
+    return gym.wrappers.TimeLimit(Counter(), max_episode_steps=5)
+
+
+def test_truncated_steps_carry_their_final_observation() -> None:
+    envs = make_vector_env(make_counter, 3)
+    sampler = Sampler(envs, rollout_steps=12, seed=7)
+    policy = Policy(save(state_dict(2, 1, (4,), box=True)), version=9)
+    r = sampler.collect(policy, incarnation=5)
+    assert (r.num_steps, r.num_envs, r.policy_version, r.incarnation) == (12, 3, 9, 5)
+    # Steps 4 and 9 (0-based) end every env's 5-step episode by the time limit.
+    assert r.truncated.sum() == 6 and not r.terminated.any()
+    assert set(np.flatnonzero(r.truncated.any(axis=1))) == {4, 9}
+    assert r.final_obs.shape == (6, 2)
+    np.testing.assert_array_equal(r.final_obs[:, 0], np.full(6, 5.0))
+    # The observation after a truncated step is the next episode's first; envs are seeded 7, 8, 9.
+    np.testing.assert_array_equal(r.obs[5, :, 0], np.zeros(3))
+    np.testing.assert_array_equal(r.obs[0, :, 1], [7.0, 8.0, 9.0])
+    np.testing.assert_array_equal(r.next_obs[:, 0], [2.0, 2.0, 2.0])
+    assert [(e.env_index, e.episode_return, e.length) for e in r.episodes] == [(e, 5.0, 5) for e in range(3)] * 2
+    # Episodes continue across rollouts: the next one finishes the ones in progress after 3 more steps.
+    r2 = sampler.collect(policy)
+    assert [(e.episode_return, e.length) for e in r2.episodes][:3] == [(5.0, 5)] * 3
+    assert np.flatnonzero(r2.truncated.any(axis=1))[0] == 2
+    sampler.close()
+
+
+def test_actions_are_sent_unclipped_and_clipped_for_the_env() -> None:
+    envs = make_vector_env(make_counter, 2)
+    sampler = Sampler(envs, rollout_steps=50, seed=0)
+    t = state_dict(2, 1, (4,), box=True)
+    t["actor_logstd"] = np.full((1, 1), 1.0, np.float32)  # std e: most draws leave [-1, 1]
+    r = sampler.collect(Policy(save(t)))
+    assert np.abs(r.actions).max() > 1.0, "no sampled action left the bounds"
+    got = np.stack([np.asarray(a) for e in sampler.envs.envs for a in e.unwrapped.received])
+    assert np.abs(got).max() <= 1.0
+    np.testing.assert_allclose(np.sort(got.ravel()), np.sort(np.clip(r.actions, -1, 1).ravel()), atol=1e-7)
+    sampler.close()
+
+
+def test_terminated_beats_truncated_and_returns_sum_the_sent_rewards() -> None:
+    envs = make_vector_env(lambda: gym.make("CartPole-v1", max_episode_steps=10), 4)
+    sampler = Sampler(envs, rollout_steps=64, seed=1)
+    r = sampler.collect(Policy(save(state_dict(4, 2, (8,), box=False))))
+    assert not (r.terminated & r.truncated).any()
+    assert r.final_obs.shape[0] == int(r.truncated.sum())
+    assert sum(e.length for e in r.episodes) <= 64 * 4
+    for e in r.episodes:
+        assert e.episode_return == pytest.approx(float(e.length))
+    sampler.close()
+
+
+def test_spaces_it_cannot_train_on_are_refused() -> None:
+    envs = make_vector_env(lambda: gym.make("CartPole-v1"), 1)
+    sampler = Sampler(envs, rollout_steps=1, seed=0)
+    with pytest.raises(EnvError):
+        sampler.check_policy(Policy(save(state_dict(4, 3, (8,), box=False))))
+    with pytest.raises(EnvError):
+        sampler.check_policy(Policy(save(state_dict(4, 1, (8,), box=True))))
+    sampler.close()
+    with pytest.raises(EnvError):
+        Sampler(gym.make_vec("CartPole-v1", 1, vectorization_mode="sync"), rollout_steps=1, seed=0)

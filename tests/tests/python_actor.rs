@@ -1,0 +1,367 @@
+//! The Python actor package (`python/`, `proxima_actor`) against the Rust side: the same numbers for the same
+//! weights (fixtures written here, checked by pytest), and real `proxima-actor` processes training with a
+//! `learner serve` on loopback, for a Discrete and a Box env, with eval of the saved policy and a SIGTERM flush.
+//!
+//! Needs the package installed in the test Python (`scripts/test.sh` does `pip install ./python[dev]`).
+
+use common::distributions::{
+    categorical_entropy, categorical_log_prob, gaussian_entropy, gaussian_log_prob, log_softmax,
+};
+use common::env::Space;
+use common::net::{ActorCriticNet, ModelConfig};
+use common::normalize::ObsNormalizer;
+use common::policy::{ActOutput, Policy, PolicySnapshot, encode_weights};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tests::procs::{Learner, Proc, free_port, samples, scrape, total};
+
+/// The process tests of this file run one after another.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tests::bin_path("learner");
+    guard
+}
+
+/// One fixture: weights with random (non-zero) biases and log-std, raw observations, actions, and what the Rust
+/// policy computes for them.
+fn write_case(dir: &Path, name: &str, obs_dim: usize, space: &Space, hidden: &[usize], normalize: bool, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cfg = ModelConfig { hidden_sizes: hidden.to_vec(), ..ModelConfig::default() };
+    let net = ActorCriticNet::new(&cfg, obs_dim, space);
+    let mut params = net.init(seed);
+    params.iter_mut().for_each(|p| *p += rng.random_range(-0.3f32..0.3));
+    let rows = 16;
+    let obs: Vec<f32> = (0..rows * obs_dim).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+    let norm = normalize.then(|| {
+        let mut n = ObsNormalizer::new(obs_dim, 5.0);
+        let history: Vec<f32> = (0..64 * obs_dim).map(|_| rng.random_range(-2.0f32..4.0)).collect();
+        n.rms.update(&history);
+        n
+    });
+    let bytes = encode_weights(&net, &params, norm.as_ref()).expect("encode");
+    std::fs::write(dir.join(format!("{name}.safetensors")), &bytes).expect("write weights");
+
+    let mut input = obs.clone();
+    if let Some(n) = &norm {
+        n.normalize(&mut input);
+    }
+    let (actor, critic) = net.split(&params);
+    let (mut a_outs, mut c_outs) = (Vec::new(), Vec::new());
+    net.actor().forward(actor, &input, rows, &mut a_outs);
+    net.critic().forward(critic, &input, rows, &mut c_outs);
+    let head = a_outs.last().expect("actor output").clone();
+    let values = c_outs.last().expect("critic output").clone();
+    let out_dim = net.actor().out_dim();
+    let (mut actions, mut log_probs, mut entropy) = (Vec::new(), Vec::new(), Vec::new());
+    for row in head.chunks_exact(out_dim) {
+        match space {
+            Space::Discrete { n } => {
+                let a = rng.random_range(0..*n);
+                actions.push(vec![a as f32]);
+                log_probs.push(categorical_log_prob(row, a));
+                let mut lp = vec![0.0; row.len()];
+                log_softmax(row, &mut lp);
+                entropy.push(categorical_entropy(&lp));
+            }
+            Space::Box { .. } => {
+                let log_std = &params[net.log_std().expect("log-std")];
+                let std: Vec<f32> = log_std.iter().map(|l| l.exp()).collect();
+                let a: Vec<f32> = row.iter().map(|m| m + rng.random_range(-2.0f32..2.0)).collect();
+                log_probs.push(gaussian_log_prob(row, &a, log_std, &std));
+                entropy.push(gaussian_entropy(log_std));
+                actions.push(a);
+            }
+        }
+    }
+    let snapshot = PolicySnapshot { version: 3, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
+    let mut policy = Policy::from_snapshot(&net, &snapshot).expect("policy");
+    let mut mode = ActOutput::default();
+    policy.act(&obs, &mut rng, true, &mut mode).expect("act");
+    let fixture = json!({
+        "obs_dim": obs_dim,
+        "discrete": space.is_discrete(),
+        "hidden_sizes": hidden,
+        "normalize": normalize,
+        "obs": obs.chunks_exact(obs_dim).collect::<Vec<_>>(),
+        "head": head.chunks_exact(out_dim).collect::<Vec<_>>(),
+        "values": values,
+        "actions": actions,
+        "log_probs": log_probs,
+        "entropy": entropy,
+        "mode_actions": mode.actions.chunks_exact(mode.actions.len() / rows).collect::<Vec<_>>(),
+        "mode_log_probs": mode.log_probs,
+    });
+    std::fs::write(dir.join(format!("{name}.json")), fixture.to_string()).expect("write fixture");
+}
+
+/// Runs pytest on `python/tests/<target>` with `env`; panics with its output unless it passed (and ran tests).
+fn pytest(target: &str, env: &[(&str, &Path)]) -> String {
+    let mut cmd = Command::new(tests::python());
+    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("python/tests/{target}")])
+        .current_dir(tests::workspace_root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pytest");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains(" passed"), "pytest {target} failed:\n{text}");
+    text
+}
+
+/// For the same weights and observations, numpy and Rust agree on logits / Gaussian means, log-probs, entropy
+/// and values within 1e-5: both heads, with and without observation normalisation.
+#[test]
+fn python_and_rust_policies_agree() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pendulum = Space::Box { low: vec![-2.0], high: vec![2.0] };
+    let mcc = Space::Box { low: vec![-1.0, -1.0, -1.0], high: vec![1.0, 1.0, 1.0] };
+    write_case(dir.path(), "discrete", 4, &Space::Discrete { n: 2 }, &[64, 64], false, 1);
+    write_case(dir.path(), "discrete_norm", 6, &Space::Discrete { n: 3 }, &[64, 64], true, 2);
+    write_case(dir.path(), "box", 3, &pendulum, &[64, 64], false, 3);
+    write_case(dir.path(), "box_norm", 17, &mcc, &[256, 256], true, 4);
+    let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
+    println!("{}", text.lines().last().unwrap_or_default());
+}
+
+/// A `proxima-actor` process for the learner on 127.0.0.1:`port`, metrics on `metrics` (or none).
+fn python_actor(dir: &Path, name: &str, port: u16, env: &str, metrics: Option<u16>) -> Proc {
+    let args: Vec<String> = [
+        "-m",
+        "proxima_actor",
+        "--learner",
+        &format!("http://127.0.0.1:{port}"),
+        "--env",
+        env,
+        "--num-envs",
+        "8",
+        "--name",
+        name,
+        "--max-backoff-seconds",
+        "1",
+        "--metrics-addr",
+        &metrics.map_or("none".into(), |p| format!("127.0.0.1:{p}")),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::spawn(name, &tests::python(), &args, &[], dir)
+}
+
+/// Waits until the learner's `progress.csv` shows at least `steps` env steps.
+fn wait_steps(learner: &mut Learner, steps: u64, timeout: Duration) -> u64 {
+    let run_dir = learner.run_dir.clone();
+    learner.proc.wait_for(&format!("{steps} env steps"), timeout, |_| {
+        tests::read_progress(&run_dir).last().map(|r| r.env_steps).filter(|s| *s >= steps)
+    })
+}
+
+/// Two Python actors train CartPole-v1 with a Rust learner: nothing is rejected, the return improves far above a
+/// random policy's (about 22), the actors' metrics carry the Rust actor's names and labels, a SIGTERM makes an
+/// actor send its last rollout and leave with status 0, and `proxima-actor eval` plays the saved policy.
+#[test]
+fn python_actors_train_cartpole() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let overrides = ["total_steps=1000000", "actors.count=2"];
+    let mut learner = Learner::start(dir.path(), "learner", &dir.path().join("runs"), "py", port, &overrides, false);
+    let actor_metrics = free_port();
+    let mut actors = [
+        python_actor(dir.path(), "py-0", port, "CartPole-v1", Some(actor_metrics)),
+        python_actor(dir.path(), "py-1", port, "CartPole-v1", None),
+    ];
+    let started = Instant::now();
+    let steps = wait_steps(&mut learner, 60_000, Duration::from_secs(240));
+    let elapsed = started.elapsed().as_secs_f64();
+    let rows = learner.progress();
+    let last = rows.last().expect("progress rows");
+    let mean = last.mean_return.expect("episodes finished");
+    println!(
+        "[python actors] {steps} env steps in {elapsed:.1} s ({:.0} steps/s), policy v{}, mean return {mean:.1}",
+        steps as f64 / elapsed,
+        last.policy_version
+    );
+    assert!(mean >= 150.0, "CartPole did not learn through Python actors: {last:?}\n{}", actors[0].tail(20));
+
+    let learner_metrics = learner.metrics().expect("learner metrics");
+    assert_eq!(total(&learner_metrics, "proxima_learner_rejected_total"), 0.0, "the learner rejected rollouts");
+    assert!(total(&learner_metrics, "proxima_learner_connected_actors") >= 2.0, "not both actors connected");
+    let text = scrape(actor_metrics).expect("the Python actor serves /metrics");
+    let accepted = samples(&text, "proxima_actor_rollouts_total")
+        .into_iter()
+        .find(|(labels, _)| labels.contains("outcome=\"accepted\""))
+        .map(|(labels, v)| (labels.to_string(), v))
+        .expect("rollouts counted by outcome");
+    assert!(accepted.1 > 0.0 && accepted.0.contains("role=\"actor\"") && accepted.0.contains("env=\"CartPole-v1\""));
+    for name in [
+        "proxima_actor_env_steps_total",
+        "proxima_actor_inference_latency_seconds_bucket",
+        "proxima_actor_weight_update_latency_seconds_count",
+        "proxima_actor_reconnects_total",
+        "proxima_actor_connected",
+        "proxima_actor_policy_version",
+    ] {
+        assert!(!samples(&text, name).is_empty(), "the Python actor's /metrics lacks {name}");
+    }
+
+    for a in &mut actors {
+        a.signal("TERM");
+        let status = a.wait_exit(Duration::from_secs(20), || {});
+        assert!(status.success(), "{} exited with {status}:\n{}", a.name, a.tail(20));
+        assert!(a.log().contains("actor leaving flushed="), "{} did not flush:\n{}", a.name, a.tail(20));
+    }
+    let status = learner.terminate(Duration::from_secs(30));
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(20));
+
+    let model = learner.run_dir.join("model.safetensors");
+    let out = Command::new(tests::python())
+        .args(["-m", "proxima_actor", "eval", "--checkpoint", &model.display().to_string()])
+        .args(["--env", "CartPole-v1", "--episodes", "5", "--deterministic", "--seed", "3"])
+        .output()
+        .expect("run proxima-actor eval");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).expect("JSON line");
+    assert_eq!(report["episodes"], 5);
+    let mean_return = report["mean_return"].as_f64().expect("mean_return");
+    println!("[python eval] {}", stdout.lines().next().unwrap_or_default());
+    assert!(mean_return >= 100.0, "the trained policy plays badly in gymnasium: {report}");
+}
+
+/// A Python actor on a Box env (Pendulum-v1, truncated at 200 steps): Gaussian actions sent unclipped, final
+/// observations of truncated steps, episode records that add up; the learner accepts every rollout and trains.
+#[test]
+fn python_actor_feeds_a_box_env() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = tests::workspace_root().join("configs/pendulum.toml");
+    let runs = dir.path().join("runs");
+    let args: Vec<String> = [
+        "serve",
+        "--config",
+        &config.display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--runs-dir",
+        &runs.display().to_string(),
+        "--run-name",
+        "pendulum",
+        "--total-steps",
+        "12000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let metrics_port = free_port();
+    let mut learner = Proc::spawn(
+        "learner",
+        &tests::bin_path("learner"),
+        &args,
+        &[("PROXIMA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))],
+        dir.path(),
+    );
+    let _actor = python_actor(dir.path(), "py-box", port, "Pendulum-v1", None);
+    let mut metrics = None;
+    let status = learner.wait_exit(Duration::from_secs(180), || metrics = scrape(metrics_port).or(metrics.take()));
+    assert!(status.success(), "learner: {status}\n{}", learner.tail(30));
+    let rows = tests::read_progress(&runs.join("pendulum"));
+    let last = rows.last().expect("progress rows");
+    assert!(last.env_steps >= 12_000 && last.mean_return.is_some(), "{last:?}");
+    let m = metrics.expect("learner metrics");
+    assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
+    println!(
+        "[python box actor] {} env steps, policy v{}, mean return {:?}",
+        last.env_steps, last.policy_version, last.mean_return
+    );
+}
+
+/// An env the learner does not build in (`python/tests/corridor.py`, through `--make`): the learner takes its
+/// spaces from `[env]` in the config, a Python actor trains it to near the optimal return (0.9; a random walk
+/// averages -0.18), a Rust actor for it is refused, `learner eval` points to `proxima-actor eval`, which plays it.
+/// The actor waits for every new policy (one rollout per update), so the run does not depend on timing.
+#[test]
+fn a_user_env_trains_through_a_python_actor() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("corridor.toml");
+    std::fs::write(
+        &config,
+        "seed = 1\ntotal_steps = 20000\n[env]\nid = \"Corridor-v0\"\nobservation_space = \"Box(0, 1, (2,))\"\n\
+         action_space = \"Discrete(2)\"\n[actors]\nnum_envs = 8\nrollout_steps = 32\n[ppo]\nlearning_rate = 1e-3\n",
+    )
+    .expect("write config");
+    let runs = dir.path().join("runs");
+    let serve: Vec<String> = ["serve", "--config", &config.display().to_string(), "--listen"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("127.0.0.1:{port}"), "--runs-dir".into(), runs.display().to_string()])
+        .chain(["--run-name".into(), "corridor".into(), "--metrics-addr".into(), "none".into()])
+        .collect();
+    let mut learner = Proc::spawn("learner", &tests::bin_path("learner"), &serve, &[], dir.path());
+    let pythonpath = tests::workspace_root().join("python/tests").display().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let args: Vec<String> =
+        ["-m", "proxima_actor", "--learner", &url, "--env", "Corridor-v0", "--make", "corridor:make"]
+            .iter()
+            .chain(&["--metrics-addr", "none", "--max-backoff-seconds", "1", "--policy-wait-ms", "60000"])
+            .map(|s| s.to_string())
+            .collect();
+    let _actor = Proc::spawn("py-corridor", &tests::python(), &args, &[("PYTHONPATH", pythonpath.clone())], dir.path());
+
+    // A Rust actor cannot build the env: it says so and exits instead of retrying.
+    let rust = Command::new(tests::bin_path("actor"))
+        .args(["--learner", &url, "--env", "Corridor-v0", "--metrics-addr", "none"])
+        .output()
+        .expect("run the Rust actor");
+    let rust_err = String::from_utf8_lossy(&rust.stderr);
+    assert!(!rust.status.success() && rust_err.contains("Corridor-v0"), "Rust actor: {rust_err}");
+
+    let status = learner.wait_exit(Duration::from_secs(180), || {});
+    assert!(status.success(), "learner: {status}\n{}", learner.tail(30));
+    let run_dir = runs.join("corridor");
+    let last = tests::read_progress(&run_dir).last().cloned().expect("progress rows");
+    println!(
+        "[corridor] {} env steps, policy v{}, mean return {:?}",
+        last.env_steps, last.policy_version, last.mean_return
+    );
+    assert!(last.mean_return.is_some_and(|m| m >= 0.8), "the corridor was not learned: {last:?}");
+    let written = std::fs::read_to_string(run_dir.join("config.toml")).expect("run config");
+    assert!(written.contains("observation_space = \"Box(0, 1, (2,))\""), "the spec is not in the run dir:\n{written}");
+
+    let model = run_dir.join("model.safetensors").display().to_string();
+    let out = Command::new(tests::bin_path("learner")).args(["eval", "--checkpoint", &model]).output().expect("eval");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("proxima-actor eval"), "learner eval: {err}");
+    let out = Command::new(tests::python())
+        .args([
+            "-m",
+            "proxima_actor",
+            "eval",
+            "--checkpoint",
+            &model,
+            "--env",
+            "Corridor-v0",
+            "--make",
+            "corridor:make",
+        ])
+        .args(["--episodes", "5", "--deterministic"])
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .expect("proxima-actor eval");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value =
+        stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
+            panic!("no JSON line: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        });
+    assert!((report["mean_return"].as_f64().expect("mean") - 0.9).abs() < 1e-6, "not optimal: {report}");
+}
