@@ -7,8 +7,10 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+/// `0.5 * ln(2π)` in f64: sampled actions are scored in double precision.
+const HALF_LN_2PI_F64: f64 = 0.918_938_533_204_672_7;
 /// `0.5 * ln(2π)`.
-pub const HALF_LN_2PI: f32 = 0.918_938_5;
+pub const HALF_LN_2PI: f32 = HALF_LN_2PI_F64 as f32;
 
 /// `ln Σ exp(z)`, computed stably as `max + ln Σ exp(z − max)`; also returns `max` and `Σ exp(z − max)`.
 fn log_sum_exp(logits: &[f32]) -> (f32, f32, f32) {
@@ -78,14 +80,20 @@ pub fn gaussian_entropy(log_std: &[f32]) -> f32 {
     log_std.iter().map(|&ls| ls + 0.5 + HALF_LN_2PI).sum()
 }
 
-/// Samples `mean + std · ε` into `out` and returns the log-density of the (unclipped) sample.
+/// Samples `mean + std · ε` into `out` and returns the log-density of the (unclipped) sample, computed in f64
+/// (the same density as [`gaussian_log_prob`], which works in f32, within float rounding). The sampler has always
+/// scored in f64; scoring in f32 instead changes the behaviour log-probs by an ulp or so, which is enough to send
+/// Box-env training runs down other (equally valid) trajectories, so the deterministic runs keep f64 here.
 pub fn sample_gaussian(mean: &[f32], log_std: &[f32], rng: &mut impl Rng, out: &mut [f32]) -> f32 {
-    let std: Vec<f32> = log_std.iter().map(|ls| ls.exp()).collect();
+    let mut log_p = 0.0f64;
     for ((o, m), ls) in out.iter_mut().zip(mean).zip(log_std) {
         let eps: f64 = rng.sample(StandardNormal);
-        *o = (*m as f64 + (*ls as f64).exp() * eps) as f32;
+        let std = (*ls as f64).exp();
+        *o = (*m as f64 + std * eps) as f32;
+        let z = (*o as f64 - *m as f64) / std;
+        log_p += -0.5 * z * z - *ls as f64 - HALF_LN_2PI_F64;
     }
-    gaussian_log_prob(mean, out, log_std, &std)
+    log_p as f32
 }
 
 #[cfg(test)]
