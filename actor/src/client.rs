@@ -3,6 +3,7 @@
 
 use crate::Error;
 use crate::sampler::{PolicyWait, Sampler, SamplerConfig, run_sampler};
+use common::env::EnvFactory;
 use common::ids::ActorId;
 use common::metrics::{Outcome, reason};
 use common::net::ModelConfig;
@@ -205,9 +206,16 @@ fn classify(status: Status) -> Error {
     }
 }
 
-/// Runs the actor until `shutdown`; returns an error only for problems retrying cannot fix (a refused
-/// registration, a bad URL, an env the learner does not train).
+/// Runs the actor for the built-in env `opts.env` until `shutdown`; returns an error only for problems retrying
+/// cannot fix (a refused registration, a bad URL, an env the learner does not train).
 pub async fn run(opts: ActorOptions, shutdown: CancellationToken) -> Result<(), Error> {
+    let factory = common::env::builtin_factory(&opts.env);
+    run_env(opts, factory, shutdown).await
+}
+
+/// Runs the actor with the envs `factory` builds (a user's own [`common::env::Env`]) until `shutdown`;
+/// `opts.env` is the id it registers with, which the learner must train (an `[env]` with the env's spaces).
+pub async fn run_env(opts: ActorOptions, factory: EnvFactory, shutdown: CancellationToken) -> Result<(), Error> {
     let mut backoff = Backoff { attempt: 0, base: Duration::from_millis(100), max: opts.max_backoff };
     let mut worker: Option<Worker> = None;
     let mut last_problem: Option<String> = None;
@@ -215,7 +223,7 @@ pub async fn run(opts: ActorOptions, shutdown: CancellationToken) -> Result<(), 
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        match session(&opts, &mut worker, &shutdown, &mut backoff, &mut last_problem).await {
+        match session(&opts, &factory, &mut worker, &shutdown, &mut backoff, &mut last_problem).await {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             // The sampler thread ended by itself: its error (weights that no longer fit, a failing env) is not
             // something reconnecting can fix, and registering again would only fill the learner's registry.
@@ -255,6 +263,7 @@ pub async fn run(opts: ActorOptions, shutdown: CancellationToken) -> Result<(), 
 
 async fn session(
     opts: &ActorOptions,
+    factory: &EnvFactory,
     worker: &mut Option<Worker>,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
@@ -262,7 +271,7 @@ async fn session(
 ) -> Result<SessionEnd, Error> {
     let mut client = connect(opts).await?;
     let reconnecting = worker.is_some();
-    let probe = common::env::make(&opts.env)?;
+    let probe = factory()?;
     let request = pb::RegisterRequest {
         actor_name: opts.name.clone(),
         env_id: opts.env.clone(),
@@ -295,7 +304,7 @@ async fn session(
             w.cell.publish(PolicySnapshot::from(first));
             w
         }
-        None => worker.insert(start_worker(opts, &reg, PolicySnapshot::from(first))?),
+        None => worker.insert(start_worker(opts, factory, &reg, PolicySnapshot::from(first))?),
     };
     tracing::info!(actor_id = reg.actor_id, run = %reg.run_id, version = reg.policy_version, "connected to learner");
     if reconnecting {
@@ -387,13 +396,18 @@ async fn flush(client: &mut Client, w: &mut Worker, actor_id: u64) {
     tracing::info!(flushed = sent, "actor leaving");
 }
 
-fn start_worker(opts: &ActorOptions, reg: &pb::RegisterResponse, first: PolicySnapshot) -> Result<Worker, Error> {
+fn start_worker(
+    opts: &ActorOptions,
+    factory: &EnvFactory,
+    reg: &pb::RegisterResponse,
+    first: PolicySnapshot,
+) -> Result<Worker, Error> {
     let sampler_cfg = SamplerConfig {
         num_envs: opts.num_envs,
         rollout_steps: opts.rollout_steps.unwrap_or(reg.rollout_steps.max(1) as usize),
         policy_wait: opts.policy_wait,
     };
-    let sampler = Sampler::new(&opts.env, &sampler_cfg, reg.seed)?;
+    let sampler = Sampler::from_factory(factory, &sampler_cfg, reg.seed)?;
     let model =
         ModelConfig { hidden_sizes: reg.hidden_sizes.iter().map(|&h| h as usize).collect(), ..Default::default() };
     // Fail fast if the weights do not fit the env (e.g. a learner for another env).

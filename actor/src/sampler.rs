@@ -1,7 +1,7 @@
 //! The sampler: runs the vectorised env and batched policy inference, producing one [`Rollout`] at a time.
 
 use crate::Error;
-use common::env::{Space, VecEnv};
+use common::env::{EnvFactory, Space, VecEnv};
 use common::ids::{ActorId, PolicyVersion};
 use common::net::{ActorCriticNet, ModelConfig};
 use common::policy::{ActOutput, Policy};
@@ -51,10 +51,16 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// `cfg.num_envs` copies of `env_id`, env seeds from `seed`, action sampling from a derived stream.
+    /// `cfg.num_envs` copies of the built-in env `env_id`, env seeds from `seed`, action sampling from a derived
+    /// stream.
     pub fn new(env_id: &str, cfg: &SamplerConfig, seed: u64) -> Result<Self, Error> {
+        Self::from_factory(&common::env::builtin_factory(env_id), cfg, seed)
+    }
+
+    /// `cfg.num_envs` envs built by `factory` (a user's env), seeded as [`Sampler::new`] does.
+    pub fn from_factory(factory: &EnvFactory, cfg: &SamplerConfig, seed: u64) -> Result<Self, Error> {
         Ok(Self {
-            env: VecEnv::new(env_id, cfg.num_envs, common::seed::derive(seed, "env", 0))?,
+            env: VecEnv::from_factory(factory, cfg.num_envs, common::seed::derive(seed, "env", 0))?,
             rng: ChaCha8Rng::seed_from_u64(common::seed::derive(seed, "action", 0)),
             cfg: cfg.clone(),
             out: ActOutput::default(),

@@ -99,3 +99,17 @@ def test_spaces_it_cannot_train_on_are_refused() -> None:
     sampler.close()
     with pytest.raises(EnvError):
         Sampler(gym.make_vec("CartPole-v1", 1, vectorization_mode="sync"), rollout_steps=1, seed=0)
+
+
+def test_async_vector_envs_give_the_same_rollouts_as_sync() -> None:
+    policy = Policy(save(state_dict(2, 1, (4,), box=True)))
+    rollouts = []
+    for mode in ("sync", "async"):
+        sampler = Sampler(make_vector_env(make_counter, 2, mode), rollout_steps=7, seed=3)
+        rollouts.append(sampler.collect(policy))
+        sampler.close()
+    sync, asyn = rollouts
+    np.testing.assert_array_equal(sync.obs, asyn.obs)
+    np.testing.assert_array_equal(sync.actions, asyn.actions)
+    np.testing.assert_array_equal(sync.final_obs, asyn.final_obs)
+    assert sync.truncated.sum() == asyn.truncated.sum() == 2

@@ -35,12 +35,33 @@ pub fn python() -> PathBuf {
 /// <name>` for that profile (a quick no-op when up to date) whenever the binary is missing or older than the
 /// running test executable, which is rebuilt whenever the libraries it shares with the binary change.
 pub fn bin_path(name: &str) -> PathBuf {
+    built(Target::Bin, package_of(name), name)
+}
+
+/// The example program `name` of `package` (for instance the actor's `grid_world`), built like [`bin_path`].
+pub fn example_path(package: &str, name: &str) -> PathBuf {
+    built(Target::Example, package, name)
+}
+
+/// What kind of target [`built`] brings up to date.
+#[derive(Clone, Copy)]
+enum Target {
+    Bin,
+    Example,
+}
+
+fn built(target: Target, package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the running test executable");
     let profile_dir =
         exe.parent().and_then(Path::parent).expect("test executables live in <target>/<profile>/deps").to_path_buf();
-    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let (flag, dir) = match target {
+        Target::Bin => ("--bin", profile_dir.clone()),
+        Target::Example => ("--example", profile_dir.join("examples")),
+    };
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let key = format!("{package}/{flag}/{name}");
     let mut built = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !built.iter().any(|b| b == name) && is_older(&bin, &exe) {
+    if !built.contains(&key) && is_older(&bin, &exe) {
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev",
             Some(profile) => profile,
@@ -72,11 +93,11 @@ pub fn bin_path(name: &str) -> PathBuf {
         }
         let status = build
             .current_dir(workspace_root())
-            .args(["build", "--profile", profile, "-p", package_of(name), "--bin", name])
+            .args(["build", "--profile", profile, "-p", package, flag, name])
             .status()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {name}: {e}"));
         assert!(status.success(), "cargo build of {name} failed ({status})");
-        built.push(name.to_string());
+        built.push(key);
     }
     bin
 }

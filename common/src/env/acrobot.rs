@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::helpers::{clip, discrete_value, state_array, symmetric_box, write_obs};
-use super::{Dynamics, EnvError, Space, Transition};
+use super::{Dynamics, Env, EnvError, Space, Transition};
 
 /// Integration step in seconds.
 const DT: f64 = 0.2;
@@ -37,7 +37,7 @@ pub struct Acrobot {
     state: [f64; 4],
 }
 
-impl Dynamics for Acrobot {
+impl Env for Acrobot {
     fn id(&self) -> &'static str {
         "Acrobot-v1"
     }
@@ -72,7 +72,9 @@ impl Dynamics for Acrobot {
         let terminated = -theta1.cos() - (theta2 + theta1).cos() > 1.0;
         Transition { reward: if terminated { 0.0 } else { -1.0 }, terminated, truncated: false }
     }
+}
 
+impl Dynamics for Acrobot {
     fn state(&self) -> Vec<f64> {
         self.state.to_vec()
     }

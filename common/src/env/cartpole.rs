@@ -4,7 +4,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::helpers::{discrete_value, state_array, symmetric_box, write_obs};
-use super::{Dynamics, EnvError, Space, Transition};
+use super::{Dynamics, Env, EnvError, Space, Transition};
 
 const GRAVITY: f64 = 9.8;
 const MASS_CART: f64 = 1.0;
@@ -33,7 +33,7 @@ pub struct CartPole {
     terminated_before: bool,
 }
 
-impl Dynamics for CartPole {
+impl Env for CartPole {
     fn id(&self) -> &'static str {
         "CartPole-v1"
     }
@@ -70,7 +70,9 @@ impl Dynamics for CartPole {
         self.terminated_before |= terminated;
         Transition { reward, terminated, truncated: false }
     }
+}
 
+impl Dynamics for CartPole {
     fn state(&self) -> Vec<f64> {
         self.state.to_vec()
     }

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::helpers::{clip, scalar_action, state_array, symmetric_box, write_obs};
 use super::mountain_car::{GRAVITY, MAX_POSITION, MAX_SPEED, MIN_POSITION, Track, initial_position, observation_space};
-use super::{Dynamics, EnvError, Space, Transition};
+use super::{Dynamics, Env, EnvError, Space, Transition};
 
 const MIN_ACTION: f32 = -1.0;
 const MAX_ACTION: f32 = 1.0;
@@ -34,7 +34,7 @@ pub struct ContinuousMountainCar {
     state: [f32; 2],
 }
 
-impl Dynamics for ContinuousMountainCar {
+impl Env for ContinuousMountainCar {
     fn id(&self) -> &'static str {
         "MountainCarContinuous-v0"
     }
@@ -69,7 +69,9 @@ impl Dynamics for ContinuousMountainCar {
         let goal = if terminated { GOAL_REWARD } else { 0.0 };
         Transition { reward: goal - f64::from(action).powi(2) * 0.1, terminated, truncated: false }
     }
+}
 
+impl Dynamics for ContinuousMountainCar {
     fn state(&self) -> Vec<f64> {
         self.state.iter().map(|&s| f64::from(s)).collect()
     }

@@ -39,6 +39,9 @@ pub enum EnvError {
     /// An action outside the action space.
     #[error("{env}: invalid action: {reason}")]
     InvalidAction { env: &'static str, reason: String },
+    /// `set_state` on a user's env, whose state the actor does not know.
+    #[error("{env}: a user env's state cannot be set")]
+    OpaqueState { env: &'static str },
 }
 
 /// The outcome of one environment step. The observation is written into the caller's buffer.
@@ -52,28 +55,93 @@ pub struct Transition {
     pub truncated: bool,
 }
 
-/// The raw dynamics of one environment, without the time limit (gymnasium's `env.unwrapped`).
+/// An environment with gymnasium's semantics, without the time limit (gymnasium's `env.unwrapped`): implement it
+/// for your own env and run it as an actor with [`TimeLimit::custom`] and an [`EnvFactory`].
 ///
-/// Actions are passed as an `f32` slice: one element holding the index for `Discrete`, `shape` elements for `Box`.
-pub trait Dynamics: Send {
-    /// Gymnasium id, e.g. `"CartPole-v1"`.
+/// Observations are written into the caller's buffer (`observation_space().flat_dim()` values). Actions are
+/// passed as an `f32` slice: one element holding the index for `Discrete`, `flat_dim()` elements for `Box`
+/// (already clipped to its bounds). The actor validates actions with [`Space::check`] before stepping.
+pub trait Env: Send {
+    /// Gymnasium-style id, e.g. `"CartPole-v1"`; the learner must train the same id.
     fn id(&self) -> &'static str;
-    /// The observation space (`Box`).
+    /// The observation space (a `Box`).
     fn observation_space(&self) -> Space;
     /// The action space.
     fn action_space(&self) -> Space;
-    /// Draws a fresh initial state from `rng` (gymnasium's reset distribution) and writes the observation.
+    /// Starts an episode from a state drawn with `rng` (seeded by `reset(seed)`) and writes its observation.
     fn reset(&mut self, rng: &mut ChaCha8Rng, obs: &mut [f32]);
-    /// Advances one step with `action`, writes the new observation; `truncated` is always false here.
-    ///
-    /// Callers validate `action` with [`Space::check`]; an invalid one never panics, it makes the state NaN.
+    /// Advances one step with `action` and writes the new observation; `truncated` is the time limit's job
+    /// ([`TimeLimit`]), so an env reports only `terminated`.
     fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Transition;
+}
+
+/// A built-in env's state access, for the conformance tests against gymnasium and for rendering.
+pub trait Dynamics: Env {
     /// The internal state in `env.unwrapped.state` layout (f64).
     fn state(&self) -> Vec<f64>;
     /// Overwrites the internal state (same layout as [`Dynamics::state`]).
     fn set_state(&mut self, state: &[f64]) -> Result<(), EnvError>;
     /// Writes the observation of the current state.
     fn observe(&self, obs: &mut [f32]);
+}
+
+/// A user's [`Env`] seen as [`Dynamics`]: its state is opaque (empty, and cannot be set); `observe` writes the
+/// last observation it produced.
+struct Opaque<E> {
+    env: E,
+    last_obs: Vec<f32>,
+}
+
+impl<E: Env> Env for Opaque<E> {
+    fn id(&self) -> &'static str {
+        self.env.id()
+    }
+
+    fn observation_space(&self) -> Space {
+        self.env.observation_space()
+    }
+
+    fn action_space(&self) -> Space {
+        self.env.action_space()
+    }
+
+    fn reset(&mut self, rng: &mut ChaCha8Rng, obs: &mut [f32]) {
+        self.env.reset(rng, obs);
+        self.last_obs.clear();
+        self.last_obs.extend_from_slice(obs);
+    }
+
+    fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Transition {
+        let t = self.env.step(action, obs);
+        self.last_obs.clear();
+        self.last_obs.extend_from_slice(obs);
+        t
+    }
+}
+
+impl<E: Env> Dynamics for Opaque<E> {
+    fn state(&self) -> Vec<f64> {
+        Vec::new()
+    }
+
+    fn set_state(&mut self, _state: &[f64]) -> Result<(), EnvError> {
+        Err(EnvError::OpaqueState { env: self.env.id() })
+    }
+
+    fn observe(&self, obs: &mut [f32]) {
+        let n = obs.len().min(self.last_obs.len());
+        obs[..n].copy_from_slice(&self.last_obs[..n]);
+    }
+}
+
+/// Builds one environment, time limit included: a built-in one ([`builtin_factory`]) or a user's
+/// (`Arc::new(|| Ok(TimeLimit::custom(MyEnv::default(), 200)))`). Actors call it once per vectorised env.
+pub type EnvFactory = std::sync::Arc<dyn Fn() -> Result<TimeLimit, EnvError> + Send + Sync>;
+
+/// The factory of the built-in env `id` ([`make`]).
+pub fn builtin_factory(id: &str) -> EnvFactory {
+    let id = id.to_string();
+    std::sync::Arc::new(move || make(&id))
 }
 
 /// An environment as gymnasium's `make` returns it: dynamics, a seeded RNG and the time limit.
@@ -89,6 +157,11 @@ impl TimeLimit {
     pub fn new(dynamics: Box<dyn Dynamics>, max_episode_steps: u32) -> Self {
         use rand::SeedableRng;
         Self { dynamics, rng: ChaCha8Rng::seed_from_u64(0), max_episode_steps, elapsed: 0 }
+    }
+
+    /// Wraps a user's `env` with a limit of `max_episode_steps` steps per episode.
+    pub fn custom(env: impl Env + 'static, max_episode_steps: u32) -> Self {
+        Self::new(Box::new(Opaque { env, last_obs: Vec::new() }), max_episode_steps)
     }
 
     /// Gymnasium id.

@@ -7,7 +7,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::helpers::{clip, discrete_value, state_array, write_obs};
-use super::{Dynamics, EnvError, Space, Transition};
+use super::{Dynamics, Env, EnvError, Space, Transition};
 
 pub(super) const MIN_POSITION: f64 = -1.2;
 pub(super) const MAX_POSITION: f64 = 0.6;
@@ -64,7 +64,7 @@ pub struct MountainCar {
     state: [f64; 2],
 }
 
-impl Dynamics for MountainCar {
+impl Env for MountainCar {
     fn id(&self) -> &'static str {
         "MountainCar-v0"
     }
@@ -90,7 +90,9 @@ impl Dynamics for MountainCar {
         self.observe(obs);
         Transition { reward: -1.0, terminated, truncated: false }
     }
+}
 
+impl Dynamics for MountainCar {
     fn state(&self) -> Vec<f64> {
         self.state.to_vec()
     }

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::helpers::{clip, scalar_action, state_array, symmetric_box, write_obs};
-use super::{Dynamics, EnvError, Space, Transition};
+use super::{Dynamics, Env, EnvError, Space, Transition};
 
 const MAX_SPEED: f64 = 8.0;
 const MAX_TORQUE: f32 = 2.0;
@@ -28,7 +28,7 @@ pub struct Pendulum {
     state: [f64; 2],
 }
 
-impl Dynamics for Pendulum {
+impl Env for Pendulum {
     fn id(&self) -> &'static str {
         "Pendulum-v1"
     }
@@ -56,7 +56,9 @@ impl Dynamics for Pendulum {
         self.observe(obs);
         Transition { reward: -costs, terminated: false, truncated: false }
     }
+}
 
+impl Dynamics for Pendulum {
     fn state(&self) -> Vec<f64> {
         self.state.to_vec()
     }

@@ -1,6 +1,6 @@
 //! N environments stepped together with auto-reset, as gymnasium's `SyncVectorEnv` in `SAME_STEP` mode.
 
-use super::{EnvError, Space, TimeLimit, make};
+use super::{EnvError, Space, TimeLimit, builtin_factory};
 
 /// Return and length of one finished episode.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,9 +40,15 @@ pub struct VecEnv {
 }
 
 impl VecEnv {
-    /// Builds `num_envs` copies of `id`; env `i` is seeded with `seed + i` on the first [`VecEnv::reset`].
+    /// Builds `num_envs` copies of the built-in env `id`; env `i` is reset with seed `seed + i`.
     pub fn new(id: &str, num_envs: usize, seed: u64) -> Result<Self, EnvError> {
-        let envs = (0..num_envs).map(|_| make(id)).collect::<Result<Vec<_>, _>>()?;
+        Self::from_factory(&builtin_factory(id), num_envs, seed)
+    }
+
+    /// Builds `num_envs` envs with `factory` (a user's env, or a built-in one); env `i` is reset with seed
+    /// `seed + i`.
+    pub fn from_factory(factory: &super::EnvFactory, num_envs: usize, seed: u64) -> Result<Self, EnvError> {
+        let envs = (0..num_envs).map(|_| factory()).collect::<Result<Vec<_>, _>>()?;
         let obs_dim = envs.first().map_or(0, |e| e.observation_space().flat_dim());
         let mut v = Self {
             envs,
