@@ -102,6 +102,19 @@ fn built(target: Target, package: &str, name: &str) -> PathBuf {
     bin
 }
 
+/// Writes `dir/<name>.toml`: a run of `total_steps` steps on the env `id` that the learner does not build in,
+/// described by its spaces, 8 envs x 32 steps per rollout, learning rate 1e-3; returns its path.
+pub fn spec_config(dir: &Path, name: &str, id: &str, spaces: (&str, &str), total_steps: u64) -> PathBuf {
+    let (observation, action) = spaces;
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "seed = 1\ntotal_steps = {total_steps}\n[env]\nid = \"{id}\"\nobservation_space = \"{observation}\"\n\
+         action_space = \"{action}\"\n[actors]\nnum_envs = 8\nrollout_steps = 32\n[ppo]\nlearning_rate = 1e-3\n"
+    );
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
 /// The workspace package that builds binary `name`.
 fn package_of(name: &str) -> &'static str {
     match name {

@@ -174,16 +174,29 @@ impl Learner {
         resume: bool,
     ) -> Self {
         let config = crate::workspace_root().join("configs/cartpole.toml");
+        let mut extra: Vec<String> = resume.then(|| "--resume".to_string()).into_iter().collect();
+        for o in overrides {
+            extra.extend(["-s".to_string(), o.to_string()]);
+        }
+        Self::with_config(log_dir, label, &config, runs_dir, run, port, &extra)
+    }
+
+    /// Starts `learner serve --config <config>` for run `runs_dir/<run>` on 127.0.0.1:`port` with `extra`
+    /// arguments, metrics on a free loopback port, logs in `log_dir/<label>.*`.
+    pub fn with_config(
+        log_dir: &Path,
+        label: &str,
+        config: &Path,
+        runs_dir: &Path,
+        run: &str,
+        port: u16,
+        extra: &[String],
+    ) -> Self {
         let mut args: Vec<String> =
             ["serve", "--config", &config.display().to_string(), "--listen"].iter().map(|s| s.to_string()).collect();
         args.extend([format!("127.0.0.1:{port}"), "--runs-dir".into(), runs_dir.display().to_string()]);
         args.extend(["--run-name".to_string(), run.to_string()]);
-        if resume {
-            args.push("--resume".into());
-        }
-        for o in overrides {
-            args.extend(["-s".to_string(), o.to_string()]);
-        }
+        args.extend(extra.iter().cloned());
         let metrics_port = free_port();
         let env = [("PROXIMA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))];
         let proc = Proc::spawn(label, &crate::bin_path("learner"), &args, &env, log_dir);

@@ -245,35 +245,14 @@ fn python_actor_feeds_a_box_env() {
     let port = free_port();
     let config = tests::workspace_root().join("configs/pendulum.toml");
     let runs = dir.path().join("runs");
-    let args: Vec<String> = [
-        "serve",
-        "--config",
-        &config.display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--runs-dir",
-        &runs.display().to_string(),
-        "--run-name",
-        "pendulum",
-        "--total-steps",
-        "12000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let metrics_port = free_port();
-    let mut learner = Proc::spawn(
-        "learner",
-        &tests::bin_path("learner"),
-        &args,
-        &[("PROXIMA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))],
-        dir.path(),
-    );
+    let steps = ["--total-steps".to_string(), "12000".to_string()];
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "pendulum", port, &steps);
+    let metrics_port = learner.metrics_port;
     let _actor = python_actor(dir.path(), "py-box", port, "Pendulum-v1", None);
     let mut metrics = None;
-    let status = learner.wait_exit(Duration::from_secs(180), || metrics = scrape(metrics_port).or(metrics.take()));
-    assert!(status.success(), "learner: {status}\n{}", learner.tail(30));
-    let rows = tests::read_progress(&runs.join("pendulum"));
+    let status = learner.proc.wait_exit(Duration::from_secs(180), || metrics = scrape(metrics_port).or(metrics.take()));
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
+    let rows = learner.progress();
     let last = rows.last().expect("progress rows");
     assert!(last.env_steps >= 12_000 && last.mean_return.is_some(), "{last:?}");
     let m = metrics.expect("learner metrics");
@@ -293,21 +272,9 @@ fn a_user_env_trains_through_a_python_actor() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let config = dir.path().join("corridor.toml");
-    std::fs::write(
-        &config,
-        "seed = 1\ntotal_steps = 20000\n[env]\nid = \"Corridor-v0\"\nobservation_space = \"Box(0, 1, (2,))\"\n\
-         action_space = \"Discrete(2)\"\n[actors]\nnum_envs = 8\nrollout_steps = 32\n[ppo]\nlearning_rate = 1e-3\n",
-    )
-    .expect("write config");
+    let config = tests::spec_config(dir.path(), "corridor", "Corridor-v0", ("Box(0, 1, (2,))", "Discrete(2)"), 20_000);
     let runs = dir.path().join("runs");
-    let serve: Vec<String> = ["serve", "--config", &config.display().to_string(), "--listen"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([format!("127.0.0.1:{port}"), "--runs-dir".into(), runs.display().to_string()])
-        .chain(["--run-name".into(), "corridor".into(), "--metrics-addr".into(), "none".into()])
-        .collect();
-    let mut learner = Proc::spawn("learner", &tests::bin_path("learner"), &serve, &[], dir.path());
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "corridor", port, &[]);
     let pythonpath = tests::workspace_root().join("python/tests").display().to_string();
     let url = format!("http://127.0.0.1:{port}");
     let args: Vec<String> =
@@ -326,9 +293,9 @@ fn a_user_env_trains_through_a_python_actor() {
     let rust_err = String::from_utf8_lossy(&rust.stderr);
     assert!(!rust.status.success() && rust_err.contains("Corridor-v0"), "Rust actor: {rust_err}");
 
-    let status = learner.wait_exit(Duration::from_secs(180), || {});
-    assert!(status.success(), "learner: {status}\n{}", learner.tail(30));
-    let run_dir = runs.join("corridor");
+    let status = learner.proc.wait_exit(Duration::from_secs(180), || {});
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
+    let run_dir = learner.run_dir.clone();
     let last = tests::read_progress(&run_dir).last().cloned().expect("progress rows");
     println!(
         "[corridor] {} env steps, policy v{}, mean return {:?}",
