@@ -155,7 +155,8 @@ mod tests {
         let (mut out, mut sum, n) = ([0.0f32; 2], [0.0f64; 2], 20_000);
         for _ in 0..n {
             let lp = sample_gaussian(&mean, &log_std, &mut rng, &mut out);
-            close(lp, gaussian_log_prob(&mean, &out, &log_std, &std) as f64, 1e-6);
+            // The sampler scores in f64, gaussian_log_prob in f32: equal up to f32 rounding.
+            close(lp, gaussian_log_prob(&mean, &out, &log_std, &std) as f64, 1e-5);
             sum.iter_mut().zip(&out).for_each(|(s, o)| *s += *o as f64);
         }
         close(mean[0], sum[0] / n as f64, 0.03);
