@@ -162,36 +162,24 @@ fn wait_steps(learner: &mut Learner, steps: u64, timeout: Duration) -> u64 {
     })
 }
 
-/// Two Python actors train CartPole-v1 with a Rust learner: nothing is rejected, the return improves far above a
-/// random policy's (about 22), the actors' metrics carry the Rust actor's names and labels, a SIGTERM makes an
-/// actor send its last rollout and leave with status 0, and `proxima-actor eval` plays the saved policy.
+/// Python actors (gymnasium's own CartPole-v1) train a Rust learner to the config's target (mean return 475 over 100
+/// episodes) within 300k env steps, with nothing rejected. Along the way: the actors' metrics carry the Rust
+/// actor's names and labels, a SIGTERM makes one Python actor send its last rollout and leave with status 0, and a
+/// Rust actor takes its place (a mixed fleet). `proxima-actor eval` then plays the saved policy in gymnasium.
 #[test]
-fn python_actors_train_cartpole() {
+fn python_actors_train_cartpole_to_475() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let overrides = ["total_steps=1000000", "actors.count=2"];
+    let overrides = ["total_steps=300000", "actors.count=2"];
     let mut learner = Learner::start(dir.path(), "learner", &dir.path().join("runs"), "py", port, &overrides, false);
     let actor_metrics = free_port();
-    let mut actors = [
-        python_actor(dir.path(), "py-0", port, "CartPole-v1", Some(actor_metrics)),
-        python_actor(dir.path(), "py-1", port, "CartPole-v1", None),
-    ];
+    let _py0 = python_actor(dir.path(), "py-0", port, "CartPole-v1", Some(actor_metrics));
+    let mut py1 = python_actor(dir.path(), "py-1", port, "CartPole-v1", None);
     let started = Instant::now();
-    let steps = wait_steps(&mut learner, 60_000, Duration::from_secs(240));
-    let elapsed = started.elapsed().as_secs_f64();
-    let rows = learner.progress();
-    let last = rows.last().expect("progress rows");
-    let mean = last.mean_return.expect("episodes finished");
-    println!(
-        "[python actors] {steps} env steps in {elapsed:.1} s ({:.0} steps/s), policy v{}, mean return {mean:.1}",
-        steps as f64 / elapsed,
-        last.policy_version
-    );
-    assert!(mean >= 150.0, "CartPole did not learn through Python actors: {last:?}\n{}", actors[0].tail(20));
+    wait_steps(&mut learner, 10_000, Duration::from_secs(120));
 
     let learner_metrics = learner.metrics().expect("learner metrics");
-    assert_eq!(total(&learner_metrics, "proxima_learner_rejected_total"), 0.0, "the learner rejected rollouts");
     assert!(total(&learner_metrics, "proxima_learner_connected_actors") >= 2.0, "not both actors connected");
     let text = scrape(actor_metrics).expect("the Python actor serves /metrics");
     let accepted = samples(&text, "proxima_actor_rollouts_total")
@@ -211,14 +199,26 @@ fn python_actors_train_cartpole() {
         assert!(!samples(&text, name).is_empty(), "the Python actor's /metrics lacks {name}");
     }
 
-    for a in &mut actors {
-        a.signal("TERM");
-        let status = a.wait_exit(Duration::from_secs(20), || {});
-        assert!(status.success(), "{} exited with {status}:\n{}", a.name, a.tail(20));
-        assert!(a.log().contains("actor leaving flushed="), "{} did not flush:\n{}", a.name, a.tail(20));
-    }
-    let status = learner.terminate(Duration::from_secs(30));
+    py1.signal("TERM");
+    let status = py1.wait_exit(Duration::from_secs(20), || {});
+    assert!(status.success(), "py-1 exited with {status}:\n{}", py1.tail(20));
+    assert!(py1.log().contains("actor leaving flushed="), "py-1 did not flush:\n{}", py1.tail(20));
+    let _rust = tests::procs::start_actor(dir.path(), "rust-1", port, &[]);
+
+    let metrics_port = learner.metrics_port;
+    let mut metrics = None;
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
     assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(20));
+    let elapsed = started.elapsed().as_secs_f64();
+    let last = learner.progress().last().cloned().expect("progress rows");
+    let mean = last.mean_return.expect("episodes finished");
+    println!(
+        "[python actors] mean return {mean:.1} at {} env steps in {elapsed:.1} s, policy v{}",
+        last.env_steps, last.policy_version
+    );
+    assert!(mean >= 475.0 && last.env_steps <= 300_000, "CartPole not solved through Python actors: {last:?}");
+    assert_eq!(total(&metrics.expect("learner metrics"), "proxima_learner_rejected_total"), 0.0, "rejections");
+    assert!(learner.proc.log().contains("name=rust-1"), "the Rust actor did not join");
 
     let model = learner.run_dir.join("model.safetensors");
     let out = Command::new(tests::python())
@@ -231,9 +231,8 @@ fn python_actors_train_cartpole() {
     let report: serde_json::Value =
         stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).expect("JSON line");
     assert_eq!(report["episodes"], 5);
-    let mean_return = report["mean_return"].as_f64().expect("mean_return");
     println!("[python eval] {}", stdout.lines().next().unwrap_or_default());
-    assert!(mean_return >= 100.0, "the trained policy plays badly in gymnasium: {report}");
+    assert!(report["mean_return"].as_f64().expect("mean_return") >= 400.0, "plays badly in gymnasium: {report}");
 }
 
 /// A Python actor on a Box env (Pendulum-v1, truncated at 200 steps): Gaussian actions sent unclipped, final
