@@ -93,6 +93,10 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
                     drained_steps.fetch_add(r.len() as u64, Ordering::Relaxed);
                 }
             }
+            // The clients and the server are done: take what is still queued (a loaded machine leaves some).
+            while let Ok(r) = rx.try_recv() {
+                drained_steps.fetch_add(r.len() as u64, Ordering::Relaxed);
+            }
         })
     };
 
