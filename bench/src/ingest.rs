@@ -8,7 +8,7 @@ use common::rollout::Rollout;
 use common::wire::pb;
 use learner::config::TrainConfig;
 use learner::server::auth::TokenAuth;
-use learner::server::handlers::{LearnerService, RunInfo};
+use learner::server::handlers::{LearnerService, RunInfo, Spec};
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -67,8 +67,6 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
     let spec = common::env::make(&cfg.env.id)?;
     let run = RunInfo {
         env_id: cfg.env.id.clone(),
-        observation_space: spec.observation_space(),
-        action_space: spec.action_space(),
         hidden_sizes: cfg.model.hidden_sizes.clone(),
         rollout_steps: args.rollout_steps,
         root_seed: 0,
@@ -77,10 +75,11 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
         bounds: cfg.server.bounds(),
         registry: cfg.server.registry_limits(),
     };
-    let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
+    let policies = Arc::new(PolicyCell::new(trainer.snapshot()?));
+    let spec = Spec { observation_space: spec.observation_space(), action_space: spec.action_space(), policies };
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(cfg.server.queue_capacity);
     let stop = CancellationToken::new();
-    let service = LearnerService::new(run, cell, tx, stop.clone());
+    let service = LearnerService::new(run, spec, tx, stop.clone());
 
     // The trivial trainer: drain and count.
     let draining = Arc::new(AtomicBool::new(true));

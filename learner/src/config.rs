@@ -295,6 +295,10 @@ pub struct EnvConfig {
     pub observation_space: Option<String>,
     /// Action space in gymnasium's notation (`Discrete(2)`, `Box(-1, 1, (6,))`).
     pub action_space: Option<String>,
+    /// For an env that is not built in and has no spaces in the config: take them from the first actor that
+    /// registers (off by default; logged, and written to the run directory's `config.toml` and the checkpoints,
+    /// which a resumed run and every later actor must match).
+    pub spaces_from_first_actor: bool,
 }
 
 /// How `env` is written in TOML: an id string, or a table with the spaces.
@@ -314,14 +318,16 @@ struct EnvTable {
     observation_space: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     action_space: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    spaces_from_first_actor: bool,
 }
 
 impl From<EnvRepr> for EnvConfig {
     fn from(r: EnvRepr) -> Self {
         match r {
             EnvRepr::Id(id) => Self::builtin(id),
-            EnvRepr::Table(EnvTable { id, observation_space, action_space }) => {
-                Self { id, observation_space, action_space }
+            EnvRepr::Table(EnvTable { id, observation_space, action_space, spaces_from_first_actor }) => {
+                Self { id, observation_space, action_space, spaces_from_first_actor }
             }
         }
     }
@@ -329,9 +335,11 @@ impl From<EnvRepr> for EnvConfig {
 
 impl From<EnvConfig> for EnvRepr {
     fn from(e: EnvConfig) -> Self {
-        match (e.observation_space, e.action_space) {
-            (None, None) => EnvRepr::Id(e.id),
-            (observation_space, action_space) => EnvRepr::Table(EnvTable { id: e.id, observation_space, action_space }),
+        match (e.observation_space, e.action_space, e.spaces_from_first_actor) {
+            (None, None, false) => EnvRepr::Id(e.id),
+            (observation_space, action_space, spaces_from_first_actor) => {
+                EnvRepr::Table(EnvTable { id: e.id, observation_space, action_space, spaces_from_first_actor })
+            }
         }
     }
 }
@@ -347,6 +355,10 @@ impl std::fmt::Display for EnvConfig {
         f.write_str(&self.id)
     }
 }
+
+/// The most dimensions (or discrete actions) a space may have: a bound on the network a config or an actor can
+/// make the learner allocate.
+pub const MAX_SPACE_DIM: usize = 65_536;
 
 /// Why an env's spaces are not known.
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +381,14 @@ pub enum EnvSpecError {
     /// A space that does not parse.
     #[error(transparent)]
     Notation(#[from] common::env::NotationError),
+    /// More dimensions than [`MAX_SPACE_DIM`].
+    #[error("the {which} space has {dim} dimensions; the learner takes at most {MAX_SPACE_DIM}")]
+    TooLarge {
+        /// `observation` or `action`.
+        which: &'static str,
+        /// Its flat dimension (or number of actions).
+        dim: usize,
+    },
     /// Observations must be a Box.
     #[error("observation_space must be a Box, not {0}")]
     DiscreteObservations(String),
@@ -389,7 +409,25 @@ pub enum EnvSpecError {
 impl EnvConfig {
     /// A built-in env by id.
     pub fn builtin(id: impl Into<String>) -> Self {
-        Self { id: id.into(), observation_space: None, action_space: None }
+        Self { id: id.into(), observation_space: None, action_space: None, spaces_from_first_actor: false }
+    }
+
+    /// True when the spaces are still to come from the first actor that registers: `spaces_from_first_actor` is
+    /// set, the env is not built in and the config gives no spaces.
+    pub fn awaits_actor_spaces(&self) -> bool {
+        self.spaces_from_first_actor
+            && !self.is_builtin()
+            && self.observation_space.is_none()
+            && self.action_space.is_none()
+    }
+
+    /// This env with its spaces written in the config (as taken from an actor).
+    pub fn with_spaces(&self, observation_space: &common::env::Space, action_space: &common::env::Space) -> Self {
+        Self {
+            observation_space: Some(observation_space.to_string()),
+            action_space: Some(action_space.to_string()),
+            ..self.clone()
+        }
     }
 
     /// True when the learner can build this env itself (for local actors, `eval` and `render`).
@@ -428,6 +466,11 @@ impl EnvConfig {
         };
         if obs.is_discrete() {
             return Err(EnvSpecError::DiscreteObservations(obs.to_string()));
+        }
+        for (which, dim) in [("observation", obs.flat_dim()), ("action", action.policy_dim())] {
+            if dim > MAX_SPACE_DIM {
+                return Err(EnvSpecError::TooLarge { which, dim });
+            }
         }
         Ok((obs, action))
     }
@@ -492,7 +535,9 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
         let p = &self.ppo;
-        if let Err(e) = self.env.spaces() {
+        if let Err(e) = self.env.spaces()
+            && !self.env.awaits_actor_spaces()
+        {
             return Err(ConfigError::Invalid { key: "env", reason: e.to_string() });
         }
         if self.actors.count == 0 {
@@ -645,6 +690,28 @@ mod tests {
             err("[env]\nid = \"CartPole-v1\"\nobservation_space = \"Box(0, 1, (4,))\"\naction_space = \"Discrete(2)\"");
         assert!(differs.contains("observation space of CartPole-v1"), "{differs}");
         assert!(toml::from_str::<TrainConfig>("[env]\nid = \"X\"\nspace = \"Discrete(2)\"").is_err(), "unknown key");
+    }
+
+    #[test]
+    fn spaces_can_wait_for_the_first_actor_and_are_bounded() {
+        use common::env::Space;
+        let load = |text: &str| TrainConfig::load_layers(None, toml::from_str(text).unwrap(), &[]);
+        let cfg = load("[env]\nid = \"Reach-v0\"\nspaces_from_first_actor = true").unwrap();
+        assert!(cfg.env.awaits_actor_spaces());
+        let (obs, action) = (Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] }, Space::Discrete { n: 3 });
+        let adopted = cfg.env.with_spaces(&obs, &action);
+        assert!(!adopted.awaits_actor_spaces());
+        assert_eq!(adopted.spaces().unwrap(), (obs, action));
+        let written = toml::to_string(&TrainConfig { env: adopted.clone(), ..cfg }).unwrap();
+        assert_eq!(toml::from_str::<TrainConfig>(&written).unwrap().env, adopted);
+        // Off by default, and meaningless for a built-in env, whose spaces are known.
+        assert!(load("[env]\nid = \"Reach-v0\"").is_err());
+        assert!(
+            !load("[env]\nid = \"CartPole-v1\"\nspaces_from_first_actor = true").unwrap().env.awaits_actor_spaces()
+        );
+        let huge = format!("Box(0, 1, ({},))", MAX_SPACE_DIM + 1);
+        let err = adopted.with_spaces(&huge.parse().unwrap(), &Space::Discrete { n: 2 }).spaces().unwrap_err();
+        assert!(err.to_string().contains("65537 dimensions"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
 use learner::config::TrainConfig;
 use learner::run::checkpoint::Checkpointer;
-use learner::server::handlers::{LearnerService, RunInfo};
+use learner::server::handlers::{LearnerService, RunInfo, Spec};
 use learner::update::trainer::Trainer;
 use pb::learner_server::Learner;
 use prost::Message;
@@ -145,6 +145,8 @@ fn check_code(rpc: &str, status: &tonic::Status) -> Outcome {
 struct EnvCase {
     cfg: TrainConfig,
     run: RunInfo,
+    /// Observation and action space.
+    spaces: (common::env::Space, common::env::Space),
     snapshot: PolicySnapshot,
 }
 
@@ -164,11 +166,10 @@ impl EnvCase {
         let cfg = TrainConfig::load(None, &overrides)?;
         let mut snapshot = Trainer::new(&cfg)?.snapshot()?;
         snapshot.version = CURRENT_VERSION;
-        let spec = common::env::make(env)?;
+        let env_spec = common::env::make(env)?;
+        let spaces = (env_spec.observation_space(), env_spec.action_space());
         let run = RunInfo {
             env_id: cfg.env.id.clone(),
-            observation_space: spec.observation_space(),
-            action_space: spec.action_space(),
             hidden_sizes: cfg.model.hidden_sizes.clone(),
             rollout_steps: cfg.actors.rollout_steps,
             root_seed: cfg.seed,
@@ -177,18 +178,20 @@ impl EnvCase {
             bounds: cfg.server.bounds(),
             registry: cfg.server.registry_limits(),
         };
-        Ok(Self { cfg, run, snapshot })
+        Ok(Self { cfg, run, spaces, snapshot })
     }
 
     fn obs_dim(&self) -> usize {
-        self.run.observation_space.flat_dim()
+        self.spaces.0.flat_dim()
     }
 
     /// A fresh service and the trainer's end of its rollout queue.
     fn service(&self) -> (LearnerService, crossbeam_channel::Receiver<Rollout>) {
         let (tx, rx) = crossbeam_channel::bounded(self.cfg.server.queue_capacity);
-        let cell = Arc::new(PolicyCell::new(self.snapshot.clone()));
-        (LearnerService::new(self.run.clone(), cell, tx, CancellationToken::new()), rx)
+        let (observation_space, action_space) = self.spaces.clone();
+        let policies = Arc::new(PolicyCell::new(self.snapshot.clone()));
+        let spec = Spec { observation_space, action_space, policies };
+        (LearnerService::new(self.run.clone(), spec, tx, CancellationToken::new()), rx)
     }
 
     /// A registration that matches this learner.
@@ -196,8 +199,8 @@ impl EnvCase {
         pb::RegisterRequest {
             actor_name: "fuzz".into(),
             env_id: self.cfg.env.id.clone(),
-            observation_space: Some((&self.run.observation_space).into()),
-            action_space: Some((&self.run.action_space).into()),
+            observation_space: Some((&self.spaces.0).into()),
+            action_space: Some((&self.spaces.1).into()),
             num_envs,
             protocol_version: PROTOCOL_VERSION as i32,
         }
@@ -211,8 +214,8 @@ impl EnvCase {
         let mismatches = [
             r.protocol_version != PROTOCOL_VERSION as i32,
             r.env_id != self.cfg.env.id,
-            !same_space(&r.observation_space, &self.run.observation_space),
-            !same_space(&r.action_space, &self.run.action_space),
+            !same_space(&r.observation_space, &self.spaces.0),
+            !same_space(&r.action_space, &self.spaces.1),
             !(1..=MAX_NUM_ENVS).contains(&r.num_envs),
         ];
         let mut codes = Vec::new();
@@ -228,7 +231,7 @@ impl EnvCase {
     /// Why `r` breaks the documented rollout contract for this learner, if it does: `Rollout::validate` and an
     /// independent check written from the proto and config docs (it must agree with `validate` on what passes).
     fn violation(&self, r: &Rollout) -> Option<String> {
-        let (d, space, s) = (self.obs_dim(), &self.run.action_space, &self.cfg.server);
+        let (d, space, s) = (self.obs_dim(), &self.spaces.1, &self.cfg.server);
         if let Err(e) = r.validate(d, space, &s.bounds()) {
             return Some(format!("Rollout::validate refuses it: {e}"));
         }

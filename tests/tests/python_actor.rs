@@ -331,3 +331,75 @@ fn a_user_env_trains_through_a_python_actor() {
         });
     assert!((report["mean_return"].as_f64().expect("mean") - 0.9).abs() < 1e-6, "not optimal: {report}");
 }
+
+/// A continuous-control env the learner does not know (`python/tests/reach.py`), run through the library API
+/// (`proxima_actor.run`, `python/tests/user_actor.py`) against a learner with `env.spaces_from_first_actor` and no
+/// spaces in its config: the first actor's spaces become the run's (logged, written to `config.toml`); an actor of
+/// another env under the same id is refused with the difference named; the learner is stopped (SIGTERM) and
+/// resumed, takes the spaces from its run directory, and the actor reconnects by itself; the policy learns (a
+/// still point returns about -10, heading for the target about -1.2).
+#[test]
+fn a_user_env_takes_its_spaces_from_the_first_actor_and_survives_a_learner_restart() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("reach.toml");
+    let text = "seed = 1\ntotal_steps = 60000\n[env]\nid = \"Reach-v0\"\nspaces_from_first_actor = true\n\
+                [actors]\nnum_envs = 8\nrollout_steps = 64\n[ppo]\nlearning_rate = 1e-3\n[server]\ncheckpoint_every = 5\n";
+    std::fs::write(&config, text).expect("write the config");
+    let runs = dir.path().join("runs");
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "reach", port, &[]);
+    let tests_dir = tests::workspace_root().join("python/tests");
+    let pythonpath = [("PYTHONPATH", tests_dir.display().to_string())];
+    let script = tests_dir.join("user_actor.py").display().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let user_actor = |which: &str, name: &str| {
+        let args = [script.clone(), which.to_string(), url.clone(), name.to_string()];
+        Proc::spawn(name, &tests::python(), &args, &pythonpath, dir.path())
+    };
+    let mut actor = user_actor("reach", "py-reach");
+    wait_steps(&mut learner, 10_000, Duration::from_secs(120));
+    assert!(
+        learner.proc.log().contains("env spaces taken from the first actor"),
+        "adoption not logged:\n{}",
+        learner.proc.tail(20)
+    );
+    let written = std::fs::read_to_string(learner.run_dir.join("config.toml")).expect("run config");
+    assert!(
+        written.contains("observation_space = \"Box(-1.0, 1.0, (2,))\"")
+            && written.contains("action_space = \"Box(-1.0, 1.0, (1,))\""),
+        "the adopted spec is not in the run dir:\n{written}"
+    );
+
+    let mut mismatch = user_actor("mismatch", "py-mismatch");
+    let status = mismatch.wait_exit(Duration::from_secs(60), || {});
+    let refusal = mismatch.log();
+    assert!(!status.success(), "a mismatching actor was not refused:\n{refusal}");
+    assert!(
+        refusal.contains("FAILED_PRECONDITION")
+            && refusal.contains("observation space: Box(2) low[0]: actor has 0, learner has -1"),
+        "the refusal does not name the difference:\n{}",
+        mismatch.tail(10)
+    );
+
+    learner.proc.signal("TERM");
+    let status = learner.proc.wait_exit(Duration::from_secs(60), || {});
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(20));
+    let before = learner.progress().last().cloned().expect("progress rows");
+
+    let resume = ["--resume".to_string()];
+    let mut learner = Learner::with_config(dir.path(), "learner-2", &config, &runs, "reach", port, &resume);
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || {});
+    assert!(status.success(), "resumed learner: {status}\n{}", learner.proc.tail(30));
+    assert!(learner.proc.log().contains("env spaces taken from the run's saved config"), "{}", learner.proc.tail(20));
+    let last = learner.progress().last().cloned().expect("progress rows");
+    println!(
+        "[reach] stopped at {} steps (v{}), resumed to {} steps (v{}), mean return {:?}",
+        before.env_steps, before.policy_version, last.env_steps, last.policy_version, last.mean_return
+    );
+    assert!(last.policy_version > before.policy_version && last.env_steps >= 60_000, "{before:?} -> {last:?}");
+    assert!(last.mean_return.is_some_and(|m| m > -3.0), "the reach task was not learned: {last:?}");
+    actor.signal("TERM");
+    let status = actor.wait_exit(Duration::from_secs(30), || {});
+    assert!(status.success(), "the actor did not leave cleanly: {status}\n{}", actor.tail(20));
+}

@@ -20,9 +20,35 @@ impl RunDir {
         });
         let path = cfg.runs_dir.join(name);
         std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
+        let dir = Self { path };
+        dir.write_config(cfg)?;
+        Ok(dir)
+    }
+
+    /// Writes `cfg` to `config.toml` (again, once an actor's spaces completed it).
+    pub fn write_config(&self, cfg: &TrainConfig) -> Result<()> {
         let text = toml::to_string(cfg).map_err(|e| Error::Internal(format!("cannot serialise config: {e}")))?;
-        write_atomic(&path.join("config.toml"), text.as_bytes())?;
-        Ok(Self { path })
+        write_atomic(&self.path.join("config.toml"), text.as_bytes())
+    }
+
+    /// The env, with its spaces, recorded in the `config.toml` of `cfg`'s run (named by `cfg.run_name`) by an
+    /// earlier process of the run; `None` without one, or when it is of another env or has no spaces. Logged.
+    pub fn saved_env(cfg: &TrainConfig) -> Option<crate::config::EnvConfig> {
+        let path = cfg.runs_dir.join(cfg.run_name.as_ref()?).join("config.toml");
+        let text = std::fs::read_to_string(&path).ok()?;
+        let saved: TrainConfig = match toml::from_str(&text) {
+            Ok(saved) => saved,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the run's saved config does not parse");
+                return None;
+            }
+        };
+        let env = saved.env;
+        let usable = env.id == cfg.env.id && env.observation_space.is_some() && env.action_space.is_some();
+        usable.then(|| {
+            tracing::info!(path = %path.display(), "env spaces taken from the run's saved config (resume)");
+            env
+        })
     }
 
     /// The directory.

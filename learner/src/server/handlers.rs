@@ -29,10 +29,6 @@ pub fn count_rejection(e: &Error) {
 pub struct RunInfo {
     /// Gymnasium id.
     pub env_id: String,
-    /// Observation space.
-    pub observation_space: Space,
-    /// Action space.
-    pub action_space: Space,
     /// Model hidden sizes.
     pub hidden_sizes: Vec<usize>,
     /// Steps per env per rollout the learner asks for.
@@ -47,6 +43,29 @@ pub struct RunInfo {
     pub bounds: Bounds,
     /// Bounds of the actor registry.
     pub registry: RegistryLimits,
+}
+
+/// The env's spaces and the policies trained for it: known when the learner starts, or once the first actor has
+/// registered (`env.spaces_from_first_actor`).
+#[derive(Clone)]
+pub struct Spec {
+    /// Observation space.
+    pub observation_space: Space,
+    /// Action space.
+    pub action_space: Space,
+    /// The newest policy, which the policy streams follow.
+    pub policies: Arc<PolicyCell>,
+}
+
+/// Asks the trainer thread to start training on an actor's spaces; the answer is the policy cell, or why the
+/// spaces cannot be trained on.
+pub struct Adoption {
+    /// The actor's observation space.
+    pub observation_space: Space,
+    /// The actor's action space.
+    pub action_space: Space,
+    /// Where the answer goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<Arc<PolicyCell>, String>>,
 }
 
 /// Bounds of the actor registry (`server.max_actor_name_bytes`, `server.max_actors`, `server.actor_idle_seconds`).
@@ -114,16 +133,34 @@ pub struct LearnerService {
     incarnation: u64,
     registry: Arc<Mutex<Registry>>,
     next_actor_id: AtomicU64,
-    policies: Arc<PolicyCell>,
+    spec: tokio::sync::OnceCell<Spec>,
+    /// Set while the spaces are to come from the first actor that registers.
+    adopt: Option<crossbeam_channel::Sender<Adoption>>,
     rollouts: Sender<Rollout>,
     shutdown: CancellationToken,
 }
 
 impl LearnerService {
-    /// A service handing valid rollouts to `rollouts` and streaming policies from `policies`.
-    pub fn new(
+    /// A service for `spec`'s env, handing valid rollouts to `rollouts` and streaming its policies.
+    pub fn new(run: RunInfo, spec: Spec, rollouts: Sender<Rollout>, shutdown: CancellationToken) -> Self {
+        Self::with_spec(run, tokio::sync::OnceCell::new_with(Some(spec)), None, rollouts, shutdown)
+    }
+
+    /// A service that takes the env's spaces from the first actor that registers: it sends them through
+    /// `adopt` to the trainer thread, which answers with the policy cell (or why not, and the actor is refused).
+    pub fn adopting(
         run: RunInfo,
-        policies: Arc<PolicyCell>,
+        adopt: crossbeam_channel::Sender<Adoption>,
+        rollouts: Sender<Rollout>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self::with_spec(run, tokio::sync::OnceCell::new(), Some(adopt), rollouts, shutdown)
+    }
+
+    fn with_spec(
+        run: RunInfo,
+        spec: tokio::sync::OnceCell<Spec>,
+        adopt: Option<crossbeam_channel::Sender<Adoption>>,
         rollouts: Sender<Rollout>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -136,7 +173,8 @@ impl LearnerService {
             incarnation,
             registry: Arc::new(Mutex::new(Registry::default())),
             next_actor_id: AtomicU64::new(base),
-            policies,
+            spec,
+            adopt,
             rollouts,
             shutdown,
         }
@@ -190,6 +228,7 @@ impl LearnerService {
         Ok(result?)
     }
 
+    /// Checks what does not depend on the spaces: name, protocol, env id and env count.
     fn check_register(&self, r: &pb::RegisterRequest) -> Result<(), Error> {
         let run = &self.run;
         if r.actor_name.len() > run.registry.max_name_bytes {
@@ -208,9 +247,61 @@ impl LearnerService {
         if r.env_id != run.env_id {
             return Err(Error::Mismatch(format!("env id: actor runs {:?}, learner trains {:?}", r.env_id, run.env_id)));
         }
+        if r.num_envs == 0 || r.num_envs > 65_536 {
+            return Err(Error::Mismatch(format!("num_envs: {} is outside 1..=65536", r.num_envs)));
+        }
+        Ok(())
+    }
+
+    /// The actor's spaces, or why it sent none that can be read.
+    fn actor_spaces(r: &pb::RegisterRequest) -> Result<(Space, Space), Error> {
+        let read = |what: &str, space: &Option<pb::Space>| match space.as_ref().map(Space::try_from) {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(e)) => Err(Error::Mismatch(format!("{what}: actor has {e}"))),
+            None => Err(Error::Mismatch(format!("{what}: actor sent none"))),
+        };
+        Ok((read("observation space", &r.observation_space)?, read("action space", &r.action_space)?))
+    }
+
+    /// The run's spec; while it waits for the first actor's spaces, `r`'s are handed to the trainer thread (one
+    /// registration at a time; a refused one leaves the spec open for the next actor).
+    async fn spec_for(&self, r: &pb::RegisterRequest) -> Result<&Spec, Error> {
+        if let Some(spec) = self.spec.get() {
+            return Ok(spec);
+        }
+        let adopt = self.adopt.as_ref().ok_or_else(|| Error::Internal("the learner has no env spec".into()))?;
+        self.spec
+            .get_or_try_init(|| async {
+                let (observation_space, action_space) = Self::actor_spaces(r)?;
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let request = Adoption {
+                    observation_space: observation_space.clone(),
+                    action_space: action_space.clone(),
+                    reply,
+                };
+                let stopped = || Error::Unavailable("learner has stopped training".into());
+                adopt.try_send(request).map_err(|_| stopped())?;
+                let policies = tokio::select! {
+                    a = answer => a.map_err(|_| stopped())?,
+                    _ = self.shutdown.cancelled() => return Err(stopped()),
+                }
+                .map_err(|reason| Error::Mismatch(format!("the actor's spaces cannot be trained on: {reason}")))?;
+                tracing::info!(
+                    actor = %r.actor_name,
+                    observation_space = %observation_space,
+                    action_space = %action_space,
+                    "env spaces taken from the first actor that registered (env.spaces_from_first_actor)"
+                );
+                Ok(Spec { observation_space, action_space, policies })
+            })
+            .await
+    }
+
+    /// Checks the actor's spaces against the run's, naming the first difference.
+    fn check_spaces(r: &pb::RegisterRequest, spec: &Spec) -> Result<(), Error> {
         let spaces = [
-            ("observation space", &r.observation_space, &run.observation_space),
-            ("action space", &r.action_space, &run.action_space),
+            ("observation space", &r.observation_space, &spec.observation_space),
+            ("action space", &r.action_space, &spec.action_space),
         ];
         for (what, theirs, ours) in spaces {
             let difference = match theirs.as_ref().map(Space::try_from) {
@@ -222,10 +313,12 @@ impl LearnerService {
                 return Err(Error::Mismatch(format!("{what}: {d}")));
             }
         }
-        if r.num_envs == 0 || r.num_envs > 65_536 {
-            return Err(Error::Mismatch(format!("num_envs: {} is outside 1..=65536", r.num_envs)));
-        }
         Ok(())
+    }
+
+    /// The newest policy version, 0 before the spec is known.
+    fn current_version(&self) -> u64 {
+        self.spec.get().map_or(0, |s| s.policies.latest().version)
     }
 
     fn check_rollout(&self, msg: &pb::Rollout) -> Result<Rollout, Error> {
@@ -238,8 +331,9 @@ impl LearnerService {
                 kind: common::rollout::RolloutErrorKind::Shape,
             }));
         }
-        rollout.validate(self.run.observation_space.flat_dim(), &self.run.action_space, &self.run.bounds)?;
-        let current = self.policies.latest().version;
+        let spec = self.spec.get().ok_or(Error::UnknownActor(msg.actor_id))?;
+        rollout.validate(spec.observation_space.flat_dim(), &spec.action_space, &self.run.bounds)?;
+        let current = spec.policies.latest().version;
         if rollout.policy_version > PolicyVersion(current) {
             return Err(Error::FutureVersion { got: rollout.policy_version.0, current });
         }
@@ -305,11 +399,18 @@ type PolicyStream = Pin<Box<dyn Stream<Item = Result<pb::PolicyUpdate, Status>> 
 impl pb::learner_server::Learner for LearnerService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = request.into_inner();
-        if let Err(e) = self.check_register(&r) {
-            count_rejection(&e);
-            tracing::warn!(actor = %r.actor_name, error = %e, "registration refused");
-            return Err(e.into());
-        }
+        let checked = match self.check_register(&r) {
+            Ok(()) => self.spec_for(&r).await,
+            Err(e) => Err(e),
+        };
+        let spec = match checked.and_then(|spec| Self::check_spaces(&r, spec).map(|()| spec)) {
+            Ok(spec) => spec,
+            Err(e) => {
+                count_rejection(&e);
+                tracing::warn!(actor = %r.actor_name, error = %e, "registration refused");
+                return Err(e.into());
+            }
+        };
         let actor_id = self.next_actor_id.fetch_add(1, Ordering::SeqCst);
         let entry = ActorEntry {
             name: r.actor_name.clone(),
@@ -336,7 +437,7 @@ impl pb::learner_server::Learner for LearnerService {
             registry.actors.insert(actor_id, entry);
             registry.publish_gauge();
         }
-        let version = self.policies.latest().version;
+        let version = spec.policies.latest().version;
         tracing::info!(actor_id, name = %r.actor_name, num_envs = r.num_envs, version, "actor registered");
         Ok(Response::new(pb::RegisterResponse {
             actor_id,
@@ -355,7 +456,7 @@ impl pb::learner_server::Learner for LearnerService {
     ) -> Result<Response<pb::SubmitRolloutResponse>, Status> {
         let msg = request.into_inner();
         metrics::counter!(m::RECEIVED_BYTES).increment(prost::Message::encoded_len(&msg) as u64);
-        let current = self.policies.latest().version;
+        let current = self.current_version();
         // Produced by a policy of an earlier learner process (this one may have resumed from an older
         // checkpoint): from a lost future, not misbehaviour. Dropped quietly.
         if msg.incarnation != 0 && msg.incarnation != self.incarnation {
@@ -399,13 +500,13 @@ impl pb::learner_server::Learner for LearnerService {
         request: Request<pb::SubscribePolicyRequest>,
     ) -> Result<Response<Self::SubscribePolicyStream>, Status> {
         let actor_id = request.into_inner().actor_id;
-        let Some(open) = OpenStream::open(&self.registry, actor_id) else {
+        let (Some(spec), Some(open)) = (self.spec.get(), OpenStream::open(&self.registry, actor_id)) else {
             let e = Error::UnknownActor(actor_id);
             count_rejection(&e);
             return Err(e.into());
         };
         let (shutdown, incarnation) = (self.shutdown.clone(), self.incarnation);
-        let mut watch = self.policies.subscribe();
+        let mut watch = spec.policies.subscribe();
         // Capacity 1 and latest-wins reads: a slow reader gets the newest version, never a backlog.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {

@@ -5,7 +5,7 @@ pub mod auth;
 pub mod handlers;
 
 use self::auth::TokenAuth;
-use self::handlers::{LearnerService, RunInfo};
+use self::handlers::{Adoption, LearnerService, RunInfo, Spec};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::run::checkpoint::{self, Checkpointer};
@@ -93,6 +93,54 @@ pub(crate) fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, res
     })
 }
 
+/// How the trainer thread gets its trainer.
+enum Start {
+    /// Built before serving (the spaces are known).
+    Ready(Box<Trainer>, Arc<PolicyCell>),
+    /// Built from the spaces of the first actor that registers.
+    Adopt(crossbeam_channel::Receiver<Adoption>),
+}
+
+impl Start {
+    /// The trainer and its policy cell; with [`Start::Adopt`], waits for actors' spaces until a trainer can be
+    /// built from them (its spec is written to the run directory) or `stop` is cancelled (`None`).
+    fn trainer(
+        self,
+        cfg: &TrainConfig,
+        run: &RunDir,
+        checkpoints: &Checkpointer,
+        resume: bool,
+        stop: &CancellationToken,
+    ) -> Option<(Trainer, Arc<PolicyCell>)> {
+        let adoptions = match self {
+            Start::Ready(trainer, cell) => return Some((*trainer, cell)),
+            Start::Adopt(adoptions) => adoptions,
+        };
+        while !stop.is_cancelled() {
+            let Ok(a) = adoptions.recv_timeout(Duration::from_millis(50)) else { continue };
+            let mut cfg = cfg.clone();
+            cfg.env = cfg.env.with_spaces(&a.observation_space, &a.action_space);
+            let built = cfg.env.spaces().map_err(Error::from).and_then(|_| {
+                let trainer = initial_trainer(&cfg, checkpoints, resume)?;
+                run.write_config(&cfg)?;
+                Ok((PolicyCell::new(trainer.snapshot()?), trainer))
+            });
+            match built {
+                Ok((cell, trainer)) => {
+                    let cell = Arc::new(cell);
+                    if a.reply.send(Ok(cell.clone())).is_ok() {
+                        return Some((trainer, cell));
+                    }
+                }
+                Err(e) => {
+                    let _ = a.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Forgets idle actors every few seconds until `stop`, so the registry and its gauge stay current.
 async fn evict_idle_actors(service: Arc<LearnerService>, idle_seconds: f64, stop: CancellationToken) {
     let period = Duration::from_secs_f64((idle_seconds / 4.0).clamp(0.05, 5.0));
@@ -173,18 +221,13 @@ pub async fn serve(
 ) -> Result<LoopOutcome> {
     let mut run_cfg = cfg.clone();
     run_cfg.run_name.get_or_insert_with(|| format!("{}-seed{}", cfg.env, cfg.seed));
+    if run_cfg.env.awaits_actor_spaces() && opts.resume {
+        run_cfg.env = RunDir::saved_env(&run_cfg).unwrap_or(run_cfg.env);
+    }
     let run = RunDir::create(&run_cfg)?;
     let checkpoints = Checkpointer::new(run.path().join("checkpoints"), cfg.server.keep_checkpoints)?;
-    let mut trainer = initial_trainer(&run_cfg, &checkpoints, opts.resume)?;
-    let mut csv = match opts.resume {
-        true => ProgressCsv::resume(run.path(), trainer.version())?,
-        false => ProgressCsv::create(run.path())?,
-    };
-    let (obs_dim, action_space) = trainer.spaces();
     let run_info = RunInfo {
         env_id: cfg.env.id.clone(),
-        observation_space: cfg.env.spaces()?.0,
-        action_space: action_space.clone(),
         hidden_sizes: cfg.model.hidden_sizes.clone(),
         rollout_steps: cfg.actors.rollout_steps,
         root_seed: cfg.seed,
@@ -193,22 +236,48 @@ pub async fn serve(
         bounds: cfg.server.bounds(),
         registry: cfg.server.registry_limits(),
     };
-    debug_assert_eq!(run_info.observation_space.flat_dim(), obs_dim);
-    let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(cfg.server.queue_capacity);
     let server_stop = CancellationToken::new();
-    let service = Arc::new(LearnerService::new(run_info, cell.clone(), tx, server_stop.clone()));
+    let trainer_stop = CancellationToken::new();
+    // Either the trainer exists now, or the trainer thread builds it from the first registering actor's spaces.
+    let (service, start) = if run_cfg.env.awaits_actor_spaces() {
+        tracing::info!(env = %cfg.env, "waiting for the first actor to register: its spaces become the run's");
+        let (adopt_tx, adopt_rx) = crossbeam_channel::bounded(1);
+        let service = LearnerService::adopting(run_info, adopt_tx, tx, server_stop.clone());
+        (service, Start::Adopt(adopt_rx))
+    } else {
+        let trainer = initial_trainer(&run_cfg, &checkpoints, opts.resume)?;
+        let (observation_space, action_space) = run_cfg.env.spaces()?;
+        let policies = Arc::new(PolicyCell::new(trainer.snapshot()?));
+        let spec = Spec { observation_space, action_space, policies: policies.clone() };
+        (LearnerService::new(run_info, spec, tx, server_stop.clone()), Start::Ready(Box::new(trainer), policies))
+    };
+    let service = Arc::new(service);
     tokio::spawn(evict_idle_actors(service.clone(), cfg.server.actor_idle_seconds, server_stop.clone()));
 
     // The trainer thread: trains until told to stop, then writes the final checkpoint.
-    let trainer_stop = CancellationToken::new();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<LoopOutcome>>();
     {
-        let (stop, cell, every) = (trainer_stop.clone(), cell.clone(), cfg.server.checkpoint_every);
+        let (stop, every, resume) = (trainer_stop.clone(), cfg.server.checkpoint_every, opts.resume);
         let log_interval = Duration::from_secs_f64(cfg.log_interval_seconds);
         std::thread::Builder::new()
             .name("trainer".into())
             .spawn(move || {
+                let Some((mut trainer, cell)) = start.trainer(&run_cfg, &run, &checkpoints, resume, &stop) else {
+                    let _ = done_tx.send(Ok(LoopOutcome::default()));
+                    return;
+                };
+                let csv = match resume {
+                    true => ProgressCsv::resume(run.path(), trainer.version()),
+                    false => ProgressCsv::create(run.path()),
+                };
+                let mut csv = match csv {
+                    Ok(csv) => csv,
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let outputs = LoopOutputs {
                     csv: &mut csv,
                     display: Display::log(log_interval),
