@@ -19,6 +19,7 @@ from typing import Any
 
 SYSTEM_NAMES = {
     "proxima": "proxima",
+    "proxima-py": "proxima, 2 Python actors",
     "sb3": "SB3 (+Zoo)",
     "cleanrl": "CleanRL",
     "sf": "Sample Factory",
@@ -791,6 +792,66 @@ def ingest_section(wl: dict[str, Any]) -> list[str]:
     return lines
 
 
+PROFILE_PARTS = (
+    ("env_step", "env step"),
+    ("vector_env_bookkeeping", "vector env"),
+    ("inference", "inference"),
+    ("collect_other", "rollout arrays"),
+    ("encode", "encode"),
+    ("wait_for_submit", "wait for submit"),
+    ("wait_for_policy", "wait for policy"),
+    ("other", "other"),
+)
+
+
+def python_section(wl: dict[str, Any]) -> list[str]:
+    runs = wl.get("runs") or []
+    lines = ["", "## 6. python: Python actors against the raw gymnasium vector env", ""]
+    lines.append(
+        "raw: `bench/python_actor_bench.py raw`, the actor's vector env (8 envs, `SyncVectorEnv`, SAME_STEP "
+        "autoreset) stepped with pre-drawn random actions, one process. pipeline: `learner serve` (fused, 1 "
+        "thread) and one `proxima-actor` process with 8 envs and `--policy-wait-ms 0`; env steps/s of rollouts "
+        f"the learner answered, over {wl.get('seconds')} s after a warm-up; cores = CPU seconds per second. "
+        "Profile: the actor's main thread under cProfile (its own run; shares of the profiled time; the "
+        "submission runs on a thread of its own and counts only as the main thread's wait for it)."
+    )
+    lines.append("")
+    rows, prof_rows = [], []
+    for env_id in wl.get("envs") or []:
+        mine = [r for r in runs if r.get("env") == env_id]
+        raw = next((r for r in mine if r.get("kind") == "raw"), None)
+        pipe = next((r for r in mine if r.get("kind") == "pipeline"), None)
+        prof = next((r for r in mine if r.get("kind") == "profile"), None)
+        raw_sps = out(raw, "steps_per_s") if raw and raw.get("ok") else None
+        pipe_sps = pipe.get("steps_per_s") if pipe and pipe.get("ok") else None
+        share = ratio(pipe_sps, raw_sps)
+        rows.append(
+            [
+                env_id,
+                fmt(raw_sps),
+                fmt(pipe_sps),
+                f"{share:.0%}" if share is not None else "–",
+                fmt((pipe or {}).get("actor_cores")),
+                fmt((pipe or {}).get("learner_cores")),
+            ]
+        )
+        shares = ((prof or {}).get("profile") or {}).get("share") or {}
+        if shares:
+            prof_rows.append(
+                [env_id]
+                + [
+                    f"{shares[k]:.0%}" if shares.get(k) is not None else "–"
+                    for k, _ in PROFILE_PARTS
+                ]
+            )
+    header = ["env", "raw env steps/s", "pipeline steps/s", "pipeline ÷ raw"]
+    lines.append(table(header + ["actor cores", "learner cores"], rows))
+    if prof_rows:
+        lines += ["", table(["env"] + [label for _, label in PROFILE_PARTS], prof_rows)]
+    lines += failures(runs, lambda r: f"{r.get('env')} {r.get('kind')}")
+    return lines
+
+
 def failures(
     runs: list[Run], label: Callable[[Run], str], extra: str | None = None
 ) -> list[str]:
@@ -966,6 +1027,8 @@ def render(res: dict[str, Any]) -> str:
         body += sec
     if "ingest" in wls:
         body += ingest_section(wls["ingest"])
+    if "python" in wls:
+        body += python_section(wls["python"])
     for wname, wl in wls.items():
         if wl.get("crash"):
             body += [

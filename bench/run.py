@@ -83,6 +83,11 @@ VENVS = os.path.join(HERE, ".venvs")
 LEARNER = os.path.join(REPO, "target", "release", "learner")
 ACTOR = os.path.join(REPO, "target", "release", "actor")
 BENCH_BIN = os.path.join(REPO, "target", "release", "proxima-bench")
+# The project's venv with the proxima_actor package (scripts/test.sh makes it; `pip install "gymnasium[mujoco]"`
+# into it for HalfCheetah-v5).
+VENV_PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+# solve: the learner plus this many Python actor processes ("proxima-py"), on the whole machine only.
+PYTHON_FLEET_ACTORS = 2
 CARTPOLE = "configs/cartpole.toml"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -91,7 +96,7 @@ try:
 except AttributeError:
     MACHINE_THREADS = os.cpu_count() or 1
 
-ALL_WORKLOADS = ("solve", "env", "e2e", "update", "ingest")
+ALL_WORKLOADS = ("solve", "env", "e2e", "update", "ingest", "python")
 ALL_PEERS = ("sb3", "cleanrl", "sf", "rllib")
 PEER_RUNNER = {
     "sb3": "sb3_ppo.py",
@@ -100,7 +105,14 @@ PEER_RUNNER = {
     "rllib": "rllib_ppo.py",
 }
 # bench/solve.py --max-seconds per system.
-SOLVE_MAX_SECONDS = {"proxima": 60, "sb3": 120, "cleanrl": 180, "sf": 300, "rllib": 300}
+SOLVE_MAX_SECONDS = {
+    "proxima": 60,
+    "proxima-py": 60,
+    "sb3": 120,
+    "cleanrl": 180,
+    "sf": 300,
+    "rllib": 300,
+}
 # Thread sweep: a run at another thread count than the first of --solve-threads is stopped after
 # max(SWEEP_MIN_SECONDS, SWEEP_FACTOR x the whole run time of the same seed at the first count).
 SWEEP_FACTOR = 3.0
@@ -482,6 +494,28 @@ def solve_command(system: str, seed: int, threads: int, runs_tmp: str) -> list[s
             f'--set episode_log=\\"$PROXIMA_BENCH_EPISODES\\"'
         )
         return ["sh", "-c", inner]
+    if system == "proxima-py":
+        fleet = [
+            sys.executable,
+            os.path.join(HERE, "python_fleet.py"),
+            "--python",
+            VENV_PYTHON,
+        ]
+        fleet += ["--actors", str(PYTHON_FLEET_ACTORS), "--env", "CartPole-v1", "--"]
+        fleet += [
+            "--config",
+            CARTPOLE,
+            "--seed",
+            str(seed),
+            "--target-return",
+            NO_TARGET,
+        ]
+        return fleet + [
+            "--set",
+            f"threads={threads}",
+            "--set",
+            f"actors.count={PYTHON_FLEET_ACTORS}",
+        ]
     return [
         peer_python(system),
         os.path.join("bench", "peers", PEER_RUNNER[system]),
@@ -493,7 +527,7 @@ def solve_command(system: str, seed: int, threads: int, runs_tmp: str) -> list[s
 
 
 def workload_solve(opts: argparse.Namespace, state: "State") -> None:
-    systems = ["proxima", *opts.peers]
+    systems = ["proxima", "proxima-py", *opts.peers]
     seeds = list(range(1, opts.seeds + 1))
     threads: list[int] = opts.solve_threads
     wl = state.workload(
@@ -519,6 +553,8 @@ def workload_solve(opts: argparse.Namespace, state: "State") -> None:
             for system in systems:
                 if system == "proxima" and t > 2:
                     continue  # the fused backend trains on 1 or 2 threads (one per net)
+                if system == "proxima-py" and t != min(max(threads), 2):
+                    continue  # learner + Python actor processes: a whole-machine setup only
                 max_s = float(SOLVE_MAX_SECONDS[system])
                 base = next(
                     (
@@ -566,7 +602,13 @@ def solve_one(
     }
     if max_s < SOLVE_MAX_SECONDS[system]:
         entry["sweep_limited"] = True
-    if system != "proxima" and not peers_info.get(system, {}).get("installed"):
+    if system == "proxima-py" and (problem := python_actor_problem()):
+        entry.update(solved=False, ok=False, install_error=True, error=problem)
+        wl["runs"].append(entry)
+        return
+    if system not in ("proxima", "proxima-py") and not peers_info.get(system, {}).get(
+        "installed"
+    ):
         pinfo = peers_info.get(system, {})
         entry.update(
             solved=False,
@@ -1138,12 +1180,250 @@ def workload_ingest(opts: argparse.Namespace, state: "State") -> None:
         state.save()
 
 
+# --------------------------------------------------------------------------
+# 6. python: Python actors (proxima_actor) against the raw gymnasium vector env
+
+PYTHON_ENVS = ("CartPole-v1", "HalfCheetah-v5")
+# Spaces of envs the learner does not build in, for the pipeline runs' configs.
+PYTHON_ENV_SPACES = {"HalfCheetah-v5": ("Box(-inf, inf, (17,))", "Box(-1, 1, (6,))")}
+
+
+def python_actor_problem(env_id: str | None = None) -> str | None:
+    """Why the project's venv cannot run Python actors (for `env_id`), or None."""
+    if not os.access(VENV_PYTHON, os.X_OK):
+        return f"no {VENV_PYTHON} (scripts/test.sh creates it and installs python/ into it)"
+    probe = "import proxima_actor, gymnasium as g"
+    if env_id:
+        probe += f"; g.make({env_id!r}).close()"
+    res = run_cmd([VENV_PYTHON, "-c", probe], 120)
+    if res["error"] is None:
+        return None
+    hint = (
+        ' (pip install "gymnasium[mujoco]" into .venv)'
+        if env_id and "mujoco" in res["stderr"].lower()
+        else ""
+    )
+    return f"{res['error']}{hint}: {tail(res['stderr'], 3)}"
+
+
+def python_pipeline_config(env_id: str, tmp: str) -> str:
+    """The learner config of a pipeline run: configs/cartpole.toml, or for a non-built-in env its spaces with
+    Pendulum's continuous-control settings (normalised observations and rewards, 8 envs x 64 steps)."""
+    if env_id not in PYTHON_ENV_SPACES:
+        return CARTPOLE
+    obs, action = PYTHON_ENV_SPACES[env_id]
+    path = os.path.join(tmp, "config.toml")
+    with open(path, "w") as f:
+        f.write(
+            f'[env]\nid = "{env_id}"\nobservation_space = "{obs}"\naction_space = "{action}"\n'
+            "[actors]\nnum_envs = 8\nrollout_steps = 64\n"
+            "[ppo]\nlearning_rate = 3e-4\nnum_epochs = 10\nminibatch_size = 64\n"
+            "[normalize]\nobservations = true\nrewards = true\n"
+        )
+    return path
+
+
+def scrape_counter(port: int, name: str) -> float | None:
+    """The sum of a counter's samples on http://127.0.0.1:port/metrics, or None."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{")
+    ]
+    return sum(values) if values else None
+
+
+def python_pipeline(
+    env_id: str, warmup: float, seconds: float, profile: bool
+) -> dict[str, Any]:
+    """`learner serve` (fused backend, 1 thread) and one Python actor process that does not wait for new
+    policies (--policy-wait-ms 0: the actor runs flat out; the learner trains on what is fresh enough). Measures
+    the actor's env steps/s (its proxima_actor_env_steps_total, steps of rollouts the learner answered) over
+    `seconds` after `warmup`, with both processes' CPU over the same window. With `profile`, the actor runs
+    under cProfile (bench/python_actor_bench.py profile) and the entry holds where its time went."""
+    tmp = tempfile.mkdtemp(prefix="bench-python-")
+    entry: dict[str, Any] = {
+        "env": env_id,
+        "actors": 1,
+        "warmup_s": warmup,
+        "seconds": seconds,
+    }
+    children: list[Child] = []
+    try:
+        port, metrics = free_port(), free_port()
+        config = python_pipeline_config(env_id, tmp)
+        lcmd = [
+            LEARNER,
+            "serve",
+            "--config",
+            config,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--metrics-addr",
+            "none",
+        ]
+        lcmd += [
+            "--runs-dir",
+            tmp,
+            "--total-steps",
+            "1000000000000",
+            "--target-return",
+            NO_TARGET,
+        ]
+        lcmd += ["--set", "threads=1"]
+        learner = Child("learner", lcmd, tmp, thread_env(1))
+        children.append(learner)
+        deadline = time.monotonic() + 30
+        while not port_open(port) and learner.poll() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not port_open(port):
+            entry.update(
+                ok=False,
+                error="learner not serving",
+                stderr_tail=read_tail(learner.err_path),
+            )
+            return entry
+        actor_args = [
+            "--learner",
+            f"http://127.0.0.1:{port}",
+            "--env",
+            env_id,
+            "--policy-wait-ms",
+            "0",
+        ]
+        actor_args += ["--metrics-addr", f"127.0.0.1:{metrics}", "--name", "py0"]
+        prof_path = os.path.join(tmp, "profile.json")
+        if profile:
+            acmd = [
+                VENV_PYTHON,
+                os.path.join(HERE, "python_actor_bench.py"),
+                "profile",
+                "--out",
+                prof_path,
+                "--",
+            ]
+        else:
+            acmd = [VENV_PYTHON, "-m", "proxima_actor"]
+        actor = Child("actor", acmd + actor_args, tmp, thread_env(1))
+        children.append(actor)
+        entry["actor_cmd"] = " ".join(shlex.quote(c) for c in acmd + actor_args)
+        time.sleep(warmup)
+        cpu = lambda c: proc_cpu_s(c.proc.pid)
+        s0, a0, l0, t0 = (
+            scrape_counter(metrics, "proxima_actor_env_steps_total"),
+            cpu(actor),
+            cpu(learner),
+            time.monotonic(),
+        )
+        time.sleep(seconds)
+        s1, a1, l1, t1 = (
+            scrape_counter(metrics, "proxima_actor_env_steps_total"),
+            cpu(actor),
+            cpu(learner),
+            time.monotonic(),
+        )
+        for c in (actor, learner):
+            c.stop(grace=10.0)
+        if None in (s0, s1) or actor.rc not in (0, None):
+            entry.update(
+                ok=False,
+                error=f"actor metrics unreadable (exit {actor.rc})",
+                stderr_tail=read_tail(actor.err_path),
+            )
+            return entry
+        entry["steps_per_s"] = round((s1 - s0) / (t1 - t0), 1)
+        if None not in (a0, a1, l0, l1):
+            entry["actor_cores"] = round((a1 - a0) / (t1 - t0), 2)
+            entry["learner_cores"] = round((l1 - l0) / (t1 - t0), 2)
+        if profile:
+            try:
+                with open(prof_path) as f:
+                    entry["profile"] = json.load(f)
+            except (OSError, ValueError) as e:
+                entry.update(
+                    ok=False,
+                    error=f"no profile: {e}",
+                    stderr_tail=read_tail(actor.err_path),
+                )
+                return entry
+        entry["ok"] = True
+        return entry
+    finally:
+        for c in children:
+            if c.alive:
+                c.stop(grace=2.0)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads) so far, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def workload_python(opts: argparse.Namespace, state: "State") -> None:
+    seconds = 3.0 if opts.quick else 10.0
+    warmup = 2.0 if opts.quick else 5.0
+    wl = state.workload(
+        "python", {"envs": list(PYTHON_ENVS), "seconds": seconds, "runs": []}
+    )
+    for env_id in PYTHON_ENVS:
+        problem = python_actor_problem(env_id)
+        if problem:
+            log(f"python {env_id}: cannot run: {problem}")
+            wl["runs"].append(
+                {"env": env_id, "kind": "raw", "ok": False, "error": problem}
+            )
+            state.save()
+            continue
+        log(f"python {env_id}: raw vector env, {seconds:g} s")
+        cmd = [
+            VENV_PYTHON,
+            os.path.join(HERE, "python_actor_bench.py"),
+            "raw",
+            "--env",
+            env_id,
+        ]
+        res = run_cmd(
+            cmd + ["--num-envs", "8", "--seconds", str(seconds)],
+            seconds + 120,
+            env=thread_env(1),
+        )
+        wl["runs"].append(
+            json_entry(res, {"env": env_id, "kind": "raw"}, ("steps_per_s",))
+        )
+        state.save()
+        for kind, profile in (("pipeline", False), ("profile", True)):
+            log(f"python {env_id}: {kind}, 1 actor, {seconds:g} s after {warmup:g} s")
+            entry = python_pipeline(env_id, warmup, seconds, profile)
+            entry["kind"] = kind
+            wl["runs"].append(entry)
+            log(
+                f"  {entry.get('steps_per_s')} steps/s"
+                if entry.get("ok")
+                else f"  FAILED: {entry.get('error')}"
+            )
+            state.save()
+
+
 WORKLOADS = {
     "solve": workload_solve,
     "env": workload_env,
     "e2e": workload_e2e,
     "update": workload_update,
     "ingest": workload_ingest,
+    "python": workload_python,
 }
 
 

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,24 +281,44 @@ class Actor:
             broken.set()
 
     def _stream_rollouts(self, stub: pb_grpc.LearnerStub, actor_id: int, broken: threading.Event) -> None:
+        """Collects rollouts and submits them on a thread of its own, one at a time: the next rollout is collected
+        while the last one travels and the learner answers (the gRPC call releases the GIL while it waits). A
+        failed submission is raised here, at the latest before the next one."""
         assert self.sampler is not None
         used: tuple[int, int] | None = None
-        while True:
-            if self.stop.is_set():
-                log.info("actor leaving flushed=%d", self.flushed)
-                return
-            if broken.is_set():
-                raise _Retry("policy stream closed by the learner")
-            if used is not None and self.opts.policy_wait_ms > 0:
-                self.cell.wait_newer(*used, timeout=self.opts.policy_wait_ms / 1000)
+        sending: Future[None] | None = None
+        # Not a `with` block: leaving it on an error would wait for the submission in flight (up to its timeout);
+        # the session closes the channel instead, which cancels it.
+        sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="submit")
+        try:
+            while True:
+                if sending is not None and sending.done():
+                    sending.result()
                 if self.stop.is_set():
-                    continue
-            policy, incarnation = self.cell.latest()
-            rollout = self.sampler.collect(policy, incarnation)
-            used = (incarnation, policy.version)
-            leaving = self.stop.is_set()
-            self._submit(stub, wire.rollout(rollout, actor_id), len(rollout), FLUSH_SECONDS if leaving else 30.0)
-            self.flushed += leaving
+                    if sending is not None:
+                        sending.result(timeout=FLUSH_SECONDS + 1.0)
+                    log.info("actor leaving flushed=%d", self.flushed)
+                    return
+                if broken.is_set():
+                    raise _Retry("policy stream closed by the learner")
+                if used is not None and self.opts.policy_wait_ms > 0:
+                    self.cell.wait_newer(*used, timeout=self.opts.policy_wait_ms / 1000)
+                    if self.stop.is_set():
+                        continue
+                policy, incarnation = self.cell.latest()
+                rollout = self.sampler.collect(policy, incarnation)
+                used = (incarnation, policy.version)
+                leaving = self.stop.is_set()
+                message = wire.rollout(rollout, actor_id)
+                if sending is not None:
+                    sending.result()
+                timeout = FLUSH_SECONDS if leaving else 30.0
+                sending = sender.submit(self._submit, stub, message, len(rollout), timeout)
+                if leaving:
+                    sending.result(timeout=FLUSH_SECONDS + 1.0)
+                    self.flushed += 1
+        finally:
+            sender.shutdown(wait=False, cancel_futures=True)
 
     def _submit(self, stub: pb_grpc.LearnerStub, message: pb.Rollout, steps: int, timeout: float) -> None:
         try:

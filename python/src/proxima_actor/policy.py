@@ -79,6 +79,41 @@ class Mlp:
         return x.astype(np.float32, copy=False)
 
 
+class JointMlp:
+    """The actor and the critic as one network, for acting: the first layers stacked, the later ones
+    block-diagonal, so a batch takes one matrix product per layer instead of two (half the numpy calls, which
+    dominate at actor batch sizes). Outputs ``[B, actor_out + 1]``: the head, then the value. The zero blocks
+    add exact zeros, so the numbers are the separate networks' up to f32 summation order."""
+
+    def __init__(self, actor: Mlp, critic: Mlp) -> None:
+        if len(actor.weights) != len(critic.weights):
+            raise PolicyError("actor and critic have different depths")
+        self.head_dim = actor.out_dim
+        self.layers: list[tuple[F32, F32]] = []
+        for i, (wa, wc, ba, bc) in enumerate(
+            zip(actor.weights, critic.weights, actor.biases, critic.biases, strict=True)
+        ):
+            if i == 0:
+                w = np.concatenate([wa, wc], axis=0)
+            else:
+                w = np.zeros((wa.shape[0] + wc.shape[0], wa.shape[1] + wc.shape[1]), dtype=np.float32)
+                w[: wa.shape[0], : wa.shape[1]] = wa
+                w[wa.shape[0] :, wa.shape[1] :] = wc
+            self.layers.append(
+                (np.ascontiguousarray(w.T, dtype=np.float32), np.concatenate([ba, bc]).astype(np.float32))
+            )
+
+    def forward(self, x: F32) -> tuple[F32, F32]:
+        """The head ``[B, actor_out]`` and the values ``[B]`` for (normalised) inputs ``[B, in]``."""
+        last = len(self.layers) - 1
+        for i, (wt, b) in enumerate(self.layers):
+            x = x @ wt
+            x += b
+            if i < last:
+                np.tanh(x, out=x)
+        return x[:, : self.head_dim], x[:, self.head_dim]
+
+
 @dataclass(frozen=True)
 class ActOutput:
     """Actions (unclipped), their log-probabilities under the policy, and value estimates for a batch."""
@@ -174,14 +209,18 @@ class Policy:
             raise PolicyError(f"the critic has {self.critic.out_dim} outputs, expected 1")
         if self.actor.in_dim != self.critic.in_dim:
             raise PolicyError("actor and critic take inputs of different widths")
+        self.joint = JointMlp(self.actor, self.critic)
         log_std = tensors.get("actor_logstd")
         self.log_std: F32 | None = None
+        #: Box: the standard deviations in f64, for sampling (empty for Discrete).
+        self.std: F64 = np.zeros(0)
         if log_std is not None:
             self.log_std = np.asarray(log_std, dtype=np.float32).reshape(-1)
             if self.log_std.shape[0] != self.actor.out_dim:
                 raise PolicyError(
                     f"actor_logstd has {self.log_std.shape[0]} values, the actor {self.actor.out_dim} outputs"
                 )
+            self.std = np.exp(self.log_std.astype(np.float64))
         self.obs_norm: ObsNormalizer | None = None
         if "obs_rms.mean" in tensors:
             mean = np.asarray(tensors["obs_rms.mean"], dtype=np.float64)
@@ -250,9 +289,7 @@ class Policy:
 
     def act(self, obs: npt.ArrayLike, rng: np.random.Generator, deterministic: bool = False) -> ActOutput:
         """Samples (or, if ``deterministic``, takes the mode of) actions for raw observations ``[B, obs_dim]``."""
-        x = self._input(obs)
-        head = self.actor.forward(x)
-        values = self.critic.forward(x)[:, 0]
+        head, values = self.joint.forward(self._input(obs))
         if self.log_std is None:
             if deterministic:
                 idx = head.argmax(axis=1)
@@ -267,5 +304,5 @@ class Policy:
             actions = head.copy()
         else:
             eps = rng.standard_normal(head.shape)
-            actions = (head.astype(np.float64) + np.exp(self.log_std.astype(np.float64)) * eps).astype(np.float32)
+            actions = (head + self.std * eps).astype(np.float32)
         return ActOutput(actions=actions, log_probs=self._score(head, actions), values=values)
