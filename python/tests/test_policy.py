@@ -78,6 +78,11 @@ def test_samples_follow_the_distribution_they_score() -> None:
     np.testing.assert_allclose(out.actions.mean(axis=0), g.head(obs[:1])[0], atol=0.03)
     assert g.log_std is not None
     np.testing.assert_allclose(out.actions.std(axis=0), np.exp(g.log_std), rtol=0.03)
+    np.testing.assert_allclose(out.log_probs, g.log_prob(obs, out.actions), atol=1e-5)
+    np.testing.assert_allclose(out.values, g.value(obs), atol=1e-6)
+    greedy = p.act(obs[:2] + np.float32(0.5), np.random.default_rng(6), deterministic=True)
+    np.testing.assert_array_equal(greedy.actions[:, 0], p.head(obs[:2] + np.float32(0.5)).argmax(axis=1))
+    np.testing.assert_allclose(greedy.log_probs, p.log_prob(obs[:2] + np.float32(0.5), greedy.actions), atol=1e-6)
     mode = g.act(obs[:2], np.random.default_rng(5), deterministic=True)
     np.testing.assert_array_equal(mode.actions, g.head(obs[:2]))
 

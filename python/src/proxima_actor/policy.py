@@ -291,16 +291,19 @@ class Policy:
         """Samples (or, if ``deterministic``, takes the mode of) actions for raw observations ``[B, obs_dim]``."""
         head, values = self.joint.forward(self._input(obs))
         if self.log_std is None:
+            # Inverse-CDF draw per row, like the Rust sampler (exp of max-shifted logits); the log-probability is
+            # read off the same shifted logits: log p_i = z_i - ln(sum exp z).
+            z = head - head.max(axis=1, keepdims=True)
+            cdf = np.cumsum(np.exp(z), axis=1)
+            total = cdf[:, -1]
             if deterministic:
                 idx = head.argmax(axis=1)
             else:
-                # Inverse-CDF draw per row, like the Rust sampler (exp of max-shifted logits).
-                p = np.exp(head - head.max(axis=1, keepdims=True))
-                cdf = np.cumsum(p, axis=1)
-                u = np.asarray(rng.random(head.shape[0], dtype=np.float32))[:, None] * cdf[:, -1:]
-                idx = np.minimum((u >= cdf).sum(axis=1), head.shape[1] - 1)
-            actions = idx.astype(np.float32)[:, None]
-        elif deterministic:
+                u = rng.random(head.shape[0], dtype=np.float32) * total
+                idx = np.minimum((u[:, None] >= cdf).sum(axis=1), head.shape[1] - 1)
+            log_probs = z[np.arange(head.shape[0]), idx] - np.log(total)
+            return ActOutput(actions=idx.astype(np.float32)[:, None], log_probs=log_probs, values=values)
+        if deterministic:
             actions = head.copy()
         else:
             eps = rng.standard_normal(head.shape)
