@@ -1,14 +1,17 @@
-//! End-to-end test of the container deployment (deploy/docker-compose.yml with deploy/test/docker-compose.test.yml
+//! End-to-end tests of the container deployment (deploy/docker-compose.yml with deploy/test/docker-compose.test.yml
 //! on top): locally built scratch images (deploy/test/build-images.sh), a learner, scaled actors and Prometheus on
-//! a compose network. Needs Docker and compose (the v2 plugin or docker-compose v1.28+), and `prometheus` on the
-//! host (Debian: `apt-get install prometheus`) to package into the Prometheus test image.
+//! a compose network. Needs Docker and compose (the v2 plugin or docker-compose v1.28+), `prometheus` on the host
+//! (Debian: `apt-get install prometheus`) to package into the Prometheus test image, and the test Python
+//! (`PROXIMA_PYTHON`, see `tests::python`) with pip and access to its package index (or a cache) for the Python
+//! actor image.
 //!
-//! One sequential test keeps the time down: start with 3 actors, scale to 5 and to 2, kill and restart the learner
-//! (it resumes from its volume, the actors reconnect), cut one actor off the network and plug it back (the
-//! learner notices the silent peer through HTTP/2 keepalive; the actor rejoins), and check that Prometheus
-//! scrapes the learner and every actor. Every step is bounded in time; the compose project (unique per test
-//! process) is taken down with its volumes when the guard drops, also when the test fails. Prints the timings and
-//! the image sizes.
+//! The Rust actors' test runs sequentially to keep the time down: start with 3 actors, scale to 5 and to 2, kill
+//! and restart the learner (it resumes from its volume, the actors reconnect), cut one actor off the network and
+//! plug it back (the learner notices the silent peer through HTTP/2 keepalive; the actor rejoins), and check that
+//! Prometheus scrapes the learner and every actor. The Python actors' test runs the `python` profile instead of
+//! the Rust actors: two Python actors train, and Prometheus scrapes their env steps. Every step is bounded in
+//! time; each test has its own compose project, taken down with its volumes when the guard drops, also when the
+//! test fails. Both print their timings and the image sizes.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -66,7 +69,15 @@ fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        let settings = ["PROXIMA_", "COMPOSE_", "PROMETHEUS_", "GRAFANA_", "ACTOR_REPLICAS"];
+        let settings = [
+            "PROXIMA_",
+            "COMPOSE_",
+            "PROMETHEUS_",
+            "GRAFANA_",
+            "ACTOR_REPLICAS",
+            "PYTHON_ACTOR_REPLICAS",
+            "PIP_EXTRAS",
+        ];
         if settings.iter().any(|p| k.starts_with(p)) {
             cmd.env_remove(key);
         }
@@ -77,13 +88,18 @@ fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 /// The running compose project; `down -v --remove-orphans` when dropped.
 struct Project {
     name: String,
+    /// Compose profiles every command of this project enables (`--profile P`).
+    profiles: Vec<String>,
     scratch: tempfile::TempDir,
 }
 
 impl Project {
-    fn new() -> Self {
-        let name = format!("proxima-test-{}", std::process::id());
-        Self { name, scratch: tempfile::tempdir().expect("temporary directory") }
+    /// A project named after this test process and `test` (tests of one process run in parallel, each with its own
+    /// project), with the compose `profiles` on.
+    fn new(test: &str, profiles: &[&str]) -> Self {
+        let name = format!("proxima-test-{}-{test}", std::process::id());
+        let profiles = profiles.iter().map(|p| p.to_string()).collect();
+        Self { name, profiles, scratch: tempfile::tempdir().expect("temporary directory") }
     }
 
     /// `deploy/test/compose.sh ARGS` for this project; panics when it fails.
@@ -95,6 +111,9 @@ impl Project {
 
     fn try_compose(&self, args: &[&str], timeout: Duration) -> Ran {
         let mut cmd = clean_command(deploy_dir().join("test/compose.sh"));
+        for profile in &self.profiles {
+            cmd.args(["--profile", profile]);
+        }
         cmd.args(args).env("COMPOSE_PROJECT_NAME", &self.name).current_dir(deploy_dir());
         run_bounded(cmd, timeout, self.scratch.path())
     }
@@ -134,6 +153,73 @@ impl Project {
     fn published(&self, container: &str, port: &str) -> Option<String> {
         let ran = self.try_docker(&["port", container, port], Duration::from_secs(30));
         ran.stdout.lines().map(str::trim).find(|l| l.starts_with("127.0.0.1:")).map(str::to_string)
+    }
+
+    /// Panics unless a Docker daemon answers.
+    fn require_docker(&self) {
+        let info = self.try_docker(&["info", "--format", "{{.ServerVersion}}"], Duration::from_secs(30));
+        assert!(info.ok, "this test needs a running Docker daemon (`docker info` failed): {}", info.stderr);
+    }
+
+    /// Builds the test images with deploy/test/build-images.sh from the binaries of this test's profile and the
+    /// test Python (a no-op when nothing changed; concurrent calls wait for each other).
+    fn build_images(&self) {
+        let learner_bin = tests::bin_path("learner");
+        tests::bin_path("actor");
+        let bin_dir = learner_bin.parent().expect("binary directory").to_path_buf();
+        let mut build = clean_command(deploy_dir().join("test/build-images.sh"));
+        let work = bin_dir.parent().unwrap_or(&bin_dir).join("docker-test-images");
+        build
+            .env("PROXIMA_BIN_DIR", &bin_dir)
+            .env("PROXIMA_IMAGE_WORK", work)
+            .env("PROXIMA_PYTHON", tests::python())
+            .current_dir(tests::workspace_root());
+        let built = run_bounded(build, Duration::from_secs(600), self.scratch.path());
+        assert!(built.ok, "deploy/test/build-images.sh failed\n{}\n{}", built.stdout, built.stderr);
+    }
+
+    /// The compose network of a container and its IP address on it.
+    fn network_of(&self, container: &str) -> (String, String) {
+        let out = self.docker(
+            &[
+                "inspect",
+                "-f",
+                "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}\n{{end}}",
+                container,
+            ],
+            Duration::from_secs(30),
+        );
+        let nets: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(n, ip)| (n.to_string(), ip.trim().to_string())))
+            .filter(|(n, _)| n.starts_with(&format!("{}_", self.name)))
+            .collect();
+        assert_eq!(nets.len(), 1, "expected one compose network for {container}: {out}");
+        nets[0].clone()
+    }
+
+    /// The metrics addresses (`IP:9001` on the compose network) of the containers of `service`, sorted.
+    fn metrics_targets(&self, service: &str) -> Vec<String> {
+        let mut targets: Vec<String> =
+            self.containers(service).iter().map(|id| format!("{}:9001", self.network_of(id).1)).collect();
+        targets.sort();
+        targets
+    }
+
+    /// The host address of the Prometheus container's published port 9090.
+    fn prometheus_addr(&self) -> String {
+        let prometheus = self.containers("prometheus");
+        assert_eq!(prometheus.len(), 1, "one prometheus container");
+        self.published(&prometheus[0], "9090/tcp").expect("published Prometheus port")
+    }
+
+    /// The sizes of the test images, one `name:tag<TAB>size` line each.
+    fn image_sizes(&self) -> String {
+        let sizes = self.docker(
+            &["image", "ls", "--format", "{{.Repository}}:{{.Tag}}\t{{.Size}}", "--filter", "reference=proxima-*:test"],
+            Duration::from_secs(30),
+        );
+        sizes.trim_end().to_string()
     }
 }
 
@@ -262,58 +348,65 @@ fn resumed_version(log: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// The compose network of a container and its IP address on it.
-fn network_of(project: &Project, container: &str) -> (String, String) {
-    let out = project.docker(
-        &["inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}\n{{end}}", container],
-        Duration::from_secs(30),
-    );
-    let nets: Vec<(String, String)> = out
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(n, ip)| (n.to_string(), ip.trim().to_string())))
-        .filter(|(n, _)| n.starts_with(&project.name))
-        .collect();
-    assert_eq!(nets.len(), 1, "expected one compose network for {container}: {out}");
-    nets[0].clone()
+/// One series of a Prometheus query's answer: its labels and value.
+struct Sample {
+    labels: serde_json::Value,
+    value: f64,
 }
 
-/// The `up` series of Prometheus by job: (job, instance, value).
-fn prometheus_up(addr: &str) -> Result<Vec<(String, String, f64)>, String> {
-    let body = http_get(addr, "/api/v1/query?query=up").ok_or("no answer from Prometheus")?;
+impl Sample {
+    /// The value of label `name` (empty when the series has none).
+    fn label(&self, name: &str) -> String {
+        self.labels[name].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// The series of the instant query `promql` through Prometheus' HTTP API at `addr`.
+fn prometheus_query(addr: &str, promql: &str) -> Result<Vec<Sample>, String> {
+    let query: String = promql
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let body = http_get(addr, &format!("/api/v1/query?query={query}")).ok_or("no answer from Prometheus")?;
     let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("bad JSON {body}: {e}"))?;
     let result = json["data"]["result"].as_array().ok_or(format!("no result in {body}"))?;
     Ok(result
         .iter()
-        .map(|r| {
-            let label = |k: &str| r["metric"][k].as_str().unwrap_or_default().to_string();
-            let value = r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-            (label("job"), label("instance"), value)
+        .map(|r| Sample {
+            labels: r["metric"].clone(),
+            value: r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN),
         })
         .collect())
+}
+
+/// The `up` series of Prometheus by job: (job, instance, value).
+fn prometheus_up(addr: &str) -> Result<Vec<(String, String, f64)>, String> {
+    Ok(prometheus_query(addr, "up")?.into_iter().map(|s| (s.label("job"), s.label("instance"), s.value)).collect())
 }
 
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// Prints `[elapsed] message` lines, the elapsed time counted from `started`.
+fn progress(started: Instant) -> impl Fn(&str) {
+    move |msg| eprintln!("[{:6.1} s] {msg}", started.elapsed().as_secs_f64())
+}
+
 #[test]
 fn compose_deployment_scales_recovers_and_is_scraped() {
     let started = Instant::now();
-    let step = |msg: &str| eprintln!("[{:6.1} s] {msg}", started.elapsed().as_secs_f64());
-    let project = Project::new();
-    let info = project.try_docker(&["info", "--format", "{{.ServerVersion}}"], Duration::from_secs(30));
-    assert!(info.ok, "this test needs a running Docker daemon (`docker info` failed): {}", info.stderr);
-
-    // Images: the binaries of this test's profile, packaged by the script (a no-op when nothing changed).
-    let learner_bin = tests::bin_path("learner");
-    tests::bin_path("actor");
-    let bin_dir = learner_bin.parent().expect("binary directory").to_path_buf();
+    let step = progress(started);
+    let project = Project::new("rust", &[]);
+    project.require_docker();
     step("building the test images");
-    let mut build = clean_command(deploy_dir().join("test/build-images.sh"));
-    let work = bin_dir.parent().unwrap_or(&bin_dir).join("docker-test-images");
-    build.env("PROXIMA_BIN_DIR", &bin_dir).env("PROXIMA_IMAGE_WORK", work).current_dir(tests::workspace_root());
-    let built = run_bounded(build, Duration::from_secs(600), project.scratch.path());
-    assert!(built.ok, "deploy/test/build-images.sh failed\n{}\n{}", built.stdout, built.stderr);
+    project.build_images();
 
     // 3 actors: all connect, the policy advances.
     step("compose up with 3 actors");
@@ -373,7 +466,7 @@ fn compose_deployment_scales_recovers_and_is_scraped() {
     // and drops its stream; plugged back in, the actor registers again.
     let actors = project.containers("actor");
     let cut = actors[0].clone();
-    let (network, _) = network_of(&project, &cut);
+    let (network, _) = project.network_of(&cut);
     project.docker(&["network", "disconnect", &network, &cut], Duration::from_secs(60));
     let cut_at = Instant::now();
     step(&format!("actor {} disconnected from {network}", &cut[..12]));
@@ -403,12 +496,8 @@ fn compose_deployment_scales_recovers_and_is_scraped() {
     ));
 
     // Prometheus scrapes the learner and exactly the two running actors (found through the service's DNS name).
-    let prometheus = project.containers("prometheus");
-    assert_eq!(prometheus.len(), 1, "one prometheus container");
-    let addr = project.published(&prometheus[0], "9090/tcp").expect("published Prometheus port");
-    let mut want: Vec<String> =
-        project.containers("actor").iter().map(|id| format!("{}:9001", network_of(&project, id).1)).collect();
-    want.sort();
+    let addr = project.prometheus_addr();
+    let want = project.metrics_targets("actor");
     let targets = wait_for("Prometheus to scrape the learner and both actors", Duration::from_secs(90), || {
         let up = prometheus_up(&addr)?;
         let learner_up = up.iter().any(|(job, inst, v)| job == "learner" && inst == "learner:9000" && *v == 1.0);
@@ -419,15 +508,67 @@ fn compose_deployment_scales_recovers_and_is_scraped() {
     });
     step(&format!("Prometheus targets up: {targets:?}"));
 
-    let sizes = project.docker(
-        &["image", "ls", "--format", "{{.Repository}}:{{.Tag}}\t{{.Size}}", "--filter", "reference=proxima-*:test"],
-        Duration::from_secs(30),
-    );
+    let sizes = project.image_sizes();
     eprintln!("== compose test timings");
     eprintln!("time to first policy update after `up` (3 actors): {}", secs(first_update));
     eprintln!("recovery after killing the learner (resumed v{resumed}, 2 actors connected): {}", secs(recovery));
     eprintln!("silent actor dropped by the learner after the network cut: {}", secs(detected));
     eprintln!("actor rejoin after the network came back: {}", secs(rejoin));
     eprintln!("total test time: {}", secs(started.elapsed()));
-    eprintln!("== test images\n{}", sizes.trim_end());
+    eprintln!("== test images\n{sizes}");
+}
+
+#[test]
+fn python_actors_join_a_compose_deployment() {
+    let started = Instant::now();
+    let step = progress(started);
+    let project = Project::new("python", &["python"]);
+    project.require_docker();
+    step("building the test images");
+    project.build_images();
+
+    // The `python` profile with two Python actors and no Rust one: both connect, the policy advances.
+    step("compose up with 2 Python actors and no Rust actor");
+    let up_at = Instant::now();
+    project.compose(
+        &["up", "-d", "--no-build", "--scale", "actor=0", "--scale", "actor-python=2"],
+        Duration::from_secs(180),
+    );
+    assert_eq!(project.containers("actor"), Vec::<String>::new(), "no Rust actor container");
+    assert_eq!(project.containers("actor-python").len(), 2, "two Python actor containers");
+    let mut learner = Learner { project: &project, id: project.learner(), metrics: None };
+    learner.wait_connected(2, Duration::from_secs(120));
+    let connected = up_at.elapsed();
+    step(&format!("2 Python actors connected {} after `up`", secs(connected)));
+    let first_version = learner.wait_version_above(0, Duration::from_secs(120));
+    let later_version = learner.wait_version_above(first_version, Duration::from_secs(60));
+    let trains = up_at.elapsed();
+    step(&format!("the policy advances: v{first_version}, then v{later_version}"));
+
+    // Prometheus finds both through the `actor-python` DNS name (job `actor`) and has their env steps.
+    let addr = project.prometheus_addr();
+    let want = project.metrics_targets("actor-python");
+    let scraped = wait_for("Prometheus to scrape env steps from both Python actors", Duration::from_secs(90), || {
+        let samples = prometheus_query(&addr, "proxima_actor_env_steps_total")?;
+        let mut stepping: Vec<(String, f64)> = samples
+            .iter()
+            .filter(|s| s.label("job") == "actor" && s.value > 0.0)
+            .map(|s| (s.label("instance"), s.value))
+            .collect();
+        stepping.sort_by(|a, b| a.0.cmp(&b.0));
+        let instances: Vec<String> = stepping.iter().map(|(instance, _)| instance.clone()).collect();
+        if instances == want {
+            Ok(stepping)
+        } else {
+            Err(format!("env steps by instance: {stepping:?}; want {want:?}"))
+        }
+    });
+    step(&format!("Prometheus has env steps of both Python actors: {scraped:?}"));
+
+    let sizes = project.image_sizes();
+    eprintln!("== compose test timings (Python actors)");
+    eprintln!("2 Python actors connected after `up`: {}", secs(connected));
+    eprintln!("policy advancing (v{later_version}) after `up`: {}", secs(trains));
+    eprintln!("total test time: {}", secs(started.elapsed()));
+    eprintln!("== test images\n{sizes}");
 }

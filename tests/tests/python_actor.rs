@@ -262,8 +262,18 @@ fn python_actor_feeds_a_box_env() {
     );
 }
 
-/// An env the learner does not build in (`python/tests/corridor.py`, through `--make`): the learner takes its
-/// spaces from `[env]` in the config, a Python actor trains it to near the optimal return (0.9; a random walk
+/// `python/tests/user_actor.py`: a Python actor for one of its test envs (`corridor`, `reach`, `mismatch`), started
+/// through the library API (`proxima_actor.run`), with `ActorOptions` fields as `key=value` options.
+fn user_actor(dir: &Path, which: &str, port: u16, name: &str, options: &[&str]) -> Proc {
+    let tests_dir = tests::workspace_root().join("python/tests");
+    let mut args = vec![tests_dir.join("user_actor.py").display().to_string(), which.to_string()];
+    args.extend([format!("http://127.0.0.1:{port}"), name.to_string()]);
+    args.extend(options.iter().map(|o| o.to_string()));
+    Proc::spawn(name, &tests::python(), &args, &[("PYTHONPATH", tests_dir.display().to_string())], dir)
+}
+
+/// An env the learner does not build in (`python/tests/corridor.py`, run through `proxima_actor.run`): the learner
+/// takes its spaces from `[env]` in the config, a Python actor trains it to near the optimal return (0.9; a random walk
 /// averages -0.18), a Rust actor for it is refused, `learner eval` points to `proxima-actor eval`, which plays it.
 /// The actor waits for every new policy (one rollout per update), so the run does not depend on timing.
 #[test]
@@ -276,15 +286,9 @@ fn a_user_env_trains_through_a_python_actor() {
     let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "corridor", port, &[]);
     let pythonpath = tests::workspace_root().join("python/tests").display().to_string();
     let url = format!("http://127.0.0.1:{port}");
-    let args: Vec<String> =
-        ["-m", "proxima_actor", "--learner", &url, "--env", "Corridor-v0", "--make", "corridor:make"]
-            .iter()
-            .chain(&["--metrics-addr", "none", "--max-backoff-seconds", "1", "--policy-wait-ms", "60000"])
-            .map(|s| s.to_string())
-            .collect();
-    let _actor = Proc::spawn("py-corridor", &tests::python(), &args, &[("PYTHONPATH", pythonpath.clone())], dir.path());
 
-    // A Rust actor cannot build the env: it says so and exits instead of retrying.
+    // A Rust actor cannot build the env: it says so and exits instead of retrying. (Before the Python actor starts:
+    // the learner trains the corridor in about a second and is gone.)
     let rust = Command::new(tests::bin_path("actor"))
         .args(["--learner", &url, "--env", "Corridor-v0", "--metrics-addr", "none"])
         .output()
@@ -292,6 +296,7 @@ fn a_user_env_trains_through_a_python_actor() {
     let rust_err = String::from_utf8_lossy(&rust.stderr);
     assert!(!rust.status.success() && rust_err.contains("Corridor-v0"), "Rust actor: {rust_err}");
 
+    let _actor = user_actor(dir.path(), "corridor", port, "py-corridor", &["policy_wait_ms=60000"]);
     let status = learner.proc.wait_exit(Duration::from_secs(180), || {});
     assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
     let run_dir = learner.run_dir.clone();
@@ -349,15 +354,7 @@ fn a_user_env_takes_its_spaces_from_the_first_actor_and_survives_a_learner_resta
     std::fs::write(&config, text).expect("write the config");
     let runs = dir.path().join("runs");
     let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "reach", port, &[]);
-    let tests_dir = tests::workspace_root().join("python/tests");
-    let pythonpath = [("PYTHONPATH", tests_dir.display().to_string())];
-    let script = tests_dir.join("user_actor.py").display().to_string();
-    let url = format!("http://127.0.0.1:{port}");
-    let user_actor = |which: &str, name: &str| {
-        let args = [script.clone(), which.to_string(), url.clone(), name.to_string()];
-        Proc::spawn(name, &tests::python(), &args, &pythonpath, dir.path())
-    };
-    let mut actor = user_actor("reach", "py-reach");
+    let mut actor = user_actor(dir.path(), "reach", port, "py-reach", &[]);
     wait_steps(&mut learner, 10_000, Duration::from_secs(120));
     assert!(
         learner.proc.log().contains("env spaces taken from the first actor"),
@@ -371,7 +368,7 @@ fn a_user_env_takes_its_spaces_from_the_first_actor_and_survives_a_learner_resta
         "the adopted spec is not in the run dir:\n{written}"
     );
 
-    let mut mismatch = user_actor("mismatch", "py-mismatch");
+    let mut mismatch = user_actor(dir.path(), "mismatch", port, "py-mismatch", &[]);
     let status = mismatch.wait_exit(Duration::from_secs(60), || {});
     let refusal = mismatch.log();
     assert!(!status.success(), "a mismatching actor was not refused:\n{refusal}");
