@@ -808,9 +808,9 @@ def python_section(wl: dict[str, Any]) -> list[str]:
     runs = wl.get("runs") or []
     lines = ["", "## 6. python: Python actors against the raw gymnasium vector env", ""]
     lines.append(
-        "raw: `bench/python_actor_bench.py raw`, the actor's vector env (8 envs, `SyncVectorEnv`, SAME_STEP "
-        "autoreset) stepped with pre-drawn random actions, one process. pipeline: `learner serve` (fused, 1 "
-        "thread) and one `proxima-actor` process with 8 envs and `--policy-wait-ms 0`; env steps/s of rollouts "
+        "raw: `bench/python_actor_bench.py raw`, the actor's vector env (`SyncVectorEnv`, SAME_STEP autoreset) "
+        "stepped with pre-drawn random actions, one process. pipeline: `learner serve` (fused, 1 thread) and one "
+        "`proxima-actor` process with as many envs and `--policy-wait-ms 0`; env steps/s of rollouts "
         f"the learner answered, over {wl.get('seconds')} s after a warm-up; cores = CPU seconds per second. "
         "Profile: the actor's main thread under cProfile (its own run; shares of the profiled time; the "
         "submission runs on a thread of its own and counts only as the main thread's wait for it)."
@@ -818,37 +818,44 @@ def python_section(wl: dict[str, Any]) -> list[str]:
     lines.append("")
     rows, prof_rows = [], []
     for env_id in wl.get("envs") or []:
-        mine = [r for r in runs if r.get("env") == env_id]
-        raw = next((r for r in mine if r.get("kind") == "raw"), None)
-        pipe = next((r for r in mine if r.get("kind") == "pipeline"), None)
-        prof = next((r for r in mine if r.get("kind") == "profile"), None)
-        raw_sps = out(raw, "steps_per_s") if raw and raw.get("ok") else None
-        pipe_sps = pipe.get("steps_per_s") if pipe and pipe.get("ok") else None
-        share = ratio(pipe_sps, raw_sps)
-        rows.append(
-            [
-                env_id,
-                fmt(raw_sps),
-                fmt(pipe_sps),
-                f"{share:.0%}" if share is not None else "–",
-                fmt((pipe or {}).get("actor_cores")),
-                fmt((pipe or {}).get("learner_cores")),
+        for n in wl.get("num_envs") or [8]:
+            mine = [
+                r for r in runs if r.get("env") == env_id and r.get("num_envs", 8) == n
             ]
-        )
-        shares = ((prof or {}).get("profile") or {}).get("share") or {}
-        if shares:
-            prof_rows.append(
-                [env_id]
-                + [
-                    f"{shares[k]:.0%}" if shares.get(k) is not None else "–"
-                    for k, _ in PROFILE_PARTS
+            raw = next((r for r in mine if r.get("kind") == "raw"), None)
+            pipe = next((r for r in mine if r.get("kind") == "pipeline"), None)
+            prof = next((r for r in mine if r.get("kind") == "profile"), None)
+            raw_sps = out(raw, "steps_per_s") if raw and raw.get("ok") else None
+            pipe_sps = pipe.get("steps_per_s") if pipe and pipe.get("ok") else None
+            share = ratio(pipe_sps, raw_sps)
+            rows.append(
+                [
+                    env_id,
+                    n,
+                    fmt(raw_sps),
+                    fmt(pipe_sps),
+                    f"{share:.0%}" if share is not None else "–",
+                    fmt((pipe or {}).get("actor_cores")),
+                    fmt((pipe or {}).get("learner_cores")),
                 ]
             )
-    header = ["env", "raw env steps/s", "pipeline steps/s", "pipeline ÷ raw"]
+            shares = ((prof or {}).get("profile") or {}).get("share") or {}
+            if shares:
+                prof_rows.append(
+                    [env_id, n]
+                    + [
+                        f"{shares[k]:.0%}" if shares.get(k) is not None else "–"
+                        for k, _ in PROFILE_PARTS
+                    ]
+                )
+    header = ["env", "envs", "raw env steps/s", "pipeline steps/s", "pipeline ÷ raw"]
     lines.append(table(header + ["actor cores", "learner cores"], rows))
     if prof_rows:
-        lines += ["", table(["env"] + [label for _, label in PROFILE_PARTS], prof_rows)]
-    lines += failures(runs, lambda r: f"{r.get('env')} {r.get('kind')}")
+        labels = [label for _, label in PROFILE_PARTS]
+        lines += ["", table(["env", "envs", *labels], prof_rows)]
+    lines += failures(
+        runs, lambda r: f"{r.get('env')} {r.get('num_envs')} envs {r.get('kind')}"
+    )
     return lines
 
 

@@ -1184,6 +1184,9 @@ def workload_ingest(opts: argparse.Namespace, state: "State") -> None:
 # 6. python: Python actors (proxima_actor) against the raw gymnasium vector env
 
 PYTHON_ENVS = ("CartPole-v1", "HalfCheetah-v5")
+# Envs per actor process (and in the raw vector env): per-batch costs (inference, rollout arrays) shrink per step
+# as the batch grows.
+PYTHON_NUM_ENVS = (8, 16)
 # Spaces of envs the learner does not build in, for the pipeline runs' configs.
 PYTHON_ENV_SPACES = {"HalfCheetah-v5": ("Box(-inf, inf, (17,))", "Box(-1, 1, (6,))")}
 
@@ -1241,9 +1244,9 @@ def scrape_counter(port: int, name: str) -> float | None:
 
 
 def python_pipeline(
-    env_id: str, warmup: float, seconds: float, profile: bool
+    env_id: str, num_envs: int, warmup: float, seconds: float, profile: bool
 ) -> dict[str, Any]:
-    """`learner serve` (fused backend, 1 thread) and one Python actor process that does not wait for new
+    """`learner serve` (fused backend, 1 thread) and one Python actor process (`num_envs` envs) that does not wait for new
     policies (--policy-wait-ms 0: the actor runs flat out; the learner trains on what is fresh enough). Measures
     the actor's env steps/s (its proxima_actor_env_steps_total, steps of rollouts the learner answered) over
     `seconds` after `warmup`, with both processes' CPU over the same window. With `profile`, the actor runs
@@ -1251,6 +1254,7 @@ def python_pipeline(
     tmp = tempfile.mkdtemp(prefix="bench-python-")
     entry: dict[str, Any] = {
         "env": env_id,
+        "num_envs": num_envs,
         "actors": 1,
         "warmup_s": warmup,
         "seconds": seconds,
@@ -1277,7 +1281,7 @@ def python_pipeline(
             "--target-return",
             NO_TARGET,
         ]
-        lcmd += ["--set", "threads=1"]
+        lcmd += ["--set", "threads=1", "--set", f"actors.num_envs={num_envs}"]
         learner = Child("learner", lcmd, tmp, thread_env(1))
         children.append(learner)
         deadline = time.monotonic() + 30
@@ -1295,6 +1299,8 @@ def python_pipeline(
             f"http://127.0.0.1:{port}",
             "--env",
             env_id,
+            "--num-envs",
+            str(num_envs),
             "--policy-wait-ms",
             "0",
         ]
@@ -1376,7 +1382,13 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
     seconds = 3.0 if opts.quick else 10.0
     warmup = 2.0 if opts.quick else 5.0
     wl = state.workload(
-        "python", {"envs": list(PYTHON_ENVS), "seconds": seconds, "runs": []}
+        "python",
+        {
+            "envs": list(PYTHON_ENVS),
+            "num_envs": list(PYTHON_NUM_ENVS),
+            "seconds": seconds,
+            "runs": [],
+        },
     )
     for env_id in PYTHON_ENVS:
         problem = python_actor_problem(env_id)
@@ -1387,34 +1399,32 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
             )
             state.save()
             continue
-        log(f"python {env_id}: raw vector env, {seconds:g} s")
-        cmd = [
-            VENV_PYTHON,
-            os.path.join(HERE, "python_actor_bench.py"),
-            "raw",
-            "--env",
-            env_id,
-        ]
-        res = run_cmd(
-            cmd + ["--num-envs", "8", "--seconds", str(seconds)],
-            seconds + 120,
-            env=thread_env(1),
-        )
-        wl["runs"].append(
-            json_entry(res, {"env": env_id, "kind": "raw"}, ("steps_per_s",))
-        )
-        state.save()
-        for kind, profile in (("pipeline", False), ("profile", True)):
-            log(f"python {env_id}: {kind}, 1 actor, {seconds:g} s after {warmup:g} s")
-            entry = python_pipeline(env_id, warmup, seconds, profile)
-            entry["kind"] = kind
-            wl["runs"].append(entry)
-            log(
-                f"  {entry.get('steps_per_s')} steps/s"
-                if entry.get("ok")
-                else f"  FAILED: {entry.get('error')}"
-            )
+        for n in PYTHON_NUM_ENVS:
+            log(f"python {env_id}: raw vector env, {n} envs, {seconds:g} s")
+            cmd = [VENV_PYTHON, os.path.join(HERE, "python_actor_bench.py"), "raw"]
+            cmd += ["--env", env_id, "--num-envs", str(n), "--seconds", str(seconds)]
+            res = run_cmd(cmd, seconds + 120, env=thread_env(1))
+            extra = {"env": env_id, "num_envs": n, "kind": "raw"}
+            wl["runs"].append(json_entry(res, extra, ("steps_per_s",)))
             state.save()
+            # The profile once per env, at the first env count.
+            kinds = [("pipeline", False)] + (
+                [("profile", True)] if n == PYTHON_NUM_ENVS[0] else []
+            )
+            for kind, profile in kinds:
+                log(
+                    f"python {env_id}: {kind}, 1 actor, {n} envs, {seconds:g} s after {warmup:g} s"
+                )
+                entry = python_pipeline(env_id, n, warmup, seconds, profile)
+                entry["kind"] = kind
+                wl["runs"].append(entry)
+                ok = entry.get("ok")
+                log(
+                    f"  {entry.get('steps_per_s')} steps/s"
+                    if ok
+                    else f"  FAILED: {entry.get('error')}"
+                )
+                state.save()
 
 
 WORKLOADS = {

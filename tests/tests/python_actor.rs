@@ -104,7 +104,7 @@ fn write_case(dir: &Path, name: &str, obs_dim: usize, space: &Space, hidden: &[u
 /// Runs pytest on `python/tests/<target>` with `env`; panics with its output unless it passed (and ran tests).
 fn pytest(target: &str, env: &[(&str, &Path)]) -> String {
     let mut cmd = Command::new(tests::python());
-    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("python/tests/{target}")])
+    cmd.args(["-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", &format!("python/tests/{target}")])
         .current_dir(tests::workspace_root());
     for (k, v) in env {
         cmd.env(k, v);
@@ -127,6 +127,7 @@ fn python_and_rust_policies_agree() {
     write_case(dir.path(), "box", 3, &pendulum, &[64, 64], false, 3);
     write_case(dir.path(), "box_norm", 17, &mcc, &[256, 256], true, 4);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
+    text.lines().filter(|l| l.contains("[crosslang]")).for_each(|l| println!("{l}"));
     println!("{}", text.lines().last().unwrap_or_default());
 }
 

@@ -28,11 +28,21 @@ def test_numbers_match_rust(case: str) -> None:
     assert policy.discrete == fx["discrete"]
     assert policy.hidden_sizes == fx["hidden_sizes"]
     assert (policy.obs_norm is not None) == fx["normalize"]
-    np.testing.assert_allclose(policy.head(obs), np.asarray(fx["head"], dtype=np.float32), rtol=0, atol=TOL)
-    np.testing.assert_allclose(policy.value(obs), np.asarray(fx["values"], dtype=np.float32), rtol=0, atol=TOL)
     actions = np.asarray(fx["actions"], dtype=np.float32)
-    np.testing.assert_allclose(policy.log_prob(obs, actions), fx["log_probs"], rtol=0, atol=TOL)
-    np.testing.assert_allclose(policy.entropy(obs), fx["entropy"], rtol=0, atol=TOL)
     mode = policy.act(obs, np.random.default_rng(0), deterministic=True)
-    np.testing.assert_allclose(mode.actions, np.asarray(fx["mode_actions"], dtype=np.float32), rtol=0, atol=TOL)
-    np.testing.assert_allclose(mode.log_probs, fx["mode_log_probs"], rtol=0, atol=TOL)
+    pairs = {
+        "head": (policy.head(obs), fx["head"]),
+        "value": (policy.value(obs), fx["values"]),
+        "log_prob": (policy.log_prob(obs, actions), fx["log_probs"]),
+        "entropy": (policy.entropy(obs), fx["entropy"]),
+        "mode_action": (mode.actions, fx["mode_actions"]),
+        "mode_log_prob": (mode.log_probs, fx["mode_log_probs"]),
+    }
+    worst = {
+        k: float(np.max(np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64))))
+        for k, (ours, theirs) in pairs.items()
+    }
+    # The Rust test prints these lines (pytest runs with -s there).
+    print(f"[crosslang] {case}: max |python - rust| " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+    for k, (ours, theirs) in pairs.items():
+        np.testing.assert_allclose(ours, np.asarray(theirs, dtype=np.float32), rtol=0, atol=TOL, err_msg=k)
