@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 GYMNASIUM_VERSION="1.4.0"
 NUMPY_VERSION="2.4.6"
+TENSORBOARD_VERSION="2.21.0"
 
 if ! .venv/bin/python -c "import gymnasium, numpy; assert gymnasium.__version__ == '$GYMNASIUM_VERSION'" 2>/dev/null; then
   echo "== installing gymnasium $GYMNASIUM_VERSION into .venv"
@@ -19,12 +20,21 @@ export PROXIMA_PYTHON="$PWD/.venv/bin/python"
 echo "== installing python/ (proxima_actor) into .venv"
 .venv/bin/pip install --quiet --disable-pip-version-check "./python[dev]"
 
-# Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape) and curl, from Debian.
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
-  echo "== installing prometheus, curl, openssl"
+# TensorBoard: its own reader checks the learner's event files (tests/tests/tensorboard.rs). Into .venv beside the
+# rest: its requirements (protobuf, grpcio, numpy) fit theirs. Skipped when the pinned version is there.
+if ! .venv/bin/python -c "import tensorboard; assert tensorboard.__version__ == '$TENSORBOARD_VERSION'" 2>/dev/null; then
+  echo "== installing tensorboard $TENSORBOARD_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "tensorboard==$TENSORBOARD_VERSION"
+fi
+
+# Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape), curl, openssl, and Chromium (the
+# learner's live dashboard is loaded in headless Chromium), from Debian.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null ||
+  ! command -v openssl >/dev/null || ! command -v chromium >/dev/null; then
+  echo "== installing prometheus, curl, openssl, chromium"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus curl openssl >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus curl openssl chromium >/dev/null
 fi
 
 echo "== python: ruff, mypy, pytest"

@@ -18,7 +18,7 @@ pub struct Cli {
 /// Runs the actor until a signal or a fatal error.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = process::runtime(1)?;
-    process::serve_metrics(&runtime, &cli.metrics_addr, common::metrics::Role::Actor, &cli.settings.env)?;
+    process::serve_metrics(&runtime, &cli.metrics_addr, common::metrics::Role::Actor, &cli.settings.env, false)?;
     runtime.block_on(async move { actor::client::run(cli.settings, process::cancel_on_signals()).await })?;
     Ok(())
 }

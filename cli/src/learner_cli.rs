@@ -24,6 +24,8 @@ enum Command {
         /// How the local actors reach the trainer: `local` (channels) or `grpc` (the network path, on loopback).
         #[arg(long, value_enum, default_value = "local")]
         transport: Transport,
+        #[command(flatten)]
+        dashboard: DashboardArgs,
     },
     /// Serve actors over gRPC and train on their rollouts.
     Serve {
@@ -31,9 +33,11 @@ enum Command {
         args: TrainArgs,
         #[command(flatten)]
         serve: ServeArgs,
+        #[command(flatten)]
+        dashboard: DashboardArgs,
     },
-    /// Draw `progress.png` (mean return, approx KL, clip fraction, entropy against env steps) from a run
-    /// directory's `progress.csv`.
+    /// Draw `progress.png` (mean return with the spread of episode returns, the advantage distribution, entropy,
+    /// approx KL, clip fraction, explained variance against env steps) from a run directory's `progress.csv`.
     Plot {
         /// The run directory.
         run_dir: PathBuf,
@@ -95,6 +99,21 @@ enum Command {
 enum Transport {
     Local,
     Grpc,
+}
+
+/// Where the live dashboard is served.
+#[derive(Args)]
+struct DashboardArgs {
+    /// Serve the live dashboard (a web page and its JSON at /api/state) on this address; `none` to disable.
+    #[arg(long, env = "PROXIMA_DASHBOARD_ADDR", default_value = "127.0.0.1:8000")]
+    dashboard_addr: String,
+}
+
+impl DashboardArgs {
+    /// The address, or `None` for `none`.
+    fn addr(&self) -> Option<String> {
+        (self.dashboard_addr != "none").then(|| self.dashboard_addr.clone())
+    }
 }
 
 /// Network options of `serve`.
@@ -208,12 +227,18 @@ impl TrainArgs {
 /// Runs the subcommand `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train { args, transport } => {
+        Command::Train { args, transport, dashboard } => {
             let cfg = args.load()?;
             let stop = process::stop_on_signals().context("cannot install signal handlers")?;
+            // No /metrics in local training: the recorder only feeds the dashboard.
+            let metrics = match dashboard.addr() {
+                Some(_) => Some(common::metrics::serve(None, common::metrics::Role::Learner, &cfg.env.id)?),
+                None => None,
+            };
+            let dashboard = crate::local::DashboardOptions { addr: dashboard.addr(), metrics };
             let s = match transport {
-                Transport::Local => crate::local::train(&cfg, stop)?,
-                Transport::Grpc => crate::local::train_over_grpc(&cfg, stop)?,
+                Transport::Local => crate::local::train(&cfg, stop, &dashboard)?,
+                Transport::Grpc => crate::local::train_over_grpc(&cfg, stop, &dashboard)?,
             };
             let ret = s.mean_return.map_or("-".into(), |m| format!("{m:.1}"));
             match (cfg.target_return, s.target_reached_at) {
@@ -232,16 +257,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { mut args, serve } => {
+        Command::Serve { mut args, serve, dashboard } => {
             args.flags.server.listen = serve.listen;
             let cfg = args.load()?;
+            let runtime = process::runtime(1)?;
+            let role = common::metrics::Role::Learner;
+            let record = dashboard.addr().is_some();
+            let metrics = process::serve_metrics(&runtime, &serve.metrics_addr, role, &cfg.env.id, record)?;
             let opts = learner::server::ServeOptions {
                 token: serve.token,
                 tls: serve.tls_cert.zip(serve.tls_key),
                 resume: serve.resume,
+                dashboard_addr: dashboard.addr(),
+                metrics,
             };
-            let runtime = process::runtime(1)?;
-            process::serve_metrics(&runtime, &serve.metrics_addr, common::metrics::Role::Learner, &cfg.env.id)?;
             let outcome = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
                     .await
@@ -305,7 +334,7 @@ mod tests {
     fn train_config(argv: &[&str]) -> TrainConfig {
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Train { args, .. } => args.load().unwrap(),
-            Command::Serve { mut args, serve } => {
+            Command::Serve { mut args, serve, .. } => {
                 args.flags.server.listen = serve.listen;
                 args.load().unwrap()
             }

@@ -6,6 +6,7 @@ use common::ids::ActorId;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use learner::config::{ActorsConfig, TrainConfig};
+use learner::dashboard::{Dashboard, DashboardSink, RunInfo as DashboardRun};
 use learner::run::dir::RunDir;
 use learner::run::progress::{Display, ProgressCsv};
 use learner::run::update_loop::{self, LoopOutcome, LoopOutputs};
@@ -36,6 +37,15 @@ pub enum Error {
 
 /// The result of a local run.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where a local run serves its dashboard (none: nowhere) and the metrics handle it shows.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardOptions {
+    /// Address of the live dashboard.
+    pub addr: Option<String>,
+    /// The Prometheus recorder's handle.
+    pub metrics: Option<common::metrics::PrometheusHandle>,
+}
 
 /// The sampler settings of each local actor: `sync` actors wait for every new policy version.
 pub fn sampler_config(actors: &ActorsConfig) -> SamplerConfig {
@@ -74,13 +84,21 @@ impl TrainSummary {
 }
 
 /// Trains until `total_steps`, `target_return`, or `stop`; then writes the final model.
-pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary> {
+/// With `dashboard`, serves the live dashboard there (and its metrics from the handle).
+pub fn train(cfg: &TrainConfig, stop: CancellationToken, dashboard: &DashboardOptions) -> Result<TrainSummary> {
     if !cfg.env.is_builtin() {
         return Err(Error::NotBuiltin(cfg.env.id.clone()));
     }
     let mut trainer = Trainer::new(cfg)?;
     let run = RunDir::create(cfg)?;
     let mut csv = ProgressCsv::create(run.path())?;
+    let live = Arc::new(Dashboard::new(DashboardRun::of(cfg, run.path(), "train"), dashboard.metrics.clone()));
+    let dashboard_stop = CancellationToken::new();
+    let _stop_dashboard = dashboard_stop.clone().drop_guard();
+    if let Some(addr) = &dashboard.addr {
+        learner::dashboard::start_on_thread(addr, live.clone(), dashboard_stop);
+    }
+    let mut live = DashboardSink::new(live, 0.0);
     let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(2 * cfg.actors.count);
     let samplers_stop = CancellationToken::new();
@@ -100,8 +118,10 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary>
     drop(tx);
     tracing::info!(run_dir = %run.path().display(), env = %cfg.env, actors = cfg.actors.count, "training started");
 
+    let mut events =
+        learner::run::tensorboard::open(cfg.tensorboard, run.path(), trainer.env_steps(), csv.wall_offset());
     let outputs = LoopOutputs {
-        csv: &mut csv,
+        sinks: vec![&mut csv, &mut live, &mut events],
         display: Display::for_terminal(cfg.total_steps, std::time::Duration::from_secs_f64(cfg.log_interval_seconds)),
         checkpoints: None,
     };
@@ -127,7 +147,11 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary>
 
 /// Like [`train`], but the local actors talk to the trainer over loopback gRPC: the distributed system on one
 /// machine, exercising the network path.
-pub fn train_over_grpc(cfg: &TrainConfig, stop: CancellationToken) -> Result<TrainSummary> {
+pub fn train_over_grpc(
+    cfg: &TrainConfig,
+    stop: CancellationToken,
+    dashboard: &DashboardOptions,
+) -> Result<TrainSummary> {
     if !cfg.env.is_builtin() {
         return Err(Error::NotBuiltin(cfg.env.id.clone()));
     }
@@ -140,7 +164,11 @@ pub fn train_over_grpc(cfg: &TrainConfig, stop: CancellationToken) -> Result<Tra
     cfg.run_name
         .get_or_insert_with(|| format!("{}-seed{}-grpc-{}", cfg.env, cfg.seed, common::policy::unix_now() as u64));
     runtime.block_on(async move {
-        let opts = learner::server::ServeOptions::default();
+        let opts = learner::server::ServeOptions {
+            dashboard_addr: dashboard.addr.clone(),
+            metrics: dashboard.metrics.clone(),
+            ..Default::default()
+        };
         let (server, task) = learner::server::spawn(cfg.clone(), opts, "127.0.0.1:0").await?;
         let actors_stop = tokio_util::sync::CancellationToken::new();
         let mut actors = Vec::new();

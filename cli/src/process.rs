@@ -30,19 +30,22 @@ pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Serves Prometheus metrics on `addr` (`none`: not at all) from `runtime`.
+/// Serves Prometheus metrics on `addr` from `runtime`; with `none`, only records them when `record_anyway` (for
+/// the learner's dashboard), else not at all. Returns the recorder's handle when there is one.
 pub fn serve_metrics(
     runtime: &tokio::runtime::Runtime,
     addr: &str,
     role: common::metrics::Role,
     env: &str,
-) -> anyhow::Result<()> {
-    if addr == "none" {
-        return Ok(());
-    }
-    let parsed = addr.parse().with_context(|| format!("bad --metrics-addr {addr}"))?;
+    record_anyway: bool,
+) -> anyhow::Result<Option<common::metrics::PrometheusHandle>> {
+    let parsed = match addr {
+        "none" if !record_anyway => return Ok(None),
+        "none" => None,
+        addr => Some(addr.parse().with_context(|| format!("bad --metrics-addr {addr}"))?),
+    };
     let _guard = runtime.enter();
-    Ok(common::metrics::serve(parsed, role, env)?)
+    Ok(Some(common::metrics::serve(parsed, role, env)?))
 }
 
 /// A token that the first SIGINT or SIGTERM cancels (a second exits at once). Call inside a runtime.

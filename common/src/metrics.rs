@@ -4,6 +4,7 @@
 //! come from small fixed sets only (`outcome`, `reason`, and the process-wide `role` and `env`).
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Env steps trained on by the learner (counter; `rate()` gives throughput).
@@ -66,6 +67,9 @@ pub const FAULTY_ROLLOUTS: &str = "proxima_learner_faulty_rollouts_total";
 pub const CHECKPOINT_FAILURES: &str = "proxima_learner_checkpoint_failures_total";
 /// `progress.csv` rows that could not be written (disk full); training goes on (counter).
 pub const PROGRESS_WRITE_FAILURES: &str = "proxima_learner_progress_write_failures_total";
+/// TensorBoard event records (one per update, in the run directory's `events.out.tfevents.*`) that could not be
+/// written (disk full); training goes on (counter).
+pub const TENSORBOARD_WRITE_FAILURES: &str = "proxima_learner_tensorboard_write_failures_total";
 
 /// Env steps an actor produced and delivered (counter).
 pub const ACTOR_ENV_STEPS: &str = "proxima_actor_env_steps_total";
@@ -239,12 +243,18 @@ pub fn describe(role: Role) {
             describe_counter!(FAULTY_ROLLOUTS, Unit::Count, "Rollouts whose rows made a minibatch step non-finite.");
             describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoint or model writes that failed.");
             describe_counter!(PROGRESS_WRITE_FAILURES, Unit::Count, "progress.csv rows that could not be written.");
+            describe_counter!(
+                TENSORBOARD_WRITE_FAILURES,
+                Unit::Count,
+                "TensorBoard event records that could not be written."
+            );
             for r in skip::ALL {
                 metrics::counter!(SKIPPED_UPDATES, "reason" => r).absolute(0);
             }
             metrics::counter!(FAULTY_ROLLOUTS).absolute(0);
             metrics::counter!(CHECKPOINT_FAILURES).absolute(0);
             metrics::counter!(PROGRESS_WRITE_FAILURES).absolute(0);
+            metrics::counter!(TENSORBOARD_WRITE_FAILURES).absolute(0);
             // Every label value exists from the start, so `rate()` and dashboards see zeros, not gaps.
             for r in reason::ALL {
                 metrics::counter!(REJECTED, "reason" => r).absolute(0);
@@ -281,32 +291,81 @@ pub enum MetricsError {
         source: metrics_exporter_prometheus::BuildError,
     },
     /// The listener or the recorder could not be installed (for example the port is taken).
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve metrics on {}: {source}", addr.map_or("no address".to_string(), |a| a.to_string()))]
     Serve {
-        /// The address.
-        addr: std::net::SocketAddr,
+        /// The address (none: the recorder alone).
+        addr: Option<std::net::SocketAddr>,
         /// The exporter's error.
         source: metrics_exporter_prometheus::BuildError,
     },
 }
 
-/// Installs the Prometheus recorder and serves `/metrics` on `addr` (a background thread, or the current tokio
-/// runtime when called inside one), labelling every metric with `role` and `env`, and describes the metrics.
-pub fn serve(addr: std::net::SocketAddr, role: Role, env: &str) -> Result<(), MetricsError> {
+/// Installs the Prometheus recorder, labelling every metric with `role` and `env`, describes the metrics, and with
+/// `addr` serves `/metrics` there (on the current tokio runtime when called inside one, else on a thread of its
+/// own); returns the recorder's handle, which renders the same text (the learner's dashboard reads it). Without an
+/// address, a thread runs the recorder's upkeep (draining histograms) every 5 s.
+pub fn serve(addr: Option<std::net::SocketAddr>, role: Role, env: &str) -> Result<PrometheusHandle, MetricsError> {
     let role_name = match role {
         Role::Learner => "learner",
         Role::Actor => "actor",
     };
-    let mut builder = PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .add_global_label("role", role_name)
-        .add_global_label("env", env);
+    let mut builder = PrometheusBuilder::new().add_global_label("role", role_name).add_global_label("env", env);
     for (name, buckets) in HISTOGRAMS {
         builder = builder
             .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
             .map_err(|source| MetricsError::Buckets { name, source })?;
     }
-    builder.install().map_err(|source| MetricsError::Serve { addr, source })?;
+    let handle = match addr {
+        Some(addr) => install_with_listener(builder.with_http_listener(addr))
+            .map_err(|source| MetricsError::Serve { addr: Some(addr), source })?,
+        None => {
+            let handle = builder.install_recorder().map_err(|source| MetricsError::Serve { addr: None, source })?;
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms grow until scraped");
+            }
+            handle
+        }
+    };
     describe(role);
-    Ok(())
+    Ok(handle)
+}
+
+/// `PrometheusBuilder::install` (the exporter on the current runtime, else on a thread with a runtime of its own),
+/// keeping the recorder's handle.
+fn install_with_listener(
+    builder: PrometheusBuilder,
+) -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::BuildError;
+    let recorder = if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let (recorder, exporter) = {
+            let _entered = runtime.enter();
+            builder.build()?
+        };
+        runtime.spawn(exporter);
+        recorder
+    } else {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BuildError::FailedToCreateRuntime(e.to_string()))?;
+        let (recorder, exporter) = {
+            let _entered = runtime.enter();
+            builder.build()?
+        };
+        std::thread::Builder::new()
+            .name("metrics-exporter".into())
+            .spawn(move || runtime.block_on(exporter))
+            .map_err(|e| BuildError::FailedToCreateRuntime(e.to_string()))?;
+        recorder
+    };
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)?;
+    Ok(handle)
 }

@@ -237,6 +237,10 @@ pub struct TrainConfig {
     /// Append one line per finished episode to this file: `<unix time> <return> <length>` (for benchmarks and
     /// external monitors; lines are flushed after every update).
     pub episode_log: Option<PathBuf>,
+    /// Write TensorBoard event files into the run directory (`events.out.tfevents.*`: the `progress.csv` columns
+    /// as scalars against env steps, and the histogram `advantages`), so `tensorboard --logdir runs` shows the run
+    /// live; on by default.
+    pub tensorboard: bool,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
     pub device: String,
     /// How the learner computes the update: `auto` (`fused` on CPU, `candle` on CUDA), `fused` (hand-derived
@@ -270,6 +274,7 @@ impl Default for TrainConfig {
             return_window: 100,
             log_interval_seconds: 5.0,
             episode_log: None,
+            tensorboard: true,
             device: "cpu".into(),
             backend: BackendKind::Auto,
             threads: 2,

@@ -3,11 +3,13 @@
 //! Three parts, one folder each: [`server`] (the gRPC service actors talk to: authentication, validation, the
 //! hand-off to the trainer), [`run`] (the loop that turns queued rollouts into updates, checkpoints, the run
 //! directory and progress output) and [`update`] (one PPO update: GAE, the loss and its gradients, the optimiser,
-//! the CPU and candle backends). `eval`, `render` and `env_step` are the tools that use a trained policy or an env.
+//! the CPU and candle backends). [`dashboard`] is the live web page of a run. `eval`, `render` and `env_step` are the
+//! tools that use a trained policy or an env.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod config;
+pub mod dashboard;
 pub mod env_step;
 pub mod error;
 pub mod eval;

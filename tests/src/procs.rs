@@ -198,7 +198,11 @@ impl Learner {
         args.extend(["--run-name".to_string(), run.to_string()]);
         args.extend(extra.iter().cloned());
         let metrics_port = free_port();
-        let env = [("PROXIMA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))];
+        // No dashboard unless the test asks for one (`--dashboard-addr` in `extra`).
+        let env = [
+            ("PROXIMA_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+            ("PROXIMA_DASHBOARD_ADDR", "none".to_string()),
+        ];
         let proc = Proc::spawn(label, &crate::bin_path("learner"), &args, &env, log_dir);
         Self { proc, run_dir: runs_dir.join(run), metrics_port }
     }
@@ -243,10 +247,16 @@ pub fn start_actor(log_dir: &Path, name: &str, port: u16, extra: &[&str]) -> Pro
 
 /// `GET /metrics` on 127.0.0.1:`port` (plain HTTP/1.1); the body, if it answered 200.
 pub fn scrape(port: u16) -> Option<String> {
+    http_get(port, "/metrics")
+}
+
+/// `GET path` on 127.0.0.1:`port` (plain HTTP/1.1, `Connection: close`); the body, if it answered 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
@@ -254,7 +264,6 @@ pub fn scrape(port: u16) -> Option<String> {
     (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_string())
 }
 
-/// Samples of metric `name` in Prometheus text: (labels, value).
 pub fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
     text.lines()
         .filter_map(|line| {

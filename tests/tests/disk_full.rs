@@ -93,6 +93,38 @@ fn load_all(dir: &Path, cfg: &TrainConfig) -> Vec<u64> {
         .collect()
 }
 
+/// The TensorBoard event files in `run_dir` and how many records each holds; panics unless every file is whole
+/// records (length and data CRCs right, nothing cut off), as TensorBoard needs to read on past a full disk.
+fn event_records(run_dir: &Path) -> Vec<(String, usize)> {
+    use learner::run::tensorboard::masked_crc32c;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(run_dir).expect("read the run directory").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.contains("tfevents") {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).expect("read an event file");
+        let (mut rest, mut records) = (bytes.as_slice(), 0);
+        while !rest.is_empty() {
+            let whole = |n: usize| assert!(rest.len() >= n, "{name}: a record cut off after {records} records");
+            whole(12);
+            let (len, rest_after) = rest.split_at(8);
+            let crc = u32::from_le_bytes(rest_after[..4].try_into().expect("4 bytes"));
+            assert_eq!(crc, masked_crc32c(len), "{name}: record {records}: length CRC");
+            let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+            whole(16 + len);
+            let data = &rest[12..12 + len];
+            let crc = u32::from_le_bytes(rest[12 + len..16 + len].try_into().expect("4 bytes"));
+            assert_eq!(crc, masked_crc32c(data), "{name}: record {records}: data CRC");
+            rest = &rest[16 + len..];
+            records += 1;
+        }
+        files.push((name, records));
+    }
+    files.sort();
+    files
+}
+
 /// The value of gauge or counter `name` in the learner's metrics, if it answers.
 fn metric(learner: &Learner, name: &str) -> Option<f64> {
     learner.metrics().map(|m| total(&m, name))
@@ -154,6 +186,8 @@ fn disk_full_keeps_training_and_every_checkpoint_intact() {
     let version_later = total(&metrics, "proxima_learner_policy_version");
     let failures = total(&metrics, "proxima_learner_checkpoint_failures_total");
     let row_failures = total(&metrics, "proxima_learner_progress_write_failures_total");
+    let event_failures = total(&metrics, "proxima_learner_tensorboard_write_failures_total");
+    assert!(event_failures > 0.0, "no TensorBoard write failure counted on the full disk");
     assert!(
         version_later > version_full,
         "training stopped on the full disk: policy v{version_full} -> v{version_later}\n{}",
@@ -218,13 +252,16 @@ fn disk_full_keeps_training_and_every_checkpoint_intact() {
     let final_version = *final_versions.last().expect("checkpoints");
     assert!(final_version >= trained, "final checkpoint v{final_version} is older than trained v{trained}");
     assert!(temp_files(&runs).is_empty(), "temporary files left: {:?}", temp_files(&runs));
+    let events = event_records(&run_dir);
+    assert_eq!(events.len(), 2, "one TensorBoard event file per learner process: {events:?}");
 
     let elapsed = started.elapsed().saturating_sub(building);
     println!(
         "[disk full] tmpfs {TMPFS_BYTES} B; checkpoint {checkpoint_bytes} B; filler took {filled} B; newest \
          checkpoint before the disk filled v{newest_before}; on the full disk for {FULL_FOR:?} training went \
          v{version_full} -> v{version_later}, {failures} checkpoint failures counted ({logged} logged), \
-         {row_failures} progress rows not written; intact checkpoints {intact:?}; resumed from v{resumed}, trained \
+         {row_failures} progress rows and {event_failures} TensorBoard events not written (event files, whole \
+         records: {events:?}); intact checkpoints {intact:?}; resumed from v{resumed}, trained \
          to v{trained}, final checkpoint v{final_version}; {:.1} s (and {:.1} s rebuilding binaries)",
         elapsed.as_secs_f64(),
         building.as_secs_f64()

@@ -119,7 +119,7 @@ async fn actor_trains_over_tls_with_a_token() {
     let opts = ServeOptions {
         token: Some("s3cret".into()),
         tls: Some((dir.path().join("server.pem"), dir.path().join("server.key"))),
-        resume: false,
+        ..Default::default()
     };
     let (server, task) = spawn(cfg, opts, "127.0.0.1:0").await.expect("learner starts");
 

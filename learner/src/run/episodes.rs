@@ -7,6 +7,17 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 
+/// The window of latest episodes in numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowStats {
+    /// Mean return.
+    pub mean_return: f64,
+    /// Standard deviation of the returns (population).
+    pub return_std: f64,
+    /// Mean length.
+    pub mean_length: f64,
+}
+
 /// Finished episodes of a run.
 pub struct EpisodeBook {
     finished: u64,
@@ -61,15 +72,17 @@ impl EpisodeBook {
         self.recent.iter().copied()
     }
 
-    /// Mean return and mean length over the window (None before the first episode ends).
-    pub fn means(&self) -> Option<(f64, f64)> {
+    /// The window's mean return, the standard deviation of its returns, and its mean length (None before the
+    /// first episode ends).
+    pub fn window_stats(&self) -> Option<WindowStats> {
         if self.recent.is_empty() {
             return None;
         }
         let k = self.recent.len() as f64;
-        let ret = self.recent.iter().map(|e| e.0).sum::<f64>() / k;
-        let len = self.recent.iter().map(|e| e.1 as f64).sum::<f64>() / k;
-        Some((ret, len))
+        let mean_return = self.recent.iter().map(|e| e.0).sum::<f64>() / k;
+        let var = self.recent.iter().map(|e| (e.0 - mean_return).powi(2)).sum::<f64>() / k;
+        let mean_length = self.recent.iter().map(|e| e.1 as f64).sum::<f64>() / k;
+        Some(WindowStats { mean_return, return_std: var.sqrt(), mean_length })
     }
 
     /// Continues from a checkpoint's counters: `finished` episodes, the latest of them in `recent`.
@@ -88,11 +101,12 @@ mod tests {
     #[test]
     fn window_means_and_restore() {
         let mut book = EpisodeBook::new(2, None).unwrap();
-        assert_eq!(book.means(), None);
+        assert_eq!(book.window_stats(), None);
         let eps =
             [(1.0, 10), (3.0, 30), (5.0, 50)].map(|(r, l)| EpisodeStats { env_index: 0, episode_return: r, length: l });
         book.record(&eps).unwrap();
-        assert_eq!((book.finished(), book.means()), (3, Some((4.0, 40.0))));
+        let stats = WindowStats { mean_return: 4.0, return_std: 1.0, mean_length: 40.0 };
+        assert_eq!((book.finished(), book.window_stats()), (3, Some(stats)));
         book.restore(7, vec![(1.0, 1), (2.0, 2), (3.0, 3)]);
         assert_eq!((book.finished(), book.recent().collect::<Vec<_>>()), (7, vec![(2.0, 2), (3.0, 3)]));
     }

@@ -6,4 +6,5 @@ pub mod dir;
 pub mod episodes;
 pub mod plot;
 pub mod progress;
+pub mod tensorboard;
 pub mod update_loop;

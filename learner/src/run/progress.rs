@@ -6,8 +6,9 @@ use crate::update::trainer::UpdateReport;
 use std::io::{Seek, Write};
 use std::path::Path;
 
-/// Columns of `progress.csv`, in order.
-pub const COLUMNS: [&str; 26] = [
+/// Columns of `progress.csv`, in order; [`values`] gives a report's numbers in the same order (also for the
+/// dashboard and TensorBoard).
+pub const COLUMNS: [&str; 27] = [
     "env_steps",
     "wall_seconds",
     "policy_version",
@@ -34,7 +35,44 @@ pub const COLUMNS: [&str; 26] = [
     "adv_p95",
     "stale_rollouts",
     "steps_per_second",
+    "return_std",
 ];
+
+/// An update report's numbers in [`COLUMNS`] order (`None` where there is none yet: the return columns before the
+/// first episode ends). `wall_seconds` is the run's, across resumes.
+pub fn values(r: &UpdateReport, wall_seconds: f64) -> [Option<f64>; COLUMNS.len()] {
+    let e = &r.epochs.mean;
+    let a = &r.advantages;
+    [
+        Some(r.env_steps as f64),
+        Some(wall_seconds),
+        Some(r.policy_version as f64),
+        Some(r.episodes as f64),
+        r.mean_return,
+        r.mean_length,
+        Some(r.approx_kl),
+        Some(e.clipfrac),
+        Some(e.entropy),
+        Some(r.explained_variance),
+        Some(e.pg_loss),
+        Some(e.v_loss),
+        Some(r.learning_rate),
+        Some(r.kl_beta),
+        Some(r.clip_coef),
+        Some(e.grad_norm),
+        Some(r.epochs.epochs as f64),
+        Some(a.mean),
+        Some(a.std),
+        Some(a.quantiles[0]),
+        Some(a.quantiles[1]),
+        Some(a.quantiles[2]),
+        Some(a.quantiles[3]),
+        Some(a.quantiles[4]),
+        Some(r.stale_rollouts as f64),
+        Some(r.env_steps as f64 / wall_seconds.max(1e-9)),
+        r.return_std,
+    ]
+}
 
 /// Appends update reports to `progress.csv`.
 pub struct ProgressCsv {
@@ -86,6 +124,11 @@ impl ProgressCsv {
         Ok(Self::open(file, path, text.len() as u64, wall_offset))
     }
 
+    /// Wall seconds of the rows kept from before a resume (0 for a new file): where this process's rows continue.
+    pub fn wall_offset(&self) -> f64 {
+        self.wall_offset
+    }
+
     /// Writes one row with one `write` call, so the file can be followed while training runs. A row that cannot be
     /// written (disk full) is left out: a partly written row is cut off again, the failure is counted in
     /// [`common::metrics::PROGRESS_WRITE_FAILURES`] and logged (at most once a minute for the same error), and training goes on;
@@ -111,41 +154,17 @@ impl ProgressCsv {
         }
     }
 
-    /// One CSV line (with its newline) for an update report.
+    /// One CSV line (with its newline) for an update report: every value in Rust's shortest round-trip form
+    /// (counts print as integers), wall seconds to the millisecond and steps/s to one decimal.
     fn row(&self, r: &UpdateReport, wall_seconds: f64) -> String {
-        let wall_seconds = wall_seconds + self.wall_offset;
-        let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
-        let e = &r.epochs.mean;
-        let a = &r.advantages;
-        let fields: [String; 26] = [
-            r.env_steps.to_string(),
-            format!("{wall_seconds:.3}"),
-            r.policy_version.to_string(),
-            r.episodes.to_string(),
-            opt(r.mean_return),
-            opt(r.mean_length),
-            r.approx_kl.to_string(),
-            e.clipfrac.to_string(),
-            e.entropy.to_string(),
-            r.explained_variance.to_string(),
-            e.pg_loss.to_string(),
-            e.v_loss.to_string(),
-            r.learning_rate.to_string(),
-            r.kl_beta.to_string(),
-            r.clip_coef.to_string(),
-            e.grad_norm.to_string(),
-            r.epochs.epochs.to_string(),
-            a.mean.to_string(),
-            a.std.to_string(),
-            a.quantiles[0].to_string(),
-            a.quantiles[1].to_string(),
-            a.quantiles[2].to_string(),
-            a.quantiles[3].to_string(),
-            a.quantiles[4].to_string(),
-            r.stale_rollouts.to_string(),
-            format!("{:.1}", r.env_steps as f64 / wall_seconds.max(1e-9)),
-        ];
-        format!("{}\n", fields.join(","))
+        let fields =
+            values(r, wall_seconds + self.wall_offset).into_iter().zip(COLUMNS).map(|(v, column)| match (v, column) {
+                (None, _) => String::new(),
+                (Some(v), "wall_seconds") => format!("{v:.3}"),
+                (Some(v), "steps_per_second") => format!("{v:.1}"),
+                (Some(v), _) => format!("{v}"),
+            });
+        format!("{}\n", fields.collect::<Vec<_>>().join(","))
     }
 }
 

@@ -28,10 +28,23 @@ pub struct LoopOutcome {
     pub target_reached_at: Option<u64>,
 }
 
+/// Takes every update's report: `progress.csv`, TensorBoard's event file, the dashboard's history. A sink that
+/// cannot write counts and logs the failure itself; training goes on.
+pub trait ReportSink {
+    /// Records one update, `wall_seconds` after the loop started.
+    fn record(&mut self, report: &UpdateReport, wall_seconds: f64);
+}
+
+impl ReportSink for ProgressCsv {
+    fn record(&mut self, report: &UpdateReport, wall_seconds: f64) {
+        self.append(report, wall_seconds);
+    }
+}
+
 /// Where the loop writes besides the policy cell.
 pub struct LoopOutputs<'a> {
-    /// `progress.csv`.
-    pub csv: &'a mut ProgressCsv,
+    /// `progress.csv` and the other report sinks, in order.
+    pub sinks: Vec<&'a mut dyn ReportSink>,
     /// Progress for people.
     pub display: Display,
     /// Periodic checkpoints (every `checkpoint_every` updates), if enabled.
@@ -43,7 +56,7 @@ pub fn run(
     trainer: &mut Trainer,
     rx: &Receiver<Rollout>,
     cell: &PolicyCell,
-    out: LoopOutputs,
+    mut out: LoopOutputs,
     stop: &CancellationToken,
 ) -> Result<LoopOutcome> {
     let cfg = trainer.config().clone();
@@ -80,7 +93,9 @@ pub fn run(
         cell.publish(trainer.snapshot()?);
         updates += 1;
         let wall = started.elapsed().as_secs_f64();
-        out.csv.append(&report, wall);
+        for sink in out.sinks.iter_mut() {
+            sink.record(&report, wall);
+        }
         out.display.update(&report, wall);
         outcome = LoopOutcome {
             env_steps: report.env_steps,

@@ -88,13 +88,46 @@ impl Default for RegistryLimits {
 #[derive(Debug, Clone)]
 struct ActorEntry {
     name: String,
+    /// The address it registered from.
+    host: String,
     num_envs: usize,
+    /// Env steps of its accepted rollouts, and when (the last [`RATE_WINDOW`]), for the dashboard.
+    env_steps: u64,
+    recent_steps: std::collections::VecDeque<(Instant, u64)>,
+    /// Policy version of its last accepted rollout.
+    policy_version: Option<u64>,
     /// Open policy streams.
     streams: usize,
     /// Registration, last submission, or last stream closed.
     last_seen: Instant,
+    /// Registration.
+    registered: Instant,
     /// Holds its episode records to its rewards and done flags.
     episodes: EpisodeTracker,
+}
+
+/// How far back an actor's env steps/s looks.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+impl ActorEntry {
+    /// Counts an accepted rollout of `steps` env steps made by policy `version`.
+    fn accepted(&mut self, steps: u64, version: u64) {
+        let now = Instant::now();
+        self.env_steps += steps;
+        self.policy_version = Some(version);
+        self.recent_steps.push_back((now, steps));
+        while self.recent_steps.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
+            self.recent_steps.pop_front();
+        }
+    }
+
+    /// Env steps per second over the last [`RATE_WINDOW`] (or since it registered, if that is shorter).
+    fn steps_per_second(&self, registered: Instant) -> f64 {
+        let now = Instant::now();
+        let steps: u64 =
+            self.recent_steps.iter().filter(|(at, _)| now.duration_since(*at) <= RATE_WINDOW).map(|(_, s)| s).sum();
+        steps as f64 / now.duration_since(registered).min(RATE_WINDOW).as_secs_f64().max(1e-3)
+    }
 }
 
 /// The registered actors, bounded in number and forgotten when idle; the actor gauges are read from it.
@@ -393,11 +426,35 @@ impl Drop for OpenStream {
     }
 }
 
+impl crate::dashboard::ActorSource for LearnerService {
+    fn actors(&self) -> Vec<crate::dashboard::ActorRow> {
+        let registry = self.registry();
+        let mut rows: Vec<_> = registry
+            .actors
+            .iter()
+            .map(|(&id, a)| crate::dashboard::ActorRow {
+                id,
+                name: a.name.clone(),
+                host: a.host.clone(),
+                num_envs: a.num_envs,
+                env_steps: a.env_steps,
+                steps_per_second: a.steps_per_second(a.registered),
+                last_seen_seconds: a.last_seen.elapsed().as_secs_f64(),
+                policy_version: a.policy_version,
+                streams: a.streams,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        rows
+    }
+}
+
 type PolicyStream = Pin<Box<dyn Stream<Item = Result<pb::PolicyUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::learner_server::Learner for LearnerService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let host = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         let r = request.into_inner();
         let checked = match self.check_register(&r) {
             Ok(()) => self.spec_for(&r).await,
@@ -412,11 +469,17 @@ impl pb::learner_server::Learner for LearnerService {
             }
         };
         let actor_id = self.next_actor_id.fetch_add(1, Ordering::SeqCst);
+        let now = Instant::now();
         let entry = ActorEntry {
             name: r.actor_name.clone(),
+            host,
             num_envs: r.num_envs as usize,
+            env_steps: 0,
+            recent_steps: Default::default(),
+            policy_version: None,
             streams: 0,
-            last_seen: Instant::now(),
+            last_seen: now,
+            registered: now,
             episodes: EpisodeTracker::default(),
         };
         {
@@ -487,8 +550,12 @@ impl pb::learner_server::Learner for LearnerService {
             let outcome = pb::RolloutOutcome::Stale as i32;
             return Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current.0 }));
         }
+        let (actor_id, steps) = (msg.actor_id, rollout.len() as u64);
         self.hand_off(rollout).await.map_err(Status::from)?;
         m::Outcome::Accepted.count();
+        if let Some(entry) = self.registry().actors.get_mut(&actor_id) {
+            entry.accepted(steps, version.0);
+        }
         let outcome = pb::RolloutOutcome::Accepted as i32;
         Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current.0 }))
     }

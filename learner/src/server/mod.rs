@@ -7,6 +7,7 @@ pub mod handlers;
 use self::auth::TokenAuth;
 use self::handlers::{Adoption, LearnerService, RunInfo, Spec};
 use crate::config::TrainConfig;
+use crate::dashboard::{Dashboard, DashboardSink, RunInfo as DashboardRun};
 use crate::error::{Error, Result};
 use crate::run::checkpoint::{self, Checkpointer};
 use crate::run::dir::RunDir;
@@ -31,6 +32,10 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Continue from the newest checkpoint in the run directory, if there is one.
     pub resume: bool,
+    /// Serve the live dashboard here (none: no dashboard).
+    pub dashboard_addr: Option<String>,
+    /// The Prometheus recorder's handle, for the dashboard's metrics (none: metrics are not recorded).
+    pub metrics: Option<common::metrics::PrometheusHandle>,
 }
 
 /// Where the server is and how to stop it, for in-process use (tests, `train --transport grpc`).
@@ -254,6 +259,11 @@ pub async fn serve(
     };
     let service = Arc::new(service);
     tokio::spawn(evict_idle_actors(service.clone(), cfg.server.actor_idle_seconds, server_stop.clone()));
+    let dashboard = Arc::new(Dashboard::new(DashboardRun::of(&cfg, run.path(), "serve"), opts.metrics.clone()));
+    dashboard.set_actors(service.clone());
+    if let Some(addr) = &opts.dashboard_addr {
+        crate::dashboard::start(addr, dashboard.clone(), server_stop.clone()).await;
+    }
 
     // The trainer thread: trains until told to stop, then writes the final checkpoint.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<LoopOutcome>>();
@@ -278,8 +288,16 @@ pub async fn serve(
                         return;
                     }
                 };
+                let mut live = DashboardSink::new(dashboard, csv.wall_offset());
+                // TensorBoard: a new event file per start; steps and wall seconds continue like progress.csv's.
+                let mut events = crate::run::tensorboard::open(
+                    run_cfg.tensorboard,
+                    run.path(),
+                    trainer.env_steps(),
+                    csv.wall_offset(),
+                );
                 let outputs = LoopOutputs {
-                    csv: &mut csv,
+                    sinks: vec![&mut csv, &mut live, &mut events],
                     display: Display::log(log_interval),
                     checkpoints: Some((&checkpoints, every)),
                 };

@@ -42,6 +42,61 @@ pub struct AdvantageStats {
     pub std: f64,
     /// 5th, 25th, 50th, 75th and 95th percentiles.
     pub quantiles: [f64; 5],
+    /// Their histogram (TensorBoard's `advantages`).
+    pub histogram: Histogram,
+}
+
+/// Buckets of a [`Histogram`].
+pub const HISTOGRAM_BUCKETS: usize = 30;
+
+/// A histogram of a batch's finite values: what TensorBoard's `HistogramProto` holds (`min`, `max`, `num`, `sum`,
+/// `sum_squares` and bucket counts), with [`HISTOGRAM_BUCKETS`] buckets of equal width between `min` and `max`.
+/// Bucket 0 holds `[min, limit(0)]`, bucket `i` holds `(limit(i-1), limit(i)]`, as in the proto; see
+/// [`Histogram::bucket_limits`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Histogram {
+    /// Smallest value (0 when there is none).
+    pub min: f64,
+    /// Largest value (0 when there is none).
+    pub max: f64,
+    /// Number of values counted (non-finite ones are left out).
+    pub num: u64,
+    /// Sum of the values.
+    pub sum: f64,
+    /// Sum of their squares.
+    pub sum_squares: f64,
+    /// Values per bucket; they add up to `num`.
+    pub counts: [u64; HISTOGRAM_BUCKETS],
+}
+
+impl Histogram {
+    /// The histogram of the finite values in `values`.
+    pub fn of(values: &[f32]) -> Self {
+        let finite = || values.iter().filter(|v| v.is_finite()).map(|&v| v as f64);
+        let (min, max) = finite().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if min > max {
+            return Self::default();
+        }
+        let mut h = Self { min, max, ..Self::default() };
+        let width = (max - min) / HISTOGRAM_BUCKETS as f64;
+        for v in finite() {
+            h.num += 1;
+            h.sum += v;
+            h.sum_squares += v * v;
+            // Upper edges belong to their bucket: `(v - min) / width` in (i, i + 1] is bucket i, `min` itself 0.
+            let bucket = if width > 0.0 { ((v - min) / width).ceil() as usize } else { 0 };
+            h.counts[bucket.saturating_sub(1).min(HISTOGRAM_BUCKETS - 1)] += 1;
+        }
+        h
+    }
+
+    /// Upper edges of the buckets: `min + (i + 1) * (max - min) / HISTOGRAM_BUCKETS`, the last one exactly `max`.
+    pub fn bucket_limits(&self) -> [f64; HISTOGRAM_BUCKETS] {
+        let width = (self.max - self.min) / HISTOGRAM_BUCKETS as f64;
+        let mut limits = std::array::from_fn(|i| self.min + (i + 1) as f64 * width);
+        limits[HISTOGRAM_BUCKETS - 1] = self.max;
+        limits
+    }
 }
 
 /// Everything one update measured.
@@ -71,6 +126,8 @@ pub struct UpdateReport {
     pub episodes: u64,
     /// Mean return of the last `return_window` episodes (None before the first episode ends).
     pub mean_return: Option<f64>,
+    /// Standard deviation of the same episodes' returns.
+    pub return_std: Option<f64>,
     /// Mean length of the same episodes.
     pub mean_length: Option<f64>,
     /// Rollouts dropped for policy lag in this update.
@@ -403,7 +460,10 @@ impl Trainer {
         report.policy_version = self.version;
         report.env_steps = self.env_steps;
         report.episodes = self.episodes.finished();
-        (report.mean_return, report.mean_length) = self.episodes.means().unzip();
+        let window = self.episodes.window_stats();
+        report.mean_return = window.map(|w| w.mean_return);
+        report.return_std = window.map(|w| w.return_std);
+        report.mean_length = window.map(|w| w.mean_length);
         report.update_seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -490,7 +550,7 @@ pub fn explained_variance(pred: &[f32], target: &[f32]) -> f64 {
     1.0 - var(&mut pred.iter().zip(target).map(|(&p, &y)| (y - p) as f64)) / var_y
 }
 
-/// Mean, std and quantiles (nearest rank) of `adv`.
+/// Mean, std, quantiles (nearest rank) and histogram of `adv`.
 pub fn advantage_stats(adv: &[f32]) -> AdvantageStats {
     if adv.is_empty() {
         return AdvantageStats::default();
@@ -501,7 +561,8 @@ pub fn advantage_stats(adv: &[f32]) -> AdvantageStats {
     let mut sorted = adv.to_vec();
     sorted.sort_by(f32::total_cmp);
     let q = |p: f64| sorted[((p * (n - 1.0)).round() as usize).min(sorted.len() - 1)] as f64;
-    AdvantageStats { mean, std, quantiles: [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)] }
+    let histogram = Histogram::of(adv);
+    AdvantageStats { mean, std, quantiles: [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)], histogram }
 }
 
 #[cfg(test)]
@@ -521,5 +582,29 @@ mod tests {
         let s = advantage_stats(&adv);
         assert_eq!(s.quantiles, [5.0, 25.0, 50.0, 75.0, 95.0]);
         assert!((s.mean - 50.0).abs() < 1e-9);
+        assert_eq!(s.histogram.num, 101);
+    }
+
+    #[test]
+    fn histogram_buckets_cover_min_to_max() {
+        // 0..=30: width 1, so 0 and 1 share bucket 0 ([0, 1]) and every later bucket i holds i + 1.
+        let values: Vec<f32> = (0..=30).map(|i| i as f32).chain([f32::NAN, f32::INFINITY]).collect();
+        let h = Histogram::of(&values);
+        assert_eq!((h.min, h.max, h.num), (0.0, 30.0, 31));
+        assert_eq!(h.sum, 465.0);
+        assert_eq!(h.sum_squares, (0..=30).map(|i| (i * i) as f64).sum::<f64>());
+        let mut want = [1u64; HISTOGRAM_BUCKETS];
+        want[0] = 2;
+        assert_eq!(h.counts, want);
+        let limits = h.bucket_limits();
+        assert_eq!((limits[0], limits[HISTOGRAM_BUCKETS - 1]), (1.0, 30.0));
+        assert!(limits.windows(2).all(|w| w[0] < w[1]));
+        // One distinct value: everything in the first bucket; nothing finite: an empty histogram.
+        let same = Histogram::of(&[2.5; 7]);
+        assert_eq!((same.min, same.max, same.num, same.counts[0]), (2.5, 2.5, 7, 7));
+        assert_eq!(Histogram::of(&[f32::NAN]), Histogram::default());
+        let spread = Histogram::of(&[-1.0, 0.3, 0.31, 2.0]);
+        assert_eq!(spread.counts.iter().sum::<u64>(), 4);
+        assert_eq!((spread.counts[0], spread.counts[HISTOGRAM_BUCKETS - 1]), (1, 1));
     }
 }
