@@ -85,6 +85,68 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A file written in whole pieces (`progress.csv` rows, TensorBoard records), one `write` call and a flush each, so
+/// it can be followed while training runs. A piece that cannot be written (disk full) is left out: whatever part
+/// of it reached the file is cut off again, so the file only ever holds whole pieces; the failure is counted in
+/// the given metric and logged through a [`FailureLog`], and later pieces are appended once there is space.
+#[derive(Debug)]
+pub(crate) struct WholeAppends {
+    file: std::fs::File,
+    path: PathBuf,
+    /// Bytes of the whole pieces: what a failed append cuts the file back to.
+    len: u64,
+    failures: FailureLog,
+    /// Counter of failed appends.
+    failure_metric: &'static str,
+}
+
+impl WholeAppends {
+    /// Appends to `file` at `path`, which holds `len` bytes of whole pieces; `what` names the file in the log.
+    pub(crate) fn new(
+        file: std::fs::File,
+        path: PathBuf,
+        len: u64,
+        what: &'static str,
+        failure_metric: &'static str,
+    ) -> Self {
+        Self { file, path, len, failures: FailureLog::new(what), failure_metric }
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of whole pieces in the file.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `bytes` whole, or (on failure, counted and logged) not at all; true when written.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> bool {
+        use std::io::Seek;
+        match self.file.write_all(bytes).and_then(|()| self.file.flush()) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                self.failures.succeeded();
+                true
+            }
+            Err(e) => {
+                metrics::counter!(self.failure_metric).increment(1);
+                self.failures.failed(&Error::io(&self.path)(e));
+                let cut = self.file.set_len(self.len).and_then(|()| self.file.seek(std::io::SeekFrom::Start(self.len)));
+                if let Err(e) = cut {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot cut off a partly written piece");
+                    // Where the file really ends now, so a later cut never reaches into whole pieces.
+                    self.len = self.file.stream_position().unwrap_or(self.len);
+                }
+                false
+            }
+        }
+    }
+}
+
 /// Logs repeated failures of one kind of write (a periodic checkpoint, a progress row) without flooding the log:
 /// the first failure, each failure whose error differs from the last one logged (paths aside), and otherwise at
 /// most one a minute, with the number left out in between; likewise, at most once a minute, that writes succeed

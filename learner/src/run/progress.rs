@@ -1,9 +1,9 @@
 //! Progress of a run: one CSV row per update (`progress.csv`) and a short line for people.
 
 use crate::error::{Error, Result};
-use crate::run::dir::FailureLog;
+use crate::run::dir::WholeAppends;
 use crate::update::trainer::UpdateReport;
-use std::io::{Seek, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// Columns of `progress.csv`, in order; [`values`] gives a report's numbers in the same order (also for the
@@ -76,14 +76,10 @@ pub fn values(r: &UpdateReport, wall_seconds: f64) -> [Option<f64>; COLUMNS.len(
 
 /// Appends update reports to `progress.csv`.
 pub struct ProgressCsv {
-    file: std::fs::File,
-    path: std::path::PathBuf,
-    /// Bytes of the header and the complete rows: what a failed append cuts the file back to.
-    len: u64,
+    /// The file, appended to row by row.
+    out: WholeAppends,
     /// Wall seconds of the rows kept from before a resume; new rows continue from there.
     wall_offset: f64,
-    /// Failed appends, for the log.
-    failures: FailureLog,
 }
 
 impl ProgressCsv {
@@ -98,7 +94,8 @@ impl ProgressCsv {
 
     /// Appends to `file` (at `path`, `len` bytes of header and complete rows so far).
     fn open(file: std::fs::File, path: std::path::PathBuf, len: u64, wall_offset: f64) -> Self {
-        Self { file, path, len, wall_offset, failures: FailureLog::new("progress.csv") }
+        let metric = common::metrics::PROGRESS_WRITE_FAILURES;
+        Self { out: WholeAppends::new(file, path, len, "progress.csv", metric), wall_offset }
     }
 
     /// Continues `dir/progress.csv` after resuming at `version`: rows of later versions (trained after that
@@ -135,23 +132,7 @@ impl ProgressCsv {
     /// later rows are appended once there is space again.
     pub fn append(&mut self, r: &UpdateReport, wall_seconds: f64) {
         let line = self.row(r, wall_seconds);
-        match self.file.write_all(line.as_bytes()) {
-            Ok(()) => {
-                self.len += line.len() as u64;
-                self.failures.succeeded();
-            }
-            Err(e) => {
-                metrics::counter!(common::metrics::PROGRESS_WRITE_FAILURES).increment(1);
-                self.failures.failed(&Error::io(&self.path)(e));
-                // Cut a partly written row off, so the next row starts on a line of its own.
-                let cut = self.file.set_len(self.len).and_then(|()| self.file.seek(std::io::SeekFrom::Start(self.len)));
-                if let Err(e) = cut {
-                    tracing::warn!(path = %self.path.display(), error = %e, "cannot cut off a partly written row");
-                    // Where the file really ends now, so a later cut never reaches into complete rows.
-                    self.len = self.file.stream_position().unwrap_or(self.len);
-                }
-            }
-        }
+        self.out.append(line.as_bytes());
     }
 
     /// One CSV line (with its newline) for an update report: every value in Rust's shortest round-trip form

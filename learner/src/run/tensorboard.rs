@@ -17,13 +17,12 @@
 //! crate writes these files: `tensorboard-rs` is marked inactive and pulls in protobuf 2.
 
 use crate::error::{Error, Result};
-use crate::run::dir::FailureLog;
+use crate::run::dir::WholeAppends;
 use crate::run::progress::{COLUMNS, values};
 use crate::run::update_loop::ReportSink;
 use crate::update::trainer::{Histogram, UpdateReport};
 use common::policy::unix_now;
 use prost::Message;
-use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// The `file_version` of the first event: TensorBoard's current event format.
@@ -189,16 +188,12 @@ pub fn summary(r: &UpdateReport, wall_seconds: f64) -> Summary {
 
 /// Writes a run's TensorBoard event file: one event per update, flushed at once so TensorBoard shows it live.
 pub struct EventWriter {
-    file: std::fs::File,
-    path: PathBuf,
-    /// Bytes of the complete records written: what a failed write cuts the file back to.
-    len: u64,
+    /// The file, appended to in whole records.
+    out: WholeAppends,
     /// Records of the file's head (file version, session start) not written yet: they go out with the next write.
     head: Vec<u8>,
     /// Wall seconds of the run before this process (as `progress.csv` continues them after a resume).
     wall_offset: f64,
-    /// Failed writes, for the log.
-    failures: FailureLog,
 }
 
 impl EventWriter {
@@ -239,12 +234,13 @@ impl EventWriter {
             })),
         };
         append_record(&mut head, &start.encode_to_vec());
-        Self { file, path, len: 0, head, wall_offset, failures: FailureLog::new("TensorBoard event file") }
+        let metric = common::metrics::TENSORBOARD_WRITE_FAILURES;
+        Self { out: WholeAppends::new(file, path, 0, "TensorBoard event file", metric), head, wall_offset }
     }
 
     /// The event file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.out.path()
     }
 
     /// Writes the file's head now (TensorBoard then lists the run before its first update).
@@ -274,22 +270,9 @@ impl EventWriter {
         if bytes.is_empty() {
             return;
         }
-        match self.file.write_all(&bytes).and_then(|()| self.file.flush()) {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                self.head.clear();
-                self.failures.succeeded();
-            }
-            Err(e) => {
-                metrics::counter!(common::metrics::TENSORBOARD_WRITE_FAILURES).increment(1);
-                self.failures.failed(&Error::io(&self.path)(e));
-                // Cut a partly written record off: TensorBoard stops reading a file at a broken record.
-                let cut = self.file.set_len(self.len).and_then(|()| self.file.seek(std::io::SeekFrom::Start(self.len)));
-                if let Err(e) = cut {
-                    tracing::warn!(path = %self.path.display(), error = %e, "cannot cut off a partly written record");
-                    self.len = self.file.stream_position().unwrap_or(self.len);
-                }
-            }
+        // TensorBoard stops reading a file at a broken record: WholeAppends cuts a partly written one off.
+        if self.out.append(&bytes) {
+            self.head.clear();
         }
     }
 }
@@ -449,6 +432,6 @@ mod tests {
         w.flush_head();
         w.record(&report(256), 1.0);
         assert!(!w.head.is_empty());
-        assert_eq!(w.len, 0);
+        assert_eq!(w.out.len(), 0);
     }
 }
