@@ -10,15 +10,16 @@ use clap::Parser;
 pub struct Cli {
     #[command(flatten)]
     settings: ActorOptions,
-    /// Serve Prometheus metrics on this address (`/metrics`); `none` to disable.
-    #[arg(long, env = "PROXIMA_METRICS_ADDR", default_value = "0.0.0.0:9001")]
-    metrics_addr: String,
+    /// Serve Prometheus metrics on this address (`/metrics`; a taken port is an error); `none` to disable.
+    /// [default: 0.0.0.0 at the first free port of 9001-9099, so several actors share a host; logged]
+    #[arg(long, env = "PROXIMA_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 /// Runs the actor until a signal or a fatal error.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = process::runtime(1)?;
-    process::serve_metrics(&runtime, &cli.metrics_addr, common::metrics::Role::Actor, &cli.settings.env, false)?;
+    process::serve_actor_metrics(&runtime, cli.metrics_addr.as_deref(), &cli.settings.env)?;
     runtime.block_on(async move { actor::client::run(cli.settings, process::cancel_on_signals()).await })?;
     Ok(())
 }

@@ -45,7 +45,37 @@ pub fn serve_metrics(
         addr => Some(addr.parse().with_context(|| format!("bad --metrics-addr {addr}"))?),
     };
     let _guard = runtime.enter();
-    Ok(Some(common::metrics::serve(parsed, role, env)?))
+    let handle = common::metrics::serve(parsed, role, env)?;
+    if let Some(addr) = parsed {
+        tracing::info!(url = %format!("http://{addr}/metrics"), "serving Prometheus metrics");
+    }
+    Ok(Some(handle))
+}
+
+/// The actor's metrics: on `addr` when given (`none`: not at all; a taken port is an error, since it was asked
+/// for), else on 0.0.0.0 at the first free port of [`common::metrics::ACTOR_PORTS`] (9001, or a later one when
+/// other actors on this host hold it). Logs the URL it serves on.
+pub fn serve_actor_metrics(runtime: &tokio::runtime::Runtime, addr: Option<&str>, env: &str) -> anyhow::Result<()> {
+    use common::metrics::{ACTOR_PORTS, Role};
+    let Some(addr) = addr else {
+        let _guard = runtime.enter();
+        let ip = std::net::Ipv4Addr::UNSPECIFIED.into();
+        let (_, served) = common::metrics::serve_first_free(ip, ACTOR_PORTS, Role::Actor, env)
+            .context("no free port for the metrics: choose one with --metrics-addr HOST:PORT (or `none`)")?;
+        let url = format!("http://{served}/metrics");
+        if served.port() == *ACTOR_PORTS.start() {
+            tracing::info!(url = %url, "serving Prometheus metrics");
+        } else {
+            let (first, last) = (ACTOR_PORTS.start(), ACTOR_PORTS.end());
+            tracing::info!(
+                url = %url,
+                "serving Prometheus metrics (port {first} is taken, by another actor on this host?: without \
+                 --metrics-addr an actor serves on the first free port of {first}-{last})"
+            );
+        }
+        return Ok(());
+    };
+    serve_metrics(runtime, addr, Role::Actor, env, false).map(drop)
 }
 
 /// A token that the first SIGINT or SIGTERM cancels (a second exits at once). Call inside a runtime.

@@ -298,28 +298,31 @@ pub enum MetricsError {
         /// The exporter's error.
         source: metrics_exporter_prometheus::BuildError,
     },
+    /// Every port of the range [`serve_first_free`] tries is taken.
+    #[error("cannot serve metrics on {ip}: every port of {}-{} is taken", ports.start(), ports.end())]
+    NoFreePort {
+        /// The address the ports were tried on.
+        ip: std::net::IpAddr,
+        /// The ports tried.
+        ports: std::ops::RangeInclusive<u16>,
+    },
 }
+
+/// The ports an actor tries in turn for its `/metrics` when given no address: it serves on the first free one, so
+/// several actors share a host without flags, and Prometheus can scrape the whole range with a static config.
+pub const ACTOR_PORTS: std::ops::RangeInclusive<u16> = 9001..=9099;
 
 /// Installs the Prometheus recorder, labelling every metric with `role` and `env`, describes the metrics, and with
 /// `addr` serves `/metrics` there (on the current tokio runtime when called inside one, else on a thread of its
 /// own); returns the recorder's handle, which renders the same text (the learner's dashboard reads it). Without an
 /// address, a thread runs the recorder's upkeep (draining histograms) every 5 s.
 pub fn serve(addr: Option<std::net::SocketAddr>, role: Role, env: &str) -> Result<PrometheusHandle, MetricsError> {
-    let role_name = match role {
-        Role::Learner => "learner",
-        Role::Actor => "actor",
-    };
-    let mut builder = PrometheusBuilder::new().add_global_label("role", role_name).add_global_label("env", env);
-    for (name, buckets) in HISTOGRAMS {
-        builder = builder
-            .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
-            .map_err(|source| MetricsError::Buckets { name, source })?;
-    }
     let handle = match addr {
-        Some(addr) => install_with_listener(builder.with_http_listener(addr))
+        Some(addr) => install_with_listener(builder(role, env)?.with_http_listener(addr))
             .map_err(|source| MetricsError::Serve { addr: Some(addr), source })?,
         None => {
-            let handle = builder.install_recorder().map_err(|source| MetricsError::Serve { addr: None, source })?;
+            let handle =
+                builder(role, env)?.install_recorder().map_err(|source| MetricsError::Serve { addr: None, source })?;
             let upkeep = handle.clone();
             let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
                 loop {
@@ -335,6 +338,67 @@ pub fn serve(addr: Option<std::net::SocketAddr>, role: Role, env: &str) -> Resul
     };
     describe(role);
     Ok(handle)
+}
+
+/// [`serve`] on the first port of `ports` at `ip` that is free (a port another process listens on is skipped);
+/// returns the handle and the address served on. Errors other than a taken port (an `ip` not of this host) stop
+/// the search.
+pub fn serve_first_free(
+    ip: std::net::IpAddr,
+    ports: std::ops::RangeInclusive<u16>,
+    role: Role,
+    env: &str,
+) -> Result<(PrometheusHandle, std::net::SocketAddr), MetricsError> {
+    let served = first_free(ip, ports, |addr| {
+        install_with_listener(builder(role, env)?.with_http_listener(addr))
+            .map_err(|source| MetricsError::Serve { addr: Some(addr), source })
+    })?;
+    describe(role);
+    Ok(served)
+}
+
+/// Calls `serve_on` with the first address of `ports` at `ip` that is free, and returns what it returned with the
+/// address. Each port is probed with a bind of its own first (only its error tells a taken port from other
+/// failures); a port taken between the probe and `serve_on`'s bind (another process starting at the same moment)
+/// is skipped too.
+fn first_free<T>(
+    ip: std::net::IpAddr,
+    ports: std::ops::RangeInclusive<u16>,
+    mut serve_on: impl FnMut(std::net::SocketAddr) -> Result<T, MetricsError>,
+) -> Result<(T, std::net::SocketAddr), MetricsError> {
+    use metrics_exporter_prometheus::BuildError;
+    for port in ports.clone() {
+        let addr = std::net::SocketAddr::new(ip, port);
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => {
+                let source = BuildError::FailedToCreateHTTPListener(e.to_string());
+                return Err(MetricsError::Serve { addr: Some(addr), source });
+            }
+        }
+        match serve_on(addr) {
+            Ok(served) => return Ok((served, addr)),
+            Err(MetricsError::Serve { source: BuildError::FailedToCreateHTTPListener(_), .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(MetricsError::NoFreePort { ip, ports })
+}
+
+/// A builder labelling every metric with `role` and `env`, with the histograms' buckets.
+fn builder(role: Role, env: &str) -> Result<PrometheusBuilder, MetricsError> {
+    let role_name = match role {
+        Role::Learner => "learner",
+        Role::Actor => "actor",
+    };
+    let mut builder = PrometheusBuilder::new().add_global_label("role", role_name).add_global_label("env", env);
+    for (name, buckets) in HISTOGRAMS {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+            .map_err(|source| MetricsError::Buckets { name, source })?;
+    }
+    Ok(builder)
 }
 
 /// `PrometheusBuilder::install` (the exporter on the current runtime, else on a thread with a runtime of its own),
@@ -368,4 +432,88 @@ fn install_with_listener(
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)?;
     Ok(handle)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::BuildError;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// Binds like the exporter does.
+    fn listen(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+        TcpListener::bind(addr).map_err(|e| MetricsError::Serve {
+            addr: Some(addr),
+            source: BuildError::FailedToCreateHTTPListener(e.to_string()),
+        })
+    }
+
+    /// A port held by a listener, and the free ports after it (as far as they go).
+    fn taken_port() -> (TcpListener, u16) {
+        let held = TcpListener::bind((LOOPBACK, 0)).expect("bind an ephemeral port");
+        let port = held.local_addr().expect("local address").port();
+        (held, port)
+    }
+
+    #[test]
+    fn a_taken_port_is_skipped_for_the_next_free_one() {
+        let (_held, port) = taken_port();
+        let last = port.saturating_add(50);
+        let (listener, addr) = first_free(LOOPBACK, port..=last, listen).expect("a free port after the taken one");
+        assert!(addr.port() > port && addr.port() <= last, "{addr} is not after the taken port {port}");
+        assert_eq!(listener.local_addr().expect("local address"), addr);
+        // The first free port is taken: the same range again gives a later one.
+        let (_second, again) = first_free(LOOPBACK, port..=last, listen).expect("another free port");
+        assert!(again.port() > addr.port(), "{again} after {addr}");
+    }
+
+    #[test]
+    fn a_range_of_taken_ports_is_an_error_naming_it() {
+        let (_held, port) = taken_port();
+        let e = first_free(LOOPBACK, port..=port, listen).expect_err("the only port is taken");
+        assert!(matches!(e, MetricsError::NoFreePort { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("every port of {port}-{port} is taken")), "{text}");
+    }
+
+    #[test]
+    fn a_port_lost_between_probe_and_bind_is_skipped() {
+        let (_held, port) = taken_port();
+        let start = port.saturating_sub(20).max(1024);
+        let mut tried = Vec::new();
+        // The first free port is "taken" by someone else right after the probe.
+        let result = first_free(LOOPBACK, start..=port.saturating_add(20), |addr| {
+            tried.push(addr.port());
+            if tried.len() == 1 {
+                return Err(MetricsError::Serve {
+                    addr: Some(addr),
+                    source: BuildError::FailedToCreateHTTPListener("Address already in use".into()),
+                });
+            }
+            listen(addr)
+        });
+        let (_listener, addr) = result.expect("a later free port");
+        assert!(tried.len() >= 2 && addr.port() == *tried.last().unwrap() && addr.port() > tried[0], "{tried:?}");
+        assert!(!tried.contains(&port), "the held port {port} was handed to the exporter: {tried:?}");
+    }
+
+    #[test]
+    fn other_errors_stop_the_search() {
+        // An address of no interface of this host.
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let e = first_free(ip, 9001..=9099, listen).expect_err("not an address of this host");
+        assert!(matches!(e, MetricsError::Serve { .. }), "{e:?}");
+        let (_held, port) = taken_port();
+        let mut calls = 0;
+        let e = first_free(LOOPBACK, port.saturating_add(1)..=port.saturating_add(30), |_| -> Result<(), _> {
+            calls += 1;
+            Err(MetricsError::Serve { addr: None, source: BuildError::FailedToCreateRuntime("no runtime".into()) })
+        })
+        .expect_err("a fatal error");
+        assert!(matches!(e, MetricsError::Serve { source: BuildError::FailedToCreateRuntime(_), .. }), "{e:?}");
+        assert_eq!(calls, 1);
+    }
 }

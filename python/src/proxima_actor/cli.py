@@ -77,7 +77,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-backoff-seconds", type=float, default=10.0)
     p.add_argument("--max-message-bytes", type=int, default=16 << 20)
     p.add_argument("--policy-wait-ms", type=int, default=int(_env("PROXIMA_POLICY_WAIT_MS", "250") or 250))
-    p.add_argument("--metrics-addr", default=_env("PROXIMA_METRICS_ADDR", "0.0.0.0:9001"), help="HOST:PORT or none")
+    p.add_argument(
+        "--metrics-addr",
+        default=_env("PROXIMA_METRICS_ADDR") or None,
+        help="HOST:PORT (a taken port is an error) or none [PROXIMA_METRICS_ADDR]; default: 0.0.0.0 at the first "
+        "free port of 9001-9099, so several actors share a host (logged)",
+    )
     return p
 
 

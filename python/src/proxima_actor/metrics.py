@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
 #: Buckets of the inference latency histogram (seconds), as `common::metrics::SECONDS_FAST`.
@@ -10,6 +13,11 @@ SECONDS_FAST = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01
 SECONDS_SLOW = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Values of the `outcome` label of the rollouts counter.
 OUTCOMES = ("accepted", "stale", "rejected")
+#: Ports tried in turn when no metrics address is given (`common::metrics::ACTOR_PORTS`): the first free one
+#: serves, so several actors share a host without flags and Prometheus can scrape the range statically.
+ACTOR_PORTS = range(9001, 9100)
+
+log = logging.getLogger(__name__)
 
 
 class ActorMetrics:
@@ -59,14 +67,44 @@ class ActorMetrics:
         """Counts one rollout sent with this outcome (``accepted``, ``stale`` or ``rejected``)."""
         self._rollouts.labels(**self._labels, outcome=outcome).inc()
 
-    def serve(self, addr: str) -> None:
-        """Serves ``/metrics`` on ``host:port`` in a background thread; ``none`` serves nothing."""
+    def serve(self, addr: str | None = None, ports: range = ACTOR_PORTS) -> str | None:
+        """Serves ``/metrics`` in a background thread and returns the ``host:port`` served on.
+
+        ``addr`` is ``host:port`` (a taken port is an error: it was asked for) or ``none`` (serve nothing, return
+        None); without it, 0.0.0.0 at the first free port of ``ports``, as the Rust actor."""
         if addr == "none":
-            return
-        host, sep, port = addr.rpartition(":")
-        if not sep or not port.isdigit():
+            return None
+        if addr is None:
+            for port in ports:
+                try:
+                    start_http_server(port, addr="0.0.0.0", registry=self.registry)
+                except OSError as e:
+                    if e.errno == errno.EADDRINUSE:
+                        continue
+                    raise OSError(f"cannot serve metrics on 0.0.0.0:{port}: {e}") from e
+                served = f"0.0.0.0:{port}"
+                if port == ports.start:
+                    log.info("serving Prometheus metrics url=http://%s/metrics", served)
+                else:
+                    log.info(
+                        "serving Prometheus metrics url=http://%s/metrics (port %d is taken, by another actor on "
+                        "this host?: without --metrics-addr an actor serves on the first free port of %d-%d)",
+                        served,
+                        ports.start,
+                        ports.start,
+                        ports[-1],
+                    )
+                return served
+            raise OSError(
+                f"cannot serve metrics on 0.0.0.0: every port of {ports.start}-{ports[-1]} is taken; "
+                "choose one with --metrics-addr HOST:PORT (or none)"
+            )
+        host, sep, port_text = addr.rpartition(":")
+        if not sep or not port_text.isdigit():
             raise ValueError(f"bad metrics address {addr!r}: expected HOST:PORT or none")
         try:
-            start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
+            start_http_server(int(port_text), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
         except OSError as e:
             raise OSError(f"cannot serve metrics on {addr}: {e}") from e
+        log.info("serving Prometheus metrics url=http://%s/metrics", addr)
+        return addr
