@@ -1,4 +1,5 @@
-//! Learner update throughput: the PPO epochs (clipped objective, CartPole-shaped model) over a synthetic batch, and
+//! Learner update throughput: the PPO epochs (clipped objective; CartPole's shape and 64-64 by default, any width,
+//! observation size and action space by flag) over a synthetic batch, and
 //! the floor under it: the model's own forward and backward passes over the same minibatches, nothing else.
 //!
 //! Threads are measured, not assumed: the on-CPU time of every thread of this process during the timed part
@@ -7,6 +8,7 @@
 //! CPU matmuls use rayon's global pool, sized by `RAYON_NUM_THREADS` (else, candle's default, the physical
 //! cores), which is reported as found.
 
+use common::env::Space;
 use common::net::ActorCriticNet;
 use learner::config::{BackendKind, Objective, TrainConfig};
 use learner::update::ppo::{EpochPlan, HostBatch, LossCoefs};
@@ -39,6 +41,15 @@ pub struct Args {
     /// Repeat the timed epochs (and the floor) until at least this many seconds have passed (0: once).
     #[arg(long, default_value_t = 0.0)]
     min_seconds: f64,
+    /// Hidden layer widths of both nets (e.g. `256,256` for the RL Zoo's MuJoCo models).
+    #[arg(long, value_delimiter = ',', default_value = "64,64")]
+    hidden: Vec<usize>,
+    /// Observation width (default: CartPole's 4; HalfCheetah-v5 has 17).
+    #[arg(long, default_value_t = 4)]
+    obs_dim: usize,
+    /// Action space in gymnasium's notation (default CartPole's `Discrete(2)`; HalfCheetah-v5: `Box(-1, 1, (6,))`).
+    #[arg(long, default_value = "Discrete(2)")]
+    action_space: String,
 }
 
 /// A thread counts as busy when it was on a CPU for at least this share of the timed wall time.
@@ -81,14 +92,19 @@ fn thread_use(before: &HashMap<u64, u64>, after: &HashMap<u64, u64>, wall: f64) 
     })
 }
 
-/// A CartPole-shaped batch of `n` samples with standard-normal observations, advantages and returns.
-fn synthetic_batch(n: usize, obs_dim: usize) -> HostBatch {
+/// A batch of `n` samples with standard-normal observations, advantages and returns, and actions of `space`
+/// (cycling through a Discrete space's actions; standard normal for a Box).
+fn synthetic_batch(n: usize, obs_dim: usize, space: &Space) -> HostBatch {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut normal = |k: usize| (0..k).map(|_| rng.sample::<f32, _>(StandardNormal)).collect::<Vec<f32>>();
+    let (actions, log_prob) = match space {
+        Space::Discrete { n: k } => ((0..n).map(|i| (i % k) as f32).collect(), -(*k as f32).ln()),
+        Space::Box { low, .. } => (normal(n * low.len()), -1.4 * low.len() as f32),
+    };
     HostBatch {
         obs: normal(n * obs_dim),
-        actions: (0..n).map(|i| (i % 2) as f32).collect(),
-        log_probs: vec![0.5f32.ln(); n],
+        actions,
+        log_probs: vec![log_prob; n],
         advantages: normal(n),
         returns: normal(n),
         values: normal(n),
@@ -103,12 +119,13 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "candle" => BackendKind::Candle,
         other => anyhow::bail!("unknown backend {other:?} (fused or candle)"),
     };
-    let cfg = TrainConfig { backend, threads: args.threads, device: args.device.clone(), ..TrainConfig::default() };
+    let mut cfg = TrainConfig { backend, threads: args.threads, device: args.device.clone(), ..TrainConfig::default() };
+    cfg.model.hidden_sizes = args.hidden.clone();
     cfg.validate()?;
-    let spec = common::env::make(&cfg.env.id)?;
-    let (obs_dim, space) = (spec.observation_space().flat_dim(), spec.action_space());
+    let (obs_dim, space) = (args.obs_dim, args.action_space.parse::<Space>()?);
+    anyhow::ensure!(obs_dim > 0, "--obs-dim must be at least 1");
     let n = args.batch.max(args.minibatch);
-    let batch = synthetic_batch(n, obs_dim);
+    let batch = synthetic_batch(n, obs_dim, &space);
     let coefs = LossCoefs {
         objective: Objective::Clip,
         clip_coef: 0.2,
@@ -190,6 +207,9 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "seconds": seconds,
         "samples_per_s": samples as f64 / seconds,
         "floor_samples_per_s": floor_samples as f64 / floor_seconds,
-        "floor_note": "forward+backward of both 64-64 nets over the same minibatches, one thread, no loss/optimiser",
+        "hidden": args.hidden,
+        "obs_dim": obs_dim,
+        "action_space": space.to_string(),
+        "floor_note": "forward+backward of both nets over the same minibatches, one thread, no loss/optimiser",
     }))
 }
