@@ -2,7 +2,7 @@
 //! forward and backward passes on plain host `f32` buffers (the CPU fast path). Initialisation, actor inference,
 //! the learner's `fused` and `candle` backends and the snapshot codec all take the layout from here.
 //!
-//! Two separate MLPs with tanh hidden layers, named like a PyTorch `state_dict` (`actor.0.weight`,
+//! Two separate MLPs with tanh (or ReLU) hidden layers, named like a PyTorch `state_dict` (`actor.0.weight`,
 //! `critic.4.bias`, `actor_logstd`): Linear layers sit at even indices, the activations between them.
 //!
 //! Candle runs a small MLP as a chain of tensor ops, each of which allocates and dispatches; at 64-wide layers that
@@ -25,11 +25,64 @@ pub struct ModelConfig {
     pub hidden_sizes: Vec<usize>,
     /// Initial value of the Gaussian policy's state-independent log-std.
     pub init_log_std: f64,
+    /// The hidden layers' activation.
+    pub activation: Activation,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { hidden_sizes: vec![64, 64], init_log_std: 0.0 }
+        Self { hidden_sizes: vec![64, 64], init_log_std: 0.0, activation: Activation::Tanh }
+    }
+}
+
+/// The activation between linear layers (none after the last). Snapshots name it in their metadata
+/// ([`ACTIVATION_KEY`]); a snapshot without it is `tanh`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `tanh(x)`.
+    #[default]
+    Tanh,
+    /// `max(x, 0)`.
+    Relu,
+}
+
+/// Snapshot metadata key naming the activation.
+pub const ACTIVATION_KEY: &str = "activation";
+
+impl Activation {
+    /// Its name in configs and snapshot metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+        }
+    }
+
+    /// Parses [`Activation::name`]'s text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Activation::Tanh, Activation::Relu].into_iter().find(|a| a.name() == name)
+    }
+
+    /// Applies the activation in place.
+    fn apply(self, xs: &mut [f32]) {
+        match self {
+            Activation::Tanh => tanh_in_place(xs),
+            Activation::Relu => xs.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
+    }
+
+    /// Multiplies the gradients `d` w.r.t. the activation's outputs `h` by its derivative, written in terms of
+    /// the output: `1 − h²` for tanh, `[h > 0]` for ReLU.
+    fn backprop(self, d: &mut [f32], h: &[f32]) {
+        match self {
+            Activation::Tanh => d.iter_mut().zip(h).for_each(|(d, h)| *d *= 1.0 - h * h),
+            Activation::Relu => d.iter_mut().zip(h).for_each(|(d, h)| {
+                if *h <= 0.0 {
+                    *d = 0.0
+                }
+            }),
+        }
     }
 }
 
@@ -177,11 +230,12 @@ fn tanh_in_place_avx2(xs: &mut [f32]) {
     xs.iter_mut().for_each(|v| *v = tanh_with::<true>(*v));
 }
 
-/// One MLP's layers: Linear, tanh, ..., Linear. Its methods take the net's own span of the flat parameter and
-/// gradient vectors (see [`ActorCriticNet::split`]), so the two nets can be trained on two threads.
+/// One MLP's layers: Linear, activation, ..., Linear. Its methods take the net's own span of the flat parameter
+/// and gradient vectors (see [`ActorCriticNet::split`]), so the two nets can be trained on two threads.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     sizes: Vec<usize>,
+    activation: Activation,
     /// Offsets of each layer's weight and bias inside the net's span.
     weights: Vec<usize>,
     biases: Vec<usize>,
@@ -195,6 +249,11 @@ impl Mlp {
     /// Widths from the input to the output (`[obs_dim, hidden.., out]`).
     pub fn sizes(&self) -> &[usize] {
         &self.sizes
+    }
+
+    /// The hidden layers' activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
     }
 
     /// Output width.
@@ -228,7 +287,7 @@ impl Mlp {
                 Mat { data: w, rs: 1, cs: fan_in },
             );
             if i + 1 < self.layers() {
-                tanh_in_place(out);
+                self.activation.apply(out);
             }
         }
     }
@@ -266,11 +325,11 @@ impl Mlp {
                 db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
             }
             if i > 0 {
-                // dH = dZ · W, then through tanh: dZ_prev = dH ⊙ (1 − h²).
+                // dH = dZ · W, then through the activation: dZ_prev = dH ⊙ f'(h).
                 let w = &params[self.weights[i]..self.weights[i] + fan_out * fan_in];
                 scratch.resize(n * fan_in, 0.0);
                 matmul(n, fan_in, fan_out, scratch, false, dz, Mat { data: w, rs: fan_in, cs: 1 });
-                scratch.iter_mut().zip(input).for_each(|(d, h)| *d *= 1.0 - h * h);
+                self.activation.backprop(scratch, input);
                 std::mem::swap(d_out, scratch);
             }
         }
@@ -358,6 +417,7 @@ impl ActorCriticNet {
                 weights: (0..layers).map(|i| find(format!("{net}.{}.weight", 2 * i)) - start).collect(),
                 biases: (0..layers).map(|i| find(format!("{net}.{}.bias", 2 * i)) - start).collect(),
                 sizes,
+                activation: cfg.activation,
             }
         };
         let log_std = entries.iter().find(|e| e.name == LOG_STD).map(ParamEntry::range);
@@ -407,6 +467,19 @@ impl ActorCriticNet {
     /// Length of the flat parameter vector.
     pub fn num_params(&self) -> usize {
         self.entries.last().map_or(0, |e| e.offset + e.len())
+    }
+
+    /// The hidden layers' activation (both nets).
+    pub fn activation(&self) -> Activation {
+        self.actor.activation
+    }
+
+    /// The same layout with `activation` (as a snapshot's metadata names it).
+    pub fn with_activation(&self, activation: Activation) -> Self {
+        let mut net = self.clone();
+        net.actor.activation = activation;
+        net.critic.activation = activation;
+        net
     }
 
     /// The policy net (logits or Gaussian mean).

@@ -32,6 +32,9 @@ pub enum PolicyError {
         /// Width of the env's observations.
         want: usize,
     },
+    /// The metadata names an activation this build does not know.
+    #[error("invalid policy weights: unknown activation {0:?} (tanh or relu)")]
+    Activation(String),
     /// Observations handed to [`Policy::act`] are not whole rows.
     #[error("{values} observation values are not rows of {width}")]
     Rows {
@@ -68,7 +71,10 @@ pub fn encode_weights(
     obs_norm: Option<&ObsNormalizer>,
 ) -> Result<Vec<u8>, PolicyError> {
     net.check_len(params)?;
-    let metadata = HashMap::from([("format".to_string(), SNAPSHOT_FORMAT.to_string())]);
+    let metadata = HashMap::from([
+        ("format".to_string(), SNAPSHOT_FORMAT.to_string()),
+        (crate::net::ACTIVATION_KEY.to_string(), net.activation().name().to_string()),
+    ]);
     Ok(codec::encode(net.named("", params), obs_norm, metadata)?)
 }
 
@@ -110,7 +116,13 @@ impl Policy {
         {
             return Err(PolicyError::ObsDims { got: n.rms.dim(), want: model.obs_dim() });
         }
-        let model = model.clone();
+        // The weights say which activation they were trained with (tanh when they do not say).
+        let model = match decoded.metadata.get(crate::net::ACTIVATION_KEY) {
+            None => model.with_activation(crate::net::Activation::Tanh),
+            Some(name) => model.with_activation(
+                crate::net::Activation::from_name(name).ok_or_else(|| PolicyError::Activation(name.clone()))?,
+            ),
+        };
         let params = model.flatten(&decoded.tensors, "")?;
         let log_std = model.log_std().map_or_else(Vec::new, |r| params[r].to_vec());
         Ok(Self {
@@ -224,6 +236,35 @@ mod tests {
         policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), true, &mut out).unwrap();
         let want = -(params[net.log_std().unwrap()][0] + crate::distributions::HALF_LN_2PI);
         assert!((out.log_probs[0] - want).abs() < 1e-6);
+    }
+
+    /// The activation travels with the weights: a policy built on a tanh layout acts with the ReLU the snapshot
+    /// names, and an unknown name is an error.
+    #[test]
+    fn the_snapshot_names_its_activation() {
+        use crate::net::Activation;
+        let space = Space::Discrete { n: 3 };
+        let relu =
+            ActorCriticNet::new(&ModelConfig { activation: Activation::Relu, ..ModelConfig::default() }, 4, &space);
+        let params = relu.init(3);
+        let bytes = encode_weights(&relu, &params, None).unwrap();
+        assert_eq!(decode_weights(&bytes).unwrap().metadata["activation"], "relu");
+        let tanh_layout = ActorCriticNet::new(&ModelConfig::default(), 4, &space);
+        let snapshot = PolicySnapshot { version: 1, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
+        let mut policy = Policy::from_snapshot(&tanh_layout, &snapshot).unwrap();
+        let obs = [0.3f32, -1.2, 2.0, 0.7];
+        let mut want = Vec::new();
+        relu.critic().forward(relu.split(&params).1, &obs, 1, &mut want);
+        let mut out = ActOutput::default();
+        policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1), true, &mut out).unwrap();
+        assert_eq!(out.values, want.last().unwrap().clone(), "acted with ReLU");
+
+        let metadata = HashMap::from([("activation".to_string(), "gelu".to_string())]);
+        let odd = codec::encode(relu.named("", &params), None, metadata).unwrap();
+        let snapshot = PolicySnapshot { version: 1, weights: odd.into(), published_at: 0.0, incarnation: 0 };
+        assert!(
+            matches!(Policy::from_snapshot(&tanh_layout, &snapshot), Err(PolicyError::Activation(a)) if a == "gelu")
+        );
     }
 
     #[test]

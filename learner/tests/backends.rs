@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use common::net::ActorCriticNet;
+use common::net::{Activation, ActorCriticNet, ModelConfig};
 use learner::config::{BackendKind, Objective, TrainConfig};
 use learner::update::backend::{self, Backend};
 use learner::update::optim::AdamState;
@@ -49,8 +49,13 @@ fn params(b: &dyn Backend, net: &ActorCriticNet) -> Vec<(String, Vec<f32>)> {
 }
 
 fn compare(env: &str, objective: Objective) {
-    let make = |kind| create(&TrainConfig { env: env.into(), backend: kind, ..TrainConfig::default() }, 11);
-    let net = net(&TrainConfig { env: env.into(), ..TrainConfig::default() });
+    compare_model(env, objective, ModelConfig::default());
+}
+
+fn compare_model(env: &str, objective: Objective, model: ModelConfig) {
+    let cfg = |backend| TrainConfig { env: env.into(), backend, model: model.clone(), ..TrainConfig::default() };
+    let make = |kind| create(&cfg(kind), 11);
+    let net = net(&cfg(BackendKind::Auto));
     let (mut fused, mut candle) = (make(BackendKind::Fused), make(BackendKind::Candle));
     assert_eq!(params(fused.as_ref(), &net), params(candle.as_ref(), &net), "same initial weights");
     let data = batch(env, 192);
@@ -122,6 +127,14 @@ fn categorical_kl_penalty_agrees() {
 #[test]
 fn gaussian_clip_agrees() {
     compare("Pendulum-v1", Objective::Clip);
+}
+
+/// ReLU hidden layers, 256-256, log-std from -2 (the RL Zoo's MuJoCo model): the same numbers on both backends.
+#[test]
+fn relu_models_agree() {
+    let zoo = ModelConfig { hidden_sizes: vec![256, 256], init_log_std: -2.0, activation: Activation::Relu };
+    compare_model("Pendulum-v1", Objective::Clip, zoo.clone());
+    compare_model("CartPole-v1", Objective::KlPenalty, ModelConfig { init_log_std: 0.0, ..zoo });
 }
 
 #[test]

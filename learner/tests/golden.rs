@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use common::env::Space;
-use common::net::{ActorCriticNet, ModelConfig};
+use common::net::{Activation, ActorCriticNet, ModelConfig};
 use learner::config::Objective;
 use learner::update::backend::FusedBackend;
 use learner::update::backend::candle::loss::{Batch, minibatch_loss, minibatch_step};
@@ -64,7 +64,13 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) 
     } else {
         Space::Discrete { n: act_dim }
     };
-    let net = ActorCriticNet::new(&ModelConfig::default(), obs.dim(1).unwrap(), &space);
+    // tanh unless the golden says otherwise (files written before the activation was recorded).
+    let activation = match g.scalars.get("activation").and_then(|a| a.as_str()) {
+        Some("relu") => Activation::Relu,
+        _ => Activation::Tanh,
+    };
+    let model = ModelConfig { activation, ..ModelConfig::default() };
+    let net = ActorCriticNet::new(&model, obs.dim(1).unwrap(), &space);
     let mut params = Vec::new();
     for e in net.entries() {
         let t = &g.t[&format!("param.{}", e.name)];
@@ -185,6 +191,13 @@ fn discrete_clip_matches_pytorch() {
 fn continuous_clip_matches_pytorch() {
     check_case("ppo_continuous_clip.safetensors");
     check_fused_case("ppo_continuous_clip.safetensors");
+}
+
+/// ReLU hidden layers and a log-std starting at -2 (the RL Zoo's MuJoCo choices), HalfCheetah's shape.
+#[test]
+fn continuous_relu_clip_matches_pytorch() {
+    check_case("ppo_continuous_relu_clip.safetensors");
+    check_fused_case("ppo_continuous_relu_clip.safetensors");
 }
 
 #[test]

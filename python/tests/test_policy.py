@@ -121,3 +121,15 @@ def test_observations_of_the_wrong_width_are_errors() -> None:
     p = Policy(save(state_dict(3, 2, (4,), box=False)))
     with pytest.raises(PolicyError):
         p.head(np.zeros((2, 4), np.float32))
+
+
+def test_the_activation_comes_from_the_metadata() -> None:
+    t = state_dict(3, 2, (8,), box=False)
+    obs = np.array([[0.5, -1.0, 2.0]], dtype=np.float32)
+    w0, b0, w1, b1 = t["actor.0.weight"], t["actor.0.bias"], t["actor.2.weight"], t["actor.2.bias"]
+    relu = Policy(save(t, metadata={"activation": "relu"}))
+    np.testing.assert_allclose(relu.head(obs), np.maximum(obs @ w0.T + b0, 0.0) @ w1.T + b1, atol=1e-5)
+    tanh = Policy(save(t))
+    np.testing.assert_allclose(tanh.head(obs), np.tanh(obs @ w0.T + b0) @ w1.T + b1, atol=1e-5)
+    with pytest.raises(PolicyError, match="gelu"):
+        Policy(save(t, metadata={"activation": "gelu"}))

@@ -8,7 +8,7 @@ use common::distributions::{
     categorical_entropy, categorical_log_prob, gaussian_entropy, gaussian_log_prob, log_softmax,
 };
 use common::env::Space;
-use common::net::{ActorCriticNet, ModelConfig};
+use common::net::{Activation, ActorCriticNet, ModelConfig};
 use common::normalize::ObsNormalizer;
 use common::policy::{ActOutput, Policy, PolicySnapshot, encode_weights};
 use rand::{Rng, SeedableRng};
@@ -33,7 +33,8 @@ fn serial() -> MutexGuard<'static, ()> {
 /// policy computes for them.
 fn write_case(dir: &Path, name: &str, obs_dim: usize, space: &Space, hidden: &[usize], normalize: bool, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let cfg = ModelConfig { hidden_sizes: hidden.to_vec(), ..ModelConfig::default() };
+    let activation = if name.contains("relu") { Activation::Relu } else { Activation::Tanh };
+    let cfg = ModelConfig { hidden_sizes: hidden.to_vec(), activation, ..ModelConfig::default() };
     let net = ActorCriticNet::new(&cfg, obs_dim, space);
     let mut params = net.init(seed);
     params.iter_mut().for_each(|p| *p += rng.random_range(-0.3f32..0.3));
@@ -116,7 +117,7 @@ fn pytest(target: &str, env: &[(&str, &Path)]) -> String {
 }
 
 /// For the same weights and observations, numpy and Rust agree on logits / Gaussian means, log-probs, entropy
-/// and values within 1e-5: both heads, with and without observation normalisation.
+/// and values within 1e-5: both heads, with and without observation normalisation, tanh and ReLU.
 #[test]
 fn python_and_rust_policies_agree() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -126,6 +127,8 @@ fn python_and_rust_policies_agree() {
     write_case(dir.path(), "discrete_norm", 6, &Space::Discrete { n: 3 }, &[64, 64], true, 2);
     write_case(dir.path(), "box", 3, &pendulum, &[64, 64], false, 3);
     write_case(dir.path(), "box_norm", 17, &mcc, &[256, 256], true, 4);
+    write_case(dir.path(), "box_relu", 17, &mcc, &[256, 256], true, 5);
+    write_case(dir.path(), "discrete_relu", 4, &Space::Discrete { n: 2 }, &[64, 64], false, 6);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
     text.lines().filter(|l| l.contains("[crosslang]")).for_each(|l| println!("{l}"));
     println!("{}", text.lines().last().unwrap_or_default());

@@ -2,7 +2,8 @@
 
 A snapshot is a safetensors file: the actor and critic MLPs named like a PyTorch ``state_dict`` (``actor.0.weight``
 ``[out, in]``, ``actor.0.bias``, ..., Linear layers at even indices with ``tanh`` between them), ``actor_logstd``
-``[1, action_dim]`` for a Box action space, and, with observation normalisation, ``obs_rms.mean`` / ``obs_rms.var``
+``[1, action_dim]`` for a Box action space, the hidden activation in the metadata key ``activation`` (``tanh`` when
+absent, or ``relu``), and, with observation normalisation, ``obs_rms.mean`` / ``obs_rms.var``
 (f64) with the clip value in the metadata key ``obs_clip``. The layout (hidden sizes, head) is read off the tensors'
 shapes, so no model config is needed.
 """
@@ -51,12 +52,26 @@ class ObsNormalizer:
         return np.clip(normed, -clip, clip)
 
 
+#: Activations a snapshot may name in its metadata key ``activation`` (``tanh`` when absent).
+ACTIVATIONS = ("tanh", "relu")
+
+
+def activate(x: F32, activation: str) -> F32:
+    """Applies the hidden layers' activation in place and returns ``x``."""
+    if activation == "relu":
+        np.maximum(x, 0.0, out=x)
+    else:
+        np.tanh(x, out=x)
+    return x
+
+
 @dataclass(frozen=True)
 class Mlp:
-    """Linear layers with ``tanh`` between them (none after the last)."""
+    """Linear layers with an activation (``tanh`` or ``relu``) between them (none after the last)."""
 
     weights: tuple[F32, ...]
     biases: tuple[F32, ...]
+    activation: str = "tanh"
 
     @property
     def in_dim(self) -> int:
@@ -75,7 +90,7 @@ class Mlp:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = x @ w.T + b
             if i + 1 < len(self.weights):
-                x = np.tanh(x)
+                x = activate(x, self.activation)
         return x.astype(np.float32, copy=False)
 
 
@@ -89,6 +104,7 @@ class JointMlp:
         if len(actor.weights) != len(critic.weights):
             raise PolicyError("actor and critic have different depths")
         self.head_dim = actor.out_dim
+        self.activation = actor.activation
         self.layers: list[tuple[F32, F32]] = []
         for i, (wa, wc, ba, bc) in enumerate(
             zip(actor.weights, critic.weights, actor.biases, critic.biases, strict=True)
@@ -110,7 +126,7 @@ class JointMlp:
             x = x @ wt
             x += b
             if i < last:
-                np.tanh(x, out=x)
+                activate(x, self.activation)
         return x[:, : self.head_dim], x[:, self.head_dim]
 
 
@@ -164,7 +180,7 @@ def _metadata(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-def _mlp(tensors: dict[str, np.ndarray], prefix: str) -> Mlp:
+def _mlp(tensors: dict[str, np.ndarray], prefix: str, activation: str) -> Mlp:
     layers: dict[int, dict[str, np.ndarray]] = {}
     for name, t in tensors.items():
         m = _LAYER.match(name)
@@ -187,7 +203,7 @@ def _mlp(tensors: dict[str, np.ndarray], prefix: str) -> Mlp:
             )
         weights.append(np.ascontiguousarray(w, dtype=np.float32))
         biases.append(np.ascontiguousarray(b, dtype=np.float32))
-    return Mlp(tuple(weights), tuple(biases))
+    return Mlp(tuple(weights), tuple(biases), activation)
 
 
 class Policy:
@@ -203,8 +219,11 @@ class Policy:
             if not np.all(np.isfinite(t)):
                 raise PolicyError(f"{name} holds NaN or infinity")
         self.version = version
-        self.actor = _mlp(tensors, "actor")
-        self.critic = _mlp(tensors, "critic")
+        activation = meta.get("activation", "tanh")
+        if activation not in ACTIVATIONS:
+            raise PolicyError(f"unknown activation {activation!r} in the metadata (tanh or relu)")
+        self.actor = _mlp(tensors, "actor", activation)
+        self.critic = _mlp(tensors, "critic", activation)
         if self.critic.out_dim != 1:
             raise PolicyError(f"the critic has {self.critic.out_dim} outputs, expected 1")
         if self.actor.in_dim != self.critic.in_dim:

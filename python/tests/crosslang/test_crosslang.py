@@ -17,7 +17,7 @@ CASES = sorted(p.stem for p in DIR.glob("*.json"))
 
 
 def test_every_case_was_written() -> None:
-    assert set(CASES) == {"discrete", "discrete_norm", "box", "box_norm"}
+    assert set(CASES) == {"discrete", "discrete_norm", "box", "box_norm", "box_relu", "discrete_relu"}
 
 
 @pytest.mark.parametrize("case", CASES)

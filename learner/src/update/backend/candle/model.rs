@@ -5,7 +5,7 @@
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use common::distributions::HALF_LN_2PI;
-use common::net::{ActorCriticNet, LOG_STD};
+use common::net::{Activation, ActorCriticNet, LOG_STD};
 
 /// `tanh(x)` computed as `2·sigmoid(2x) − 1`: the same function (to ~2e-7) and about twice as fast on candle's
 /// CPU backend, where `tanh` goes through libm's `tanhf`.
@@ -13,20 +13,22 @@ fn tanh(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::sigmoid(&x.affine(2.0, 0.0)?)?.affine(2.0, -1.0)
 }
 
-/// An MLP: Linear, tanh, Linear, tanh, ..., Linear.
+/// An MLP: Linear, activation, Linear, activation, ..., Linear.
 #[derive(Debug, Clone)]
 struct Mlp {
     layers: Vec<Linear>,
+    activation: Activation,
 }
 
 impl Mlp {
-    fn new(sizes: &[usize], vb: VarBuilder) -> Result<Self> {
-        let layers = sizes
+    fn new(net: &common::net::Mlp, vb: VarBuilder) -> Result<Self> {
+        let layers = net
+            .sizes()
             .windows(2)
             .enumerate()
             .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(2 * i)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers })
+        Ok(Self { layers, activation: net.activation() })
     }
 }
 
@@ -36,7 +38,10 @@ impl Module for Mlp {
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h)?;
             if i + 1 < self.layers.len() {
-                h = tanh(&h)?;
+                h = match self.activation {
+                    Activation::Tanh => tanh(&h)?,
+                    Activation::Relu => h.relu()?,
+                };
             }
         }
         Ok(h)
@@ -70,8 +75,8 @@ impl ActorCritic {
             Some(range) => Some(vb.get_with_hints((1, range.len()), LOG_STD, candle_nn::Init::Const(0.0))?),
         };
         Ok(Self {
-            actor: Mlp::new(net.actor().sizes(), vb.pp("actor"))?,
-            critic: Mlp::new(net.critic().sizes(), vb.pp("critic"))?,
+            actor: Mlp::new(net.actor(), vb.pp("actor"))?,
+            critic: Mlp::new(net.critic(), vb.pp("critic"))?,
             log_std,
         })
     }
