@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace's integration tests: where the workspace, its binaries and the reference
 //! Python live.
 
+pub mod compose;
 pub mod fuzz;
 pub mod procs;
 
