@@ -18,13 +18,7 @@ export PROXIMA_DASHBOARD_PORT=${PROXIMA_DASHBOARD_PORT:-127.0.0.1:0}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-127.0.0.1:0}
 export GRAFANA_PORT=${GRAFANA_PORT:-127.0.0.1:0}
 
-if docker compose version >/dev/null 2>&1; then
-  compose=(docker compose)
-elif command -v docker-compose >/dev/null; then
-  compose=(docker-compose)
-else
-  echo "compose.sh: neither \`docker compose\` nor \`docker-compose\` is installed" >&2
-  exit 1
-fi
+# shellcheck source=deploy/test/compose-command.sh
+source "$DEPLOY/test/compose-command.sh" compose.sh
 cd "$DEPLOY"
 exec "${compose[@]}" -f docker-compose.yml -f test/docker-compose.test.yml "$@"

@@ -32,13 +32,7 @@ if [[ $role == learner ]]; then
   export GRAFANA_PORT=${GRAFANA_PORT:-127.0.0.1:0}
 fi
 
-if docker compose version >/dev/null 2>&1; then
-  compose=(docker compose)
-elif command -v docker-compose >/dev/null; then
-  compose=(docker-compose)
-else
-  echo "hosts.sh: neither \`docker compose\` nor \`docker-compose\` is installed" >&2
-  exit 1
-fi
+# shellcheck source=deploy/test/compose-command.sh
+source "$DEPLOY/test/compose-command.sh" hosts.sh
 cd "$DEPLOY/hosts/$role"
 exec "${compose[@]}" -f docker-compose.yml -f ../../test/hosts-$role.test.yml "$@"

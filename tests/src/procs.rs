@@ -317,3 +317,41 @@ pub fn first_new_row(before: &[ProgressRow], rows: &[ProgressRow]) -> Option<Pro
     let old: std::collections::HashSet<_> = before.iter().map(key).collect();
     rows.iter().find(|r| !old.contains(&key(r))).cloned()
 }
+
+/// A command's outcome: exit success and its output.
+pub struct Ran {
+    /// It exited with status 0.
+    pub ok: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion within `timeout` (killed after it), with stdout and stderr captured through files.
+pub fn run_bounded(mut cmd: Command, timeout: Duration, scratch: &Path) -> Ran {
+    let what = format!("{cmd:?}");
+    let (out_path, err_path) = (scratch.join("cmd.stdout"), scratch.join("cmd.stderr"));
+    let out = std::fs::File::create(&out_path).expect("create stdout file");
+    let err = std::fs::File::create(&err_path).expect("create stderr file");
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("wait for a child process") {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+                panic!("{what} did not finish within {timeout:?}\nstderr:\n{stderr}");
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    Ran {
+        ok: status.success(),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}

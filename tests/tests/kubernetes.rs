@@ -25,9 +25,9 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::procs::{Proc, free_port, http_get, samples, scrape};
+use tests::procs::{Proc, free_port, http_get, run_bounded, samples, scrape};
 
 /// The Kubernetes versions whose API schemas every object must satisfy: the oldest the manifests support
 /// (native gRPC probes are GA since 1.27) and the newest the pinned validator knows.
@@ -61,42 +61,6 @@ fn kubectl() -> PathBuf {
         .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file()))
         .unwrap_or_default();
     on_path.unwrap_or_else(|| tests::workspace_root().join(".venv/bin/kubectl"))
-}
-
-/// A command's outcome: exit success and its output.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to completion within `timeout` (killed after it), with stdout and stderr captured through files in
-/// `scratch`.
-fn run_bounded(mut cmd: Command, timeout: Duration, scratch: &Path) -> Ran {
-    let what = format!("{cmd:?}");
-    let (out_path, err_path) = (scratch.join("cmd.stdout"), scratch.join("cmd.stderr"));
-    let out = std::fs::File::create(&out_path).expect("create stdout file");
-    let err = std::fs::File::create(&err_path).expect("create stderr file");
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait().expect("wait for a child process") {
-            Some(status) => break status,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-                panic!("{what} did not finish within {timeout:?}\nstderr:\n{stderr}");
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Ran {
-        ok: status.success(),
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    }
 }
 
 /// One kustomization rendered by `kubectl kustomize`, schema-checked, and parsed.

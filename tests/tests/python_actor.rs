@@ -245,25 +245,32 @@ fn python_actors_train_cartpole_to_475() {
 fn python_actor_feeds_a_box_env() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let config = tests::workspace_root().join("configs/pendulum.toml");
-    let runs = dir.path().join("runs");
-    let steps = ["--total-steps".to_string(), "12000".to_string()];
-    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "pendulum", port, &steps);
-    let metrics_port = learner.metrics_port;
-    let _actor = python_actor(dir.path(), "py-box", port, "Pendulum-v1", None);
-    let mut metrics = None;
-    let status = learner.proc.wait_exit(Duration::from_secs(180), || metrics = scrape(metrics_port).or(metrics.take()));
-    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
+    let learner = train_with_a_python_actor(dir.path(), "pendulum.toml", "Pendulum-v1", 12_000);
     let rows = learner.progress();
     let last = rows.last().expect("progress rows");
     assert!(last.env_steps >= 12_000 && last.mean_return.is_some(), "{last:?}");
-    let m = metrics.expect("learner metrics");
-    assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
     println!(
         "[python box actor] {} env steps, policy v{}, mean return {:?}",
         last.env_steps, last.policy_version, last.mean_return
     );
+}
+
+/// `learner serve` with `configs/<config>` for `steps` env steps, fed by one Python actor (8 envs) on gymnasium's
+/// `env`; waits until the learner finishes and checks that it exited cleanly and rejected nothing.
+fn train_with_a_python_actor(dir: &Path, config: &str, env: &str, steps: u64) -> Learner {
+    let port = free_port();
+    let config = tests::workspace_root().join("configs").join(config);
+    let runs = dir.join("runs");
+    let budget = ["--total-steps".to_string(), steps.to_string()];
+    let mut learner = Learner::with_config(dir, "learner", &config, &runs, "python", port, &budget);
+    let metrics_port = learner.metrics_port;
+    let _actor = python_actor(dir, "py-actor", port, env, None);
+    let mut metrics = None;
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
+    let m = metrics.expect("learner metrics");
+    assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
+    learner
 }
 
 /// `python/tests/user_actor.py`: a Python actor for one of its test envs (`corridor`, `reach`, `mismatch`), started
@@ -405,30 +412,15 @@ fn a_user_env_takes_its_spaces_from_the_first_actor_and_survives_a_learner_resta
     assert!(status.success(), "the actor did not leave cleanly: {status}\n{}", actor.tail(20));
 }
 
-/// MuJoCo through a Python actor (gymnasium's HalfCheetah-v5, `configs/halfcheetah.toml`: 256-256 nets, observation
-/// and reward normalisation, the Zoo's settings): a few thousand steps train with finite diagnostics and nothing
+/// MuJoCo through a Python actor (gymnasium's HalfCheetah-v5, `configs/halfcheetah.toml`: 256-256 ReLU nets,
+/// observation and reward normalisation, the Zoo's settings): a few thousand steps train with finite diagnostics and nothing
 /// rejected, and `proxima-actor eval` plays the saved policy in gymnasium. Needs `gymnasium[mujoco]` in the test
 /// Python (`scripts/test.sh` installs it).
 #[test]
 fn a_mujoco_env_trains_through_a_python_actor() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let config = tests::workspace_root().join("configs/halfcheetah.toml");
-    let runs = dir.path().join("runs");
-    let steps = ["--total-steps".to_string(), "4096".to_string()];
-    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "cheetah", port, &steps);
-    let metrics_port = learner.metrics_port;
-    let args: Vec<String> = ["-m", "proxima_actor", "--learner", &format!("http://127.0.0.1:{port}")]
-        .into_iter()
-        .chain(["--env", "HalfCheetah-v5", "--num-envs", "2", "--metrics-addr", "none", "--name", "py-cheetah"])
-        .map(String::from)
-        .collect();
-    let _actor = Proc::spawn("py-cheetah", &tests::python(), &args, &[], dir.path());
-    let mut metrics = None;
-    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
-    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
-    assert_eq!(total(&metrics.expect("learner metrics"), "proxima_learner_rejected_total"), 0.0, "rejections");
+    let learner = train_with_a_python_actor(dir.path(), "halfcheetah.toml", "HalfCheetah-v5", 8192);
     let csv = std::fs::read_to_string(learner.run_dir.join("progress.csv")).expect("progress.csv");
     let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
     let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
