@@ -27,11 +27,14 @@ pub struct ModelConfig {
     pub init_log_std: f64,
     /// The hidden layers' activation.
     pub activation: Activation,
+    /// Orthogonal initialisation (CleanRL's and the RL Zoo's default); `false`: PyTorch's default for `Linear`
+    /// layers, weights and biases uniform in ±1/√fan_in (the Zoo's `ortho_init=False`).
+    pub ortho_init: bool,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { hidden_sizes: vec![64, 64], init_log_std: 0.0, activation: Activation::Tanh }
+        Self { hidden_sizes: vec![64, 64], init_log_std: 0.0, activation: Activation::Tanh, ortho_init: true }
     }
 }
 
@@ -378,6 +381,7 @@ pub struct ActorCriticNet {
     action_space: Space,
     obs_dim: usize,
     init_log_std: f32,
+    ortho_init: bool,
 }
 
 impl ActorCriticNet {
@@ -430,21 +434,30 @@ impl ActorCriticNet {
             action_space: action_space.clone(),
             obs_dim,
             init_log_std: cfg.init_log_std as f32,
+            ortho_init: cfg.ortho_init,
         }
     }
 
-    /// Freshly initialised parameters: orthogonal weights (gain √2 hidden, 0.01 policy head, 1.0 value head), zero
-    /// biases, the log-std at `init_log_std`, drawn from `seed` in a fixed order (the critic's layers, then the
+    /// Freshly initialised parameters: orthogonal weights (gain √2 hidden, 0.01 policy head, 1.0 value head) and
+    /// zero biases, or with `ortho_init = false` PyTorch's `Linear` default (weights and biases uniform in
+    /// ±1/√fan_in); the log-std at `init_log_std`; drawn from `seed` in a fixed order (the critic's layers, then the
     /// actor's: PyTorch's construction order in CleanRL).
     pub fn init(&self, seed: u64) -> Vec<f32> {
+        use rand::Rng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let head = format!(".{}.", 2 * (self.actor.layers() - 1));
         let mut flat = vec![0.0f32; self.num_params()];
         let mut order: Vec<&ParamEntry> = self.entries.iter().collect();
         order.sort_by_key(|e| (!e.name.starts_with("critic"), e.name.clone()));
+        // A bias's fan-in is its layer's weight's column count.
+        let fan_in = |bias: &str| {
+            let weight = bias.replace(".bias", ".weight");
+            self.entries.iter().find(|w| w.name == weight).and_then(|w| w.shape.get(1).copied()).unwrap_or(1)
+        };
         for e in order {
             match e.shape.as_slice() {
-                [rows, cols] if e.name.ends_with(".weight") => {
+                _ if e.name == LOG_STD => flat[e.range()].fill(self.init_log_std),
+                [rows, cols] if e.name.ends_with(".weight") && self.ortho_init => {
                     let gain = match (e.name.starts_with("actor."), e.name.contains(&head)) {
                         (true, true) => 0.01,
                         (false, true) => 1.0,
@@ -452,8 +465,13 @@ impl ActorCriticNet {
                     };
                     flat[e.range()].copy_from_slice(&orthogonal(*rows, *cols, gain, &mut rng));
                 }
-                _ if e.name == LOG_STD => flat[e.range()].fill(self.init_log_std),
-                _ => {} // biases stay zero
+                _ if self.ortho_init => {} // biases stay zero
+                shape => {
+                    let cols =
+                        if e.name.ends_with(".weight") { shape.get(1).copied().unwrap_or(1) } else { fan_in(&e.name) };
+                    let bound = 1.0 / (cols.max(1) as f32).sqrt();
+                    flat[e.range()].iter_mut().for_each(|x| *x = rng.random_range(-bound..bound));
+                }
             }
         }
         flat
@@ -615,6 +633,32 @@ mod tests {
             ("critic.4.weight", &[1, 64]),
         ];
         assert_eq!(names, expect);
+    }
+
+    #[test]
+    fn pytorch_default_init_without_ortho_init() {
+        let space = Space::Box { low: vec![-1.0; 6], high: vec![1.0; 6] };
+        let cfg =
+            ModelConfig { ortho_init: false, init_log_std: -2.0, hidden_sizes: vec![256, 256], ..Default::default() };
+        let net = ActorCriticNet::new(&cfg, 17, &space);
+        let flat = net.init(5);
+        assert_eq!(flat, net.init(5), "seeded init is reproducible");
+        for e in net.entries() {
+            let w = &flat[e.range()];
+            if e.name == LOG_STD {
+                assert!(w.iter().all(|&x| x == -2.0));
+                continue;
+            }
+            let layer = e.name.replace(".bias", ".weight");
+            let fan_in = net.entries().iter().find(|x| x.name == layer).unwrap().shape[1];
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            assert!(w.iter().all(|x| x.abs() <= bound), "{} outside ±{bound}", e.name);
+            // Uniform: the variance is bound²/3 (loosely, for the small bias vectors too).
+            let var = w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32;
+            let want = bound * bound / 3.0;
+            let tol = if w.len() > 100 { 0.2 } else { 0.8 };
+            assert!((var - want).abs() <= tol * want, "{}: variance {var}, uniform gives {want}", e.name);
+        }
     }
 
     #[test]
