@@ -225,17 +225,8 @@ fn python_actors_train_cartpole_to_475() {
     assert!(learner.proc.log().contains("name=rust-1"), "the Rust actor did not join");
 
     let model = learner.run_dir.join("model.safetensors");
-    let out = Command::new(tests::python())
-        .args(["-m", "proxima_actor", "eval", "--checkpoint", &model.display().to_string()])
-        .args(["--env", "CartPole-v1", "--episodes", "5", "--deterministic", "--seed", "3"])
-        .output()
-        .expect("run proxima-actor eval");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value =
-        stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).expect("JSON line");
+    let report = proxima_actor_eval(&model, &["--env", "CartPole-v1", "--episodes", "5", "--seed", "3"], &[]);
     assert_eq!(report["episodes"], 5);
-    println!("[python eval] {}", stdout.lines().next().unwrap_or_default());
     assert!(report["mean_return"].as_f64().expect("mean_return") >= 400.0, "plays badly in gymnasium: {report}");
 }
 
@@ -324,27 +315,8 @@ fn a_user_env_trains_through_a_python_actor() {
     let out = Command::new(tests::bin_path("learner")).args(["eval", "--checkpoint", &model]).output().expect("eval");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("proxima-actor eval"), "learner eval: {err}");
-    let out = Command::new(tests::python())
-        .args([
-            "-m",
-            "proxima_actor",
-            "eval",
-            "--checkpoint",
-            &model,
-            "--env",
-            "Corridor-v0",
-            "--make",
-            "corridor:make",
-        ])
-        .args(["--episodes", "5", "--deterministic"])
-        .env("PYTHONPATH", &pythonpath)
-        .output()
-        .expect("proxima-actor eval");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value =
-        stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
-            panic!("no JSON line: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-        });
+    let args = ["--env", "Corridor-v0", "--make", "corridor:make", "--episodes", "5"];
+    let report = proxima_actor_eval(Path::new(&model), &args, &[("PYTHONPATH", &pythonpath)]);
     assert!((report["mean_return"].as_f64().expect("mean") - 0.9).abs() < 1e-6, "not optimal: {report}");
 }
 
@@ -439,16 +411,22 @@ fn a_mujoco_env_trains_through_a_python_actor() {
     );
 
     let model = learner.run_dir.join("model.safetensors");
+    let report = proxima_actor_eval(&model, &["--env", "HalfCheetah-v5", "--episodes", "1"], &[]);
+    let ret = report["mean_return"].as_f64().expect("mean_return");
+    assert!(ret.is_finite() && report["mean_length"].as_f64() == Some(1000.0), "{report}");
+}
+
+/// `proxima-actor eval --checkpoint <model> --deterministic <args>` in the test Python with `env` set; fails unless
+/// it exits 0 and ends with its JSON report, which it returns (the human line is printed).
+fn proxima_actor_eval(model: &Path, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let out = Command::new(tests::python())
-        .args(["-m", "proxima_actor", "eval", "--checkpoint", &model.display().to_string()])
-        .args(["--env", "HalfCheetah-v5", "--episodes", "1", "--deterministic"])
+        .args(["-m", "proxima_actor", "eval", "--checkpoint", &model.display().to_string(), "--deterministic"])
+        .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run proxima-actor eval");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "eval failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value =
-        stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).expect("JSON line");
-    let ret = report["mean_return"].as_f64().expect("mean_return");
-    assert!(ret.is_finite() && report["mean_length"].as_f64() == Some(1000.0), "{report}");
-    println!("[halfcheetah eval] {}", stdout.lines().next().unwrap_or_default());
+    println!("[proxima-actor eval] {}", stdout.lines().next().unwrap_or_default());
+    stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).expect("a JSON line")
 }
