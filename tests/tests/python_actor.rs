@@ -275,8 +275,8 @@ fn user_actor(dir: &Path, which: &str, port: u16, name: &str, options: &[&str]) 
 }
 
 /// An env the learner does not build in (`python/tests/corridor.py`, run through `proxima_actor.run`): the learner
-/// takes its spaces from `[env]` in the config, a Python actor trains it to near the optimal return (0.9; a random walk
-/// averages -0.18), a Rust actor for it is refused, `learner eval` points to `proxima-actor eval`, which plays it.
+/// takes its spaces from `[env]` in the config, a Python actor trains it to near the optimal return (0.94; a random walk
+/// averages 0.33), a Rust actor for it is refused, `learner eval` points to `proxima-actor eval`, which plays it.
 /// The actor waits for every new policy (one rollout per update), so the run does not depend on timing.
 #[test]
 fn a_user_env_trains_through_a_python_actor() {
@@ -307,7 +307,7 @@ fn a_user_env_trains_through_a_python_actor() {
         "[corridor] {} env steps, policy v{}, mean return {:?}",
         last.env_steps, last.policy_version, last.mean_return
     );
-    assert!(last.mean_return.is_some_and(|m| m >= 0.8), "the corridor was not learned: {last:?}");
+    assert!(last.mean_return.is_some_and(|m| m >= 0.85), "the corridor was not learned: {last:?}");
     let written = std::fs::read_to_string(run_dir.join("config.toml")).expect("run config");
     assert!(written.contains("observation_space = \"Box(0, 1, (2,))\""), "the spec is not in the run dir:\n{written}");
 
@@ -317,7 +317,7 @@ fn a_user_env_trains_through_a_python_actor() {
     assert!(!out.status.success() && err.contains("proxima-actor eval"), "learner eval: {err}");
     let args = ["--env", "Corridor-v0", "--make", "corridor:make", "--episodes", "5"];
     let report = proxima_actor_eval(Path::new(&model), &args, &[("PYTHONPATH", &pythonpath)]);
-    assert!((report["mean_return"].as_f64().expect("mean") - 0.9).abs() < 1e-6, "not optimal: {report}");
+    assert!((report["mean_return"].as_f64().expect("mean") - 0.94).abs() < 1e-6, "not optimal: {report}");
 }
 
 /// A continuous-control env the learner does not know (`python/tests/reach.py`), run through the library API
