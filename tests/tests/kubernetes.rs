@@ -38,7 +38,7 @@ const KUSTOMIZATIONS: &[&str] = &["base", "overlays/python-actors"];
 const HEALTH_SERVICE: &str = "ppo.v1.Learner";
 /// The images' user and group `proxima` (deploy/Dockerfile).
 const IMAGE_UID: i64 = 10001;
-/// The images, by name without registry or tag (deploy/Dockerfile targets learner, actor, actor-python).
+/// The images, by name without registry or tag (deploy/Dockerfile's targets learner and actor, deploy/Dockerfile.python).
 const LEARNER_IMAGE: &str = "proxima-learner";
 const ACTOR_IMAGE: &str = "proxima-actor";
 const PYTHON_ACTOR_IMAGE: &str = "proxima-actor-python";
