@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 /// The actor's settings: how to reach the learner and what to run. The one description of them: the `actor`
@@ -183,11 +183,7 @@ async fn connect(opts: &ActorOptions) -> Result<Client, Error> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
     if let Some(ca) = &opts.tls_ca {
-        let pem = std::fs::read(ca).map_err(|e| Error::Config(format!("cannot read {}: {e}", ca.display())))?;
-        let mut tls = ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        if let Some(domain) = &opts.tls_domain {
-            tls = tls.domain_name(domain.clone());
-        }
+        let tls = common::wire::client_tls(ca, opts.tls_domain.as_deref()).map_err(Error::Config)?;
         endpoint = endpoint.tls_config(tls).map_err(|e| Error::Config(format!("tls: {e}")))?;
     }
     let channel = endpoint.connect().await.map_err(|e| Error::Unavailable(format!("cannot connect: {e}")))?;

@@ -45,9 +45,16 @@ enum Command {
     /// Ask a learner's gRPC health service whether it is serving (exit 0) or not (exit 1); for container
     /// health checks.
     Health {
-        /// Learner URL.
+        /// Learner URL (`https://` for a learner serving TLS, with `--tls-ca`).
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
+        /// PEM file of the CA certificate that signed the learner's certificate (for an `https://` URL).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// Name to verify the learner's certificate for, when it is not the URL's host (`localhost` for
+        /// `https://127.0.0.1:50051`, if the certificate names it).
+        #[arg(long, requires = "tls_ca")]
+        tls_domain: Option<String>,
         /// Seconds to wait for an answer.
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
@@ -290,10 +297,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", learner::run::plot::plot_run(&run_dir)?.display());
             Ok(())
         }
-        Command::Health { addr, timeout } => {
+        Command::Health { addr, tls_ca, tls_domain, timeout } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let timeout = std::time::Duration::from_secs_f64(timeout);
-            runtime.block_on(learner::server::check_health(&addr, timeout))?;
+            let tls = tls_ca
+                .map(|ca| common::wire::client_tls(&ca, tls_domain.as_deref()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            runtime.block_on(learner::server::check_health(&addr, tls, timeout))?;
             println!("SERVING");
             Ok(())
         }

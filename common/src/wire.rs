@@ -15,6 +15,17 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ppo_v1_descriptor.bin"));
 }
 
+/// TLS settings for a client of the learner: trust the CA certificate(s) in the PEM file `ca`, and verify the
+/// learner's certificate for `domain` (by default the host of the URL the client connects to).
+pub fn client_tls(ca: &std::path::Path, domain: Option<&str>) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    Ok(match domain {
+        Some(domain) => tls.domain_name(domain),
+        None => tls,
+    })
+}
+
 /// Metadata key of a rejection status: its reason, one of [`crate::metrics::reason`] (the label the learner counts
 /// it under). Clients branch on this, never on the message text.
 pub const REASON_KEY: &str = "proxima-reason";

@@ -65,19 +65,26 @@ fn networks(project: &Project, container: &str) -> Vec<String> {
 
 /// The actor host project `name` with `replicas` actors, its series labelled `host=<label>`.
 fn actor_host(name: &str, label: &str, replicas: &str, gateway: &str) -> Project {
-    Project::with_script(
-        name,
-        "test/hosts.sh",
-        &["actor"],
-        &[
-            ("LEARNER_HOST", gateway),
-            ("LEARNER_PORT", "50051"),
-            ("CENTRAL_PROMETHEUS_IP", gateway),
-            ("ACTOR_HOST_NAME", label),
-            ("ACTOR_REPLICAS", replicas),
-            ("PROXIMA_TOKEN", TOKEN),
-        ],
-    )
+    actor_host_with(name, label, replicas, gateway, TOKEN, None)
+}
+
+/// [`actor_host`] presenting `token`, and with `tls`: its docker-compose.tls.yml, https and the CA in that
+/// directory.
+fn actor_host_with(name: &str, label: &str, replicas: &str, gateway: &str, token: &str, tls: Option<&str>) -> Project {
+    let mut env = vec![
+        ("LEARNER_HOST", gateway),
+        ("LEARNER_PORT", "50051"),
+        ("CENTRAL_PROMETHEUS_IP", gateway),
+        ("ACTOR_HOST_NAME", label),
+        ("ACTOR_REPLICAS", replicas),
+        ("PROXIMA_TOKEN", token),
+    ];
+    let mut args = vec!["actor"];
+    if let Some(dir) = tls {
+        args.push("--tls");
+        env.extend([("LEARNER_SCHEME", "https"), ("PROXIMA_TLS_DIR", dir)]);
+    }
+    Project::with_script(name, "test/hosts.sh", &args, &env)
 }
 
 /// Env steps per actor in the central Prometheus: (host label, instance, value) of every series with steps.
@@ -210,5 +217,97 @@ fn actor_hosts_join_a_learner_host_through_its_published_port() {
     eprintln!("cut-off actor of host-b dropped by the learner: {}", secs(detected));
     eprintln!("host-b's actor rejoined after the link came back: {}", secs(rejoined));
     eprintln!("4 actors reconnected and training after the learner's restart: {}", secs(recovered));
+    eprintln!("total test time: {}", secs(started.elapsed()));
+}
+
+/// How many registrations the learner refused for a wrong or missing token, from its `/metrics` text.
+fn unauthenticated(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("proxima_learner_rejected_total{") && l.contains("reason=\"unauthenticated\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// TLS and the token across hosts, set up as the README says: deploy/hosts/make-certs.sh makes a CA and a learner
+/// certificate for the address the actor hosts use (the machines' network's gateway here); the learner host runs
+/// with its docker-compose.tls.yml (certificate and key mounted) and its health check, now over TLS, turns
+/// healthy; an actor host with its docker-compose.tls.yml (the CA mounted, `LEARNER_SCHEME=https`) joins and
+/// trains. An actor host speaking plaintext to the TLS port, and one with TLS but the wrong token, never connect;
+/// the second is counted as unauthenticated.
+#[test]
+fn tls_and_the_token_work_across_hosts() {
+    let started = Instant::now();
+    let step = progress(started);
+    let base = format!("proxima-test-{}-tls", std::process::id());
+
+    let tools = Project::new("tls-tools", &[]);
+    tools.require_docker();
+    step("building the test images");
+    tools.build_images();
+    let lan = Lan::create(&format!("{base}-lan"), Project::new("tls-lan", &[]));
+    let gateway = lan.gateway.clone();
+
+    let certs = tools.scratch.path().join("tls");
+    let made = std::process::Command::new(tests::workspace_root().join("deploy/hosts/make-certs.sh"))
+        .arg(&certs)
+        .arg(&gateway)
+        .output()
+        .expect("run make-certs.sh");
+    assert!(made.status.success(), "make-certs.sh: {}", String::from_utf8_lossy(&made.stderr));
+    step(&format!("certificates for {gateway}: {}", String::from_utf8_lossy(&made.stdout).trim()));
+    let certs = certs.display().to_string();
+
+    let grpc_port = format!("{gateway}:50051");
+    let prometheus_port = format!("{gateway}:9090");
+    let learner_host = Project::with_script(
+        &format!("{base}-learner"),
+        "test/hosts.sh",
+        &["learner", "--tls"],
+        &[
+            ("PROXIMA_TOKEN", TOKEN),
+            ("PROXIMA_GRPC_PORT", grpc_port.as_str()),
+            ("PROMETHEUS_PORT", prometheus_port.as_str()),
+            ("PROXIMA_TLS_DIR", certs.as_str()),
+        ],
+    );
+    let tls_host = actor_host_with(&format!("{base}-host-tls"), "tls", "2", &gateway, TOKEN, Some(&certs));
+    let plain_host = actor_host_with(&format!("{base}-host-plain"), "plain", "1", &gateway, TOKEN, None);
+    let wrong_token = actor_host_with(&format!("{base}-host-token"), "token", "1", &gateway, "wrong", Some(&certs));
+
+    learner_host.compose(&["up", "-d", "--no-build"], Duration::from_secs(180));
+    let learner_id = learner_host.learner();
+    let healthy_at = wait_for("the TLS learner's health check", Duration::from_secs(90), || {
+        let health =
+            learner_host.docker(&["inspect", "-f", "{{.State.Health.Status}}", &learner_id], Duration::from_secs(30));
+        if health.trim() == "healthy" { Ok(started.elapsed()) } else { Err(format!("health: {}", health.trim())) }
+    });
+    step(&format!("learner host up with TLS, healthy (health check over TLS) at {}", secs(healthy_at)));
+
+    for host in [&tls_host, &plain_host, &wrong_token] {
+        host.compose(&["up", "-d", "--no-build"], Duration::from_secs(180));
+    }
+    let mut learner = Learner { project: &learner_host, id: learner_id, metrics: None };
+    learner.wait_connected(2, Duration::from_secs(120));
+    let first = learner.wait_version_above(0, Duration::from_secs(120));
+    let later = learner.wait_version_above(first, Duration::from_secs(60));
+    step(&format!("the TLS actor host's 2 actors connected and train: v{first}, then v{later}"));
+
+    let refused = wait_for("the wrong token to be refused", Duration::from_secs(60), || {
+        let metrics = learner.metrics.clone().ok_or("no metrics address")?;
+        let text = tests::compose::http_get(&metrics, "/metrics").ok_or("no /metrics")?;
+        let n = unauthenticated(&text);
+        if n >= 1.0 { Ok(n) } else { Err(format!("unauthenticated rejections: {n}")) }
+    });
+    let state = learner.state().expect("learner metrics");
+    assert_eq!(state.connected, 2, "only the TLS host's actors may be connected: {state:?}");
+    let plain = plain_host.containers("actor").remove(0);
+    let ran = plain_host.try_docker(&["logs", &plain], Duration::from_secs(30));
+    let log = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(!log.contains("connected to learner"), "the plaintext actor connected:\n{log}");
+    step(&format!(
+        "plaintext actor never connected (its log: {:?}); wrong token refused {refused} times; 2 connected",
+        log.lines().rev().find(|l| l.contains("WARN") || l.contains("ERROR")).unwrap_or("").trim()
+    ));
     eprintln!("total test time: {}", secs(started.elapsed()));
 }

@@ -1,6 +1,7 @@
 //! TLS with token auth: an in-process learner serving TLS trains on an actor that verifies it with a CA; a
 //! plaintext client with the right token, and a TLS client trusting another CA, fail at the transport level
-//! before any gRPC status. Certificates come from the `openssl` command line (Debian's openssl).
+//! before any gRPC status; the health check (`learner health`'s function) passes over TLS with the CA and fails
+//! without it. Certificates come from deploy/hosts/make-certs.sh (Debian's openssl).
 
 use learner::config::TrainConfig;
 use learner::server::{ServeOptions, spawn};
@@ -8,67 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl must be installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it.
+/// A CA and a learner certificate for `localhost` / 127.0.0.1 signed by it, made by deploy/hosts/make-certs.sh
+/// (the script the README gives users): `ca.pem`, `learner.pem`, `learner-key.pem`.
 fn make_certs(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=proxima-test-ca",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    let script = tests::workspace_root().join("deploy/hosts/make-certs.sh");
+    let out = Command::new(&script).arg(dir).arg("localhost").output().expect("run make-certs.sh");
+    assert!(out.status.success(), "make-certs.sh: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A valid registration carrying the right token.
@@ -118,17 +64,25 @@ async fn actor_trains_over_tls_with_a_token() {
         TrainConfig::load(Some(&tests::workspace_root().join("configs/cartpole.toml")), &overrides).expect("config");
     let opts = ServeOptions {
         token: Some("s3cret".into()),
-        tls: Some((dir.path().join("server.pem"), dir.path().join("server.key"))),
+        tls: Some((dir.path().join("learner.pem"), dir.path().join("learner-key.pem"))),
         ..Default::default()
     };
     let (server, task) = spawn(cfg, opts, "127.0.0.1:0").await.expect("learner starts");
+
+    // The health check over TLS, as the learner host's container runs it (`learner health --addr
+    // https://127.0.0.1:PORT --tls-ca ca.pem --tls-domain localhost`): serving; in plaintext: an error.
+    let https = format!("https://127.0.0.1:{}", server.addr.port());
+    let tls = common::wire::client_tls(&dir.path().join("ca.pem"), Some("localhost")).expect("client TLS");
+    learner::server::check_health(&https, Some(tls), Duration::from_secs(5)).await.expect("healthy over TLS");
+    let http = format!("http://{}", server.addr);
+    let plain_health = learner::server::check_health(&http, None, Duration::from_secs(5)).await;
+    assert!(plain_health.is_err(), "a plaintext health check of a TLS learner must fail");
 
     // Plaintext against the TLS port, with the right token: fails in the transport.
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr)).expect("url");
     assert_transport_failure(plain, "plaintext client").await;
     // TLS trusting another CA (a second, unrelated CA with the same subject): the handshake fails.
     let other = dir.path().join("other");
-    std::fs::create_dir(&other).expect("mkdir");
     make_certs(&other);
     let pem = std::fs::read(other.join("ca.pem")).expect("other CA");
     let tls = tonic::transport::ClientTlsConfig::new()

@@ -393,14 +393,20 @@ pub async fn spawn(
 
 /// Asks the gRPC health service of the learner at `addr` whether it is serving; an error says why not (another
 /// status, unreachable, or no answer within `timeout`).
-pub async fn check_health(addr: &str, timeout: std::time::Duration) -> Result<()> {
+pub async fn check_health(
+    addr: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    timeout: std::time::Duration,
+) -> Result<()> {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
-            .map_err(|e| Error::Unavailable(format!("bad learner URL {addr:?}: {e}")))?
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("health check of {addr} failed: {e}")))?;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(addr.to_string())
+            .map_err(|e| Error::Unavailable(format!("bad learner URL {addr:?}: {e}")))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| Error::Unavailable(format!("tls: {e}")))?;
+        }
+        let channel =
+            endpoint.connect().await.map_err(|e| Error::Unavailable(format!("health check of {addr} failed: {e}")))?;
         let service = "ppo.v1.Learner".to_string();
         let resp = HealthClient::new(channel)
             .check(HealthCheckRequest { service })
