@@ -44,14 +44,32 @@ if ! command -v kubectl >/dev/null && ! [ -x .venv/bin/kubectl ]; then
 fi
 
 # Prometheus and promtool (metrics lint, dashboard PromQL check, a real scrape), curl, openssl, Chromium (the
-# learner's live dashboard is loaded in headless Chromium) and debootstrap (the stand-in base images on which
-# tests/tests/real_images.rs builds deploy/Dockerfile), from Debian.
+# learner's live dashboard is loaded in headless Chromium), debootstrap (the stand-in base images on which
+# tests/tests/real_images.rs builds deploy/Dockerfile) and docker-compose v1, from Debian.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v curl >/dev/null ||
-  ! command -v openssl >/dev/null || ! command -v chromium >/dev/null || ! command -v debootstrap >/dev/null; then
-  echo "== installing prometheus, curl, openssl, chromium, debootstrap"
+  ! command -v openssl >/dev/null || ! command -v chromium >/dev/null || ! command -v debootstrap >/dev/null ||
+  ! command -v docker-compose >/dev/null; then
+  echo "== installing prometheus, curl, openssl, chromium, debootstrap, docker-compose"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus curl openssl chromium debootstrap >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus curl openssl chromium debootstrap docker-compose >/dev/null
+fi
+
+# Both compose generations (the files must work with each; tests/tests/compose_files.rs checks every file with both
+# and the container tests run deployments with each): docker-compose v1 from Debian (above), and the v2 plugin from
+# Debian's next release (a static Go binary; bookworm has none), unpacked into Docker's per-user plugin directory.
+COMPOSE_V2_DEB="docker-compose_2.26.1-4_amd64.deb"
+COMPOSE_V2_SHA256="47681197cb2b1ab88206b42a1a92fc75f50d9530a6322d03494a473eed0408ea"
+if ! docker compose version >/dev/null 2>&1; then
+  echo "== installing the docker compose v2 plugin ($COMPOSE_V2_DEB)"
+  deb_dir=$(mktemp -d)
+  curl -fsSL -o "$deb_dir/$COMPOSE_V2_DEB" "http://deb.debian.org/debian/pool/main/d/docker-compose/$COMPOSE_V2_DEB"
+  echo "$COMPOSE_V2_SHA256  $deb_dir/$COMPOSE_V2_DEB" | sha256sum -c --quiet
+  dpkg-deb -x "$deb_dir/$COMPOSE_V2_DEB" "$deb_dir/x"
+  plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+  install -D -m 0755 "$deb_dir/x/usr/libexec/docker/cli-plugins/docker-compose" "$plugins/docker-compose"
+  rm -rf "$deb_dir"
+  docker compose version
 fi
 
 echo "== python: ruff, mypy, pytest"

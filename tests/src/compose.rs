@@ -77,6 +77,13 @@ impl Project {
         }
     }
 
+    /// This project with every compose command run by compose `version`, `v1` (`docker-compose`) or `v2` (the
+    /// `docker compose` plugin): deploy/test/compose-command.sh's `PROXIMA_COMPOSE`.
+    pub fn with_compose(mut self, version: &str) -> Self {
+        self.env.push(("PROXIMA_COMPOSE".into(), version.into()));
+        self
+    }
+
     /// `deploy/test/compose.sh ARGS` for this project; panics when it fails.
     pub fn compose(&self, args: &[&str], timeout: Duration) -> String {
         let ran = self.try_compose(args, timeout);

@@ -24,7 +24,7 @@ const CHECKPOINT_EVERY: u64 = 5;
 fn compose_deployment_scales_recovers_and_is_scraped() {
     let started = Instant::now();
     let step = progress(started);
-    let project = Project::new("rust", &[]);
+    let project = Project::new("rust", &[]).with_compose("v2");
     project.require_docker();
     step("building the test images");
     project.build_images();
@@ -143,7 +143,7 @@ fn compose_deployment_scales_recovers_and_is_scraped() {
 fn python_actors_join_a_compose_deployment() {
     let started = Instant::now();
     let step = progress(started);
-    let project = Project::new("python", &["python"]);
+    let project = Project::new("python", &["python"]).with_compose("v1");
     project.require_docker();
     step("building the test images");
     project.build_images();

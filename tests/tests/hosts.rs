@@ -14,6 +14,7 @@
 //! (the actors of both hosts reconnect through the published port).
 //! Needs what tests/tests/compose.rs needs (Docker, compose, `prometheus` on the host for the images). Every wait is
 //! bounded; the projects are taken down with their volumes, and the network removed, also when the test fails.
+//! This test runs with docker-compose v1, the TLS one with the compose v2 plugin.
 
 use std::time::{Duration, Instant};
 
@@ -129,9 +130,10 @@ fn actor_hosts_join_a_learner_host_through_its_published_port() {
             ("PROXIMA_GRPC_PORT", grpc_port.as_str()),
             ("PROMETHEUS_PORT", prometheus_port.as_str()),
         ],
-    );
-    let host_a = actor_host(&format!("{base}-host-a"), &label_a, "2", &gateway);
-    let host_b = actor_host(&format!("{base}-host-b"), &label_b, "1", &gateway);
+    )
+    .with_compose("v1");
+    let host_a = actor_host(&format!("{base}-host-a"), &label_a, "2", &gateway).with_compose("v1");
+    let host_b = actor_host(&format!("{base}-host-b"), &label_b, "1", &gateway).with_compose("v1");
 
     step(&format!("learner host up, publishing gRPC on {grpc_port} and Prometheus on {prometheus_port}"));
     let up_at = Instant::now();
@@ -270,10 +272,14 @@ fn tls_and_the_token_work_across_hosts() {
             ("PROMETHEUS_PORT", prometheus_port.as_str()),
             ("PROXIMA_TLS_DIR", certs.as_str()),
         ],
-    );
-    let tls_host = actor_host_with(&format!("{base}-host-tls"), "tls", "2", &gateway, TOKEN, Some(&certs));
-    let plain_host = actor_host_with(&format!("{base}-host-plain"), "plain", "1", &gateway, TOKEN, None);
-    let wrong_token = actor_host_with(&format!("{base}-host-token"), "token", "1", &gateway, "wrong", Some(&certs));
+    )
+    .with_compose("v2");
+    let host = |name: &str, replicas: &str, token: &str, tls: Option<&str>| {
+        actor_host_with(&format!("{base}-host-{name}"), name, replicas, &gateway, token, tls).with_compose("v2")
+    };
+    let tls_host = host("tls", "2", TOKEN, Some(&certs));
+    let plain_host = host("plain", "1", TOKEN, None);
+    let wrong_token = host("token", "1", "wrong", Some(&certs));
 
     learner_host.compose(&["up", "-d", "--no-build"], Duration::from_secs(180));
     let learner_id = learner_host.learner();

@@ -26,7 +26,8 @@ const RUNTIME_IMAGE: &str = "proxima-standin/debian:bookworm-slim";
 fn the_real_dockerfile_builds_on_stand_in_bases_and_its_images_train() {
     let started = Instant::now();
     let step = progress(started);
-    let mut project = Project::new("real", &[]);
+    // docker-compose v1 and its classic builder (Docker without buildx), what Debian's packages give.
+    let mut project = Project::new("real", &[]).with_compose("v1");
     // proxima-learner:real and proxima-actor:real, beside the :test images of the other container tests.
     project.env.push(("PROXIMA_IMAGE_TAG".into(), "real".into()));
     project.require_docker();
