@@ -6,8 +6,8 @@ process is told to stop (SIGTERM/SIGINT stop every child).
     python3 bench/python_fleet.py --python .venv/bin/python --actors 2 --env CartPole-v1 -- \\
         --config configs/cartpole.toml --seed 1 --set threads=1
 
-Arguments after ``--`` go to ``learner serve`` (``--listen``, ``--metrics-addr none`` and a temporary
-``--runs-dir`` are added); ``PROXIMA_BENCH_EPISODES``, when set, becomes the learner's episode log. Standard
+Arguments after ``--`` go to ``learner serve`` (``--listen``, ``--metrics-addr none`` and ``--runs-dir``, a
+temporary one unless given, are added); ``PROXIMA_BENCH_EPISODES``, when set, becomes the learner's episode log. Standard
 library only.
 """
 
@@ -50,13 +50,18 @@ def main() -> int:
     p.add_argument("--python", default=os.path.join(REPO, ".venv", "bin", "python"))
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--env", default="CartPole-v1")
+    p.add_argument("--num-envs", type=int, help="envs per actor (default: the actor's)")
+    p.add_argument(
+        "--runs-dir",
+        help="the learner's --runs-dir (default: a new temporary directory)",
+    )
     p.add_argument("learner_args", nargs=argparse.REMAINDER)
     a = p.parse_args()
     learner_args = (
         a.learner_args[1:] if a.learner_args[:1] == ["--"] else a.learner_args
     )
     port = free_port()
-    runs = tempfile.mkdtemp(prefix="bench-python-fleet-")
+    runs = a.runs_dir or tempfile.mkdtemp(prefix="bench-python-fleet-")
     cmd = [
         LEARNER,
         "serve",
@@ -108,6 +113,8 @@ def main() -> int:
             a.env,
         ]
         actor += ["--metrics-addr", "none", "--name", f"py{i}"]
+        if a.num_envs:
+            actor += ["--num-envs", str(a.num_envs)]
         children.append(subprocess.Popen(actor, cwd=REPO, stdin=subprocess.DEVNULL))
     rc = learner.wait()
     stop_children()

@@ -859,6 +859,63 @@ def python_section(wl: dict[str, Any]) -> list[str]:
     return lines
 
 
+def mujoco_section(wl: dict[str, Any]) -> list[str]:
+    runs = wl.get("runs") or []
+    window = wl.get("window")
+    lines = [
+        "",
+        "## 7. mujoco: time to a return threshold, Python actors against SB3",
+        "",
+    ]
+    lines.append(
+        f"`bench/solve.py` on the episode log: the first moment the mean return of the last {window} finished "
+        f"training episodes reaches the threshold. proxima-py: `learner serve` and {wl.get('actors')} "
+        "`proxima-actor` processes with one env each (configs/halfcheetah.toml, configs/hopper.toml); sb3: "
+        "`bench/peers/sb3_ppo.py --env` (one process, torch on every core); both with the RL Zoo's settings and "
+        "the whole machine. Medians over the seeds that reached the threshold."
+    )
+    lines.append("")
+    rows = []
+    for env_id, _config, threshold in wl.get("tasks") or []:
+        walls: dict[str, float | None] = {}
+        for system in wl.get("systems") or []:
+            mine = [
+                r for r in runs if r.get("env") == env_id and r.get("system") == system
+            ]
+            good = ok_runs(mine)
+            walls[system] = med(r.get("wall_s") for r in good)
+            rows.append(
+                [
+                    env_id,
+                    f"{threshold:g}",
+                    name(system),
+                    f"{len(good)}/{len(mine)}",
+                    fmt(walls[system]),
+                    fmt(med(r.get("cpu_s") for r in good)),
+                    fmt(med(r.get("steps") for r in good)),
+                    fmt(med(r.get("log_steps_per_s") for r in good)),
+                    fmt_ratio(ratio(walls.get("sb3"), walls[system]))
+                    if system != "sb3"
+                    else "–",
+                ]
+            )
+    header = [
+        "env",
+        "threshold",
+        "system",
+        "reached",
+        "wall s",
+        "CPU s",
+        "env steps",
+        "env steps/s",
+    ]
+    lines.append(table(header + ["SB3 wall ÷ this"], rows))
+    lines += failures(
+        runs, lambda r: f"{r.get('env')} {r.get('system')} seed {r.get('seed')}"
+    )
+    return lines
+
+
 def failures(
     runs: list[Run], label: Callable[[Run], str], extra: str | None = None
 ) -> list[str]:
@@ -1036,6 +1093,8 @@ def render(res: dict[str, Any]) -> str:
         body += ingest_section(wls["ingest"])
     if "python" in wls:
         body += python_section(wls["python"])
+    if "mujoco" in wls:
+        body += mujoco_section(wls["mujoco"])
     for wname, wl in wls.items():
         if wl.get("crash"):
             body += [

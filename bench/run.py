@@ -50,6 +50,14 @@ Steps
            both), the threads actually busy measured per run.
 5. ingest  gRPC rollout ingestion, ``proxima-bench ingest`` with 1 and 4
            clients.
+6. python  Python actors (proxima_actor) against the raw gymnasium vector
+           env, and their profile.
+7. mujoco  (only when named in --only: an hour or more) time to a return
+           threshold on HalfCheetah-v5 (1500) and Hopper-v5 (1000), mean of
+           the last 10 finished training episodes, bench/solve.py: proxima-py
+           (the learner and 2 Python actors, configs/halfcheetah.toml and
+           configs/hopper.toml) against SB3 with the same RL Zoo settings
+           (bench/peers/sb3_ppo.py --env), both on the whole machine.
 
 Every external command runs with a timeout in its own process group; a
 command that fails, hangs or prints no JSON becomes an error entry (with the
@@ -96,7 +104,7 @@ try:
 except AttributeError:
     MACHINE_THREADS = os.cpu_count() or 1
 
-ALL_WORKLOADS = ("solve", "env", "e2e", "update", "ingest", "python")
+ALL_WORKLOADS = ("solve", "env", "e2e", "update", "ingest", "python", "mujoco")
 ALL_PEERS = ("sb3", "cleanrl", "sf", "rllib")
 PEER_RUNNER = {
     "sb3": "sb3_ppo.py",
@@ -142,6 +150,15 @@ UPDATE_BACKENDS = ("fused", "candle")
 # Compute threads per update run: fused --threads T and RAYON_NUM_THREADS=T for both backends.
 UPDATE_THREADS = (1, 2)
 INGEST_CLIENTS = (1, 4)
+# mujoco: (env, config, return threshold) for the time-to-threshold runs of proxima-py (the learner and
+# PYTHON_FLEET_ACTORS Python actors, one env each) and SB3, both with the RL Zoo's settings; the threshold is on
+# the mean return of the last MUJOCO_WINDOW finished training episodes.
+MUJOCO_TASKS = (
+    ("HalfCheetah-v5", "configs/halfcheetah.toml", 1500.0),
+    ("Hopper-v5", "configs/hopper.toml", 1000.0),
+)
+MUJOCO_WINDOW = 10
+MUJOCO_MAX_SECONDS = 2400
 # e2e: no early stop at the config's target_return (CartPole's max return is
 # 500), so every run trains on the whole step budget.
 NO_TARGET = "1000000"
@@ -1427,6 +1444,134 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
                 state.save()
 
 
+def mujoco_command(system: str, env_id: str, config: str, seed: int) -> list[str]:
+    """The training command of one mujoco run: the whole machine for either system."""
+    if system == "proxima-py":
+        fleet = [
+            sys.executable,
+            os.path.join(HERE, "python_fleet.py"),
+            "--python",
+            VENV_PYTHON,
+        ]
+        fleet += [
+            "--actors",
+            str(PYTHON_FLEET_ACTORS),
+            "--env",
+            env_id,
+            "--num-envs",
+            "1",
+            "--",
+        ]
+        return fleet + [
+            "--config",
+            config,
+            "--seed",
+            str(seed),
+            "--dashboard-addr",
+            "none",
+        ]
+    runner = os.path.join("bench", "peers", PEER_RUNNER[system])
+    return [
+        peer_python(system),
+        runner,
+        "--env",
+        env_id,
+        "--seed",
+        str(seed),
+        "--threads",
+        str(MACHINE_THREADS),
+    ]
+
+
+def workload_mujoco(opts: argparse.Namespace, state: "State") -> None:
+    systems = ["proxima-py"] + (["sb3"] if "sb3" in opts.peers else [])
+    seeds = list(range(1, opts.seeds + 1))
+    wl = state.workload(
+        "mujoco",
+        {
+            "tasks": [list(t) for t in MUJOCO_TASKS],
+            "window": MUJOCO_WINDOW,
+            "systems": systems,
+            "seeds": seeds,
+            "max_seconds": MUJOCO_MAX_SECONDS,
+            "actors": PYTHON_FLEET_ACTORS,
+            "runs": [],
+        },
+    )
+    peers_info = state.results["environment"]["peers"]
+    for env_id, config, threshold in MUJOCO_TASKS:
+        for seed in seeds:
+            for system in systems:
+                entry: dict[str, Any] = {
+                    "env": env_id,
+                    "system": system,
+                    "seed": seed,
+                    "threshold": threshold,
+                }
+                problem = (
+                    python_actor_problem(env_id) if system == "proxima-py" else None
+                )
+                if system != "proxima-py" and not peers_info.get(system, {}).get(
+                    "installed"
+                ):
+                    problem = f"peer not installed: {peers_info.get(system, {}).get('error', '?')}"
+                if problem:
+                    entry.update(
+                        solved=False, ok=False, install_error=True, error=problem
+                    )
+                    wl["runs"].append(entry)
+                    state.save()
+                    continue
+                cmd = mujoco_command(system, env_id, config, seed)
+                harness = [
+                    sys.executable,
+                    os.path.join(HERE, "solve.py"),
+                    "--name",
+                    system,
+                    "--seed",
+                    str(seed),
+                ]
+                harness += [
+                    "--target",
+                    f"{threshold:g}",
+                    "--windows",
+                    str(MUJOCO_WINDOW),
+                ]
+                harness += ["--max-seconds", str(MUJOCO_MAX_SECONDS)]
+                log(
+                    f"mujoco {env_id} seed {seed} {system} (return {threshold:g}, max {MUJOCO_MAX_SECONDS} s)"
+                )
+                res = run_cmd(
+                    [*harness, "--", *cmd],
+                    timeout=MUJOCO_MAX_SECONDS + 120,
+                    env=thread_env(MACHINE_THREADS),
+                )
+                obj = last_json(res["stdout"])
+                entry["cmd"] = " ".join(shlex.quote(c) for c in cmd)
+                if obj is None:
+                    entry.update(
+                        solved=False,
+                        ok=False,
+                        error=f"solve.py gave no result ({res['error'] or 'no JSON'})",
+                    )
+                    entry["stderr_tail"] = tail(res["stderr"])
+                else:
+                    entry.update(obj)
+                    entry.update(
+                        env=env_id, system=system, seed=seed, threshold=threshold
+                    )
+                    entry["ok"] = bool(obj.get("solved"))
+                    if not entry["ok"] and not entry.get("error"):
+                        entry["error"] = f"did not reach {threshold:g}"
+                log(
+                    f"  {entry.get('wall_s')} s wall, {entry.get('cpu_s')} s CPU, {entry.get('steps')} steps"
+                    if entry["ok"]
+                    else f"  FAILED: {entry.get('error')}"
+                )
+                wl["runs"].append(entry)
+                state.save()
+
+
 WORKLOADS = {
     "solve": workload_solve,
     "env": workload_env,
@@ -1434,6 +1579,7 @@ WORKLOADS = {
     "update": workload_update,
     "ingest": workload_ingest,
     "python": workload_python,
+    "mujoco": workload_mujoco,
 }
 
 
@@ -1505,8 +1651,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--only",
         type=lambda v: csv_list(v, ALL_WORKLOADS, "workload"),
-        default=list(ALL_WORKLOADS),
-        help=f"workloads to run (default all: {','.join(ALL_WORKLOADS)})",
+        default=[w for w in ALL_WORKLOADS if w != "mujoco"],
+        help=f"workloads to run (default all but mujoco, which takes hours: {','.join(ALL_WORKLOADS)})",
     )
     p.add_argument(
         "--peers",

@@ -653,6 +653,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_shipped_config_loads_with_its_spaces() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg = TrainConfig::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                cfg.env.spaces().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        assert!(names.len() >= 9, "configs found: {names:?}");
+    }
+
+    #[test]
     fn overrides_and_validation_name_the_key() {
         let cfg = TrainConfig::load(None, &["ppo.learning_rate=3e-4".into(), "env=Pendulum-v1".into()]).unwrap();
         assert_eq!(cfg.ppo.learning_rate, 3e-4);
