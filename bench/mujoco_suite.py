@@ -25,6 +25,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import python_fleet  # bench/python_fleet.py, beside this file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -66,30 +68,14 @@ def train_and_eval(
             return json.load(f)
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     with open(os.path.join(out, f"{task.config}-seed{seed}.log"), "wb") as log:
-        cmd = [
-            python,
-            os.path.join(HERE, "python_fleet.py"),
-            "--python",
-            python,
-            "--actors",
-            str(actors),
-        ]
-        cmd += [
-            "--env",
-            task.env_id,
-            "--num-envs",
-            "1",
-            "--runs-dir",
-            os.path.join(out, "runs"),
-            "--",
-        ]
-        cmd += [
+        learner_args = [
             "--config",
             os.path.join(REPO, "configs", f"{task.config}.toml"),
-            "--seed",
-            str(seed),
         ]
-        cmd += ["--run-name", f"{task.config}-seed{seed}", "--dashboard-addr", "none"]
+        learner_args += ["--seed", str(seed), "--run-name", f"{task.config}-seed{seed}"]
+        learner_args += ["--dashboard-addr", "none"]
+        runs = os.path.join(out, "runs")
+        cmd = python_fleet.command(python, actors, task.env_id, learner_args, 1, runs)
         started = time.monotonic()
         cpu0 = os.times()
         rc = subprocess.run(

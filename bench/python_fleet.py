@@ -28,6 +28,25 @@ REPO = os.path.dirname(HERE)
 LEARNER = os.path.join(REPO, "target", "release", "learner")
 
 
+def command(
+    python: str,
+    actors: int,
+    env_id: str,
+    learner_args: list[str],
+    num_envs: int | None = None,
+    runs_dir: str | None = None,
+) -> list[str]:
+    """The command line that runs this script under the running interpreter: ``actors`` actor processes of
+    ``python`` on ``env_id`` (``num_envs`` envs each, or the actor's default), ``learner_args`` for the learner."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--python", python]
+    cmd += ["--actors", str(actors), "--env", env_id]
+    if num_envs:
+        cmd += ["--num-envs", str(num_envs)]
+    if runs_dir:
+        cmd += ["--runs-dir", runs_dir]
+    return [*cmd, "--", *learner_args]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -84,6 +84,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import python_fleet  # bench/python_fleet.py
 import report  # bench/report.py
 
 RESULTS_DIR = os.path.join(HERE, "results")
@@ -512,14 +513,7 @@ def solve_command(system: str, seed: int, threads: int, runs_tmp: str) -> list[s
         )
         return ["sh", "-c", inner]
     if system == "proxima-py":
-        fleet = [
-            sys.executable,
-            os.path.join(HERE, "python_fleet.py"),
-            "--python",
-            VENV_PYTHON,
-        ]
-        fleet += ["--actors", str(PYTHON_FLEET_ACTORS), "--env", "CartPole-v1", "--"]
-        fleet += [
+        learner_args = [
             "--config",
             CARTPOLE,
             "--seed",
@@ -527,12 +521,15 @@ def solve_command(system: str, seed: int, threads: int, runs_tmp: str) -> list[s
             "--target-return",
             NO_TARGET,
         ]
-        return fleet + [
+        learner_args += [
             "--set",
             f"threads={threads}",
             "--set",
             f"actors.count={PYTHON_FLEET_ACTORS}",
         ]
+        return python_fleet.command(
+            VENV_PYTHON, PYTHON_FLEET_ACTORS, "CartPole-v1", learner_args
+        )
     return [
         peer_python(system),
         os.path.join("bench", "peers", PEER_RUNNER[system]),
@@ -541,6 +538,24 @@ def solve_command(system: str, seed: int, threads: int, runs_tmp: str) -> list[s
         "--threads",
         str(threads),
     ]
+
+
+def solve_harness(
+    system: str, seed: int, max_s: float, windows: str, target: float | None = None
+) -> list[str]:
+    """bench/solve.py's command line for one run (the training command follows `--`)."""
+    harness = [sys.executable, os.path.join(HERE, "solve.py"), "--name", system]
+    harness += [
+        "--seed",
+        str(seed),
+        "--max-seconds",
+        f"{max_s:g}",
+        "--windows",
+        windows,
+    ]
+    if target is not None:
+        harness += ["--target", f"{target:g}"]
+    return harness
 
 
 def workload_solve(opts: argparse.Namespace, state: "State") -> None:
@@ -639,15 +654,7 @@ def solve_one(
     runs_tmp = tempfile.mkdtemp(prefix="bench-solve-runs-")
     cmd = solve_command(system, seed, threads, runs_tmp)
     windows = ",".join(str(w) for w in opts.windows)
-    harness = [
-        sys.executable,
-        os.path.join(HERE, "solve.py"),
-        "--name",
-        system,
-        "--seed",
-        str(seed),
-    ]
-    harness += ["--max-seconds", f"{max_s:g}", "--windows", windows]
+    harness = solve_harness(system, seed, max_s, windows)
     if opts.extra_seconds is not None:
         harness += ["--extra-seconds", str(opts.extra_seconds)]
     log(f"solve seed {seed} {system} threads={threads} (max {max_s:g} s)")
@@ -1447,22 +1454,7 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
 def mujoco_command(system: str, env_id: str, config: str, seed: int) -> list[str]:
     """The training command of one mujoco run: the whole machine for either system."""
     if system == "proxima-py":
-        fleet = [
-            sys.executable,
-            os.path.join(HERE, "python_fleet.py"),
-            "--python",
-            VENV_PYTHON,
-        ]
-        fleet += [
-            "--actors",
-            str(PYTHON_FLEET_ACTORS),
-            "--env",
-            env_id,
-            "--num-envs",
-            "1",
-            "--",
-        ]
-        return fleet + [
+        learner_args = [
             "--config",
             config,
             "--seed",
@@ -1470,6 +1462,9 @@ def mujoco_command(system: str, env_id: str, config: str, seed: int) -> list[str
             "--dashboard-addr",
             "none",
         ]
+        return python_fleet.command(
+            VENV_PYTHON, PYTHON_FLEET_ACTORS, env_id, learner_args, num_envs=1
+        )
     runner = os.path.join("bench", "peers", PEER_RUNNER[system])
     return [
         peer_python(system),
@@ -1523,21 +1518,9 @@ def workload_mujoco(opts: argparse.Namespace, state: "State") -> None:
                     state.save()
                     continue
                 cmd = mujoco_command(system, env_id, config, seed)
-                harness = [
-                    sys.executable,
-                    os.path.join(HERE, "solve.py"),
-                    "--name",
-                    system,
-                    "--seed",
-                    str(seed),
-                ]
-                harness += [
-                    "--target",
-                    f"{threshold:g}",
-                    "--windows",
-                    str(MUJOCO_WINDOW),
-                ]
-                harness += ["--max-seconds", str(MUJOCO_MAX_SECONDS)]
+                harness = solve_harness(
+                    system, seed, MUJOCO_MAX_SECONDS, str(MUJOCO_WINDOW), threshold
+                )
                 log(
                     f"mujoco {env_id} seed {seed} {system} (return {threshold:g}, max {MUJOCO_MAX_SECONDS} s)"
                 )
