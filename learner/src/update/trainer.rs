@@ -31,7 +31,7 @@ use common::rollout::Rollout;
 use common::seed;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Quantiles of the (unnormalised) advantages of one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -277,6 +277,9 @@ impl RewardNormalizer {
     }
 }
 
+/// The most policy versions whose observation statistics the trainer keeps for normalising late rollouts.
+const SHIPPED_OBS_NORM_KEPT: usize = 16;
+
 /// Model, optimiser, normalisers and counters of one training run.
 pub struct Trainer {
     cfg: TrainConfig,
@@ -287,6 +290,8 @@ pub struct Trainer {
     backend: Box<dyn Backend>,
     schedules: Schedules,
     obs_norm: Option<ObsNormalizer>,
+    /// The observation statistics the latest policy versions shipped with (`(version, statistics)`, oldest first).
+    shipped_obs_norm: VecDeque<(u64, ObsNormalizer)>,
     reward_norm: Option<RewardNormalizer>,
     episodes: EpisodeBook,
     version: u64,
@@ -302,10 +307,12 @@ impl Trainer {
         let obs_dim = observation_space.flat_dim();
         let net = ActorCriticNet::new(&cfg.model, obs_dim, &action_space);
         let backend = backend::create(cfg, &net, seed::derive(cfg.seed, "model", 0))?;
-        Ok(Self {
+        let obs_norm = cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip));
+        let mut trainer = Self {
             episodes: EpisodeBook::new(cfg.return_window, cfg.episode_log.as_ref())?,
             schedules: Schedules::new(&cfg.ppo, cfg.total_steps),
-            obs_norm: cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip)),
+            obs_norm,
+            shipped_obs_norm: VecDeque::new(),
             reward_norm: cfg
                 .normalize
                 .rewards
@@ -323,7 +330,9 @@ impl Trainer {
                 Objective::KlPenalty => cfg.ppo.kl_beta,
             },
             rng: ChaCha8Rng::seed_from_u64(seed::derive(cfg.seed, "shuffle", 0)),
-        })
+        };
+        trainer.ship_obs_norm();
+        Ok(trainer)
     }
 
     /// Counters and statistics for a checkpoint.
@@ -389,7 +398,21 @@ impl Trainer {
         t.env_steps = state.env_steps;
         t.beta = state.beta;
         t.episodes.restore(state.episodes, state.recent);
+        t.shipped_obs_norm.clear();
+        t.ship_obs_norm();
         Ok(())
+    }
+
+    /// Records the observation statistics that the current version ships with, keeping those of the versions a
+    /// rollout may still come from (`max_policy_lag` back, at most [`SHIPPED_OBS_NORM_KEPT`]).
+    fn ship_obs_norm(&mut self) {
+        if let Some(n) = &self.obs_norm {
+            let keep = (self.cfg.ppo.max_policy_lag as usize).saturating_add(1).min(SHIPPED_OBS_NORM_KEPT);
+            while self.shipped_obs_norm.len() >= keep {
+                self.shipped_obs_norm.pop_front();
+            }
+            self.shipped_obs_norm.push_back((self.version, n.clone()));
+        }
     }
 
     /// The current policy version.
@@ -483,6 +506,7 @@ impl Trainer {
         }
         self.env_steps += report.samples as u64;
         self.version += 1;
+        self.ship_obs_norm();
     }
 
     /// Normalises, bootstraps and computes GAE for every rollout (None if there is nothing to train on).
@@ -498,7 +522,7 @@ impl Trainer {
             let mut boot = Vec::with_capacity(r.final_obs.len() + r.next_obs.len());
             boot.extend_from_slice(&r.final_obs);
             boot.extend_from_slice(&r.next_obs);
-            self.normalize(&mut boot);
+            self.normalize(r.policy_version, &mut boot);
             let boot_values = self.backend.values(&boot, boot.len() / d)?;
             let (final_boot, next_values) = boot_values.split_at(boot_values.len() - r.num_envs);
             let mut final_values = vec![0.0f32; r.len()];
@@ -519,7 +543,7 @@ impl Trainer {
             host.sources.push(RowSource { actor_id: r.actor_id, rows: first_row..first_row + r.len() });
             let start = host.obs.len();
             host.obs.extend_from_slice(&r.obs);
-            self.normalize(&mut host.obs[start..]);
+            self.normalize(r.policy_version, &mut host.obs[start..]);
             host.actions.extend_from_slice(&r.actions);
             host.log_probs.extend_from_slice(&r.log_probs);
             host.values.extend_from_slice(&r.values);
@@ -529,8 +553,13 @@ impl Trainer {
         Ok((!host.is_empty()).then_some(host))
     }
 
-    fn normalize(&self, obs: &mut [f32]) {
-        if let Some(n) = &self.obs_norm {
+    /// Normalises `obs` of a rollout from policy `version` as its actor did: with the statistics that version
+    /// shipped with (a rollout one version behind was normalised with the statistics before the last update; with
+    /// a sharp policy, such as log-std -2, even that small shift moved its log-probs far, approx KL ~3 in a
+    /// HalfCheetah run). The current statistics when that version's are no longer kept (after a resume).
+    fn normalize(&self, version: PolicyVersion, obs: &mut [f32]) {
+        let shipped = self.shipped_obs_norm.iter().rev().find(|(v, _)| *v == version.0).map(|(_, n)| n);
+        if let Some(n) = shipped.or(self.obs_norm.as_ref()) {
             n.normalize(obs);
         }
     }
@@ -568,6 +597,58 @@ pub fn advantage_stats(adv: &[f32]) -> AdvantageStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Pendulum-v1 rollout (obs width 3, one env, 4 steps) of policy `version` with observations around `scale`.
+    fn pendulum_rollout(version: u64, scale: f32) -> Rollout {
+        let obs: Vec<f32> = (0..12).map(|i| scale * (1.0 + i as f32 / 12.0)).collect();
+        Rollout {
+            policy_version: PolicyVersion(version),
+            num_steps: 4,
+            num_envs: 1,
+            obs,
+            actions: vec![0.0; 4],
+            log_probs: vec![-1.0; 4],
+            values: vec![0.0; 4],
+            rewards: vec![-1.0; 4],
+            terminated: vec![false; 4],
+            truncated: vec![false; 4],
+            next_obs: vec![scale; 3],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn late_rollouts_are_normalised_with_the_statistics_their_policy_shipped_with() {
+        let cfg = TrainConfig::load(
+            None,
+            &["env=\"Pendulum-v1\"".into(), "normalize.observations=true".into(), "ppo.max_policy_lag=2".into()],
+        )
+        .unwrap();
+        let mut t = Trainer::new(&cfg).unwrap();
+        let v0 = t.obs_normalizer().unwrap().clone();
+        t.update(vec![pendulum_rollout(0, 100.0)]).unwrap();
+        let v1 = t.obs_normalizer().unwrap().clone();
+        assert_ne!(v0, v1, "the update moves the statistics");
+        // One version behind (as the second of two actors usually is): version 0's statistics, as its actor used.
+        let late = pendulum_rollout(0, 1.0);
+        let mut want = late.obs.clone();
+        v0.normalize(&mut want);
+        assert_eq!(t.assemble(&[late]).unwrap().unwrap().obs, want);
+        // Current: the current statistics.
+        let current = pendulum_rollout(1, 1.0);
+        let mut want = current.obs.clone();
+        v1.normalize(&mut want);
+        assert_eq!(t.assemble(&[current]).unwrap().unwrap().obs, want);
+        // After a resume only the restored statistics are known: every rollout gets those.
+        let state = t.state();
+        let (params, adam) = (t.params().unwrap(), t.optimizer_state().unwrap());
+        let mut resumed = Trainer::new(&cfg).unwrap();
+        resumed.restore(state, &params, adam, Some(v1.clone())).unwrap();
+        let late = pendulum_rollout(0, 1.0);
+        let mut want = late.obs.clone();
+        v1.normalize(&mut want);
+        assert_eq!(resumed.assemble(&[late]).unwrap().unwrap().obs, want);
+    }
 
     #[test]
     fn explained_variance_closed_forms() {
