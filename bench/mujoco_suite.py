@@ -280,11 +280,14 @@ def main() -> int:
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     results: dict[str, list[dict]] = {}
-    for name in a.envs:
-        for seed in a.seeds:
+    # Seed-major: every env has its first seed before any has its second (an interrupted suite is still even).
+    for seed in a.seeds:
+        for name in a.envs:
             r = train_and_eval(TASKS[name], seed, a.out, a.actors, a.episodes, a.python)
             results.setdefault(name, []).append(r)
             print(json.dumps(r), flush=True)
+            with open(os.path.join(a.out, "results.md"), "w") as f:
+                f.write(report(a.out, results))
     text = report(a.out, results)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(text)

@@ -23,6 +23,9 @@ use tests::compose::{Learner, Project, progress, prometheus_query, secs, wait_fo
 /// The token of the test's learner (the actor hosts present it).
 const TOKEN: &str = "hosts-test-token";
 
+/// How long an actor host stays cut off: longer than the learner's HTTP/2 keepalive (10 s + 10 s).
+const CUT_FOR: Duration = Duration::from_secs(25);
+
 /// A Docker bridge network the test created (no container joins it); removed when dropped, after the projects
 /// (declare it before them).
 struct Lan {
@@ -182,16 +185,23 @@ fn actor_hosts_join_a_learner_host_through_its_published_port() {
     });
     step("host-a scaled to 3 actors: 4 connected, 3 series labelled host-a");
 
-    // host-b is cut off (its actor's network link goes down): the learner drops the silent actor (HTTP/2
-    // keepalive) and trains on with host-a's 3; when the link is back, the actor rejoins.
+    // host-b is cut off (its actor's network link goes down) for longer than the learner's HTTP/2 keepalive (10 s
+    // interval + 10 s timeout): the learner drops the actor and trains on with host-a's 3; when the link is back,
+    // the actor rejoins by itself.
     let cut = host_b.containers("actor").remove(0);
     let (network, _) = host_b.network_of(&cut);
     host_b.docker(&["network", "disconnect", &network, &cut], Duration::from_secs(60));
     let cut_at = Instant::now();
     let state = learner.wait_connected(3, Duration::from_secs(90));
     let detected = cut_at.elapsed();
+    std::thread::sleep(CUT_FOR.saturating_sub(cut_at.elapsed()));
     let v = learner.wait_version_above(state.version.unwrap_or(0), Duration::from_secs(60));
-    step(&format!("host-b cut off: dropped after {}, 3 actors connected, training goes on (v{v})", secs(detected)));
+    assert_eq!(learner.state().map(|s| s.connected), Some(3), "connected actors while host-b is cut off");
+    step(&format!(
+        "host-b cut off for {}: dropped after {}, 3 actors connected, training goes on (v{v})",
+        secs(cut_at.elapsed()),
+        secs(detected)
+    ));
     host_b.docker(&["network", "connect", "--alias", "actor", &network, &cut], Duration::from_secs(60));
     let back_at = Instant::now();
     learner.wait_connected(4, Duration::from_secs(90));
