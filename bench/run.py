@@ -1697,9 +1697,11 @@ def main() -> int:
     json_path = os.path.join(opts.results_dir, f"{stamp}.json")
     md_path = os.path.join(opts.results_dir, f"{stamp}.md")
 
-    # Peers whose venvs this run uses: the solve peers, and sb3 for gymnasium.
+    # Peers whose venvs this run uses: the solve peers, and sb3 for gymnasium and for mujoco.
     peers = list(opts.peers) if "solve" in opts.only else []
     if "env" in opts.only and "sb3" not in peers:
+        peers.append("sb3")
+    if "mujoco" in opts.only and "sb3" in opts.peers and "sb3" not in peers:
         peers.append("sb3")
 
     results: dict[str, Any] = {
