@@ -877,13 +877,17 @@ def mujoco_section(wl: dict[str, Any]) -> list[str]:
     lines.append("")
     rows = []
     for env_id, _config, threshold in wl.get("tasks") or []:
-        walls: dict[str, float | None] = {}
-        for system in wl.get("systems") or []:
-            mine = [
-                r for r in runs if r.get("env") == env_id and r.get("system") == system
-            ]
+        systems = wl.get("systems") or []
+        mine_by = {
+            s: [r for r in runs if r.get("env") == env_id and r.get("system") == s]
+            for s in systems
+        }
+        walls = {
+            s: med(r.get("wall_s") for r in ok_runs(m)) for s, m in mine_by.items()
+        }
+        for system in systems:
+            mine = mine_by[system]
             good = ok_runs(mine)
-            walls[system] = med(r.get("wall_s") for r in good)
             rows.append(
                 [
                     env_id,
