@@ -595,6 +595,7 @@ pub fn advantage_stats(adv: &[f32]) -> AdvantageStats {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
