@@ -67,6 +67,20 @@ fn networks(project: &Project, container: &str) -> Vec<String> {
     out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
 
+/// The learner host project `name`, publishing gRPC (50051) and Prometheus (9090) on `gateway`, and with `tls`: its
+/// docker-compose.tls.yml with the certificate, key and CA in that directory.
+fn learner_host(name: &str, gateway: &str, tls: Option<&str>) -> Project {
+    let (grpc_port, prometheus_port) = (format!("{gateway}:50051"), format!("{gateway}:9090"));
+    let mut env =
+        vec![("PROXIMA_TOKEN", TOKEN), ("PROXIMA_GRPC_PORT", &grpc_port), ("PROMETHEUS_PORT", &prometheus_port)];
+    let mut args = vec!["learner"];
+    if let Some(dir) = tls {
+        args.push("--tls");
+        env.push(("PROXIMA_TLS_DIR", dir));
+    }
+    Project::with_script(name, "test/hosts.sh", &args, &env)
+}
+
 /// The actor host project `name` with `replicas` actors, its series labelled `host=<label>`.
 fn actor_host(name: &str, label: &str, replicas: &str, gateway: &str) -> Project {
     actor_host_with(name, label, replicas, gateway, TOKEN, None)
@@ -124,17 +138,7 @@ fn actor_hosts_join_a_learner_host_through_its_published_port() {
     let gateway = lan.gateway.clone();
     let grpc_port = format!("{gateway}:50051");
     let prometheus_port = format!("{gateway}:9090");
-    let learner_host = Project::with_script(
-        &format!("{base}-learner"),
-        "test/hosts.sh",
-        &["learner"],
-        &[
-            ("PROXIMA_TOKEN", TOKEN),
-            ("PROXIMA_GRPC_PORT", grpc_port.as_str()),
-            ("PROMETHEUS_PORT", prometheus_port.as_str()),
-        ],
-    )
-    .with_compose("v1");
+    let learner_host = learner_host(&format!("{base}-learner"), &gateway, None).with_compose("v1");
     let host_a = actor_host(&format!("{base}-host-a"), &label_a, "2", &gateway).with_compose("v1");
     let host_b = actor_host(&format!("{base}-host-b"), &label_b, "1", &gateway).with_compose("v1");
 
@@ -270,20 +274,7 @@ fn tls_and_the_token_work_across_hosts() {
     step(&format!("certificates for {gateway}: {}", String::from_utf8_lossy(&made.stdout).trim()));
     let certs = certs.display().to_string();
 
-    let grpc_port = format!("{gateway}:50051");
-    let prometheus_port = format!("{gateway}:9090");
-    let learner_host = Project::with_script(
-        &format!("{base}-learner"),
-        "test/hosts.sh",
-        &["learner", "--tls"],
-        &[
-            ("PROXIMA_TOKEN", TOKEN),
-            ("PROXIMA_GRPC_PORT", grpc_port.as_str()),
-            ("PROMETHEUS_PORT", prometheus_port.as_str()),
-            ("PROXIMA_TLS_DIR", certs.as_str()),
-        ],
-    )
-    .with_compose("v2");
+    let learner_host = learner_host(&format!("{base}-learner"), &gateway, Some(&certs)).with_compose("v2");
     let host = |name: &str, replicas: &str, token: &str, tls: Option<&str>| {
         actor_host_with(&format!("{base}-host-{name}"), name, replicas, &gateway, token, tls).with_compose("v2")
     };
