@@ -871,8 +871,8 @@ def mujoco_section(wl: dict[str, Any]) -> list[str]:
         f"`bench/solve.py` on the episode log: the first moment the mean return of the last {window} finished "
         f"training episodes reaches the threshold. proxima-py: `learner serve` and {wl.get('actors')} "
         "`proxima-actor` processes with one env each (configs/halfcheetah.toml, configs/hopper.toml); sb3: "
-        "`bench/peers/sb3_ppo.py --env` (one process, torch on every core); both with the RL Zoo's settings and "
-        "the whole machine. Medians over the seeds that reached the threshold."
+        "`bench/peers/sb3_ppo.py --config` (one process, torch on every core); both with the config's settings "
+        "(HalfCheetah's are the RL Zoo's) and the whole machine. Medians over the seeds that reached the threshold."
     )
     lines.append("")
     rows = []

@@ -36,6 +36,12 @@ enum Command {
         #[command(flatten)]
         dashboard: DashboardArgs,
     },
+    /// Print the resolved config as TOML (the file, the flags and `--set` overrides over the defaults): what a
+    /// run with the same arguments writes to its `config.toml`.
+    Config {
+        #[command(flatten)]
+        args: TrainArgs,
+    },
     /// Draw `progress.png` (mean return with the spread of episode returns, the advantage distribution, entropy,
     /// approx KL, clip fraction, explained variance against env steps) from a run directory's `progress.csv`.
     Plot {
@@ -293,6 +299,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Config { args } => {
+            print!("{}", toml::to_string(&args.load()?).context("cannot serialise the config")?);
+            Ok(())
+        }
         Command::Plot { run_dir } => {
             println!("{}", learner::run::plot::plot_run(&run_dir)?.display());
             Ok(())
@@ -344,7 +354,7 @@ mod tests {
 
     fn train_config(argv: &[&str]) -> TrainConfig {
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Train { args, .. } => args.load().unwrap(),
+            Command::Train { args, .. } | Command::Config { args } => args.load().unwrap(),
             Command::Serve { mut args, serve, .. } => {
                 args.flags.server.listen = serve.listen;
                 args.load().unwrap()
@@ -386,5 +396,14 @@ mod tests {
         let cfg = train_config(&["learner", "serve", "--listen", "127.0.0.1:1234", "--total-steps", "5000"]);
         assert_eq!(cfg.server.listen, "127.0.0.1:1234");
         assert_eq!(cfg.total_steps, 5000);
+    }
+
+    #[test]
+    fn printed_config_reads_back_as_the_resolved_config() {
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/hopper.toml");
+        let cfg = train_config(&["learner", "config", "-c", config, "--seed", "3", "--set", "ppo.gamma=0.5"]);
+        assert_eq!((cfg.seed, cfg.ppo.gamma, cfg.env.id.as_str()), (3, 0.5, "Hopper-v5"));
+        let printed = toml::to_string(&cfg).unwrap();
+        assert_eq!(toml::from_str::<TrainConfig>(&printed).unwrap(), cfg);
     }
 }
