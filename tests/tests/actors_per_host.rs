@@ -54,8 +54,10 @@ fn actors_on_one_host_need_no_metrics_flags() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let runs = dir.path().join("runs");
-    // Far more steps than the test lasts: the learner keeps serving.
-    let mut learner = Learner::start(dir.path(), "learner", &runs, "host", port, &["total_steps=100000000"], false);
+    // Far more steps than the test lasts and an unreachable target: the learner keeps serving (four actors solve
+    // CartPole in about 2 s, and a learner that reached its target stopped before the test looked again).
+    let overrides = ["total_steps=100000000", "target_return=inf"];
+    let mut learner = Learner::start(dir.path(), "learner", &runs, "host", port, &overrides, false);
     let mut actors: Vec<Proc> = (0..3).map(|i| rust_actor(dir.path(), &format!("actor-{i}"), port, &[])).collect();
     actors.push(python_actor(dir.path(), "py-actor", port, &[]));
 
