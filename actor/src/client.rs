@@ -6,7 +6,7 @@ use crate::sampler::{PolicyWait, Sampler, SamplerConfig, run_sampler};
 use common::env::EnvFactory;
 use common::ids::ActorId;
 use common::metrics::{Outcome, reason};
-use common::net::ModelConfig;
+use common::model::{Activation, ModelSpec};
 use common::policy::PolicySnapshot;
 use common::policy_cell::PolicyCell;
 use common::rollout::DEFAULT_NUM_ENVS;
@@ -404,11 +404,12 @@ fn start_worker(
         policy_wait: opts.policy_wait,
     };
     let sampler = Sampler::from_factory(factory, &sampler_cfg, reg.seed)?;
-    let model =
-        ModelConfig { hidden_sizes: reg.hidden_sizes.iter().map(|&h| h as usize).collect(), ..Default::default() };
+    // The model is the one each snapshot carries; the registration's hidden sizes describe snapshots of learners
+    // from before the model spec.
+    let hidden: Vec<usize> = reg.hidden_sizes.iter().map(|&h| h as usize).collect();
+    let model = ModelSpec::legacy(&hidden, Activation::Tanh, sampler.obs_dim(), &sampler.action_space());
     // Fail fast if the weights do not fit the env (e.g. a learner for another env).
-    let net = common::net::ActorCriticNet::new(&model, sampler.obs_dim(), &sampler.action_space());
-    common::policy::Policy::from_snapshot(&net, &first)?;
+    common::policy::Policy::from_snapshot(&model, &first)?;
     let cell = Arc::new(PolicyCell::new(first));
     let (tx, rx) = tokio::sync::mpsc::channel::<Rollout>(1);
     let stop = CancellationToken::new();

@@ -3,7 +3,7 @@
 use crate::Error;
 use common::env::{EnvFactory, Space, VecEnv};
 use common::ids::{ActorId, PolicyVersion};
-use common::net::{ActorCriticNet, ModelConfig};
+use common::model::ModelSpec;
 use common::policy::{ActOutput, Policy};
 use common::policy_cell::PolicyCell;
 use common::rollout::{DEFAULT_NUM_ENVS, DEFAULT_ROLLOUT_STEPS, Rollout};
@@ -162,15 +162,13 @@ impl<S: RolloutSink> RolloutSink for Stamped<S> {
 /// In `sync` mode each rollout waits for a policy newer than the one that produced the previous rollout.
 pub fn run_sampler(
     mut sampler: Sampler,
-    model_cfg: &ModelConfig,
+    env_spec: &ModelSpec,
     policies: &PolicyCell,
     sink: &impl RolloutSink,
     stop: &CancellationToken,
 ) -> Result<(), Error> {
-    let (obs_dim, space) = (sampler.obs_dim(), sampler.action_space());
     let mut snapshot = policies.latest();
-    let net = ActorCriticNet::new(model_cfg, obs_dim, &space);
-    let mut policy = Policy::from_snapshot(&net, &snapshot)?;
+    let mut policy = Policy::from_snapshot(env_spec, &snapshot)?;
     // (incarnation, version) of the policy behind the previous rollout.
     let mut used: Option<(u64, u64)> = None;
     let mut waited = Duration::ZERO;
@@ -196,7 +194,7 @@ pub fn run_sampler(
         waited = Duration::ZERO;
         if (newest.incarnation, newest.version) != (snapshot.incarnation, snapshot.version) {
             snapshot = newest;
-            policy = Policy::from_snapshot(&net, &snapshot)?;
+            policy = Policy::from_snapshot(env_spec, &snapshot)?;
         }
         let mut rollout = sampler.collect(&mut policy)?;
         rollout.incarnation = snapshot.incarnation;

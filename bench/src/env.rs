@@ -25,6 +25,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let actions: Vec<f32> = (0..args.steps)
         .flat_map(|_| match &space {
             Space::Discrete { n } => vec![rng.random_range(0..*n) as f32],
+            Space::MultiDiscrete { nvec } => nvec.iter().map(|&n| rng.random_range(0..n) as f32).collect(),
             Space::Box { low, high } => low.iter().zip(high).map(|(l, h)| rng.random_range(*l..=*h)).collect(),
         })
         .collect();

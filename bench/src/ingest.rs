@@ -69,6 +69,7 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
         env_id: cfg.env.id.clone(),
         hidden_sizes: cfg.model.hidden_sizes.clone(),
         rollout_steps: args.rollout_steps,
+        num_envs: cfg.actors.num_envs,
         root_seed: 0,
         run_id: "ingest-bench".into(),
         max_policy_lag: u64::MAX,

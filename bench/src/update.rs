@@ -9,7 +9,7 @@
 //! cores), which is reported as found.
 
 use common::env::Space;
-use common::net::ActorCriticNet;
+use common::model::ModelSpec;
 use learner::config::{BackendKind, Objective, TrainConfig};
 use learner::update::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
@@ -100,6 +100,10 @@ fn synthetic_batch(n: usize, obs_dim: usize, space: &Space) -> HostBatch {
     let (actions, log_prob) = match space {
         Space::Discrete { n: k } => ((0..n).map(|i| (i % k) as f32).collect(), -(*k as f32).ln()),
         Space::Box { low, .. } => (normal(n * low.len()), -1.4 * low.len() as f32),
+        Space::MultiDiscrete { nvec } => (
+            (0..n).flat_map(|i| nvec.iter().map(move |&k| (i % k) as f32)).collect(),
+            -nvec.iter().map(|&k| (k as f32).ln()).sum::<f32>(),
+        ),
     };
     HostBatch {
         obs: normal(n * obs_dim),
@@ -137,8 +141,8 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let plan =
         EpochPlan { num_epochs: args.epochs, minibatch_size: args.minibatch, max_grad_norm: 0.5, target_kl: None };
-    let dense = ActorCriticNet::new(&cfg.model, obs_dim, &space);
-    let mut model = learner::update::backend::create(&cfg, &dense, 1)?;
+    let spec = ModelSpec::resolve(&cfg.model, obs_dim, &space)?;
+    let (dense, mut model) = learner::update::backend::create(&cfg, &spec, 1)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;
     let before = thread_cpu_ns();

@@ -106,7 +106,7 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken, dashboard: &DashboardOp
     for i in 0..cfg.actors.count {
         let seed = common::seed::derive(cfg.seed, "actor", i as u64);
         let sampler = Sampler::new(&cfg.env.id, &sampler_config(&cfg.actors), seed)?;
-        let (cell, tx, stop, model) = (cell.clone(), tx.clone(), samplers_stop.clone(), cfg.model.clone());
+        let (cell, tx, stop, model) = (cell.clone(), tx.clone(), samplers_stop.clone(), trainer.net().spec().clone());
         let handle = std::thread::Builder::new()
             .name(format!("sampler-{i}"))
             .spawn(move || {

@@ -8,6 +8,7 @@ pub mod env;
 pub mod ids;
 pub mod init;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod normalize;
 pub mod policy;

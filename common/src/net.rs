@@ -1,6 +1,6 @@
-//! The actor-critic network: the one description of its layers, parameter names, sizes and activation, and its
-//! forward and backward passes on plain host `f32` buffers (the CPU fast path). Initialisation, actor inference,
-//! the learner's `fused` and `candle` backends and the snapshot codec all take the layout from here.
+//! The actor-critic network of a [`ModelSpec`] on plain host `f32` buffers: the flat parameter layout (names,
+//! shapes, offsets), initialisation, and the forward and backward passes (the CPU fast path). Actor inference, the
+//! learner's `fused` and `candle` backends and the snapshot codec all take the layout from here.
 //!
 //! Two separate MLPs with tanh (or ReLU) hidden layers, named like a PyTorch `state_dict` (`actor.0.weight`,
 //! `critic.4.bias`, `actor_logstd`): Linear layers sit at even indices, the activations between them.
@@ -13,60 +13,11 @@
 use crate::codec::Tensors;
 use crate::env::Space;
 use crate::init::orthogonal;
+use crate::model::{Activation, Head, ModelConfig, ModelSpec, SpecError};
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-/// Network shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Hidden layer widths of both MLPs.
-    pub hidden_sizes: Vec<usize>,
-    /// Initial value of the Gaussian policy's state-independent log-std.
-    pub init_log_std: f64,
-    /// The hidden layers' activation.
-    pub activation: Activation,
-    /// Orthogonal initialisation (CleanRL's and the RL Zoo's default); `false`: PyTorch's default for `Linear`
-    /// layers, weights and biases uniform in ±1/√fan_in (the Zoo's `ortho_init=False`).
-    pub ortho_init: bool,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self { hidden_sizes: vec![64, 64], init_log_std: 0.0, activation: Activation::Tanh, ortho_init: true }
-    }
-}
-
-/// The activation between linear layers (none after the last). Snapshots name it in their metadata
-/// ([`ACTIVATION_KEY`]); a snapshot without it is `tanh`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// `tanh(x)`.
-    #[default]
-    Tanh,
-    /// `max(x, 0)`.
-    Relu,
-}
-
-/// Snapshot metadata key naming the activation.
-pub const ACTIVATION_KEY: &str = "activation";
-
 impl Activation {
-    /// Its name in configs and snapshot metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Tanh => "tanh",
-            Activation::Relu => "relu",
-        }
-    }
-
-    /// Parses [`Activation::name`]'s text.
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Activation::Tanh, Activation::Relu].into_iter().find(|a| a.name() == name)
-    }
-
     /// Applies the activation in place.
     fn apply(self, xs: &mut [f32]) {
         match self {
@@ -367,30 +318,34 @@ impl ParamEntry {
     }
 }
 
-/// Separate actor and critic MLPs with a Categorical head for `Discrete` and a diagonal Gaussian with a
-/// state-independent log-std for `Box`; every parameter in one flat vector, entries sorted by name: the actor's
-/// (`actor.*`, then `actor_logstd`) before the critic's.
+/// The flat-buffer network of a [`ModelSpec`]: separate actor and critic MLPs, the actor's last layer the head's
+/// logits or means, plus the Gaussian head's state-independent log-std; every parameter in one flat vector,
+/// entries sorted by name: the actor's (`actor.*`, then `actor_logstd`) before the critic's.
 #[derive(Debug, Clone)]
 pub struct ActorCriticNet {
+    spec: ModelSpec,
     entries: Vec<ParamEntry>,
     /// Where the critic's span starts (the actor's is everything before).
     critic_start: usize,
     actor: Mlp,
     critic: Mlp,
     log_std: Option<Range<usize>>,
-    action_space: Space,
-    obs_dim: usize,
-    init_log_std: f32,
-    ortho_init: bool,
 }
 
 impl ActorCriticNet {
-    /// The layout for `cfg` on an env with `obs_dim` observations and `action_space`.
-    pub fn new(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Self {
-        let mut sizes = vec![obs_dim];
-        sizes.extend(&cfg.hidden_sizes);
+    /// The layout `spec` describes; a spec this flat-buffer network cannot run (a shared trunk) is an error.
+    pub fn new(spec: &ModelSpec) -> Result<Self, SpecError> {
+        spec.validate()?;
+        if spec.shared_trunk {
+            return Err(SpecError::Unsupported {
+                runner: "the flat-buffer network (actor inference, the fused backend)",
+                spec: spec.describe(),
+            });
+        }
+        let mut sizes = vec![spec.obs_dim];
+        sizes.extend(spec.hidden_sizes());
         let mut actor_sizes = sizes.clone();
-        actor_sizes.push(action_space.policy_dim());
+        actor_sizes.push(spec.head.logits_dim());
         let mut critic_sizes = sizes;
         critic_sizes.push(1);
         let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
@@ -400,8 +355,8 @@ impl ActorCriticNet {
                 shapes.push((format!("{net}.{}.bias", 2 * i), vec![w[1]]));
             }
         }
-        if let Space::Box { low, .. } = action_space {
-            shapes.push((LOG_STD.into(), vec![1, low.len()]));
+        if let Head::Gaussian { dim } = spec.head {
+            shapes.push((LOG_STD.into(), vec![1, dim]));
         }
         shapes.sort();
         let mut offset = 0;
@@ -421,26 +376,23 @@ impl ActorCriticNet {
                 weights: (0..layers).map(|i| find(format!("{net}.{}.weight", 2 * i)) - start).collect(),
                 biases: (0..layers).map(|i| find(format!("{net}.{}.bias", 2 * i)) - start).collect(),
                 sizes,
-                activation: cfg.activation,
+                activation: spec.activation(),
             }
         };
         let log_std = entries.iter().find(|e| e.name == LOG_STD).map(ParamEntry::range);
-        Self {
+        Ok(Self {
             actor: mlp("actor", actor_sizes, 0),
             critic: mlp("critic", critic_sizes, critic_start),
             critic_start,
             entries,
             log_std,
-            action_space: action_space.clone(),
-            obs_dim,
-            init_log_std: cfg.init_log_std as f32,
-            ortho_init: cfg.ortho_init,
-        }
+            spec: spec.clone(),
+        })
     }
 
     /// Freshly initialised parameters: orthogonal weights (gain √2 hidden, 0.01 policy head, 1.0 value head) and
-    /// zero biases, or with `ortho_init = false` PyTorch's `Linear` default (weights and biases uniform in
-    /// ±1/√fan_in); the log-std at `init_log_std`; drawn from `seed` in a fixed order (the critic's layers, then the
+    /// zero biases, or without `init.orthogonal` PyTorch's `Linear` default (weights and biases uniform in
+    /// ±1/√fan_in); the log-std at `init.log_std`; drawn from `seed` in a fixed order (the critic's layers, then the
     /// actor's: PyTorch's construction order in CleanRL).
     pub fn init(&self, seed: u64) -> Vec<f32> {
         use rand::Rng;
@@ -456,8 +408,8 @@ impl ActorCriticNet {
         };
         for e in order {
             match e.shape.as_slice() {
-                _ if e.name == LOG_STD => flat[e.range()].fill(self.init_log_std),
-                [rows, cols] if e.name.ends_with(".weight") && self.ortho_init => {
+                _ if e.name == LOG_STD => flat[e.range()].fill(self.spec.init.log_std as f32),
+                [rows, cols] if e.name.ends_with(".weight") && self.spec.init.orthogonal => {
                     let gain = match (e.name.starts_with("actor."), e.name.contains(&head)) {
                         (true, true) => 0.01,
                         (false, true) => 1.0,
@@ -465,7 +417,7 @@ impl ActorCriticNet {
                     };
                     flat[e.range()].copy_from_slice(&orthogonal(*rows, *cols, gain, &mut rng));
                 }
-                _ if self.ortho_init => {} // biases stay zero
+                _ if self.spec.init.orthogonal => {} // biases stay zero
                 shape => {
                     let cols =
                         if e.name.ends_with(".weight") { shape.get(1).copied().unwrap_or(1) } else { fan_in(&e.name) };
@@ -487,17 +439,15 @@ impl ActorCriticNet {
         self.entries.last().map_or(0, |e| e.offset + e.len())
     }
 
-    /// The hidden layers' activation (both nets).
-    pub fn activation(&self) -> Activation {
-        self.actor.activation
+    /// The layout of `cfg` on an env with `obs_dim` observation values and `action_space`
+    /// ([`ModelSpec::resolve`], then [`ActorCriticNet::new`]).
+    pub fn for_env(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Result<Self, SpecError> {
+        Self::new(&ModelSpec::resolve(cfg, obs_dim, action_space)?)
     }
 
-    /// The same layout with `activation` (as a snapshot's metadata names it).
-    pub fn with_activation(&self, activation: Activation) -> Self {
-        let mut net = self.clone();
-        net.actor.activation = activation;
-        net.critic.activation = activation;
-        net
+    /// The spec this layout was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
     }
 
     /// The policy net (logits or Gaussian mean).
@@ -527,12 +477,12 @@ impl ActorCriticNet {
 
     /// Observation width.
     pub fn obs_dim(&self) -> usize {
-        self.obs_dim
+        self.spec.obs_dim
     }
 
-    /// The action space the policy head was built for.
-    pub fn action_space(&self) -> &Space {
-        &self.action_space
+    /// The policy head.
+    pub fn head(&self) -> &Head {
+        &self.spec.head
     }
 
     /// Checks that `flat` has this network's length.
@@ -614,7 +564,7 @@ mod tests {
     #[test]
     fn parameter_names_follow_pytorch_state_dict() {
         let space = Space::Box { low: vec![-2.0], high: vec![2.0] };
-        let net = ActorCriticNet::new(&ModelConfig::default(), 3, &space);
+        let net = ActorCriticNet::for_env(&ModelConfig::default(), 3, &space).unwrap();
         let names: Vec<(&str, &[usize])> =
             net.entries().iter().map(|e| (e.name.as_str(), e.shape.as_slice())).collect();
         let expect: [(&str, &[usize]); 13] = [
@@ -640,7 +590,7 @@ mod tests {
         let space = Space::Box { low: vec![-1.0; 6], high: vec![1.0; 6] };
         let cfg =
             ModelConfig { ortho_init: false, init_log_std: -2.0, hidden_sizes: vec![256, 256], ..Default::default() };
-        let net = ActorCriticNet::new(&cfg, 17, &space);
+        let net = ActorCriticNet::for_env(&cfg, 17, &space).unwrap();
         let flat = net.init(5);
         assert_eq!(flat, net.init(5), "seeded init is reproducible");
         for e in net.entries() {
@@ -664,7 +614,8 @@ mod tests {
     #[test]
     fn init_gains_zero_biases_and_log_std() {
         let space = Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] };
-        let net = ActorCriticNet::new(&ModelConfig { init_log_std: -0.5, ..ModelConfig::default() }, 4, &space);
+        let net =
+            ActorCriticNet::for_env(&ModelConfig { init_log_std: -0.5, ..ModelConfig::default() }, 4, &space).unwrap();
         let flat = net.init(5);
         assert_eq!(flat, net.init(5), "seeded init is reproducible");
         for e in net.entries() {
@@ -692,7 +643,7 @@ mod tests {
 
     #[test]
     fn flatten_inverts_named_and_names_what_does_not_fit() {
-        let net = ActorCriticNet::new(&ModelConfig::default(), 4, &Space::Discrete { n: 2 });
+        let net = ActorCriticNet::for_env(&ModelConfig::default(), 4, &Space::Discrete { n: 2 }).unwrap();
         let flat = net.init(1);
         let tensors: Tensors =
             net.named("p.", &flat).map(|(n, s, v)| (n, HostTensor::new(s.to_vec(), v.to_vec()))).collect();

@@ -1,12 +1,12 @@
 //! Policy snapshots (versioned weights as safetensors bytes) and the inference-side policy actors run.
 //!
-//! A snapshot's safetensors file holds the model parameters under their PyTorch names and, when observation
-//! normalisation is on, `obs_rms.mean`, `obs_rms.var` (f64, `[obs_dim]`) and `obs_rms.count` (f64, `[1]`) with
+//! A snapshot's safetensors file holds the model parameters under their PyTorch names, the model spec in the
+//! metadata key [`MODEL_KEY`] (JSON, see [`crate::model`]) and, when observation normalisation is on, `obs_rms.mean`, `obs_rms.var` (f64, `[obs_dim]`) and `obs_rms.count` (f64, `[1]`) with
 //! the clip value in the metadata key `obs_clip`: everything needed to compute an action from a raw observation.
 
 use crate::codec::{self, CodecError, Decoded};
-use crate::distributions::{argmax, categorical_log_prob, gaussian_log_prob, sample_categorical, sample_gaussian};
-use crate::env::Space;
+use crate::distributions::ActionDist;
+use crate::model::{ACTIVATION_KEY, Activation, MODEL_KEY, ModelSpec, SpecError};
 use crate::net::{ActorCriticNet, LayoutError};
 use crate::normalize::ObsNormalizer;
 use rand::Rng;
@@ -35,6 +35,9 @@ pub enum PolicyError {
     /// The metadata names an activation this build does not know.
     #[error("invalid policy weights: unknown activation {0:?} (tanh or relu)")]
     Activation(String),
+    /// The metadata's model spec is unreadable, unsupported, or does not fit the env.
+    #[error("invalid policy weights: {0}")]
+    Spec(#[from] SpecError),
     /// Observations handed to [`Policy::act`] are not whole rows.
     #[error("{values} observation values are not rows of {width}")]
     Rows {
@@ -73,7 +76,8 @@ pub fn encode_weights(
     net.check_len(params)?;
     let metadata = HashMap::from([
         ("format".to_string(), SNAPSHOT_FORMAT.to_string()),
-        (crate::net::ACTIVATION_KEY.to_string(), net.activation().name().to_string()),
+        (MODEL_KEY.to_string(), net.spec().to_json()),
+        (ACTIVATION_KEY.to_string(), net.spec().activation().name().to_string()),
     ]);
     Ok(codec::encode(net.named("", params), obs_norm, metadata)?)
 }
@@ -81,6 +85,22 @@ pub fn encode_weights(
 /// Parses snapshot bytes written by [`encode_weights`].
 pub fn decode_weights(bytes: &[u8]) -> Result<Decoded, PolicyError> {
     Ok(codec::decode(bytes)?)
+}
+
+/// The model spec of decoded snapshot metadata: the one under [`MODEL_KEY`], or for a snapshot written before
+/// specs existed, `legacy` with the activation of [`ACTIVATION_KEY`] (tanh when absent).
+pub fn snapshot_spec(metadata: &HashMap<String, String>, legacy: &ModelSpec) -> Result<ModelSpec, PolicyError> {
+    if let Some(json) = metadata.get(MODEL_KEY) {
+        return Ok(ModelSpec::from_json(json)?);
+    }
+    let activation = match metadata.get(ACTIVATION_KEY) {
+        None => Activation::Tanh,
+        Some(name) => Activation::from_name(name).ok_or_else(|| PolicyError::Activation(name.clone()))?,
+    };
+    let mut spec = legacy.clone();
+    let crate::model::Encoder::Mlp { activation: a, .. } = &mut spec.encoder;
+    *a = activation;
+    Ok(spec)
 }
 
 /// Actions, behaviour log-probs and values for a batch of observations.
@@ -99,7 +119,7 @@ pub struct Policy {
     model: ActorCriticNet,
     params: Vec<f32>,
     obs_norm: Option<ObsNormalizer>,
-    log_std: Vec<f32>,
+    dist: ActionDist,
     version: u64,
     /// Normalised observations.
     input: Vec<f32>,
@@ -108,28 +128,27 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Loads a snapshot; fails if its tensors do not fit the network `model`.
-    pub fn from_snapshot(model: &ActorCriticNet, snapshot: &PolicySnapshot) -> Result<Self, PolicyError> {
+    /// Loads a snapshot for an env whose observations and actions `env` describes: the network is the snapshot's
+    /// own spec (or, for a snapshot without one, `env` with the snapshot's activation), and it must take the env's
+    /// observations and produce its actions.
+    pub fn from_snapshot(env: &ModelSpec, snapshot: &PolicySnapshot) -> Result<Self, PolicyError> {
         let decoded = decode_weights(&snapshot.weights)?;
+        let spec = snapshot_spec(&decoded.metadata, env)?;
+        spec.check_env_of(env)?;
+        let model = ActorCriticNet::new(&spec)?;
         if let Some(n) = &decoded.obs_norm
             && n.rms.dim() != model.obs_dim()
         {
             return Err(PolicyError::ObsDims { got: n.rms.dim(), want: model.obs_dim() });
         }
-        // The weights say which activation they were trained with (tanh when they do not say).
-        let model = match decoded.metadata.get(crate::net::ACTIVATION_KEY) {
-            None => model.with_activation(crate::net::Activation::Tanh),
-            Some(name) => model.with_activation(
-                crate::net::Activation::from_name(name).ok_or_else(|| PolicyError::Activation(name.clone()))?,
-            ),
-        };
         let params = model.flatten(&decoded.tensors, "")?;
-        let log_std = model.log_std().map_or_else(Vec::new, |r| params[r].to_vec());
+        let log_std = model.log_std().map_or(&[][..], |r| &params[r]);
+        let dist = ActionDist::new(model.head(), log_std);
         Ok(Self {
             model,
             params,
             obs_norm: decoded.obs_norm,
-            log_std,
+            dist,
             version: snapshot.version,
             input: Vec::new(),
             actor_outs: Vec::new(),
@@ -140,6 +159,11 @@ impl Policy {
     /// The snapshot version this policy was loaded from.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The network the snapshot describes.
+    pub fn spec(&self) -> &ModelSpec {
+        self.model.spec()
     }
 
     /// Chooses actions for raw observations `[B, obs_dim]`: sampled from `rng`, or the mode if `deterministic`.
@@ -165,37 +189,13 @@ impl Policy {
         self.model.critic().forward(critic, &self.input, n, &mut self.critic_outs);
         out.values.clear();
         out.values.extend_from_slice(self.critic_outs.last().map_or(&[][..], Vec::as_slice));
-        let head = self.actor_outs.last().map_or(&[][..], Vec::as_slice).chunks_exact(self.model.actor().out_dim());
+        let head = self.actor_outs.last().map_or(&[][..], Vec::as_slice);
+        let action_dim = self.dist.action_dim();
         out.actions.clear();
+        out.actions.resize(n * action_dim, 0.0);
         out.log_probs.clear();
-        match self.model.action_space() {
-            Space::Discrete { .. } => {
-                for logits in head {
-                    let (a, lp) = if deterministic {
-                        let a = argmax(logits);
-                        (a, categorical_log_prob(logits, a))
-                    } else {
-                        sample_categorical(logits, rng)
-                    };
-                    out.actions.push(a as f32);
-                    out.log_probs.push(lp);
-                }
-            }
-            Space::Box { .. } => {
-                let d = self.log_std.len();
-                let std: Vec<f32> = self.log_std.iter().map(|ls| ls.exp()).collect();
-                for mean in head {
-                    let start = out.actions.len();
-                    out.actions.resize(start + d, 0.0);
-                    let lp = if deterministic {
-                        out.actions[start..].copy_from_slice(mean);
-                        gaussian_log_prob(mean, mean, &self.log_std, &std)
-                    } else {
-                        sample_gaussian(mean, &self.log_std, rng, &mut out.actions[start..])
-                    };
-                    out.log_probs.push(lp);
-                }
-            }
+        for (row, action) in head.chunks_exact(self.dist.row_dim()).zip(out.actions.chunks_exact_mut(action_dim)) {
+            out.log_probs.push(self.dist.act(row, rng, deterministic, action));
         }
         Ok(())
     }
@@ -205,13 +205,22 @@ impl Policy {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::net::ModelConfig;
+    use crate::env::Space;
+    use crate::model::ModelConfig;
     use rand::SeedableRng;
+
+    fn net(cfg: &ModelConfig, obs_dim: usize, space: &Space) -> ActorCriticNet {
+        ActorCriticNet::for_env(cfg, obs_dim, space).unwrap()
+    }
+
+    fn snapshot(weights: Vec<u8>) -> PolicySnapshot {
+        PolicySnapshot { version: 1, weights: weights.into(), published_at: 0.0, incarnation: 0 }
+    }
 
     #[test]
     fn snapshot_round_trip_is_exact_and_policy_acts() {
         let space = Space::Box { low: vec![-2.0], high: vec![2.0] };
-        let net = ActorCriticNet::new(&ModelConfig::default(), 3, &space);
+        let net = net(&ModelConfig::default(), 3, &space);
         let params = net.init(1);
         let mut norm = ObsNormalizer::new(3, 10.0);
         norm.rms.update(&[1.0, 2.0, 3.0, 3.0, 2.0, 1.0]);
@@ -219,8 +228,9 @@ mod tests {
         let decoded = decode_weights(&bytes).unwrap();
         assert_eq!(decoded.obs_norm.as_ref(), Some(&norm));
         assert_eq!(net.flatten(&decoded.tensors, "").unwrap(), params);
+        assert_eq!(ModelSpec::from_json(&decoded.metadata[MODEL_KEY]).unwrap(), *net.spec());
         let snapshot = PolicySnapshot { version: 7, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
-        let mut policy = Policy::from_snapshot(&net, &snapshot).unwrap();
+        let mut policy = Policy::from_snapshot(net.spec(), &snapshot).unwrap();
         assert_eq!(policy.version(), 7);
         let obs = [0.5f32, -0.1, 2.0, 1.0, 1.0, 1.0];
         let mut out = ActOutput::default();
@@ -238,49 +248,93 @@ mod tests {
         assert!((out.log_probs[0] - want).abs() < 1e-6);
     }
 
-    /// The activation travels with the weights: a policy built on a tanh layout acts with the ReLU the snapshot
-    /// names, and an unknown name is an error.
+    /// The network is the snapshot's own: a policy loaded for an env whose resolved spec has other hidden sizes
+    /// and another activation acts with the snapshot's ReLU 16-wide layers.
     #[test]
-    fn the_snapshot_names_its_activation() {
-        use crate::net::Activation;
+    fn the_snapshot_carries_its_model() {
         let space = Space::Discrete { n: 3 };
-        let relu =
-            ActorCriticNet::new(&ModelConfig { activation: Activation::Relu, ..ModelConfig::default() }, 4, &space);
+        let cfg = ModelConfig { activation: Activation::Relu, hidden_sizes: vec![16], ..ModelConfig::default() };
+        let relu = net(&cfg, 4, &space);
         let params = relu.init(3);
         let bytes = encode_weights(&relu, &params, None).unwrap();
-        assert_eq!(decode_weights(&bytes).unwrap().metadata["activation"], "relu");
-        let tanh_layout = ActorCriticNet::new(&ModelConfig::default(), 4, &space);
-        let snapshot = PolicySnapshot { version: 1, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
-        let mut policy = Policy::from_snapshot(&tanh_layout, &snapshot).unwrap();
+        assert_eq!(decode_weights(&bytes).unwrap().metadata[ACTIVATION_KEY], "relu");
+        let env = ModelSpec::resolve(&ModelConfig::default(), 4, &space).unwrap();
+        let mut policy = Policy::from_snapshot(&env, &snapshot(bytes)).unwrap();
+        assert_eq!(policy.spec(), relu.spec());
         let obs = [0.3f32, -1.2, 2.0, 0.7];
         let mut want = Vec::new();
         relu.critic().forward(relu.split(&params).1, &obs, 1, &mut want);
         let mut out = ActOutput::default();
         policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1), true, &mut out).unwrap();
-        assert_eq!(out.values, want.last().unwrap().clone(), "acted with ReLU");
+        assert_eq!(out.values, want.last().unwrap().clone(), "acted with the snapshot's network");
 
-        let metadata = HashMap::from([("activation".to_string(), "gelu".to_string())]);
-        let odd = codec::encode(relu.named("", &params), None, metadata).unwrap();
-        let snapshot = PolicySnapshot { version: 1, weights: odd.into(), published_at: 0.0, incarnation: 0 };
-        assert!(
-            matches!(Policy::from_snapshot(&tanh_layout, &snapshot), Err(PolicyError::Activation(a)) if a == "gelu")
-        );
+        // A snapshot for another env is refused, naming both sides.
+        let other = ModelSpec::resolve(&ModelConfig::default(), 5, &space).unwrap();
+        let bytes = encode_weights(&relu, &params, None).unwrap();
+        let err = Policy::from_snapshot(&other, &snapshot(bytes)).err().unwrap();
+        assert!(matches!(err, PolicyError::Spec(SpecError::Env { .. })), "{err}");
+    }
+
+    /// Snapshots written before the spec existed (no `model` key) load as the env's spec with the activation the
+    /// metadata names; an unknown activation or an unreadable spec is an error.
+    #[test]
+    fn snapshots_without_a_spec_still_load() {
+        let space = Space::Discrete { n: 3 };
+        let cfg = ModelConfig { activation: Activation::Relu, ..ModelConfig::default() };
+        let relu = net(&cfg, 4, &space);
+        let params = relu.init(3);
+        let old = |activation: Option<&str>| {
+            let metadata = activation.map(|a| (ACTIVATION_KEY.to_string(), a.to_string())).into_iter().collect();
+            snapshot(codec::encode(relu.named("", &params), None, metadata).unwrap())
+        };
+        let env = ModelSpec::resolve(&ModelConfig::default(), 4, &space).unwrap();
+        assert_eq!(Policy::from_snapshot(&env, &old(Some("relu"))).unwrap().spec(), relu.spec());
+        assert_eq!(Policy::from_snapshot(&env, &old(None)).unwrap().spec().activation(), Activation::Tanh);
+        let err = Policy::from_snapshot(&env, &old(Some("gelu"))).err().unwrap();
+        assert!(matches!(err, PolicyError::Activation(ref a) if a == "gelu"), "{err}");
+
+        let metadata = HashMap::from([(MODEL_KEY.to_string(), "{\"format\": 9}".to_string())]);
+        let bytes = codec::encode(relu.named("", &params), None, metadata).unwrap();
+        let err = Policy::from_snapshot(&env, &snapshot(bytes)).err().unwrap();
+        assert!(matches!(err, PolicyError::Spec(SpecError::Format(9))), "{err}");
+    }
+
+    #[test]
+    fn multi_discrete_policies_act_per_block() {
+        let space = Space::MultiDiscrete { nvec: vec![3, 2, 4] };
+        let net = net(&ModelConfig::default(), 5, &space);
+        let params = net.init(2);
+        let bytes = encode_weights(&net, &params, None).unwrap();
+        let mut policy = Policy::from_snapshot(net.spec(), &snapshot(bytes)).unwrap();
+        let obs: Vec<f32> = (0..15).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut out = ActOutput::default();
+        policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(5), false, &mut out).unwrap();
+        assert_eq!((out.actions.len(), out.log_probs.len(), out.values.len()), (9, 3, 3));
+        for action in out.actions.chunks_exact(3) {
+            assert!(space.check(action).is_ok(), "{action:?}");
+        }
+        let mut logits = Vec::new();
+        net.actor().forward(net.split(&params).0, &obs, 3, &mut logits);
+        let dist = ActionDist::new(net.head(), &[]);
+        for ((row, action), lp) in
+            logits.last().unwrap().chunks_exact(9).zip(out.actions.chunks_exact(3)).zip(&out.log_probs)
+        {
+            assert_eq!(dist.log_prob(row, action), *lp);
+        }
     }
 
     #[test]
     fn garbage_bytes_and_misfits_are_errors_not_panics() {
-        let net = ActorCriticNet::new(&ModelConfig::default(), 4, &Space::Discrete { n: 2 });
-        let snapshot = |weights: Vec<u8>| PolicySnapshot {
-            version: 0,
-            weights: weights.into(),
-            published_at: 0.0,
-            incarnation: 0,
-        };
-        assert!(Policy::from_snapshot(&net, &snapshot(b"not safetensors".to_vec())).is_err());
-        assert!(Policy::from_snapshot(&net, &snapshot(b"\x08\0\0\0\0\0\0\0{}      ".to_vec())).is_err());
-        let other = ActorCriticNet::new(&ModelConfig::default(), 5, &Space::Discrete { n: 2 });
+        let net = net(&ModelConfig::default(), 4, &Space::Discrete { n: 2 });
+        assert!(Policy::from_snapshot(net.spec(), &snapshot(b"not safetensors".to_vec())).is_err());
+        assert!(Policy::from_snapshot(net.spec(), &snapshot(b"\x08\0\0\0\0\0\0\0{}      ".to_vec())).is_err());
+        let other = ActorCriticNet::for_env(&ModelConfig::default(), 5, &Space::Discrete { n: 2 }).unwrap();
         let bytes = encode_weights(&other, &other.init(0), None).unwrap();
-        assert!(matches!(Policy::from_snapshot(&net, &snapshot(bytes)), Err(PolicyError::Layout(_))));
+        assert!(matches!(Policy::from_snapshot(net.spec(), &snapshot(bytes)), Err(PolicyError::Spec(_))));
+        // Tensors that do not fit the spec they travel with.
+        let metadata = HashMap::from([(MODEL_KEY.to_string(), net.spec().to_json())]);
+        let bytes = codec::encode(other.named("", &other.init(0)), None, metadata).unwrap();
+        assert!(matches!(Policy::from_snapshot(net.spec(), &snapshot(bytes)), Err(PolicyError::Layout(_))));
         assert!(matches!(encode_weights(&net, &[0.0; 3], None), Err(PolicyError::Layout(LayoutError::Length { .. }))));
     }
 }

@@ -49,6 +49,9 @@ impl From<&Space> for pb::Space {
         let kind = match s {
             Space::Discrete { n } => pb::space::Kind::Discrete(pb::Discrete { n: *n as u32 }),
             Space::Box { low, high } => pb::space::Kind::Box(pb::BoxSpace { low: low.clone(), high: high.clone() }),
+            Space::MultiDiscrete { nvec } => {
+                pb::space::Kind::MultiDiscrete(pb::MultiDiscrete { nvec: nvec.iter().map(|&n| n as u32).collect() })
+            }
         };
         pb::Space { kind: Some(kind) }
     }
@@ -86,6 +89,10 @@ impl TryFrom<&pb::Space> for Space {
                 Ok(Space::Box { low: b.low.clone(), high: b.high.clone() })
             }
             Some(pb::space::Kind::Box(_)) => Err(SpaceError::BoundsLength),
+            Some(pb::space::Kind::MultiDiscrete(m)) if !m.nvec.is_empty() && !m.nvec.contains(&0) => {
+                Ok(Space::MultiDiscrete { nvec: m.nvec.iter().map(|&n| n as usize).collect() })
+            }
+            Some(pb::space::Kind::MultiDiscrete(_)) => Err(SpaceError::Nvec),
             None => Err(SpaceError::Unset),
         }
     }

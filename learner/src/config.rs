@@ -1,6 +1,7 @@
 //! The training configuration: one TOML file (`configs/*.toml`), overridable key by key from the command line.
 
-use common::net::ModelConfig;
+use common::env::Space;
+use common::model::{Head, ModelConfig};
 use common::rollout::{DEFAULT_NUM_ENVS, DEFAULT_ROLLOUT_STEPS};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -396,7 +397,7 @@ pub enum EnvSpecError {
     },
     /// Observations must be a Box.
     #[error("observation_space must be a Box, not {0}")]
-    DiscreteObservations(String),
+    ObservationsNotBox(String),
     /// Spaces given for a built-in env that differ from its own.
     #[error("the {which} space of {id} is {builtin}, the config says {given}")]
     Differs {
@@ -442,7 +443,6 @@ impl EnvConfig {
 
     /// The (observation, action) spaces: the configured ones, else the built-in env's.
     pub fn spaces(&self) -> Result<(common::env::Space, common::env::Space), EnvSpecError> {
-        use common::env::Space;
         let builtin = common::env::make(&self.id).ok().map(|e| (e.observation_space(), e.action_space()));
         let given = match (&self.observation_space, &self.action_space) {
             (Some(o), Some(a)) => Some((o.parse::<Space>()?, a.parse::<Space>()?)),
@@ -469,10 +469,10 @@ impl EnvConfig {
                 return Err(EnvSpecError::Unknown { id: self.id.clone(), known: common::env::ENV_IDS.join(", ") });
             }
         };
-        if obs.is_discrete() {
-            return Err(EnvSpecError::DiscreteObservations(obs.to_string()));
+        if !matches!(obs, Space::Box { .. }) {
+            return Err(EnvSpecError::ObservationsNotBox(obs.to_string()));
         }
-        for (which, dim) in [("observation", obs.flat_dim()), ("action", action.policy_dim())] {
+        for (which, dim) in [("observation", obs.flat_dim()), ("action", Head::for_space(&action).logits_dim())] {
             if dim > MAX_SPACE_DIM {
                 return Err(EnvSpecError::TooLarge { which, dim });
             }

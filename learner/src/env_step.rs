@@ -95,6 +95,17 @@ fn parse_action(action: &Value, space: &Space, out: &mut Vec<f32>) -> Result<(),
         (Space::Discrete { .. }, other) => {
             return Err(format!("discrete action must be an integer, got {other}"));
         }
+        (Space::MultiDiscrete { .. }, Value::Array(values)) => {
+            for v in values {
+                match v.as_f64() {
+                    Some(x) if x.fract() == 0.0 => out.push(x as f32),
+                    _ => return Err(format!("multi-discrete action must hold integers, got {v}")),
+                }
+            }
+        }
+        (Space::MultiDiscrete { .. }, other) => {
+            return Err(format!("multi-discrete action must be a list of integers, got {other}"));
+        }
         (Space::Box { .. }, Value::Array(values)) => {
             for v in values {
                 let x = v.as_f64().ok_or_else(|| format!("box action must hold numbers, got {v}"))?;

@@ -4,7 +4,7 @@
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use common::env::TimeLimit;
-use common::net::ModelConfig;
+use common::model::{ModelConfig, ModelSpec};
 use common::policy::{ActOutput, Policy, PolicySnapshot};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -57,9 +57,9 @@ impl SavedPolicy {
         let probe = common::env::make(&env).map_err(|_| Error::NotBuiltin { env: env.clone(), path: path.into() })?;
         let (obs_dim, space) = (probe.observation_space().flat_dim(), probe.action_space());
         let snapshot = PolicySnapshot { version: 0, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
-        let net = common::net::ActorCriticNet::new(&model, obs_dim, &space);
-        let policy = Policy::from_snapshot(&net, &snapshot)
-            .map_err(|e| fail(format!("does not fit {env} with hidden sizes {:?}: {e}", model.hidden_sizes)))?;
+        // The policy's own model spec decides the network; the config's [model] describes files from before it.
+        let legacy = ModelSpec::legacy(&model.hidden_sizes, model.activation, obs_dim, &space);
+        let policy = Policy::from_snapshot(&legacy, &snapshot).map_err(|e| fail(format!("does not fit {env}: {e}")))?;
         Ok(Self { path: path.to_path_buf(), env, model, policy })
     }
 

@@ -20,6 +20,6 @@ pub fn sampler(cfg: &TrainConfig, seed: u64) -> actor::Sampler {
 
 /// One rollout of `sampler` with the trainer's current policy.
 pub fn collect(trainer: &Trainer, sampler: &mut actor::Sampler) -> Rollout {
-    let mut policy = Policy::from_snapshot(trainer.net(), &trainer.snapshot().unwrap()).unwrap();
+    let mut policy = Policy::from_snapshot(trainer.net().spec(), &trainer.snapshot().unwrap()).unwrap();
     sampler.collect(&mut policy).unwrap()
 }

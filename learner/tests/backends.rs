@@ -1,25 +1,29 @@
 //! The two backends are one algorithm: from the same seed, on the same batch and shuffles, several epochs of
 //! minibatch updates leave the same parameters and Adam moments (up to float rounding) and report the same
-//! diagnostics, for a Categorical and a Gaussian policy and for both objectives.
+//! diagnostics, for a Categorical, a multi-Categorical and a Gaussian policy and for both objectives.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use common::net::{Activation, ActorCriticNet, ModelConfig};
-use learner::config::{BackendKind, Objective, TrainConfig};
+use common::model::{Activation, ModelConfig, ModelSpec};
+use common::net::ActorCriticNet;
+use learner::config::{BackendKind, EnvConfig, Objective, TrainConfig};
 use learner::update::backend::{self, Backend};
 use learner::update::optim::AdamState;
 use learner::update::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn batch(env: &str, n: usize) -> HostBatch {
-    let spec = common::env::make(env).unwrap();
-    let (d, space) = (spec.observation_space().flat_dim(), spec.action_space());
+fn batch(cfg: &TrainConfig, n: usize) -> HostBatch {
+    let (obs, space) = cfg.env.spaces().unwrap();
+    let d = obs.flat_dim();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut normal = |k: usize| (0..k).map(|_| rng.random_range(-2.0f32..2.0)).collect::<Vec<f32>>();
     let actions = match &space {
         common::env::Space::Discrete { n: k } => (0..n).map(|i| (i % k) as f32).collect(),
         common::env::Space::Box { low, .. } => normal(n * low.len()),
+        common::env::Space::MultiDiscrete { nvec } => {
+            (0..n).flat_map(|i| nvec.iter().map(move |&k| ((i * 7 + k) % k) as f32)).collect()
+        }
     };
     HostBatch {
         obs: normal(n * d),
@@ -32,15 +36,20 @@ fn batch(env: &str, n: usize) -> HostBatch {
     }
 }
 
+/// The model spec of `cfg`'s env and model.
+fn spec(cfg: &TrainConfig) -> ModelSpec {
+    let (obs, action) = cfg.env.spaces().unwrap();
+    ModelSpec::resolve(&cfg.model, obs.flat_dim(), &action).unwrap()
+}
+
 /// The network of `cfg`'s env and model.
 fn net(cfg: &TrainConfig) -> ActorCriticNet {
-    let spec = common::env::make(&cfg.env.id).unwrap();
-    ActorCriticNet::new(&cfg.model, spec.observation_space().flat_dim(), &spec.action_space())
+    ActorCriticNet::new(&spec(cfg)).unwrap()
 }
 
 /// The backend `cfg` asks for, initialised from `seed`.
 fn create(cfg: &TrainConfig, seed: u64) -> Box<dyn Backend> {
-    backend::create(cfg, &net(cfg), seed).unwrap()
+    backend::create(cfg, &spec(cfg), seed).unwrap().1
 }
 
 /// The parameters by name.
@@ -49,16 +58,16 @@ fn params(b: &dyn Backend, net: &ActorCriticNet) -> Vec<(String, Vec<f32>)> {
 }
 
 fn compare(env: &str, objective: Objective) {
-    compare_model(env, objective, ModelConfig::default());
+    compare_model(env.into(), objective, ModelConfig::default());
 }
 
-fn compare_model(env: &str, objective: Objective, model: ModelConfig) {
-    let cfg = |backend| TrainConfig { env: env.into(), backend, model: model.clone(), ..TrainConfig::default() };
+fn compare_model(env: EnvConfig, objective: Objective, model: ModelConfig) {
+    let cfg = |backend| TrainConfig { env: env.clone(), backend, model: model.clone(), ..TrainConfig::default() };
     let make = |kind| create(&cfg(kind), 11);
     let net = net(&cfg(BackendKind::Auto));
     let (mut fused, mut candle) = (make(BackendKind::Fused), make(BackendKind::Candle));
     assert_eq!(params(fused.as_ref(), &net), params(candle.as_ref(), &net), "same initial weights");
-    let data = batch(env, 192);
+    let data = batch(&cfg(BackendKind::Auto), 192);
     let coefs = LossCoefs {
         objective,
         clip_coef: 0.2,
@@ -114,6 +123,18 @@ fn assert_same_moments(a: &AdamState, b: &AdamState, net: &ActorCriticNet, tol: 
     }
 }
 
+/// A multi-Categorical head (MultiDiscrete([3, 2, 4]) actions on a user env's 6-value observations): the blocks'
+/// log-probabilities, entropies and gradients agree, for both objectives.
+#[test]
+fn multi_categorical_agrees() {
+    let env = EnvConfig::from("Dials-v0").with_spaces(
+        &"Box(-2.0, 2.0, (6,))".parse().unwrap(),
+        &common::env::Space::MultiDiscrete { nvec: vec![3, 2, 4] },
+    );
+    compare_model(env.clone(), Objective::Clip, ModelConfig::default());
+    compare_model(env, Objective::KlPenalty, ModelConfig::default());
+}
+
 #[test]
 fn categorical_clip_agrees() {
     compare("CartPole-v1", Objective::Clip);
@@ -138,9 +159,10 @@ fn relu_models_agree() {
         init_log_std: -2.0,
         activation: Activation::Relu,
         ortho_init: false,
+        shared_trunk: false,
     };
-    compare_model("Pendulum-v1", Objective::Clip, zoo.clone());
-    compare_model("CartPole-v1", Objective::KlPenalty, ModelConfig { init_log_std: 0.0, ..zoo });
+    compare_model("Pendulum-v1".into(), Objective::Clip, zoo.clone());
+    compare_model("CartPole-v1".into(), Objective::KlPenalty, ModelConfig { init_log_std: 0.0, ..zoo });
 }
 
 #[test]
@@ -148,7 +170,7 @@ fn checkpointed_state_moves_between_backends() {
     let cfg = TrainConfig { env: "Pendulum-v1".into(), backend: BackendKind::Fused, ..TrainConfig::default() };
     let net = net(&cfg);
     let mut fused = create(&cfg, 2);
-    let data = batch("Pendulum-v1", 64);
+    let data = batch(&cfg, 64);
     let coefs = LossCoefs {
         objective: Objective::Clip,
         clip_coef: 0.2,
@@ -200,7 +222,7 @@ fn extreme_behaviour_log_probs_train_finitely() {
         for kind in [BackendKind::Fused, BackendKind::Candle] {
             let cfg = TrainConfig { env: env.into(), backend: kind, ..TrainConfig::default() };
             let mut b = create(&cfg, 4);
-            let mut data = batch(env, 128);
+            let mut data = batch(&cfg, 128);
             for (i, lp) in data.log_probs.iter_mut().enumerate() {
                 *lp = if i % 2 == 0 { -100.0 } else { 1e4 };
             }
@@ -225,7 +247,7 @@ fn guard_skips_non_finite_steps_and_blames_the_rollout() {
         let cfg = TrainConfig { env: "Pendulum-v1".into(), backend: kind, ..TrainConfig::default() };
         let (net, mut b) = (net(&cfg), create(&cfg, 4));
         let before = params(b.as_ref(), &net);
-        let mut data = batch("Pendulum-v1", 192);
+        let mut data = batch(&cfg, 192);
         data.sources = vec![
             learner::update::ppo::RowSource { actor_id: common::ids::ActorId(7), rows: 0..96 },
             learner::update::ppo::RowSource { actor_id: common::ids::ActorId(8), rows: 96..192 },

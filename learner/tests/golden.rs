@@ -6,7 +6,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use common::env::Space;
-use common::net::{Activation, ActorCriticNet, ModelConfig};
+use common::model::{Activation, ModelConfig};
+use common::net::ActorCriticNet;
 use learner::config::Objective;
 use learner::update::backend::FusedBackend;
 use learner::update::backend::candle::loss::{Batch, minibatch_loss, minibatch_step};
@@ -70,7 +71,7 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) 
         _ => Activation::Tanh,
     };
     let model = ModelConfig { activation, ..ModelConfig::default() };
-    let net = ActorCriticNet::new(&model, obs.dim(1).unwrap(), &space);
+    let net = ActorCriticNet::for_env(&model, obs.dim(1).unwrap(), &space).unwrap();
     let mut params = Vec::new();
     for e in net.entries() {
         let t = &g.t[&format!("param.{}", e.name)];

@@ -1,24 +1,28 @@
 """The actor's protocol behaviour against a fake learner in this process: registration, policy following,
-re-registration on ``unknown_actor``, refusal, backoff, and the flush when stopped."""
+re-registration on ``unknown_actor``, refusal, backoff, the number of envs the learner names, and the flush when
+stopped."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
+import dials
 import grpc
 import gymnasium as gym
 import numpy as np
 import pytest
 from safetensors.numpy import save
-from test_policy import state_dict
+from test_policy import spec, state_dict, with_spec
 
 from proxima_actor._proto import ppo_pb2 as pb
 from proxima_actor._proto import ppo_pb2_grpc as pb_grpc
-from proxima_actor.client import Actor, ActorOptions, Backoff, PolicyCell, Refused
+from proxima_actor.cli import _run_parser
+from proxima_actor.client import DEFAULT_NUM_ENVS, Actor, ActorOptions, Backoff, PolicyCell, Refused
 from proxima_actor.metrics import ActorMetrics
 from proxima_actor.policy import Policy
 
@@ -26,9 +30,13 @@ WEIGHTS = save(state_dict(4, 2, (8,), box=False))
 
 
 class FakeLearner(pb_grpc.LearnerServicer):
-    """Registers actors, streams one policy, accepts rollouts; can forget actors or refuse registration."""
+    """Registers actors, streams one policy, accepts rollouts; can forget actors or refuse registration.
+    ``num_envs[i]`` is its ``actors.num_envs`` at registration ``i`` (the last one for later ones), which it
+    names to actors that ask with 0; ``None`` answers like a learner of an earlier release (0)."""
 
     def __init__(self) -> None:
+        self.num_envs: list[int] | None = [3]
+        self.weights = WEIGHTS
         self.registrations: list[pb.RegisterRequest] = []
         self.rollouts: list[pb.Rollout] = []
         self.known: set[int] = set()
@@ -44,10 +52,15 @@ class FakeLearner(pb_grpc.LearnerServicer):
             self.registrations.append(request)
             actor_id = 100 + len(self.registrations)
             self.known.add(actor_id)
-        return pb.RegisterResponse(actor_id=actor_id, seed=5, run_id="fake", hidden_sizes=[8], rollout_steps=4)
+            num_envs = 0
+            if self.num_envs is not None:
+                num_envs = request.num_envs or self.num_envs[min(len(self.registrations), len(self.num_envs)) - 1]
+        return pb.RegisterResponse(
+            actor_id=actor_id, seed=5, run_id="fake", hidden_sizes=[8], rollout_steps=4, num_envs=num_envs
+        )
 
     def SubscribePolicy(self, request: pb.SubscribePolicyRequest, context: Any) -> Iterator[pb.PolicyUpdate]:
-        yield pb.PolicyUpdate(version=1, weights=WEIGHTS, published_at=time.time(), incarnation=9)
+        yield pb.PolicyUpdate(version=1, weights=self.weights, published_at=time.time(), incarnation=9)
         while context.is_active():
             time.sleep(0.02)
 
@@ -73,9 +86,15 @@ def learner() -> Iterator[tuple[FakeLearner, int]]:
     server.stop(grace=None)
 
 
-def start(port: int, stop: threading.Event, **opts: Any) -> tuple[Actor, threading.Thread, list[BaseException]]:
-    options = ActorOptions(learner=f"http://127.0.0.1:{port}", num_envs=2, max_backoff=0.2, **opts)
-    actor = Actor(lambda: gym.make("CartPole-v1"), options, stop, ActorMetrics("CartPole-v1"))
+def start(
+    port: int,
+    stop: threading.Event,
+    num_envs: int | None = 2,
+    make_env: Callable[[], gym.Env] = lambda: gym.make("CartPole-v1"),
+    **opts: Any,
+) -> tuple[Actor, threading.Thread, list[BaseException]]:
+    options = ActorOptions(learner=f"http://127.0.0.1:{port}", num_envs=num_envs, max_backoff=0.2, **opts)
+    actor = Actor(make_env, options, stop, ActorMetrics("CartPole-v1"))
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -117,12 +136,15 @@ def test_a_forgotten_actor_registers_again_and_keeps_its_envs(learner: tuple[Fak
     fake, port = learner
     fake.forget_after = 2
     stop = threading.Event()
-    actor, thread, errors = start(port, stop)
+    actor, thread, errors = start(port, stop, num_envs=None)
+    wait_until(lambda: len(fake.rollouts) >= 1)
+    sampler = actor.sampler
     wait_until(lambda: len(fake.rollouts) >= 4)
     stop.set()
     thread.join(10)
     assert not errors and len(fake.registrations) >= 2
     assert {r.actor_id for r in fake.rollouts[2:]} == {102}
+    assert actor.sampler is sampler, "the learner named the same count again: the envs stay"
     assert actor.metrics.reconnects._value.get() >= 1  # type: ignore[attr-defined]
 
 
@@ -194,3 +216,74 @@ def test_stopping_sends_the_rollout_in_progress_then_leaves(learner: tuple[FakeL
     thread.join(5)
     assert not thread.is_alive()
     assert actor.flushed == 1 and len(fake.rollouts) == sent_before + 1
+
+
+def run_until(fake: FakeLearner, port: int, rollouts: int, **opts: Any) -> Actor:
+    """Runs an actor until the learner holds ``rollouts`` rollouts, then stops it."""
+    stop = threading.Event()
+    actor, thread, errors = start(port, stop, **opts)
+    wait_until(lambda: len(fake.rollouts) >= rollouts)
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive() and not errors
+    return actor
+
+
+def test_without_a_count_the_actor_steps_the_learners_num_envs(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    run_until(fake, port, 2, num_envs=None)
+    assert fake.registrations[0].num_envs == 0
+    assert {r.num_envs for r in fake.rollouts} == {3}
+    assert all(len(r.rewards) == 4 * 3 * 4 for r in fake.rollouts)
+
+
+def test_a_count_the_user_gave_is_sent_and_stepped(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    run_until(fake, port, 2, num_envs=5)
+    assert fake.registrations[0].num_envs == 5 and {r.num_envs for r in fake.rollouts} == {5}
+
+
+def test_a_learner_that_names_no_count_gets_the_default(
+    learner: tuple[FakeLearner, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, port = learner
+    fake.num_envs = None
+    with caplog.at_level(logging.INFO, logger="proxima_actor"):
+        run_until(fake, port, 2, num_envs=None)
+    assert {r.num_envs for r in fake.rollouts} == {DEFAULT_NUM_ENVS}
+    assert sum("names no num_envs" in m for m in caplog.messages) == 1
+    fake.rollouts.clear()
+    run_until(fake, port, 2, num_envs=5)
+    assert {r.num_envs for r in fake.rollouts} == {5}
+
+
+def test_a_reregistration_with_another_count_rebuilds_the_envs(
+    learner: tuple[FakeLearner, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, port = learner
+    fake.num_envs, fake.forget_after = [3, 2], 2
+    with caplog.at_level(logging.INFO, logger="proxima_actor"):
+        run_until(fake, port, 5, num_envs=None)
+    assert [r.num_envs for r in fake.registrations] == [0, 0]
+    counts = [r.num_envs for r in fake.rollouts]
+    assert counts[:2] == [3, 3] and set(counts[2:]) == {2}
+    assert sum("rebuilding the envs" in m for m in caplog.messages) == 1
+
+
+def test_a_multi_discrete_env_registers_its_nvec_and_sends_its_indices(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    head = {"kind": "multi_categorical", "nvec": list(dials.NVEC)}
+    fake.weights = with_spec(state_dict(2, sum(dials.NVEC), (8,), box=False), spec(2, head))
+    run_until(fake, port, 2, num_envs=None, make_env=dials.make)
+    assert list(fake.registrations[0].action_space.multi_discrete.nvec) == list(dials.NVEC)
+    actions = np.frombuffer(fake.rollouts[0].actions, "<f4").reshape(4, 3, 2)
+    assert np.all(actions == np.round(actions)) and np.all((actions >= 0) & (actions < np.array(dials.NVEC)))
+
+
+def test_num_envs_comes_from_the_flag_the_variable_or_the_learner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROXIMA_NUM_ENVS", raising=False)
+    assert _run_parser().parse_args([]).num_envs is None
+    assert _run_parser().parse_args(["--num-envs", "4"]).num_envs == 4
+    monkeypatch.setenv("PROXIMA_NUM_ENVS", "6")
+    assert _run_parser().parse_args([]).num_envs == 6
+    assert _run_parser().parse_args(["--num-envs", "2"]).num_envs == 2

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dials
 import pytest
 from PIL import Image
 from safetensors.numpy import save
-from test_policy import state_dict
+from test_policy import spec, state_dict, with_spec
 
+from proxima_actor import Policy
 from proxima_actor.cli import main
+from proxima_actor.evaluate import evaluate
+from proxima_actor.sampler import EnvError
 
 #: Display time of one frame at 30 fps: 33 ms, stored by GIF in hundredths of a second.
 FRAME_MS = 30
@@ -61,3 +65,16 @@ def duration_ms(gif_path: Path) -> int:
 
 def test_a_policy_for_another_env_is_an_error(checkpoint: Path) -> None:
     assert main(["eval", "--checkpoint", str(checkpoint), "--env", "Pendulum-v1"]) == 1
+
+
+def test_eval_plays_multi_discrete_envs_with_a_spec_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = {"kind": "multi_categorical", "nvec": list(dials.NVEC)}
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(with_spec(state_dict(2, sum(dials.NVEC), (8,), box=False), spec(2, head)))
+    args = ["eval", "--checkpoint", str(path), "--env", "Dials-v0", "--make", "dials:make", "--episodes", "2"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["lengths"] == [10, 10] and all(0 <= r <= 20 for r in report["returns"])
+    other = Policy(with_spec(state_dict(2, 5, (8,), box=False), spec(2, {"kind": "multi_categorical", "nvec": [2, 3]})))
+    with pytest.raises(EnvError, match="multi_categorical"):
+        evaluate(other, dials.make, "Dials-v0", 1, True, 0)

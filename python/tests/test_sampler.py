@@ -1,17 +1,19 @@
-"""The sampler's semantics: final observations of truncated steps, episode records, unclipped actions."""
+"""The sampler's semantics: final observations of truncated steps, episode records, unclipped actions,
+MultiDiscrete actions."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import dials
 import gymnasium as gym
 import numpy as np
 import pytest
 from safetensors.numpy import save
-from test_policy import state_dict
+from test_policy import spec, state_dict, with_spec
 
 from proxima_actor import Policy
-from proxima_actor.sampler import EnvError, Sampler, make_vector_env
+from proxima_actor.sampler import EnvError, Sampler, check_spaces, make_vector_env
 
 
 class Counter(gym.Env[np.ndarray, np.ndarray]):
@@ -113,3 +115,49 @@ def test_async_vector_envs_give_the_same_rollouts_as_sync() -> None:
     np.testing.assert_array_equal(sync.actions, asyn.actions)
     np.testing.assert_array_equal(sync.final_obs, asyn.final_obs)
     assert sync.truncated.sum() == asyn.truncated.sum() == 2
+
+
+def dials_policy(nvec: tuple[int, ...] = dials.NVEC) -> Policy:
+    head = {"kind": "multi_categorical", "nvec": list(nvec)}
+    return Policy(with_spec(state_dict(2, sum(nvec), (8,), box=False, seed=2), spec(2, head)))
+
+
+def test_multi_discrete_actions_reach_the_env_as_integers_and_the_rollout_as_f32() -> None:
+    envs = make_vector_env(dials.make, 3)
+    sampler = Sampler(envs, rollout_steps=25, seed=4)
+    policy = dials_policy()
+    sampler.check_policy(policy)
+    r = sampler.collect(policy)
+    assert r.actions.dtype == np.float32 and r.actions.shape == (25, 3, 2)
+    for e, env in enumerate(sampler.envs.envs):
+        got = np.stack(env.unwrapped.received)
+        assert got.dtype == np.int64 and got.shape == (25, 2)
+        np.testing.assert_array_equal(got, r.actions[:, e, :])
+    assert set(np.unique(r.actions[..., 0])) == {0.0, 1.0, 2.0} and set(np.unique(r.actions[..., 1])) == {0.0, 1.0}
+    obs, actions = r.obs.reshape(-1, 2), r.actions.reshape(-1, 2)
+    np.testing.assert_allclose(r.log_probs.reshape(-1), policy.log_prob(obs, actions), atol=1e-5)
+    targets = np.rint(obs * (np.array(dials.NVEC) - 1))
+    np.testing.assert_array_equal(r.rewards.reshape(-1), (actions == targets).sum(axis=1))
+    # The 10-step time limit truncates every env at steps 9 and 19.
+    assert r.truncated.sum() == 6 and r.final_obs.shape == (6, 2)
+    assert [(e.env_index, e.length) for e in r.episodes] == [(e, 10) for e in range(3)] * 2
+    with pytest.raises(EnvError, match="multi_categorical"):
+        sampler.check_policy(dials_policy((2, 3)))
+    with pytest.raises(EnvError, match="categorical"):
+        sampler.check_policy(Policy(save(state_dict(2, 5, (8,), box=False))))
+    sampler.close()
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        gym.spaces.MultiDiscrete([[2, 2], [3, 3]]),
+        gym.spaces.MultiDiscrete([3, 2], start=[1, 0]),
+        gym.spaces.MultiBinary(3),
+        gym.spaces.Box(-1.0, 1.0, (2, 2)),
+        gym.spaces.Discrete(3, start=1),
+    ],
+)
+def test_action_spaces_it_cannot_train_on_are_refused(space: gym.Space) -> None:
+    with pytest.raises(EnvError):
+        check_spaces(gym.spaces.Box(0.0, 1.0, (2,)), space)

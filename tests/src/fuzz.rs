@@ -172,6 +172,7 @@ impl EnvCase {
             env_id: cfg.env.id.clone(),
             hidden_sizes: cfg.model.hidden_sizes.clone(),
             rollout_steps: cfg.actors.rollout_steps,
+            num_envs: cfg.actors.num_envs,
             root_seed: cfg.seed,
             run_id: "fuzz".into(),
             max_policy_lag: cfg.ppo.max_policy_lag,
@@ -216,7 +217,7 @@ impl EnvCase {
             r.env_id != self.cfg.env.id,
             !same_space(&r.observation_space, &self.spaces.0),
             !same_space(&r.action_space, &self.spaces.1),
-            !(1..=MAX_NUM_ENVS).contains(&r.num_envs),
+            r.num_envs > MAX_NUM_ENVS,
         ];
         let mut codes = Vec::new();
         if r.actor_name.len() > self.cfg.server.max_actor_name_bytes {
@@ -257,6 +258,9 @@ impl EnvCase {
         let lp = s.max_abs_log_prob_per_dim * a as f64;
         let (log_probs, actions) = match space {
             Space::Discrete { n } => ((-lp, LOG_PROB_SLACK), (0.0, *n as f64 - 1.0)),
+            Space::MultiDiscrete { nvec } => {
+                ((-lp, LOG_PROB_SLACK), (0.0, nvec.iter().max().map_or(0.0, |&n| n as f64 - 1.0)))
+            }
             Space::Box { .. } => ((-lp, lp), (-s.max_abs_action, s.max_abs_action)),
         };
         let (obs, value, reward) = (s.max_abs_observation, s.max_abs_value, s.max_abs_reward);
@@ -290,7 +294,7 @@ impl EnvCase {
     /// numbers.
     fn check_loaded(&self, trainer: &Trainer) {
         let snapshot = trainer.snapshot().unwrap_or_else(|e| unusable("cannot publish its policy", e));
-        if let Err(e) = Policy::from_snapshot(trainer.net(), &snapshot) {
+        if let Err(e) = Policy::from_snapshot(trainer.net().spec(), &snapshot) {
             unusable("publishes weights actors cannot load", e);
         }
         let params = trainer.params().unwrap_or_else(|e| unusable("has no parameters", e));
@@ -483,8 +487,8 @@ impl Harness {
         let cfg = actor::SamplerConfig { num_envs, rollout_steps: steps, ..Default::default() };
         let mut sampler = actor::Sampler::new(&case.cfg.env.id, &cfg, case.cfg.seed)?;
         let space = sampler.action_space();
-        let net = common::net::ActorCriticNet::new(&case.cfg.model, sampler.obs_dim(), &space);
-        let mut policy = Policy::from_snapshot(&net, &case.snapshot)?;
+        let spec = common::model::ModelSpec::resolve(&case.cfg.model, sampler.obs_dim(), &space)?;
+        let mut policy = Policy::from_snapshot(&spec, &case.snapshot)?;
         Ok(Rollout { actor_id: common::ids::ActorId(0), ..sampler.collect(&mut policy)? })
     }
 }

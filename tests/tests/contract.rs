@@ -14,7 +14,7 @@
 use actor::{Sampler, SamplerConfig};
 use common::env::EpisodeStats;
 use common::ids::{ActorId, PolicyVersion};
-use common::net::{ActorCriticNet, ModelConfig};
+use common::model::{Activation, ModelSpec};
 use common::policy::{Policy, PolicySnapshot};
 use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
@@ -162,7 +162,7 @@ struct GoodActor {
     sampler: Sampler,
     policy: Policy,
     incarnation: u64,
-    model: ActorCriticNet,
+    model: ModelSpec,
 }
 
 impl GoodActor {
@@ -189,11 +189,8 @@ impl GoodActor {
         };
         let sampler_cfg = SamplerConfig { num_envs: NUM_ENVS, rollout_steps: ROLLOUT_STEPS, ..Default::default() };
         let sampler = Sampler::new(ENV, &sampler_cfg, reg.seed).expect("sampler");
-        let model = ModelConfig {
-            hidden_sizes: reg.hidden_sizes.iter().map(|&h| h as usize).collect(),
-            ..ModelConfig::default()
-        };
-        let model = ActorCriticNet::new(&model, sampler.obs_dim(), &sampler.action_space());
+        let hidden: Vec<usize> = reg.hidden_sizes.iter().map(|&h| h as usize).collect();
+        let model = ModelSpec::legacy(&hidden, Activation::Tanh, sampler.obs_dim(), &sampler.action_space());
         let policy = Policy::from_snapshot(&model, &snapshot).expect("the published weights fit the announced model");
         assert_eq!(first.incarnation, reg.incarnation, "the stream carries the learner's incarnation");
         Self { client, id: reg.actor_id, updates, sampler, policy, incarnation: reg.incarnation, model }

@@ -293,6 +293,10 @@ fn register_input(rng: &mut ChaCha8Rng, seeds: &[Vec<u8>]) -> (&'static str, Vec
             let space = if rng.random_bool(0.5) { &mut r.observation_space } else { &mut r.action_space };
             match space.as_mut().and_then(|s| s.kind.as_mut()) {
                 Some(pb::space::Kind::Discrete(d)) => d.n = *EXTREME_U32.choose(rng).expect("values"),
+                Some(pb::space::Kind::MultiDiscrete(m)) => match m.nvec.choose_mut(rng) {
+                    Some(n) => *n = *EXTREME_U32.choose(rng).expect("values"),
+                    None => m.nvec.push(0),
+                },
                 Some(pb::space::Kind::Box(b)) => {
                     let bounds = if rng.random_bool(0.5) { &mut b.low } else { &mut b.high };
                     match bounds.choose_mut(rng) {

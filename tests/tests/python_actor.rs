@@ -4,11 +4,10 @@
 //!
 //! Needs the package installed in the test Python (`scripts/test.sh` does `pip install ./python[dev]`).
 
-use common::distributions::{
-    categorical_entropy, categorical_log_prob, gaussian_entropy, gaussian_log_prob, log_softmax,
-};
+use common::distributions::ActionDist;
 use common::env::Space;
-use common::net::{Activation, ActorCriticNet, ModelConfig};
+use common::model::{Activation, ModelConfig};
+use common::net::ActorCriticNet;
 use common::normalize::ObsNormalizer;
 use common::policy::{ActOutput, Policy, PolicySnapshot, encode_weights};
 use rand::{Rng, SeedableRng};
@@ -35,7 +34,7 @@ fn write_case(dir: &Path, name: &str, obs_dim: usize, space: &Space, hidden: &[u
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let activation = if name.contains("relu") { Activation::Relu } else { Activation::Tanh };
     let cfg = ModelConfig { hidden_sizes: hidden.to_vec(), activation, ..ModelConfig::default() };
-    let net = ActorCriticNet::new(&cfg, obs_dim, space);
+    let net = ActorCriticNet::for_env(&cfg, obs_dim, space).unwrap();
     let mut params = net.init(seed);
     params.iter_mut().for_each(|p| *p += rng.random_range(-0.3f32..0.3));
     let rows = 16;
@@ -60,34 +59,26 @@ fn write_case(dir: &Path, name: &str, obs_dim: usize, space: &Space, hidden: &[u
     let head = a_outs.last().expect("actor output").clone();
     let values = c_outs.last().expect("critic output").clone();
     let out_dim = net.actor().out_dim();
+    let dist = ActionDist::new(net.head(), net.log_std().map_or(&[][..], |r| &params[r]));
     let (mut actions, mut log_probs, mut entropy) = (Vec::new(), Vec::new(), Vec::new());
     for row in head.chunks_exact(out_dim) {
-        match space {
-            Space::Discrete { n } => {
-                let a = rng.random_range(0..*n);
-                actions.push(vec![a as f32]);
-                log_probs.push(categorical_log_prob(row, a));
-                let mut lp = vec![0.0; row.len()];
-                log_softmax(row, &mut lp);
-                entropy.push(categorical_entropy(&lp));
-            }
-            Space::Box { .. } => {
-                let log_std = &params[net.log_std().expect("log-std")];
-                let std: Vec<f32> = log_std.iter().map(|l| l.exp()).collect();
-                let a: Vec<f32> = row.iter().map(|m| m + rng.random_range(-2.0f32..2.0)).collect();
-                log_probs.push(gaussian_log_prob(row, &a, log_std, &std));
-                entropy.push(gaussian_entropy(log_std));
-                actions.push(a);
-            }
-        }
+        let a: Vec<f32> = match space {
+            Space::Discrete { n } => vec![rng.random_range(0..*n) as f32],
+            Space::MultiDiscrete { nvec } => nvec.iter().map(|&n| rng.random_range(0..n) as f32).collect(),
+            Space::Box { .. } => row.iter().map(|m| m + rng.random_range(-2.0f32..2.0)).collect(),
+        };
+        log_probs.push(dist.log_prob(row, &a));
+        entropy.push(dist.entropy(row));
+        actions.push(a);
     }
     let snapshot = PolicySnapshot { version: 3, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
-    let mut policy = Policy::from_snapshot(&net, &snapshot).expect("policy");
+    let mut policy = Policy::from_snapshot(net.spec(), &snapshot).expect("policy");
     let mut mode = ActOutput::default();
     policy.act(&obs, &mut rng, true, &mut mode).expect("act");
     let fixture = json!({
         "obs_dim": obs_dim,
-        "discrete": space.is_discrete(),
+        "discrete": matches!(space, Space::Discrete { .. }),
+        "model": net.spec().to_json(),
         "hidden_sizes": hidden,
         "normalize": normalize,
         "obs": obs.chunks_exact(obs_dim).collect::<Vec<_>>(),
@@ -129,6 +120,7 @@ fn python_and_rust_policies_agree() {
     write_case(dir.path(), "box_norm", 17, &mcc, &[256, 256], true, 4);
     write_case(dir.path(), "box_relu", 17, &mcc, &[256, 256], true, 5);
     write_case(dir.path(), "discrete_relu", 4, &Space::Discrete { n: 2 }, &[64, 64], false, 6);
+    write_case(dir.path(), "multi_discrete", 5, &Space::MultiDiscrete { nvec: vec![3, 2, 4] }, &[32, 32], true, 7);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
     text.lines().filter(|l| l.contains("[crosslang]")).for_each(|l| println!("{l}"));
     println!("{}", text.lines().last().unwrap_or_default());

@@ -1,5 +1,6 @@
-//! Spaces written the way gymnasium prints them: `Discrete(2)`, `Box(-1.0, 1.0, (3,))` (one bound for every
-//! dimension) or `Box([-1.0, -2.0], [1.0, 2.0])` (per-dimension bounds); `inf` and `-inf` allowed. Used by
+//! Spaces written the way gymnasium prints them: `Discrete(2)`, `MultiDiscrete([3, 3, 2])`, `Box(-1.0, 1.0, (3,))`
+//! (one bound for every dimension) or `Box([-1.0, -2.0], [1.0, 2.0])` (per-dimension bounds); `inf` and `-inf`
+//! allowed. Used by
 //! configs for envs the learner does not build in.
 
 use super::Space;
@@ -8,7 +9,10 @@ use std::str::FromStr;
 
 /// Why a space's notation could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("space {text:?}: {reason} (expected Discrete(n), Box(low, high, (dim,)) or Box([low, ...], [high, ...]))")]
+#[error(
+    "space {text:?}: {reason} (expected Discrete(n), MultiDiscrete([n1, n2, ...]), Box(low, high, (dim,)) or \
+     Box([low, ...], [high, ...]))"
+)]
 pub struct NotationError {
     /// The text given.
     pub text: String,
@@ -26,6 +30,16 @@ impl FromStr for Space {
             return match inner.trim().parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(Space::Discrete { n }),
                 _ => Err(fail("n must be a whole number, at least 1")),
+            };
+        }
+        if let Some(inner) = s.strip_prefix("MultiDiscrete(").and_then(|r| r.strip_suffix(')')) {
+            let list = inner.trim().strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+            let nvec: Option<Vec<usize>> = list
+                .map(|l| l.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse().ok()).collect())
+                .and_then(|v| v);
+            return match nvec {
+                Some(nvec) if !nvec.is_empty() && !nvec.contains(&0) => Ok(Space::MultiDiscrete { nvec }),
+                _ => Err(fail("nvec must be a list [n1, n2, ...] of whole numbers, each at least 1")),
             };
         }
         let inner = s.strip_prefix("Box(").and_then(|r| r.strip_suffix(')')).ok_or_else(|| fail("unknown space"))?;
@@ -59,6 +73,7 @@ impl fmt::Display for Space {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Space::Discrete { n } => write!(f, "Discrete({n})"),
+            Space::MultiDiscrete { nvec } => write!(f, "MultiDiscrete({nvec:?})"),
             Space::Box { low, high } => {
                 let uniform = |b: &[f32]| b.iter().all(|x| x.to_bits() == b[0].to_bits());
                 if !low.is_empty() && uniform(low) && uniform(high) {
@@ -136,6 +151,9 @@ mod tests {
         let cartpole =
             Space::Box { low: vec![-4.8, f32::MIN, -0.41887903, 1.0], high: vec![4.8, f32::MAX, 0.41887903, 2.0] };
         assert_eq!(cartpole.to_string().parse::<Space>().unwrap(), cartpole, "{cartpole}");
+        let multi: Space = "MultiDiscrete([3, 3, 2])".parse().unwrap();
+        assert_eq!(multi, Space::MultiDiscrete { nvec: vec![3, 3, 2] });
+        assert_eq!(multi.to_string(), "MultiDiscrete([3, 3, 2])");
     }
 
     #[test]
@@ -150,6 +168,10 @@ mod tests {
             "Box([0, 1], [1, 2], (3,))",
             "Box(nan, 1, (1,))",
             "Box([0, 1], [1, 2]",
+            "MultiDiscrete([])",
+            "MultiDiscrete([3, 0])",
+            "MultiDiscrete(3)",
+            "MultiDiscrete([3, x])",
         ] {
             let e = bad.parse::<Space>().unwrap_err();
             assert!(e.to_string().contains(bad.trim()), "{e}");

@@ -13,6 +13,24 @@ pub enum SpaceError {
         /// The number of actions.
         n: usize,
     },
+    /// A multi-discrete value whose element `index` is not an integer in `0..n`.
+    #[error("multi-discrete element {index} = {value} is not an integer in 0..{n}")]
+    NotInMultiDiscrete {
+        /// Position in the vector.
+        index: usize,
+        /// The value.
+        value: f32,
+        /// Actions of that element.
+        n: usize,
+    },
+    /// A multi-discrete value of another length than `nvec`.
+    #[error("multi-discrete value needs {expected} values, got {got}")]
+    MultiDiscreteLength {
+        /// `len(nvec)`.
+        expected: usize,
+        /// Values given.
+        got: usize,
+    },
     /// A discrete action of more or fewer than one value.
     #[error("discrete action needs 1 value, got {0}")]
     DiscreteLength(usize),
@@ -30,12 +48,15 @@ pub enum SpaceError {
     /// A box whose bounds differ in length.
     #[error("box space has different low and high lengths")]
     BoundsLength,
+    /// A multi-discrete space without sub-actions or with one of none.
+    #[error("multi-discrete space needs at least one sub-action, each with at least 1 action")]
+    Nvec,
     /// A space message without a kind.
     #[error("space is not set")]
     Unset,
 }
 
-/// A gymnasium space: `Discrete(n)` or a float `Box` with per-dimension bounds.
+/// A gymnasium space: `Discrete(n)`, `MultiDiscrete(nvec)` or a float `Box` with per-dimension bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Space {
@@ -43,6 +64,8 @@ pub enum Space {
     Discrete { n: usize },
     /// Real vectors with `low[i] <= x[i] <= high[i]` (bounds may be infinite).
     Box { low: Vec<f32>, high: Vec<f32> },
+    /// Integer vectors with `0 <= x[i] < nvec[i]`.
+    MultiDiscrete { nvec: Vec<usize> },
 }
 
 impl Space {
@@ -51,27 +74,20 @@ impl Space {
         match self {
             Space::Discrete { .. } => 1,
             Space::Box { low, .. } => low.len(),
+            Space::MultiDiscrete { nvec } => nvec.len(),
         }
     }
 
-    /// Width of the policy head: `n` logits for `Discrete`, the mean per dimension for `Box`.
-    pub fn policy_dim(&self) -> usize {
-        match self {
-            Space::Discrete { n } => *n,
-            Space::Box { low, .. } => low.len(),
-        }
-    }
-
-    /// True for `Discrete`.
+    /// True for the integer spaces, `Discrete` and `MultiDiscrete` (their log-probabilities are at most 0).
     pub fn is_discrete(&self) -> bool {
-        matches!(self, Space::Discrete { .. })
+        matches!(self, Space::Discrete { .. } | Space::MultiDiscrete { .. })
     }
 
     /// Checks that `x` is an element of this space; the error says why not.
     pub fn check(&self, x: &[f32]) -> Result<(), SpaceError> {
         match self {
             Space::Discrete { n } => match x {
-                [a] if a.fract() == 0.0 && *a >= 0.0 && (*a as usize) < *n => Ok(()),
+                [a] if is_index(*a, *n) => Ok(()),
                 [a] => Err(SpaceError::NotInDiscrete { value: *a, n: *n }),
                 _ => Err(SpaceError::DiscreteLength(x.len())),
             },
@@ -80,6 +96,13 @@ impl Space {
             }
             Space::Box { .. } if x.iter().any(|v| !v.is_finite()) => Err(SpaceError::NonFinite),
             Space::Box { .. } => Ok(()),
+            Space::MultiDiscrete { nvec } if x.len() != nvec.len() => {
+                Err(SpaceError::MultiDiscreteLength { expected: nvec.len(), got: x.len() })
+            }
+            Space::MultiDiscrete { nvec } => match x.iter().zip(nvec).position(|(a, &n)| !is_index(*a, n)) {
+                Some(index) => Err(SpaceError::NotInMultiDiscrete { index, value: x[index], n: nvec[index] }),
+                None => Ok(()),
+            },
         }
     }
 
@@ -101,6 +124,7 @@ impl Space {
         match self {
             Space::Discrete { n } => format!("Discrete({n})"),
             Space::Box { low, .. } => format!("Box({})", low.len()),
+            Space::MultiDiscrete { nvec } => format!("MultiDiscrete({nvec:?})"),
         }
     }
 
@@ -121,6 +145,11 @@ impl Space {
     }
 }
 
+/// True when `a` is an integer in `0..n`.
+fn is_index(a: f32, n: usize) -> bool {
+    a.fract() == 0.0 && a >= 0.0 && (a as usize) < n
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod difference_tests {
@@ -134,5 +163,20 @@ mod difference_tests {
         assert_eq!(ours.difference(&theirs).unwrap(), "Box(2) high[1]: actor has 3, learner has 2");
         let d = ours.difference(&Space::Discrete { n: 2 }).unwrap();
         assert_eq!(d, "actor has Discrete(2), learner has Box(2)");
+        let multi = Space::MultiDiscrete { nvec: vec![3, 2] };
+        let d = multi.difference(&Space::MultiDiscrete { nvec: vec![3, 3] }).unwrap();
+        assert_eq!(d, "actor has MultiDiscrete([3, 3]), learner has MultiDiscrete([3, 2])");
+    }
+
+    #[test]
+    fn multi_discrete_elements() {
+        let space = Space::MultiDiscrete { nvec: vec![3, 2] };
+        assert_eq!(space.flat_dim(), 2);
+        assert!(space.check(&[2.0, 1.0]).is_ok());
+        assert_eq!(space.check(&[2.0, 2.0]), Err(SpaceError::NotInMultiDiscrete { index: 1, value: 2.0, n: 2 }));
+        assert!(matches!(space.check(&[0.5, 0.0]), Err(SpaceError::NotInMultiDiscrete { index: 0, .. })));
+        assert!(matches!(space.check(&[-1.0, 0.0]), Err(SpaceError::NotInMultiDiscrete { index: 0, .. })));
+        assert!(matches!(space.check(&[f32::NAN, 0.0]), Err(SpaceError::NotInMultiDiscrete { index: 0, .. })));
+        assert_eq!(space.check(&[1.0]), Err(SpaceError::MultiDiscreteLength { expected: 2, got: 1 }));
     }
 }

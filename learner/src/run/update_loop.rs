@@ -65,6 +65,7 @@ pub fn run(
     let mut outcome =
         LoopOutcome { env_steps: trainer.env_steps(), policy_version: trainer.version(), ..Default::default() };
     let mut updates = 0u64;
+    let mut logged_shape = None;
     'training: while trainer.env_steps() < cfg.total_steps {
         let mut rollouts = Vec::new();
         let (mut steps, mut expired) = (0, 0);
@@ -87,6 +88,7 @@ pub fn run(
             }
         }
         metrics::gauge!(m::QUEUE_DEPTH).set(rx.len() as f64);
+        log_batch_shape(&cfg, steps, rollouts.len(), &mut logged_shape);
         let mut report = trainer.update(rollouts)?;
         report.stale_rollouts += expired;
         record(&report, &cfg);
@@ -123,6 +125,27 @@ pub fn run(
     out.display.finish();
     outcome.wall_seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// Logs the batch an update trains on when it differs from the config's (actors with other env counts, more or
+/// fewer actors than `actors.count`), once per new shape.
+fn log_batch_shape(cfg: &TrainConfig, steps: usize, rollouts: usize, logged: &mut Option<(usize, usize)>) {
+    let configured = cfg.batch_size();
+    if steps == configured || *logged == Some((steps, rollouts)) {
+        return;
+    }
+    *logged = Some((steps, rollouts));
+    let mb = cfg.ppo.minibatch_size.max(1);
+    tracing::warn!(
+        "this update trains on {steps} steps from {rollouts} rollout(s), the config's batch is {configured} \
+         (ppo.batch_size, or actors.count {} x actors.num_envs {} x actors.rollout_steps {}): {} minibatches of \
+         {mb} per epoch instead of {}",
+        cfg.actors.count,
+        cfg.actors.num_envs,
+        cfg.actors.rollout_steps,
+        steps.div_ceil(mb),
+        configured.div_ceil(mb),
+    );
 }
 
 /// Exports one update's measurements as metrics.

@@ -33,6 +33,8 @@ pub struct RunInfo {
     pub hidden_sizes: Vec<usize>,
     /// Steps per env per rollout the learner asks for.
     pub rollout_steps: usize,
+    /// Envs per actor the learner's config expects (`actors.num_envs`): what an actor that asks for 0 steps.
+    pub num_envs: usize,
     /// Root seed (actor seeds derive from it).
     pub root_seed: u64,
     /// Run id.
@@ -280,10 +282,28 @@ impl LearnerService {
         if r.env_id != run.env_id {
             return Err(Error::Mismatch(format!("env id: actor runs {:?}, learner trains {:?}", r.env_id, run.env_id)));
         }
-        if r.num_envs == 0 || r.num_envs > 65_536 {
-            return Err(Error::Mismatch(format!("num_envs: {} is outside 1..=65536", r.num_envs)));
+        if r.num_envs > 65_536 {
+            return Err(Error::Mismatch(format!("num_envs: {} is outside 0..=65536", r.num_envs)));
         }
         Ok(())
+    }
+
+    /// The envs an actor steps: its request's count, or with 0 the config's `actors.num_envs`. A count other than
+    /// the config's is accepted (the actor's machine may be larger or smaller) with one line saying what its
+    /// rollouts become; the update loop logs the batch that results.
+    fn envs_for(&self, r: &pb::RegisterRequest) -> usize {
+        let (asked, configured) = (r.num_envs as usize, self.run.num_envs);
+        if asked != 0 && asked != configured {
+            tracing::warn!(
+                actor = %r.actor_name,
+                "the actor steps {asked} envs, the config's actors.num_envs is {configured}: its rollouts hold \
+                 {asked} x {} = {} steps instead of {}; start it without --num-envs to take the config's",
+                self.run.rollout_steps,
+                asked * self.run.rollout_steps,
+                configured * self.run.rollout_steps,
+            );
+        }
+        if asked == 0 { configured } else { asked }
     }
 
     /// The actor's spaces, or why it sent none that can be read.
@@ -469,11 +489,12 @@ impl pb::learner_server::Learner for LearnerService {
             }
         };
         let actor_id = self.next_actor_id.fetch_add(1, Ordering::SeqCst);
+        let num_envs = self.envs_for(&r);
         let now = Instant::now();
         let entry = ActorEntry {
             name: r.actor_name.clone(),
             host,
-            num_envs: r.num_envs as usize,
+            num_envs,
             env_steps: 0,
             recent_steps: Default::default(),
             policy_version: None,
@@ -501,7 +522,7 @@ impl pb::learner_server::Learner for LearnerService {
             registry.publish_gauge();
         }
         let version = spec.policies.latest().version;
-        tracing::info!(actor_id, name = %r.actor_name, num_envs = r.num_envs, version, "actor registered");
+        tracing::info!(actor_id, name = %r.actor_name, num_envs, version, "actor registered");
         Ok(Response::new(pb::RegisterResponse {
             actor_id,
             seed: common::seed::derive(self.run.root_seed, "actor", actor_id),
@@ -510,6 +531,7 @@ impl pb::learner_server::Learner for LearnerService {
             hidden_sizes: self.run.hidden_sizes.iter().map(|&h| h as u32).collect(),
             rollout_steps: self.run.rollout_steps as u32,
             incarnation: self.incarnation,
+            num_envs: num_envs as u32,
         }))
     }
 

@@ -235,6 +235,7 @@ pub async fn serve(
         env_id: cfg.env.id.clone(),
         hidden_sizes: cfg.model.hidden_sizes.clone(),
         rollout_steps: cfg.actors.rollout_steps,
+        num_envs: cfg.actors.num_envs,
         root_seed: cfg.seed,
         run_id: run.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         max_policy_lag: cfg.ppo.max_policy_lag,

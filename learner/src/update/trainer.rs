@@ -15,7 +15,7 @@
 //! Then the observation statistics take in the batch and the version advances; episode bookkeeping is
 //! [`crate::run::episodes`]'s.
 
-use crate::config::{Objective, PpoConfig, TrainConfig};
+use crate::config::{ConfigError, Objective, PpoConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::run::episodes::EpisodeBook;
 use crate::update::backend::{self, Backend};
@@ -24,6 +24,7 @@ use crate::update::optim::AdamState;
 use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
 use common::env::Space;
 use common::ids::{ActorId, PolicyVersion};
+use common::model::ModelSpec;
 use common::net::ActorCriticNet;
 use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
 use common::policy::{PolicySnapshot, encode_weights};
@@ -305,8 +306,9 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
         let (observation_space, action_space) = cfg.env.spaces()?;
         let obs_dim = observation_space.flat_dim();
-        let net = ActorCriticNet::new(&cfg.model, obs_dim, &action_space);
-        let backend = backend::create(cfg, &net, seed::derive(cfg.seed, "model", 0))?;
+        let spec = ModelSpec::resolve(&cfg.model, obs_dim, &action_space)
+            .map_err(|e| ConfigError::Invalid { key: "model", reason: e.to_string() })?;
+        let (net, backend) = backend::create(cfg, &spec, seed::derive(cfg.seed, "model", 0))?;
         let obs_norm = cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip));
         let mut trainer = Self {
             episodes: EpisodeBook::new(cfg.return_window, cfg.episode_log.as_ref())?,

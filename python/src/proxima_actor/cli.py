@@ -5,7 +5,8 @@
     proxima-actor eval --checkpoint PATH --env ID [--episodes N] [--deterministic] [--seed S]
     proxima-actor render --checkpoint PATH --env ID --out episode.gif
 
-Flags default to the same ``PROXIMA_*`` environment variables as the Rust actor.
+Flags default to the same ``PROXIMA_*`` environment variables as the Rust actor. Without ``--num-envs`` (or
+``PROXIMA_NUM_ENVS``) the actor steps as many envs as the learner names (its ``actors.num_envs``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proxima-actor", description="Run gymnasium envs as a proxima actor.")
     p.add_argument("--learner", default=_env("PROXIMA_LEARNER", "http://127.0.0.1:50051"), help="[PROXIMA_LEARNER]")
     _add_env_args(p)
-    p.add_argument("--num-envs", type=_positive, default=int(_env("PROXIMA_NUM_ENVS", "8") or 8))
+    p.add_argument(
+        "--num-envs",
+        type=_positive,
+        default=_env("PROXIMA_NUM_ENVS") or None,
+        help="envs to step together; default: as many as the learner names (its actors.num_envs) [PROXIMA_NUM_ENVS]",
+    )
     rollout_steps = _env("PROXIMA_ROLLOUT_STEPS")
     p.add_argument("--rollout-steps", type=_positive, default=int(rollout_steps) if rollout_steps else None)
     p.add_argument("--name", default=_env("PROXIMA_ACTOR_NAME", _host_name()))

@@ -4,6 +4,11 @@ The same protocol and semantics as the Rust actor (`actor/src/client.rs`): one r
 first policy from ``SubscribePolicy`` before any rollout, latest-wins policy following, exponential backoff with
 full jitter between attempts, a new registration when the learner answers ``unknown_actor`` (it restarted or
 dropped a silent actor), and on SIGTERM the rollout in progress is finished and sent before leaving.
+
+The number of envs is the learner's unless the user chose one: the actor registers with ``num_envs = 0`` and
+builds its vector env for the count ``RegisterResponse.num_envs`` names (:data:`DEFAULT_NUM_ENVS` from a learner
+of an earlier release, which names none). The envs live across reconnects; a re-registration that names another
+count rebuilds them.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ._proto import ppo_pb2 as pb
 from ._proto import ppo_pb2_grpc as pb_grpc
 from .metrics import ActorMetrics
 from .policy import Policy, PolicyError
-from .sampler import EnvError, EnvFactory, Sampler, make_vector_env
+from .sampler import EnvError, EnvFactory, Sampler, check_spaces, make_vector_env
 
 log = logging.getLogger("proxima_actor")
 
@@ -36,6 +41,8 @@ log = logging.getLogger("proxima_actor")
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED)
 #: Longest wait for a rollout to be accepted while leaving.
 FLUSH_SECONDS = 2.0
+#: Envs to step when neither the user nor the learner names a count (a learner of an earlier release).
+DEFAULT_NUM_ENVS = 8
 
 
 class Refused(RuntimeError):
@@ -55,11 +62,12 @@ def _host_name() -> str:
 
 @dataclass
 class ActorOptions:
-    """How to reach the learner and what to run (the CLI's flags and ``PROXIMA_*`` variables)."""
+    """How to reach the learner and what to run (the CLI's flags and ``PROXIMA_*`` variables). ``num_envs``:
+    envs stepped together; ``None`` (or 0) steps as many as the learner names."""
 
     learner: str = "http://127.0.0.1:50051"
     env: str = "CartPole-v1"
-    num_envs: int = 8
+    num_envs: int | None = None
     rollout_steps: int | None = None
     name: str = field(default_factory=_host_name)
     token: str | None = None
@@ -149,6 +157,7 @@ class Actor:
         probe = make_env()
         self.observation_space, self.action_space = probe.observation_space, probe.action_space
         probe.close()
+        check_spaces(self.observation_space, self.action_space)
         md = [("authorization", f"Bearer {opts.token}")] if opts.token else []
         self.metadata: list[tuple[str, str]] = md
         self.flushed = 0
@@ -180,7 +189,7 @@ class Actor:
             env_id=self.opts.env,
             observation_space=wire.space(self.observation_space),
             action_space=wire.space(self.action_space),
-            num_envs=self.opts.num_envs,
+            num_envs=self.opts.num_envs or 0,
             protocol_version=wire.PROTOCOL_VERSION,
         )
         try:
@@ -223,8 +232,15 @@ class Actor:
             reg = self._register(stub)
             stream = stub.SubscribePolicy(pb.SubscribePolicyRequest(actor_id=reg.actor_id), metadata=self.metadata)
             first = self._next_policy(stream)
+            num_envs = int(reg.num_envs) or self.opts.num_envs or DEFAULT_NUM_ENVS
+            if self.sampler is not None and self.sampler.num_envs != num_envs:
+                log.info("the learner now names %d envs (was %d): rebuilding the envs", num_envs, self.sampler.num_envs)
+                self.sampler.close()
+                self.sampler = None
             if self.sampler is None:
-                self.sampler = self._start_sampler(reg, first[0])
+                if not reg.num_envs and not self.opts.num_envs:
+                    log.info("the learner names no num_envs (an earlier release): stepping %d envs", num_envs)
+                self.sampler = self._start_sampler(reg, first[0], num_envs)
             self.cell.publish(*first)
             log.info(
                 "connected to learner: actor_id=%d run=%s version=%d", reg.actor_id, reg.run_id, reg.policy_version
@@ -253,9 +269,9 @@ class Actor:
             raise _Retry(_describe(e)) from e
         return wire.policy(update)
 
-    def _start_sampler(self, reg: pb.RegisterResponse, first: Policy) -> Sampler:
+    def _start_sampler(self, reg: pb.RegisterResponse, first: Policy, num_envs: int) -> Sampler:
         steps = self.opts.rollout_steps or max(int(reg.rollout_steps), 1)
-        envs = make_vector_env(self.make_env, self.opts.num_envs, self.opts.vectorization)
+        envs = make_vector_env(self.make_env, num_envs, self.opts.vectorization)
         sampler = Sampler(envs, steps, seed=int(reg.seed))
         try:
             sampler.check_policy(first)
@@ -364,7 +380,8 @@ def run(
 ) -> None:
     """Runs an actor for the envs ``make_env()`` builds (any gymnasium env, registered or not) until ``stop`` is
     set (by default: SIGTERM or Ctrl-C). ``env_id`` must be the id the learner trains; other keyword arguments
-    are :class:`ActorOptions` fields (``num_envs``, ``token``, ``tls_ca``, ...)."""
+    are :class:`ActorOptions` fields (``num_envs``, ``token``, ``tls_ca``, ...); without ``num_envs`` the actor
+    steps as many envs as the learner names."""
     opts = ActorOptions(learner=learner, env=env_id, **options)
     if stop is None:
         stop = stop_on_signals() if threading.current_thread() is threading.main_thread() else threading.Event()

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from .policy import Policy
-from .sampler import EnvFactory, check_spaces
+from .sampler import EnvFactory, check_policy
 
 
 @dataclass
@@ -62,9 +62,12 @@ class EvalReport:
         return json.dumps(asdict(self))
 
 
-def _env_action(policy: Policy, space: gym.Space, action: np.ndarray) -> Any:
-    if policy.discrete:
+def _env_action(space: gym.Space, action: np.ndarray) -> Any:
+    """One action as the env takes it: the index, the indices as integers, or clipped to the Box."""
+    if isinstance(space, gym.spaces.Discrete):
         return int(action[0])
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return action.astype(space.dtype)
     assert isinstance(space, gym.spaces.Box)
     return np.clip(action, space.low, space.high).astype(space.dtype or np.float32)
 
@@ -77,13 +80,15 @@ def play_episode(
     deterministic: bool,
     on_step: Callable[[gym.Env], None] = lambda _: None,
 ) -> tuple[float, int]:
-    """One episode from ``reset(seed=seed)`` until it terminates or is truncated; Box actions clipped."""
+    """One episode from ``reset(seed=seed)`` until it terminates or is truncated; Box actions clipped. Raises
+    :class:`EnvError` if the policy does not fit the env."""
+    check_policy(policy, env.observation_space, env.action_space)
     obs, _ = env.reset(seed=seed)
     on_step(env)
     total, length = 0.0, 0
     while True:
         out = policy.act(np.asarray(obs, dtype=np.float32).reshape(1, -1), rng, deterministic)
-        obs, reward, terminated, truncated, _ = env.step(_env_action(policy, env.action_space, out.actions[0]))
+        obs, reward, terminated, truncated, _ = env.step(_env_action(env.action_space, out.actions[0]))
         total += float(reward)
         length += 1
         on_step(env)
@@ -99,7 +104,6 @@ def evaluate(
         raise ValueError("--episodes must be at least 1")
     env = make_env()
     try:
-        check_spaces(env.observation_space, env.action_space)
         rng = np.random.default_rng(seed)
         results = [play_episode(policy, env, seed + i, rng, deterministic) for i in range(episodes)]
     finally:

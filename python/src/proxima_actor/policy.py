@@ -1,17 +1,19 @@
 """Numpy inference on a proxima policy snapshot, the same numbers as the Rust actor's `common::policy`.
 
 A snapshot is a safetensors file: the actor and critic MLPs named like a PyTorch ``state_dict`` (``actor.0.weight``
-``[out, in]``, ``actor.0.bias``, ..., Linear layers at even indices with ``tanh`` between them), ``actor_logstd``
-``[1, action_dim]`` for a Box action space, the hidden activation in the metadata key ``activation`` (``tanh`` when
-absent, or ``relu``), and, with observation normalisation, ``obs_rms.mean`` / ``obs_rms.var``
-(f64) with the clip value in the metadata key ``obs_clip``. The layout (hidden sizes, head) is read off the tensors'
-shapes, so no model config is needed.
+``[out, in]``, ``actor.0.bias``, ..., Linear layers at even indices with the activation between them),
+``actor_logstd`` ``[1, D]`` for a Gaussian head, and, with observation normalisation, ``obs_rms.mean`` /
+``obs_rms.var`` (f64) with the clip value in the metadata key ``obs_clip``. The metadata key ``model`` holds the
+model spec (:mod:`proxima_actor.model`, ``docs/model-spec.md``), which decides the network and the action
+distribution; the tensors must have exactly the shapes it implies. Snapshots written before the spec have no
+``model`` key: their hidden sizes are read off the tensors' shapes, the activation from the metadata key
+``activation`` (``tanh`` when absent), and the head is a Gaussian with ``actor_logstd``, else a Categorical.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
 import re
 import struct
 from dataclasses import dataclass
@@ -21,13 +23,24 @@ import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import load as load_safetensors
 
+from .distributions import ActionDist, for_head
+from .model import (
+    ACTIVATION_KEY,
+    ACTIVATIONS,
+    MODEL_KEY,
+    CategoricalHead,
+    GaussianHead,
+    ModelSpec,
+    SpecError,
+)
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-#: ``0.5 * ln(2 pi)`` rounded to f32, as the Rust side uses it.
-HALF_LN_2PI = np.float32(0.5 * math.log(2.0 * math.pi))
 #: Added to the variance before the square root when normalising observations (as the Rust side).
 NORM_EPS = 1e-8
+#: Name of the Gaussian head's state-independent log-std tensor.
+LOG_STD = "actor_logstd"
 
 _LAYER = re.compile(r"^(actor|critic)\.(\d+)\.(weight|bias)$")
 
@@ -50,10 +63,6 @@ class ObsNormalizer:
         normed = ((obs.astype(np.float64) - self.mean) * scale).astype(np.float32)
         clip = np.float32(self.clip)
         return np.clip(normed, -clip, clip)
-
-
-#: Activations a snapshot may name in its metadata key ``activation`` (``tanh`` when absent).
-ACTIVATIONS = ("tanh", "relu")
 
 
 def activate(x: F32, activation: str) -> F32:
@@ -135,35 +144,11 @@ class ActOutput:
     """Actions (unclipped), their log-probabilities under the policy, and value estimates for a batch."""
 
     actions: F32
-    """``[B, action_dim]`` (Discrete: the index as f32, ``action_dim = 1``)."""
+    """``[B, action_dim]`` (Discrete: the index as f32, ``action_dim = 1``; MultiDiscrete: ``len(nvec)`` indices)."""
     log_probs: F32
     """``[B]``."""
     values: F32
     """``[B]``."""
-
-
-def log_softmax(logits: F32) -> F32:
-    """Row-wise log-softmax in f32, max-shifted like the Rust ``log_sum_exp``."""
-    m = logits.max(axis=-1, keepdims=True)
-    log_z = m + np.log(np.exp(logits - m).sum(axis=-1, keepdims=True, dtype=np.float32))
-    return (logits - log_z).astype(np.float32, copy=False)
-
-
-def categorical_entropy(logits: F32) -> F32:
-    """``-sum p log p`` per row."""
-    lp = log_softmax(logits)
-    return (-(np.exp(lp) * lp).sum(axis=-1)).astype(np.float32)
-
-
-def gaussian_log_prob(mean: F32, actions: F32, log_std: F32) -> F32:
-    """Diagonal Gaussian log-density of ``actions`` per row, summed over dimensions."""
-    z = (actions - mean) / np.exp(log_std)
-    return (-0.5 * z * z - log_std - HALF_LN_2PI).sum(axis=-1, dtype=np.float32)
-
-
-def gaussian_entropy(log_std: F32) -> np.float32:
-    """Entropy of the diagonal Gaussian (independent of the mean)."""
-    return np.float32((log_std + np.float32(0.5) + HALF_LN_2PI).sum(dtype=np.float32))
 
 
 def _metadata(data: bytes) -> dict[str, str]:
@@ -181,6 +166,7 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 
 def _mlp(tensors: dict[str, np.ndarray], prefix: str, activation: str) -> Mlp:
+    """The ``prefix`` MLP of a snapshot without a spec: its layers read off the tensors' names and shapes."""
     layers: dict[int, dict[str, np.ndarray]] = {}
     for name, t in tensors.items():
         m = _LAYER.match(name)
@@ -206,6 +192,60 @@ def _mlp(tensors: dict[str, np.ndarray], prefix: str, activation: str) -> Mlp:
     return Mlp(tuple(weights), tuple(biases), activation)
 
 
+def _legacy(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> tuple[ModelSpec, Mlp, Mlp, F32 | None]:
+    """The spec, the MLPs and the log-std of a snapshot written before the spec (no ``model`` key)."""
+    activation = meta.get(ACTIVATION_KEY, "tanh")
+    if activation not in ACTIVATIONS:
+        raise PolicyError(f"unknown activation {activation!r} in the metadata (tanh or relu)")
+    actor = _mlp(tensors, "actor", activation)
+    critic = _mlp(tensors, "critic", activation)
+    if critic.out_dim != 1:
+        raise PolicyError(f"the critic has {critic.out_dim} outputs, expected 1")
+    if actor.in_dim != critic.in_dim:
+        raise PolicyError("actor and critic take inputs of different widths")
+    log_std = None
+    if LOG_STD in tensors:
+        log_std = np.asarray(tensors[LOG_STD], dtype=np.float32).reshape(-1)
+        if log_std.shape[0] != actor.out_dim:
+            raise PolicyError(f"{LOG_STD} has {log_std.shape[0]} values, the actor {actor.out_dim} outputs")
+    head = CategoricalHead(actor.out_dim) if log_std is None else GaussianHead(actor.out_dim)
+    return ModelSpec(actor.in_dim, tuple(actor.hidden_sizes), activation, head), actor, critic, log_std
+
+
+def _from_spec(tensors: dict[str, np.ndarray], spec: ModelSpec) -> tuple[Mlp, Mlp, F32 | None]:
+    """The MLPs and the log-std of ``spec``, after checking that the snapshot holds exactly the parameters the
+    spec implies, with their shapes (the first missing or misshapen one is the error)."""
+    nets = {"actor": spec.head.logits_dim, "critic": 1}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for net, out in nets.items():
+        for i, (n_in, n_out) in enumerate(itertools.pairwise([spec.obs_dim, *spec.hidden_sizes, out])):
+            shapes[f"{net}.{2 * i}.weight"] = (n_out, n_in)
+            shapes[f"{net}.{2 * i}.bias"] = (n_out,)
+    if isinstance(spec.head, GaussianHead):
+        shapes[LOG_STD] = (1, spec.head.dim)
+    for name, shape in shapes.items():
+        if name not in tensors:
+            raise PolicyError(f"{name} is missing: the model spec ({spec.describe()}) needs it, shape {list(shape)}")
+        if tensors[name].shape != shape:
+            raise PolicyError(
+                f"{name} has shape {list(tensors[name].shape)}, the model spec ({spec.describe()}) needs {list(shape)}"
+            )
+    for name in tensors:
+        if (_LAYER.match(name) or name == LOG_STD) and name not in shapes:
+            raise PolicyError(f"{name} is not a parameter of the model spec ({spec.describe()})")
+
+    def mlp(net: str) -> Mlp:
+        layers = range(0, 2 * (len(spec.hidden_sizes) + 1), 2)
+        return Mlp(
+            tuple(np.ascontiguousarray(tensors[f"{net}.{i}.weight"], dtype=np.float32) for i in layers),
+            tuple(np.ascontiguousarray(tensors[f"{net}.{i}.bias"], dtype=np.float32) for i in layers),
+            spec.activation,
+        )
+
+    log_std = np.asarray(tensors[LOG_STD], dtype=np.float32).reshape(-1) if LOG_STD in shapes else None
+    return mlp("actor"), mlp("critic"), log_std
+
+
 class Policy:
     """An actor-critic policy loaded from snapshot bytes, acting on raw observations."""
 
@@ -219,27 +259,18 @@ class Policy:
             if not np.all(np.isfinite(t)):
                 raise PolicyError(f"{name} holds NaN or infinity")
         self.version = version
-        activation = meta.get("activation", "tanh")
-        if activation not in ACTIVATIONS:
-            raise PolicyError(f"unknown activation {activation!r} in the metadata (tanh or relu)")
-        self.actor = _mlp(tensors, "actor", activation)
-        self.critic = _mlp(tensors, "critic", activation)
-        if self.critic.out_dim != 1:
-            raise PolicyError(f"the critic has {self.critic.out_dim} outputs, expected 1")
-        if self.actor.in_dim != self.critic.in_dim:
-            raise PolicyError("actor and critic take inputs of different widths")
+        log_std: F32 | None
+        if MODEL_KEY in meta:
+            try:
+                self.spec = ModelSpec.from_json(meta[MODEL_KEY])
+            except SpecError as e:
+                raise PolicyError(str(e)) from e
+            self.actor, self.critic, log_std = _from_spec(tensors, self.spec)
+        else:
+            self.spec, self.actor, self.critic, log_std = _legacy(tensors, meta)
         self.joint = JointMlp(self.actor, self.critic)
-        log_std = tensors.get("actor_logstd")
-        self.log_std: F32 | None = None
-        #: Box: the standard deviations in f64, for sampling (empty for Discrete).
-        self.std: F64 = np.zeros(0)
-        if log_std is not None:
-            self.log_std = np.asarray(log_std, dtype=np.float32).reshape(-1)
-            if self.log_std.shape[0] != self.actor.out_dim:
-                raise PolicyError(
-                    f"actor_logstd has {self.log_std.shape[0]} values, the actor {self.actor.out_dim} outputs"
-                )
-            self.std = np.exp(self.log_std.astype(np.float64))
+        #: The action distribution the head's output parameterises.
+        self.dist: ActionDist = for_head(self.spec.head, log_std)
         self.obs_norm: ObsNormalizer | None = None
         if "obs_rms.mean" in tensors:
             mean = np.asarray(tensors["obs_rms.mean"], dtype=np.float64)
@@ -259,21 +290,21 @@ class Policy:
 
     @property
     def obs_dim(self) -> int:
-        return self.actor.in_dim
+        return self.spec.obs_dim
 
     @property
     def discrete(self) -> bool:
-        """True for a Categorical head (no ``actor_logstd``)."""
-        return self.log_std is None
+        """True for a Categorical head (one index per action)."""
+        return isinstance(self.spec.head, CategoricalHead)
 
     @property
     def action_dim(self) -> int:
-        """Values per action in a rollout (1 for Discrete)."""
-        return 1 if self.discrete else self.actor.out_dim
+        """Values per action in a rollout (1 for Categorical, ``len(nvec)`` for MultiCategorical)."""
+        return self.spec.head.action_dim
 
     @property
     def hidden_sizes(self) -> list[int]:
-        return self.actor.hidden_sizes
+        return list(self.spec.hidden_sizes)
 
     def _input(self, obs: npt.ArrayLike) -> F32:
         x = np.asarray(obs, dtype=np.float32)
@@ -282,7 +313,7 @@ class Policy:
         return self.obs_norm.normalize(x) if self.obs_norm else x
 
     def head(self, obs: npt.ArrayLike) -> F32:
-        """Logits (Discrete) or the Gaussian mean (Box) for raw observations ``[B, obs_dim]``."""
+        """The head's output (logits, or the Gaussian mean) for raw observations ``[B, obs_dim]``."""
         return self.actor.forward(self._input(obs))
 
     def value(self, obs: npt.ArrayLike) -> F32:
@@ -291,40 +322,14 @@ class Policy:
 
     def log_prob(self, obs: npt.ArrayLike, actions: npt.ArrayLike) -> F32:
         """Log-probabilities ``[B]`` of ``actions`` (``[B, action_dim]`` as in a rollout)."""
-        return self._score(self.head(obs), np.asarray(actions, dtype=np.float32).reshape(-1, self.action_dim))
+        return self.dist.log_prob(self.head(obs), np.asarray(actions, dtype=np.float32).reshape(-1, self.action_dim))
 
     def entropy(self, obs: npt.ArrayLike) -> F32:
         """Entropy ``[B]`` of the action distribution."""
-        h = self.head(obs)
-        if self.log_std is None:
-            return categorical_entropy(h)
-        return np.full(h.shape[0], gaussian_entropy(self.log_std), dtype=np.float32)
-
-    def _score(self, head: F32, actions: F32) -> F32:
-        if self.log_std is None:
-            idx = actions[:, 0].astype(np.int64)
-            return np.take_along_axis(log_softmax(head), idx[:, None], axis=1)[:, 0]
-        return gaussian_log_prob(head, actions, self.log_std)
+        return self.dist.entropy(self.head(obs))
 
     def act(self, obs: npt.ArrayLike, rng: np.random.Generator, deterministic: bool = False) -> ActOutput:
         """Samples (or, if ``deterministic``, takes the mode of) actions for raw observations ``[B, obs_dim]``."""
         head, values = self.joint.forward(self._input(obs))
-        if self.log_std is None:
-            # Inverse-CDF draw per row, like the Rust sampler (exp of max-shifted logits); the log-probability is
-            # read off the same shifted logits: log p_i = z_i - ln(sum exp z).
-            z = head - head.max(axis=1, keepdims=True)
-            cdf = np.cumsum(np.exp(z), axis=1)
-            total = cdf[:, -1]
-            if deterministic:
-                idx = head.argmax(axis=1)
-            else:
-                u = rng.random(head.shape[0], dtype=np.float32) * total
-                idx = np.minimum((u[:, None] >= cdf).sum(axis=1), head.shape[1] - 1)
-            log_probs = z[np.arange(head.shape[0]), idx] - np.log(total)
-            return ActOutput(actions=idx.astype(np.float32)[:, None], log_probs=log_probs, values=values)
-        if deterministic:
-            actions = head.copy()
-        else:
-            eps = rng.standard_normal(head.shape)
-            actions = (head + self.std * eps).astype(np.float32)
-        return ActOutput(actions=actions, log_probs=self._score(head, actions), values=values)
+        actions, log_probs = self.dist.mode(head) if deterministic else self.dist.sample(head, rng)
+        return ActOutput(actions=actions, log_probs=log_probs, values=values)

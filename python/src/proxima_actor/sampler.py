@@ -2,8 +2,9 @@
 
 The vector env runs in gymnasium's ``SAME_STEP`` autoreset mode: on the step an episode ends, the returned
 observation is already the next episode's first one and the last observation is in ``info["final_obs"]``, which
-a truncated step needs (the learner bootstraps from it). Actions are recorded as sampled and clipped to a Box's
-bounds only when stepping the env. Episode returns are summed from the f32 rewards the rollout carries.
+a truncated step needs (the learner bootstraps from it). Actions are recorded as sampled, in f32 (Discrete and
+MultiDiscrete as their indices, which go to the env as integers), and clipped to a Box's bounds only when stepping
+the env. Episode returns are summed from the f32 rewards the rollout carries.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium.vector import AutoresetMode
 
+from .model import CategoricalHead, GaussianHead, Head, MultiCategoricalHead
 from .policy import F32, Policy
 
 EnvFactory = Callable[[], gym.Env]
@@ -79,14 +81,41 @@ def make_vector_env(make_env: EnvFactory, num_envs: int, vectorization: str = "s
 
 
 def check_spaces(obs_space: gym.Space, action_space: gym.Space) -> None:
-    """Raises unless the observations are a Box and the actions a Discrete (from 0) or a 1-d Box."""
+    """Raises unless the observations are a Box and the actions a Discrete (from 0), a MultiDiscrete (1-d, from 0)
+    or a 1-d Box."""
     if not isinstance(obs_space, gym.spaces.Box):
         raise EnvError(f"observation space {obs_space} is not a Box (wrap the env to flatten it)")
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise EnvError(f"action space {action_space} does not start at 0")
+    elif isinstance(action_space, gym.spaces.MultiDiscrete):
+        if action_space.nvec.ndim != 1:
+            raise EnvError(f"action space {action_space} has a {action_space.nvec.ndim}-d nvec (proxima takes 1-d)")
+        if np.any(action_space.start != 0):
+            raise EnvError(f"action space {action_space} does not start at 0")
     elif not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
-        raise EnvError(f"action space {action_space} is neither Discrete nor a 1-d Box")
+        raise EnvError(f"action space {action_space} is neither Discrete, MultiDiscrete nor a 1-d Box")
+
+
+def head_for_space(action_space: gym.Space) -> Head:
+    """The policy head an action space that passed :func:`check_spaces` needs."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalHead(int(action_space.n))
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return MultiCategoricalHead(tuple(int(n) for n in action_space.nvec))
+    assert isinstance(action_space, gym.spaces.Box)
+    return GaussianHead(int(action_space.shape[0]))
+
+
+def check_policy(policy: Policy, obs_space: gym.Space, action_space: gym.Space) -> None:
+    """Raises unless proxima can train on the spaces and the policy's network fits them (not another env's)."""
+    check_spaces(obs_space, action_space)
+    obs_dim, head = int(np.prod(obs_space.shape or (0,))), head_for_space(action_space)
+    if (policy.obs_dim, policy.spec.head) != (obs_dim, head):
+        raise EnvError(
+            f"the policy takes {policy.obs_dim} observation values and has a {policy.spec.head} head, "
+            f"the env gives {obs_dim} observation values and needs a {head} head"
+        )
 
 
 class Sampler:
@@ -100,11 +129,8 @@ class Sampler:
         self.num_envs = int(envs.num_envs)
         self.rollout_steps = rollout_steps
         self.obs_dim = int(np.prod(envs.single_observation_space.shape or (0,)))
-        space = envs.single_action_space
-        #: Discrete: the number of actions; Box: None.
-        self.num_actions: int | None = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
-        self.discrete = self.num_actions is not None
-        #: Box: bounds the actions are clipped to when stepping the env, and the env's action dtype.
+        self.action_space = space = envs.single_action_space
+        #: Box: bounds the actions are clipped to when stepping the env; the env's action dtype.
         self.action_low = np.asarray(getattr(space, "low", 0.0), dtype=np.float32)
         self.action_high = np.asarray(getattr(space, "high", 0.0), dtype=np.float32)
         self.action_dtype = space.dtype or np.float32
@@ -121,16 +147,14 @@ class Sampler:
 
     def check_policy(self, policy: Policy) -> None:
         """Raises if the policy's network does not fit these envs (another env's learner)."""
-        want = (self.obs_dim, self.discrete, 1 if self.discrete else int(self.action_low.shape[0]))
-        if self.num_actions is not None and policy.discrete and policy.actor.out_dim != self.num_actions:
-            raise EnvError(f"the policy has {policy.actor.out_dim} actions, the env {self.num_actions}")
-        got = (policy.obs_dim, policy.discrete, policy.action_dim)
-        if got != want:
-            raise EnvError(f"the policy (obs_dim, discrete, action_dim) = {got} does not fit the env's {want}")
+        check_policy(policy, self.envs.single_observation_space, self.action_space)
 
     def _env_actions(self, actions: F32) -> npt.NDArray[np.generic]:
-        if self.discrete:
+        """Discrete: ``[N]`` indices; MultiDiscrete: ``[N, len(nvec)]`` indices; Box: ``[N, D]`` clipped."""
+        if isinstance(self.action_space, gym.spaces.Discrete):
             return actions[:, 0].astype(np.int64)
+        if isinstance(self.action_space, gym.spaces.MultiDiscrete):
+            return actions.astype(self.action_dtype)
         return np.clip(actions, self.action_low, self.action_high).astype(self.action_dtype)
 
     def collect(self, policy: Policy, incarnation: int = 0) -> Rollout:

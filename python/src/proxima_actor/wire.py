@@ -16,14 +16,19 @@ REASON_KEY = "proxima-reason"
 
 
 def space(s: gym.Space) -> pb.Space:
-    """A gymnasium Discrete or Box as the protocol's space (a Box flattened, bounds as f32)."""
+    """A gymnasium Discrete, MultiDiscrete (1-d ``nvec``) or Box as the protocol's space (a Box flattened, bounds
+    as f32)."""
     if isinstance(s, gym.spaces.Discrete):
         return pb.Space(discrete=pb.Discrete(n=int(s.n)))
+    if isinstance(s, gym.spaces.MultiDiscrete):
+        if s.nvec.ndim != 1:
+            raise ValueError(f"space {s}: a MultiDiscrete needs a 1-d nvec, this one has shape {list(s.nvec.shape)}")
+        return pb.Space(multi_discrete=pb.MultiDiscrete(nvec=[int(n) for n in s.nvec]))
     if isinstance(s, gym.spaces.Box):
         low = np.asarray(s.low, dtype=np.float32).reshape(-1)
         high = np.asarray(s.high, dtype=np.float32).reshape(-1)
         return pb.Space(box=pb.BoxSpace(low=low.tolist(), high=high.tolist()))
-    raise ValueError(f"space {s} is neither Discrete nor Box")
+    raise ValueError(f"space {s} is neither Discrete, MultiDiscrete nor Box")
 
 
 def _f32(x: np.ndarray) -> bytes:

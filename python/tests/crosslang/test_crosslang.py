@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from proxima_actor import Policy
+from proxima_actor.model import ModelSpec
 
 TOL = 1e-5
 DIR = Path(os.environ["PROXIMA_CROSSLANG_DIR"])
@@ -17,7 +18,15 @@ CASES = sorted(p.stem for p in DIR.glob("*.json"))
 
 
 def test_every_case_was_written() -> None:
-    assert set(CASES) == {"discrete", "discrete_norm", "box", "box_norm", "box_relu", "discrete_relu"}
+    assert set(CASES) == {
+        "discrete",
+        "discrete_norm",
+        "box",
+        "box_norm",
+        "box_relu",
+        "discrete_relu",
+        "multi_discrete",
+    }
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -26,6 +35,7 @@ def test_numbers_match_rust(case: str) -> None:
     policy = Policy.load(DIR / f"{case}.safetensors")
     obs = np.asarray(fx["obs"], dtype=np.float32)
     assert policy.discrete == fx["discrete"]
+    assert policy.spec == ModelSpec.from_json(fx["model"])
     assert policy.hidden_sizes == fx["hidden_sizes"]
     assert (policy.obs_norm is not None) == fx["normalize"]
     actions = np.asarray(fx["actions"], dtype=np.float32)

@@ -17,8 +17,9 @@ use crate::update::ppo::{
     EpochPlan, EpochStats, HostBatch, LossCoefs, MAX_LOG_RATIO, MinibatchStats, MinibatchStep, StepOutcome,
     clamped_log_ratio, k3, normalize_advantages, run_epochs,
 };
-use common::distributions::{categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax};
-use common::env::Space;
+use common::distributions::{
+    categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax, split_blocks, split_blocks_mut,
+};
 use common::net::ActorCriticNet;
 use rand_chacha::ChaCha8Rng;
 
@@ -59,8 +60,10 @@ struct ActorWorkspace {
     log_probs: Vec<f32>,
     /// `[M]` entropies.
     entropy: Vec<f32>,
-    /// `[M, n]` log-softmax of the logits (Categorical).
+    /// `[M, Σ blocks]` log-softmax of each block of logits (Categorical heads).
     log_softmax: Vec<f32>,
+    /// `[M, blocks]` entropy of each block (Categorical heads).
+    block_entropy: Vec<f32>,
     /// `[M]` ∂loss/∂log π.
     d_log_prob: Vec<f32>,
     /// `[M, head]` ∂loss/∂head.
@@ -238,18 +241,21 @@ fn policy_loss_and_gradient(
 
     let ent = (c.ent_coef * inv_m) as f32;
     ws.d_head.clear();
-    match model.action_space() {
-        Space::Discrete { n } => {
-            let n = *n;
+    match model.head().categorical_blocks() {
+        Some(blocks) => {
+            let (width, k) = (blocks.iter().sum::<usize>(), blocks.len());
             for (i, &g) in ws.d_log_prob.iter().enumerate() {
-                let (row, a, h) = (&ws.log_softmax[i * n..(i + 1) * n], mb.actions[i] as usize, ws.entropy[i]);
-                ws.d_head.extend(row.iter().enumerate().map(|(k, &lp)| {
-                    let p = lp.exp();
-                    g * (f32::from(u8::from(k == a)) - p) + ent * p * (lp + h)
-                }));
+                let row = &ws.log_softmax[i * width..(i + 1) * width];
+                for (b, log_p) in split_blocks(row, blocks).enumerate() {
+                    let (a, h) = (mb.actions[i * k + b] as usize, ws.block_entropy[i * k + b]);
+                    ws.d_head.extend(log_p.iter().enumerate().map(|(j, &lp)| {
+                        let p = lp.exp();
+                        g * (f32::from(u8::from(j == a)) - p) + ent * p * (lp + h)
+                    }));
+                }
             }
         }
-        Space::Box { .. } => {
+        None => {
             let range = model.log_std().unwrap_or(0..0);
             let log_std = &params[range.clone()];
             let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
@@ -303,18 +309,26 @@ fn score(model: &ActorCriticNet, params: &[f32], obs: &[f32], actions: &[f32], m
     let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
     ws.log_probs.clear();
     ws.entropy.clear();
-    match model.action_space() {
-        Space::Discrete { n } => {
-            let n = *n;
-            ws.log_softmax.resize(m * n, 0.0);
-            for (i, (logits, ls)) in head.chunks_exact(n).zip(ws.log_softmax.chunks_exact_mut(n)).enumerate() {
-                log_softmax(logits, ls);
-                let a = (actions[i] as usize).min(n - 1);
-                ws.log_probs.push(ls[a]);
-                ws.entropy.push(categorical_entropy(ls));
+    match model.head().categorical_blocks() {
+        Some(blocks) => {
+            let (width, k) = (blocks.iter().sum::<usize>(), blocks.len());
+            ws.log_softmax.resize(m * width, 0.0);
+            ws.block_entropy.clear();
+            for (i, (logits, ls)) in head.chunks_exact(width).zip(ws.log_softmax.chunks_exact_mut(width)).enumerate() {
+                let (mut log_p, mut entropy) = (0.0f32, 0.0f32);
+                for (b, (z, l)) in split_blocks(logits, blocks).zip(split_blocks_mut(ls, blocks)).enumerate() {
+                    log_softmax(z, l);
+                    let a = (actions[i * k + b] as usize).min(l.len() - 1);
+                    log_p += l[a];
+                    let h = categorical_entropy(l);
+                    ws.block_entropy.push(h);
+                    entropy += h;
+                }
+                ws.log_probs.push(log_p);
+                ws.entropy.push(entropy);
             }
         }
-        Space::Box { .. } => {
+        None => {
             let log_std = &params[model.log_std().unwrap_or(0..0)];
             let k = log_std.len();
             let h = gaussian_entropy(log_std);

@@ -10,10 +10,11 @@ mod fused;
 pub use self::candle::CandleBackend;
 pub use self::fused::FusedBackend;
 
-use crate::config::{BackendKind, TrainConfig};
+use crate::config::{BackendKind, ConfigError, TrainConfig};
 use crate::error::Result;
 use crate::update::optim::AdamState;
 use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs};
+use common::model::{Core, Encoder, ModelSpec};
 use common::net::ActorCriticNet;
 use rand_chacha::ChaCha8Rng;
 
@@ -51,19 +52,38 @@ pub trait Backend: Send {
     fn load_optimizer_state(&mut self, state: AdamState) -> Result<()>;
 }
 
-/// The backend `cfg` asks for (`auto`: fused on CPU, candle elsewhere) for the network `net`, holding its
-/// initial parameters drawn from `seed` ([`ActorCriticNet::init`]).
-pub fn create(cfg: &TrainConfig, net: &ActorCriticNet, seed: u64) -> Result<Box<dyn Backend>> {
-    let device = device::parse_device(&cfg.device)
-        .map_err(|e| crate::config::ConfigError::Invalid { key: "device", reason: e.to_string() })?;
+/// Whether the backend `fused` (or `candle`) runs the model `spec`: a spec it cannot run is a config error naming
+/// the backend and the spec. Both run an MLP encoder without a core, with separate trunks and any head.
+pub fn check_supported(fused: bool, spec: &ModelSpec) -> Result<()> {
+    let Encoder::Mlp { .. } = spec.encoder;
+    let Core::None = spec.core;
+    if spec.shared_trunk {
+        let backend = if fused { "fused" } else { "candle" };
+        return Err(ConfigError::Invalid {
+            key: "model.shared_trunk",
+            reason: format!("the {backend} backend does not run the model {} (separate trunks only)", spec.describe()),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The backend `cfg` asks for (`auto`: fused on CPU, candle elsewhere) for the model `spec`, holding its initial
+/// parameters drawn from `seed` ([`ActorCriticNet::init`]); the spec's flat-buffer network comes back with it.
+pub fn create(cfg: &TrainConfig, spec: &ModelSpec, seed: u64) -> Result<(ActorCriticNet, Box<dyn Backend>)> {
+    let device =
+        device::parse_device(&cfg.device).map_err(|e| ConfigError::Invalid { key: "device", reason: e.to_string() })?;
     let fused = match cfg.backend {
         BackendKind::Fused => true,
         BackendKind::Candle => false,
         BackendKind::Auto => device.is_cpu(),
     };
+    check_supported(fused, spec)?;
+    let net = ActorCriticNet::new(spec).map_err(|e| ConfigError::Invalid { key: "model", reason: e.to_string() })?;
     let params = net.init(seed);
-    Ok(match fused {
-        true => Box::new(FusedBackend::new(net, params, cfg.threads)?),
-        false => Box::new(CandleBackend::new(net, &params, device)?),
-    })
+    let backend: Box<dyn Backend> = match fused {
+        true => Box::new(FusedBackend::new(&net, params, cfg.threads)?),
+        false => Box::new(CandleBackend::new(&net, &params, device)?),
+    };
+    Ok((net, backend))
 }

@@ -24,18 +24,26 @@ ROLLOUT_OUTCOME_ACCEPTED: RolloutOutcome
 ROLLOUT_OUTCOME_STALE: RolloutOutcome
 
 class Space(_message.Message):
-    __slots__ = ("discrete", "box")
+    __slots__ = ("discrete", "box", "multi_discrete")
     DISCRETE_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
+    MULTI_DISCRETE_FIELD_NUMBER: _ClassVar[int]
     discrete: Discrete
     box: BoxSpace
-    def __init__(self, discrete: _Optional[_Union[Discrete, _Mapping]] = ..., box: _Optional[_Union[BoxSpace, _Mapping]] = ...) -> None: ...
+    multi_discrete: MultiDiscrete
+    def __init__(self, discrete: _Optional[_Union[Discrete, _Mapping]] = ..., box: _Optional[_Union[BoxSpace, _Mapping]] = ..., multi_discrete: _Optional[_Union[MultiDiscrete, _Mapping]] = ...) -> None: ...
 
 class Discrete(_message.Message):
     __slots__ = ("n",)
     N_FIELD_NUMBER: _ClassVar[int]
     n: int
     def __init__(self, n: _Optional[int] = ...) -> None: ...
+
+class MultiDiscrete(_message.Message):
+    __slots__ = ("nvec",)
+    NVEC_FIELD_NUMBER: _ClassVar[int]
+    nvec: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, nvec: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BoxSpace(_message.Message):
     __slots__ = ("low", "high")
@@ -62,7 +70,7 @@ class RegisterRequest(_message.Message):
     def __init__(self, actor_name: _Optional[str] = ..., env_id: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., num_envs: _Optional[int] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("actor_id", "seed", "run_id", "policy_version", "hidden_sizes", "rollout_steps", "incarnation")
+    __slots__ = ("actor_id", "seed", "run_id", "policy_version", "hidden_sizes", "rollout_steps", "incarnation", "num_envs")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +78,7 @@ class RegisterResponse(_message.Message):
     HIDDEN_SIZES_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_STEPS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
     actor_id: int
     seed: int
     run_id: str
@@ -77,7 +86,8 @@ class RegisterResponse(_message.Message):
     hidden_sizes: _containers.RepeatedScalarFieldContainer[int]
     rollout_steps: int
     incarnation: int
-    def __init__(self, actor_id: _Optional[int] = ..., seed: _Optional[int] = ..., run_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., rollout_steps: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    num_envs: int
+    def __init__(self, actor_id: _Optional[int] = ..., seed: _Optional[int] = ..., run_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., rollout_steps: _Optional[int] = ..., incarnation: _Optional[int] = ..., num_envs: _Optional[int] = ...) -> None: ...
 
 class Rollout(_message.Message):
     __slots__ = ("actor_id", "policy_version", "num_steps", "num_envs", "obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "final_obs", "next_obs", "episodes", "incarnation")

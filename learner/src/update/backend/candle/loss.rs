@@ -36,11 +36,15 @@ impl Batch {
         self.len() == 0
     }
 
-    /// Copies `host` to `device`; Discrete actions become u32 indices.
+    /// Copies `host` to `device`; Categorical actions become u32 indices (`[B]` for one block, `[B, k]` for `k`).
     pub fn from_host(host: &HostBatch, discrete: bool, device: &Device) -> Result<Batch> {
         let n = host.len();
         let actions = if discrete {
-            Tensor::from_vec(host.actions.iter().map(|a| *a as u32).collect::<Vec<u32>>(), n, device)?
+            let indices = host.actions.iter().map(|a| *a as u32).collect::<Vec<u32>>();
+            match host.actions.len() / n.max(1) {
+                0 | 1 => Tensor::from_vec(indices, n, device)?,
+                k => Tensor::from_vec(indices, (n, k), device)?,
+            }
         } else {
             Tensor::from_slice(&host.actions, (n, host.actions.len() / n.max(1)), device)?
         };

@@ -14,7 +14,7 @@ use crate::update::optim::AdamState;
 use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, MinibatchStep, StepOutcome, run_epochs};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use common::env::Space;
+use common::model::Head;
 use common::net::ActorCriticNet;
 use rand_chacha::ChaCha8Rng;
 
@@ -36,7 +36,7 @@ impl CandleBackend {
     }
 
     fn discrete(&self) -> bool {
-        matches!(self.net.action_space(), Space::Discrete { .. })
+        !matches!(self.net.head(), Head::Gaussian { .. })
     }
 
     /// True when the model lives in host memory.

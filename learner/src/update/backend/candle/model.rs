@@ -5,7 +5,8 @@
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use common::distributions::HALF_LN_2PI;
-use common::net::{Activation, ActorCriticNet, LOG_STD};
+use common::model::Activation;
+use common::net::{ActorCriticNet, LOG_STD};
 
 /// `tanh(x)` computed as `2·sigmoid(2x) − 1`: the same function (to ~2e-7) and about twice as fast on candle's
 /// CPU backend, where `tanh` goes through libm's `tanhf`.
@@ -65,6 +66,8 @@ pub struct ActorCritic {
     actor: Mlp,
     critic: Mlp,
     log_std: Option<Tensor>,
+    /// Logits per Categorical block (one block for `Discrete`; empty for a Gaussian head).
+    blocks: Vec<usize>,
 }
 
 impl ActorCritic {
@@ -74,10 +77,12 @@ impl ActorCritic {
             None => None,
             Some(range) => Some(vb.get_with_hints((1, range.len()), LOG_STD, candle_nn::Init::Const(0.0))?),
         };
+        let blocks = net.head().categorical_blocks().map_or_else(Vec::new, <[usize]>::to_vec);
         Ok(Self {
             actor: Mlp::new(net.actor(), vb.pp("actor"))?,
             critic: Mlp::new(net.critic(), vb.pp("critic"))?,
             log_std,
+            blocks,
         })
     }
 
@@ -90,7 +95,7 @@ impl ActorCritic {
         Ok((varmap, model))
     }
 
-    /// Policy head output `[B, policy_dim]`: logits (Discrete) or the Gaussian mean (Box).
+    /// Policy head output `[B, logits_dim]`: logits (Categorical blocks) or the Gaussian mean.
     pub fn policy_head(&self, obs: &Tensor) -> Result<Tensor> {
         self.actor.forward(obs)
     }
@@ -105,12 +110,35 @@ impl ActorCritic {
         self.critic.forward(obs)?.squeeze(1)
     }
 
-    /// Log-probability and entropy of stored `actions` (u32 `[B]` or f32 `[B, d]`) and the state values.
+    /// Log-probability and entropy of stored `actions` (u32 `[B]` for one Categorical, u32 `[B, k]` for `k`
+    /// blocks, f32 `[B, d]` for a Gaussian) and the state values. A multi-Categorical's log-probabilities and
+    /// entropies are the sums over its blocks.
     pub fn evaluate(&self, obs: &Tensor, actions: &Tensor) -> Result<Evaluation> {
         let head = self.policy_head(obs)?;
-        let (log_prob, entropy) = match &self.log_std {
-            None => (categorical_log_prob(&head, actions)?, categorical_entropy(&head)?),
-            Some(log_std) => (gaussian_log_prob(&head, log_std, actions)?, gaussian_entropy(log_std, obs.dim(0)?)?),
+        let (log_prob, entropy) = match (&self.log_std, self.blocks.as_slice()) {
+            (Some(log_std), _) => {
+                (gaussian_log_prob(&head, log_std, actions)?, gaussian_entropy(log_std, obs.dim(0)?)?)
+            }
+            (None, [_]) => (categorical_log_prob(&head, actions)?, categorical_entropy(&head)?),
+            (None, blocks) => {
+                let (mut log_prob, mut entropy, mut start) = (None::<Tensor>, None::<Tensor>, 0);
+                for (i, &n) in blocks.iter().enumerate() {
+                    let logits = head.narrow(1, start, n)?;
+                    let lp = categorical_log_prob(&logits, &actions.narrow(1, i, 1)?.squeeze(1)?.contiguous()?)?;
+                    let h = categorical_entropy(&logits)?;
+                    log_prob = Some(match log_prob {
+                        None => lp,
+                        Some(acc) => (acc + lp)?,
+                    });
+                    entropy = Some(match entropy {
+                        None => h,
+                        Some(acc) => (acc + h)?,
+                    });
+                    start += n;
+                }
+                let empty = || candle_core::Error::Msg("a multi-Categorical head without blocks".into());
+                (log_prob.ok_or_else(empty)?, entropy.ok_or_else(empty)?)
+            }
         };
         Ok(Evaluation { log_prob, entropy, value: self.value(obs)? })
     }
@@ -178,13 +206,13 @@ fn gaussian_entropy(log_std: &Tensor, batch: usize) -> Result<Tensor> {
 mod tests {
     use super::*;
     use common::env::Space;
-    use common::net::ModelConfig;
+    use common::model::ModelConfig;
 
     #[test]
     fn candle_variables_are_the_network_entries_and_forward_agrees() {
         for space in [Space::Discrete { n: 3 }, Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] }] {
             let cfg = ModelConfig { init_log_std: -0.5, ..ModelConfig::default() };
-            let net = ActorCriticNet::new(&cfg, 5, &space);
+            let net = ActorCriticNet::for_env(&cfg, 5, &space).unwrap();
             let flat = net.init(3);
             let (varmap, model) = ActorCritic::with_params(&net, &flat, &Device::Cpu).unwrap();
             let vars = sorted_vars(&varmap).unwrap();
@@ -212,7 +240,7 @@ mod tests {
     fn fused_backward_matches_candle_autograd() {
         let space = Space::Discrete { n: 2 };
         let cfg = ModelConfig { hidden_sizes: vec![16, 8], ..ModelConfig::default() };
-        let net = ActorCriticNet::new(&cfg, 4, &space);
+        let net = ActorCriticNet::for_env(&cfg, 4, &space).unwrap();
         let flat = net.init(9);
         let (varmap, model) = ActorCritic::with_params(&net, &flat, &Device::Cpu).unwrap();
         let vars = sorted_vars(&varmap).unwrap();
