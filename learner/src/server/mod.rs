@@ -3,6 +3,9 @@
 
 pub mod auth;
 pub mod handlers;
+#[cfg(test)]
+mod registration_flood;
+mod registry;
 
 use self::auth::TokenAuth;
 use self::handlers::{Adoption, LearnerService, RunInfo, Spec};
