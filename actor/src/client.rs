@@ -30,9 +30,9 @@ pub struct ActorOptions {
     /// Environment id; must be the one the learner trains.
     #[arg(long, env = "PROXIMA_ENV", default_value = "CartPole-v1")]
     pub env: String,
-    /// Environments stepped together in one batched forward pass.
-    #[arg(long, env = "PROXIMA_NUM_ENVS", default_value_t = DEFAULT_NUM_ENVS, value_parser = parse_num_envs)]
-    pub num_envs: usize,
+    /// Environments stepped together in one batched forward pass (default: the learner's `actors.num_envs`).
+    #[arg(long, env = "PROXIMA_NUM_ENVS", value_parser = parse_num_envs)]
+    pub num_envs: Option<usize>,
     /// Steps per env per rollout (default: the learner's setting).
     #[arg(long, env = "PROXIMA_ROLLOUT_STEPS")]
     pub rollout_steps: Option<usize>,
@@ -66,7 +66,7 @@ impl ActorOptions {
         Self {
             learner: learner.into(),
             env: env.into(),
-            num_envs: DEFAULT_NUM_ENVS,
+            num_envs: None,
             rollout_steps: None,
             name: host_name(),
             token: None,
@@ -140,6 +140,8 @@ enum SessionEnd {
 
 /// The sampler thread and its channels, kept across reconnects so envs continue where they were.
 struct Worker {
+    /// Envs its sampler steps.
+    num_envs: usize,
     cell: Arc<PolicyCell>,
     rollouts: tokio::sync::mpsc::Receiver<Rollout>,
     stop: CancellationToken,
@@ -273,7 +275,7 @@ async fn session(
         env_id: opts.env.clone(),
         observation_space: Some((&probe.observation_space()).into()),
         action_space: Some((&probe.action_space()).into()),
-        num_envs: opts.num_envs as u32,
+        num_envs: opts.num_envs.unwrap_or(0) as u32,
         protocol_version: PROTOCOL_VERSION as i32,
     };
     let reg = client
@@ -295,12 +297,20 @@ async fn session(
         .await
         .map_err(classify)?
         .ok_or_else(|| Error::Unavailable("policy stream ended before the first policy".into()))?;
+    let num_envs = envs_to_step(opts, &reg);
+    if let Some(old) = worker.take_if(|w| w.num_envs != num_envs) {
+        tracing::warn!(from = old.num_envs, to = num_envs, "the learner asks for another number of envs; restarting the sampler");
+        let Worker { stop, thread, rollouts, .. } = old;
+        stop.cancel();
+        drop(rollouts);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     let w = match worker {
         Some(w) => {
             w.cell.publish(PolicySnapshot::from(first));
             w
         }
-        None => worker.insert(start_worker(opts, factory, &reg, PolicySnapshot::from(first))?),
+        None => worker.insert(start_worker(opts, factory, &reg, num_envs, PolicySnapshot::from(first))?),
     };
     tracing::info!(actor_id = reg.actor_id, run = %reg.run_id, version = reg.policy_version, "connected to learner");
     if reconnecting {
@@ -392,14 +402,28 @@ async fn flush(client: &mut Client, w: &mut Worker, actor_id: u64) {
     tracing::info!(flushed = sent, "actor leaving");
 }
 
+/// The envs to step: what the learner's registration answer names, else (a learner from before it did) the
+/// `--num-envs` given or the default.
+fn envs_to_step(opts: &ActorOptions, reg: &pb::RegisterResponse) -> usize {
+    match (reg.num_envs as usize, opts.num_envs) {
+        (0, Some(n)) => n,
+        (0, None) => {
+            tracing::info!("the learner names no env count (an earlier release); stepping {DEFAULT_NUM_ENVS} envs");
+            DEFAULT_NUM_ENVS
+        }
+        (n, _) => n,
+    }
+}
+
 fn start_worker(
     opts: &ActorOptions,
     factory: &EnvFactory,
     reg: &pb::RegisterResponse,
+    num_envs: usize,
     first: PolicySnapshot,
 ) -> Result<Worker, Error> {
     let sampler_cfg = SamplerConfig {
-        num_envs: opts.num_envs,
+        num_envs,
         rollout_steps: opts.rollout_steps.unwrap_or(reg.rollout_steps.max(1) as usize),
         policy_wait: opts.policy_wait,
     };
@@ -418,7 +442,7 @@ fn start_worker(
         .name("sampler".into())
         .spawn(move || run_sampler(sampler, &model, &c, &tx, &s))
         .map_err(|e| Error::Config(format!("cannot start the sampler thread: {e}")))?;
-    Ok(Worker { cell, rollouts: rx, stop, thread })
+    Ok(Worker { num_envs, cell, rollouts: rx, stop, thread })
 }
 
 #[cfg(test)]

@@ -66,15 +66,10 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
     let trainer = learner::update::trainer::Trainer::new(&cfg)?;
     let spec = common::env::make(&cfg.env.id)?;
     let run = RunInfo {
-        env_id: cfg.env.id.clone(),
-        hidden_sizes: cfg.model.hidden_sizes.clone(),
         rollout_steps: args.rollout_steps,
-        num_envs: cfg.actors.num_envs,
         root_seed: 0,
-        run_id: "ingest-bench".into(),
         max_policy_lag: u64::MAX,
-        bounds: cfg.server.bounds(),
-        registry: cfg.server.registry_limits(),
+        ..RunInfo::of(&cfg, "ingest-bench".into())
     };
     let policies = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let spec = Spec { observation_space: spec.observation_space(), action_space: spec.action_space(), policies };

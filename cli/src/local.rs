@@ -174,7 +174,7 @@ pub fn train_over_grpc(
         let mut actors = Vec::new();
         for i in 0..cfg.actors.count {
             let opts = actor::client::ActorOptions {
-                num_envs: cfg.actors.num_envs,
+                num_envs: Some(cfg.actors.num_envs),
                 rollout_steps: Some(cfg.actors.rollout_steps),
                 name: format!("local-{i}"),
                 ..actor::client::ActorOptions::new(format!("http://{}", server.addr), cfg.env.id.clone())

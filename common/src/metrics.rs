@@ -29,6 +29,9 @@ pub const CONNECTED_ACTORS: &str = "proxima_learner_connected_actors";
 /// Actors in the learner's registry: registered and not yet forgotten for idleness (gauge; at least
 /// [`CONNECTED_ACTORS`]).
 pub const REGISTERED_ACTORS: &str = "proxima_learner_registered_actors";
+/// Registrations that never opened a policy stream nor had a rollout accepted, evicted to make room for a newer
+/// registration, by `reason` (see [`evicted`]); a registration flood shows here (counter).
+pub const EVICTED_REGISTRATIONS: &str = "proxima_learner_evicted_registrations_total";
 /// Seconds per PPO update (histogram).
 pub const UPDATE_DURATION: &str = "proxima_learner_update_duration_seconds";
 /// k3 estimate of KL(old ‖ new) over the last batch (gauge).
@@ -129,6 +132,18 @@ pub mod reason {
     ];
 }
 
+/// Why a registration was evicted (values of the `reason` label of [`EVICTED_REGISTRATIONS`]).
+pub mod evicted {
+    /// Its peer already held `server.max_idle_registrations_per_peer` never-active registrations: the peer's
+    /// newest registration replaced its oldest.
+    pub const PEER_LIMIT: &str = "peer_limit";
+    /// The registry held `server.max_actors` actors: it was the oldest never-active registration past
+    /// `server.registration_grace_seconds`, and made room for another peer's registration.
+    pub const REGISTRY_FULL: &str = "registry_full";
+    /// Every reason.
+    pub const ALL: [&str; 2] = [PEER_LIMIT, REGISTRY_FULL];
+}
+
 /// What became of a rollout (the `outcome` label of [`ROLLOUTS`] and [`ACTOR_ROLLOUTS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -225,6 +240,11 @@ pub fn describe(role: Role) {
             describe_gauge!(QUEUE_DEPTH, "Rollouts waiting for the trainer.");
             describe_gauge!(CONNECTED_ACTORS, "Registered actors with an open policy stream.");
             describe_gauge!(REGISTERED_ACTORS, "Actors in the registry (not yet forgotten for idleness).");
+            describe_counter!(
+                EVICTED_REGISTRATIONS,
+                Unit::Count,
+                "Never-active registrations evicted for a newer one, by reason."
+            );
             describe_histogram!(UPDATE_DURATION, Unit::Seconds, "Duration of one PPO update.");
             describe_gauge!(APPROX_KL, "Approximate KL(old || new) of the last update (k3 estimator).");
             describe_gauge!(KL_TARGET, "KL target of the adaptive penalty or early stop (0: none).");
@@ -261,6 +281,9 @@ pub fn describe(role: Role) {
             }
             for o in Outcome::LEARNER {
                 metrics::counter!(ROLLOUTS, "outcome" => o.label()).absolute(0);
+            }
+            for r in evicted::ALL {
+                metrics::counter!(EVICTED_REGISTRATIONS, "reason" => r).absolute(0);
             }
         }
         Role::Actor => {

@@ -5,6 +5,7 @@ use common::model::{Head, ModelConfig};
 use common::rollout::{DEFAULT_NUM_ENVS, DEFAULT_ROLLOUT_STEPS};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Which policy objective the PPO update optimises (Schulman et al. 2017).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +161,12 @@ pub struct ServerConfig {
     /// An actor with neither an open policy stream nor a submission for this many seconds leaves the registry
     /// (it registers again when it comes back).
     pub actor_idle_seconds: f64,
+    /// When the registry is full, a registration that never opened a policy stream nor had a rollout accepted
+    /// makes room for a newcomer once it is this many seconds old (oldest first); younger ones are safe.
+    pub registration_grace_seconds: f64,
+    /// Most registrations that never opened a policy stream nor had a rollout accepted one peer (IP address, or
+    /// actor name where the transport has none) holds; its next registration replaces its oldest such one.
+    pub max_idle_registrations_per_peer: usize,
 }
 
 impl ServerConfig {
@@ -175,13 +182,32 @@ impl ServerConfig {
     }
 
     /// The bounds of the actor registry.
-    pub fn registry_limits(&self) -> crate::server::handlers::RegistryLimits {
-        crate::server::handlers::RegistryLimits {
+    pub fn registry_limits(&self) -> RegistryLimits {
+        RegistryLimits {
             max_name_bytes: self.max_actor_name_bytes,
             max_actors: self.max_actors,
-            idle: std::time::Duration::from_secs_f64(self.actor_idle_seconds),
+            idle: Duration::from_secs_f64(self.actor_idle_seconds),
+            grace: Duration::from_secs_f64(self.registration_grace_seconds),
+            max_idle_per_peer: self.max_idle_registrations_per_peer,
         }
     }
+}
+
+/// Bounds of the actor registry, read from `[server]` (see [`ServerConfig::registry_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegistryLimits {
+    /// Longest `actor_name`, in bytes (`max_actor_name_bytes`).
+    pub max_name_bytes: usize,
+    /// Most actors held at once (`max_actors`).
+    pub max_actors: usize,
+    /// An actor without an open policy stream and without a submission for this long is forgotten
+    /// (`actor_idle_seconds`).
+    pub idle: Duration,
+    /// Age from which a never-active registration may be evicted for a newcomer when the registry is full
+    /// (`registration_grace_seconds`).
+    pub grace: Duration,
+    /// Most never-active registrations one peer holds (`max_idle_registrations_per_peer`).
+    pub max_idle_per_peer: usize,
 }
 
 impl Default for ServerConfig {
@@ -201,6 +227,8 @@ impl Default for ServerConfig {
             max_actor_name_bytes: 256,
             max_actors: 1024,
             actor_idle_seconds: 60.0,
+            registration_grace_seconds: 5.0,
+            max_idle_registrations_per_peer: 32,
         }
     }
 }
@@ -592,6 +620,12 @@ impl TrainConfig {
                 "max_actors, max_actor_name_bytes and actor_idle_seconds must be positive (idle at most 1e9 s)",
             );
         }
+        if !(0.0..=1e9).contains(&s.registration_grace_seconds) {
+            return bad("server.registration_grace_seconds", "must be in [0, 1e9] seconds");
+        }
+        if s.max_idle_registrations_per_peer == 0 {
+            return bad("server.max_idle_registrations_per_peer", "must be at least 1");
+        }
         if self.model.hidden_sizes.is_empty() || self.model.hidden_sizes.contains(&0) {
             return bad("model.hidden_sizes", "needs at least one non-zero layer width");
         }
@@ -677,6 +711,28 @@ mod tests {
         let err = TrainConfig::load(None, &["ppo.lr=1".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
         assert!(TrainConfig::load(None, &["nokey".into()]).is_err());
+    }
+
+    #[test]
+    fn registry_keys_default_validate_and_reach_the_limits() {
+        let limits = TrainConfig::default().server.registry_limits();
+        assert_eq!((limits.grace, limits.max_idle_per_peer), (Duration::from_secs(5), 32));
+        let cfg = TrainConfig::load(
+            None,
+            &["server.registration_grace_seconds=0".into(), "server.max_idle_registrations_per_peer=3".into()],
+        )
+        .unwrap();
+        let limits = cfg.server.registry_limits();
+        assert_eq!((limits.grace, limits.max_idle_per_peer), (Duration::ZERO, 3));
+        for (key, value) in [
+            ("server.registration_grace_seconds", "-1"),
+            ("server.registration_grace_seconds", "nan"),
+            ("server.registration_grace_seconds", "2e9"),
+            ("server.max_idle_registrations_per_peer", "0"),
+        ] {
+            let err = TrainConfig::load(None, &[format!("{key}={value}")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -168,17 +168,7 @@ impl EnvCase {
         snapshot.version = CURRENT_VERSION;
         let env_spec = common::env::make(env)?;
         let spaces = (env_spec.observation_space(), env_spec.action_space());
-        let run = RunInfo {
-            env_id: cfg.env.id.clone(),
-            hidden_sizes: cfg.model.hidden_sizes.clone(),
-            rollout_steps: cfg.actors.rollout_steps,
-            num_envs: cfg.actors.num_envs,
-            root_seed: cfg.seed,
-            run_id: "fuzz".into(),
-            max_policy_lag: cfg.ppo.max_policy_lag,
-            bounds: cfg.server.bounds(),
-            registry: cfg.server.registry_limits(),
-        };
+        let run = RunInfo::of(&cfg, "fuzz".into());
         Ok(Self { cfg, run, spaces, snapshot })
     }
 

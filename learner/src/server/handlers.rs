@@ -1,5 +1,8 @@
-//! The gRPC handlers: authenticate (interceptor), validate, convert, hand off. No tensor math here.
+//! The gRPC handlers: authenticate (interceptor), validate, convert, hand off. No tensor math here; the actor
+//! registry they keep is in `registry.rs`.
 
+use super::registry::{ActorEntry, Peer, SharedRegistry};
+use crate::config::{RegistryLimits, TrainConfig};
 use crate::error::Error;
 use common::env::Space;
 use common::ids::PolicyVersion;
@@ -8,11 +11,10 @@ use common::policy_cell::PolicyCell;
 use common::rollout::{Bounds, EpisodeTracker, Rollout};
 use common::wire::{PROTOCOL_VERSION, pb};
 use crossbeam_channel::{Sender, TrySendError};
-use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -47,6 +49,23 @@ pub struct RunInfo {
     pub registry: RegistryLimits,
 }
 
+impl RunInfo {
+    /// What `cfg` tells registering actors, for the run `run_id`.
+    pub fn of(cfg: &TrainConfig, run_id: String) -> Self {
+        Self {
+            env_id: cfg.env.id.clone(),
+            hidden_sizes: cfg.model.hidden_sizes.clone(),
+            rollout_steps: cfg.actors.rollout_steps,
+            num_envs: cfg.actors.num_envs,
+            root_seed: cfg.seed,
+            run_id,
+            max_policy_lag: cfg.ppo.max_policy_lag,
+            bounds: cfg.server.bounds(),
+            registry: cfg.server.registry_limits(),
+        }
+    }
+}
+
 /// The env's spaces and the policies trained for it: known when the learner starts, or once the first actor has
 /// registered (`env.spaces_from_first_actor`).
 #[derive(Clone)]
@@ -70,103 +89,11 @@ pub struct Adoption {
     pub reply: tokio::sync::oneshot::Sender<Result<Arc<PolicyCell>, String>>,
 }
 
-/// Bounds of the actor registry (`server.max_actor_name_bytes`, `server.max_actors`, `server.actor_idle_seconds`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RegistryLimits {
-    /// Longest `actor_name`, in bytes.
-    pub max_name_bytes: usize,
-    /// Most actors held at once.
-    pub max_actors: usize,
-    /// An actor without an open policy stream and without a submission for this long is forgotten.
-    pub idle: Duration,
-}
-
-impl Default for RegistryLimits {
-    fn default() -> Self {
-        Self { max_name_bytes: 256, max_actors: 1024, idle: Duration::from_secs(60) }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct ActorEntry {
-    name: String,
-    /// The address it registered from.
-    host: String,
-    num_envs: usize,
-    /// Env steps of its accepted rollouts, and when (the last [`RATE_WINDOW`]), for the dashboard.
-    env_steps: u64,
-    recent_steps: std::collections::VecDeque<(Instant, u64)>,
-    /// Policy version of its last accepted rollout.
-    policy_version: Option<u64>,
-    /// Open policy streams.
-    streams: usize,
-    /// Registration, last submission, or last stream closed.
-    last_seen: Instant,
-    /// Registration.
-    registered: Instant,
-    /// Holds its episode records to its rewards and done flags.
-    episodes: EpisodeTracker,
-}
-
-/// How far back an actor's env steps/s looks.
-const RATE_WINDOW: Duration = Duration::from_secs(10);
-
-impl ActorEntry {
-    /// Counts an accepted rollout of `steps` env steps made by policy `version`.
-    fn accepted(&mut self, steps: u64, version: u64) {
-        let now = Instant::now();
-        self.env_steps += steps;
-        self.policy_version = Some(version);
-        self.recent_steps.push_back((now, steps));
-        while self.recent_steps.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
-            self.recent_steps.pop_front();
-        }
-    }
-
-    /// Env steps per second over the last [`RATE_WINDOW`] (or since it registered, if that is shorter).
-    fn steps_per_second(&self, registered: Instant) -> f64 {
-        let now = Instant::now();
-        let steps: u64 =
-            self.recent_steps.iter().filter(|(at, _)| now.duration_since(*at) <= RATE_WINDOW).map(|(_, s)| s).sum();
-        steps as f64 / now.duration_since(registered).min(RATE_WINDOW).as_secs_f64().max(1e-3)
-    }
-}
-
-/// The registered actors, bounded in number and forgotten when idle; the actor gauges are read from it.
-#[derive(Debug, Default)]
-struct Registry {
-    actors: HashMap<u64, ActorEntry>,
-}
-
-impl Registry {
-    /// Drops actors idle for longer than `idle`; returns how many.
-    fn evict_idle(&mut self, idle: Duration) -> usize {
-        let before = self.actors.len();
-        self.actors.retain(|id, a| {
-            let keep = a.streams > 0 || a.last_seen.elapsed() <= idle;
-            if !keep {
-                tracing::info!(actor_id = id, name = %a.name, "idle actor forgotten");
-            }
-            keep
-        });
-        let evicted = before - self.actors.len();
-        self.publish_gauge();
-        evicted
-    }
-
-    /// Sets both actor gauges from the registry.
-    fn publish_gauge(&self) {
-        let connected = self.actors.values().filter(|a| a.streams > 0).count();
-        metrics::gauge!(m::CONNECTED_ACTORS).set(connected as f64);
-        metrics::gauge!(m::REGISTERED_ACTORS).set(self.actors.len() as f64);
-    }
-}
-
 /// Shared state of the service.
 pub struct LearnerService {
     run: RunInfo,
     incarnation: u64,
-    registry: Arc<Mutex<Registry>>,
+    registry: SharedRegistry,
     next_actor_id: AtomicU64,
     spec: tokio::sync::OnceCell<Spec>,
     /// Set while the spaces are to come from the first actor that registers.
@@ -204,9 +131,9 @@ impl LearnerService {
         // Random, so that two processes of one run never share it; never 0 (0 means "unknown" on the wire).
         let incarnation = rand::random::<u64>().max(1);
         Self {
+            registry: SharedRegistry::new(run.registry),
             run,
             incarnation,
-            registry: Arc::new(Mutex::new(Registry::default())),
             next_actor_id: AtomicU64::new(base),
             spec,
             adopt,
@@ -220,21 +147,9 @@ impl LearnerService {
         self.incarnation
     }
 
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Forgets actors idle for longer than `server.actor_idle_seconds`; the server calls it periodically.
     pub fn evict_idle_actors(&self) -> usize {
-        self.registry().evict_idle(self.run.registry.idle)
-    }
-
-    /// The actor's name and registered env count, marking it as seen now.
-    fn touch(&self, id: u64) -> Option<(String, usize)> {
-        let mut registry = self.registry();
-        let entry = registry.actors.get_mut(&id)?;
-        entry.last_seen = Instant::now();
-        Some((entry.name.clone(), entry.num_envs))
+        self.registry.lock().evict_idle(Instant::now())
     }
 
     /// Checks the rollout's episode records against the actor's rewards and done flags (see [`EpisodeTracker`])
@@ -242,11 +157,7 @@ impl LearnerService {
     /// the target. `None` forgets the carried sums (after a rejected rollout).
     fn track_episodes(&self, id: u64, rollout: Option<&mut Rollout>) -> Result<(), Error> {
         // The check is O(T·N): take the tracker out of the registry so the lock is not held while it runs.
-        let mut tracker = {
-            let mut registry = self.registry();
-            let entry = registry.actors.get_mut(&id).ok_or(Error::UnknownActor(id))?;
-            std::mem::take(&mut entry.episodes)
-        };
+        let mut tracker = self.registry.lock().take_episodes(id).ok_or(Error::UnknownActor(id))?;
         let result = match rollout {
             Some(r) => tracker.check(r, self.run.bounds.max_abs_reward).map(|verified| {
                 let mut seen_whole = verified.into_iter();
@@ -257,9 +168,7 @@ impl LearnerService {
                 Ok(())
             }
         };
-        if let Some(entry) = self.registry().actors.get_mut(&id) {
-            entry.episodes = tracker;
-        }
+        self.registry.lock().put_episodes(id, tracker);
         Ok(result?)
     }
 
@@ -375,7 +284,8 @@ impl LearnerService {
     }
 
     fn check_rollout(&self, msg: &pb::Rollout) -> Result<Rollout, Error> {
-        let (name, num_envs) = self.touch(msg.actor_id).ok_or(Error::UnknownActor(msg.actor_id))?;
+        let touched = self.registry.lock().touch(msg.actor_id, Instant::now());
+        let (name, num_envs) = touched.ok_or(Error::UnknownActor(msg.actor_id))?;
         let mut rollout = Rollout::try_from(msg)?;
         if rollout.num_envs != num_envs {
             return Err(Error::Rollout(common::rollout::RolloutError {
@@ -416,56 +326,9 @@ impl LearnerService {
     }
 }
 
-/// An open policy stream of a registered actor: keeps it in the registry while open; when it closes, the actor
-/// is seen now and becomes evictable after the idle time.
-struct OpenStream {
-    registry: Arc<Mutex<Registry>>,
-    actor_id: u64,
-}
-
-impl OpenStream {
-    /// Counts a stream for `actor_id`; `None` if the actor is not registered.
-    fn open(registry: &Arc<Mutex<Registry>>, actor_id: u64) -> Option<Self> {
-        let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = r.actors.get_mut(&actor_id)?;
-        entry.streams += 1;
-        entry.last_seen = Instant::now();
-        r.publish_gauge();
-        Some(Self { registry: registry.clone(), actor_id })
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = r.actors.get_mut(&self.actor_id) {
-            entry.streams = entry.streams.saturating_sub(1);
-            entry.last_seen = Instant::now();
-        }
-        r.publish_gauge();
-    }
-}
-
 impl crate::dashboard::ActorSource for LearnerService {
     fn actors(&self) -> Vec<crate::dashboard::ActorRow> {
-        let registry = self.registry();
-        let mut rows: Vec<_> = registry
-            .actors
-            .iter()
-            .map(|(&id, a)| crate::dashboard::ActorRow {
-                id,
-                name: a.name.clone(),
-                host: a.host.clone(),
-                num_envs: a.num_envs,
-                env_steps: a.env_steps,
-                steps_per_second: a.steps_per_second(a.registered),
-                last_seen_seconds: a.last_seen.elapsed().as_secs_f64(),
-                policy_version: a.policy_version,
-                streams: a.streams,
-            })
-            .collect();
-        rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        rows
+        self.registry.lock().rows()
     }
 }
 
@@ -474,7 +337,7 @@ type PolicyStream = Pin<Box<dyn Stream<Item = Result<pb::PolicyUpdate, Status>> 
 #[tonic::async_trait]
 impl pb::learner_server::Learner for LearnerService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
-        let host = request.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let remote = request.remote_addr();
         let r = request.into_inner();
         let checked = match self.check_register(&r) {
             Ok(()) => self.spec_for(&r).await,
@@ -489,37 +352,21 @@ impl pb::learner_server::Learner for LearnerService {
             }
         };
         let actor_id = self.next_actor_id.fetch_add(1, Ordering::SeqCst);
-        let num_envs = self.envs_for(&r);
+        let host = remote.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let peer = Peer::of(remote, &r.actor_name);
         let now = Instant::now();
-        let entry = ActorEntry {
-            name: r.actor_name.clone(),
-            host,
-            num_envs,
-            env_steps: 0,
-            recent_steps: Default::default(),
-            policy_version: None,
-            streams: 0,
-            last_seen: now,
-            registered: now,
-            episodes: EpisodeTracker::default(),
-        };
-        {
-            let mut registry = self.registry();
-            if registry.actors.len() >= self.run.registry.max_actors {
-                registry.evict_idle(self.run.registry.idle);
-            }
-            if registry.actors.len() >= self.run.registry.max_actors {
-                let e = Error::TooManyActors(format!(
-                    "the learner already serves {} actors (server.max_actors); try again later",
-                    registry.actors.len()
-                ));
-                count_rejection(&e);
-                drop(registry);
-                tracing::warn!(actor = %r.actor_name, error = %e, "registration refused");
-                return Err(e.into());
-            }
-            registry.actors.insert(actor_id, entry);
-            registry.publish_gauge();
+        let num_envs = self.envs_for(&r);
+        let entry = ActorEntry::new(r.actor_name.clone(), host, peer, num_envs, now);
+        let admitted = self.registry.lock().admit(actor_id, entry, now);
+        if let Err(full) = admitted {
+            let e = Error::TooManyActors(format!(
+                "the learner already serves {} actors (server.max_actors), none of them a registration that never \
+                 streamed nor submitted and is older than server.registration_grace_seconds; try again later",
+                full.held
+            ));
+            count_rejection(&e);
+            tracing::warn!(actor = %r.actor_name, error = %e, "registration refused");
+            return Err(e.into());
         }
         let version = spec.policies.latest().version;
         tracing::info!(actor_id, name = %r.actor_name, num_envs, version, "actor registered");
@@ -575,9 +422,7 @@ impl pb::learner_server::Learner for LearnerService {
         let (actor_id, steps) = (msg.actor_id, rollout.len() as u64);
         self.hand_off(rollout).await.map_err(Status::from)?;
         m::Outcome::Accepted.count();
-        if let Some(entry) = self.registry().actors.get_mut(&actor_id) {
-            entry.accepted(steps, version.0);
-        }
+        self.registry.lock().accepted(actor_id, steps, version.0, Instant::now());
         let outcome = pb::RolloutOutcome::Accepted as i32;
         Ok(Response::new(pb::SubmitRolloutResponse { outcome, policy_version: current.0 }))
     }
@@ -589,7 +434,7 @@ impl pb::learner_server::Learner for LearnerService {
         request: Request<pb::SubscribePolicyRequest>,
     ) -> Result<Response<Self::SubscribePolicyStream>, Status> {
         let actor_id = request.into_inner().actor_id;
-        let (Some(spec), Some(open)) = (self.spec.get(), OpenStream::open(&self.registry, actor_id)) else {
+        let (Some(spec), Some(open)) = (self.spec.get(), self.registry.open_stream(actor_id)) else {
             let e = Error::UnknownActor(actor_id);
             count_rejection(&e);
             return Err(e.into());

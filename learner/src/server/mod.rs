@@ -3,6 +3,9 @@
 
 pub mod auth;
 pub mod handlers;
+#[cfg(test)]
+mod registration_flood;
+mod registry;
 
 use self::auth::TokenAuth;
 use self::handlers::{Adoption, LearnerService, RunInfo, Spec};
@@ -231,17 +234,8 @@ pub async fn serve(
     }
     let run = RunDir::create(&run_cfg)?;
     let checkpoints = Checkpointer::new(run.path().join("checkpoints"), cfg.server.keep_checkpoints)?;
-    let run_info = RunInfo {
-        env_id: cfg.env.id.clone(),
-        hidden_sizes: cfg.model.hidden_sizes.clone(),
-        rollout_steps: cfg.actors.rollout_steps,
-        num_envs: cfg.actors.num_envs,
-        root_seed: cfg.seed,
-        run_id: run.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        max_policy_lag: cfg.ppo.max_policy_lag,
-        bounds: cfg.server.bounds(),
-        registry: cfg.server.registry_limits(),
-    };
+    let run_id = run.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let run_info = RunInfo::of(&cfg, run_id);
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(cfg.server.queue_capacity);
     let server_stop = CancellationToken::new();
     let trainer_stop = CancellationToken::new();

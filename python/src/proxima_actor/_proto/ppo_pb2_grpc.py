@@ -60,7 +60,10 @@ class LearnerServicer:
         """Announces an actor. The env id, both spaces and the protocol version must match the learner's, else
         FAILED_PRECONDITION with a message naming both sides. UNAUTHENTICATED without a valid token;
         INVALID_ARGUMENT for an actor_name above the learner's limit (server.max_actor_name_bytes);
-        RESOURCE_EXHAUSTED when the learner already holds server.max_actors actors.
+        RESOURCE_EXHAUSTED when the learner already holds server.max_actors actors and none may make room. Room is made
+        from registrations that never opened a policy stream nor had a rollout accepted: the oldest past
+        server.registration_grace_seconds, and a peer's oldest once it holds server.max_idle_registrations_per_peer of
+        them; an actor evicted so is told unknown_actor on its next call and registers again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
