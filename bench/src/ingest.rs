@@ -73,7 +73,7 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let policies = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let spec = Spec { observation_space: spec.observation_space(), action_space: spec.action_space(), policies };
-    let (tx, rx) = crossbeam_channel::bounded::<Rollout>(cfg.server.queue_capacity);
+    let (tx, rx) = learner::queue::rollout_queue(cfg.server.queue_capacity);
     let stop = CancellationToken::new();
     let service = LearnerService::new(run, spec, tx, stop.clone());
 

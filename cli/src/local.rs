@@ -125,6 +125,7 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken, dashboard: &DashboardOp
         display: Display::for_terminal(cfg.total_steps, std::time::Duration::from_secs_f64(cfg.log_interval_seconds)),
         checkpoints: None,
     };
+    let rx = learner::queue::QueueReceiver::from(rx);
     let mut outcome = update_loop::run(&mut trainer, &rx, &cell, outputs, &stop)
         .map(|o| TrainSummary::new(run.path().to_path_buf(), o))
         .map_err(Error::from);

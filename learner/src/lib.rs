@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod env_step;
 pub mod error;
 pub mod eval;
+pub mod queue;
 pub mod render;
 pub mod run;
 pub mod server;

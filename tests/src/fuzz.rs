@@ -26,6 +26,7 @@ use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
 use learner::config::TrainConfig;
+use learner::queue::{QueueReceiver, rollout_queue};
 use learner::run::checkpoint::Checkpointer;
 use learner::server::handlers::{LearnerService, RunInfo, Spec};
 use learner::update::trainer::Trainer;
@@ -177,8 +178,8 @@ impl EnvCase {
     }
 
     /// A fresh service and the trainer's end of its rollout queue.
-    fn service(&self) -> (LearnerService, crossbeam_channel::Receiver<Rollout>) {
-        let (tx, rx) = crossbeam_channel::bounded(self.cfg.server.queue_capacity);
+    fn service(&self) -> (LearnerService, QueueReceiver) {
+        let (tx, rx) = rollout_queue(self.cfg.server.queue_capacity);
         let (observation_space, action_space) = self.spaces.clone();
         let policies = Arc::new(PolicyCell::new(self.snapshot.clone()));
         let spec = Spec { observation_space, action_space, policies };
@@ -354,7 +355,7 @@ impl Harness {
             msg.incarnation = svc.incarnation();
         }
         let reply = self.rt.block_on(svc.submit_rollout(Request::new(msg.clone())));
-        let queued: Vec<Rollout> = queue.try_iter().collect();
+        let queued: Vec<Rollout> = std::iter::from_fn(|| queue.try_recv().ok()).collect();
         let reply = match reply {
             Ok(reply) => reply.into_inner(),
             Err(status) => {

@@ -8,8 +8,8 @@ use crate::run::progress::{Display, ProgressCsv};
 use crate::update::trainer::{Trainer, UpdateReport};
 use common::metrics as m;
 use common::policy_cell::PolicyCell;
-use common::rollout::Rollout;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::queue::QueueReceiver;
+use crossbeam_channel::RecvTimeoutError;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,7 @@ pub struct LoopOutputs<'a> {
 /// Trains on rollouts from `rx` until the budget or target is reached, `stop` is set, or every sender is gone.
 pub fn run(
     trainer: &mut Trainer,
-    rx: &Receiver<Rollout>,
+    rx: &QueueReceiver,
     cell: &PolicyCell,
     mut out: LoopOutputs,
     stop: &CancellationToken,

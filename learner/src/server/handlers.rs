@@ -10,7 +10,7 @@ use common::metrics as m;
 use common::policy_cell::PolicyCell;
 use common::rollout::{Bounds, EpisodeTracker, Rollout};
 use common::wire::{PROTOCOL_VERSION, pb};
-use crossbeam_channel::{Sender, TrySendError};
+use crate::queue::QueueSender;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,13 +98,13 @@ pub struct LearnerService {
     spec: tokio::sync::OnceCell<Spec>,
     /// Set while the spaces are to come from the first actor that registers.
     adopt: Option<crossbeam_channel::Sender<Adoption>>,
-    rollouts: Sender<Rollout>,
+    rollouts: QueueSender,
     shutdown: CancellationToken,
 }
 
 impl LearnerService {
     /// A service for `spec`'s env, handing valid rollouts to `rollouts` and streaming its policies.
-    pub fn new(run: RunInfo, spec: Spec, rollouts: Sender<Rollout>, shutdown: CancellationToken) -> Self {
+    pub fn new(run: RunInfo, spec: Spec, rollouts: QueueSender, shutdown: CancellationToken) -> Self {
         Self::with_spec(run, tokio::sync::OnceCell::new_with(Some(spec)), None, rollouts, shutdown)
     }
 
@@ -113,7 +113,7 @@ impl LearnerService {
     pub fn adopting(
         run: RunInfo,
         adopt: crossbeam_channel::Sender<Adoption>,
-        rollouts: Sender<Rollout>,
+        rollouts: QueueSender,
         shutdown: CancellationToken,
     ) -> Self {
         Self::with_spec(run, tokio::sync::OnceCell::new(), Some(adopt), rollouts, shutdown)
@@ -123,7 +123,7 @@ impl LearnerService {
         run: RunInfo,
         spec: tokio::sync::OnceCell<Spec>,
         adopt: Option<crossbeam_channel::Sender<Adoption>>,
-        rollouts: Sender<Rollout>,
+        rollouts: QueueSender,
         shutdown: CancellationToken,
     ) -> Self {
         // Ids from an earlier learner process must not collide with this one's: start above the current time.
@@ -304,23 +304,13 @@ impl LearnerService {
         Ok(rollout)
     }
 
-    /// Queues a rollout for the trainer, waiting while the bounded queue is full (backpressure on the sender):
-    /// at once when there is room, else a blocking `send` on the blocking pool that this call awaits, woken by the
-    /// trainer taking a rollout. Shutdown ends the wait (the blocked send ends when the trainer drops its side).
+    /// Queues a rollout for the trainer, waiting asynchronously while the bounded queue is full (backpressure on
+    /// the sender that holds no thread, see [`crate::queue`]). Shutdown ends the wait.
     async fn hand_off(&self, rollout: Rollout) -> Result<(), Error> {
-        let stopped = || Error::Unavailable("learner has stopped training".into());
-        let rollout = match self.rollouts.try_send(rollout) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(r)) => r,
-            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
-        };
-        let tx = self.rollouts.clone();
-        let send = tokio::task::spawn_blocking(move || tx.send(rollout).is_ok());
         tokio::select! {
-            sent = send => match sent {
-                Ok(true) => Ok(()),
-                _ => Err(stopped()),
-            },
+            sent = self.rollouts.send(rollout) => {
+                sent.map_err(|_| Error::Unavailable("learner has stopped training".into()))
+            }
             _ = self.shutdown.cancelled() => Err(Error::Unavailable("learner is shutting down".into())),
         }
     }

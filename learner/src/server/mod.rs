@@ -18,7 +18,6 @@ use crate::run::progress::{Display, ProgressCsv};
 use crate::run::update_loop::{self, LoopOutcome, LoopOutputs};
 use crate::update::trainer::Trainer;
 use common::policy_cell::PolicyCell;
-use common::rollout::Rollout;
 use common::wire::pb;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -236,7 +235,7 @@ pub async fn serve(
     let checkpoints = Checkpointer::new(run.path().join("checkpoints"), cfg.server.keep_checkpoints)?;
     let run_id = run.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let run_info = RunInfo::of(&cfg, run_id);
-    let (tx, rx) = crossbeam_channel::bounded::<Rollout>(cfg.server.queue_capacity);
+    let (tx, rx) = crate::queue::rollout_queue(cfg.server.queue_capacity);
     let server_stop = CancellationToken::new();
     let trainer_stop = CancellationToken::new();
     // Either the trainer exists now, or the trainer thread builds it from the first registering actor's spaces.

@@ -9,12 +9,12 @@
 use super::auth::TokenAuth;
 use super::handlers::{LearnerService, RunInfo, Spec};
 use crate::config::TrainConfig;
+use crate::queue::{QueueReceiver, rollout_queue};
 use crate::test_support;
 use crate::update::trainer::Trainer;
 use common::ids::ActorId;
 use common::metrics::{self as m, evicted, reason};
 use common::policy_cell::PolicyCell;
-use common::rollout::Rollout;
 use common::wire::{PROTOCOL_VERSION, pb};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
@@ -59,7 +59,7 @@ struct Learner {
     cfg: TrainConfig,
     trainer: Trainer,
     service: Arc<LearnerService>,
-    rollouts: crossbeam_channel::Receiver<Rollout>,
+    rollouts: QueueReceiver,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -79,7 +79,7 @@ impl Learner {
         let (observation_space, action_space) = cfg.env.spaces().unwrap();
         let policies = Arc::new(PolicyCell::new(trainer.snapshot().unwrap()));
         let run = RunInfo::of(&cfg, "flood".into());
-        let (tx, rollouts) = crossbeam_channel::bounded(cfg.server.queue_capacity);
+        let (tx, rollouts) = rollout_queue(cfg.server.queue_capacity);
         let stop = CancellationToken::new();
         let spec = Spec { observation_space, action_space, policies };
         let service = Arc::new(LearnerService::new(run, spec, tx, stop.clone()));
