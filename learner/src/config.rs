@@ -279,7 +279,9 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Parent directory of run directories.
     pub runs_dir: PathBuf,
-    /// Run name (default: `<env>-<seed>-<unix time>`).
+    /// Name of the run directory under `runs_dir`. Without one, `learner train` uses `<env>-seed<seed>-<unix time>`
+    /// (`<env>-seed<seed>-grpc-<unix time>` with `--transport grpc`) and `learner serve` `<env>-seed<seed>`, the
+    /// same on every start, so that `--resume` finds the run.
     pub run_name: Option<String>,
     /// Local actors.
     pub actors: ActorsConfig,
@@ -509,6 +511,29 @@ impl EnvConfig {
     }
 }
 
+/// Where the update runs (`device`): `cpu`, or `cuda` / `cuda:N`. Plain data; the candle backend opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The host CPU.
+    Cpu,
+    /// The CUDA device of this ordinal.
+    Cuda(usize),
+}
+
+impl DeviceKind {
+    /// Parses `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        match spec.trim() {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda(0)),
+            s => match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(DeviceKind::Cuda).map_err(|_| format!("bad cuda ordinal in device {s:?}")),
+                None => Err(format!("unknown device {s:?}; expected cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -554,6 +579,11 @@ impl TrainConfig {
             toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The `device` key as a [`DeviceKind`].
+    pub fn device_kind(&self) -> Result<DeviceKind, ConfigError> {
+        DeviceKind::parse(&self.device).map_err(|reason| ConfigError::Invalid { key: "device", reason })
     }
 
     /// Samples per update.
@@ -641,9 +671,7 @@ impl TrainConfig {
         if self.return_window == 0 {
             return bad("return_window", "must be at least 1");
         }
-        let device = crate::update::backend::device::parse_device(&self.device)
-            .map_err(|e| ConfigError::Invalid { key: "device", reason: e.to_string() })?;
-        if self.backend == BackendKind::Fused && !device.is_cpu() {
+        if self.backend == BackendKind::Fused && self.device_kind()? != DeviceKind::Cpu {
             return bad("backend", "the fused backend runs on the CPU only; use backend = \"candle\" with CUDA");
         }
         Ok(())
@@ -802,5 +830,14 @@ mod tests {
             }
         }
         assert!(n >= 5, "expected a config per env, found {n}");
+    }
+
+    #[test]
+    fn devices_parse_without_opening() {
+        assert_eq!(DeviceKind::parse("cpu"), Ok(DeviceKind::Cpu));
+        assert_eq!(DeviceKind::parse(" cuda "), Ok(DeviceKind::Cuda(0)));
+        assert_eq!(DeviceKind::parse("cuda:3"), Ok(DeviceKind::Cuda(3)));
+        assert!(DeviceKind::parse("cuda:x").is_err_and(|e| e.contains("ordinal")));
+        assert!(DeviceKind::parse("tpu").is_err_and(|e| e.contains("expected cpu")));
     }
 }

@@ -8,9 +8,9 @@ pub enum Error {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A tensor operation failed.
+    /// A tensor operation of the candle backend failed (its error as text: candle stays in its folder).
     #[error("tensor error: {0}")]
-    Tensor(#[from] candle_core::Error),
+    Tensor(String),
     /// Weights could not be encoded or decoded.
     #[error(transparent)]
     Policy(#[from] common::policy::PolicyError),

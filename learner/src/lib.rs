@@ -11,6 +11,7 @@
 pub mod config;
 pub mod dashboard;
 pub mod env_step;
+pub mod episodes;
 pub mod error;
 pub mod eval;
 pub mod queue;

@@ -3,7 +3,6 @@
 
 pub mod checkpoint;
 pub mod dir;
-pub mod episodes;
 pub mod plot;
 pub mod progress;
 pub mod tensorboard;

@@ -13,11 +13,11 @@
 //!    al. 2017 ([`super::ppo::adapt_beta`]).
 //!
 //! Then the observation statistics take in the batch and the version advances; episode bookkeeping is
-//! [`crate::run::episodes`]'s.
+//! [`crate::episodes`]'s.
 
 use crate::config::{ConfigError, Objective, PpoConfig, TrainConfig};
 use crate::error::{Error, Result};
-use crate::run::episodes::EpisodeBook;
+use crate::episodes::EpisodeBook;
 use crate::update::backend::{self, Backend};
 use crate::update::gae::{GaeInput, gae};
 use crate::update::optim::AdamState;

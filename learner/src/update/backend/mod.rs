@@ -4,13 +4,12 @@
 //! float rounding; the golden tests hold both to PyTorch's numbers.
 
 pub mod candle;
-pub mod device;
 mod fused;
 
 pub use self::candle::CandleBackend;
 pub use self::fused::FusedBackend;
 
-use crate::config::{BackendKind, ConfigError, TrainConfig};
+use crate::config::{BackendKind, ConfigError, DeviceKind, TrainConfig};
 use crate::error::Result;
 use crate::update::optim::AdamState;
 use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs};
@@ -71,19 +70,18 @@ pub fn check_supported(fused: bool, spec: &ModelSpec) -> Result<()> {
 /// The backend `cfg` asks for (`auto`: fused on CPU, candle elsewhere) for the model `spec`, holding its initial
 /// parameters drawn from `seed` ([`ActorCriticNet::init`]); the spec's flat-buffer network comes back with it.
 pub fn create(cfg: &TrainConfig, spec: &ModelSpec, seed: u64) -> Result<(ActorCriticNet, Box<dyn Backend>)> {
-    let device =
-        device::parse_device(&cfg.device).map_err(|e| ConfigError::Invalid { key: "device", reason: e.to_string() })?;
+    let device = cfg.device_kind()?;
     let fused = match cfg.backend {
         BackendKind::Fused => true,
         BackendKind::Candle => false,
-        BackendKind::Auto => device.is_cpu(),
+        BackendKind::Auto => device == DeviceKind::Cpu,
     };
     check_supported(fused, spec)?;
     let net = ActorCriticNet::new(spec).map_err(|e| ConfigError::Invalid { key: "model", reason: e.to_string() })?;
     let params = net.init(seed);
     let backend: Box<dyn Backend> = match fused {
         true => Box::new(FusedBackend::new(&net, params, cfg.threads)?),
-        false => Box::new(CandleBackend::new(&net, &params, device)?),
+        false => Box::new(CandleBackend::on(&net, &params, device)?),
     };
     Ok((net, backend))
 }

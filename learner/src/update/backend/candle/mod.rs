@@ -1,6 +1,7 @@
 //! The candle backend: the model as candle variables, the loss differentiated by candle's autograd. Runs on any
 //! device candle supports (the CUDA learner uses it). This folder is the only place of candle in the project.
 
+pub mod device;
 pub mod loss;
 pub mod model;
 pub mod optim;
@@ -9,7 +10,8 @@ use self::loss::{Batch, batch_kl, minibatch_is_finite, minibatch_step};
 use self::model::{ActorCritic, set_params, sorted_vars};
 use self::optim::Adam;
 use super::Backend;
-use crate::error::Result;
+use crate::config::{ConfigError, DeviceKind};
+use crate::error::{Error, Result};
 use crate::update::optim::AdamState;
 use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, MinibatchStep, StepOutcome, run_epochs};
 use candle_core::{Device, Tensor};
@@ -27,7 +29,20 @@ pub struct CandleBackend {
     device: Device,
 }
 
+impl From<candle_core::Error> for Error {
+    /// candle's errors reach the rest of the learner as text: candle's types stay in this folder.
+    fn from(e: candle_core::Error) -> Self {
+        Error::Tensor(e.to_string())
+    }
+}
+
 impl CandleBackend {
+    /// The model of `net` holding the flat parameters `params`, on the device `kind` names.
+    pub fn on(net: &ActorCriticNet, params: &[f32], kind: DeviceKind) -> Result<Self> {
+        let device = device::open(kind).map_err(|e| ConfigError::Invalid { key: "device", reason: e.to_string() })?;
+        Self::new(net, params, device)
+    }
+
     /// The model of `net` holding the flat parameters `params`, on `device`.
     pub fn new(net: &ActorCriticNet, params: &[f32], device: Device) -> Result<Self> {
         let (varmap, model) = ActorCritic::with_params(net, params, &device)?;
