@@ -299,7 +299,11 @@ async fn session(
         .ok_or_else(|| Error::Unavailable("policy stream ended before the first policy".into()))?;
     let num_envs = envs_to_step(opts, &reg);
     if let Some(old) = worker.take_if(|w| w.num_envs != num_envs) {
-        tracing::warn!(from = old.num_envs, to = num_envs, "the learner asks for another number of envs; restarting the sampler");
+        tracing::warn!(
+            from = old.num_envs,
+            to = num_envs,
+            "the learner asks for another number of envs; restarting the sampler"
+        );
         let Worker { stop, thread, rollouts, .. } = old;
         stop.cancel();
         drop(rollouts);

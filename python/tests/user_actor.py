@@ -1,5 +1,5 @@
 """Runs a Python actor for one of the test envs through the library API, ``proxima_actor.run(make_env, ...)``:
-``python user_actor.py corridor|reach|mismatch LEARNER_URL NAME [OPTION=INT ...]``, where the options are
+``python user_actor.py corridor|reach|dials|mismatch LEARNER_URL NAME [OPTION=INT ...]``, where the options are
 :class:`proxima_actor.ActorOptions` fields with whole-number values (``policy_wait_ms=60000``). Used by the Rust
 end-to-end tests."""
 
@@ -9,6 +9,7 @@ import logging
 import sys
 
 import corridor
+import dials
 import reach
 
 import proxima_actor
@@ -17,6 +18,7 @@ import proxima_actor
 ENVS = {
     "corridor": ("Corridor-v0", corridor.make),
     "reach": ("Reach-v0", reach.make),
+    "dials": ("Dials-v0", dials.make),
     "mismatch": ("Reach-v0", corridor.make),
 }
 

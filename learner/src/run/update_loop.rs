@@ -3,12 +3,12 @@
 
 use crate::config::{Objective, TrainConfig};
 use crate::error::Result;
+use crate::queue::QueueReceiver;
 use crate::run::checkpoint::Checkpointer;
 use crate::run::progress::{Display, ProgressCsv};
 use crate::update::trainer::{Trainer, UpdateReport};
 use common::metrics as m;
 use common::policy_cell::PolicyCell;
-use crate::queue::QueueReceiver;
 use crossbeam_channel::RecvTimeoutError;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;

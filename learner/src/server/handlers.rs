@@ -4,13 +4,13 @@
 use super::registry::{ActorEntry, Peer, SharedRegistry};
 use crate::config::{RegistryLimits, TrainConfig};
 use crate::error::Error;
+use crate::queue::QueueSender;
 use common::env::Space;
 use common::ids::PolicyVersion;
 use common::metrics as m;
 use common::policy_cell::PolicyCell;
 use common::rollout::{Bounds, EpisodeTracker, Rollout};
 use common::wire::{PROTOCOL_VERSION, pb};
-use crate::queue::QueueSender;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,8 +16,8 @@
 //! [`crate::episodes`]'s.
 
 use crate::config::{ConfigError, Objective, PpoConfig, TrainConfig};
-use crate::error::{Error, Result};
 use crate::episodes::EpisodeBook;
+use crate::error::{Error, Result};
 use crate::update::backend::{self, Backend};
 use crate::update::gae::{GaeInput, gae};
 use crate::update::optim::AdamState;
