@@ -57,7 +57,9 @@ fn second_signal_exits_the_learner_at_once() {
     println!("second SIGTERM: learner exited with 130 after {:.0} ms", took.as_secs_f64() * 1e3);
 }
 
-/// SIGTERM on an actor: it stops sampling, sends what it already has (for at most 2 s) and exits 0.
+/// SIGTERM on an actor: it stops sampling, sends what it already has (for at most 2 s) and exits 0. The actor
+/// never waits for a newer policy (`--policy-wait-ms 0`), so at the signal its sampler is collecting a rollout (or
+/// has one queued), which it finishes and hands over: the flush always has at least one rollout to send.
 #[test]
 fn actor_flushes_and_leaves_on_sigterm() {
     let _serial = serial();
@@ -66,7 +68,7 @@ fn actor_flushes_and_leaves_on_sigterm() {
     let overrides = ["total_steps=100000000", "target_return=1000000.0"];
     let runs = dir.path().join("runs");
     let mut learner = Learner::start(dir.path(), "learner", &runs, "flush", port, &overrides, false);
-    let mut actor = start_actor(dir.path(), "actor", port, &[]);
+    let mut actor = start_actor(dir.path(), "actor", port, &["--policy-wait-ms", "0"]);
     actor.wait_for("the actor to connect", Duration::from_secs(60), |p| {
         p.log().contains("connected to learner").then_some(())
     });
@@ -80,7 +82,13 @@ fn actor_flushes_and_leaves_on_sigterm() {
     assert!(status.success(), "the actor exits 0 after SIGTERM: {status}\n{}", actor.tail(20));
     let log = actor.log();
     let leaving = log.lines().find(|l| l.contains("actor leaving")).unwrap_or_else(|| panic!("no flush line\n{log}"));
-    assert!(leaving.contains("flushed="), "{leaving}");
+    let flushed: u64 = leaving
+        .split("flushed=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no flushed count in {leaving:?}"));
+    assert!(flushed >= 1, "the actor had a rollout to send and flushed none: {leaving}");
     assert!(took < Duration::from_millis(4500), "the flush is bounded by 2 s, the exit took {took:?}");
     println!("actor SIGTERM: exited 0 after {:.0} ms; {leaving}", took.as_secs_f64() * 1e3);
     assert_eq!(learner.terminate(Duration::from_secs(30)).code(), Some(0), "{}", learner.proc.tail(20));
