@@ -165,6 +165,42 @@ fn three_actors_train_cartpole() {
     report_lag("three actors", &rows, metrics.as_deref());
 }
 
+/// Actors take their shape from the learner: one started without `--num-envs` steps the config's
+/// `actors.num_envs` (12 here, not the actor's old default of 8); one asking for 5 is accepted, the learner says what
+/// its rollouts become and, once an update trains on another batch than the config's, what the batch became.
+#[test]
+fn actors_take_the_learners_env_count() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let overrides = ["actors.num_envs=12", "total_steps=100000000", "target_return=1000000.0"];
+    let mut learner = start_learner(dir.path(), "learner", "shape", port, &overrides, false);
+    let url = format!("http://127.0.0.1:{port}");
+    let args: Vec<String> =
+        ["--learner", &url, "--env", "CartPole-v1", "--name", "plain", "--max-backoff-seconds", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let env = [("PROXIMA_METRICS_ADDR", "none".to_string())];
+    let _plain = Proc::spawn("plain", &tests::bin_path("actor"), &args, &env, dir.path());
+    let line = learner.proc.wait_for("the plain actor to register", Duration::from_secs(60), |p| {
+        p.log().lines().find(|l| l.contains("actor registered") && l.contains("name=plain")).map(str::to_string)
+    });
+    assert!(line.contains("num_envs=12"), "the actor without --num-envs steps the config's count: {line}");
+
+    let _five = start_actor(dir.path(), "five", port, &["--num-envs", "5"]);
+    let warned = learner.proc.wait_for("the learner to name the other count", Duration::from_secs(60), |p| {
+        p.log().lines().find(|l| l.contains("the actor steps 5 envs")).map(str::to_string)
+    });
+    assert!(warned.contains("actors.num_envs is 12"), "{warned}");
+    let batch = learner.proc.wait_for("the effective batch to be logged", Duration::from_secs(60), |p| {
+        p.log().lines().find(|l| l.contains("this update trains on")).map(str::to_string)
+    });
+    assert!(batch.contains("the config's batch is"), "{batch}");
+    println!("[shape] {line}\n[shape] {warned}\n[shape] {batch}");
+    assert_eq!(learner.terminate(Duration::from_secs(30)).code(), Some(0), "{}", learner.proc.tail(20));
+}
+
 /// An actor dies (SIGKILL): training continues on the other; a new actor joins and alone keeps training going.
 /// The learner then stops cleanly on SIGTERM with a final checkpoint.
 #[test]
