@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .bytes(".ppo.v1")
+        .codec_path("crate::grpc_codec::ProtoCodec")
         .file_descriptor_set_path(out.join("ppo_v1_descriptor.bin"))
         .compile_protos(&["../proto/ppo/v1/ppo.proto"], &["../proto"])?;
     println!("cargo:rerun-if-changed=../proto");

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod distributions;
 pub mod env;
+pub mod grpc_codec;
 pub mod ids;
 pub mod init;
 pub mod metrics;

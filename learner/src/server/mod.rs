@@ -164,45 +164,52 @@ async fn evict_idle_actors(service: Arc<LearnerService>, idle_seconds: f64, stop
 const MALFORMED_LOG_INTERVAL_SECS: u64 = 10;
 static MALFORMED_LOGGED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Rewrites the statuses tonic itself produces for bad request bytes, before any handler runs, into ours, and
-/// counts them: "decoded message length too large" (OUT_OF_RANGE) becomes RESOURCE_EXHAUSTED (`oversized`), and
-/// "failed to decode Protobuf message" (INTERNAL) becomes INVALID_ARGUMENT (`malformed`, logged at most once per
-/// [`MALFORMED_LOG_INTERVAL_SECS`]); both carry their reason under [`common::wire::REASON_KEY`]. Such failures are answered trailers-only, so the status is in the headers;
+/// Counts (and rewrites) the answers to request bytes that never reached a handler, telling them apart by status
+/// code and reason, never by message text: OUT_OF_RANGE without a rejection reason is tonic's size limit (no
+/// handler of ours answers OUT_OF_RANGE) and becomes RESOURCE_EXHAUSTED with the reason `oversized`; a `malformed`
+/// rejection comes from the codec ([`common::grpc_codec`]) and is counted and logged (at most once per
+/// [`MALFORMED_LOG_INTERVAL_SECS`]). Such failures are answered trailers-only, so the status is in the headers;
 /// `grpc-message` is percent-encoded on the wire.
 fn rewrite_decode_errors<B>(mut res: http::Response<B>) -> http::Response<B> {
     use common::metrics::{REJECTED, reason};
     const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
     let h = res.headers_mut();
-    let Some(code) = h.get("grpc-status").filter(|s| *s == "11" || *s == "13").cloned() else {
-        return res;
+    let code = h.get("grpc-status").and_then(|c| c.to_str().ok()).and_then(|c| c.parse::<i32>().ok());
+    let why = h.get(common::wire::REASON_KEY).and_then(|r| r.to_str().ok());
+    let message = || {
+        h.get("grpc-message")
+            .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
+            .unwrap_or_default()
     };
-    let message = h
-        .get("grpc-message")
-        .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
-        .unwrap_or_default();
-    let (status, why, msg) = if code == "11" && message.contains("message length too large") {
-        metrics::counter!(REJECTED, "reason" => reason::OVERSIZED).increment(1);
-        ("8", reason::OVERSIZED, format!("message too large for the learner: {}", message.replace("Error, ", "")))
-    } else if code == "13" && message.contains("failed to decode") {
-        metrics::counter!(REJECTED, "reason" => reason::MALFORMED).increment(1);
-        let now = common::policy::unix_now() as u64;
-        let last = MALFORMED_LOGGED_AT.load(std::sync::atomic::Ordering::Relaxed);
-        if now >= last + MALFORMED_LOG_INTERVAL_SECS
-            && MALFORMED_LOGGED_AT
-                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(error = %message, "request could not be decoded (logged at most every 10 s; see proxima_learner_rejected_total{{reason=\"malformed\"}})");
+    match (code.map(tonic::Code::from_i32), why) {
+        (Some(tonic::Code::OutOfRange), None) => {
+            metrics::counter!(REJECTED, "reason" => reason::OVERSIZED).increment(1);
+            let msg = format!("message too large for the learner: {}", message());
+            let encoded = percent_encoding::utf8_percent_encode(&msg, ESCAPE).to_string();
+            h.insert("grpc-status", http::HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+            h.insert(common::wire::REASON_KEY, http::HeaderValue::from_static(reason::OVERSIZED));
+            if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+                h.insert("grpc-message", v);
+            }
         }
-        ("3", reason::MALFORMED, format!("the request could not be decoded as a protobuf message of ppo.v1: {message}"))
-    } else {
-        return res;
-    };
-    let encoded = percent_encoding::utf8_percent_encode(&msg, ESCAPE).to_string();
-    h.insert("grpc-status", http::HeaderValue::from_static(status));
-    h.insert(common::wire::REASON_KEY, http::HeaderValue::from_static(why));
-    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
-        h.insert("grpc-message", v);
+        (Some(tonic::Code::InvalidArgument), Some(reason::MALFORMED)) => {
+            metrics::counter!(REJECTED, "reason" => reason::MALFORMED).increment(1);
+            let now = common::policy::unix_now() as u64;
+            let last = MALFORMED_LOGGED_AT.load(std::sync::atomic::Ordering::Relaxed);
+            if now >= last + MALFORMED_LOG_INTERVAL_SECS
+                && MALFORMED_LOGGED_AT
+                    .compare_exchange(
+                        last,
+                        now,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                tracing::warn!(error = %message(), "request could not be decoded (logged at most every 10 s; see proxima_learner_rejected_total{{reason=\"malformed\"}})");
+            }
+        }
+        _ => {}
     }
     res
 }
