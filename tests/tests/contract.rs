@@ -2,9 +2,9 @@
 //! ephemeral loopback port: every kind of bad request gets its documented status code and a message naming the
 //! problem, nothing bad reaches the trainer, and the learner keeps serving well-behaved actors afterwards.
 //!
-//! Rejections are also counted: the test process installs the Prometheus recorder, and the hostile-value tests
-//! check that `proxima_learner_rejected_total{reason}` grew by at least the number of requests of that reason
-//! (tests of this file run in parallel and share the counters, hence "at least").
+//! Rejections are also counted: the tests that check `proxima_learner_rejected_total{reason}` run on a
+//! current-thread runtime whose thread records into a Prometheus recorder of the test's own (the in-process
+//! learner's handlers run on that thread too), so the counts are exactly that test's requests.
 //!
 //! "Nothing reached the trainer" is checked exactly: the learner trains on one rollout per update (2 envs x 16
 //! steps), rejected rollouts carry an episode record with return [`BAD_RETURN`], and the one good rollout carries
@@ -48,28 +48,26 @@ async fn bounded<F: Future<Output = ()>>(body: F) {
     tokio::time::timeout(TEST_TIMEOUT, body).await.expect("test timed out");
 }
 
-/// The process-wide Prometheus recorder of this test binary (installed once), to read the learner's counters.
-fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .expect("install the Prometheus recorder");
-        common::metrics::describe(common::metrics::Role::Learner);
-        handle
-    })
+/// The counters of one test's own recorder.
+struct Counts(metrics_exporter_prometheus::PrometheusHandle);
+
+impl Counts {
+    /// `proxima_learner_rejected_total{reason}` (0 before it was first counted).
+    fn rejected(&self, reason: &str) -> f64 {
+        let text = self.0.render();
+        let prefix = format!("{}{{reason=\"{reason}\"}} ", common::metrics::REJECTED);
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    }
 }
 
-/// The value of counter `name` with label `reason` (0 before it was first counted).
-fn counter(name: &str, reason: &str) -> f64 {
-    let text = recorder().render();
-    let prefix = format!("{name}{{reason=\"{reason}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
-}
-
-/// `proxima_learner_rejected_total{reason}`.
-fn rejected(reason: &str) -> f64 {
-    counter(common::metrics::REJECTED, reason)
+/// Runs `body` (under [`TEST_TIMEOUT`]) on a current-thread runtime that records metrics into a recorder of its
+/// own: the in-process learner's handlers run on this thread, so [`Counts`] holds exactly this test's rejections.
+fn with_own_counts<F: Future<Output = ()>>(body: impl FnOnce(Counts) -> F) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let counts = Counts(recorder.handle());
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    rt.block_on(bounded(body(counts)));
 }
 
 /// An in-process learner on 127.0.0.1:0 with its own temporary run directory.
@@ -673,19 +671,17 @@ async fn oversized_rollout_is_resource_exhausted() {
 
 /// Extreme finite values in every numeric field of a rollout are rejected and counted; the learner trains on the
 /// next valid rollout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extreme_finite_values_are_out_of_range() {
-    bounded(async {
-        let before = rejected(common::metrics::reason::OUT_OF_RANGE);
+#[test]
+fn extreme_finite_values_are_out_of_range() {
+    with_own_counts(|counts| async move {
         let server = Server::start(&[]).await;
         let mut actor = GoodActor::connect(server.addr).await;
         let sent = extreme_values_case(&mut actor).await;
-        let counted = rejected(common::metrics::reason::OUT_OF_RANGE) - before;
-        assert!(counted >= sent as f64, "{sent} out-of-range rollouts, {counted} counted");
+        let counted = counts.rejected(common::metrics::reason::OUT_OF_RANGE);
+        assert_eq!(counted, sent as f64, "{sent} out-of-range rollouts, {counted} counted");
         actor.check_accepted_and_trained(&server.run_dir).await;
         server.stop().await;
-    })
-    .await;
+    });
 }
 
 /// Defence in depth: with every value bound opened wide, the same extreme rollouts are accepted and trained on
@@ -807,28 +803,25 @@ async fn unverifiable_returns_are_not_counted() {
 }
 
 /// Bytes that do not decode are INVALID_ARGUMENT (not INTERNAL), counted as `malformed`; the learner serves on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undecodable_bytes_are_invalid_argument() {
-    bounded(async {
-        let before = rejected(common::metrics::reason::MALFORMED);
+#[test]
+fn undecodable_bytes_are_invalid_argument() {
+    with_own_counts(|counts| async move {
         let server = Server::start(&[]).await;
         let mut actor = GoodActor::connect(server.addr).await;
         let sent = malformed_case(&server, &mut actor).await;
-        let counted = rejected(common::metrics::reason::MALFORMED) - before;
-        assert!(counted >= sent as f64, "{sent} malformed requests, {counted} counted");
+        let counted = counts.rejected(common::metrics::reason::MALFORMED);
+        assert_eq!(counted, sent as f64, "{sent} malformed requests, {counted} counted");
         actor.check_accepted_and_trained(&server.run_dir).await;
         server.stop().await;
-    })
-    .await;
+    });
 }
 
 /// The registry is bounded: names above the limit are refused, at most `server.max_actors` actors are held
 /// (RESOURCE_EXHAUSTED beyond), and an actor with neither a policy stream nor a submission for
 /// `server.actor_idle_seconds` is forgotten, freeing its place; one with an open stream stays.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_is_bounded_and_forgets_idle_actors() {
-    bounded(async {
-        let before = (rejected(common::metrics::reason::BAD_NAME), rejected(common::metrics::reason::TOO_MANY_ACTORS));
+#[test]
+fn registry_is_bounded_and_forgets_idle_actors() {
+    with_own_counts(|counts| async move {
         let server = Server::start(&["server.max_actors=2", "server.actor_idle_seconds=0.5"]).await;
         long_name_case(&server).await;
         // One actor with an open stream, one without: the registry is full.
@@ -837,30 +830,37 @@ async fn registry_is_bounded_and_forgets_idle_actors() {
         let idle = c.register(register_request()).await.expect("second actor registers").into_inner();
         let r = c.register(register_request()).await;
         assert_status(r, Code::ResourceExhausted, &["server.max_actors"], "a third actor");
-        // The actor without a stream is forgotten after the idle time; the streaming one is kept.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The actor without a stream is forgotten after the idle time (registering succeeds again, waited for with
+        // a deadline); the streaming one is kept.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut refused = 1;
+        while c.register(register_request()).await.is_err() {
+            refused += 1;
+            assert!(tokio::time::Instant::now() < deadline, "the idle actor was never forgotten");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let mut r = streaming.bad_rollout();
         r.actor_id = ActorId(idle.actor_id);
         assert_rejected(&mut streaming, pb::Rollout::from(&r), Code::InvalidArgument, &["actor_id"], "forgotten").await;
-        c.register(register_request()).await.expect("the forgotten actor's place is free again");
-        let after = (rejected(common::metrics::reason::BAD_NAME), rejected(common::metrics::reason::TOO_MANY_ACTORS));
-        assert!(after.0 > before.0 && after.1 > before.1, "rejections counted: {before:?} -> {after:?}");
+        let counted = (
+            counts.rejected(common::metrics::reason::BAD_NAME),
+            counts.rejected(common::metrics::reason::TOO_MANY_ACTORS),
+        );
+        assert_eq!(counted, (1.0, refused as f64), "one long name, {refused} refusals of a full registry");
         streaming.check_accepted_and_trained(&server.run_dir).await;
         server.stop().await;
-    })
-    .await;
+    });
 }
 
 /// A rollout produced under another learner incarnation (a restarted learner that may have resumed from an
 /// older checkpoint) is dropped quietly as STALE, whatever its version; the same version under this incarnation
 /// is a future version and rejected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollouts_of_an_earlier_learner_are_stale_not_rejected() {
-    bounded(async {
+#[test]
+fn rollouts_of_an_earlier_learner_are_stale_not_rejected() {
+    with_own_counts(|counts| async move {
         let server = Server::start(&[]).await;
         let mut actor = GoodActor::connect(server.addr).await;
         assert_ne!(actor.incarnation, 0, "the learner announces its incarnation");
-        let before = rejected(common::metrics::reason::FUTURE_VERSION);
         let mut r = actor.bad_rollout();
         (r.policy_version, r.incarnation) = (PolicyVersion(1_000), actor.incarnation.wrapping_add(1).max(1));
         let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await.expect("quietly dropped, not rejected");
@@ -869,15 +869,15 @@ async fn rollouts_of_an_earlier_learner_are_stale_not_rejected() {
         r.actor_id.0 += 1_000_000;
         let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await.expect("quietly dropped, not rejected");
         assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Stale);
-        assert_eq!(rejected(common::metrics::reason::FUTURE_VERSION), before, "not counted as misbehaviour");
+        assert_eq!(counts.rejected(common::metrics::reason::FUTURE_VERSION), 0.0, "not counted as misbehaviour");
         let mut r = actor.bad_rollout();
         (r.policy_version, r.incarnation) = (PolicyVersion(1_000), actor.incarnation);
         let what = "a future version of this incarnation";
         assert_rejected(&mut actor, pb::Rollout::from(&r), Code::InvalidArgument, &["policy_version"], what).await;
+        assert_eq!(counts.rejected(common::metrics::reason::FUTURE_VERSION), 1.0, "the future version is counted");
         actor.check_accepted_and_trained(&server.run_dir).await;
         server.stop().await;
-    })
-    .await;
+    });
 }
 
 /// Every rejection against one server, most of them over one connection; then a new, well-behaved actor
