@@ -85,3 +85,25 @@ pub fn create(cfg: &TrainConfig, spec: &ModelSpec, seed: u64) -> Result<(ActorCr
     };
     Ok((net, backend))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A spec no backend runs is a config error naming the backend and the spec, before anything is built.
+    #[test]
+    fn an_unsupported_spec_is_a_config_error_naming_backend_and_spec() {
+        for (backend, name) in [(BackendKind::Fused, "fused"), (BackendKind::Candle, "candle")] {
+            let mut cfg = TrainConfig { backend, ..TrainConfig::default() };
+            cfg.model.shared_trunk = true;
+            let spec = ModelSpec::resolve(&cfg.model, 4, &common::env::Space::Discrete { n: 2 }).unwrap();
+            let err = create(&cfg, &spec, 1).err().unwrap().to_string();
+            assert!(err.contains("model.shared_trunk") && err.contains(name), "{err}");
+            assert!(err.contains("mlp[64, 64] tanh, core none, categorical(2), a shared trunk"), "{err}");
+        }
+        let cfg = TrainConfig::default();
+        let spec = ModelSpec::resolve(&cfg.model, 4, &common::env::Space::MultiDiscrete { nvec: vec![3, 2] }).unwrap();
+        assert!(create(&cfg, &spec, 1).is_ok(), "every head runs on the default backend");
+    }
+}
