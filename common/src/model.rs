@@ -219,15 +219,7 @@ pub enum SpecError {
 impl ModelSpec {
     /// The spec of `cfg` for an env with `obs_dim` observation values and `action_space`.
     pub fn resolve(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Result<Self, SpecError> {
-        let spec = Self {
-            format: SPEC_FORMAT,
-            obs_dim,
-            encoder: Encoder::Mlp { hidden_sizes: cfg.hidden_sizes.clone(), activation: cfg.activation },
-            core: Core::None,
-            head: Head::for_space(action_space),
-            shared_trunk: cfg.shared_trunk,
-            init: InitSpec { orthogonal: cfg.ortho_init, log_std: cfg.init_log_std },
-        };
+        let spec = Self::of(cfg, obs_dim, action_space);
         spec.validate()?;
         Ok(spec)
     }
@@ -236,13 +228,18 @@ impl ModelSpec {
     /// separate trunks, the head of `action_space`.
     pub fn legacy(hidden_sizes: &[usize], activation: Activation, obs_dim: usize, action_space: &Space) -> Self {
         let cfg = ModelConfig { hidden_sizes: hidden_sizes.to_vec(), activation, ..ModelConfig::default() };
+        Self::of(&cfg, obs_dim, action_space)
+    }
+
+    /// The spec `cfg` describes on these spaces, not yet validated.
+    fn of(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Self {
         Self {
             format: SPEC_FORMAT,
             obs_dim,
-            encoder: Encoder::Mlp { hidden_sizes: cfg.hidden_sizes, activation },
+            encoder: Encoder::Mlp { hidden_sizes: cfg.hidden_sizes.clone(), activation: cfg.activation },
             core: Core::None,
             head: Head::for_space(action_space),
-            shared_trunk: false,
+            shared_trunk: cfg.shared_trunk,
             init: InitSpec { orthogonal: cfg.ortho_init, log_std: cfg.init_log_std },
         }
     }

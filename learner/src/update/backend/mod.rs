@@ -54,6 +54,7 @@ pub trait Backend: Send {
 /// Whether the backend `fused` (or `candle`) runs the model `spec`: a spec it cannot run is a config error naming
 /// the backend and the spec. Both run an MLP encoder without a core, with separate trunks and any head.
 pub fn check_supported(fused: bool, spec: &ModelSpec) -> Result<()> {
+    // Irrefutable today: a new encoder or core kind stops the build here until the backends say whether they run it.
     let Encoder::Mlp { .. } = spec.encoder;
     let Core::None = spec.core;
     if spec.shared_trunk {

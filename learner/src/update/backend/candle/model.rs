@@ -121,23 +121,15 @@ impl ActorCritic {
             }
             (None, [_]) => (categorical_log_prob(&head, actions)?, categorical_entropy(&head)?),
             (None, blocks) => {
-                let (mut log_prob, mut entropy, mut start) = (None::<Tensor>, None::<Tensor>, 0);
+                let (mut log_probs, mut entropies, mut start) = (Vec::new(), Vec::new(), 0);
                 for (i, &n) in blocks.iter().enumerate() {
                     let logits = head.narrow(1, start, n)?;
-                    let lp = categorical_log_prob(&logits, &actions.narrow(1, i, 1)?.squeeze(1)?.contiguous()?)?;
-                    let h = categorical_entropy(&logits)?;
-                    log_prob = Some(match log_prob {
-                        None => lp,
-                        Some(acc) => (acc + lp)?,
-                    });
-                    entropy = Some(match entropy {
-                        None => h,
-                        Some(acc) => (acc + h)?,
-                    });
+                    let block_actions = actions.narrow(1, i, 1)?.squeeze(1)?.contiguous()?;
+                    log_probs.push(categorical_log_prob(&logits, &block_actions)?);
+                    entropies.push(categorical_entropy(&logits)?);
                     start += n;
                 }
-                let empty = || candle_core::Error::Msg("a multi-Categorical head without blocks".into());
-                (log_prob.ok_or_else(empty)?, entropy.ok_or_else(empty)?)
+                (Tensor::stack(&log_probs, 1)?.sum(1)?, Tensor::stack(&entropies, 1)?.sum(1)?)
             }
         };
         Ok(Evaluation { log_prob, entropy, value: self.value(obs)? })
