@@ -435,7 +435,7 @@ fn start_worker(
     // The model is the one each snapshot carries; the registration's hidden sizes describe snapshots of learners
     // from before the model spec.
     let hidden: Vec<usize> = reg.hidden_sizes.iter().map(|&h| h as usize).collect();
-    let model = ModelSpec::legacy(&hidden, Activation::Tanh, sampler.obs_dim(), &sampler.action_space());
+    let model = ModelSpec::legacy(&hidden, Activation::Tanh, &sampler.observation_space(), &sampler.action_space());
     // Fail fast if the weights do not fit the env (e.g. a learner for another env).
     common::policy::Policy::from_snapshot(&model, &first)?;
     let cell = Arc::new(PolicyCell::new(first));

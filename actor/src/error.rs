@@ -6,6 +6,9 @@ pub enum Error {
     /// The environment could not be built.
     #[error(transparent)]
     Env(#[from] common::env::EnvError),
+    /// The env wrote an observation its space cannot hold.
+    #[error("the env's observation does not fit its space: {0}")]
+    Observation(#[from] common::obs::NotUint8),
     /// A policy snapshot could not be loaded or run.
     #[error("policy error: {0}")]
     Policy(#[from] common::policy::PolicyError),

@@ -4,6 +4,7 @@ use crate::Error;
 use common::env::{EnvFactory, Space, VecEnv};
 use common::ids::{ActorId, PolicyVersion};
 use common::model::ModelSpec;
+use common::obs::ObsBuf;
 use common::policy::{ActOutput, Policy};
 use common::policy_cell::PolicyCell;
 use common::rollout::{DEFAULT_NUM_ENVS, DEFAULT_ROLLOUT_STEPS, Rollout};
@@ -73,21 +74,30 @@ impl Sampler {
         self.env.obs_dim()
     }
 
+    /// Observation space.
+    pub fn observation_space(&self) -> Space {
+        self.env.observation_space()
+    }
+
     /// Action space.
     pub fn action_space(&self) -> Space {
         self.env.action_space()
     }
 
-    /// Runs `rollout_steps` steps of every env with `policy`.
+    /// Runs `rollout_steps` steps of every env with `policy`; observations are kept in the observation space's
+    /// dtype (an env that writes a value its uint8 space cannot hold is an error naming it).
     pub fn collect(&mut self, policy: &mut Policy) -> Result<Rollout, Error> {
         let (t_max, n, d) = (self.cfg.rollout_steps, self.env.num_envs(), self.env.obs_dim());
         let space = self.env.action_space();
         let a = space.flat_dim();
+        let dtype = self.env.observation_space().dtype();
         let mut r = Rollout {
             policy_version: PolicyVersion(policy.version()),
             num_steps: t_max,
             num_envs: n,
-            obs: Vec::with_capacity(t_max * n * d),
+            obs: ObsBuf::new(dtype),
+            final_obs: ObsBuf::new(dtype),
+            next_obs: ObsBuf::new(dtype),
             actions: Vec::with_capacity(t_max * n * a),
             log_probs: Vec::with_capacity(t_max * n),
             values: Vec::with_capacity(t_max * n),
@@ -97,7 +107,7 @@ impl Sampler {
             ..Default::default()
         };
         for _ in 0..t_max {
-            r.obs.extend_from_slice(self.env.obs());
+            r.obs.extend_raw(self.env.obs())?;
             let started = std::time::Instant::now();
             policy.act(self.env.obs(), &mut self.rng, false, &mut self.out)?;
             metrics::histogram!(common::metrics::ACTOR_INFERENCE_LATENCY).record(started.elapsed().as_secs_f64());
@@ -110,11 +120,11 @@ impl Sampler {
             r.terminated.extend_from_slice(&step.terminated);
             r.truncated.extend_from_slice(&step.truncated);
             for (e, _) in step.truncated.iter().enumerate().filter(|(_, t)| **t) {
-                r.final_obs.extend_from_slice(&step.final_obs[e * d..(e + 1) * d]);
+                r.final_obs.extend_raw(&step.final_obs[e * d..(e + 1) * d])?;
             }
             r.episodes.extend_from_slice(&step.episodes);
         }
-        r.next_obs = self.env.obs().to_vec();
+        r.next_obs.extend_raw(self.env.obs())?;
         Ok(r)
     }
 }

@@ -26,7 +26,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         .flat_map(|_| match &space {
             Space::Discrete { n } => vec![rng.random_range(0..*n) as f32],
             Space::MultiDiscrete { nvec } => nvec.iter().map(|&n| rng.random_range(0..n) as f32).collect(),
-            Space::Box { low, high } => low.iter().zip(high).map(|(l, h)| rng.random_range(*l..=*h)).collect(),
+            Space::Box { low, high, .. } => low.iter().zip(high).map(|(l, h)| rng.random_range(*l..=*h)).collect(),
         })
         .collect();
     let mut obs = vec![0.0f32; obs_dim];

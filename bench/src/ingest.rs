@@ -41,7 +41,7 @@ fn random_rollout(num_envs: usize, steps: usize) -> anyhow::Result<Rollout> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut r = Rollout { num_steps: steps, num_envs, ..Rollout::default() };
     for _ in 0..steps {
-        r.obs.extend_from_slice(envs.obs());
+        r.obs.extend_raw(envs.obs())?;
         let actions: Vec<f32> = (0..num_envs).map(|_| rng.random_range(0..2u32) as f32).collect();
         r.actions.extend_from_slice(&actions);
         r.log_probs.extend(std::iter::repeat_n(0.5f32.ln(), num_envs));
@@ -51,7 +51,7 @@ fn random_rollout(num_envs: usize, steps: usize) -> anyhow::Result<Rollout> {
         r.terminated.extend(std::iter::repeat_n(false, num_envs));
         r.truncated.extend(std::iter::repeat_n(false, num_envs));
     }
-    r.next_obs = envs.obs().to_vec();
+    r.next_obs.extend_raw(envs.obs())?;
     Ok(r)
 }
 

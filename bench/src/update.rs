@@ -141,7 +141,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let plan =
         EpochPlan { num_epochs: args.epochs, minibatch_size: args.minibatch, max_grad_norm: 0.5, target_kl: None };
-    let spec = ModelSpec::resolve(&cfg.model, obs_dim, &space)?;
+    let spec = ModelSpec::resolve(&cfg.model, &Space::unbounded(obs_dim), &space)?;
     let (dense, mut model) = learner::update::backend::create(&cfg, &spec, 1)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod normalize;
+pub mod obs;
 pub mod policy;
 pub mod policy_cell;
 pub mod rollout;

@@ -4,7 +4,7 @@
 //! every builder (Rust and Python actors, `eval`, `render`, both learner backends) reads it from there.
 //! `docs/model-spec.md` documents the format.
 
-use crate::env::Space;
+use crate::env::{Dtype, Space};
 use serde::{Deserialize, Serialize};
 
 /// Snapshot metadata key holding the spec as JSON.
@@ -167,8 +167,16 @@ pub struct InitSpec {
 pub struct ModelSpec {
     /// [`SPEC_FORMAT`].
     pub format: u32,
-    /// Width of the flattened observation the encoder takes.
+    /// Width of the flattened observation the encoder takes (the product of `obs_shape`).
     pub obs_dim: usize,
+    /// Shape of one observation, row-major (`[obs_dim]` for a vector; absent in specs written before shaped
+    /// spaces, which read as `[obs_dim]`).
+    #[serde(default)]
+    pub obs_shape: Vec<usize>,
+    /// The observations' dtype: uint8 values are multiplied by 1/255 before the encoder
+    /// ([`crate::obs::prepare_input`]); absent reads as float32.
+    #[serde(default)]
+    pub obs_dtype: Dtype,
     /// Observation to features.
     pub encoder: Encoder,
     /// Features to features, across steps.
@@ -217,25 +225,27 @@ pub enum SpecError {
 }
 
 impl ModelSpec {
-    /// The spec of `cfg` for an env with `obs_dim` observation values and `action_space`.
-    pub fn resolve(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Result<Self, SpecError> {
-        let spec = Self::of(cfg, obs_dim, action_space);
+    /// The spec of `cfg` for an env with these spaces.
+    pub fn resolve(cfg: &ModelConfig, obs_space: &Space, action_space: &Space) -> Result<Self, SpecError> {
+        let spec = Self::of(cfg, obs_space, action_space);
         spec.validate()?;
         Ok(spec)
     }
 
     /// The spec of a snapshot written before specs existed: two MLPs with `hidden_sizes` and `activation`,
     /// separate trunks, the head of `action_space`.
-    pub fn legacy(hidden_sizes: &[usize], activation: Activation, obs_dim: usize, action_space: &Space) -> Self {
+    pub fn legacy(hidden_sizes: &[usize], activation: Activation, obs_space: &Space, action_space: &Space) -> Self {
         let cfg = ModelConfig { hidden_sizes: hidden_sizes.to_vec(), activation, ..ModelConfig::default() };
-        Self::of(&cfg, obs_dim, action_space)
+        Self::of(&cfg, obs_space, action_space)
     }
 
     /// The spec `cfg` describes on these spaces, not yet validated.
-    fn of(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Self {
+    fn of(cfg: &ModelConfig, obs_space: &Space, action_space: &Space) -> Self {
         Self {
             format: SPEC_FORMAT,
-            obs_dim,
+            obs_dim: obs_space.flat_dim(),
+            obs_shape: obs_space.shape(),
+            obs_dtype: obs_space.dtype(),
             encoder: Encoder::Mlp { hidden_sizes: cfg.hidden_sizes.clone(), activation: cfg.activation },
             core: Core::None,
             head: Head::for_space(action_space),
@@ -252,6 +262,12 @@ impl ModelSpec {
         }
         if self.obs_dim == 0 {
             return invalid("obs_dim", "must be at least 1");
+        }
+        if self.obs_shape.iter().product::<usize>() != self.obs_dim {
+            return invalid(
+                "obs_shape",
+                &format!("{:?} does not hold obs_dim = {} values", self.obs_shape, self.obs_dim),
+            );
         }
         let Encoder::Mlp { hidden_sizes, .. } = &self.encoder;
         if hidden_sizes.is_empty() || hidden_sizes.contains(&0) {
@@ -283,7 +299,10 @@ impl ModelSpec {
         if format != SPEC_FORMAT {
             return Err(SpecError::Format(format));
         }
-        let spec: Self = serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let mut spec: Self = serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        if spec.obs_shape.is_empty() {
+            spec.obs_shape = vec![spec.obs_dim];
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -303,8 +322,10 @@ impl ModelSpec {
     /// Checks that this spec (a snapshot's) takes the observations and produces the actions of `env` (the spec
     /// an actor or evaluator resolved for its env).
     pub fn check_env_of(&self, env: &ModelSpec) -> Result<(), SpecError> {
-        if self.obs_dim != env.obs_dim || self.head != env.head {
-            let side = |s: &ModelSpec| format!("{} observation values with a {:?} head", s.obs_dim, s.head);
+        if self.obs_dim != env.obs_dim || self.obs_dtype != env.obs_dtype || self.head != env.head {
+            let side = |s: &ModelSpec| {
+                format!("{} {} observation values with a {:?} head", s.obs_dim, s.obs_dtype.name(), s.head)
+            };
             return Err(SpecError::Env { model: side(self), env: side(env) });
         }
         Ok(())
@@ -333,22 +354,33 @@ mod tests {
 
     #[test]
     fn json_round_trip_and_the_documented_form() {
-        let spec = ModelSpec::resolve(&ModelConfig::default(), 4, &Space::Discrete { n: 2 }).unwrap();
+        let spec = ModelSpec::resolve(&ModelConfig::default(), &vector(4), &Space::Discrete { n: 2 }).unwrap();
         let json = spec.to_json();
         assert_eq!(
             json,
-            r#"{"format":1,"obs_dim":4,"encoder":{"kind":"mlp","hidden_sizes":[64,64],"activation":"tanh"},"core":{"kind":"none"},"head":{"kind":"categorical","n":2},"shared_trunk":false,"init":{"orthogonal":true,"log_std":0.0}}"#
+            r#"{"format":1,"obs_dim":4,"obs_shape":[4],"obs_dtype":"float32","encoder":{"kind":"mlp","hidden_sizes":[64,64],"activation":"tanh"},"core":{"kind":"none"},"head":{"kind":"categorical","n":2},"shared_trunk":false,"init":{"orthogonal":true,"log_std":0.0}}"#
         );
         assert_eq!(ModelSpec::from_json(&json).unwrap(), spec);
         let multi = Space::MultiDiscrete { nvec: vec![3, 3, 2] };
-        let spec = ModelSpec::resolve(&ModelConfig::default(), 7, &multi).unwrap();
+        let spec = ModelSpec::resolve(&ModelConfig::default(), &vector(7), &multi).unwrap();
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap().head, Head::MultiCategorical { nvec: vec![3, 3, 2] });
         assert_eq!((spec.head.logits_dim(), spec.head.action_dim()), (8, 3));
+        // Images keep their shape and dtype; specs written before shaped spaces read as float vectors.
+        let image = Space::shaped(vec![0.0], vec![255.0], vec![6, 6, 1], Dtype::Uint8).unwrap();
+        let spec = ModelSpec::resolve(&ModelConfig::default(), &image, &Space::Discrete { n: 4 }).unwrap();
+        assert_eq!((spec.obs_dim, spec.obs_shape.as_slice(), spec.obs_dtype), (36, &[6, 6, 1][..], Dtype::Uint8));
+        assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+        let old = json.replace(r#""obs_shape":[4],"obs_dtype":"float32","#, "");
+        assert_eq!(ModelSpec::from_json(&old).unwrap(), ModelSpec::from_json(&json).unwrap());
+    }
+
+    fn vector(dim: usize) -> Space {
+        Space::vector(vec![-1.0; dim], vec![1.0; dim])
     }
 
     #[test]
     fn bad_specs_name_what_is_wrong() {
-        let ok = ModelSpec::resolve(&ModelConfig::default(), 4, &Space::Discrete { n: 2 }).unwrap().to_json();
+        let ok = ModelSpec::resolve(&ModelConfig::default(), &vector(4), &Space::Discrete { n: 2 }).unwrap().to_json();
         assert_eq!(ModelSpec::from_json(&ok.replace(r#""format":1"#, r#""format":2"#)), Err(SpecError::Format(2)));
         assert!(matches!(ModelSpec::from_json(&ok.replace("mlp", "conv")), Err(SpecError::Parse(_))));
         assert!(matches!(ModelSpec::from_json(&ok.replace(r#""none""#, r#""lstm""#)), Err(SpecError::Parse(_))));
@@ -359,9 +391,16 @@ mod tests {
         assert!(matches!(ModelSpec::from_json("{}"), Err(SpecError::Parse(_))));
         assert!(matches!(ModelSpec::from_json("not json"), Err(SpecError::Parse(_))));
         let spec = ModelSpec::from_json(&ok).unwrap();
-        let env = |d, n| ModelSpec::legacy(&[8], Activation::Relu, d, &Space::Discrete { n });
+        let env = |d, n| ModelSpec::legacy(&[8], Activation::Relu, &vector(d), &Space::Discrete { n });
         assert!(spec.check_env_of(&env(4, 2)).is_ok(), "hidden sizes and activation are the snapshot's own");
         assert!(matches!(spec.check_env_of(&env(5, 2)), Err(SpecError::Env { .. })));
         assert!(matches!(spec.check_env_of(&env(4, 3)), Err(SpecError::Env { .. })));
+        let bytes = Space::shaped(vec![0.0], vec![255.0], vec![2, 2], Dtype::Uint8).unwrap();
+        let image = ModelSpec::legacy(&[8], Activation::Relu, &bytes, &Space::Discrete { n: 2 });
+        assert!(matches!(spec.check_env_of(&image), Err(SpecError::Env { .. })), "same width, other dtype");
+        assert!(matches!(
+            ModelSpec::from_json(&ok.replace(r#""obs_shape":[4]"#, r#""obs_shape":[2,3]"#)),
+            Err(SpecError::Invalid { field: "obs_shape", .. })
+        ));
     }
 }

@@ -439,10 +439,9 @@ impl ActorCriticNet {
         self.entries.last().map_or(0, |e| e.offset + e.len())
     }
 
-    /// The layout of `cfg` on an env with `obs_dim` observation values and `action_space`
-    /// ([`ModelSpec::resolve`], then [`ActorCriticNet::new`]).
-    pub fn for_env(cfg: &ModelConfig, obs_dim: usize, action_space: &Space) -> Result<Self, SpecError> {
-        Self::new(&ModelSpec::resolve(cfg, obs_dim, action_space)?)
+    /// The layout of `cfg` on an env with these spaces ([`ModelSpec::resolve`], then [`ActorCriticNet::new`]).
+    pub fn for_env(cfg: &ModelConfig, obs_space: &Space, action_space: &Space) -> Result<Self, SpecError> {
+        Self::new(&ModelSpec::resolve(cfg, obs_space, action_space)?)
     }
 
     /// The spec this layout was built from.
@@ -563,8 +562,8 @@ mod tests {
 
     #[test]
     fn parameter_names_follow_pytorch_state_dict() {
-        let space = Space::Box { low: vec![-2.0], high: vec![2.0] };
-        let net = ActorCriticNet::for_env(&ModelConfig::default(), 3, &space).unwrap();
+        let space = Space::vector(vec![-2.0], vec![2.0]);
+        let net = ActorCriticNet::for_env(&ModelConfig::default(), &Space::unbounded(3), &space).unwrap();
         let names: Vec<(&str, &[usize])> =
             net.entries().iter().map(|e| (e.name.as_str(), e.shape.as_slice())).collect();
         let expect: [(&str, &[usize]); 13] = [
@@ -587,10 +586,10 @@ mod tests {
 
     #[test]
     fn pytorch_default_init_without_ortho_init() {
-        let space = Space::Box { low: vec![-1.0; 6], high: vec![1.0; 6] };
+        let space = Space::vector(vec![-1.0; 6], vec![1.0; 6]);
         let cfg =
             ModelConfig { ortho_init: false, init_log_std: -2.0, hidden_sizes: vec![256, 256], ..Default::default() };
-        let net = ActorCriticNet::for_env(&cfg, 17, &space).unwrap();
+        let net = ActorCriticNet::for_env(&cfg, &Space::unbounded(17), &space).unwrap();
         let flat = net.init(5);
         assert_eq!(flat, net.init(5), "seeded init is reproducible");
         for e in net.entries() {
@@ -613,9 +612,13 @@ mod tests {
 
     #[test]
     fn init_gains_zero_biases_and_log_std() {
-        let space = Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] };
-        let net =
-            ActorCriticNet::for_env(&ModelConfig { init_log_std: -0.5, ..ModelConfig::default() }, 4, &space).unwrap();
+        let space = Space::vector(vec![-1.0; 2], vec![1.0; 2]);
+        let net = ActorCriticNet::for_env(
+            &ModelConfig { init_log_std: -0.5, ..ModelConfig::default() },
+            &Space::unbounded(4),
+            &space,
+        )
+        .unwrap();
         let flat = net.init(5);
         assert_eq!(flat, net.init(5), "seeded init is reproducible");
         for e in net.entries() {
@@ -643,7 +646,8 @@ mod tests {
 
     #[test]
     fn flatten_inverts_named_and_names_what_does_not_fit() {
-        let net = ActorCriticNet::for_env(&ModelConfig::default(), 4, &Space::Discrete { n: 2 }).unwrap();
+        let net =
+            ActorCriticNet::for_env(&ModelConfig::default(), &Space::unbounded(4), &Space::Discrete { n: 2 }).unwrap();
         let flat = net.init(1);
         let tensors: Tensors =
             net.named("p.", &flat).map(|(n, s, v)| (n, HostTensor::new(s.to_vec(), v.to_vec()))).collect();

@@ -166,7 +166,8 @@ impl Policy {
         self.model.spec()
     }
 
-    /// Chooses actions for raw observations `[B, obs_dim]`: sampled from `rng`, or the mode if `deterministic`.
+    /// Chooses actions for raw observations `[B, obs_dim]` (as the env wrote them; uint8 values unscaled): sampled
+    /// from `rng`, or the mode if `deterministic`.
     pub fn act(
         &mut self,
         obs: &[f32],
@@ -181,9 +182,7 @@ impl Policy {
         let n = obs.len() / d.max(1);
         self.input.clear();
         self.input.extend_from_slice(obs);
-        if let Some(norm) = &self.obs_norm {
-            norm.normalize(&mut self.input);
-        }
+        crate::obs::prepare_input(self.model.spec().obs_dtype, self.obs_norm.as_ref(), &mut self.input);
         let (actor, critic) = self.model.split(&self.params);
         self.model.actor().forward(actor, &self.input, n, &mut self.actor_outs);
         self.model.critic().forward(critic, &self.input, n, &mut self.critic_outs);
@@ -210,7 +209,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn net(cfg: &ModelConfig, obs_dim: usize, space: &Space) -> ActorCriticNet {
-        ActorCriticNet::for_env(cfg, obs_dim, space).unwrap()
+        ActorCriticNet::for_env(cfg, &Space::unbounded(obs_dim), space).unwrap()
     }
 
     fn snapshot(weights: Vec<u8>) -> PolicySnapshot {
@@ -219,7 +218,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip_is_exact_and_policy_acts() {
-        let space = Space::Box { low: vec![-2.0], high: vec![2.0] };
+        let space = Space::vector(vec![-2.0], vec![2.0]);
         let net = net(&ModelConfig::default(), 3, &space);
         let params = net.init(1);
         let mut norm = ObsNormalizer::new(3, 10.0);
@@ -258,7 +257,7 @@ mod tests {
         let params = relu.init(3);
         let bytes = encode_weights(&relu, &params, None).unwrap();
         assert_eq!(decode_weights(&bytes).unwrap().metadata[ACTIVATION_KEY], "relu");
-        let env = ModelSpec::resolve(&ModelConfig::default(), 4, &space).unwrap();
+        let env = ModelSpec::resolve(&ModelConfig::default(), &Space::unbounded(4), &space).unwrap();
         let mut policy = Policy::from_snapshot(&env, &snapshot(bytes)).unwrap();
         assert_eq!(policy.spec(), relu.spec());
         let obs = [0.3f32, -1.2, 2.0, 0.7];
@@ -269,7 +268,7 @@ mod tests {
         assert_eq!(out.values, want.last().unwrap().clone(), "acted with the snapshot's network");
 
         // A snapshot for another env is refused, naming both sides.
-        let other = ModelSpec::resolve(&ModelConfig::default(), 5, &space).unwrap();
+        let other = ModelSpec::resolve(&ModelConfig::default(), &Space::unbounded(5), &space).unwrap();
         let bytes = encode_weights(&relu, &params, None).unwrap();
         let err = Policy::from_snapshot(&other, &snapshot(bytes)).err().unwrap();
         assert!(matches!(err, PolicyError::Spec(SpecError::Env { .. })), "{err}");
@@ -287,7 +286,7 @@ mod tests {
             let metadata = activation.map(|a| (ACTIVATION_KEY.to_string(), a.to_string())).into_iter().collect();
             snapshot(codec::encode(relu.named("", &params), None, metadata).unwrap())
         };
-        let env = ModelSpec::resolve(&ModelConfig::default(), 4, &space).unwrap();
+        let env = ModelSpec::resolve(&ModelConfig::default(), &Space::unbounded(4), &space).unwrap();
         assert_eq!(Policy::from_snapshot(&env, &old(Some("relu"))).unwrap().spec(), relu.spec());
         assert_eq!(Policy::from_snapshot(&env, &old(None)).unwrap().spec().activation(), Activation::Tanh);
         let err = Policy::from_snapshot(&env, &old(Some("gelu"))).err().unwrap();
@@ -328,7 +327,8 @@ mod tests {
         let net = net(&ModelConfig::default(), 4, &Space::Discrete { n: 2 });
         assert!(Policy::from_snapshot(net.spec(), &snapshot(b"not safetensors".to_vec())).is_err());
         assert!(Policy::from_snapshot(net.spec(), &snapshot(b"\x08\0\0\0\0\0\0\0{}      ".to_vec())).is_err());
-        let other = ActorCriticNet::for_env(&ModelConfig::default(), 5, &Space::Discrete { n: 2 }).unwrap();
+        let other =
+            ActorCriticNet::for_env(&ModelConfig::default(), &Space::unbounded(5), &Space::Discrete { n: 2 }).unwrap();
         let bytes = encode_weights(&other, &other.init(0), None).unwrap();
         assert!(matches!(Policy::from_snapshot(net.spec(), &snapshot(bytes)), Err(PolicyError::Spec(_))));
         // Tensors that do not fit the spec they travel with.

@@ -2,6 +2,7 @@
 
 use crate::env::{EpisodeStats, Space};
 use crate::ids::{ActorId, PolicyVersion};
+use crate::obs::ObsBuf;
 
 /// Environments an actor steps together unless configured otherwise (the actor's `--num-envs`, the learner's
 /// `actors.num_envs`).
@@ -21,8 +22,8 @@ pub struct Rollout {
     pub num_steps: usize,
     /// `N`: envs.
     pub num_envs: usize,
-    /// `[T, N, obs_dim]` raw observations the actions were chosen on.
-    pub obs: Vec<f32>,
+    /// `[T, N, obs_dim]` raw observations the actions were chosen on, in the observation space's dtype.
+    pub obs: ObsBuf,
     /// `[T, N, action_dim]` actions as sampled (unclipped; Discrete as the index in f32).
     pub actions: Vec<f32>,
     /// `[T, N]` behaviour log-probabilities of `actions`.
@@ -36,9 +37,9 @@ pub struct Rollout {
     /// `[T, N]` the episode ended by the time limit (bootstrap from the final observation).
     pub truncated: Vec<bool>,
     /// `[count(truncated), obs_dim]` raw final observations of truncated steps, in time-major order.
-    pub final_obs: Vec<f32>,
+    pub final_obs: ObsBuf,
     /// `[N, obs_dim]` raw observations after the last step (to bootstrap the unfinished episodes).
-    pub next_obs: Vec<f32>,
+    pub next_obs: ObsBuf,
     /// Episodes that finished inside this rollout.
     pub episodes: Vec<EpisodeStats>,
     /// Incarnation of the learner process that published `policy_version` (0: in-process or unknown).
@@ -110,13 +111,27 @@ impl Rollout {
         self.len() == 0
     }
 
-    /// Checks shapes, finiteness, the magnitude [`Bounds`] and that every action lies in `action_space`.
-    pub fn validate(&self, obs_dim: usize, action_space: &Space, bounds: &Bounds) -> Result<(), RolloutError> {
+    /// Bytes the observations take (`obs`, `final_obs` and `next_obs`).
+    pub fn obs_bytes(&self) -> usize {
+        self.obs.byte_len() + self.final_obs.byte_len() + self.next_obs.byte_len()
+    }
+
+    /// Checks shapes, dtypes, finiteness, the magnitude [`Bounds`] (uint8 observations are bounded by their dtype)
+    /// and that every action lies in `action_space`.
+    pub fn validate(&self, obs_space: &Space, action_space: &Space, bounds: &Bounds) -> Result<(), RolloutError> {
         use RolloutErrorKind::{Action, NonFinite, OutOfRange, Shape};
         let err = |field, reason: String, kind| Err(RolloutError { field, reason, kind });
         let n = self.len();
         if n == 0 {
             return err("num_steps", "rollout is empty".into(), Shape);
+        }
+        let obs_dim = obs_space.flat_dim();
+        let observations = [("obs", &self.obs), ("final_obs", &self.final_obs), ("next_obs", &self.next_obs)];
+        for (field, xs) in observations {
+            if xs.dtype() != obs_space.dtype() {
+                let (got, want) = (xs.dtype().name(), obs_space.dtype().name());
+                return err(field, format!("{got} values, the observation space holds {want}"), Shape);
+            }
         }
         let act_dim = action_space.flat_dim();
         let truncs = self.truncated.iter().filter(|t| **t).count();
@@ -136,14 +151,21 @@ impl Rollout {
                 return err(field, format!("expected {want} values, got {got}"), Shape);
             }
         }
+        // uint8 observations have no non-finite or out-of-range values.
+        let no_obs: &[f32] = &[];
+        let (obs, final_obs, next_obs) = (
+            self.obs.as_f32().unwrap_or(no_obs),
+            self.final_obs.as_f32().unwrap_or(no_obs),
+            self.next_obs.as_f32().unwrap_or(no_obs),
+        );
         let floats: [(&'static str, &[f32]); 7] = [
-            ("obs", &self.obs),
+            ("obs", obs),
             ("actions", &self.actions),
             ("log_probs", &self.log_probs),
             ("values", &self.values),
             ("rewards", &self.rewards),
-            ("final_obs", &self.final_obs),
-            ("next_obs", &self.next_obs),
+            ("final_obs", final_obs),
+            ("next_obs", next_obs),
         ];
         for (field, xs) in floats {
             if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
@@ -158,9 +180,9 @@ impl Rollout {
         let max_action = if action_space.is_discrete() { f64::INFINITY } else { b.max_abs_action };
         let ranges: [(&'static str, &[f32], f64, f64, &str); 6] = [
             ("actions", &self.actions, -max_action, max_action, "server.max_abs_action"),
-            ("obs", &self.obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
-            ("final_obs", &self.final_obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
-            ("next_obs", &self.next_obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
+            ("obs", obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
+            ("final_obs", final_obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
+            ("next_obs", next_obs, -b.max_abs_observation, b.max_abs_observation, "server.max_abs_observation"),
             ("values", &self.values, -b.max_abs_value, b.max_abs_value, "server.max_abs_value"),
             ("rewards", &self.rewards, -b.max_abs_reward, b.max_abs_reward, "server.max_abs_reward"),
         ];
@@ -332,36 +354,62 @@ mod tests {
         Rollout {
             num_steps: 2,
             num_envs: 1,
-            obs: vec![0.0; 8],
+            obs: vec![0.0f32; 8].into(),
             actions: vec![1.0, 0.0],
             log_probs: vec![-0.7, -0.7],
             values: vec![0.1, 0.2],
             rewards: vec![1.0, 1.0],
             terminated: vec![false, false],
             truncated: vec![false, true],
-            final_obs: vec![0.0; 4],
-            next_obs: vec![0.0; 4],
+            final_obs: vec![0.0f32; 4].into(),
+            next_obs: vec![0.0f32; 4].into(),
             ..Default::default()
         }
+    }
+
+    fn obs4() -> Space {
+        Space::vector(vec![-1.0; 4], vec![1.0; 4])
     }
 
     #[test]
     fn validation_names_the_field() {
         let space = Space::Discrete { n: 2 };
         let b = Bounds::default();
-        assert_eq!(valid().validate(4, &space, &b), Ok(()));
+        assert_eq!(valid().validate(&obs4(), &space, &b), Ok(()));
         let mut r = valid();
         r.rewards[1] = f32::NAN;
-        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "rewards");
+        assert_eq!(r.validate(&obs4(), &space, &b).unwrap_err().field, "rewards");
         let mut r = valid();
-        r.obs.pop();
-        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "obs");
+        r.obs = vec![0.0f32; 7].into();
+        assert_eq!(r.validate(&obs4(), &space, &b).unwrap_err().field, "obs");
         let mut r = valid();
         r.actions[0] = 2.0;
-        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "actions");
+        assert_eq!(r.validate(&obs4(), &space, &b).unwrap_err().field, "actions");
         let mut r = valid();
-        r.final_obs.clear();
-        assert_eq!(r.validate(4, &space, &b).unwrap_err().field, "final_obs");
+        r.final_obs = ObsBuf::default();
+        assert_eq!(r.validate(&obs4(), &space, &b).unwrap_err().field, "final_obs");
+    }
+
+    /// uint8 observations: checked for length and dtype, never for range (every byte is a valid pixel), and 4x
+    /// smaller than f32.
+    #[test]
+    fn image_observations_travel_as_bytes() {
+        let image = Space::shaped(vec![0.0], vec![255.0], vec![2, 2, 1], crate::env::Dtype::Uint8).unwrap();
+        let (space, b) = (Space::Discrete { n: 2 }, Bounds::default());
+        let mut r = valid();
+        r.obs = vec![255u8; 8].into();
+        r.final_obs = vec![0u8; 4].into();
+        r.next_obs = vec![7u8; 4].into();
+        assert_eq!(r.validate(&image, &space, &b), Ok(()));
+        assert_eq!(r.obs_bytes(), 16);
+        let mut floats = valid();
+        floats.next_obs = vec![7u8; 4].into();
+        let e = r.validate(&obs4(), &space, &b).unwrap_err();
+        assert_eq!((e.field, e.kind), ("obs", RolloutErrorKind::Shape), "{e}");
+        let e = floats.validate(&obs4(), &space, &b).unwrap_err();
+        assert_eq!(e.to_string(), "next_obs: uint8 values, the observation space holds float32");
+        r.obs = vec![1u8; 7].into();
+        assert_eq!(r.validate(&image, &space, &b).unwrap_err().field, "obs");
     }
 
     /// Episode records are held to the rewards and done flags: exactly once the episode's start has been seen,
@@ -412,7 +460,6 @@ mod tests {
             rewards: vec![exact as f32],
             terminated: vec![false],
             truncated: vec![true],
-            final_obs: vec![],
             episodes: vec![EpisodeStats { env_index: 0, episode_return: exact * 200.0, length: 200 }],
             ..Default::default()
         };
@@ -442,34 +489,34 @@ mod tests {
             ("rewards", |r| r.rewards[0] = 3e38),
             ("rewards", |r| r.rewards[1] = -1e30),
             ("values", |r| r.values[0] = 1e30),
-            ("obs", |r| r.obs[3] = -3e38),
-            ("final_obs", |r| r.final_obs[0] = 1e30),
-            ("next_obs", |r| r.next_obs[1] = 1e30),
+            ("obs", |r| r.obs = vec![0.0, 0.0, 0.0, -3e38, 0.0, 0.0, 0.0, 0.0].into()),
+            ("final_obs", |r| r.final_obs = vec![1e30, 0.0, 0.0, 0.0].into()),
+            ("next_obs", |r| r.next_obs = vec![0.0, 1e30, 0.0, 0.0].into()),
             ("episodes", |r| r.episodes.push(EpisodeStats { env_index: 0, episode_return: 1e300, length: 10 })),
         ];
         for (field, poison) in cases {
             let mut r = valid();
             poison(&mut r);
-            let e = r.validate(4, &discrete, &b).unwrap_err();
+            let e = r.validate(&obs4(), &discrete, &b).unwrap_err();
             assert_eq!((e.field, e.kind), (field, RolloutErrorKind::OutOfRange), "{e}");
         }
         // Denormals and the largest values a policy samples pass.
         let mut r = valid();
         r.rewards[0] = 1e-40;
-        r.obs[0] = -1e-45;
+        r.obs = vec![-1e-45, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0].into();
         r.log_probs[0] = -29.0;
-        assert_eq!(r.validate(4, &discrete, &b), Ok(()));
+        assert_eq!(r.validate(&obs4(), &discrete, &b), Ok(()));
         // Box log-probs may be positive (narrow Gaussians), up to the bound times the action width.
-        let boxed = Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] };
+        let boxed = Space::vector(vec![-1.0; 2], vec![1.0; 2]);
         let mut r = valid();
         r.actions = vec![0.5; 4];
         r.log_probs = vec![55.0, -55.0];
-        assert_eq!(r.validate(4, &boxed, &b), Ok(()));
+        assert_eq!(r.validate(&obs4(), &boxed, &b), Ok(()));
         r.log_probs[0] = 61.0;
-        assert_eq!(r.validate(4, &boxed, &b).unwrap_err().kind, RolloutErrorKind::OutOfRange);
+        assert_eq!(r.validate(&obs4(), &boxed, &b).unwrap_err().kind, RolloutErrorKind::OutOfRange);
         r.log_probs[0] = 0.0;
         r.actions[3] = -3e38;
-        let e = r.validate(4, &boxed, &b).unwrap_err();
+        let e = r.validate(&obs4(), &boxed, &b).unwrap_err();
         assert_eq!((e.field, e.kind), ("actions", RolloutErrorKind::OutOfRange), "{e}");
     }
 }

@@ -1,7 +1,8 @@
 //! The wire protocol (`proto/ppo/v1/ppo.proto`) and conversions between its messages and our types.
 
-use crate::env::{EpisodeStats, Space, SpaceError};
+use crate::env::{Dtype, EpisodeStats, Space, SpaceError};
 use crate::ids::{ActorId, PolicyVersion};
+use crate::obs::ObsBuf;
 use crate::policy::PolicySnapshot;
 use crate::rollout::{Rollout, RolloutError, RolloutErrorKind};
 use bytes::Bytes;
@@ -48,7 +49,15 @@ impl From<&Space> for pb::Space {
     fn from(s: &Space) -> Self {
         let kind = match s {
             Space::Discrete { n } => pb::space::Kind::Discrete(pb::Discrete { n: *n as u32 }),
-            Space::Box { low, high } => pb::space::Kind::Box(pb::BoxSpace { low: low.clone(), high: high.clone() }),
+            Space::Box { low, high, shape, dtype } => pb::space::Kind::Box(pb::BoxSpace {
+                low: low.clone(),
+                high: high.clone(),
+                shape: shape.iter().map(|&d| d as u32).collect(),
+                dtype: match dtype {
+                    Dtype::Float32 => pb::Dtype::Float32,
+                    Dtype::Uint8 => pb::Dtype::Uint8,
+                } as i32,
+            }),
             Space::MultiDiscrete { nvec } => {
                 pb::space::Kind::MultiDiscrete(pb::MultiDiscrete { nvec: nvec.iter().map(|&n| n as u32).collect() })
             }
@@ -85,10 +94,22 @@ impl TryFrom<&pb::Space> for Space {
     fn try_from(s: &pb::Space) -> Result<Self, SpaceError> {
         match &s.kind {
             Some(pb::space::Kind::Discrete(d)) => Ok(Space::Discrete { n: d.n as usize }),
-            Some(pb::space::Kind::Box(b)) if b.low.len() == b.high.len() => {
-                Ok(Space::Box { low: b.low.clone(), high: b.high.clone() })
+            Some(pb::space::Kind::Box(b)) => {
+                let dtype = match pb::Dtype::try_from(b.dtype) {
+                    Ok(pb::Dtype::Float32) => Dtype::Float32,
+                    Ok(pb::Dtype::Uint8) => Dtype::Uint8,
+                    Err(_) => return Err(SpaceError::Bounds(format!("unknown dtype {}", b.dtype))),
+                };
+                let shape = match b.shape.as_slice() {
+                    [] => vec![b.low.len()],
+                    dims => dims.iter().map(|&d| d as usize).collect(),
+                };
+                // One bound per value: a single bound is not broadcast on the wire.
+                if b.low.len() != b.high.len() || b.low.len() != shape.iter().product::<usize>() {
+                    return Err(SpaceError::BoundsLength);
+                }
+                Space::shaped(b.low.clone(), b.high.clone(), shape, dtype)
             }
-            Some(pb::space::Kind::Box(_)) => Err(SpaceError::BoundsLength),
             Some(pb::space::Kind::MultiDiscrete(m)) if !m.nvec.is_empty() && !m.nvec.contains(&0) => {
                 Ok(Space::MultiDiscrete { nvec: m.nvec.iter().map(|&n| n as usize).collect() })
             }
@@ -139,15 +160,15 @@ impl From<&Rollout> for pb::Rollout {
             policy_version: r.policy_version.0,
             num_steps: r.num_steps as u32,
             num_envs: r.num_envs as u32,
-            obs: f32_bytes(&r.obs),
+            obs: obs_bytes(&r.obs),
             actions: f32_bytes(&r.actions),
             log_probs: f32_bytes(&r.log_probs),
             values: f32_bytes(&r.values),
             rewards: f32_bytes(&r.rewards),
             terminated: bool_bytes(&r.terminated),
             truncated: bool_bytes(&r.truncated),
-            final_obs: f32_bytes(&r.final_obs),
-            next_obs: f32_bytes(&r.next_obs),
+            final_obs: obs_bytes(&r.final_obs),
+            next_obs: obs_bytes(&r.next_obs),
             episodes: r
                 .episodes
                 .iter()
@@ -162,37 +183,49 @@ impl From<&Rollout> for pb::Rollout {
     }
 }
 
-/// Decodes the packed buffers; shapes and values are checked afterwards by [`Rollout::validate`].
-impl TryFrom<&pb::Rollout> for Rollout {
-    type Error = RolloutError;
-
-    fn try_from(m: &pb::Rollout) -> Result<Self, RolloutError> {
-        Ok(Rollout {
-            actor_id: ActorId(m.actor_id),
-            policy_version: PolicyVersion(m.policy_version),
-            num_steps: m.num_steps as usize,
-            num_envs: m.num_envs as usize,
-            obs: f32s("obs", &m.obs)?,
-            actions: f32s("actions", &m.actions)?,
-            log_probs: f32s("log_probs", &m.log_probs)?,
-            values: f32s("values", &m.values)?,
-            rewards: f32s("rewards", &m.rewards)?,
-            terminated: bools("terminated", &m.terminated)?,
-            truncated: bools("truncated", &m.truncated)?,
-            final_obs: f32s("final_obs", &m.final_obs)?,
-            next_obs: f32s("next_obs", &m.next_obs)?,
-            episodes: m
-                .episodes
-                .iter()
-                .map(|e| EpisodeStats {
-                    env_index: e.env_index as usize,
-                    episode_return: e.episode_return,
-                    length: e.length,
-                })
-                .collect(),
-            incarnation: m.incarnation,
-        })
+/// Observations as they travel: f32 little-endian or one byte per value.
+fn obs_bytes(obs: &ObsBuf) -> Bytes {
+    match obs {
+        ObsBuf::F32(xs) => f32_bytes(xs),
+        ObsBuf::U8(xs) => Bytes::copy_from_slice(xs),
     }
+}
+
+fn obs_buf(field: &'static str, dtype: Dtype, b: &[u8]) -> Result<ObsBuf, RolloutError> {
+    match dtype {
+        Dtype::Float32 => f32s(field, b).map(ObsBuf::F32),
+        Dtype::Uint8 => Ok(ObsBuf::U8(b.to_vec())),
+    }
+}
+
+/// Decodes the packed buffers of `m`, observations in `obs_dtype` (the learner's observation space's); shapes and
+/// values are checked afterwards by [`Rollout::validate`].
+pub fn rollout(m: &pb::Rollout, obs_dtype: Dtype) -> Result<Rollout, RolloutError> {
+    Ok(Rollout {
+        actor_id: ActorId(m.actor_id),
+        policy_version: PolicyVersion(m.policy_version),
+        num_steps: m.num_steps as usize,
+        num_envs: m.num_envs as usize,
+        obs: obs_buf("obs", obs_dtype, &m.obs)?,
+        actions: f32s("actions", &m.actions)?,
+        log_probs: f32s("log_probs", &m.log_probs)?,
+        values: f32s("values", &m.values)?,
+        rewards: f32s("rewards", &m.rewards)?,
+        terminated: bools("terminated", &m.terminated)?,
+        truncated: bools("truncated", &m.truncated)?,
+        final_obs: obs_buf("final_obs", obs_dtype, &m.final_obs)?,
+        next_obs: obs_buf("next_obs", obs_dtype, &m.next_obs)?,
+        episodes: m
+            .episodes
+            .iter()
+            .map(|e| EpisodeStats {
+                env_index: e.env_index as usize,
+                episode_return: e.episode_return,
+                length: e.length,
+            })
+            .collect(),
+        incarnation: m.incarnation,
+    })
 }
 
 #[cfg(test)]
@@ -207,33 +240,49 @@ mod tests {
             policy_version: PolicyVersion(9),
             num_steps: 1,
             num_envs: 2,
-            obs: vec![1.0, 2.0],
+            obs: vec![1.0f32, 2.0].into(),
             actions: vec![0.0, 1.0],
             log_probs: vec![-0.5, -0.9],
             values: vec![0.1, 0.2],
             rewards: vec![1.0, 1.0],
             terminated: vec![true, false],
             truncated: vec![false, true],
-            final_obs: vec![5.0],
-            next_obs: vec![3.0, 4.0],
+            final_obs: vec![5.0f32].into(),
+            next_obs: vec![3.0f32, 4.0].into(),
             episodes: vec![EpisodeStats { env_index: 1, episode_return: 10.0, length: 10 }],
             incarnation: 77,
         };
         let m = pb::Rollout::from(&r);
-        assert_eq!(Rollout::try_from(&m).unwrap(), r);
+        assert_eq!(rollout(&m, Dtype::Float32).unwrap(), r);
         let mut bad = m.clone();
         bad.rewards = Bytes::from_static(&[0, 0, 0]);
-        assert_eq!(Rollout::try_from(&bad).unwrap_err().field, "rewards");
-        let mut bad = m;
+        assert_eq!(rollout(&bad, Dtype::Float32).unwrap_err().field, "rewards");
+        let mut bad = m.clone();
         bad.truncated = Bytes::from_static(&[0, 2]);
-        assert_eq!(Rollout::try_from(&bad).unwrap_err().field, "truncated");
+        assert_eq!(rollout(&bad, Dtype::Float32).unwrap_err().field, "truncated");
+        // Images travel as one byte per value.
+        let image =
+            Rollout { obs: vec![0u8, 255].into(), final_obs: vec![9u8].into(), next_obs: vec![1u8, 2].into(), ..r };
+        let m = pb::Rollout::from(&image);
+        assert_eq!((m.obs.len(), m.final_obs.len(), m.next_obs.len()), (2, 1, 2));
+        assert_eq!(rollout(&m, Dtype::Uint8).unwrap(), image);
     }
 
     #[test]
     fn space_round_trip() {
-        for s in [Space::Discrete { n: 3 }, Space::Box { low: vec![-2.0], high: vec![2.0] }] {
+        let image = Space::shaped(vec![0.0], vec![255.0], vec![4, 3, 2], Dtype::Uint8).unwrap();
+        for s in [Space::Discrete { n: 3 }, Space::vector(vec![-2.0], vec![2.0]), image] {
             assert_eq!(Space::try_from(&pb::Space::from(&s)).unwrap(), s);
         }
         assert!(Space::try_from(&pb::Space { kind: None }).is_err());
+        // An actor from before shaped spaces sends neither shape nor dtype: a float vector.
+        let old = pb::BoxSpace { low: vec![0.0; 24], high: vec![255.0; 24], ..Default::default() };
+        let old = Space::try_from(&pb::Space { kind: Some(pb::space::Kind::Box(old)) }).unwrap();
+        assert_eq!(old, Space::vector(vec![0.0; 24], vec![255.0; 24]));
+        let bad = pb::BoxSpace { low: vec![0.0; 24], high: vec![255.0; 24], shape: vec![5, 5], dtype: 1 };
+        assert_eq!(
+            Space::try_from(&pb::Space { kind: Some(pb::space::Kind::Box(bad)) }),
+            Err(SpaceError::BoundsLength)
+        );
     }
 }

@@ -428,6 +428,9 @@ pub enum EnvSpecError {
     /// Observations must be a Box.
     #[error("observation_space must be a Box, not {0}")]
     ObservationsNotBox(String),
+    /// An action space no head produces.
+    #[error("action_space: {0}")]
+    Actions(#[from] common::env::SpaceError),
     /// Spaces given for a built-in env that differ from its own.
     #[error("the {which} space of {id} is {builtin}, the config says {given}")]
     Differs {
@@ -502,6 +505,7 @@ impl EnvConfig {
         if !matches!(obs, Space::Box { .. }) {
             return Err(EnvSpecError::ObservationsNotBox(obs.to_string()));
         }
+        action.check_action_space()?;
         for (which, dim) in [("observation", obs.flat_dim()), ("action", Head::for_space(&action).logits_dim())] {
             if dim > MAX_SPACE_DIM {
                 return Err(EnvSpecError::TooLarge { which, dim });
@@ -802,7 +806,7 @@ mod tests {
         let load = |text: &str| TrainConfig::load_layers(None, toml::from_str(text).unwrap(), &[]);
         let cfg = load("[env]\nid = \"Reach-v0\"\nspaces_from_first_actor = true").unwrap();
         assert!(cfg.env.awaits_actor_spaces());
-        let (obs, action) = (Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] }, Space::Discrete { n: 3 });
+        let (obs, action) = (Space::vector(vec![-1.0; 2], vec![1.0; 2]), Space::Discrete { n: 3 });
         let adopted = cfg.env.with_spaces(&obs, &action);
         assert!(!adopted.awaits_actor_spaces());
         assert_eq!(adopted.spaces().unwrap(), (obs, action));

@@ -55,10 +55,10 @@ impl SavedPolicy {
             (cfg.env.id, cfg.model)
         };
         let probe = common::env::make(&env).map_err(|_| Error::NotBuiltin { env: env.clone(), path: path.into() })?;
-        let (obs_dim, space) = (probe.observation_space().flat_dim(), probe.action_space());
+        let (obs_space, space) = (probe.observation_space(), probe.action_space());
         let snapshot = PolicySnapshot { version: 0, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
         // The policy's own model spec decides the network; the config's [model] describes files from before it.
-        let legacy = ModelSpec::legacy(&model.hidden_sizes, model.activation, obs_dim, &space);
+        let legacy = ModelSpec::legacy(&model.hidden_sizes, model.activation, &obs_space, &space);
         let policy = Policy::from_snapshot(&legacy, &snapshot).map_err(|e| fail(format!("does not fit {env}: {e}")))?;
         Ok(Self { path: path.to_path_buf(), env, model, policy })
     }

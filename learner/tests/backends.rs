@@ -39,7 +39,7 @@ fn batch(cfg: &TrainConfig, n: usize) -> HostBatch {
 /// The model spec of `cfg`'s env and model.
 fn spec(cfg: &TrainConfig) -> ModelSpec {
     let (obs, action) = cfg.env.spaces().unwrap();
-    ModelSpec::resolve(&cfg.model, obs.flat_dim(), &action).unwrap()
+    ModelSpec::resolve(&cfg.model, &obs, &action).unwrap()
 }
 
 /// The network of `cfg`'s env and model.

@@ -61,7 +61,7 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) 
     let continuous = g.t.contains_key("param.actor_logstd");
     let act_dim = g.t["param.actor.4.weight"].dim(0).unwrap();
     let space = if continuous {
-        Space::Box { low: vec![-1.0; act_dim], high: vec![1.0; act_dim] }
+        Space::vector(vec![-1.0; act_dim], vec![1.0; act_dim])
     } else {
         Space::Discrete { n: act_dim }
     };
@@ -71,7 +71,7 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) 
         _ => Activation::Tanh,
     };
     let model = ModelConfig { activation, ..ModelConfig::default() };
-    let net = ActorCriticNet::for_env(&model, obs.dim(1).unwrap(), &space).unwrap();
+    let net = ActorCriticNet::for_env(&model, &Space::unbounded(obs.dim(1).unwrap()), &space).unwrap();
     let mut params = Vec::new();
     for e in net.entries() {
         let t = &g.t[&format!("param.{}", e.name)];

@@ -16,8 +16,9 @@ import grpc
 import gymnasium as gym
 import numpy as np
 import pytest
+import quadrant
 from safetensors.numpy import save
-from test_policy import spec, state_dict, with_spec
+from test_policy import quadrant_snapshot, spec, state_dict, with_spec
 
 from proxima_actor._proto import ppo_pb2 as pb
 from proxima_actor._proto import ppo_pb2_grpc as pb_grpc
@@ -289,6 +290,19 @@ def test_a_multi_discrete_env_registers_its_nvec_and_sends_its_indices(learner: 
     assert list(fake.registrations[0].action_space.multi_discrete.nvec) == list(dials.NVEC)
     actions = np.frombuffer(fake.rollouts[0].actions, "<f4").reshape(4, 3, 2)
     assert np.all(actions == np.round(actions)) and np.all((actions >= 0) & (actions < np.array(dials.NVEC)))
+
+
+def test_an_image_env_registers_its_shape_and_dtype_and_sends_bytes(learner: tuple[FakeLearner, int]) -> None:
+    fake, port = learner
+    fake.weights = quadrant_snapshot()
+    run_until(fake, port, 2, num_envs=None, make_env=quadrant.make)
+    box = fake.registrations[0].observation_space.box
+    assert (list(box.shape), box.dtype, len(box.low), set(box.high)) == ([6, 6, 1], pb.DTYPE_UINT8, 36, {255.0})
+    r = fake.rollouts[0]
+    assert (len(r.obs), len(r.next_obs)) == (4 * 3 * 36, 3 * 36)
+    obs, actions = np.frombuffer(r.obs, np.uint8).reshape(12, 6, 6, 1), np.frombuffer(r.actions, "<f4")
+    np.testing.assert_array_equal(actions, [quadrant.lit_quadrant(o) for o in obs])
+    assert np.all(np.frombuffer(r.rewards, "<f4") == 1.0)
 
 
 def test_num_envs_comes_from_the_flag_the_variable_or_the_learner(monkeypatch: pytest.MonkeyPatch) -> None:

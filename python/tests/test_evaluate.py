@@ -9,7 +9,7 @@ import dials
 import pytest
 from PIL import Image
 from safetensors.numpy import save
-from test_policy import spec, state_dict, with_spec
+from test_policy import quadrant_snapshot, spec, state_dict, with_spec
 
 from proxima_actor import Policy
 from proxima_actor.cli import main
@@ -78,3 +78,13 @@ def test_eval_plays_multi_discrete_envs_with_a_spec_policy(tmp_path: Path, capsy
     other = Policy(with_spec(state_dict(2, 5, (8,), box=False), spec(2, {"kind": "multi_categorical", "nvec": [2, 3]})))
     with pytest.raises(EnvError, match="multi_categorical"):
         evaluate(other, dials.make, "Dials-v0", 1, True, 0)
+
+
+def test_eval_plays_image_envs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(quadrant_snapshot())
+    args = ["eval", "--checkpoint", str(path), "--env", "Quadrant-v0", "--make", "quadrant:make", "--episodes", "2"]
+    for mode in ([], ["--deterministic"]):
+        assert main([*args, *mode]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert (report["lengths"], report["returns"]) == ([16, 16], [16.0, 16.0]), "the policy sees every image"

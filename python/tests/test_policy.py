@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import quadrant
 from safetensors.numpy import save
 
 from proxima_actor import Policy, PolicyError
 from proxima_actor.distributions import Categorical, DiagGaussian, MultiCategorical, log_softmax
+from proxima_actor.model import ModelSpec
 
 
 def state_dict(obs_dim: int, out: int, hidden: tuple[int, ...], box: bool, seed: int = 0) -> dict[str, np.ndarray]:
@@ -45,6 +47,24 @@ def spec(obs_dim: int, head: dict[str, Any], hidden: tuple[int, ...] = (8,), act
 def with_spec(tensors: dict[str, np.ndarray], model: dict[str, Any], **metadata: str) -> bytes:
     """Snapshot bytes with the spec under the metadata key ``model``."""
     return save(tensors, metadata={"model": json.dumps(model), **metadata})
+
+
+def image_spec(shape: tuple[int, ...], head: dict[str, Any], hidden: tuple[int, ...] = (8,)) -> dict:
+    """A model spec for uint8 observations of ``shape``."""
+    return {**spec(math.prod(shape), head, hidden), "obs_shape": list(shape), "obs_dtype": "uint8"}
+
+
+def quadrant_snapshot() -> bytes:
+    """A policy that sees the lit quadrant of ``quadrant.py``'s images: hidden unit ``q`` sums quadrant ``q``'s
+    pixels scaled by 1/255 (9 when lit, at most 9 * 63/255 otherwise) less 5, and the logits are 20 times the hidden
+    units, so it names the lit quadrant all but surely. Without the scaling every unit saturates alike."""
+    t = state_dict(36, 4, (4,), box=False)
+    masks = np.zeros((4, *quadrant.Quadrant().observation_space.shape), np.float32)
+    for q in range(4):
+        quadrant.quadrant(masks[q], q)[...] = 1.0
+    t["actor.0.weight"], t["actor.0.bias"] = masks.reshape(4, 36), np.full(4, -5.0, np.float32)
+    t["actor.2.weight"], t["actor.2.bias"] = 20 * np.eye(4, dtype=np.float32), np.zeros(4, np.float32)
+    return with_spec(t, image_spec((6, 6, 1), {"kind": "categorical", "n": 4}, (4,)))
 
 
 def test_layout_is_read_off_the_weights() -> None:
@@ -143,6 +163,40 @@ def test_observations_of_the_wrong_width_are_errors() -> None:
     p = Policy(save(state_dict(3, 2, (4,), box=False)))
     with pytest.raises(PolicyError):
         p.head(np.zeros((2, 4), np.float32))
+
+
+def test_observations_come_as_rows_or_in_the_spec_shape() -> None:
+    p = Policy(with_spec(state_dict(6, 2, (4,), box=False), {**spec(6, CAT, (4,)), "obs_shape": [2, 3]}))
+    obs = np.random.default_rng(3).normal(size=(5, 2, 3))
+    np.testing.assert_array_equal(p.head(obs), p.head(obs.reshape(5, 6)))
+    np.testing.assert_array_equal(p.value(obs), p.value(obs.astype(np.float32).reshape(5, 6)))
+    for shape in [(5, 3, 2), (5, 6, 1), (5, 5), (6,)]:
+        with pytest.raises(PolicyError, match=r"expected \[B, 6\] or \[B, \*\[2, 3\]\]"):
+            p.head(np.zeros(shape, np.float32))
+
+
+def test_uint8_observations_are_scaled_by_1_over_255_and_never_normalised() -> None:
+    t = state_dict(18, 3, (8,), box=False, seed=4)
+    image = Policy(with_spec(t, image_spec((3, 3, 2), {"kind": "categorical", "n": 3})))
+    plain = Policy(with_spec(t, spec(18, {"kind": "categorical", "n": 3})))
+    obs = np.random.default_rng(5).integers(0, 256, (7, 3, 3, 2), dtype=np.uint8)
+    obs[0] = 255  # the largest byte
+    scaled = obs.reshape(7, 18).astype(np.float32) * (np.float32(1.0) / np.float32(255.0))
+    # The same bits as the float32 network fed the scaled values, whichever dtype and shape the bytes come in.
+    for x in (obs, obs.astype(np.float32), obs.reshape(7, 18), obs.astype(np.int64)):
+        np.testing.assert_array_equal(image.head(x), plain.head(scaled))
+        np.testing.assert_array_equal(image.value(x), plain.value(scaled))
+        np.testing.assert_array_equal(image.entropy(x), plain.entropy(scaled))
+    w0, b0, w1, b1 = t["actor.0.weight"], t["actor.0.bias"], t["actor.2.weight"], t["actor.2.bias"]
+    np.testing.assert_allclose(image.head(obs), np.tanh(scaled @ w0.T + b0) @ w1.T + b1, atol=1e-5)
+    out = image.act(obs, np.random.default_rng(6))
+    want = plain.act(scaled, np.random.default_rng(6))
+    for x, y in ((out.actions, want.actions), (out.log_probs, want.log_probs), (out.values, want.values)):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(image.log_prob(obs, out.actions), plain.log_prob(scaled, out.actions))
+    stats = {"obs_rms.mean": np.full(18, 100.0), "obs_rms.var": np.full(18, 4.0)}
+    with_stats = Policy(with_spec({**t, **stats}, image_spec((3, 3, 2), {"kind": "categorical", "n": 3}), obs_clip="5"))
+    np.testing.assert_array_equal(with_stats.head(obs), image.head(obs))
 
 
 def test_the_activation_comes_from_the_metadata() -> None:
@@ -246,6 +300,23 @@ def test_multi_categorical_samples_follow_the_blocks_probabilities() -> None:
 
 
 GOOD = spec(2, {"kind": "categorical", "n": 2}, (4,))
+#: A spec for 6x6 single-channel images, as the learner writes it.
+IMAGE = (
+    '{"format":1,"obs_dim":36,"obs_shape":[6,6,1],"obs_dtype":"uint8","encoder":{"kind":"mlp","hidden_sizes":[64,64],'
+    '"activation":"tanh"},"core":{"kind":"none"},"head":{"kind":"categorical","n":4},"shared_trunk":false,'
+    '"init":{"orthogonal":true,"log_std":0.0}}'
+)
+
+
+def test_a_spec_without_obs_shape_and_obs_dtype_takes_float32_vectors() -> None:
+    parsed = ModelSpec.from_json(json.dumps(GOOD))
+    assert (parsed.obs_shape, parsed.obs_dtype) == ((2,), "float32")
+    assert parsed == ModelSpec.from_json(json.dumps({**GOOD, "obs_shape": [2], "obs_dtype": "float32"}))
+    assert parsed == Policy(save(state_dict(2, 2, (4,), box=False))).spec
+    assert parsed != ModelSpec.from_json(json.dumps({**GOOD, "obs_shape": [1, 2]}))
+    assert parsed != ModelSpec.from_json(json.dumps({**GOOD, "obs_dtype": "uint8"}))
+    image = ModelSpec.from_json(IMAGE)
+    assert (image.obs_dim, image.obs_shape, image.obs_dtype, image.hidden_sizes) == (36, (6, 6, 1), "uint8", (64, 64))
 
 
 def edited(path: str, value: Any) -> dict:
@@ -281,6 +352,12 @@ def edited(path: str, value: Any) -> dict:
         (edited("head", {"kind": "gaussian", "dim": 1.5}), "head.dim"),
         (edited("shared_trunk", True), "shared_trunk"),
         (edited("obs_dim", "2"), "obs_dim"),
+        (edited("obs_shape", [3]), "obs_shape"),
+        (edited("obs_shape", [2, 0]), "obs_shape"),
+        (edited("obs_shape", []), "obs_shape"),
+        (edited("obs_shape", 2), "obs_shape"),
+        (edited("obs_dtype", "int8"), "obs_dtype"),
+        (edited("obs_dtype", None), "obs_dtype"),
         (edited("memory", 1), ': unknown field "memory"'),
         (edited("core", "none"), "core: expected an object"),
     ],

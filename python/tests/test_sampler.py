@@ -1,5 +1,5 @@
 """The sampler's semantics: final observations of truncated steps, episode records, unclipped actions,
-MultiDiscrete actions."""
+MultiDiscrete actions, image observations kept as bytes."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import dials
 import gymnasium as gym
 import numpy as np
 import pytest
+import quadrant
 from safetensors.numpy import save
-from test_policy import spec, state_dict, with_spec
+from test_policy import quadrant_snapshot, spec, state_dict, with_spec
 
-from proxima_actor import Policy
+from proxima_actor import Policy, wire
 from proxima_actor.sampler import EnvError, Sampler, check_spaces, make_vector_env
 
 
@@ -59,6 +60,7 @@ def test_truncated_steps_carry_their_final_observation() -> None:
     np.testing.assert_array_equal(r.obs[0, :, 1], [7.0, 8.0, 9.0])
     np.testing.assert_array_equal(r.next_obs[:, 0], [2.0, 2.0, 2.0])
     assert [(e.env_index, e.episode_return, e.length) for e in r.episodes] == [(e, 5.0, 5) for e in range(3)] * 2
+    assert r.obs.dtype == np.float32 and len(wire.rollout(r, actor_id=1).obs) == 12 * 3 * 2 * 4
     # Episodes continue across rollouts: the next one finishes the ones in progress after 3 more steps.
     r2 = sampler.collect(policy)
     assert [(e.episode_return, e.length) for e in r2.episodes][:3] == [(5.0, 5)] * 3
@@ -161,3 +163,46 @@ def test_multi_discrete_actions_reach_the_env_as_integers_and_the_rollout_as_f32
 def test_action_spaces_it_cannot_train_on_are_refused(space: gym.Space) -> None:
     with pytest.raises(EnvError):
         check_spaces(gym.spaces.Box(0.0, 1.0, (2,)), space)
+
+
+def test_image_observations_keep_their_shape_and_travel_as_bytes() -> None:
+    sampler = Sampler(make_vector_env(quadrant.make, 3), rollout_steps=20, seed=2)
+    policy = Policy(quadrant_snapshot())
+    sampler.check_policy(policy)
+    r = sampler.collect(policy)
+    assert r.obs.dtype == r.final_obs.dtype == r.next_obs.dtype == np.uint8
+    # The 16-step time limit truncates every env at step 15.
+    assert r.obs.shape == (20, 3, 6, 6, 1) and r.final_obs.shape == (3, 6, 6, 1) and r.next_obs.shape == (3, 6, 6, 1)
+    lit = [[quadrant.lit_quadrant(o) for o in step] for step in r.obs]
+    np.testing.assert_array_equal(r.actions[..., 0], lit, err_msg="the actions were not chosen on these images")
+    assert np.all(r.rewards == 1.0)
+    msg = wire.rollout(r, actor_id=1)
+    assert (len(msg.obs), len(msg.final_obs), len(msg.next_obs)) == (20 * 3 * 36, 3 * 36, 3 * 36)
+    np.testing.assert_array_equal(np.frombuffer(msg.obs, np.uint8).reshape(r.obs.shape), r.obs)
+    np.testing.assert_array_equal(np.frombuffer(msg.final_obs, np.uint8).reshape(r.final_obs.shape), r.final_obs)
+    sampler.close()
+
+
+class Planes(gym.Env[np.ndarray, int]):
+    """MinAtar-like boolean planes ``[2, 2, 3]``, random every step; Discrete(2) actions; never ends."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0, 1, (2, 2, 3), bool)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self.np_random.random((2, 2, 3)) < 0.5, {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return self.np_random.random((2, 2, 3)) < 0.5, 0.0, False, False, {}
+
+
+def test_boolean_observations_travel_as_bytes_of_0_and_1() -> None:
+    sampler = Sampler(make_vector_env(Planes, 2), rollout_steps=8, seed=0)
+    head = {"kind": "categorical", "n": 2}
+    r = sampler.collect(Policy(with_spec(state_dict(12, 2, (8,), box=False), {**spec(12, head), "obs_dtype": "uint8"})))
+    assert r.obs.dtype == np.uint8 and r.obs.shape == (8, 2, 2, 2, 3)
+    assert set(np.unique(r.obs)) == {0, 1}
+    assert len(wire.rollout(r, actor_id=1).obs) == 8 * 2 * 12
+    sampler.close()

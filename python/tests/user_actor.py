@@ -1,7 +1,7 @@
 """Runs a Python actor for one of the test envs through the library API, ``proxima_actor.run(make_env, ...)``:
-``python user_actor.py corridor|reach|dials|mismatch LEARNER_URL NAME [OPTION=INT ...]``, where the options are
-:class:`proxima_actor.ActorOptions` fields with whole-number values (``policy_wait_ms=60000``). Used by the Rust
-end-to-end tests."""
+``python user_actor.py corridor|reach|dials|quadrant|mismatch LEARNER_URL NAME [OPTION=INT ...]``, where the
+options are :class:`proxima_actor.ActorOptions` fields with whole-number values (``policy_wait_ms=60000``). Used by
+the Rust end-to-end tests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 import corridor
 import dials
+import quadrant
 import reach
 
 import proxima_actor
@@ -19,6 +20,7 @@ ENVS = {
     "corridor": ("Corridor-v0", corridor.make),
     "reach": ("Reach-v0", reach.make),
     "dials": ("Dials-v0", dials.make),
+    "quadrant": ("Quadrant-v0", quadrant.make),
     "mismatch": ("Reach-v0", corridor.make),
 }
 

@@ -222,9 +222,9 @@ impl EnvCase {
 
     /// Why `r` breaks the documented rollout contract for this learner, if it does: `Rollout::validate` and an
     /// independent check written from the proto and config docs (it must agree with `validate` on what passes).
-    fn violation(&self, r: &Rollout) -> Option<String> {
+    fn violation<'a>(&self, r: &'a Rollout) -> Option<String> {
         let (d, space, s) = (self.obs_dim(), &self.spaces.1, &self.cfg.server);
-        if let Err(e) = r.validate(d, space, &s.bounds()) {
+        if let Err(e) = r.validate(&self.spaces.0, space, &s.bounds()) {
             return Some(format!("Rollout::validate refuses it: {e}"));
         }
         let (n, a) = (r.num_steps * r.num_envs, space.flat_dim());
@@ -255,10 +255,12 @@ impl EnvCase {
             Space::Box { .. } => ((-lp, lp), (-s.max_abs_action, s.max_abs_action)),
         };
         let (obs, value, reward) = (s.max_abs_observation, s.max_abs_value, s.max_abs_reward);
+        // uint8 observations have no values outside their dtype's range.
+        let floats = |o: &'a common::obs::ObsBuf| o.as_f32().unwrap_or(&[]);
         let ranges: [(&str, &[f32], (f64, f64)); 7] = [
-            ("obs", &r.obs, (-obs, obs)),
-            ("final_obs", &r.final_obs, (-obs, obs)),
-            ("next_obs", &r.next_obs, (-obs, obs)),
+            ("obs", floats(&r.obs), (-obs, obs)),
+            ("final_obs", floats(&r.final_obs), (-obs, obs)),
+            ("next_obs", floats(&r.next_obs), (-obs, obs)),
             ("values", &r.values, (-value, value)),
             ("rewards", &r.rewards, (-reward, reward)),
             ("log_probs", &r.log_probs, log_probs),
@@ -378,8 +380,8 @@ impl Harness {
             }
         }
         // Anything else answered OK has passed validation.
-        let rollout =
-            Rollout::try_from(&msg).unwrap_or_else(|e| panic!("answered {outcome}, yet does not decode: {e}"));
+        let rollout = common::wire::rollout(&msg, case.spaces.0.dtype())
+            .unwrap_or_else(|e| panic!("answered {outcome}, yet does not decode: {e}"));
         if let Some(why) = case.violation(&rollout) {
             panic!("SubmitRollout answered {outcome} for an invalid rollout: {why}");
         }
@@ -478,7 +480,7 @@ impl Harness {
         let cfg = actor::SamplerConfig { num_envs, rollout_steps: steps, ..Default::default() };
         let mut sampler = actor::Sampler::new(&case.cfg.env.id, &cfg, case.cfg.seed)?;
         let space = sampler.action_space();
-        let spec = common::model::ModelSpec::resolve(&case.cfg.model, sampler.obs_dim(), &space)?;
+        let spec = common::model::ModelSpec::resolve(&case.cfg.model, &sampler.observation_space(), &space)?;
         let mut policy = Policy::from_snapshot(&spec, &case.snapshot)?;
         Ok(Rollout { actor_id: common::ids::ActorId(0), ..sampler.collect(&mut policy)? })
     }

@@ -188,7 +188,7 @@ impl GoodActor {
         let sampler_cfg = SamplerConfig { num_envs: NUM_ENVS, rollout_steps: ROLLOUT_STEPS, ..Default::default() };
         let sampler = Sampler::new(ENV, &sampler_cfg, reg.seed).expect("sampler");
         let hidden: Vec<usize> = reg.hidden_sizes.iter().map(|&h| h as usize).collect();
-        let model = ModelSpec::legacy(&hidden, Activation::Tanh, sampler.obs_dim(), &sampler.action_space());
+        let model = ModelSpec::legacy(&hidden, Activation::Tanh, &sampler.observation_space(), &sampler.action_space());
         let policy = Policy::from_snapshot(&model, &snapshot).expect("the published weights fit the announced model");
         assert_eq!(first.incarnation, reg.incarnation, "the stream carries the learner's incarnation");
         Self { client, id: reg.actor_id, updates, sampler, policy, incarnation: reg.incarnation, model }
@@ -224,7 +224,7 @@ impl GoodActor {
         r.actor_id = ActorId(self.id);
         r.terminated.fill(false);
         r.truncated.fill(false);
-        r.final_obs.clear();
+        f32s(&mut r.final_obs).clear();
         r.episodes.clear();
         r
     }
@@ -350,7 +350,7 @@ async fn action_space_mismatch_case(server: &Server) {
     let request = pb::RegisterRequest { action_space: None, ..register_request() };
     let r = c.register(request).await;
     assert_status(r, Code::FailedPrecondition, &["action space"], "Register without an action space");
-    let bad_obs = common::env::Space::Box { low: vec![-1.0; 3], high: vec![1.0; 3] };
+    let bad_obs = common::env::Space::vector(vec![-1.0; 3], vec![1.0; 3]);
     let request = pb::RegisterRequest { observation_space: Some((&bad_obs).into()), ..register_request() };
     let r = c.register(request).await;
     assert_status(r, Code::FailedPrecondition, &["observation space", "Box(3)", "Box(4)"], "Box(3) observations");
@@ -376,7 +376,7 @@ async fn nan_reward_case(actor: &mut GoodActor) {
 
 async fn truncated_obs_case(actor: &mut GoodActor) {
     let mut r = actor.bad_rollout();
-    r.obs.pop();
+    f32s(&mut r.obs).pop();
     assert_rejected(actor, pb::Rollout::from(&r), Code::InvalidArgument, &["obs"], "obs one f32 short").await;
     // A byte string that is not a whole number of f32 at all.
     let mut m = pb::Rollout::from(&actor.bad_rollout());
@@ -444,10 +444,10 @@ async fn extreme_values_case(actor: &mut GoodActor) -> usize {
         ("rewards", "reward -1e30", |r| r.rewards[3] = -1e30),
         ("values", "value 1e30", |r| r.values[4] = 1e30),
         ("values", "value -3e38", |r| r.values[5] = -3e38),
-        ("obs", "observation 1e30", |r| r.obs[6] = 1e30),
-        ("obs", "observation -3e38", |r| r.obs[7] = -3e38),
-        ("next_obs", "next observation 3e38", |r| r.next_obs[0] = 3e38),
-        ("next_obs", "next observation -1e30", |r| r.next_obs[1] = -1e30),
+        ("obs", "observation 1e30", |r| f32s(&mut r.obs)[6] = 1e30),
+        ("obs", "observation -3e38", |r| f32s(&mut r.obs)[7] = -3e38),
+        ("next_obs", "next observation 3e38", |r| f32s(&mut r.next_obs)[0] = 3e38),
+        ("next_obs", "next observation -1e30", |r| f32s(&mut r.next_obs)[1] = -1e30),
         ("episodes", "episode return 1e300", |r| r.episodes[0].episode_return = 1e300),
         ("episodes", "episode return -3e38", |r| r.episodes[0].episode_return = -3e38),
         ("log_probs", "log-prob -f32::MAX", |r| r.log_probs[3] = -f32::MAX),
@@ -473,9 +473,9 @@ async fn long_name_case(server: &Server) {
 async fn box_bound_mismatch_case(server: &Server) {
     let mut c = client(server.addr, Some(TOKEN)).await;
     let env = common::env::make(ENV).expect("CartPole exists");
-    let common::env::Space::Box { low, mut high } = env.observation_space() else { panic!("Box observations") };
+    let common::env::Space::Box { low, mut high, .. } = env.observation_space() else { panic!("Box observations") };
     high[2] = 0.5;
-    let obs = common::env::Space::Box { low, high };
+    let obs = common::env::Space::vector(low, high);
     let request = pb::RegisterRequest { observation_space: Some((&obs).into()), ..register_request() };
     let what = "a Box bound that differs";
     assert_status(c.register(request).await, Code::FailedPrecondition, &["high[2]", "0.5", "0.41887"], what);
@@ -707,9 +707,11 @@ async fn extreme_values_within_opened_bounds_never_poison_the_policy() {
             ("rewards -1e30", |r| r.rewards.iter_mut().for_each(|x| *x = -1e30)),
             ("values 3e38", |r| r.values.iter_mut().for_each(|x| *x = 3e38)),
             ("values -1e30", |r| r.values.iter_mut().for_each(|x| *x = -1e30)),
-            ("obs 1e30", |r| r.obs.iter_mut().for_each(|x| *x = 1e30)),
-            ("next and final obs -3e38", |r| r.next_obs.iter_mut().chain(&mut r.final_obs).for_each(|x| *x = -3e38)),
-            ("denormals", |r| r.obs.iter_mut().chain(&mut r.rewards).for_each(|x| *x = 1e-42)),
+            ("obs 1e30", |r| f32s(&mut r.obs).iter_mut().for_each(|x| *x = 1e30)),
+            ("next and final obs -3e38", |r| {
+                f32s(&mut r.next_obs).iter_mut().chain(f32s(&mut r.final_obs)).for_each(|x| *x = -3e38)
+            }),
+            ("denormals", |r| f32s(&mut r.obs).iter_mut().chain(&mut r.rewards).for_each(|x| *x = 1e-42)),
         ];
         let mut version = 0;
         for (what, poison) in cases {
@@ -927,4 +929,12 @@ async fn health_check_reports_serving() {
         server.stop().await;
     })
     .await;
+}
+
+/// The float observations of a CartPole rollout, to poison.
+fn f32s(obs: &mut common::obs::ObsBuf) -> &mut Vec<f32> {
+    match obs {
+        common::obs::ObsBuf::F32(xs) => xs,
+        common::obs::ObsBuf::U8(_) => panic!("CartPole observations are float32"),
+    }
 }

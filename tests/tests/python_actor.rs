@@ -5,7 +5,7 @@
 //! Needs the package installed in the test Python (`scripts/test.sh` does `pip install ./python[dev]`).
 
 use common::distributions::ActionDist;
-use common::env::Space;
+use common::env::{Dtype, Space};
 use common::model::{Activation, ModelConfig};
 use common::net::ActorCriticNet;
 use common::normalize::ObsNormalizer;
@@ -30,15 +30,20 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// One fixture: weights with random (non-zero) biases and log-std, raw observations, actions, and what the Rust
 /// policy computes for them.
-fn write_case(dir: &Path, name: &str, obs_dim: usize, space: &Space, hidden: &[usize], normalize: bool, seed: u64) {
+fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, hidden: &[usize], normalize: bool, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let activation = if name.contains("relu") { Activation::Relu } else { Activation::Tanh };
     let cfg = ModelConfig { hidden_sizes: hidden.to_vec(), activation, ..ModelConfig::default() };
-    let net = ActorCriticNet::for_env(&cfg, obs_dim, space).unwrap();
+    let net = ActorCriticNet::for_env(&cfg, obs_space, space).unwrap();
     let mut params = net.init(seed);
     params.iter_mut().for_each(|p| *p += rng.random_range(-0.3f32..0.3));
-    let rows = 16;
-    let obs: Vec<f32> = (0..rows * obs_dim).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+    let (rows, obs_dim) = (16, obs_space.flat_dim());
+    let obs: Vec<f32> = (0..rows * obs_dim)
+        .map(|_| match obs_space.dtype() {
+            Dtype::Float32 => rng.random_range(-3.0f32..3.0),
+            Dtype::Uint8 => f32::from(rng.random::<u8>()),
+        })
+        .collect();
     let norm = normalize.then(|| {
         let mut n = ObsNormalizer::new(obs_dim, 5.0);
         let history: Vec<f32> = (0..64 * obs_dim).map(|_| rng.random_range(-2.0f32..4.0)).collect();
@@ -49,9 +54,7 @@ fn write_case(dir: &Path, name: &str, obs_dim: usize, space: &Space, hidden: &[u
     std::fs::write(dir.join(format!("{name}.safetensors")), &bytes).expect("write weights");
 
     let mut input = obs.clone();
-    if let Some(n) = &norm {
-        n.normalize(&mut input);
-    }
+    common::obs::prepare_input(obs_space.dtype(), norm.as_ref(), &mut input);
     let (actor, critic) = net.split(&params);
     let (mut a_outs, mut c_outs) = (Vec::new(), Vec::new());
     net.actor().forward(actor, &input, rows, &mut a_outs);
@@ -108,19 +111,23 @@ fn pytest(target: &str, env: &[(&str, &Path)]) -> String {
 }
 
 /// For the same weights and observations, numpy and Rust agree on logits / Gaussian means, log-probs, entropy
-/// and values within 1e-5: both heads, with and without observation normalisation, tanh and ReLU.
+/// and values within 1e-5: every head, with and without observation normalisation, tanh and ReLU, and uint8 images
+/// (scaled by 1/255 on both sides).
 #[test]
 fn python_and_rust_policies_agree() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let pendulum = Space::Box { low: vec![-2.0], high: vec![2.0] };
-    let mcc = Space::Box { low: vec![-1.0, -1.0, -1.0], high: vec![1.0, 1.0, 1.0] };
-    write_case(dir.path(), "discrete", 4, &Space::Discrete { n: 2 }, &[64, 64], false, 1);
-    write_case(dir.path(), "discrete_norm", 6, &Space::Discrete { n: 3 }, &[64, 64], true, 2);
-    write_case(dir.path(), "box", 3, &pendulum, &[64, 64], false, 3);
-    write_case(dir.path(), "box_norm", 17, &mcc, &[256, 256], true, 4);
-    write_case(dir.path(), "box_relu", 17, &mcc, &[256, 256], true, 5);
-    write_case(dir.path(), "discrete_relu", 4, &Space::Discrete { n: 2 }, &[64, 64], false, 6);
-    write_case(dir.path(), "multi_discrete", 5, &Space::MultiDiscrete { nvec: vec![3, 2, 4] }, &[32, 32], true, 7);
+    let pendulum = Space::vector(vec![-2.0], vec![2.0]);
+    let mcc = Space::vector(vec![-1.0, -1.0, -1.0], vec![1.0, 1.0, 1.0]);
+    let v = Space::unbounded;
+    let image = Space::shaped(vec![0.0], vec![255.0], vec![3, 3, 2], Dtype::Uint8).unwrap();
+    write_case(dir.path(), "discrete", &v(4), &Space::Discrete { n: 2 }, &[64, 64], false, 1);
+    write_case(dir.path(), "discrete_norm", &v(6), &Space::Discrete { n: 3 }, &[64, 64], true, 2);
+    write_case(dir.path(), "box", &v(3), &pendulum, &[64, 64], false, 3);
+    write_case(dir.path(), "box_norm", &v(17), &mcc, &[256, 256], true, 4);
+    write_case(dir.path(), "box_relu", &v(17), &mcc, &[256, 256], true, 5);
+    write_case(dir.path(), "discrete_relu", &v(4), &Space::Discrete { n: 2 }, &[64, 64], false, 6);
+    write_case(dir.path(), "multi_discrete", &v(5), &Space::MultiDiscrete { nvec: vec![3, 2, 4] }, &[32, 32], true, 7);
+    write_case(dir.path(), "image", &image, &Space::Discrete { n: 4 }, &[64, 64], false, 8);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
     text.lines().filter(|l| l.contains("[crosslang]")).for_each(|l| println!("{l}"));
     println!("{}", text.lines().last().unwrap_or_default());
@@ -335,6 +342,43 @@ fn multi_discrete_actions_train_through_a_python_actor() {
         last.env_steps, last.policy_version, last.mean_return, first.mean_return
     );
     assert!(last.mean_return.is_some_and(|m| m >= 17.0), "the dials were not learned: {last:?}");
+}
+
+/// uint8 image observations end to end (`python/tests/quadrant.py`: a 6x6x1 image with one lit 3x3 quadrant in
+/// noise; +1 for naming the lit quadrant, 16 steps an episode): the Python actor sends the images as bytes (a
+/// rollout's observations are 1 byte per value: the learner's received bytes stay below what f32 images alone
+/// would take), nothing is rejected, and an MLP on the flattened image (scaled by 1/255) learns from a random
+/// policy's 4 towards the optimum 16. The actor waits for every new policy, so the run does not depend on timing.
+#[test]
+fn image_observations_train_through_a_python_actor() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let spaces = ("Box(0, 255, (6, 6, 1), uint8)", "Discrete(4)");
+    let total_steps = 60_000;
+    let config = tests::spec_config(dir.path(), "quadrant", "Quadrant-v0", spaces, total_steps);
+    let runs = dir.path().join("runs");
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "quadrant", port, &[]);
+    let _actor = user_actor(dir.path(), "quadrant", port, "py-quadrant", &["policy_wait_ms=60000"]);
+    let (metrics_port, mut metrics) = (learner.metrics_port, None);
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
+    let m = metrics.expect("learner metrics");
+    assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
+    let (received, steps) =
+        (total(&m, "proxima_learner_received_bytes_total"), total(&m, "proxima_learner_env_steps_total"));
+    assert!(steps > 0.0, "no steps counted:\n{m}");
+    assert!(received < steps * 36.0 * 4.0, "{received} bytes for {steps} steps: the images did not travel as bytes");
+    let rows = tests::read_progress(&learner.run_dir);
+    let (first, last) = (rows.first().cloned().expect("progress rows"), rows.last().cloned().expect("progress rows"));
+    println!(
+        "[quadrant] {} env steps, {received} bytes received ({:.0} per step), mean return {:?} (first update {:?})",
+        last.env_steps,
+        received / steps,
+        last.mean_return,
+        first.mean_return
+    );
+    assert!(last.mean_return.is_some_and(|m| m >= 14.0), "the lit quadrant was not learned: {last:?}");
 }
 
 /// A continuous-control env the learner does not know (`python/tests/reach.py`), run through the library API

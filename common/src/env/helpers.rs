@@ -48,7 +48,7 @@ pub(super) fn write_obs<const N: usize>(obs: &mut [f32], values: [f64; N]) {
 
 /// A float32 `Box` with bounds `-high..=high`.
 pub(super) fn symmetric_box(high: &[f32]) -> Space {
-    Space::Box { low: high.iter().map(|h| -h).collect(), high: high.to_vec() }
+    Space::vector(high.iter().map(|h| -h).collect(), high.to_vec())
 }
 
 #[cfg(test)]

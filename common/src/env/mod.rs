@@ -22,7 +22,7 @@ pub use mountain_car::MountainCar;
 pub use notation::NotationError;
 pub use pendulum::Pendulum;
 pub use registry::{ENV_IDS, EnvSpec, make, make_dynamics, spec};
-pub use space::{Space, SpaceError};
+pub use space::{Dtype, Space, SpaceError};
 pub use vec_env::{EpisodeStats, StepBatch, VecEnv};
 
 use rand_chacha::ChaCha8Rng;
@@ -58,13 +58,15 @@ pub struct Transition {
 /// An environment with gymnasium's semantics, without the time limit (gymnasium's `env.unwrapped`): implement it
 /// for your own env and run it as an actor with [`TimeLimit::custom`] and an [`EnvFactory`].
 ///
-/// Observations are written into the caller's buffer (`observation_space().flat_dim()` values). Actions are
+/// Observations are written into the caller's buffer (`observation_space().flat_dim()` values, row-major for a
+/// shaped `Box`); a uint8 `Box` (an image, `Space::shaped(.., Dtype::Uint8)`) takes whole numbers in `0..=255`,
+/// which the actor sends as one byte each (any other value stops the actor with an error naming it). Actions are
 /// passed as an `f32` slice: one element holding the index for `Discrete`, `flat_dim()` elements for `Box`
 /// (already clipped to its bounds). The actor validates actions with [`Space::check`] before stepping.
 pub trait Env: Send {
     /// Gymnasium-style id, e.g. `"CartPole-v1"`; the learner must train the same id.
     fn id(&self) -> &'static str;
-    /// The observation space (a `Box`).
+    /// The observation space: a `Box` of any shape, float32 or uint8.
     fn observation_space(&self) -> Space;
     /// The action space.
     fn action_space(&self) -> Space;

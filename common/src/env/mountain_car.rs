@@ -48,7 +48,7 @@ impl<T: Copy + PartialOrd + Add<Output = T> + Neg<Output = T> + Default> Track<T
 
 /// The observation space of both tasks: `[position, velocity]`.
 pub(super) fn observation_space() -> Space {
-    Space::Box { low: vec![MIN_POSITION as f32, -MAX_SPEED as f32], high: vec![MAX_POSITION as f32, MAX_SPEED as f32] }
+    Space::vector(vec![MIN_POSITION as f32, -MAX_SPEED as f32], vec![MAX_POSITION as f32, MAX_SPEED as f32])
 }
 
 /// The initial position of both tasks, U(-0.6, -0.4); the car starts at rest.

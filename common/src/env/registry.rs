@@ -113,7 +113,7 @@ mod tests {
             let mut obs = vec![f32::NAN; env.observation_space().flat_dim()];
             for seed in 0..20 {
                 env.reset(Some(seed), &mut obs);
-                let Space::Box { low, high } = env.observation_space() else { panic!("{id}: not a box") };
+                let Space::Box { low, high, .. } = env.observation_space() else { panic!("{id}: not a box") };
                 let inside = obs.iter().zip(low.iter().zip(&high)).all(|(o, (l, h))| l <= o && o <= h);
                 assert!(inside, "{id}: {obs:?}");
             }

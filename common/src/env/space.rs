@@ -45,9 +45,18 @@ pub enum SpaceError {
     /// A box element with NaN or an infinity.
     #[error("box element is not finite")]
     NonFinite,
-    /// A box whose bounds differ in length.
-    #[error("box space has different low and high lengths")]
+    /// A box whose bounds do not hold one value per element of its shape.
+    #[error("box space bounds do not fit its shape")]
     BoundsLength,
+    /// A box with an empty shape or a zero dimension.
+    #[error("box shape {0:?} has no values")]
+    Shape(Vec<usize>),
+    /// A box whose bounds are not bounds of its dtype.
+    #[error("box bounds: {0}")]
+    Bounds(String),
+    /// A space that cannot be an action space.
+    #[error("action space {0} is not supported: a Box of actions must be one-dimensional float32")]
+    ActionSpace(String),
     /// A multi-discrete space without sub-actions or with one of none.
     #[error("multi-discrete space needs at least one sub-action, each with at least 1 action")]
     Nvec,
@@ -56,19 +65,98 @@ pub enum SpaceError {
     Unset,
 }
 
-/// A gymnasium space: `Discrete(n)`, `MultiDiscrete(nvec)` or a float `Box` with per-dimension bounds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// The type of a `Box`'s values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 32-bit floats (every action `Box`, vector observations).
+    #[default]
+    Float32,
+    /// Bytes `0..=255` (images); the network sees them multiplied by 1/255.
+    Uint8,
+}
+
+impl Dtype {
+    /// numpy's name: `float32` or `uint8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Float32 => "float32",
+            Dtype::Uint8 => "uint8",
+        }
+    }
+
+    /// Bytes per value on the wire.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::Float32 => 4,
+            Dtype::Uint8 => 1,
+        }
+    }
+}
+
+/// A gymnasium space: `Discrete(n)`, `MultiDiscrete(nvec)` or a `Box` of any shape with per-value bounds.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Space {
     /// Integer actions `0..n`.
     Discrete { n: usize },
-    /// Real vectors with `low[i] <= x[i] <= high[i]` (bounds may be infinite).
-    Box { low: Vec<f32>, high: Vec<f32> },
+    /// Arrays of `shape` (row-major, `low.len()` values) with `low[i] <= x[i] <= high[i]` (float bounds may be
+    /// infinite). Build it with [`Space::vector`] or [`Space::shaped`], which keep the lengths consistent.
+    Box { low: Vec<f32>, high: Vec<f32>, shape: Vec<usize>, dtype: Dtype },
     /// Integer vectors with `0 <= x[i] < nvec[i]`.
     MultiDiscrete { nvec: Vec<usize> },
 }
 
 impl Space {
+    /// A one-dimensional float32 `Box` with these bounds.
+    pub fn vector(low: Vec<f32>, high: Vec<f32>) -> Space {
+        let shape = vec![low.len()];
+        Space::Box { low, high, shape, dtype: Dtype::Float32 }
+    }
+
+    /// A one-dimensional float32 `Box` of `dim` values without bounds (`Box(-inf, inf, (dim,))`).
+    pub fn unbounded(dim: usize) -> Space {
+        Space::vector(vec![f32::NEG_INFINITY; dim], vec![f32::INFINITY; dim])
+    }
+
+    /// A `Box` of `shape` and `dtype`; `low` and `high` hold one bound per value, or one for all. Refuses bounds
+    /// that do not fit the shape, an empty shape, `low > high`, NaN, and uint8 bounds that are not whole numbers
+    /// in `0..=255`.
+    pub fn shaped(low: Vec<f32>, high: Vec<f32>, shape: Vec<usize>, dtype: Dtype) -> Result<Space, SpaceError> {
+        let n: usize = shape.iter().product();
+        if shape.is_empty() || n == 0 {
+            return Err(SpaceError::Shape(shape));
+        }
+        let widen = |b: Vec<f32>| if b.len() == 1 { vec![b[0]; n] } else { b };
+        let (low, high) = (widen(low), widen(high));
+        if low.len() != n || high.len() != n {
+            return Err(SpaceError::BoundsLength);
+        }
+        if low.iter().zip(&high).any(|(l, h)| l.is_nan() || h.is_nan() || l > h) {
+            return Err(SpaceError::Bounds("every low must be at most its high".into()));
+        }
+        let byte = |x: &f32| x.fract() == 0.0 && (0.0..=255.0).contains(x);
+        if dtype == Dtype::Uint8 && !low.iter().chain(&high).all(byte) {
+            return Err(SpaceError::Bounds("uint8 bounds must be whole numbers in 0..=255".into()));
+        }
+        Ok(Space::Box { low, high, shape, dtype })
+    }
+
+    /// The dtype of the values: a `Box`'s, float32 for the integer spaces (their actions travel as f32).
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Space::Box { dtype, .. } => *dtype,
+            _ => Dtype::Float32,
+        }
+    }
+
+    /// The shape of one element: a `Box`'s, `[flat_dim]` otherwise.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Space::Box { shape, .. } => shape.clone(),
+            _ => vec![self.flat_dim()],
+        }
+    }
+
     /// Number of f32 values one element takes in packed buffers (1 for `Discrete`).
     pub fn flat_dim(&self) -> usize {
         match self {
@@ -111,7 +199,7 @@ impl Space {
     pub fn clip_into(&self, actions: &[f32], out: &mut Vec<f32>) {
         out.clear();
         out.extend_from_slice(actions);
-        if let Space::Box { low, high } = self {
+        if let Space::Box { low, high, .. } = self {
             for (i, x) in out.iter_mut().enumerate() {
                 let j = i % low.len();
                 *x = x.clamp(low[j], high[j]);
@@ -119,11 +207,22 @@ impl Space {
         }
     }
 
-    /// Short human form, e.g. `Discrete(2)` or `Box(3)`.
+    /// Refuses a space that cannot hold actions: a `Box` of more than one dimension or not of float32.
+    pub fn check_action_space(&self) -> Result<(), SpaceError> {
+        match self {
+            Space::Box { shape, dtype, .. } if shape.len() != 1 || *dtype != Dtype::Float32 => {
+                Err(SpaceError::ActionSpace(self.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Short human form, e.g. `Discrete(2)`, `Box(3)` or `Box((84, 84, 4), uint8)`.
     pub fn describe(&self) -> String {
         match self {
             Space::Discrete { n } => format!("Discrete({n})"),
-            Space::Box { low, .. } => format!("Box({})", low.len()),
+            Space::Box { low, shape, dtype: Dtype::Float32, .. } if shape.len() == 1 => format!("Box({})", low.len()),
+            Space::Box { shape, dtype, .. } => format!("Box({}, {})", super::notation::tuple(shape), dtype.name()),
             Space::MultiDiscrete { nvec } => format!("MultiDiscrete({nvec:?})"),
         }
     }
@@ -133,11 +232,14 @@ impl Space {
     pub fn difference(&self, theirs: &Space) -> Option<String> {
         match (self, theirs) {
             (a, b) if a == b => None,
-            (Space::Box { low: l1, high: h1 }, Space::Box { low: l2, high: h2 }) if l1.len() == l2.len() => {
+            (
+                Space::Box { low: l1, high: h1, shape: s1, dtype: d1 },
+                Space::Box { low: l2, high: h2, shape: s2, dtype: d2 },
+            ) if s1 == s2 && d1 == d2 => {
                 let bounds = [("low", l1, l2), ("high", h1, h2)];
                 bounds.into_iter().find_map(|(which, ours, other)| {
                     let i = ours.iter().zip(other).position(|(a, b)| a.to_bits() != b.to_bits())?;
-                    Some(format!("Box({}) {which}[{i}]: actor has {}, learner has {}", l1.len(), other[i], ours[i]))
+                    Some(format!("{} {which}[{i}]: actor has {}, learner has {}", self.describe(), other[i], ours[i]))
                 })
             }
             (ours, other) => Some(format!("actor has {}, learner has {}", other.describe(), ours.describe())),
@@ -157,8 +259,8 @@ mod difference_tests {
 
     #[test]
     fn names_the_first_differing_bound() {
-        let ours = Space::Box { low: vec![-1.0, -2.0], high: vec![1.0, 2.0] };
-        let theirs = Space::Box { low: vec![-1.0, -2.0], high: vec![1.0, 3.0] };
+        let ours = Space::vector(vec![-1.0, -2.0], vec![1.0, 2.0]);
+        let theirs = Space::vector(vec![-1.0, -2.0], vec![1.0, 3.0]);
         assert_eq!(ours.difference(&ours.clone()), None);
         assert_eq!(ours.difference(&theirs).unwrap(), "Box(2) high[1]: actor has 3, learner has 2");
         let d = ours.difference(&Space::Discrete { n: 2 }).unwrap();

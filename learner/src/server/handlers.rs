@@ -286,7 +286,8 @@ impl LearnerService {
     fn check_rollout(&self, msg: &pb::Rollout) -> Result<Rollout, Error> {
         let touched = self.registry.lock().touch(msg.actor_id, Instant::now());
         let (name, num_envs) = touched.ok_or(Error::UnknownActor(msg.actor_id))?;
-        let mut rollout = Rollout::try_from(msg)?;
+        let spec = self.spec.get().ok_or(Error::UnknownActor(msg.actor_id))?;
+        let mut rollout = common::wire::rollout(msg, spec.observation_space.dtype())?;
         if rollout.num_envs != num_envs {
             return Err(Error::Rollout(common::rollout::RolloutError {
                 field: "num_envs",
@@ -294,8 +295,7 @@ impl LearnerService {
                 kind: common::rollout::RolloutErrorKind::Shape,
             }));
         }
-        let spec = self.spec.get().ok_or(Error::UnknownActor(msg.actor_id))?;
-        rollout.validate(spec.observation_space.flat_dim(), &spec.action_space, &self.run.bounds)?;
+        rollout.validate(&spec.observation_space, &spec.action_space, &self.run.bounds)?;
         let current = spec.policies.latest().version;
         if rollout.policy_version > PolicyVersion(current) {
             return Err(Error::FutureVersion { got: rollout.policy_version.0, current });

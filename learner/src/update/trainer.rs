@@ -22,11 +22,12 @@ use crate::update::backend::{self, Backend};
 use crate::update::gae::{GaeInput, gae};
 use crate::update::optim::AdamState;
 use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
-use common::env::Space;
+use common::env::{Dtype, Space};
 use common::ids::{ActorId, PolicyVersion};
 use common::model::ModelSpec;
 use common::net::ActorCriticNet;
 use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
+use common::obs::ObsBuf;
 use common::policy::{PolicySnapshot, encode_weights};
 use common::rollout::Rollout;
 use common::seed;
@@ -306,9 +307,17 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
         let (observation_space, action_space) = cfg.env.spaces()?;
         let obs_dim = observation_space.flat_dim();
-        let spec = ModelSpec::resolve(&cfg.model, obs_dim, &action_space)
+        let spec = ModelSpec::resolve(&cfg.model, &observation_space, &action_space)
             .map_err(|e| ConfigError::Invalid { key: "model", reason: e.to_string() })?;
         let (net, backend) = backend::create(cfg, &spec, seed::derive(cfg.seed, "model", 0))?;
+        if cfg.normalize.observations && observation_space.dtype() != Dtype::Float32 {
+            let reason = format!(
+                "applies to float observations; the {} observations of {} are scaled by 1/255 instead",
+                observation_space.dtype().name(),
+                observation_space.describe()
+            );
+            return Err(ConfigError::Invalid { key: "normalize.observations", reason }.into());
+        }
         let obs_norm = cfg.normalize.observations.then(|| ObsNormalizer::new(obs_dim, cfg.normalize.obs_clip));
         let mut trainer = Self {
             episodes: EpisodeBook::new(cfg.return_window, cfg.episode_log.as_ref())?,
@@ -502,8 +511,10 @@ impl Trainer {
         let advantage_histogram = metrics::histogram!(common::metrics::ADVANTAGE);
         batch.advantages.iter().for_each(|&a| advantage_histogram.record(a as f64));
         if let Some(n) = &mut self.obs_norm {
-            for r in rollouts.iter().filter(|r| !report.epochs.faulty_actors.contains(&r.actor_id)) {
-                n.rms.update(&r.obs);
+            // The config allows observation normalisation for float observations only.
+            let floats = rollouts.iter().filter(|r| !report.epochs.faulty_actors.contains(&r.actor_id));
+            for obs in floats.filter_map(|r| r.obs.as_f32()) {
+                n.rms.update(obs);
             }
         }
         self.env_steps += report.samples as u64;
@@ -522,9 +533,8 @@ impl Trainer {
             };
             // Values of the final observations of truncated steps and of the observations after the last step.
             let mut boot = Vec::with_capacity(r.final_obs.len() + r.next_obs.len());
-            boot.extend_from_slice(&r.final_obs);
-            boot.extend_from_slice(&r.next_obs);
-            self.normalize(r.policy_version, &mut boot);
+            self.input(r.policy_version, &r.final_obs, &mut boot);
+            self.input(r.policy_version, &r.next_obs, &mut boot);
             let boot_values = self.backend.values(&boot, boot.len() / d)?;
             let (final_boot, next_values) = boot_values.split_at(boot_values.len() - r.num_envs);
             let mut final_values = vec![0.0f32; r.len()];
@@ -543,9 +553,7 @@ impl Trainer {
             let (adv, ret) = gae(&input, p.gamma, p.gae_lambda);
             let first_row = host.len();
             host.sources.push(RowSource { actor_id: r.actor_id, rows: first_row..first_row + r.len() });
-            let start = host.obs.len();
-            host.obs.extend_from_slice(&r.obs);
-            self.normalize(r.policy_version, &mut host.obs[start..]);
+            self.input(r.policy_version, &r.obs, &mut host.obs);
             host.actions.extend_from_slice(&r.actions);
             host.log_probs.extend_from_slice(&r.log_probs);
             host.values.extend_from_slice(&r.values);
@@ -555,15 +563,14 @@ impl Trainer {
         Ok((!host.is_empty()).then_some(host))
     }
 
-    /// Normalises `obs` of a rollout from policy `version` as its actor did: with the statistics that version
-    /// shipped with (a rollout one version behind was normalised with the statistics before the last update; with
-    /// a sharp policy, such as log-std -2, even that small shift moved its log-probs far, approx KL ~3 in a
-    /// HalfCheetah run). The current statistics when that version's are no longer kept (after a resume).
-    fn normalize(&self, version: PolicyVersion, obs: &mut [f32]) {
+    /// Appends `obs` of a rollout from policy `version` to `out` as network input, as its actor saw it
+    /// ([`common::obs::prepare_input`]): float observations normalised with the statistics that version shipped
+    /// with (a rollout one version behind was normalised with the statistics before the last update; with a sharp
+    /// policy, such as log-std -2, even that small shift moved its log-probs far, approx KL ~3 in a HalfCheetah
+    /// run), or the current statistics when that version's are no longer kept (after a resume); uint8 scaled.
+    fn input(&self, version: PolicyVersion, obs: &ObsBuf, out: &mut Vec<f32>) {
         let shipped = self.shipped_obs_norm.iter().rev().find(|(v, _)| *v == version.0).map(|(_, n)| n);
-        if let Some(n) = shipped.or(self.obs_norm.as_ref()) {
-            n.normalize(obs);
-        }
+        obs.input_into(shipped.or(self.obs_norm.as_ref()), out);
     }
 }
 
@@ -608,14 +615,14 @@ mod tests {
             policy_version: PolicyVersion(version),
             num_steps: 4,
             num_envs: 1,
-            obs,
+            obs: obs.into(),
             actions: vec![0.0; 4],
             log_probs: vec![-1.0; 4],
             values: vec![0.0; 4],
             rewards: vec![-1.0; 4],
             terminated: vec![false; 4],
             truncated: vec![false; 4],
-            next_obs: vec![scale; 3],
+            next_obs: vec![scale; 3].into(),
             ..Default::default()
         }
     }
@@ -634,12 +641,12 @@ mod tests {
         assert_ne!(v0, v1, "the update moves the statistics");
         // One version behind (as the second of two actors usually is): version 0's statistics, as its actor used.
         let late = pendulum_rollout(0, 1.0);
-        let mut want = late.obs.clone();
+        let mut want = late.obs.as_f32().unwrap().to_vec();
         v0.normalize(&mut want);
         assert_eq!(t.assemble(&[late]).unwrap().unwrap().obs, want);
         // Current: the current statistics.
         let current = pendulum_rollout(1, 1.0);
-        let mut want = current.obs.clone();
+        let mut want = current.obs.as_f32().unwrap().to_vec();
         v1.normalize(&mut want);
         assert_eq!(t.assemble(&[current]).unwrap().unwrap().obs, want);
         // After a resume only the restored statistics are known: every rollout gets those.
@@ -648,9 +655,43 @@ mod tests {
         let mut resumed = Trainer::new(&cfg).unwrap();
         resumed.restore(state, &params, adam, Some(v1.clone())).unwrap();
         let late = pendulum_rollout(0, 1.0);
-        let mut want = late.obs.clone();
+        let mut want = late.obs.as_f32().unwrap().to_vec();
         v1.normalize(&mut want);
         assert_eq!(resumed.assemble(&[late]).unwrap().unwrap().obs, want);
+    }
+
+    /// uint8 observations reach the network as x/255 (the bootstrap values too), and are never normalised.
+    #[test]
+    fn images_are_scaled_not_normalised() {
+        let image = |extra: &[&str]| {
+            let mut o = vec![
+                "env.id=\"Img-v0\"".to_string(),
+                "env.observation_space=\"Box(0, 255, (2, 2), uint8)\"".into(),
+                "env.action_space=\"Discrete(2)\"".into(),
+            ];
+            o.extend(extra.iter().map(|s| s.to_string()));
+            TrainConfig::load(None, &o).unwrap()
+        };
+        let e = Trainer::new(&image(&["normalize.observations=true"])).err().unwrap().to_string();
+        assert!(e.contains("normalize.observations") && e.contains("scaled by 1/255"), "{e}");
+        let mut t = Trainer::new(&image(&[])).unwrap();
+        let r = Rollout {
+            num_steps: 1,
+            num_envs: 1,
+            obs: vec![0u8, 51, 255, 3].into(),
+            actions: vec![1.0],
+            log_probs: vec![-0.7],
+            values: vec![0.0],
+            rewards: vec![1.0],
+            terminated: vec![false],
+            truncated: vec![false],
+            final_obs: ObsBuf::U8(vec![]),
+            next_obs: vec![255u8; 4].into(),
+            ..Default::default()
+        };
+        let batch = t.assemble(&[r]).unwrap().unwrap();
+        let scale = common::obs::UINT8_SCALE;
+        assert_eq!(batch.obs, vec![0.0, 51.0 * scale, 1.0, 3.0 * scale]);
     }
 
     #[test]

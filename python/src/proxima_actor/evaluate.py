@@ -87,7 +87,8 @@ def play_episode(
     on_step(env)
     total, length = 0.0, 0
     while True:
-        out = policy.act(np.asarray(obs, dtype=np.float32).reshape(1, -1), rng, deterministic)
+        # One row of obs_dim values in the env's dtype (the policy scales or normalises it).
+        out = policy.act(np.asarray(obs).reshape(1, -1), rng, deterministic)
         obs, reward, terminated, truncated, _ = env.step(_env_action(env.action_space, out.actions[0]))
         total += float(reward)
         length += 1

@@ -2,13 +2,17 @@
 ``common::model`` writes it into every snapshot's metadata under the key ``model`` (JSON).
 
 This package runs inference only, so it reads the fields that decide the forward pass and the action
-distribution (``obs_dim``, ``encoder``, ``core``, ``head``, ``shared_trunk``) and ignores ``init``. A spec this
-package cannot run (another format, encoder, core or a shared trunk) is a :class:`SpecError` naming the field.
+distribution (``obs_dim``, ``obs_shape``, ``obs_dtype``, ``encoder``, ``core``, ``head``, ``shared_trunk``) and
+ignores ``init``. ``obs_shape`` (default ``[obs_dim]``) is the shape of one observation, ``obs_dim`` values in all;
+``obs_dtype`` (default ``float32``) is the type its values travel in: ``uint8`` observations (images) reach the
+network multiplied by 1/255, without observation normalisation. A spec this package cannot run (another format,
+encoder, core or a shared trunk) is a :class:`SpecError` naming the field.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +24,10 @@ ACTIVATION_KEY = "activation"
 SPEC_FORMAT = 1
 #: Hidden activations a spec (or an older snapshot's ``activation`` key) may name.
 ACTIVATIONS = ("tanh", "relu")
+#: Observation dtypes a spec may name; the first is the default.
+OBS_DTYPES = ("float32", "uint8")
 
-_FIELDS = {"format", "obs_dim", "encoder", "core", "head", "shared_trunk", "init"}
+_FIELDS = {"format", "obs_dim", "obs_shape", "obs_dtype", "encoder", "core", "head", "shared_trunk", "init"}
 
 
 class SpecError(ValueError):
@@ -93,12 +99,15 @@ Head = CategoricalHead | MultiCategoricalHead | GaussianHead
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Two MLPs (actor and critic, separate trunks, no core) and the policy head."""
+    """Two MLPs (actor and critic, separate trunks, no core) and the policy head, for observations of
+    ``obs_shape`` (``obs_dim`` values) in ``obs_dtype``."""
 
     obs_dim: int
     hidden_sizes: tuple[int, ...]
     activation: str
     head: Head
+    obs_shape: tuple[int, ...]
+    obs_dtype: str
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
@@ -127,11 +136,14 @@ class ModelSpec:
             raise SpecError(f"model spec core.kind: {_show(core.get('kind'))} is not supported (none)")
         if spec.get("shared_trunk") is not False:
             raise SpecError(f"model spec shared_trunk: {_show(spec.get('shared_trunk'))} is not supported (false)")
+        obs_dim = _count(spec.get("obs_dim"), "obs_dim")
         return cls(
-            obs_dim=_count(spec.get("obs_dim"), "obs_dim"),
+            obs_dim=obs_dim,
             hidden_sizes=tuple(_count(h, "encoder.hidden_sizes") for h in hidden),
             activation=str(activation),
             head=_head(spec.get("head")),
+            obs_shape=_obs_shape(spec.get("obs_shape", [obs_dim]), obs_dim),
+            obs_dtype=_obs_dtype(spec.get("obs_dtype", OBS_DTYPES[0])),
         )
 
     def describe(self) -> str:
@@ -161,6 +173,23 @@ def _count(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"model spec {field}: {_show(value)} is not a whole number of at least 1")
     return value
+
+
+def _obs_shape(value: Any, obs_dim: int) -> tuple[int, ...]:
+    """The spec's ``obs_shape``: dimensions of at least 1 whose product is ``obs_dim``."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"model spec obs_shape: {_show(value)} is not a list of at least one dimension")
+    shape = tuple(_count(n, "obs_shape") for n in value)
+    if math.prod(shape) != obs_dim:
+        raise SpecError(f"model spec obs_shape: {list(shape)} holds {math.prod(shape)} values, obs_dim is {obs_dim}")
+    return shape
+
+
+def _obs_dtype(value: Any) -> str:
+    """The spec's ``obs_dtype``, one of :data:`OBS_DTYPES`."""
+    if value not in OBS_DTYPES:
+        raise SpecError(f"model spec obs_dtype: {_show(value)} is not supported (float32 or uint8)")
+    return str(value)
 
 
 def _head(value: Any) -> Head:

@@ -7,7 +7,11 @@ A snapshot is a safetensors file: the actor and critic MLPs named like a PyTorch
 model spec (:mod:`proxima_actor.model`, ``docs/model-spec.md``), which decides the network and the action
 distribution; the tensors must have exactly the shapes it implies. Snapshots written before the spec have no
 ``model`` key: their hidden sizes are read off the tensors' shapes, the activation from the metadata key
-``activation`` (``tanh`` when absent), and the head is a Gaussian with ``actor_logstd``, else a Categorical.
+``activation`` (``tanh`` when absent), and the head is a Gaussian with ``actor_logstd``, else a Categorical; their
+observations are float32 vectors.
+
+Observations reach the network as rows of ``obs_dim`` f32 values: a spec's ``uint8`` observations (images)
+multiplied by 1/255 and never normalised, float32 ones normalised with ``obs_rms`` when the snapshot has it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ F64 = npt.NDArray[np.float64]
 NORM_EPS = 1e-8
 #: Name of the Gaussian head's state-independent log-std tensor.
 LOG_STD = "actor_logstd"
+#: What ``uint8`` observations are multiplied by on their way into the network, rounded to f32 as the Rust side's
+#: ``x * (1.0f32 / 255.0)`` (a product, not a quotient, for the same bits).
+UINT8_SCALE = np.float32(1.0) / np.float32(255.0)
 
 _LAYER = re.compile(r"^(actor|critic)\.(\d+)\.(weight|bias)$")
 
@@ -209,7 +216,15 @@ def _legacy(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> tuple[Model
         if log_std.shape[0] != actor.out_dim:
             raise PolicyError(f"{LOG_STD} has {log_std.shape[0]} values, the actor {actor.out_dim} outputs")
     head = CategoricalHead(actor.out_dim) if log_std is None else GaussianHead(actor.out_dim)
-    return ModelSpec(actor.in_dim, tuple(actor.hidden_sizes), activation, head), actor, critic, log_std
+    spec = ModelSpec(
+        obs_dim=actor.in_dim,
+        hidden_sizes=tuple(actor.hidden_sizes),
+        activation=activation,
+        head=head,
+        obs_shape=(actor.in_dim,),
+        obs_dtype="float32",
+    )
+    return spec, actor, critic, log_std
 
 
 def _from_spec(tensors: dict[str, np.ndarray], spec: ModelSpec) -> tuple[Mlp, Mlp, F32 | None]:
@@ -307,17 +322,27 @@ class Policy:
         return list(self.spec.hidden_sizes)
 
     def _input(self, obs: npt.ArrayLike) -> F32:
-        x = np.asarray(obs, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.obs_dim:
-            raise PolicyError(f"observations of shape {x.shape}, expected [B, {self.obs_dim}]")
-        return self.obs_norm.normalize(x) if self.obs_norm else x
+        """The network's input ``[B, obs_dim]`` (f32) for raw observations ``[B, *obs_shape]`` or ``[B, obs_dim]``
+        of any numeric dtype: ``uint8`` observations (the spec's ``obs_dtype``) multiplied by
+        :data:`UINT8_SCALE`, others normalised when the snapshot has observation statistics."""
+        x = np.asarray(obs)
+        shape = self.spec.obs_shape
+        if x.shape[1:] not in (shape, (self.obs_dim,)):
+            raise PolicyError(
+                f"observations of shape {list(x.shape)}, expected [B, {self.obs_dim}] or [B, *{list(shape)}]"
+            )
+        rows = x.reshape(len(x), self.obs_dim).astype(np.float32, copy=False)
+        if self.spec.obs_dtype == "uint8":
+            return rows * UINT8_SCALE
+        return self.obs_norm.normalize(rows) if self.obs_norm else rows
 
     def head(self, obs: npt.ArrayLike) -> F32:
-        """The head's output (logits, or the Gaussian mean) for raw observations ``[B, obs_dim]``."""
+        """The head's output (logits, or the Gaussian mean) for raw observations ``[B, *obs_shape]`` or
+        ``[B, obs_dim]``."""
         return self.actor.forward(self._input(obs))
 
     def value(self, obs: npt.ArrayLike) -> F32:
-        """Value estimates ``[B]`` for raw observations."""
+        """Value estimates ``[B]`` for raw observations (as :meth:`head` takes them)."""
         return self.critic.forward(self._input(obs))[:, 0]
 
     def log_prob(self, obs: npt.ArrayLike, actions: npt.ArrayLike) -> F32:
@@ -325,11 +350,12 @@ class Policy:
         return self.dist.log_prob(self.head(obs), np.asarray(actions, dtype=np.float32).reshape(-1, self.action_dim))
 
     def entropy(self, obs: npt.ArrayLike) -> F32:
-        """Entropy ``[B]`` of the action distribution."""
+        """Entropy ``[B]`` of the action distribution for raw observations (as :meth:`head` takes them)."""
         return self.dist.entropy(self.head(obs))
 
     def act(self, obs: npt.ArrayLike, rng: np.random.Generator, deterministic: bool = False) -> ActOutput:
-        """Samples (or, if ``deterministic``, takes the mode of) actions for raw observations ``[B, obs_dim]``."""
+        """Samples (or, if ``deterministic``, takes the mode of) actions for raw observations ``[B, *obs_shape]`` or
+        ``[B, obs_dim]``."""
         head, values = self.joint.forward(self._input(obs))
         actions, log_probs = self.dist.mode(head) if deterministic else self.dist.sample(head, rng)
         return ActOutput(actions=actions, log_probs=log_probs, values=values)

@@ -4,7 +4,8 @@ The vector env runs in gymnasium's ``SAME_STEP`` autoreset mode: on the step an 
 observation is already the next episode's first one and the last observation is in ``info["final_obs"]``, which
 a truncated step needs (the learner bootstraps from it). Actions are recorded as sampled, in f32 (Discrete and
 MultiDiscrete as their indices, which go to the env as integers), and clipped to a Box's bounds only when stepping
-the env. Episode returns are summed from the f32 rewards the rollout carries.
+the env. Episode returns are summed from the f32 rewards the rollout carries. Observations keep their shape and
+are stored in the dtype they travel in (:func:`wire_dtype`): bytes for images, f32 otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .model import CategoricalHead, GaussianHead, Head, MultiCategoricalHead
 from .policy import F32, Policy
 
 EnvFactory = Callable[[], gym.Env]
+#: Observations in the dtype they travel in: ``uint8`` (images) or ``float32``.
+Obs = npt.NDArray[np.uint8 | np.float32]
 
 
 class EnvError(ValueError):
@@ -43,8 +46,10 @@ class Rollout:
 
     policy_version: int
     incarnation: int
-    obs: F32
-    """``[T, N, obs_dim]`` raw observations the actions were chosen on."""
+    obs: Obs
+    """``[T, N, *obs_shape]`` raw observations the actions were chosen on, in the observation space's wire dtype
+    (:func:`wire_dtype`: ``uint8`` for a uint8 or bool Box, else ``float32``), as are ``final_obs`` and
+    ``next_obs``."""
     actions: F32
     """``[T, N, action_dim]`` sampled (unclipped) actions."""
     log_probs: F32
@@ -52,10 +57,10 @@ class Rollout:
     rewards: F32
     terminated: npt.NDArray[np.bool_]
     truncated: npt.NDArray[np.bool_]
-    final_obs: F32
-    """``[count(truncated), obs_dim]`` final observations of the truncated steps, time-major."""
-    next_obs: F32
-    """``[N, obs_dim]``."""
+    final_obs: Obs
+    """``[count(truncated), *obs_shape]`` final observations of the truncated steps, time-major."""
+    next_obs: Obs
+    """``[N, *obs_shape]`` observations after the last step."""
     episodes: list[Episode] = field(default_factory=list)
 
     @property
@@ -80,9 +85,15 @@ def make_vector_env(make_env: EnvFactory, num_envs: int, vectorization: str = "s
     raise ValueError(f"vectorization {vectorization!r}: expected sync or async")
 
 
+def wire_dtype(space: gym.spaces.Box) -> np.dtype[np.uint8 | np.float32]:
+    """The dtype a Box's values travel in: ``uint8`` for a uint8 Box (images) or a bool one (MinAtar's planes, as 0
+    and 1), ``float32`` for every other."""
+    return np.dtype(np.uint8) if space.dtype in (np.uint8, np.bool_) else np.dtype(np.float32)
+
+
 def check_spaces(obs_space: gym.Space, action_space: gym.Space) -> None:
-    """Raises unless the observations are a Box and the actions a Discrete (from 0), a MultiDiscrete (1-d, from 0)
-    or a 1-d Box."""
+    """Raises unless the observations are a Box (of any shape) and the actions a Discrete (from 0), a MultiDiscrete
+    (1-d, from 0) or a 1-d Box."""
     if not isinstance(obs_space, gym.spaces.Box):
         raise EnvError(f"observation space {obs_space} is not a Box (wrap the env to flatten it)")
     if isinstance(action_space, gym.spaces.Discrete):
@@ -128,7 +139,10 @@ class Sampler:
         self.envs = envs
         self.num_envs = int(envs.num_envs)
         self.rollout_steps = rollout_steps
-        self.obs_dim = int(np.prod(envs.single_observation_space.shape or (0,)))
+        obs_space = envs.single_observation_space
+        assert isinstance(obs_space, gym.spaces.Box)
+        self.obs_shape: tuple[int, ...] = obs_space.shape
+        self.obs_dtype = wire_dtype(obs_space)
         self.action_space = space = envs.single_action_space
         #: Box: bounds the actions are clipped to when stepping the env; the env's action dtype.
         self.action_low = np.asarray(getattr(space, "low", 0.0), dtype=np.float32)
@@ -136,14 +150,15 @@ class Sampler:
         self.action_dtype = space.dtype or np.float32
         self.rng = np.random.default_rng(seed)
         obs, _ = envs.reset(seed=seed)
-        self.obs = self._flat(obs)
+        self.obs = self._wire(obs, self.num_envs)
         self.returns = np.zeros(self.num_envs, dtype=np.float64)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
         #: Called with the seconds of each batched forward pass.
         self.on_inference: Callable[[float], None] = lambda _: None
 
-    def _flat(self, obs: npt.ArrayLike) -> F32:
-        return np.asarray(obs, dtype=np.float32).reshape(self.num_envs, self.obs_dim)
+    def _wire(self, obs: npt.ArrayLike, *batch: int) -> Obs:
+        """Observations ``[*batch, *obs_shape]`` in the wire dtype."""
+        return np.asarray(obs, dtype=self.obs_dtype).reshape(*batch, *self.obs_shape)
 
     def check_policy(self, policy: Policy) -> None:
         """Raises if the policy's network does not fit these envs (another env's learner)."""
@@ -159,21 +174,21 @@ class Sampler:
 
     def collect(self, policy: Policy, incarnation: int = 0) -> Rollout:
         """Runs ``rollout_steps`` steps of every env with ``policy``."""
-        t_max, n, d = self.rollout_steps, self.num_envs, self.obs_dim
-        a = policy.action_dim
-        obs = np.empty((t_max, n, d), dtype=np.float32)
+        t_max, n, a = self.rollout_steps, self.num_envs, policy.action_dim
+        obs: Obs = np.empty((t_max, n, *self.obs_shape), dtype=self.obs_dtype)
         actions = np.empty((t_max, n, a), dtype=np.float32)
         log_probs = np.empty((t_max, n), dtype=np.float32)
         values = np.empty((t_max, n), dtype=np.float32)
         rewards = np.empty((t_max, n), dtype=np.float32)
         terminated = np.empty((t_max, n), dtype=bool)
         truncated = np.empty((t_max, n), dtype=bool)
-        final_obs: list[F32] = []
+        final_obs: list[Obs] = []
         episodes: list[Episode] = []
         for t in range(t_max):
             obs[t] = self.obs
             started = time.perf_counter()
-            out = policy.act(self.obs, self.rng)
+            # As rows of obs_dim values: a spec without obs_shape (an older learner's) names the shape [obs_dim].
+            out = policy.act(self.obs.reshape(n, -1), self.rng)
             self.on_inference(time.perf_counter() - started)
             actions[t], log_probs[t], values[t] = out.actions, out.log_probs, out.values
             next_obs, reward, term, trunc, info = self.envs.step(self._env_actions(out.actions))
@@ -185,11 +200,11 @@ class Sampler:
             self.returns += rewards[t].astype(np.float64)
             self.lengths += 1
             for e in np.flatnonzero(trunc):
-                final_obs.append(np.asarray(info["final_obs"][e], dtype=np.float32).reshape(d))
+                final_obs.append(self._wire(info["final_obs"][e]))
             for e in np.flatnonzero(term | trunc):
                 episodes.append(Episode(int(e), float(self.returns[e]), int(self.lengths[e])))
                 self.returns[e], self.lengths[e] = 0.0, 0
-            self.obs = self._flat(next_obs)
+            self.obs = self._wire(next_obs, n)
         return Rollout(
             policy_version=policy.version,
             incarnation=incarnation,
@@ -200,7 +215,7 @@ class Sampler:
             rewards=rewards,
             terminated=terminated,
             truncated=truncated,
-            final_obs=np.stack(final_obs) if final_obs else np.zeros((0, d), dtype=np.float32),
+            final_obs=np.stack(final_obs) if final_obs else self._wire([], 0),
             next_obs=self.obs.copy(),
             episodes=episodes,
         )

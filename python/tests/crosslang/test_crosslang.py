@@ -26,6 +26,7 @@ def test_every_case_was_written() -> None:
         "box_relu",
         "discrete_relu",
         "multi_discrete",
+        "image",
     }
 
 
@@ -33,6 +34,7 @@ def test_every_case_was_written() -> None:
 def test_numbers_match_rust(case: str) -> None:
     fx = json.loads((DIR / f"{case}.json").read_text())
     policy = Policy.load(DIR / f"{case}.safetensors")
+    # Raw observations [B, obs_dim]; a uint8 spec's (image) are whole numbers 0..=255, which the policy scales.
     obs = np.asarray(fx["obs"], dtype=np.float32)
     assert policy.discrete == fx["discrete"]
     assert policy.spec == ModelSpec.from_json(fx["model"])

@@ -98,13 +98,23 @@ mod tests {
         for (backend, name) in [(BackendKind::Fused, "fused"), (BackendKind::Candle, "candle")] {
             let mut cfg = TrainConfig { backend, ..TrainConfig::default() };
             cfg.model.shared_trunk = true;
-            let spec = ModelSpec::resolve(&cfg.model, 4, &common::env::Space::Discrete { n: 2 }).unwrap();
+            let spec = ModelSpec::resolve(
+                &cfg.model,
+                &common::env::Space::unbounded(4),
+                &common::env::Space::Discrete { n: 2 },
+            )
+            .unwrap();
             let err = create(&cfg, &spec, 1).err().unwrap().to_string();
             assert!(err.contains("model.shared_trunk") && err.contains(name), "{err}");
             assert!(err.contains("mlp[64, 64] tanh, core none, categorical(2), a shared trunk"), "{err}");
         }
         let cfg = TrainConfig::default();
-        let spec = ModelSpec::resolve(&cfg.model, 4, &common::env::Space::MultiDiscrete { nvec: vec![3, 2] }).unwrap();
+        let spec = ModelSpec::resolve(
+            &cfg.model,
+            &common::env::Space::unbounded(4),
+            &common::env::Space::MultiDiscrete { nvec: vec![3, 2] },
+        )
+        .unwrap();
         assert!(create(&cfg, &spec, 1).is_ok(), "every head runs on the default backend");
     }
 }

@@ -12,6 +12,11 @@ class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROTOCOL_VERSION_UNSPECIFIED: _ClassVar[ProtocolVersion]
     PROTOCOL_VERSION_1: _ClassVar[ProtocolVersion]
 
+class Dtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_FLOAT32: _ClassVar[Dtype]
+    DTYPE_UINT8: _ClassVar[Dtype]
+
 class RolloutOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ROLLOUT_OUTCOME_UNSPECIFIED: _ClassVar[RolloutOutcome]
@@ -19,6 +24,8 @@ class RolloutOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLLOUT_OUTCOME_STALE: _ClassVar[RolloutOutcome]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
+DTYPE_FLOAT32: Dtype
+DTYPE_UINT8: Dtype
 ROLLOUT_OUTCOME_UNSPECIFIED: RolloutOutcome
 ROLLOUT_OUTCOME_ACCEPTED: RolloutOutcome
 ROLLOUT_OUTCOME_STALE: RolloutOutcome
@@ -46,12 +53,16 @@ class MultiDiscrete(_message.Message):
     def __init__(self, nvec: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BoxSpace(_message.Message):
-    __slots__ = ("low", "high")
+    __slots__ = ("low", "high", "shape", "dtype")
     LOW_FIELD_NUMBER: _ClassVar[int]
     HIGH_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     low: _containers.RepeatedScalarFieldContainer[float]
     high: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ...) -> None: ...
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: Dtype
+    def __init__(self, low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("actor_name", "env_id", "observation_space", "action_space", "num_envs", "protocol_version")

@@ -202,9 +202,9 @@ mod tests {
 
     #[test]
     fn candle_variables_are_the_network_entries_and_forward_agrees() {
-        for space in [Space::Discrete { n: 3 }, Space::Box { low: vec![-1.0; 2], high: vec![1.0; 2] }] {
+        for space in [Space::Discrete { n: 3 }, Space::vector(vec![-1.0; 2], vec![1.0; 2])] {
             let cfg = ModelConfig { init_log_std: -0.5, ..ModelConfig::default() };
-            let net = ActorCriticNet::for_env(&cfg, 5, &space).unwrap();
+            let net = ActorCriticNet::for_env(&cfg, &Space::unbounded(5), &space).unwrap();
             let flat = net.init(3);
             let (varmap, model) = ActorCritic::with_params(&net, &flat, &Device::Cpu).unwrap();
             let vars = sorted_vars(&varmap).unwrap();
@@ -232,7 +232,7 @@ mod tests {
     fn fused_backward_matches_candle_autograd() {
         let space = Space::Discrete { n: 2 };
         let cfg = ModelConfig { hidden_sizes: vec![16, 8], ..ModelConfig::default() };
-        let net = ActorCriticNet::for_env(&cfg, 4, &space).unwrap();
+        let net = ActorCriticNet::for_env(&cfg, &Space::unbounded(4), &space).unwrap();
         let flat = net.init(9);
         let (varmap, model) = ActorCritic::with_params(&net, &flat, &Device::Cpu).unwrap();
         let vars = sorted_vars(&varmap).unwrap();
