@@ -268,6 +268,13 @@ mod difference_tests {
         let multi = Space::MultiDiscrete { nvec: vec![3, 2] };
         let d = multi.difference(&Space::MultiDiscrete { nvec: vec![3, 3] }).unwrap();
         assert_eq!(d, "actor has MultiDiscrete([3, 3]), learner has MultiDiscrete([3, 2])");
+        // An actor from before shaped spaces flattens an image into a float vector: refused, both sides named.
+        let image = Space::shaped(vec![0.0], vec![255.0], vec![6, 6, 1], Dtype::Uint8).unwrap();
+        let old = Space::vector(vec![0.0; 36], vec![255.0; 36]);
+        assert_eq!(image.difference(&old).unwrap(), "actor has Box(36), learner has Box((6, 6, 1), uint8)");
+        let other = Space::shaped(vec![0.0], vec![1.0], vec![6, 6, 1], Dtype::Uint8).unwrap();
+        assert_eq!(image.difference(&other).unwrap(), "Box((6, 6, 1), uint8) high[0]: actor has 1, learner has 255");
+        assert!(image.check_action_space().is_err() && old.check_action_space().is_ok());
     }
 
     #[test]

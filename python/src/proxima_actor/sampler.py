@@ -122,10 +122,12 @@ def check_policy(policy: Policy, obs_space: gym.Space, action_space: gym.Space) 
     """Raises unless proxima can train on the spaces and the policy's network fits them (not another env's)."""
     check_spaces(obs_space, action_space)
     obs_dim, head = int(np.prod(obs_space.shape or (0,))), head_for_space(action_space)
-    if (policy.obs_dim, policy.spec.head) != (obs_dim, head):
+    assert isinstance(obs_space, gym.spaces.Box)
+    dtype = wire_dtype(obs_space).name
+    if (policy.obs_dim, policy.spec.obs_dtype, policy.spec.head) != (obs_dim, dtype, head):
         raise EnvError(
-            f"the policy takes {policy.obs_dim} observation values and has a {policy.spec.head} head, "
-            f"the env gives {obs_dim} observation values and needs a {head} head"
+            f"the policy takes {policy.obs_dim} {policy.spec.obs_dtype} observation values and has a "
+            f"{policy.spec.head} head, the env gives {obs_dim} {dtype} observation values and needs a {head} head"
         )
 
 
