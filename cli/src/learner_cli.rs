@@ -24,6 +24,10 @@ enum Command {
         /// How the local actors reach the trainer: `local` (channels) or `grpc` (the network path, on loopback).
         #[arg(long, value_enum, default_value = "local")]
         transport: Transport,
+        /// Continue the newest checkpoint of the run (`--run-name`, else the newest `<env>-seed<seed>-<time>` run
+        /// in the runs directory); a fresh run if there is none.
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         dashboard: DashboardArgs,
     },
@@ -240,7 +244,7 @@ impl TrainArgs {
 /// Runs the subcommand `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train { args, transport, dashboard } => {
+        Command::Train { args, transport, resume, dashboard } => {
             let cfg = args.load()?;
             let stop = process::stop_on_signals().context("cannot install signal handlers")?;
             // No /metrics in local training: the recorder only feeds the dashboard.
@@ -250,8 +254,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let dashboard = crate::local::DashboardOptions { addr: dashboard.addr(), metrics };
             let s = match transport {
-                Transport::Local => crate::local::train(&cfg, stop, &dashboard)?,
-                Transport::Grpc => crate::local::train_over_grpc(&cfg, stop, &dashboard)?,
+                Transport::Local => crate::local::train(&cfg, resume, stop, &dashboard)?,
+                Transport::Grpc => crate::local::train_over_grpc(&cfg, resume, stop, &dashboard)?,
             };
             let ret = s.mean_return.map_or("-".into(), |m| format!("{m:.1}"));
             match (cfg.target_return, s.target_reached_at) {

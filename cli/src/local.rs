@@ -6,11 +6,9 @@ use common::ids::ActorId;
 use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use learner::config::{ActorsConfig, TrainConfig};
-use learner::dashboard::{Dashboard, DashboardSink, RunInfo as DashboardRun};
-use learner::run::dir::RunDir;
-use learner::run::progress::{Display, ProgressCsv};
-use learner::run::update_loop::{self, LoopOutcome, LoopOutputs};
-use learner::update::trainer::Trainer;
+use learner::run::progress::Display;
+use learner::run::session::{Mode, Session};
+use learner::run::update_loop::LoopOutcome;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -83,22 +81,26 @@ impl TrainSummary {
     }
 }
 
-/// Trains until `total_steps`, `target_return`, or `stop`; then writes the final model.
-/// With `dashboard`, serves the live dashboard there (and its metrics from the handle).
-pub fn train(cfg: &TrainConfig, stop: CancellationToken, dashboard: &DashboardOptions) -> Result<TrainSummary> {
+/// Trains until `total_steps`, `target_return`, or `stop`, writing the run directory as `serve` does (progress,
+/// TensorBoard, periodic and final checkpoints, model, plot); with `resume`, continues the run's newest checkpoint
+/// (see [`Mode::Local`] for which run). With `dashboard`, serves the live dashboard there (and its metrics from the
+/// handle).
+pub fn train(
+    cfg: &TrainConfig,
+    resume: bool,
+    stop: CancellationToken,
+    dashboard: &DashboardOptions,
+) -> Result<TrainSummary> {
     if !cfg.env.is_builtin() {
         return Err(Error::NotBuiltin(cfg.env.id.clone()));
     }
-    let mut trainer = Trainer::new(cfg)?;
-    let run = RunDir::create(cfg)?;
-    let mut csv = ProgressCsv::create(run.path())?;
-    let live = Arc::new(Dashboard::new(DashboardRun::of(cfg, run.path(), "train"), dashboard.metrics.clone()));
+    let session = Session::open(cfg, Mode::Local, resume, dashboard.metrics.clone())?;
+    let mut trainer = session.trainer()?;
     let dashboard_stop = CancellationToken::new();
     let _stop_dashboard = dashboard_stop.clone().drop_guard();
     if let Some(addr) = &dashboard.addr {
-        learner::dashboard::start_on_thread(addr, live.clone(), dashboard_stop);
+        learner::dashboard::start_on_thread(addr, session.dashboard().clone(), dashboard_stop);
     }
-    let mut live = DashboardSink::new(live, 0.0);
     let cell = Arc::new(PolicyCell::new(trainer.snapshot()?));
     let (tx, rx) = crossbeam_channel::bounded::<Rollout>(2 * cfg.actors.count);
     let samplers_stop = CancellationToken::new();
@@ -116,18 +118,13 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken, dashboard: &DashboardOp
         workers.push(handle);
     }
     drop(tx);
-    tracing::info!(run_dir = %run.path().display(), env = %cfg.env, actors = cfg.actors.count, "training started");
+    tracing::info!(run_dir = %session.path().display(), env = %cfg.env, actors = cfg.actors.count, "training started");
 
-    let mut events =
-        learner::run::tensorboard::open(cfg.tensorboard, run.path(), trainer.env_steps(), csv.wall_offset());
-    let outputs = LoopOutputs {
-        sinks: vec![&mut csv, &mut live, &mut events],
-        display: Display::for_terminal(cfg.total_steps, std::time::Duration::from_secs_f64(cfg.log_interval_seconds)),
-        checkpoints: None,
-    };
+    let display = Display::for_terminal(cfg.total_steps, std::time::Duration::from_secs_f64(cfg.log_interval_seconds));
     let rx = learner::queue::QueueReceiver::from(rx);
-    let mut outcome = update_loop::run(&mut trainer, &rx, &cell, outputs, &stop)
-        .map(|o| TrainSummary::new(run.path().to_path_buf(), o))
+    let mut outcome = session
+        .run(&mut trainer, &rx, &cell, display, &stop)
+        .map(|o| TrainSummary::new(session.path().to_path_buf(), o))
         .map_err(Error::from);
     samplers_stop.cancel();
     drop(rx);
@@ -139,10 +136,6 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken, dashboard: &DashboardOp
             Err(_) => outcome = Err(Error::Internal("a sampler thread panicked".into())),
         }
     }
-    run.write_model(&trainer.weights()?)?;
-    if let Err(e) = learner::run::plot::plot_run(run.path()) {
-        tracing::warn!(error = %e, "could not draw progress.png");
-    }
     outcome
 }
 
@@ -150,6 +143,7 @@ pub fn train(cfg: &TrainConfig, stop: CancellationToken, dashboard: &DashboardOp
 /// machine, exercising the network path.
 pub fn train_over_grpc(
     cfg: &TrainConfig,
+    resume: bool,
     stop: CancellationToken,
     dashboard: &DashboardOptions,
 ) -> Result<TrainSummary> {
@@ -162,12 +156,13 @@ pub fn train_over_grpc(
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
     let mut cfg = cfg.clone();
-    cfg.run_name
-        .get_or_insert_with(|| format!("{}-seed{}-grpc-{}", cfg.env, cfg.seed, common::policy::unix_now() as u64));
+    cfg.run_name =
+        Some(cfg.run_name.clone().unwrap_or_else(|| learner::run::session::run_name(&cfg, Mode::Local, resume)));
     runtime.block_on(async move {
         let opts = learner::server::ServeOptions {
             dashboard_addr: dashboard.addr.clone(),
             metrics: dashboard.metrics.clone(),
+            resume,
             ..Default::default()
         };
         let (server, task) = learner::server::spawn(cfg.clone(), opts, "127.0.0.1:0").await?;

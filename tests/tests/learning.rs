@@ -16,8 +16,9 @@ fn solve_cartpole(seed: u64, extra: &[&str]) -> u64 {
     overrides.extend(extra.iter().map(|s| s.to_string()));
     let config = tests::workspace_root().join("configs/cartpole.toml");
     let cfg = TrainConfig::load(Some(&config), &overrides).expect("config");
-    let summary = proxima_cli::local::train(&cfg, tokio_util::sync::CancellationToken::new(), &Default::default())
-        .expect("training runs");
+    let summary =
+        proxima_cli::local::train(&cfg, false, tokio_util::sync::CancellationToken::new(), &Default::default())
+            .expect("training runs");
     println!(
         "seed {seed} {extra:?}: {:?} after {} env steps, {:.1} s, mean return {:?}",
         summary.target_reached_at, summary.env_steps, summary.wall_seconds, summary.mean_return

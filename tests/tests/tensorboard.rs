@@ -235,7 +235,9 @@ fn tensorboard_events_match_progress_csv() {
     println!("[tensorboard] one run: {first}");
 
     // Again into the same run directory, shorter and with another seed: progress.csv is rewritten, and
-    // TensorBoard reads both files but keeps only the second run's events.
+    // TensorBoard reads both files but keeps only the second run's events. (Its checkpoints removed first: a run
+    // directory with checkpoints is only continued, with --resume.)
+    std::fs::remove_dir_all(run_dir.join("checkpoints")).expect("remove the first run's checkpoints");
     train(&runs, 2560, 2);
     let second = compare(&run_dir, 2, started);
     println!("[tensorboard] the run again, in a second file: {second}");

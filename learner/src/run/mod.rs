@@ -5,5 +5,6 @@ pub mod checkpoint;
 pub mod dir;
 pub mod plot;
 pub mod progress;
+pub mod session;
 pub mod tensorboard;
 pub mod update_loop;

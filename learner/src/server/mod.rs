@@ -10,12 +10,10 @@ mod registry;
 use self::auth::TokenAuth;
 use self::handlers::{Adoption, LearnerService, RunInfo, Spec};
 use crate::config::TrainConfig;
-use crate::dashboard::{Dashboard, DashboardSink, RunInfo as DashboardRun};
 use crate::error::{Error, Result};
-use crate::run::checkpoint::{self, Checkpointer};
-use crate::run::dir::RunDir;
-use crate::run::progress::{Display, ProgressCsv};
-use crate::run::update_loop::{self, LoopOutcome, LoopOutputs};
+use crate::run::progress::Display;
+use crate::run::session::{Mode, Session};
+use crate::run::update_loop::LoopOutcome;
 use crate::update::trainer::Trainer;
 use common::policy_cell::PolicyCell;
 use common::wire::pb;
@@ -48,58 +46,6 @@ pub struct ServerHandle {
     pub shutdown: CancellationToken,
 }
 
-/// The newest checkpoint of `cfg`'s run that loads, or a fresh trainer; says which in the log. A damaged
-/// checkpoint (corrupt, truncated, holding NaN) is logged and the next older one tried; when checkpoints exist
-/// but none loads, the error names the newest and gives every reason. A checkpoint of another env or model, an
-/// unreadable file, and checkpoints without `resume` are errors.
-pub(crate) fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, resume: bool) -> Result<Trainer> {
-    let all = checkpoints.list()?;
-    let Some(newest) = all.last().cloned() else {
-        if resume {
-            tracing::info!(dir = %checkpoints.dir().display(), "no checkpoint to resume from; starting a fresh run");
-        }
-        return Trainer::new(cfg);
-    };
-    if !resume {
-        return Err(Error::Checkpoint {
-            path: newest,
-            reason: "the run directory already has checkpoints; pass --resume to continue it or pick another run"
-                .into(),
-        });
-    }
-    let mut refused = Vec::new();
-    for path in all.iter().rev() {
-        match checkpoint::load(path, cfg) {
-            Ok(t) if refused.is_empty() => {
-                tracing::info!(path = %path.display(), version = t.version(), env_steps = t.env_steps(), "resumed");
-                return Ok(t);
-            }
-            Ok(t) => {
-                tracing::warn!(
-                    path = %path.display(),
-                    version = t.version(),
-                    env_steps = t.env_steps(),
-                    refused = refused.len(),
-                    "resumed from an older checkpoint: fell back past {} newer one(s) that did not load",
-                    refused.len()
-                );
-                return Ok(t);
-            }
-            // Only damaged files are passed over. A checkpoint of another env or model, or one that cannot be read
-            // (permissions, I/O), is an error: falling back past it would silently fork the run's history.
-            Err(error @ Error::Checkpoint { .. }) => {
-                tracing::warn!(path = %path.display(), %error, "checkpoint refused; trying an older one");
-                refused.push(error.to_string());
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Err(Error::Checkpoint {
-        path: newest,
-        reason: format!("none of the run's {} checkpoints loads: {}", refused.len(), refused.join("; ")),
-    })
-}
-
 /// How the trainer thread gets its trainer.
 enum Start {
     /// Built before serving (the spaces are known).
@@ -111,27 +57,17 @@ enum Start {
 impl Start {
     /// The trainer and its policy cell; with [`Start::Adopt`], waits for actors' spaces until a trainer can be
     /// built from them (its spec is written to the run directory) or `stop` is cancelled (`None`).
-    fn trainer(
-        self,
-        cfg: &TrainConfig,
-        run: &RunDir,
-        checkpoints: &Checkpointer,
-        resume: bool,
-        stop: &CancellationToken,
-    ) -> Option<(Trainer, Arc<PolicyCell>)> {
+    fn trainer(self, session: &Session, stop: &CancellationToken) -> Option<(Trainer, Arc<PolicyCell>)> {
         let adoptions = match self {
             Start::Ready(trainer, cell) => return Some((*trainer, cell)),
             Start::Adopt(adoptions) => adoptions,
         };
         while !stop.is_cancelled() {
             let Ok(a) = adoptions.recv_timeout(Duration::from_millis(50)) else { continue };
-            let mut cfg = cfg.clone();
+            let mut cfg = session.config().clone();
             cfg.env = cfg.env.with_spaces(&a.observation_space, &a.action_space);
-            let built = cfg.env.spaces().map_err(Error::from).and_then(|_| {
-                let trainer = initial_trainer(&cfg, checkpoints, resume)?;
-                run.write_config(&cfg)?;
-                Ok((PolicyCell::new(trainer.snapshot()?), trainer))
-            });
+            let built =
+                session.adopted_trainer(&cfg).and_then(|trainer| Ok((PolicyCell::new(trainer.snapshot()?), trainer)));
             match built {
                 Ok((cell, trainer)) => {
                     let cell = Arc::new(cell);
@@ -233,87 +169,45 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<LoopOutcome> {
-    let mut run_cfg = cfg.clone();
-    run_cfg.run_name.get_or_insert_with(|| format!("{}-seed{}", cfg.env, cfg.seed));
-    if run_cfg.env.awaits_actor_spaces() && opts.resume {
-        run_cfg.env = RunDir::saved_env(&run_cfg).unwrap_or(run_cfg.env);
-    }
-    let run = RunDir::create(&run_cfg)?;
-    let checkpoints = Checkpointer::new(run.path().join("checkpoints"), cfg.server.keep_checkpoints)?;
-    let run_id = run.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let session = Session::open(&cfg, Mode::Serve, opts.resume, opts.metrics.clone())?;
+    let run_id = session.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let run_info = RunInfo::of(&cfg, run_id);
     let (tx, rx) = crate::queue::rollout_queue(cfg.server.queue_capacity);
     let server_stop = CancellationToken::new();
     let trainer_stop = CancellationToken::new();
     // Either the trainer exists now, or the trainer thread builds it from the first registering actor's spaces.
-    let (service, start) = if run_cfg.env.awaits_actor_spaces() {
+    let (service, start) = if session.config().env.awaits_actor_spaces() {
         tracing::info!(env = %cfg.env, "waiting for the first actor to register: its spaces become the run's");
         let (adopt_tx, adopt_rx) = crossbeam_channel::bounded(1);
         let service = LearnerService::adopting(run_info, adopt_tx, tx, server_stop.clone());
         (service, Start::Adopt(adopt_rx))
     } else {
-        let trainer = initial_trainer(&run_cfg, &checkpoints, opts.resume)?;
-        let (observation_space, action_space) = run_cfg.env.spaces()?;
+        let trainer = session.trainer()?;
+        let (observation_space, action_space) = session.config().env.spaces()?;
         let policies = Arc::new(PolicyCell::new(trainer.snapshot()?));
         let spec = Spec { observation_space, action_space, policies: policies.clone() };
         (LearnerService::new(run_info, spec, tx, server_stop.clone()), Start::Ready(Box::new(trainer), policies))
     };
     let service = Arc::new(service);
     tokio::spawn(evict_idle_actors(service.clone(), cfg.server.actor_idle_seconds, server_stop.clone()));
-    let dashboard = Arc::new(Dashboard::new(DashboardRun::of(&cfg, run.path(), "serve"), opts.metrics.clone()));
-    dashboard.set_actors(service.clone());
+    session.dashboard().set_actors(service.clone());
     if let Some(addr) = &opts.dashboard_addr {
-        crate::dashboard::start(addr, dashboard.clone(), server_stop.clone()).await;
+        crate::dashboard::start(addr, session.dashboard().clone(), server_stop.clone()).await;
     }
 
     // The trainer thread: trains until told to stop, then writes the final checkpoint.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<LoopOutcome>>();
     {
-        let (stop, every, resume) = (trainer_stop.clone(), cfg.server.checkpoint_every, opts.resume);
-        let log_interval = Duration::from_secs_f64(cfg.log_interval_seconds);
+        let stop = trainer_stop.clone();
+        let display = Display::log(Duration::from_secs_f64(cfg.log_interval_seconds));
         std::thread::Builder::new()
             .name("trainer".into())
             .spawn(move || {
-                let Some((mut trainer, cell)) = start.trainer(&run_cfg, &run, &checkpoints, resume, &stop) else {
-                    let _ = done_tx.send(Ok(LoopOutcome::default()));
-                    return;
+                let outcome = match start.trainer(&session, &stop) {
+                    Some((mut trainer, cell)) => session.run(&mut trainer, &rx, &cell, display, &stop),
+                    None => Ok(LoopOutcome::default()),
                 };
-                let csv = match resume {
-                    true => ProgressCsv::resume(run.path(), trainer.version()),
-                    false => ProgressCsv::create(run.path()),
-                };
-                let mut csv = match csv {
-                    Ok(csv) => csv,
-                    Err(e) => {
-                        let _ = done_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let mut live = DashboardSink::new(dashboard, csv.wall_offset());
-                // TensorBoard: a new event file per start; steps and wall seconds continue like progress.csv's.
-                let mut events = crate::run::tensorboard::open(
-                    run_cfg.tensorboard,
-                    run.path(),
-                    trainer.env_steps(),
-                    csv.wall_offset(),
-                );
-                let outputs = LoopOutputs {
-                    sinks: vec![&mut csv, &mut live, &mut events],
-                    display: Display::log(log_interval),
-                    checkpoints: Some((&checkpoints, every)),
-                };
-                let outcome = update_loop::run(&mut trainer, &rx, &cell, outputs, &stop);
-                // A failed final checkpoint is counted and logged, and serve returns it (non-zero exit): the
-                // updates since the last periodic checkpoint are lost, which a clean exit would hide.
-                let saved =
-                    checkpoints.save(&trainer).and_then(|_| run.write_model(&trainer.weights()?)).map_err(|e| {
-                        metrics::counter!(common::metrics::CHECKPOINT_FAILURES).increment(1);
-                        tracing::error!(error = %e, "final checkpoint failed; the newest earlier checkpoint is intact");
-                        Error::Internal(format!(
-                            "final checkpoint failed: {e}; a resume continues from the newest earlier checkpoint"
-                        ))
-                    });
-                let _ = done_tx.send(outcome.and_then(|o| saved.map(|()| o)));
+                let _ = done_tx.send(outcome);
             })
             .map_err(|e| Error::Internal(format!("cannot start trainer thread: {e}")))?;
     }

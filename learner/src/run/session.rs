@@ -1,0 +1,240 @@
+//! One training run, however its rollouts arrive: the run directory, the trainer (fresh, or resumed from the newest
+//! checkpoint that loads), and the update loop with every output: `progress.csv`, the dashboard's history,
+//! TensorBoard, the log or terminal display, periodic and final checkpoints, `model.safetensors` and
+//! `progress.png`. `learner serve` adds only the network in front of it, local `learner train` only its
+//! in-process samplers, so both modes write the same run directory.
+
+use crate::config::TrainConfig;
+use crate::dashboard::{Dashboard, DashboardSink, RunInfo as DashboardRun};
+use crate::error::{Error, Result};
+use crate::queue::QueueReceiver;
+use crate::run::checkpoint::{self, Checkpointer};
+use crate::run::dir::RunDir;
+use crate::run::progress::{Display, ProgressCsv};
+use crate::run::update_loop::{self, LoopOutcome, LoopOutputs};
+use crate::update::trainer::Trainer;
+use common::policy_cell::PolicyCell;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Who feeds the run; decides the run directory's default name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `learner serve`: actors over gRPC. The default name, `<env>-seed<seed>`, is stable, so a restarted learner
+    /// finds its run (and refuses to start over its checkpoints without `--resume`).
+    Serve,
+    /// `learner train`: samplers in the process. The default name is `<env>-seed<seed>-<unix time>`, a new run
+    /// each time; `--resume` continues the newest such run of the env and seed.
+    Local,
+}
+
+impl Mode {
+    /// The dashboard's name for the mode.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Serve => "serve",
+            Mode::Local => "train",
+        }
+    }
+}
+
+/// An open run: its directory and checkpoints, the config it was created with (run name resolved) and its
+/// dashboard.
+pub struct Session {
+    cfg: TrainConfig,
+    run: RunDir,
+    checkpoints: Checkpointer,
+    resume: bool,
+    dashboard: Arc<Dashboard>,
+}
+
+impl Session {
+    /// Creates (or, with `resume`, reopens) the run directory of `cfg` for `mode` and writes the config into it.
+    /// A run whose spaces come from its first actor takes them from the directory's saved config on a resume.
+    pub fn open(
+        cfg: &TrainConfig,
+        mode: Mode,
+        resume: bool,
+        metrics: Option<common::metrics::PrometheusHandle>,
+    ) -> Result<Self> {
+        let mut cfg = cfg.clone();
+        if cfg.run_name.is_none() {
+            cfg.run_name = Some(run_name(&cfg, mode, resume));
+        }
+        if cfg.env.awaits_actor_spaces() && resume {
+            cfg.env = RunDir::saved_env(&cfg).unwrap_or(cfg.env);
+        }
+        let run = RunDir::create(&cfg)?;
+        let checkpoints = Checkpointer::new(run.path().join("checkpoints"), cfg.server.keep_checkpoints)?;
+        let dashboard = Arc::new(Dashboard::new(DashboardRun::of(&cfg, run.path(), mode.name()), metrics));
+        Ok(Self { cfg, run, checkpoints, resume, dashboard })
+    }
+
+    /// The run directory.
+    pub fn path(&self) -> &Path {
+        self.run.path()
+    }
+
+    /// The run's config (its run name resolved).
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// The run's live dashboard (served by the caller, if at all).
+    pub fn dashboard(&self) -> &Arc<Dashboard> {
+        &self.dashboard
+    }
+
+    /// The trainer to start with: the newest checkpoint that loads with `resume`, else a fresh one.
+    pub fn trainer(&self) -> Result<Trainer> {
+        initial_trainer(&self.cfg, &self.checkpoints, self.resume)
+    }
+
+    /// The trainer for the spaces of the first actor that registered (`cfg` is the run's config completed with
+    /// them); the completed config is written to the run directory.
+    pub fn adopted_trainer(&self, cfg: &TrainConfig) -> Result<Trainer> {
+        cfg.env.spaces()?;
+        let trainer = initial_trainer(cfg, &self.checkpoints, self.resume)?;
+        self.run.write_config(cfg)?;
+        Ok(trainer)
+    }
+
+    /// Trains on `rx` until the step budget, the target return, `stop`, or every sender is gone, publishing each
+    /// policy to `cell`; then writes the final checkpoint, `model.safetensors` and `progress.png`. A failed final
+    /// checkpoint is counted, logged and returned (the updates since the last periodic one would be lost, which a
+    /// clean exit would hide); a plot that cannot be drawn is only logged.
+    pub fn run(
+        &self,
+        trainer: &mut Trainer,
+        rx: &QueueReceiver,
+        cell: &PolicyCell,
+        display: Display,
+        stop: &CancellationToken,
+    ) -> Result<LoopOutcome> {
+        let mut csv = match self.resume {
+            true => ProgressCsv::resume(self.path(), trainer.version())?,
+            false => ProgressCsv::create(self.path())?,
+        };
+        let mut live = DashboardSink::new(self.dashboard.clone(), csv.wall_offset());
+        // TensorBoard: a new event file per start; steps and wall seconds continue like progress.csv's.
+        let mut events =
+            crate::run::tensorboard::open(self.cfg.tensorboard, self.path(), trainer.env_steps(), csv.wall_offset());
+        let outputs = LoopOutputs {
+            sinks: vec![&mut csv, &mut live, &mut events],
+            display,
+            checkpoints: Some((&self.checkpoints, self.cfg.server.checkpoint_every)),
+        };
+        let outcome = update_loop::run(trainer, rx, cell, outputs, stop);
+        let saved =
+            self.checkpoints.save(trainer).and_then(|_| self.run.write_model(&trainer.weights()?)).map_err(|e| {
+                metrics::counter!(common::metrics::CHECKPOINT_FAILURES).increment(1);
+                tracing::error!(error = %e, "final checkpoint failed; the newest earlier checkpoint is intact");
+                Error::Internal(format!(
+                    "final checkpoint failed: {e}; a resume continues from the newest earlier checkpoint"
+                ))
+            });
+        if let Err(e) = crate::run::plot::plot_run(self.path()) {
+            tracing::warn!(error = %e, "could not draw progress.png");
+        }
+        outcome.and_then(|o| saved.map(|()| o))
+    }
+}
+
+/// The run directory's name when the config names none (see [`Mode`]).
+pub fn run_name(cfg: &TrainConfig, mode: Mode, resume: bool) -> String {
+    let stable = format!("{}-seed{}", cfg.env, cfg.seed);
+    if mode == Mode::Serve {
+        return stable;
+    }
+    let prefix = format!("{stable}-");
+    let timestamped = |name: &str| name.strip_prefix(&prefix).is_some_and(|t| t.parse::<u64>().is_ok());
+    let newest = resume
+        .then(|| std::fs::read_dir(&cfg.runs_dir).ok())
+        .flatten()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| timestamped(name))
+        .max_by_key(|name| name[prefix.len()..].parse::<u64>().unwrap_or(0));
+    newest.unwrap_or_else(|| format!("{prefix}{}", common::policy::unix_now() as u64))
+}
+
+/// The newest checkpoint of `cfg`'s run that loads, or a fresh trainer; says which in the log. A damaged
+/// checkpoint (corrupt, truncated, holding NaN) is logged and the next older one tried; when checkpoints exist
+/// but none loads, the error names the newest and gives every reason. A checkpoint of another env or model, an
+/// unreadable file, and checkpoints without `resume` are errors.
+pub(crate) fn initial_trainer(cfg: &TrainConfig, checkpoints: &Checkpointer, resume: bool) -> Result<Trainer> {
+    let all = checkpoints.list()?;
+    let Some(newest) = all.last().cloned() else {
+        if resume {
+            tracing::info!(dir = %checkpoints.dir().display(), "no checkpoint to resume from; starting a fresh run");
+        }
+        return Trainer::new(cfg);
+    };
+    if !resume {
+        return Err(Error::Checkpoint {
+            path: newest,
+            reason: "the run directory already has checkpoints; pass --resume to continue it or pick another run"
+                .into(),
+        });
+    }
+    let mut refused = Vec::new();
+    for path in all.iter().rev() {
+        match checkpoint::load(path, cfg) {
+            Ok(t) if refused.is_empty() => {
+                tracing::info!(path = %path.display(), version = t.version(), env_steps = t.env_steps(), "resumed");
+                return Ok(t);
+            }
+            Ok(t) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    version = t.version(),
+                    env_steps = t.env_steps(),
+                    refused = refused.len(),
+                    "resumed from an older checkpoint: fell back past {} newer one(s) that did not load",
+                    refused.len()
+                );
+                return Ok(t);
+            }
+            // Only damaged files are passed over. A checkpoint of another env or model, or one that cannot be read
+            // (permissions, I/O), is an error: falling back past it would silently fork the run's history.
+            Err(error @ Error::Checkpoint { .. }) => {
+                tracing::warn!(path = %path.display(), %error, "checkpoint refused; trying an older one");
+                refused.push(error.to_string());
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(Error::Checkpoint {
+        path: newest,
+        reason: format!("none of the run's {} checkpoints loads: {}", refused.len(), refused.join("; ")),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg(runs: &Path) -> TrainConfig {
+        let mut cfg = TrainConfig::default();
+        cfg.runs_dir = runs.to_path_buf();
+        cfg
+    }
+
+    /// Serve's runs keep one name; local runs get a new one each time, and `--resume` finds the newest.
+    #[test]
+    fn run_names_by_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = cfg(dir.path());
+        assert_eq!(run_name(&cfg, Mode::Serve, false), "CartPole-v1-seed1");
+        let fresh = run_name(&cfg, Mode::Local, false);
+        assert!(fresh.starts_with("CartPole-v1-seed1-"), "{fresh}");
+        for name in ["CartPole-v1-seed1-100", "CartPole-v1-seed1-2000", "CartPole-v1-seed1-x", "CartPole-v1-seed2-9"] {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        }
+        assert_eq!(run_name(&cfg, Mode::Local, true), "CartPole-v1-seed1-2000");
+        assert_ne!(run_name(&cfg, Mode::Local, false), "CartPole-v1-seed1-2000");
+    }
+}
