@@ -7,8 +7,8 @@ use common::policy_cell::PolicyCell;
 use common::rollout::Rollout;
 use learner::config::{ActorsConfig, TrainConfig};
 use learner::run::progress::Display;
-use learner::run::session::{Mode, Session};
 use learner::run::update_loop::LoopOutcome;
+use learner::session::{Mode, Session};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -156,8 +156,7 @@ pub fn train_over_grpc(
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
     let mut cfg = cfg.clone();
-    cfg.run_name =
-        Some(cfg.run_name.clone().unwrap_or_else(|| learner::run::session::run_name(&cfg, Mode::Local, resume)));
+    cfg.run_name = Some(cfg.run_name.clone().unwrap_or_else(|| learner::session::run_name(&cfg, Mode::Local, resume)));
     runtime.block_on(async move {
         let opts = learner::server::ServeOptions {
             dashboard_addr: dashboard.addr.clone(),

@@ -1,4 +1,4 @@
-//! Local `learner train` runs the same session as `learner serve` (`learner::run::session`): its run directory gets
+//! Local `learner train` runs the same session as `learner serve` (`learner::session`): its run directory gets
 //! progress, periodic and final checkpoints, the model and `progress.png`; `--resume` continues the newest
 //! checkpoint, and a run directory that has checkpoints is not started over without it.
 

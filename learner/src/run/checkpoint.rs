@@ -358,9 +358,9 @@ mod tests {
         let truncated = ck.dir().join(format!("{PREFIX}{:012}{SUFFIX}", v + 2));
         std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
 
-        let resumed = crate::run::session::initial_trainer(&cfg, &ck, true).unwrap();
+        let resumed = crate::session::initial_trainer(&cfg, &ck, true).unwrap();
         assert_eq!(resumed.state(), trainer.state());
-        let err = crate::run::session::initial_trainer(&cfg, &ck, false).err().expect("checkpoints without --resume");
+        let err = crate::session::initial_trainer(&cfg, &ck, false).err().expect("checkpoints without --resume");
         assert!(err.to_string().contains("--resume"), "{err}");
 
         // Saving after the fall-back never removes the checkpoint just written, though newer names sort after it.
@@ -371,7 +371,7 @@ mod tests {
         let nan = poisoned_copy(&good, "actor.2.bias", v + 1);
         std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
         std::fs::remove_file(&good).unwrap();
-        let err = crate::run::session::initial_trainer(&cfg, &ck, true).err().expect("nothing loads").to_string();
+        let err = crate::session::initial_trainer(&cfg, &ck, true).err().expect("nothing loads").to_string();
         assert!(err.contains(&truncated.display().to_string()), "{err}");
         assert!(err.contains("non-finite") && err.contains(&nan.display().to_string()), "{err}");
         assert!(err.contains("2 checkpoints"), "{err}");
@@ -387,7 +387,7 @@ mod tests {
         ck.save(&trainer).unwrap();
         let mut bigger = cfg.clone();
         bigger.model.hidden_sizes = vec![32, 32];
-        let err = crate::run::session::initial_trainer(&bigger, &ck, true).err().expect("another model shape");
+        let err = crate::session::initial_trainer(&bigger, &ck, true).err().expect("another model shape");
         assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
         assert!(err.to_string().contains("does not fit"), "{err}");
     }

@@ -5,6 +5,5 @@ pub mod checkpoint;
 pub mod dir;
 pub mod plot;
 pub mod progress;
-pub mod session;
 pub mod tensorboard;
 pub mod update_loop;
