@@ -275,8 +275,10 @@ async fn session(
         env_id: opts.env.clone(),
         observation_space: Some((&probe.observation_space()).into()),
         action_space: Some((&probe.action_space()).into()),
-        num_envs: opts.num_envs.unwrap_or(0) as u32,
+        // Without --num-envs the learner's count, and the old default for a learner that predates the choice.
+        num_envs: opts.num_envs.unwrap_or(DEFAULT_NUM_ENVS) as u32,
         protocol_version: PROTOCOL_VERSION as i32,
+        learner_num_envs: opts.num_envs.is_none(),
     };
     let reg = client
         .register(request)

@@ -126,6 +126,7 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
                     action_space: Some((&common::env::make("CartPole-v1")?.action_space()).into()),
                     num_envs: template.num_envs as u32,
                     protocol_version: common::wire::PROTOCOL_VERSION as i32,
+                    learner_num_envs: false,
                 })
                 .await?
                 .into_inner();

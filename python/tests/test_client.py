@@ -55,7 +55,8 @@ class FakeLearner(pb_grpc.LearnerServicer):
             self.known.add(actor_id)
             num_envs = 0
             if self.num_envs is not None:
-                num_envs = request.num_envs or self.num_envs[min(len(self.registrations), len(self.num_envs)) - 1]
+                own = 0 if request.learner_num_envs else request.num_envs
+                num_envs = own or self.num_envs[min(len(self.registrations), len(self.num_envs)) - 1]
         return pb.RegisterResponse(
             actor_id=actor_id, seed=5, run_id="fake", hidden_sizes=[8], rollout_steps=4, num_envs=num_envs
         )
@@ -244,7 +245,8 @@ def run_until(fake: FakeLearner, port: int, rollouts: int, **opts: Any) -> Actor
 def test_without_a_count_the_actor_steps_the_learners_num_envs(learner: tuple[FakeLearner, int]) -> None:
     fake, port = learner
     run_until(fake, port, 2, num_envs=None)
-    assert fake.registrations[0].num_envs == 0
+    # The flag asks for the learner's count; 8 is what a learner from before the flag, which ignores it, steps.
+    assert fake.registrations[0].learner_num_envs and fake.registrations[0].num_envs == 8
     assert {r.num_envs for r in fake.rollouts} == {3}
     assert all(len(r.rewards) == 4 * 3 * 4 for r in fake.rollouts)
 
@@ -252,6 +254,7 @@ def test_without_a_count_the_actor_steps_the_learners_num_envs(learner: tuple[Fa
 def test_a_count_the_user_gave_is_sent_and_stepped(learner: tuple[FakeLearner, int]) -> None:
     fake, port = learner
     run_until(fake, port, 2, num_envs=5)
+    assert not fake.registrations[0].learner_num_envs
     assert fake.registrations[0].num_envs == 5 and {r.num_envs for r in fake.rollouts} == {5}
 
 
@@ -276,7 +279,7 @@ def test_a_reregistration_with_another_count_rebuilds_the_envs(
     fake.num_envs, fake.forget_after = [3, 2], 2
     with caplog.at_level(logging.INFO, logger="proxima_actor"):
         run_until(fake, port, 5, num_envs=None)
-    assert [r.num_envs for r in fake.registrations] == [0, 0]
+    assert [(r.num_envs, r.learner_num_envs) for r in fake.registrations] == [(8, True), (8, True)]
     counts = [r.num_envs for r in fake.rollouts]
     assert counts[:2] == [3, 3] and set(counts[2:]) == {2}
     assert sum("rebuilding the envs" in m for m in caplog.messages) == 1

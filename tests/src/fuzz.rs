@@ -195,6 +195,7 @@ impl EnvCase {
             action_space: Some((&self.spaces.1).into()),
             num_envs,
             protocol_version: PROTOCOL_VERSION as i32,
+            learner_num_envs: false,
         }
     }
 

@@ -149,6 +149,7 @@ fn register_request() -> pb::RegisterRequest {
         action_space: Some((&env.action_space()).into()),
         num_envs: NUM_ENVS as u32,
         protocol_version: PROTOCOL_VERSION as i32,
+        learner_num_envs: false,
     }
 }
 
@@ -592,6 +593,23 @@ async fn wrong_protocol_version_is_failed_precondition() {
         let server = Server::start(&[]).await;
         protocol_mismatch_case(&server).await;
         GoodActor::connect(server.addr).await.check_accepted_and_trained(&server.run_dir).await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// An actor that leaves the env count to the learner (`learner_num_envs`) is told the config's count whatever its
+/// `num_envs` says (8, for learners from before the flag); without the flag its own count is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_learner_names_the_env_count_when_asked() {
+    bounded(async {
+        let server = Server::start(&[]).await;
+        let mut c = client(server.addr, Some(TOKEN)).await;
+        let asked = pb::RegisterRequest { num_envs: 8, learner_num_envs: true, ..register_request() };
+        let reg = c.register(asked).await.expect("registered").into_inner();
+        assert_eq!(reg.num_envs, NUM_ENVS as u32, "the flag asks for the config's actors.num_envs");
+        let own = pb::RegisterRequest { num_envs: 8, ..register_request() };
+        assert_eq!(c.register(own).await.expect("registered").into_inner().num_envs, 8, "a count of its own is kept");
         server.stop().await;
     })
     .await;

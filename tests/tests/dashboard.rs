@@ -73,7 +73,11 @@ fn the_dashboard_shows_a_distributed_run_in_a_browser() {
     assert_eq!(attribute(&first, "<body", "data-ready").as_deref(), Some("1"), "the page never got its data:\n{first}");
     let steps_1 = number(&first, "id=\"stat-env-steps\"", "data-value");
     let version_1 = number(&first, "id=\"stat-version\"", "data-value");
-    std::thread::sleep(Duration::from_secs(2));
+    // The second load once the run has gone on past what the first one showed.
+    learner.proc.wait_for("an update after the first load", Duration::from_secs(60), |_| {
+        let last = tests::read_progress(&run_dir).last().cloned();
+        last.filter(|r| r.policy_version as f64 > version_1 && r.env_steps as f64 > steps_1)
+    });
     let second = browse(&url, &["--dump-dom"], &profile);
     let after = tests::read_progress(&run_dir).last().cloned().expect("progress rows");
     let metrics_after = scrape(learner.metrics_port).expect("learner metrics");

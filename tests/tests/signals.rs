@@ -3,7 +3,7 @@
 //! an actor to send the rollouts it already has and leave (exit 0 within the 2 s flush).
 
 use std::time::{Duration, Instant};
-use tests::procs::{Learner, free_port, start_actor};
+use tests::procs::{Learner, free_port, samples, scrape, start_actor};
 
 /// The tests of this file run one after another (they would fight over the CPU otherwise).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -33,16 +33,21 @@ fn second_signal_exits_the_learner_at_once() {
     let runs = dir.path().join("runs");
     let mut learner = Learner::start(dir.path(), "learner", &runs, "signals", port, &overrides, false);
     let _actor = start_actor(dir.path(), "actor", port, &["--num-envs", "64", "--rollout-steps", "128"]);
-    learner.proc.wait_for("an update to start", Duration::from_secs(60), |p| {
-        p.log().contains("actor registered").then_some(())
+    // One accepted rollout (8192 steps) is a whole batch: the update starts on it at once and runs for seconds.
+    let metrics_port = learner.metrics_port;
+    learner.proc.wait_for("the first rollout to be accepted", Duration::from_secs(60), |_| {
+        let text = scrape(metrics_port)?;
+        let accepted = samples(&text, "proxima_learner_rollouts_total")
+            .into_iter()
+            .filter(|(labels, _)| labels.contains("outcome=\"accepted\""))
+            .map(|(_, v)| v)
+            .sum::<f64>();
+        (accepted >= 1.0).then_some(())
     });
-    // The first rollout (8192 steps) arrives within a moment of the registration; its update then runs for seconds.
-    std::thread::sleep(Duration::from_millis(1500));
     learner.proc.signal("TERM");
     learner.proc.wait_for("the graceful shutdown to begin", Duration::from_secs(10), |p| {
         p.log().contains("learner shutting down").then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
     assert!(
         learner.proc.exited().is_none(),
         "the learner should still be finishing its update\n{}",

@@ -27,6 +27,7 @@ fn register_with_token() -> tonic::Request<common::wire::pb::RegisterRequest> {
         action_space: Some((&env.action_space()).into()),
         num_envs: 1,
         protocol_version: common::wire::PROTOCOL_VERSION as i32,
+        learner_num_envs: false,
     });
     request.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("metadata"));
     request

@@ -197,11 +197,13 @@ impl LearnerService {
         Ok(())
     }
 
-    /// The envs an actor steps: its request's count, or with 0 the config's `actors.num_envs`. A count other than
-    /// the config's is accepted (the actor's machine may be larger or smaller) with one line saying what its
-    /// rollouts become; the update loop logs the batch that results.
+    /// The envs an actor steps: the config's `actors.num_envs` when the request leaves it to the learner
+    /// (`learner_num_envs`, or a count of 0), else its own count. A count other than the config's is accepted (the
+    /// actor's machine may be larger or smaller) with one line saying what its rollouts become; the update loop
+    /// logs the batch that results.
     fn envs_for(&self, r: &pb::RegisterRequest) -> usize {
-        let (asked, configured) = (r.num_envs as usize, self.run.num_envs);
+        let configured = self.run.num_envs;
+        let asked = if r.learner_num_envs { 0 } else { r.num_envs as usize };
         if asked != 0 && asked != configured {
             tracing::warn!(
                 actor = %r.actor_name,

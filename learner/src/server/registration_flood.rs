@@ -114,6 +114,7 @@ impl Learner {
             action_space: Some((&action_space).into()),
             num_envs: self.cfg.actors.num_envs as u32,
             protocol_version: PROTOCOL_VERSION as i32,
+            learner_num_envs: false,
         }
     }
 

@@ -5,9 +5,10 @@ first policy from ``SubscribePolicy`` before any rollout, latest-wins policy fol
 full jitter between attempts, a new registration when the learner answers ``unknown_actor`` (it restarted or
 dropped a silent actor), and on SIGTERM the rollout in progress is finished and sent before leaving.
 
-The number of envs is the learner's unless the user chose one: the actor registers with ``num_envs = 0`` and
-builds its vector env for the count ``RegisterResponse.num_envs`` names (:data:`DEFAULT_NUM_ENVS` from a learner
-of an earlier release, which names none). The envs live across reconnects; a re-registration that names another
+The number of envs is the learner's unless the user chose one: the actor registers with ``learner_num_envs`` set
+(and ``num_envs`` = :data:`DEFAULT_NUM_ENVS`, what a learner of an earlier release, which ignores the flag, then
+uses) and builds its vector env for the count ``RegisterResponse.num_envs`` names (the default when a learner of an
+earlier release names none). The envs live across reconnects; a re-registration that names another
 count rebuilds them.
 """
 
@@ -189,8 +190,10 @@ class Actor:
             env_id=self.opts.env,
             observation_space=wire.space(self.observation_space),
             action_space=wire.space(self.action_space),
-            num_envs=self.opts.num_envs or 0,
+            # Without --num-envs the learner's count, and the old default for a learner that predates the choice.
+            num_envs=self.opts.num_envs or DEFAULT_NUM_ENVS,
             protocol_version=wire.PROTOCOL_VERSION,
+            learner_num_envs=not self.opts.num_envs,
         )
         try:
             response: pb.RegisterResponse = stub.Register(request, metadata=self.metadata, timeout=10.0)

@@ -65,20 +65,22 @@ class BoxSpace(_message.Message):
     def __init__(self, low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("actor_name", "env_id", "observation_space", "action_space", "num_envs", "protocol_version")
+    __slots__ = ("actor_name", "env_id", "observation_space", "action_space", "num_envs", "protocol_version", "learner_num_envs")
     ACTOR_NAME_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_SPACE_FIELD_NUMBER: _ClassVar[int]
     ACTION_SPACE_FIELD_NUMBER: _ClassVar[int]
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
     actor_name: str
     env_id: str
     observation_space: Space
     action_space: Space
     num_envs: int
     protocol_version: ProtocolVersion
-    def __init__(self, actor_name: _Optional[str] = ..., env_id: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., num_envs: _Optional[int] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ...) -> None: ...
+    learner_num_envs: bool
+    def __init__(self, actor_name: _Optional[str] = ..., env_id: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., num_envs: _Optional[int] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., learner_num_envs: _Optional[bool] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("actor_id", "seed", "run_id", "policy_version", "hidden_sizes", "rollout_steps", "incarnation", "num_envs")
