@@ -149,3 +149,8 @@ fn conform(env_id: &str) {
 fn breakout_matches_the_package() {
     conform("MinAtar/Breakout-v1");
 }
+
+#[test]
+fn asterix_matches_the_package() {
+    conform("MinAtar/Asterix-v1");
+}

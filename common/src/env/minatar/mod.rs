@@ -7,10 +7,12 @@
 //! sticky actions and the game, seeded by `reset(seed=s)` as `RandomState(s)` ([`Env::seed`]). A reset without a
 //! seed continues the stream. An env never seeded starts from `RandomState(0)` (the package draws from the OS).
 
+mod asterix;
 mod breakout;
 mod grid;
 mod rng;
 
+pub use asterix::Asterix;
 pub use breakout::Breakout;
 pub use rng::Mt19937;
 
@@ -171,6 +173,7 @@ mod tests {
     #[test]
     fn observation_spaces_are_uint8_boxes() {
         check_space::<Breakout>();
+        check_space::<Asterix>();
     }
 
     #[test]
