@@ -154,3 +154,8 @@ fn breakout_matches_the_package() {
 fn asterix_matches_the_package() {
     conform("MinAtar/Asterix-v1");
 }
+
+#[test]
+fn freeway_matches_the_package() {
+    conform("MinAtar/Freeway-v1");
+}

@@ -9,11 +9,13 @@
 
 mod asterix;
 mod breakout;
+mod freeway;
 mod grid;
 mod rng;
 
 pub use asterix::Asterix;
 pub use breakout::Breakout;
+pub use freeway::Freeway;
 pub use rng::Mt19937;
 
 use rand_chacha::ChaCha8Rng;
@@ -174,6 +176,7 @@ mod tests {
     fn observation_spaces_are_uint8_boxes() {
         check_space::<Breakout>();
         check_space::<Asterix>();
+        check_space::<Freeway>();
     }
 
     #[test]
