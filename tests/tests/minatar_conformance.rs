@@ -159,3 +159,8 @@ fn asterix_matches_the_package() {
 fn freeway_matches_the_package() {
     conform("MinAtar/Freeway-v1");
 }
+
+#[test]
+fn space_invaders_matches_the_package() {
+    conform("MinAtar/SpaceInvaders-v1");
+}

@@ -1,7 +1,7 @@
 //! Environments by gymnasium id, with the step limits and reward thresholds gymnasium (or, for MinAtar, the
 //! `minatar` package's `register_envs`) registers for them.
 
-use super::minatar::{Asterix, Breakout, Freeway, MinAtar};
+use super::minatar::{Asterix, Breakout, Freeway, MinAtar, SpaceInvaders};
 use super::{
     Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, NO_TIME_LIMIT, Pendulum, TimeLimit,
 };
@@ -23,7 +23,7 @@ struct Entry {
     build: fn() -> Box<dyn Dynamics>,
 }
 
-const REGISTRY: [Entry; 8] = [
+const REGISTRY: [Entry; 9] = [
     Entry {
         spec: EnvSpec { id: "CartPole-v1", max_episode_steps: 500, reward_threshold: Some(475.0) },
         build: || Box::new(CartPole::default()),
@@ -56,6 +56,10 @@ const REGISTRY: [Entry; 8] = [
     Entry {
         spec: EnvSpec { id: "MinAtar/Freeway-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
         build: || Box::new(MinAtar::<Freeway>::default()),
+    },
+    Entry {
+        spec: EnvSpec { id: "MinAtar/SpaceInvaders-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
+        build: || Box::new(MinAtar::<SpaceInvaders>::default()),
     },
 ];
 
@@ -107,7 +111,7 @@ mod tests {
         assert_eq!(
             msg,
             "unknown env id \"CartPole-v9\"; known ids: CartPole-v1, Acrobot-v1, MountainCar-v0, \
-             MountainCarContinuous-v0, Pendulum-v1, MinAtar/Breakout-v1, MinAtar/Asterix-v1, MinAtar/Freeway-v1"
+             MountainCarContinuous-v0, Pendulum-v1, MinAtar/Breakout-v1, MinAtar/Asterix-v1, MinAtar/Freeway-v1, MinAtar/SpaceInvaders-v1"
         );
         assert!(spec("").is_err() && make_dynamics("pendulum-v1").is_err());
     }

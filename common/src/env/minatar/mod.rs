@@ -12,11 +12,13 @@ mod breakout;
 mod freeway;
 mod grid;
 mod rng;
+mod space_invaders;
 
 pub use asterix::Asterix;
 pub use breakout::Breakout;
 pub use freeway::Freeway;
 pub use rng::Mt19937;
+pub use space_invaders::SpaceInvaders;
 
 use rand_chacha::ChaCha8Rng;
 
@@ -177,6 +179,7 @@ mod tests {
         check_space::<Breakout>();
         check_space::<Asterix>();
         check_space::<Freeway>();
+        check_space::<SpaceInvaders>();
     }
 
     #[test]
