@@ -164,3 +164,8 @@ fn freeway_matches_the_package() {
 fn space_invaders_matches_the_package() {
     conform("MinAtar/SpaceInvaders-v1");
 }
+
+#[test]
+fn seaquest_matches_the_package() {
+    conform("MinAtar/Seaquest-v1");
+}

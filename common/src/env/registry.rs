@@ -1,7 +1,7 @@
 //! Environments by gymnasium id, with the step limits and reward thresholds gymnasium (or, for MinAtar, the
 //! `minatar` package's `register_envs`) registers for them.
 
-use super::minatar::{Asterix, Breakout, Freeway, MinAtar, SpaceInvaders};
+use super::minatar::{Asterix, Breakout, Freeway, MinAtar, Seaquest, SpaceInvaders};
 use super::{
     Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, NO_TIME_LIMIT, Pendulum, TimeLimit,
 };
@@ -23,7 +23,7 @@ struct Entry {
     build: fn() -> Box<dyn Dynamics>,
 }
 
-const REGISTRY: [Entry; 9] = [
+const REGISTRY: [Entry; 10] = [
     Entry {
         spec: EnvSpec { id: "CartPole-v1", max_episode_steps: 500, reward_threshold: Some(475.0) },
         build: || Box::new(CartPole::default()),
@@ -60,6 +60,10 @@ const REGISTRY: [Entry; 9] = [
     Entry {
         spec: EnvSpec { id: "MinAtar/SpaceInvaders-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
         build: || Box::new(MinAtar::<SpaceInvaders>::default()),
+    },
+    Entry {
+        spec: EnvSpec { id: "MinAtar/Seaquest-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
+        build: || Box::new(MinAtar::<Seaquest>::default()),
     },
 ];
 
@@ -111,7 +115,8 @@ mod tests {
         assert_eq!(
             msg,
             "unknown env id \"CartPole-v9\"; known ids: CartPole-v1, Acrobot-v1, MountainCar-v0, \
-             MountainCarContinuous-v0, Pendulum-v1, MinAtar/Breakout-v1, MinAtar/Asterix-v1, MinAtar/Freeway-v1, MinAtar/SpaceInvaders-v1"
+             MountainCarContinuous-v0, Pendulum-v1, MinAtar/Breakout-v1, MinAtar/Asterix-v1, \
+             MinAtar/Freeway-v1, MinAtar/SpaceInvaders-v1, MinAtar/Seaquest-v1"
         );
         assert!(spec("").is_err() && make_dynamics("pendulum-v1").is_err());
     }

@@ -12,12 +12,14 @@ mod breakout;
 mod freeway;
 mod grid;
 mod rng;
+mod seaquest;
 mod space_invaders;
 
 pub use asterix::Asterix;
 pub use breakout::Breakout;
 pub use freeway::Freeway;
 pub use rng::Mt19937;
+pub use seaquest::Seaquest;
 pub use space_invaders::SpaceInvaders;
 
 use rand_chacha::ChaCha8Rng;
@@ -180,6 +182,7 @@ mod tests {
         check_space::<Asterix>();
         check_space::<Freeway>();
         check_space::<SpaceInvaders>();
+        check_space::<Seaquest>();
     }
 
     #[test]
