@@ -51,7 +51,7 @@ pub(super) enum Action {
 pub(super) trait Game: Default + Send + 'static {
     /// Gymnasium id.
     const ID: &'static str;
-    /// Observation channels, at most [`MAX_CHANNELS`].
+    /// Observation channels: 4, 6, 7 or [`MAX_CHANNELS`].
     const CHANNELS: usize;
     /// The minimal action set: gym action `i` plays `ACTIONS[i]`.
     const ACTIONS: &'static [Action];
@@ -89,7 +89,13 @@ impl<G: Game> MinAtar<G> {
     fn write(&self, obs: &mut [f32]) {
         let mut channels = [Grid::default(); MAX_CHANNELS];
         self.game.channels(&mut channels);
-        grid::write_observation(&channels[..G::CHANNELS], obs);
+        // A constant depth per game, so the index arithmetic is by a constant.
+        match G::CHANNELS {
+            4 => grid::write_observation::<4>(&channels, obs),
+            6 => grid::write_observation::<6>(&channels, obs),
+            7 => grid::write_observation::<7>(&channels, obs),
+            _ => grid::write_observation::<MAX_CHANNELS>(&channels, obs),
+        }
     }
 }
 
@@ -119,7 +125,8 @@ impl<G: Game> Env for MinAtar<G> {
 
     fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Transition {
         let chosen = match action {
-            [a] if a.fract() == 0.0 && *a >= 0.0 => G::ACTIONS.get(*a as usize).copied(),
+            // A whole number (`as` saturates, and NaN becomes 0, which the comparison then refuses).
+            [a] if (*a as usize) as f32 == *a => G::ACTIONS.get(*a as usize).copied(),
             _ => None,
         };
         let Some(mut action) = chosen else {
