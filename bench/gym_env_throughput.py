@@ -6,7 +6,8 @@ of bench/run.py's ``env`` workload (proxima's side is
 
 * ``env = gym.make(ENV)``: the registered env with its default wrappers
   (TimeLimit, OrderEnforcing, PassiveEnvChecker), as a user gets it; proxima's
-  envs also enforce the time limit.
+  envs also enforce the time limit. ``MinAtar/<Game>-v1`` ids are registered
+  first with ``minatar.gym.register_envs()`` (needs the ``minatar`` package).
 * ``env.reset(seed=0)``; then N random actions are drawn with
   ``env.action_space.sample()`` (action space seeded with 0) BEFORE the
   clock starts, as proxima's side pre-generates its actions.
@@ -40,6 +41,10 @@ def main() -> int:
     if args.steps <= 0:
         p.error("--steps must be positive")
 
+    if args.env.startswith("MinAtar/"):
+        from minatar.gym import register_envs
+
+        register_envs()
     env = gym.make(args.env)
     env.reset(seed=0)
     env.action_space.seed(0)

