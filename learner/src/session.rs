@@ -143,7 +143,8 @@ impl Session {
 
 /// The run directory's name when the config names none (see [`Mode`]).
 pub fn run_name(cfg: &TrainConfig, mode: Mode, resume: bool) -> String {
-    let stable = format!("{}-seed{}", cfg.env, cfg.seed);
+    // One directory level per run: `MinAtar/Breakout-v1` becomes `MinAtar-Breakout-v1`.
+    let stable = format!("{}-seed{}", cfg.env.id.replace('/', "-"), cfg.seed);
     if mode == Mode::Serve {
         return stable;
     }
@@ -236,5 +237,7 @@ mod tests {
         }
         assert_eq!(run_name(&cfg, Mode::Local, true), "CartPole-v1-seed1-2000");
         assert_ne!(run_name(&cfg, Mode::Local, false), "CartPole-v1-seed1-2000");
+        let minatar = TrainConfig { env: crate::config::EnvConfig::builtin("MinAtar/Breakout-v1"), ..cfg };
+        assert_eq!(run_name(&minatar, Mode::Serve, false), "MinAtar-Breakout-v1-seed1");
     }
 }

@@ -344,6 +344,30 @@ fn multi_discrete_actions_train_through_a_python_actor() {
     assert!(last.mean_return.is_some_and(|m| m >= 17.0), "the dials were not learned: {last:?}");
 }
 
+/// MinAtar runs in both languages: a learner of the built-in `MinAtar/Breakout-v1` (Rust) takes a Python actor of
+/// the `minatar` package's game (registered by `proxima-actor` for `MinAtar/*` ids): the spaces agree (a bool Box
+/// travels as uint8 10x10x4), its image rollouts are accepted and trained on, nothing is rejected.
+#[test]
+fn a_python_actor_runs_minatar_for_a_rust_learner() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("breakout.toml");
+    let text = "env = \"MinAtar/Breakout-v1\"\ntotal_steps = 8192\n[actors]\nnum_envs = 8\nrollout_steps = 128\n";
+    std::fs::write(&config, text).expect("write the config");
+    let runs = dir.path().join("runs");
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "breakout", port, &[]);
+    let _actor = python_actor(dir.path(), "py-breakout", port, "MinAtar/Breakout-v1", None);
+    let (metrics_port, mut metrics) = (learner.metrics_port, None);
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
+    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
+    let m = metrics.expect("learner metrics");
+    assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
+    let last = tests::read_progress(&learner.run_dir).last().cloned().expect("progress rows");
+    println!("[minatar] Python Breakout actor: {} env steps trained, policy v{}", last.env_steps, last.policy_version);
+    assert!(last.env_steps >= 8192, "{last:?}");
+}
+
 /// uint8 image observations end to end (`python/tests/quadrant.py`: a 6x6x1 image with one lit 3x3 quadrant in
 /// noise; +1 for naming the lit quadrant, 16 steps an episode): the Python actor sends the images as bytes (a
 /// rollout's observations are 1 byte per value: the learner's received bytes stay below what f32 images alone

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from .client import Actor, ActorOptions, Refused, _host_name, stop_on_signals
 from .evaluate import evaluate, render
@@ -42,8 +43,31 @@ def _positive(s: str) -> int:
     return n
 
 
+class WideSeeds(gym.Wrapper[Any, Any, Any, Any]):
+    """A MinAtar game that takes any 64-bit seed, as the learner hands them out and as the Rust games take them: the
+    package seeds ``RandomState(seed)``, which refuses seeds of 2**32 and above; those seed
+    ``RandomState([low 32 bits, high 32 bits])`` here, as the Rust games do."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if seed is not None and seed >= 2**32:
+            self.env.unwrapped.seed(np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32))  # type: ignore[attr-defined]
+            seed = None
+        return self.env.reset(seed=seed, options=options)
+
+
+def make_minatar(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
+    """The ``minatar`` package's game ``env_id`` (``pip install minatar``), its ids registered on first use, taking
+    any 64-bit seed (:class:`WideSeeds`)."""
+    if env_id not in gym.registry:
+        from minatar.gym import register_envs
+
+        register_envs()
+    return WideSeeds(gym.make(env_id, **kwargs))
+
+
 def env_factory(env_id: str, make: str | None, env_kwargs: str | None, **extra: Any) -> EnvFactory:
-    """``gymnasium.make(env_id, **kwargs)``, or ``module:function(**kwargs)`` for an env that is not registered."""
+    """``gymnasium.make(env_id, **kwargs)``, or ``module:function(**kwargs)`` for an env that is not registered;
+    ``MinAtar/*`` ids through :func:`make_minatar`."""
     kwargs: dict[str, Any] = json.loads(env_kwargs) if env_kwargs else {}
     if not isinstance(kwargs, dict):
         raise ValueError("--env-kwargs must be a JSON object")
@@ -54,6 +78,8 @@ def env_factory(env_id: str, make: str | None, env_kwargs: str | None, **extra: 
             raise ValueError(f"--make {make!r}: expected module:function")
         fn = getattr(importlib.import_module(module), name)
         return functools.partial(fn, **kwargs)
+    if env_id.startswith("MinAtar/"):
+        return functools.partial(make_minatar, env_id, **kwargs)
     return functools.partial(gym.make, env_id, **kwargs)
 
 
