@@ -219,9 +219,7 @@ mod tests {
     use super::*;
 
     fn cfg(runs: &Path) -> TrainConfig {
-        let mut cfg = TrainConfig::default();
-        cfg.runs_dir = runs.to_path_buf();
-        cfg
+        TrainConfig { runs_dir: runs.to_path_buf(), ..TrainConfig::default() }
     }
 
     /// Serve's runs keep one name; local runs get a new one each time, and `--resume` finds the newest.
