@@ -1,7 +1,7 @@
 //! The sampler: runs the vectorised env and batched policy inference, producing one [`Rollout`] at a time.
 
 use crate::Error;
-use common::env::{EnvFactory, Space, VecEnv};
+use common::env::{Dtype, EnvFactory, Space, VecEnv};
 use common::ids::{ActorId, PolicyVersion};
 use common::model::ModelSpec;
 use common::obs::ObsBuf;
@@ -49,6 +49,8 @@ pub struct Sampler {
     cfg: SamplerConfig,
     out: ActOutput,
     env_actions: Vec<f32>,
+    /// The observation space's dtype, which the rollouts keep (read once: a space carries its bounds).
+    obs_dtype: Dtype,
 }
 
 impl Sampler {
@@ -60,8 +62,10 @@ impl Sampler {
 
     /// `cfg.num_envs` envs built by `factory` (a user's env), seeded as [`Sampler::new`] does.
     pub fn from_factory(factory: &EnvFactory, cfg: &SamplerConfig, seed: u64) -> Result<Self, Error> {
+        let env = VecEnv::from_factory(factory, cfg.num_envs, common::seed::derive(seed, "env", 0))?;
         Ok(Self {
-            env: VecEnv::from_factory(factory, cfg.num_envs, common::seed::derive(seed, "env", 0))?,
+            obs_dtype: env.observation_space().dtype(),
+            env,
             rng: ChaCha8Rng::seed_from_u64(common::seed::derive(seed, "action", 0)),
             cfg: cfg.clone(),
             out: ActOutput::default(),
@@ -90,7 +94,7 @@ impl Sampler {
         let (t_max, n, d) = (self.cfg.rollout_steps, self.env.num_envs(), self.env.obs_dim());
         let space = self.env.action_space();
         let a = space.flat_dim();
-        let dtype = self.env.observation_space().dtype();
+        let dtype = self.obs_dtype;
         let mut r = Rollout {
             policy_version: PolicyVersion(policy.version()),
             num_steps: t_max,

@@ -253,14 +253,20 @@ fn train_with_a_python_actor(dir: &Path, config: &str, env: &str, steps: u64) ->
     let runs = dir.join("runs");
     let budget = ["--total-steps".to_string(), steps.to_string()];
     let mut learner = Learner::with_config(dir, "learner", &config, &runs, "python", port, &budget);
-    let metrics_port = learner.metrics_port;
     let _actor = python_actor(dir, "py-actor", port, env, None);
-    let mut metrics = None;
+    finish_without_rejections(&mut learner);
+    learner
+}
+
+/// Waits until the learner ends its run, checks that it exited cleanly and rejected nothing; returns its last
+/// metrics.
+fn finish_without_rejections(learner: &mut Learner) -> String {
+    let (metrics_port, mut metrics) = (learner.metrics_port, None);
     let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
     assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
     let m = metrics.expect("learner metrics");
     assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
-    learner
+    m
 }
 
 /// `python/tests/user_actor.py`: a Python actor for one of its test envs (`corridor`, `reach`, `mismatch`), started
@@ -358,11 +364,7 @@ fn a_python_actor_runs_minatar_for_a_rust_learner() {
     let runs = dir.path().join("runs");
     let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "breakout", port, &[]);
     let _actor = python_actor(dir.path(), "py-breakout", port, "MinAtar/Breakout-v1", None);
-    let (metrics_port, mut metrics) = (learner.metrics_port, None);
-    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
-    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
-    let m = metrics.expect("learner metrics");
-    assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
+    finish_without_rejections(&mut learner);
     let last = tests::read_progress(&learner.run_dir).last().cloned().expect("progress rows");
     println!("[minatar] Python Breakout actor: {} env steps trained, policy v{}", last.env_steps, last.policy_version);
     assert!(last.env_steps >= 8192, "{last:?}");
@@ -384,11 +386,7 @@ fn image_observations_train_through_a_python_actor() {
     let runs = dir.path().join("runs");
     let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "quadrant", port, &[]);
     let _actor = user_actor(dir.path(), "quadrant", port, "py-quadrant", &["policy_wait_ms=60000"]);
-    let (metrics_port, mut metrics) = (learner.metrics_port, None);
-    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
-    assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
-    let m = metrics.expect("learner metrics");
-    assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
+    let m = finish_without_rejections(&mut learner);
     let (received, steps) =
         (total(&m, "proxima_learner_received_bytes_total"), total(&m, "proxima_learner_env_steps_total"));
     assert!(steps > 0.0, "no steps counted:\n{m}");
