@@ -10,6 +10,7 @@
 
 use common::env::Space;
 use common::model::ModelSpec;
+use common::net::Trace;
 use learner::config::{BackendKind, Objective, TrainConfig};
 use learner::update::ppo::{EpochPlan, HostBatch, LossCoefs};
 use rand::{Rng, SeedableRng};
@@ -165,7 +166,9 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     // The floor: forward and backward of both nets over the same minibatches, on one thread.
     let params = model.params()?;
     let mut grads = vec![0.0f32; params.len()];
-    let (mut outs, mut scratch, mut d_out) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut trace, mut scratch, mut d_out) = (Trace::default(), Vec::new(), Vec::new());
+    let (actor_tower, critic_tower) =
+        dense.separate().ok_or_else(|| anyhow::anyhow!("the floor is measured for separate trunks"))?;
     let started = Instant::now();
     let mut floor_samples = 0;
     loop {
@@ -173,11 +176,11 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
             for rows in batch.obs.chunks(args.minibatch * obs_dim) {
                 let (actor, critic) = dense.split(&params);
                 let (actor_grads, critic_grads) = dense.split_mut(&mut grads);
-                for (net, p, g) in [(dense.actor(), actor, actor_grads), (dense.critic(), critic, critic_grads)] {
-                    net.forward(p, rows, rows.len() / obs_dim, &mut outs);
+                for (net, p, g) in [(actor_tower, actor, actor_grads), (critic_tower, critic, critic_grads)] {
+                    net.forward(p, rows, rows.len() / obs_dim, &mut trace);
                     d_out.clear();
-                    d_out.extend_from_slice(outs.last().map_or(&[][..], Vec::as_slice));
-                    net.backward(p, rows, &outs, &mut d_out, g, &mut scratch);
+                    d_out.extend_from_slice(trace.output());
+                    net.backward(p, rows, &mut trace, &mut d_out, g, &mut scratch, false);
                 }
             }
             floor_samples += n;

@@ -15,11 +15,17 @@ pub const ACTIVATION_KEY: &str = "activation";
 /// The spec format this build reads and writes.
 pub const SPEC_FORMAT: u32 = 1;
 
-/// The config's `[model]` table: what a user chooses; [`ModelSpec::resolve`] adds what the env decides.
+/// The config's `[model]` table: what a user chooses; [`ModelSpec::resolve`] adds what the env decides. In TOML,
+/// `preset = "nature_cnn"` (or `"minatar_cnn"`) stands for its [`Preset`]'s `conv`, `hidden_sizes` and `activation`,
+/// which the table then may not set itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, try_from = "ModelTable")]
 pub struct ModelConfig {
-    /// Hidden layer widths of both MLPs.
+    /// Convolution layers before the MLP, for image observations (empty: the MLP takes the flat observation).
+    pub conv: Vec<ConvLayer>,
+    /// Where an image's channel axis is.
+    pub image_layout: LayoutChoice,
+    /// Hidden layer widths of the MLP (after the convolutions, if any).
     pub hidden_sizes: Vec<usize>,
     /// Initial value of the Gaussian policy's state-independent log-std.
     pub init_log_std: f64,
@@ -35,12 +41,168 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
+            conv: Vec::new(),
+            image_layout: LayoutChoice::Auto,
             hidden_sizes: vec![64, 64],
             init_log_std: 0.0,
             activation: Activation::Tanh,
             ortho_init: true,
             shared_trunk: false,
         }
+    }
+}
+
+/// The `[model]` table as written: [`ModelConfig`] with an optional preset that stands for some of its fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelTable {
+    preset: Option<Preset>,
+    conv: Option<Vec<ConvLayer>>,
+    image_layout: Option<LayoutChoice>,
+    hidden_sizes: Option<Vec<usize>>,
+    init_log_std: Option<f64>,
+    activation: Option<Activation>,
+    ortho_init: Option<bool>,
+    shared_trunk: Option<bool>,
+}
+
+impl TryFrom<ModelTable> for ModelConfig {
+    type Error = String;
+
+    fn try_from(t: ModelTable) -> Result<Self, String> {
+        let d = ModelConfig::default();
+        let (conv, hidden_sizes, activation) = match t.preset {
+            None => (
+                t.conv.unwrap_or(d.conv),
+                t.hidden_sizes.unwrap_or(d.hidden_sizes),
+                t.activation.unwrap_or(d.activation),
+            ),
+            Some(preset) => {
+                if t.conv.is_some() || t.hidden_sizes.is_some() || t.activation.is_some() {
+                    return Err(format!(
+                        "preset = \"{}\" sets conv, hidden_sizes and activation; set them without the preset instead",
+                        preset.name()
+                    ));
+                }
+                preset.layers()
+            }
+        };
+        Ok(Self {
+            conv,
+            image_layout: t.image_layout.unwrap_or(d.image_layout),
+            hidden_sizes,
+            init_log_std: t.init_log_std.unwrap_or(d.init_log_std),
+            activation,
+            ortho_init: t.ortho_init.unwrap_or(d.ortho_init),
+            shared_trunk: t.shared_trunk.unwrap_or(d.shared_trunk),
+        })
+    }
+}
+
+/// Published image networks, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The DQN Nature paper's network as CleanRL's `ppo_atari.py` has it: 32x8/4, 64x4/2, 64x3/1 convolutions, then
+    /// 512 units, ReLU.
+    NatureCnn,
+    /// The MinAtar paper's network: 16x3/1 convolution, then 128 units, ReLU.
+    MinatarCnn,
+}
+
+impl Preset {
+    /// Its name in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::NatureCnn => "nature_cnn",
+            Preset::MinatarCnn => "minatar_cnn",
+        }
+    }
+
+    /// The convolutions, hidden sizes and activation it stands for.
+    pub fn layers(self) -> (Vec<ConvLayer>, Vec<usize>, Activation) {
+        let conv = |out_channels, kernel, stride| ConvLayer { out_channels, kernel, stride };
+        match self {
+            Preset::NatureCnn => (vec![conv(32, 8, 4), conv(64, 4, 2), conv(64, 3, 1)], vec![512], Activation::Relu),
+            Preset::MinatarCnn => (vec![conv(16, 3, 1)], vec![128], Activation::Relu),
+        }
+    }
+}
+
+/// One convolution: `out_channels` filters of `kernel`x`kernel`, moved by `stride`, no padding (PyTorch's
+/// `Conv2d(in, out_channels, kernel, stride)`), followed by the activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvLayer {
+    /// Filters, the output's channels.
+    pub out_channels: usize,
+    /// Side of the square filter.
+    pub kernel: usize,
+    /// Step between filter positions, both axes.
+    pub stride: usize,
+}
+
+impl ConvLayer {
+    /// Output side for an input side of `n` (`None` when the filter does not fit).
+    pub fn out_side(&self, n: usize) -> Option<usize> {
+        (self.stride > 0 && n >= self.kernel).then(|| (n - self.kernel) / self.stride + 1)
+    }
+}
+
+/// Where an image observation keeps its channels, as the config chooses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayoutChoice {
+    /// Read from the shape: channels last (`(H, W, C)`, gymnasium's and MinAtar's images) unless the first axis is
+    /// shorter than the last (`(C, H, W)`, e.g. 4 stacked 84x84 frames).
+    #[default]
+    Auto,
+    /// `(H, W, C)`.
+    Hwc,
+    /// `(C, H, W)`.
+    Chw,
+}
+
+/// Where an image observation keeps its channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageLayout {
+    /// `(H, W, C)`: the network permutes it to PyTorch's `(C, H, W)` first.
+    Hwc,
+    /// `(C, H, W)`, PyTorch's own.
+    Chw,
+}
+
+impl ImageLayout {
+    /// Its name in specs and configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageLayout::Hwc => "hwc",
+            ImageLayout::Chw => "chw",
+        }
+    }
+}
+
+/// An image's channels, height and width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageDims {
+    /// Channels.
+    pub c: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
+impl ImageDims {
+    /// Values in the image.
+    pub fn len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// True for an empty image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -81,6 +243,42 @@ pub enum Encoder {
         /// The activation after each hidden layer.
         activation: Activation,
     },
+    /// Convolutions over the image (in `(C, H, W)` order, after permuting an `hwc` observation), each followed by
+    /// `activation`, flattened in `(C, H, W)` order, then the linear layers of `hidden_sizes`.
+    Conv {
+        /// The convolutions, input first.
+        layers: Vec<ConvLayer>,
+        /// Where the observation keeps its channels.
+        layout: ImageLayout,
+        /// Widths of the hidden linear layers after the flatten.
+        hidden_sizes: Vec<usize>,
+        /// The activation after each convolution and hidden layer.
+        activation: Activation,
+    },
+}
+
+impl Encoder {
+    /// The hidden linear layers' widths.
+    pub fn hidden_sizes(&self) -> &[usize] {
+        match self {
+            Encoder::Mlp { hidden_sizes, .. } | Encoder::Conv { hidden_sizes, .. } => hidden_sizes,
+        }
+    }
+
+    /// The activation after every hidden layer.
+    pub fn activation(&self) -> Activation {
+        match self {
+            Encoder::Mlp { activation, .. } | Encoder::Conv { activation, .. } => *activation,
+        }
+    }
+
+    /// The convolutions (none for an MLP).
+    pub fn conv_layers(&self) -> &[ConvLayer] {
+        match self {
+            Encoder::Mlp { .. } => &[],
+            Encoder::Conv { layers, .. } => layers,
+        }
+    }
 }
 
 /// What carries state between steps (after the encoder, before the heads).
@@ -154,8 +352,8 @@ impl Head {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InitSpec {
-    /// Orthogonal weights (gain √2 hidden, 0.01 policy head, 1 value head) and zero biases; `false`: PyTorch's
-    /// `Linear` default.
+    /// Orthogonal weights (gain √2 hidden, 0.01 policy head, 1 value head; a convolution's weight as the matrix
+    /// `[out, in·k·k]`) and zero biases; `false`: PyTorch's `Linear` and `Conv2d` default (uniform in ±1/√fan_in).
     pub orthogonal: bool,
     /// The Gaussian head's initial log-std.
     pub log_std: f64,
@@ -241,12 +439,26 @@ impl ModelSpec {
 
     /// The spec `cfg` describes on these spaces, not yet validated.
     fn of(cfg: &ModelConfig, obs_space: &Space, action_space: &Space) -> Self {
+        let obs_shape = obs_space.shape();
+        let (hidden_sizes, activation) = (cfg.hidden_sizes.clone(), cfg.activation);
+        let encoder = match cfg.conv.is_empty() {
+            true => Encoder::Mlp { hidden_sizes, activation },
+            false => {
+                let layout = match (cfg.image_layout, obs_shape.as_slice()) {
+                    (LayoutChoice::Hwc, _) => ImageLayout::Hwc,
+                    (LayoutChoice::Chw, _) => ImageLayout::Chw,
+                    (LayoutChoice::Auto, [first, _, last]) if first < last => ImageLayout::Chw,
+                    (LayoutChoice::Auto, _) => ImageLayout::Hwc,
+                };
+                Encoder::Conv { layers: cfg.conv.clone(), layout, hidden_sizes, activation }
+            }
+        };
         Self {
             format: SPEC_FORMAT,
             obs_dim: obs_space.flat_dim(),
-            obs_shape: obs_space.shape(),
+            obs_shape,
             obs_dtype: obs_space.dtype(),
-            encoder: Encoder::Mlp { hidden_sizes: cfg.hidden_sizes.clone(), activation: cfg.activation },
+            encoder,
             core: Core::None,
             head: Head::for_space(action_space),
             shared_trunk: cfg.shared_trunk,
@@ -269,9 +481,18 @@ impl ModelSpec {
                 &format!("{:?} does not hold obs_dim = {} values", self.obs_shape, self.obs_dim),
             );
         }
-        let Encoder::Mlp { hidden_sizes, .. } = &self.encoder;
+        let hidden_sizes = self.encoder.hidden_sizes();
         if hidden_sizes.is_empty() || hidden_sizes.contains(&0) {
             return invalid("encoder.hidden_sizes", "needs at least one layer, every width at least 1");
+        }
+        if let Encoder::Conv { layers, .. } = &self.encoder {
+            if layers.is_empty() {
+                return invalid("encoder.layers", "needs at least one convolution");
+            }
+            if layers.iter().any(|l| l.out_channels == 0 || l.kernel == 0 || l.stride == 0) {
+                return invalid("encoder.layers", "out_channels, kernel and stride must each be at least 1");
+            }
+            self.conv_dims()?;
         }
         match &self.head {
             Head::Categorical { n } if *n == 0 => invalid("head.n", "must be at least 1"),
@@ -309,31 +530,77 @@ impl ModelSpec {
 
     /// The hidden activation of the encoder.
     pub fn activation(&self) -> Activation {
-        let Encoder::Mlp { activation, .. } = &self.encoder;
-        *activation
+        self.encoder.activation()
     }
 
-    /// The encoder's hidden layer widths.
+    /// The encoder's hidden linear layer widths.
     pub fn hidden_sizes(&self) -> &[usize] {
-        let Encoder::Mlp { hidden_sizes, .. } = &self.encoder;
-        hidden_sizes
+        self.encoder.hidden_sizes()
+    }
+
+    /// The image a conv encoder takes (`(H, W)` observations have one channel) and each convolution's output, in
+    /// order; empty for an MLP encoder. Fails when the observation is not an image or a filter does not fit.
+    pub fn conv_dims(&self) -> Result<Vec<ImageDims>, SpecError> {
+        let Encoder::Conv { layers, layout, .. } = &self.encoder else {
+            return Ok(Vec::new());
+        };
+        let input = match (self.obs_shape.as_slice(), layout) {
+            ([h, w], _) => ImageDims { c: 1, h: *h, w: *w },
+            ([h, w, c], ImageLayout::Hwc) | ([c, h, w], ImageLayout::Chw) => ImageDims { c: *c, h: *h, w: *w },
+            (shape, _) => {
+                return Err(SpecError::Invalid {
+                    field: "obs_shape",
+                    reason: format!("a conv encoder takes images of 2 or 3 axes, not {shape:?}"),
+                });
+            }
+        };
+        let mut dims = vec![input];
+        for (i, layer) in layers.iter().enumerate() {
+            let last = dims[dims.len() - 1];
+            let (Some(h), Some(w)) = (layer.out_side(last.h), layer.out_side(last.w)) else {
+                return Err(SpecError::Invalid {
+                    field: "encoder.layers",
+                    reason: format!(
+                        "convolution {i} ({}x{} filter) does not fit its {}x{} input",
+                        layer.kernel, layer.kernel, last.h, last.w
+                    ),
+                });
+            };
+            dims.push(ImageDims { c: layer.out_channels, h, w });
+        }
+        Ok(dims)
     }
 
     /// Checks that this spec (a snapshot's) takes the observations and produces the actions of `env` (the spec
     /// an actor or evaluator resolved for its env).
     pub fn check_env_of(&self, env: &ModelSpec) -> Result<(), SpecError> {
-        if self.obs_dim != env.obs_dim || self.obs_dtype != env.obs_dtype || self.head != env.head {
+        // A conv encoder reads the image's axes; an MLP only the flattened width.
+        let conv = matches!(self.encoder, Encoder::Conv { .. });
+        if self.obs_dim != env.obs_dim
+            || self.obs_dtype != env.obs_dtype
+            || self.head != env.head
+            || (conv && self.obs_shape != env.obs_shape)
+        {
             let side = |s: &ModelSpec| {
-                format!("{} {} observation values with a {:?} head", s.obs_dim, s.obs_dtype.name(), s.head)
+                format!("{:?} {} observations with a {:?} head", s.obs_shape, s.obs_dtype.name(), s.head)
             };
             return Err(SpecError::Env { model: side(self), env: side(env) });
         }
         Ok(())
     }
 
-    /// Short human form, for errors and logs, e.g. `mlp[64, 64] tanh, core none, categorical(2), separate trunks`.
+    /// Short human form, for errors and logs, e.g. `mlp[64, 64] tanh, core none, categorical(2), separate trunks`
+    /// or `conv[16x3/1] hwc, mlp[128] relu, ...`.
     pub fn describe(&self) -> String {
-        let Encoder::Mlp { hidden_sizes, activation } = &self.encoder;
+        let (hidden_sizes, activation) = (self.hidden_sizes(), self.activation());
+        let conv = match &self.encoder {
+            Encoder::Mlp { .. } => String::new(),
+            Encoder::Conv { layers, layout, .. } => {
+                let layers: Vec<String> =
+                    layers.iter().map(|l| format!("{}x{}/{}", l.out_channels, l.kernel, l.stride)).collect();
+                format!("conv[{}] {}, ", layers.join(", "), layout.name())
+            }
+        };
         let core = match self.core {
             Core::None => "none",
         };
@@ -343,7 +610,7 @@ impl ModelSpec {
             Head::Gaussian { dim } => format!("gaussian({dim})"),
         };
         let trunks = if self.shared_trunk { "a shared trunk" } else { "separate trunks" };
-        format!("mlp{hidden_sizes:?} {}, core {core}, {head}, {trunks}", activation.name())
+        format!("{conv}mlp{hidden_sizes:?} {}, core {core}, {head}, {trunks}", activation.name())
     }
 }
 
@@ -402,5 +669,72 @@ mod tests {
             ModelSpec::from_json(&ok.replace(r#""obs_shape":[4]"#, r#""obs_shape":[2,3]"#)),
             Err(SpecError::Invalid { field: "obs_shape", .. })
         ));
+    }
+
+    #[test]
+    fn conv_specs_resolve_their_layout_and_name_what_does_not_fit() {
+        let image = |shape: &[usize]| Space::shaped(vec![0.0], vec![255.0], shape.to_vec(), Dtype::Uint8).unwrap();
+        let (conv, hidden_sizes, activation) = Preset::MinatarCnn.layers();
+        let cfg = ModelConfig { conv, hidden_sizes, activation, ..ModelConfig::default() };
+        let act = Space::Discrete { n: 6 };
+        let layout = |shape: &[usize]| match ModelSpec::resolve(&cfg, &image(shape), &act).unwrap().encoder {
+            Encoder::Conv { layout, .. } => layout,
+            Encoder::Mlp { .. } => panic!("not a conv encoder"),
+        };
+        // Channels last unless the first axis is the shorter.
+        assert_eq!(layout(&[10, 10, 4]), ImageLayout::Hwc);
+        assert_eq!(layout(&[10, 10, 10]), ImageLayout::Hwc);
+        assert_eq!(layout(&[4, 10, 10]), ImageLayout::Chw);
+        let spec = ModelSpec::resolve(&cfg, &image(&[10, 10, 4]), &act).unwrap();
+        let dims = spec.conv_dims().unwrap();
+        assert_eq!(dims, [ImageDims { c: 4, h: 10, w: 10 }, ImageDims { c: 16, h: 8, w: 8 }]);
+        assert_eq!(spec.describe(), "conv[16x3/1] hwc, mlp[128] relu, core none, categorical(6), separate trunks");
+        assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+        assert!(spec.to_json().contains(
+            r#""encoder":{"kind":"conv","layers":[{"out_channels":16,"kernel":3,"stride":1}],"layout":"hwc","hidden_sizes":[128],"activation":"relu"}"#
+        ));
+        let chw = ModelConfig { image_layout: LayoutChoice::Chw, ..cfg.clone() };
+        let spec = ModelSpec::resolve(&chw, &image(&[10, 10, 4]), &act).unwrap();
+        assert_eq!(spec.conv_dims().unwrap()[0], ImageDims { c: 10, h: 10, w: 4 }, "the config's layout wins");
+        // A filter larger than its input, a vector observation: errors that name the field.
+        let err = ModelSpec::resolve(&cfg, &image(&[2, 2, 1]), &act).unwrap_err();
+        assert!(
+            matches!(&err, SpecError::Invalid { field: "encoder.layers", reason } if reason.contains("2x2")),
+            "{err}"
+        );
+        let err = ModelSpec::resolve(&cfg, &Space::unbounded(100), &act).unwrap_err();
+        assert!(matches!(err, SpecError::Invalid { field: "obs_shape", .. }), "{err}");
+        let zero = ModelConfig { conv: vec![ConvLayer { out_channels: 0, kernel: 3, stride: 1 }], ..cfg.clone() };
+        assert!(matches!(
+            ModelSpec::resolve(&zero, &image(&[10, 10, 4]), &act),
+            Err(SpecError::Invalid { field: "encoder.layers", .. })
+        ));
+        // The image's axes matter to a conv spec, only the width to an MLP.
+        let a = ModelSpec::resolve(&cfg, &image(&[10, 10, 4]), &act).unwrap();
+        let b = ModelSpec::resolve(&cfg, &image(&[10, 20, 2]), &act).unwrap();
+        assert!(matches!(a.check_env_of(&b), Err(SpecError::Env { .. })));
+        let mlp = ModelSpec::resolve(&ModelConfig::default(), &image(&[10, 10, 4]), &act).unwrap();
+        let flat = ModelSpec::resolve(&ModelConfig::default(), &image(&[10, 20, 2]), &act).unwrap();
+        assert!(mlp.check_env_of(&flat).is_ok());
+    }
+
+    #[test]
+    fn presets_stand_for_their_layers_and_refuse_company() {
+        let table = |text: &str| toml::from_str::<ModelConfig>(text);
+        let nature = table("preset = \"nature_cnn\"\nshared_trunk = true").unwrap();
+        assert_eq!(nature.hidden_sizes, [512]);
+        assert_eq!(nature.activation, Activation::Relu);
+        assert_eq!(
+            nature.conv.iter().map(|l| (l.out_channels, l.kernel, l.stride)).collect::<Vec<_>>(),
+            [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
+        );
+        assert!(nature.shared_trunk);
+        let err = table("preset = \"minatar_cnn\"\nhidden_sizes = [64]").unwrap_err().to_string();
+        assert!(err.contains("sets conv, hidden_sizes and activation"), "{err}");
+        let written = table("conv = [{ out_channels = 16, kernel = 3, stride = 1 }]\nhidden_sizes = [128]").unwrap();
+        assert_eq!(written.conv, Preset::MinatarCnn.layers().0);
+        assert_eq!(table("").unwrap(), ModelConfig::default());
+        assert!(table("preset = \"resnet\"").is_err());
+        assert!(table("hidden = [64]").is_err(), "unknown keys are refused");
     }
 }

@@ -7,7 +7,7 @@
 use crate::codec::{self, CodecError, Decoded};
 use crate::distributions::ActionDist;
 use crate::model::{ACTIVATION_KEY, Activation, MODEL_KEY, ModelSpec, SpecError};
-use crate::net::{ActorCriticNet, LayoutError};
+use crate::net::{ActorCriticNet, LayoutError, NetTrace};
 use crate::normalize::ObsNormalizer;
 use rand::Rng;
 use std::collections::HashMap;
@@ -98,8 +98,11 @@ pub fn snapshot_spec(metadata: &HashMap<String, String>, legacy: &ModelSpec) -> 
         Some(name) => Activation::from_name(name).ok_or_else(|| PolicyError::Activation(name.clone()))?,
     };
     let mut spec = legacy.clone();
-    let crate::model::Encoder::Mlp { activation: a, .. } = &mut spec.encoder;
-    *a = activation;
+    match &mut spec.encoder {
+        crate::model::Encoder::Mlp { activation: a, .. } | crate::model::Encoder::Conv { activation: a, .. } => {
+            *a = activation
+        }
+    }
     Ok(spec)
 }
 
@@ -123,8 +126,7 @@ pub struct Policy {
     version: u64,
     /// Normalised observations.
     input: Vec<f32>,
-    actor_outs: Vec<Vec<f32>>,
-    critic_outs: Vec<Vec<f32>>,
+    trace: NetTrace,
 }
 
 impl Policy {
@@ -151,8 +153,7 @@ impl Policy {
             dist,
             version: snapshot.version,
             input: Vec::new(),
-            actor_outs: Vec::new(),
-            critic_outs: Vec::new(),
+            trace: NetTrace::default(),
         })
     }
 
@@ -183,12 +184,10 @@ impl Policy {
         self.input.clear();
         self.input.extend_from_slice(obs);
         crate::obs::prepare_input(self.model.spec().obs_dtype, self.obs_norm.as_ref(), &mut self.input);
-        let (actor, critic) = self.model.split(&self.params);
-        self.model.actor().forward(actor, &self.input, n, &mut self.actor_outs);
-        self.model.critic().forward(critic, &self.input, n, &mut self.critic_outs);
+        self.model.forward(&self.params, &self.input, n, &mut self.trace);
         out.values.clear();
-        out.values.extend_from_slice(self.critic_outs.last().map_or(&[][..], Vec::as_slice));
-        let head = self.actor_outs.last().map_or(&[][..], Vec::as_slice);
+        out.values.extend_from_slice(self.trace.values());
+        let head = self.trace.head();
         let action_dim = self.dist.action_dim();
         out.actions.clear();
         out.actions.resize(n * action_dim, 0.0);
@@ -238,9 +237,9 @@ mod tests {
         // The values come from the critic applied to normalised observations.
         let mut normed = obs.to_vec();
         norm.normalize(&mut normed);
-        let (mut outs, (_, critic)) = (Vec::new(), net.split(&params));
-        net.critic().forward(critic, &normed, 2, &mut outs);
-        assert_eq!(outs.last().unwrap(), &out.values);
+        let mut trace = crate::net::NetTrace::default();
+        net.forward(&params, &normed, 2, &mut trace);
+        assert_eq!(trace.values(), &out.values);
         // Deterministic: the mean, scored at the mode.
         policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), true, &mut out).unwrap();
         let want = -(params[net.log_std().unwrap()][0] + crate::distributions::HALF_LN_2PI);
@@ -261,11 +260,11 @@ mod tests {
         let mut policy = Policy::from_snapshot(&env, &snapshot(bytes)).unwrap();
         assert_eq!(policy.spec(), relu.spec());
         let obs = [0.3f32, -1.2, 2.0, 0.7];
-        let mut want = Vec::new();
-        relu.critic().forward(relu.split(&params).1, &obs, 1, &mut want);
+        let mut want = crate::net::NetTrace::default();
+        relu.forward(&params, &obs, 1, &mut want);
         let mut out = ActOutput::default();
         policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1), true, &mut out).unwrap();
-        assert_eq!(out.values, want.last().unwrap().clone(), "acted with the snapshot's network");
+        assert_eq!(out.values, want.values(), "acted with the snapshot's network");
 
         // A snapshot for another env is refused, naming both sides.
         let other = ModelSpec::resolve(&ModelConfig::default(), &Space::unbounded(5), &space).unwrap();
@@ -312,12 +311,10 @@ mod tests {
         for action in out.actions.chunks_exact(3) {
             assert!(space.check(action).is_ok(), "{action:?}");
         }
-        let mut logits = Vec::new();
-        net.actor().forward(net.split(&params).0, &obs, 3, &mut logits);
+        let mut trace = crate::net::NetTrace::default();
+        net.forward(&params, &obs, 3, &mut trace);
         let dist = ActionDist::new(net.head(), &[]);
-        for ((row, action), lp) in
-            logits.last().unwrap().chunks_exact(9).zip(out.actions.chunks_exact(3)).zip(&out.log_probs)
-        {
+        for ((row, action), lp) in trace.head().chunks_exact(9).zip(out.actions.chunks_exact(3)).zip(&out.log_probs) {
             assert_eq!(dist.log_prob(row, action), *lp);
         }
     }

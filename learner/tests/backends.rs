@@ -159,7 +159,7 @@ fn relu_models_agree() {
         init_log_std: -2.0,
         activation: Activation::Relu,
         ortho_init: false,
-        shared_trunk: false,
+        ..ModelConfig::default()
     };
     compare_model("Pendulum-v1".into(), Objective::Clip, zoo.clone());
     compare_model("CartPole-v1".into(), Objective::KlPenalty, ModelConfig { init_log_std: 0.0, ..zoo });

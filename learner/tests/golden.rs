@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use candle_core::{DType, Device, Tensor};
-use common::env::Space;
+use common::env::{Dtype, Space};
 use common::model::{Activation, ModelConfig};
 use common::net::ActorCriticNet;
 use learner::config::Objective;
@@ -59,7 +59,11 @@ fn check_loss_stats(stats: &MinibatchStats, g: &Golden) {
 fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) {
     let obs = g.t["batch.obs"].clone();
     let continuous = g.t.contains_key("param.actor_logstd");
-    let act_dim = g.t["param.actor.4.weight"].dim(0).unwrap();
+    // The policy layer: `actor.weight` after a shared trunk, else the actor trunk's last Linear.
+    let policy_layer = g.t.keys().filter(|k| k.starts_with("param.actor") && k.ends_with(".weight")).max_by_key(|k| {
+        k.trim_start_matches("param.actor.").trim_end_matches("weight").trim_end_matches('.').parse::<usize>().ok()
+    });
+    let act_dim = g.t[policy_layer.unwrap()].dim(0).unwrap();
     let space = if continuous {
         Space::vector(vec![-1.0; act_dim], vec![1.0; act_dim])
     } else {
@@ -70,8 +74,22 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) 
         Some("relu") => Activation::Relu,
         _ => Activation::Tanh,
     };
-    let model = ModelConfig { activation, ..ModelConfig::default() };
-    let net = ActorCriticNet::for_env(&model, &Space::unbounded(obs.dim(1).unwrap()), &space).unwrap();
+    let (model, obs_space) = match g.scalars.get("encoder").and_then(|e| e.as_str()) {
+        Some("conv") => {
+            let model = ModelConfig {
+                conv: serde_json::from_value(g.scalars["conv"].clone()).unwrap(),
+                image_layout: serde_json::from_value(g.scalars["layout"].clone()).unwrap(),
+                hidden_sizes: serde_json::from_value(g.scalars["hidden_sizes"].clone()).unwrap(),
+                shared_trunk: g.scalars["shared_trunk"].as_bool().unwrap(),
+                activation,
+                ..ModelConfig::default()
+            };
+            let shape: Vec<usize> = serde_json::from_value(g.scalars["obs_shape"].clone()).unwrap();
+            (model, Space::shaped(vec![0.0], vec![255.0], shape, Dtype::Uint8).unwrap())
+        }
+        _ => (ModelConfig { activation, ..ModelConfig::default() }, Space::unbounded(obs.dim(1).unwrap())),
+    };
+    let net = ActorCriticNet::for_env(&model, &obs_space, &space).unwrap();
     let mut params = Vec::new();
     for e in net.entries() {
         let t = &g.t[&format!("param.{}", e.name)];
@@ -199,6 +217,21 @@ fn continuous_clip_matches_pytorch() {
 fn continuous_relu_clip_matches_pytorch() {
     check_case("ppo_continuous_relu_clip.safetensors");
     check_fused_case("ppo_continuous_relu_clip.safetensors");
+}
+
+/// The MinAtar network's shape on channels-last 6x6x3 images: separate trunks of a 16x3/1 convolution, a flatten
+/// and 128 units, ReLU; both backends.
+#[test]
+fn conv_separate_clip_matches_pytorch() {
+    check_case("ppo_conv_separate_clip.safetensors");
+    check_fused_case("ppo_conv_separate_clip.safetensors");
+}
+
+/// The Nature CNN's convolutions (32x8/4, 64x4/2, 64x3/1, then 512) shared by actor and critic as in CleanRL's
+/// `ppo_atari.py`, on channels-first 4x36x36 frames; candle only (the fused backend runs separate trunks).
+#[test]
+fn conv_shared_clip_matches_pytorch() {
+    check_case("ppo_conv_shared_clip.safetensors");
 }
 
 #[test]

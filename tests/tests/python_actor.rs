@@ -6,8 +6,8 @@
 
 use common::distributions::ActionDist;
 use common::env::{Dtype, Space};
-use common::model::{Activation, ModelConfig};
-use common::net::ActorCriticNet;
+use common::model::{Activation, ConvLayer, ModelConfig};
+use common::net::{ActorCriticNet, NetTrace};
 use common::normalize::ObsNormalizer;
 use common::policy::{ActOutput, Policy, PolicySnapshot, encode_weights};
 use rand::{Rng, SeedableRng};
@@ -30,13 +30,17 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// One fixture: weights with random (non-zero) biases and log-std, raw observations, actions, and what the Rust
 /// policy computes for them.
-fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, hidden: &[usize], normalize: bool, seed: u64) {
+fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, cfg: &ModelConfig, normalize: bool, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let activation = if name.contains("relu") { Activation::Relu } else { Activation::Tanh };
-    let cfg = ModelConfig { hidden_sizes: hidden.to_vec(), activation, ..ModelConfig::default() };
-    let net = ActorCriticNet::for_env(&cfg, obs_space, space).unwrap();
+    let net = ActorCriticNet::for_env(cfg, obs_space, space).unwrap();
     let mut params = net.init(seed);
-    params.iter_mut().for_each(|p| *p += rng.random_range(-0.3f32..0.3));
+    // Non-zero biases and log-std; weights moved on the scale of their fan-in, so that deep conv stacks keep
+    // activations of order one (and the 1e-5 tolerance is a relative one in effect).
+    for e in net.entries() {
+        let fan_in: usize = if e.name.ends_with(".weight") { e.shape[1..].iter().product() } else { 1 };
+        let scale = 0.3 / (fan_in as f32).sqrt();
+        params[e.range()].iter_mut().for_each(|p| *p += rng.random_range(-scale..scale));
+    }
     let (rows, obs_dim) = (16, obs_space.flat_dim());
     let obs: Vec<f32> = (0..rows * obs_dim)
         .map(|_| match obs_space.dtype() {
@@ -55,13 +59,10 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, hidden: 
 
     let mut input = obs.clone();
     common::obs::prepare_input(obs_space.dtype(), norm.as_ref(), &mut input);
-    let (actor, critic) = net.split(&params);
-    let (mut a_outs, mut c_outs) = (Vec::new(), Vec::new());
-    net.actor().forward(actor, &input, rows, &mut a_outs);
-    net.critic().forward(critic, &input, rows, &mut c_outs);
-    let head = a_outs.last().expect("actor output").clone();
-    let values = c_outs.last().expect("critic output").clone();
-    let out_dim = net.actor().out_dim();
+    let mut trace = NetTrace::default();
+    net.forward(&params, &input, rows, &mut trace);
+    let (head, values) = (trace.head().to_vec(), trace.values().to_vec());
+    let out_dim = net.head().logits_dim();
     let dist = ActionDist::new(net.head(), net.log_std().map_or(&[][..], |r| &params[r]));
     let (mut actions, mut log_probs, mut entropy) = (Vec::new(), Vec::new(), Vec::new());
     for row in head.chunks_exact(out_dim) {
@@ -82,7 +83,7 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, hidden: 
         "obs_dim": obs_dim,
         "discrete": matches!(space, Space::Discrete { .. }),
         "model": net.spec().to_json(),
-        "hidden_sizes": hidden,
+        "hidden_sizes": cfg.hidden_sizes,
         "normalize": normalize,
         "obs": obs.chunks_exact(obs_dim).collect::<Vec<_>>(),
         "head": head.chunks_exact(out_dim).collect::<Vec<_>>(),
@@ -110,24 +111,46 @@ fn pytest(target: &str, env: &[(&str, &Path)]) -> String {
     text
 }
 
+/// An MLP of `hidden` widths.
+fn mlp(hidden: &[usize], activation: Activation) -> ModelConfig {
+    ModelConfig { hidden_sizes: hidden.to_vec(), activation, ..ModelConfig::default() }
+}
+
+/// A ReLU conv stack of `(out_channels, kernel, stride)` layers, then `hidden`.
+fn convs(layers: &[(usize, usize, usize)], hidden: &[usize], shared_trunk: bool) -> ModelConfig {
+    let conv =
+        layers.iter().map(|&(out_channels, kernel, stride)| ConvLayer { out_channels, kernel, stride }).collect();
+    ModelConfig { conv, shared_trunk, ..mlp(hidden, Activation::Relu) }
+}
+
 /// For the same weights and observations, numpy and Rust agree on logits / Gaussian means, log-probs, entropy
-/// and values within 1e-5: every head, with and without observation normalisation, tanh and ReLU, and uint8 images
-/// (scaled by 1/255 on both sides).
+/// and values within 1e-5: every head, with and without observation normalisation, tanh and ReLU, uint8 images
+/// (scaled by 1/255 on both sides), conv encoders on channels-last and channels-first images, and shared trunks.
 #[test]
 fn python_and_rust_policies_agree() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pendulum = Space::vector(vec![-2.0], vec![2.0]);
     let mcc = Space::vector(vec![-1.0, -1.0, -1.0], vec![1.0, 1.0, 1.0]);
     let v = Space::unbounded;
-    let image = Space::shaped(vec![0.0], vec![255.0], vec![3, 3, 2], Dtype::Uint8).unwrap();
-    write_case(dir.path(), "discrete", &v(4), &Space::Discrete { n: 2 }, &[64, 64], false, 1);
-    write_case(dir.path(), "discrete_norm", &v(6), &Space::Discrete { n: 3 }, &[64, 64], true, 2);
-    write_case(dir.path(), "box", &v(3), &pendulum, &[64, 64], false, 3);
-    write_case(dir.path(), "box_norm", &v(17), &mcc, &[256, 256], true, 4);
-    write_case(dir.path(), "box_relu", &v(17), &mcc, &[256, 256], true, 5);
-    write_case(dir.path(), "discrete_relu", &v(4), &Space::Discrete { n: 2 }, &[64, 64], false, 6);
-    write_case(dir.path(), "multi_discrete", &v(5), &Space::MultiDiscrete { nvec: vec![3, 2, 4] }, &[32, 32], true, 7);
-    write_case(dir.path(), "image", &image, &Space::Discrete { n: 4 }, &[64, 64], false, 8);
+    let image = |shape: &[usize]| Space::shaped(vec![0.0], vec![255.0], shape.to_vec(), Dtype::Uint8).unwrap();
+    let (tanh, relu) = (Activation::Tanh, Activation::Relu);
+    let multi = Space::MultiDiscrete { nvec: vec![3, 2, 4] };
+    let d = |n| Space::Discrete { n };
+    write_case(dir.path(), "discrete", &v(4), &d(2), &mlp(&[64, 64], tanh), false, 1);
+    write_case(dir.path(), "discrete_norm", &v(6), &d(3), &mlp(&[64, 64], tanh), true, 2);
+    write_case(dir.path(), "box", &v(3), &pendulum, &mlp(&[64, 64], tanh), false, 3);
+    write_case(dir.path(), "box_norm", &v(17), &mcc, &mlp(&[256, 256], tanh), true, 4);
+    write_case(dir.path(), "box_relu", &v(17), &mcc, &mlp(&[256, 256], relu), true, 5);
+    write_case(dir.path(), "discrete_relu", &v(4), &d(2), &mlp(&[64, 64], relu), false, 6);
+    write_case(dir.path(), "multi_discrete", &v(5), &multi, &mlp(&[32, 32], tanh), true, 7);
+    write_case(dir.path(), "image", &image(&[3, 3, 2]), &d(4), &mlp(&[64, 64], tanh), false, 8);
+    let two = [(4, 3, 2), (5, 2, 1)];
+    write_case(dir.path(), "conv_hwc", &image(&[7, 7, 2]), &d(4), &convs(&two, &[16], false), false, 9);
+    write_case(dir.path(), "conv_chw_box", &image(&[2, 9, 9]), &mcc, &convs(&two, &[16], false), false, 10);
+    let nature = [(32, 8, 4), (64, 4, 2), (64, 3, 1)];
+    write_case(dir.path(), "conv_shared", &image(&[4, 36, 36]), &d(6), &convs(&nature, &[512], true), false, 11);
+    let shared_mlp = ModelConfig { shared_trunk: true, ..mlp(&[32, 32], tanh) };
+    write_case(dir.path(), "mlp_shared", &v(5), &multi, &shared_mlp, true, 12);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
     text.lines().filter(|l| l.contains("[crosslang]")).for_each(|l| println!("{l}"));
     println!("{}", text.lines().last().unwrap_or_default());

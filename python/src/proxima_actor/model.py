@@ -5,8 +5,10 @@ This package runs inference only, so it reads the fields that decide the forward
 distribution (``obs_dim``, ``obs_shape``, ``obs_dtype``, ``encoder``, ``core``, ``head``, ``shared_trunk``) and
 ignores ``init``. ``obs_shape`` (default ``[obs_dim]``) is the shape of one observation, ``obs_dim`` values in all;
 ``obs_dtype`` (default ``float32``) is the type its values travel in: ``uint8`` observations (images) reach the
-network multiplied by 1/255, without observation normalisation. A spec this package cannot run (another format,
-encoder, core or a shared trunk) is a :class:`SpecError` naming the field.
+network multiplied by 1/255, without observation normalisation. The encoder is an MLP, or convolutions over an image
+observation (``[H, W, C]``, ``[C, H, W]`` or ``[H, W]``) then an MLP; the actor and the critic have a trunk each, or
+share one. A spec this package cannot run (another format, encoder or core) or that does not describe a network is a
+:class:`SpecError` naming the field.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ SPEC_FORMAT = 1
 ACTIVATIONS = ("tanh", "relu")
 #: Observation dtypes a spec may name; the first is the default.
 OBS_DTYPES = ("float32", "uint8")
+#: Where a conv encoder's image keeps its channels: last (``[H, W, C]``) or first (``[C, H, W]``).
+LAYOUTS = ("hwc", "chw")
 
 _FIELDS = {"format", "obs_dim", "obs_shape", "obs_dtype", "encoder", "core", "head", "shared_trunk", "init"}
+_MLP_FIELDS = {"kind", "hidden_sizes", "activation"}
+_CONV_FIELDS = {*_MLP_FIELDS, "layers", "layout"}
+_CONV_LAYER_FIELDS = ("out_channels", "kernel", "stride")
 
 
 class SpecError(ValueError):
@@ -98,9 +105,41 @@ Head = CategoricalHead | MultiCategoricalHead | GaussianHead
 
 
 @dataclass(frozen=True)
+class ConvLayer:
+    """``out_channels`` filters of ``kernel`` x ``kernel`` moved by ``stride``, no padding (PyTorch's
+    ``Conv2d(in, out_channels, kernel, stride)``), followed by the activation."""
+
+    out_channels: int
+    kernel: int
+    stride: int
+
+    def __str__(self) -> str:
+        return f"{self.out_channels}x{self.kernel}/{self.stride}"
+
+    def out_side(self, n: int) -> int | None:
+        """Output side for an input side of ``n`` (``None`` when the filter does not fit)."""
+        return (n - self.kernel) // self.stride + 1 if n >= self.kernel else None
+
+
+@dataclass(frozen=True)
+class ImageDims:
+    """An image's channels, height and width."""
+
+    c: int
+    h: int
+    w: int
+
+    @property
+    def size(self) -> int:
+        """Values in the image."""
+        return self.c * self.h * self.w
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """Two MLPs (actor and critic, separate trunks, no core) and the policy head, for observations of
-    ``obs_shape`` (``obs_dim`` values) in ``obs_dtype``."""
+    """The actor-critic for observations of ``obs_shape`` (``obs_dim`` values) in ``obs_dtype``: the encoder (the
+    convolutions ``conv`` over an image in ``layout``, none for an MLP, then Linear layers of ``hidden_sizes`` with
+    ``activation``), no core, and the policy head; separate actor and critic trunks, or one ``shared_trunk``."""
 
     obs_dim: int
     hidden_sizes: tuple[int, ...]
@@ -108,6 +147,10 @@ class ModelSpec:
     head: Head
     obs_shape: tuple[int, ...]
     obs_dtype: str
+    conv: tuple[ConvLayer, ...] = ()
+    layout: str | None = None
+    """``hwc`` or ``chw`` for a conv encoder, ``None`` for an MLP."""
+    shared_trunk: bool = False
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
@@ -122,33 +165,82 @@ class ModelSpec:
             raise SpecError(
                 f"model spec format: {_show(fmt)} is not supported (this package reads format {SPEC_FORMAT})"
             )
-        encoder = _object(spec.get("encoder"), "encoder", {"kind", "hidden_sizes", "activation"})
-        if encoder.get("kind") != "mlp":
-            raise SpecError(f"model spec encoder.kind: {_show(encoder.get('kind'))} is not supported (mlp)")
+        kind = _object(spec.get("encoder"), "encoder", _CONV_FIELDS).get("kind")
+        if kind not in ("mlp", "conv"):
+            raise SpecError(f"model spec encoder.kind: {_show(kind)} is not supported (mlp or conv)")
+        encoder = _object(spec.get("encoder"), "encoder", _MLP_FIELDS if kind == "mlp" else _CONV_FIELDS)
         hidden = encoder.get("hidden_sizes")
         if not isinstance(hidden, list) or not hidden:
             raise SpecError("model spec encoder.hidden_sizes: needs at least one layer")
         activation = encoder.get("activation")
         if activation not in ACTIVATIONS:
             raise SpecError(f"model spec encoder.activation: {_show(activation)} is not supported (tanh or relu)")
+        conv: tuple[ConvLayer, ...] = ()
+        layout = None
+        if kind == "conv":
+            conv = _conv_layers(encoder.get("layers"))
+            layout = encoder.get("layout")
+            if layout not in LAYOUTS:
+                raise SpecError(f"model spec encoder.layout: {_show(layout)} is not supported (hwc or chw)")
         core = _object(spec.get("core"), "core", {"kind"})
         if core.get("kind") != "none":
             raise SpecError(f"model spec core.kind: {_show(core.get('kind'))} is not supported (none)")
-        if spec.get("shared_trunk") is not False:
-            raise SpecError(f"model spec shared_trunk: {_show(spec.get('shared_trunk'))} is not supported (false)")
+        shared_trunk = spec.get("shared_trunk")
+        if type(shared_trunk) is not bool:
+            raise SpecError(f"model spec shared_trunk: {_show(shared_trunk)} is not true or false")
         obs_dim = _count(spec.get("obs_dim"), "obs_dim")
-        return cls(
+        parsed = cls(
             obs_dim=obs_dim,
             hidden_sizes=tuple(_count(h, "encoder.hidden_sizes") for h in hidden),
             activation=str(activation),
             head=_head(spec.get("head")),
             obs_shape=_obs_shape(spec.get("obs_shape", [obs_dim]), obs_dim),
             obs_dtype=_obs_dtype(spec.get("obs_dtype", OBS_DTYPES[0])),
+            conv=conv,
+            layout=None if layout is None else str(layout),
+            shared_trunk=shared_trunk,
         )
+        parsed.conv_dims()
+        return parsed
+
+    def conv_dims(self) -> list[ImageDims]:
+        """The image a conv encoder takes (``[H, W]`` observations have one channel) and each convolution's output,
+        in order; empty for an MLP encoder. A :class:`SpecError` when the observation is not an image or a filter
+        does not fit."""
+        if not self.conv:
+            return []
+        match self.obs_shape, self.layout:
+            case (h, w), _:
+                dims = [ImageDims(1, h, w)]
+            case (h, w, c), "hwc":
+                dims = [ImageDims(c, h, w)]
+            case (c, h, w), "chw":
+                dims = [ImageDims(c, h, w)]
+            case shape, _:
+                raise SpecError(f"model spec obs_shape: a conv encoder takes images of 2 or 3 axes, not {list(shape)}")
+        for i, layer in enumerate(self.conv):
+            last = dims[-1]
+            h_out, w_out = layer.out_side(last.h), layer.out_side(last.w)
+            if h_out is None or w_out is None:
+                raise SpecError(
+                    f"model spec encoder.layers: convolution {i} ({layer.kernel}x{layer.kernel} filter) does not fit "
+                    f"its {last.h}x{last.w} input"
+                )
+            dims.append(ImageDims(layer.out_channels, h_out, w_out))
+        return dims
+
+    @property
+    def features(self) -> int:
+        """Width of the first Linear layer's input: the last convolution's output, flattened, or ``obs_dim``."""
+        dims = self.conv_dims()
+        return dims[-1].size if dims else self.obs_dim
 
     def describe(self) -> str:
-        """Short human form for errors, e.g. ``mlp[64, 64] tanh, categorical(2)``."""
-        return f"mlp{list(self.hidden_sizes)} {self.activation}, {self.head}"
+        """Short human form for errors, e.g. ``mlp[64, 64] tanh, categorical(2)`` or
+        ``conv[16x3/1] hwc, mlp[128] relu, categorical(6)``, with ``, a shared trunk`` for one."""
+        conv = f"conv[{', '.join(str(layer) for layer in self.conv)}] {self.layout}, " if self.conv else ""
+        trunk = ", a shared trunk" if self.shared_trunk else ""
+        return f"{conv}mlp{list(self.hidden_sizes)} {self.activation}, {self.head}{trunk}"
 
 
 def _show(value: Any) -> str:
@@ -173,6 +265,19 @@ def _count(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"model spec {field}: {_show(value)} is not a whole number of at least 1")
     return value
+
+
+def _conv_layers(value: Any) -> tuple[ConvLayer, ...]:
+    """The conv encoder's ``layers``: at least one convolution, each field a whole number of at least 1."""
+    if not isinstance(value, list) or not value:
+        raise SpecError("model spec encoder.layers: needs at least one convolution")
+    layers = []
+    for i, raw in enumerate(value):
+        field = f"encoder.layers[{i}]"
+        layer = _object(raw, field, set(_CONV_LAYER_FIELDS))
+        out_channels, kernel, stride = (_count(layer.get(k), f"{field}.{k}") for k in _CONV_LAYER_FIELDS)
+        layers.append(ConvLayer(out_channels, kernel, stride))
+    return tuple(layers)
 
 
 def _obs_shape(value: Any, obs_dim: int) -> tuple[int, ...]:

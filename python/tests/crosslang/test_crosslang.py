@@ -27,6 +27,10 @@ def test_every_case_was_written() -> None:
         "discrete_relu",
         "multi_discrete",
         "image",
+        "conv_hwc",
+        "conv_chw_box",
+        "conv_shared",
+        "mlp_shared",
     }
 
 

@@ -20,16 +20,22 @@ use crate::update::ppo::{
 use common::distributions::{
     categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax, split_blocks, split_blocks_mut,
 };
-use common::net::ActorCriticNet;
+use common::net::{ActorCriticNet, Tower, Trace};
 use rand_chacha::ChaCha8Rng;
 
 /// Minibatches smaller than this train both nets on one thread: below it, handing half of the work to the other
 /// thread costs more than it saves (measured at minibatch 64: 0.87M samples/s on two threads, 1.14M on one).
 const PARALLEL_MIN_ROWS: usize = 128;
 
+/// Rows per forward pass when the learner asks for values of a whole batch: bounds the convolutions' im2col
+/// buffers.
+const VALUE_CHUNK_ROWS: usize = 512;
+
 /// Flat parameters, gradients, Adam state and reusable buffers.
 pub struct FusedBackend {
     model: ActorCriticNet,
+    actor: Tower,
+    critic: Tower,
     params: Vec<f32>,
     grads: Vec<f32>,
     adam: FlatAdam,
@@ -55,7 +61,7 @@ struct Minibatch {
 /// The actor net's buffers.
 #[derive(Default)]
 struct ActorWorkspace {
-    outs: Vec<Vec<f32>>,
+    outs: Trace,
     /// `[M]` log-probabilities of the taken actions under the current policy.
     log_probs: Vec<f32>,
     /// `[M]` entropies.
@@ -74,7 +80,7 @@ struct ActorWorkspace {
 /// The critic net's buffers.
 #[derive(Default)]
 struct CriticWorkspace {
-    outs: Vec<Vec<f32>>,
+    outs: Trace,
     d_value: Vec<f32>,
     scratch: Vec<f32>,
 }
@@ -93,6 +99,13 @@ impl FusedBackend {
     /// 2).
     pub fn new(net: &ActorCriticNet, params: Vec<f32>, threads: usize) -> Result<Self> {
         net.check_len(&params)?;
+        let (actor, critic) = net.separate().ok_or_else(|| {
+            crate::Error::Internal(format!(
+                "the fused backend runs separate trunks only, not {}",
+                net.spec().describe()
+            ))
+        })?;
+        let (actor, critic) = (actor.clone(), critic.clone());
         let pool = match threads {
             0 | 1 => None,
             n => Some(
@@ -107,6 +120,8 @@ impl FusedBackend {
             grads: vec![0.0; params.len()],
             adam: FlatAdam::new(params.len()),
             model: net.clone(),
+            actor,
+            critic,
             params,
             mb: Minibatch::default(),
             actor_ws: ActorWorkspace::default(),
@@ -165,12 +180,12 @@ impl FusedBackend {
         gather(&batch.values, 1, idx, &mut mb.values);
         normalize_advantages(&mut mb.advantages, c.norm_adv);
 
-        let model = &self.model;
+        let (model, actor, critic) = (&self.model, &self.actor, &self.critic);
         let (actor_params, critic_params) = model.split(&self.params);
         let (actor_grads, critic_grads) = model.split_mut(&mut self.grads);
         let (mb, actor_ws, critic_ws) = (&self.mb, &mut self.actor_ws, &mut self.critic_ws);
-        let mut policy = || policy_loss_and_gradient(model, actor_params, mb, c, actor_ws, actor_grads);
-        let mut value = || value_loss_and_gradient(model, critic_params, mb, c, critic_ws, critic_grads);
+        let mut policy = || policy_loss_and_gradient(model, actor, actor_params, mb, c, actor_ws, actor_grads);
+        let mut value = || value_loss_and_gradient(critic, critic_params, mb, c, critic_ws, critic_grads);
         let (policy, v_loss) =
             if idx.len() >= PARALLEL_MIN_ROWS { rayon::join(policy, value) } else { (policy(), value()) };
         MinibatchStats {
@@ -189,6 +204,7 @@ impl FusedBackend {
 /// The policy loss `pg − c_ent·H̄` of `mb` and its gradient w.r.t. the actor's span (`grads`).
 fn policy_loss_and_gradient(
     model: &ActorCriticNet,
+    actor: &Tower,
     params: &[f32],
     mb: &Minibatch,
     c: &LossCoefs,
@@ -196,7 +212,7 @@ fn policy_loss_and_gradient(
     grads: &mut [f32],
 ) -> PolicyTerms {
     let m = mb.old_log_probs.len();
-    score(model, params, &mb.obs, &mb.actions, m, ws);
+    score(model, actor, params, &mb.obs, &mb.actions, m, ws);
     let inv_m = 1.0 / m.max(1) as f64;
     let (eps, beta) = (c.clip_coef as f32, c.beta as f32);
     let (mut pg_sum, mut kl_sum, mut old_kl_sum, mut clipped) = (0.0f64, 0.0f64, 0.0f64, 0usize);
@@ -258,7 +274,7 @@ fn policy_loss_and_gradient(
         None => {
             let range = model.log_std().unwrap_or(0..0);
             let log_std = &params[range.clone()];
-            let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
+            let head = ws.outs.output();
             let mut d_log_std = vec![-(c.ent_coef as f32); log_std.len()];
             let inv_vars: Vec<f32> = log_std.iter().map(|&ls| (-2.0 * ls).exp()).collect();
             for (i, &g) in ws.d_log_prob.iter().enumerate() {
@@ -272,13 +288,13 @@ fn policy_loss_and_gradient(
             grads[range].copy_from_slice(&d_log_std);
         }
     }
-    model.actor().backward(params, &mb.obs, &ws.outs, &mut ws.d_head, grads, &mut ws.scratch);
+    actor.backward(params, &mb.obs, &mut ws.outs, &mut ws.d_head, grads, &mut ws.scratch, false);
     PolicyTerms { pg_loss, entropy, approx_kl, old_approx_kl: old_kl_sum * inv_m, clipfrac: clipped as f64 * inv_m }
 }
 
 /// `c_v`-free value loss of `mb` (see [`value_loss_terms`]) and `c_v ·` its gradient w.r.t. the critic's span.
 fn value_loss_and_gradient(
-    model: &ActorCriticNet,
+    critic: &Tower,
     params: &[f32],
     mb: &Minibatch,
     c: &LossCoefs,
@@ -286,10 +302,9 @@ fn value_loss_and_gradient(
     grads: &mut [f32],
 ) -> f64 {
     let m = mb.returns.len();
-    model.critic().forward(params, &mb.obs, m, &mut ws.outs);
-    let value = ws.outs.last().map_or(&[][..], Vec::as_slice);
-    let v_loss = value_loss_terms(value, &mb.values, &mb.returns, c, &mut ws.d_value);
-    model.critic().backward(params, &mb.obs, &ws.outs, &mut ws.d_value, grads, &mut ws.scratch);
+    critic.forward(params, &mb.obs, m, &mut ws.outs);
+    let v_loss = value_loss_terms(ws.outs.output(), &mb.values, &mb.returns, c, &mut ws.d_value);
+    critic.backward(params, &mb.obs, &mut ws.outs, &mut ws.d_value, grads, &mut ws.scratch, false);
     v_loss
 }
 
@@ -304,9 +319,17 @@ fn gather(src: &[f32], width: usize, idx: &[u32], dst: &mut Vec<f32>) {
 
 /// Actor forward over `m` rows of `obs`, then the log-probabilities of `actions` and the entropies (plus the
 /// log-softmax rows for a Categorical head).
-fn score(model: &ActorCriticNet, params: &[f32], obs: &[f32], actions: &[f32], m: usize, ws: &mut ActorWorkspace) {
-    model.actor().forward(params, obs, m, &mut ws.outs);
-    let head = ws.outs.last().map_or(&[][..], Vec::as_slice);
+fn score(
+    model: &ActorCriticNet,
+    actor: &Tower,
+    params: &[f32],
+    obs: &[f32],
+    actions: &[f32],
+    m: usize,
+    ws: &mut ActorWorkspace,
+) {
+    actor.forward(params, obs, m, &mut ws.outs);
+    let head = ws.outs.output();
     ws.log_probs.clear();
     ws.entropy.clear();
     match model.head().categorical_blocks() {
@@ -394,9 +417,14 @@ impl MinibatchStep for FusedStep<'_> {
 
 impl Backend for FusedBackend {
     fn values(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        let (_, critic) = self.model.split(&self.params);
-        self.model.critic().forward(critic, obs, n, &mut self.critic_ws.outs);
-        Ok(self.critic_ws.outs.last().cloned().unwrap_or_default())
+        let (_, params) = self.model.split(&self.params);
+        let width = obs.len() / n.max(1);
+        let mut values = Vec::with_capacity(n);
+        for rows in obs.chunks(VALUE_CHUNK_ROWS * width.max(1)) {
+            self.critic.forward(params, rows, rows.len() / width.max(1), &mut self.critic_ws.outs);
+            values.extend_from_slice(self.critic_ws.outs.output());
+        }
+        Ok(values)
     }
 
     fn run_epochs(
@@ -422,8 +450,8 @@ impl Backend for FusedBackend {
 
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64> {
         let n = batch.len();
-        let (actor, _) = self.model.split(&self.params);
-        score(&self.model, actor, &batch.obs, &batch.actions, n, &mut self.actor_ws);
+        let (params, _) = self.model.split(&self.params);
+        score(&self.model, &self.actor, params, &batch.obs, &batch.actions, n, &mut self.actor_ws);
         let sum: f64 = self
             .actor_ws
             .log_probs

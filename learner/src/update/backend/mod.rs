@@ -52,16 +52,22 @@ pub trait Backend: Send {
 }
 
 /// Whether the backend `fused` (or `candle`) runs the model `spec`: a spec it cannot run is a config error naming
-/// the backend and the spec. Both run an MLP encoder without a core, with separate trunks and any head.
+/// the backend and the spec. Both run MLP and conv encoders without a core and any head; candle runs a shared
+/// trunk too, fused separate trunks only.
 pub fn check_supported(fused: bool, spec: &ModelSpec) -> Result<()> {
-    // Irrefutable today: a new encoder or core kind stops the build here until the backends say whether they run it.
-    let Encoder::Mlp { .. } = spec.encoder;
+    // Exhaustive on purpose: a new encoder or core kind stops the build here until the backends say whether they
+    // run it.
+    match spec.encoder {
+        Encoder::Mlp { .. } | Encoder::Conv { .. } => {}
+    }
     let Core::None = spec.core;
-    if spec.shared_trunk {
-        let backend = if fused { "fused" } else { "candle" };
+    if spec.shared_trunk && fused {
         return Err(ConfigError::Invalid {
             key: "model.shared_trunk",
-            reason: format!("the {backend} backend does not run the model {} (separate trunks only)", spec.describe()),
+            reason: format!(
+                "the fused backend does not run the model {} (separate trunks only; backend = \"candle\" runs it)",
+                spec.describe()
+            ),
         }
         .into());
     }
@@ -92,10 +98,10 @@ pub fn create(cfg: &TrainConfig, spec: &ModelSpec, seed: u64) -> Result<(ActorCr
 mod tests {
     use super::*;
 
-    /// A spec no backend runs is a config error naming the backend and the spec, before anything is built.
+    /// A spec a backend does not run is a config error naming the backend and the spec, before anything is built.
     #[test]
     fn an_unsupported_spec_is_a_config_error_naming_backend_and_spec() {
-        for (backend, name) in [(BackendKind::Fused, "fused"), (BackendKind::Candle, "candle")] {
+        for backend in [BackendKind::Fused, BackendKind::Candle] {
             let mut cfg = TrainConfig { backend, ..TrainConfig::default() };
             cfg.model.shared_trunk = true;
             let spec = ModelSpec::resolve(
@@ -104,9 +110,14 @@ mod tests {
                 &common::env::Space::Discrete { n: 2 },
             )
             .unwrap();
-            let err = create(&cfg, &spec, 1).err().unwrap().to_string();
-            assert!(err.contains("model.shared_trunk") && err.contains(name), "{err}");
-            assert!(err.contains("mlp[64, 64] tanh, core none, categorical(2), a shared trunk"), "{err}");
+            match backend {
+                BackendKind::Fused => {
+                    let err = create(&cfg, &spec, 1).err().unwrap().to_string();
+                    assert!(err.contains("model.shared_trunk") && err.contains("fused"), "{err}");
+                    assert!(err.contains("mlp[64, 64] tanh, core none, categorical(2), a shared trunk"), "{err}");
+                }
+                _ => assert!(create(&cfg, &spec, 1).is_ok(), "candle runs a shared trunk"),
+            }
         }
         let cfg = TrainConfig::default();
         let spec = ModelSpec::resolve(

@@ -1,0 +1,185 @@
+//! The numeric kernels of the flat-buffer network: strided matrix products on `gemm`, the activations and their
+//! derivatives, and a vectorisable `tanh`.
+
+use crate::model::Activation;
+
+impl Activation {
+    /// Applies the activation in place.
+    pub(crate) fn apply(self, xs: &mut [f32]) {
+        match self {
+            Activation::Tanh => tanh_in_place(xs),
+            Activation::Relu => xs.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
+    }
+
+    /// Multiplies the gradients `d` w.r.t. the activation's outputs `h` by its derivative, written in terms of
+    /// the output: `1 − h²` for tanh, `[h > 0]` for ReLU.
+    pub(crate) fn backprop(self, d: &mut [f32], h: &[f32]) {
+        match self {
+            Activation::Tanh => d.iter_mut().zip(h).for_each(|(d, h)| *d *= 1.0 - h * h),
+            Activation::Relu => d.iter_mut().zip(h).for_each(|(d, h)| {
+                if *h <= 0.0 {
+                    *d = 0.0
+                }
+            }),
+        }
+    }
+}
+
+/// A strided read-only matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl Mat<'_> {
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` with `accumulate`), `a` is `m×k`, `b` is `k×n`, `dst` dense row-major `m×n`.
+pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Mat, b: Mat) {
+    assert!(dst.len() >= m * n && a.fits(m, k) && b.fits(k, n), "matmul shapes out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every index gemm touches inside the three slices (`Mat::fits` checks the
+    // largest offset of each operand, `dst` is dense m×n); `dst` is borrowed mutably, so it cannot alias `a`/`b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `a · b + c`; one fused instruction with `FMA` (use it only in code compiled for CPUs that have FMA, where it is
+/// one instruction; elsewhere `mul_add` is a slow library call).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// `e^x` for `x <= 0` (clamped at −87): a range reduction to `2^k · e^r`, `|r| <= ln2/2`, and a degree-7 Taylor
+/// polynomial (relative error below 1e-7). Written branch-free so loops over it vectorise.
+#[inline(always)]
+fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer
+    let x = if x < -87.0 { -87.0 } else { x }; // not f32::max: its NaN rule keeps the loop from vectorising
+    let k = (x * LOG2E + ROUND) - ROUND;
+    let r = madd::<FMA>(-k, LN2_LO, madd::<FMA>(-k, LN2_HI, x));
+    let p = madd::<FMA>(r, 1.0 / 5040.0, 1.0 / 720.0);
+    let p = madd::<FMA>(p, r, 1.0 / 120.0);
+    let p = madd::<FMA>(p, r, 1.0 / 24.0);
+    let p = madd::<FMA>(p, r, 1.0 / 6.0);
+    let p = madd::<FMA>(p, r, 0.5);
+    let p = madd::<FMA>(p, r, 1.0);
+    let p = madd::<FMA>(p, r, 1.0);
+    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+}
+
+/// `tanh(x)`, within about 3e-7 of the exact value: `(1 − e^{−2|x|}) / (1 + e^{−2|x|})` with the sign of `x`, and
+/// the odd Taylor series below |x| = 1/8, where the quotient would lose digits to cancellation.
+#[inline(always)]
+fn tanh_with<const FMA: bool>(x: f32) -> f32 {
+    let a = x.abs();
+    let a = if a > 10.0 { 10.0 } else { a };
+    let e = exp_nonpositive::<FMA>(-2.0 * a);
+    let quotient = (1.0 - e) / (1.0 + e);
+    let a2 = a * a;
+    let series = a * madd::<FMA>(a2, madd::<FMA>(a2, madd::<FMA>(a2, -17.0 / 315.0, 2.0 / 15.0), -1.0 / 3.0), 1.0);
+    let t = if a < 0.125 { series } else { quotient };
+    if x.is_nan() { x } else { t.copysign(x) }
+}
+
+/// `tanh(x)` (see `tanh_with`): the portable build, without fused multiply-adds.
+pub fn tanh(x: f32) -> f32 {
+    tanh_with::<false>(x)
+}
+
+/// [`tanh`] over a slice, with AVX2+FMA code where the CPU has it (chosen at run time, so one binary serves every
+/// x86-64 machine).
+fn tanh_in_place(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features `tanh_in_place_avx2` is compiled for (checked just above).
+        unsafe { tanh_in_place_avx2(xs) };
+        return;
+    }
+    xs.iter_mut().for_each(|v| *v = tanh(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tanh_in_place_avx2(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| *v = tanh_with::<true>(*v));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tanh_is_accurate_everywhere() {
+        for tanh in [tanh_with::<false>, tanh_with::<true>] {
+            let mut worst = 0.0f64;
+            for i in -200_000..=200_000 {
+                let x = i as f32 * 1e-4;
+                let err = (tanh(x) as f64 - (x as f64).tanh()).abs();
+                worst = worst.max(err);
+            }
+            assert!(worst < 3e-7, "worst abs error {worst}");
+            for x in [1e-30f32, -1e-30, 1e-8, 50.0, -50.0, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY] {
+                let want = (x as f64).tanh();
+                assert!((tanh(x) as f64 - want).abs() <= 1e-7 * want.abs().max(1e-30), "{x}");
+            }
+            assert_eq!(tanh(0.0), 0.0);
+            assert!(tanh(f32::NAN).is_nan());
+        }
+        let mut xs: Vec<f32> = (-3000..3000).map(|i| i as f32 * 3e-3).collect();
+        let want: Vec<f32> = xs.iter().map(|&x| tanh(x)).collect();
+        tanh_in_place(&mut xs);
+        for (g, w) in xs.iter().zip(&want) {
+            assert!((g - w).abs() <= 2e-7, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn exp_relative_error() {
+        for i in 0..=80_000 {
+            let x = -(i as f32) * 1e-3;
+            let (got, want) = (exp_nonpositive::<false>(x) as f64, (x as f64).exp());
+            assert!(((got - want) / want).abs() < 2e-7, "{x}: {got} vs {want}");
+        }
+    }
+}

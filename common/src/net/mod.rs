@@ -1,0 +1,610 @@
+//! The actor-critic network of a [`ModelSpec`] on plain host `f32` buffers: the flat parameter layout (names,
+//! shapes, offsets), initialisation, and the forward and backward passes (the CPU fast path). Actor inference, the
+//! learner's `fused` and `candle` backends and the snapshot codec all take the layout from here.
+//!
+//! The trunks (separate actor and critic, or one shared) are `torch.nn.Sequential`s of convolutions and Linear
+//! layers, named like a PyTorch `state_dict` (`actor.0.weight`, `critic.4.bias`, `network.7.weight`,
+//! `actor_logstd`; `docs/model-spec.md`): layers at even indices, the activations between them.
+//!
+//! Candle runs a small MLP as a chain of tensor ops, each of which allocates and dispatches; at 64-wide layers that
+//! overhead is larger than the arithmetic. Here every parameter lives in one flat vector (entries sorted by name,
+//! each in PyTorch layout), the matrix products go to `gemm` with strides (no transposed copies) and the tanh runs
+//! in place, so a forward or backward pass allocates nothing once its buffers have grown.
+
+use crate::codec::Tensors;
+use crate::env::Space;
+use crate::init::orthogonal;
+use crate::model::{Encoder, Head, ImageDims, ModelConfig, ModelSpec, SpecError};
+use rand::SeedableRng;
+use std::ops::Range;
+
+mod conv;
+mod kernels;
+mod mlp;
+
+pub use conv::{Conv, Tower, Trace};
+pub use kernels::tanh;
+pub use mlp::Mlp;
+
+/// A parameter vector that does not fit the network.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LayoutError {
+    /// A named parameter is absent.
+    #[error("parameter {0} is missing")]
+    Missing(String),
+    /// A named parameter has another shape.
+    #[error("parameter {name} has shape {got:?}, the model needs {want:?}")]
+    Shape {
+        /// The parameter.
+        name: String,
+        /// Its shape in the input.
+        got: Vec<usize>,
+        /// The shape the network has.
+        want: Vec<usize>,
+    },
+    /// A flat vector of the wrong length.
+    #[error("{got} parameter values, the model has {want}")]
+    Length {
+        /// Values given.
+        got: usize,
+        /// Values the network has.
+        want: usize,
+    },
+}
+
+/// One named parameter in the flat vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamEntry {
+    /// PyTorch-style name (`actor.0.weight`).
+    pub name: String,
+    /// Shape, PyTorch layout.
+    pub shape: Vec<usize>,
+    /// Offset of the first element.
+    pub offset: usize,
+}
+
+impl ParamEntry {
+    /// Elements in this parameter.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True for a zero-sized parameter.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its span in the flat vector.
+    pub fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// What the initialisation draws for one parameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// A weight of `fan_in` inputs per output; orthogonal with `gain`.
+    Weight { gain: f64, fan_in: usize },
+    /// A bias of a layer with `fan_in` inputs per output.
+    Bias { fan_in: usize },
+    /// The Gaussian head's log-std.
+    LogStd,
+}
+
+/// The trunks of a network and where its heads are.
+#[derive(Debug, Clone)]
+pub enum Trunks {
+    /// An actor trunk ending in the policy layer and a critic trunk ending in the value layer, each on its own span
+    /// of the flat vector ([`ActorCriticNet::split`]).
+    Separate {
+        /// Observation to the head's logits or means.
+        actor: Tower,
+        /// Observation to the value.
+        critic: Tower,
+    },
+    /// One trunk (`network.*`) whose activated features feed a one-layer policy head (`actor.*`) and a one-layer
+    /// value head (`critic.*`); every offset is into the whole flat vector.
+    Shared {
+        /// Observation to features.
+        trunk: Tower,
+        /// Features to the head's logits or means.
+        policy: Mlp,
+        /// Features to the value.
+        value: Mlp,
+    },
+}
+
+/// What [`ActorCriticNet::forward`] computed: the head's output and the values, and the trunks' traces.
+#[derive(Debug, Clone, Default)]
+pub struct NetTrace {
+    /// The actor's (separate) or the shared trunk's trace.
+    first: Trace,
+    /// The critic's trace (separate trunks).
+    second: Trace,
+    /// The heads' outputs (shared trunk).
+    policy: Vec<Vec<f32>>,
+    value: Vec<Vec<f32>>,
+    shared: bool,
+}
+
+impl NetTrace {
+    /// `[n, logits_dim]` logits or Gaussian means.
+    pub fn head(&self) -> &[f32] {
+        match self.shared {
+            true => self.policy.last().map_or(&[][..], Vec::as_slice),
+            false => self.first.output(),
+        }
+    }
+
+    /// `[n]` state values.
+    pub fn values(&self) -> &[f32] {
+        match self.shared {
+            true => self.value.last().map_or(&[][..], Vec::as_slice),
+            false => self.second.output(),
+        }
+    }
+}
+
+/// The flat-buffer network of a [`ModelSpec`]: its trunks ([`Trunks`]), the policy and value layers, plus the
+/// Gaussian head's state-independent log-std; every parameter in one flat vector, entries sorted by name (with
+/// separate trunks the actor's, `actor.*` then `actor_logstd`, come before the critic's).
+#[derive(Debug, Clone)]
+pub struct ActorCriticNet {
+    spec: ModelSpec,
+    entries: Vec<ParamEntry>,
+    /// How each entry is initialised.
+    roles: Vec<Role>,
+    /// Where the critic's span starts with separate trunks (the actor's is everything before); 0 with a shared one.
+    critic_start: usize,
+    trunks: Trunks,
+    log_std: Option<Range<usize>>,
+}
+
+/// Gains of orthogonal init: hidden layers, the policy layer, the value layer (CleanRL's).
+const HIDDEN_GAIN: f64 = std::f64::consts::SQRT_2;
+const POLICY_GAIN: f64 = 0.01;
+const VALUE_GAIN: f64 = 1.0;
+
+/// The parameters of one trunk named `prefix` (`actor`, `critic`, `network`): its convolutions, its hidden
+/// layers and, for a separate trunk, its head layer of `head` outputs with orthogonal `gain`.
+fn trunk_params(
+    spec: &ModelSpec,
+    prefix: &str,
+    head: Option<(usize, f64)>,
+) -> Result<Vec<(String, Vec<usize>, Role)>, SpecError> {
+    let mut params = Vec::new();
+    let mut layer = |index: usize, shape: Vec<usize>, gain: f64| {
+        let fan_in = shape[1..].iter().product();
+        params.push((format!("{prefix}.{index}.weight"), shape.clone(), Role::Weight { gain, fan_in }));
+        params.push((format!("{prefix}.{index}.bias"), vec![shape[0]], Role::Bias { fan_in }));
+    };
+    let dims = spec.conv_dims()?;
+    for (i, (l, input)) in spec.encoder.conv_layers().iter().zip(&dims).enumerate() {
+        layer(Tower::conv_index(i), vec![l.out_channels, input.c, l.kernel, l.kernel], HIDDEN_GAIN);
+    }
+    let convs = spec.encoder.conv_layers().len();
+    let mut width = dims.last().map_or(spec.obs_dim, ImageDims::len);
+    let hidden = spec.hidden_sizes();
+    for (j, &h) in hidden.iter().enumerate() {
+        layer(Tower::linear_index(convs, j), vec![h, width], HIDDEN_GAIN);
+        width = h;
+    }
+    if let Some((out, gain)) = head {
+        layer(Tower::linear_index(convs, hidden.len()), vec![out, width], gain);
+    }
+    Ok(params)
+}
+
+impl ActorCriticNet {
+    /// The layout `spec` describes.
+    pub fn new(spec: &ModelSpec) -> Result<Self, SpecError> {
+        spec.validate()?;
+        let logits = spec.head.logits_dim();
+        let mut params = Vec::new();
+        if spec.shared_trunk {
+            params.extend(trunk_params(spec, "network", None)?);
+            let features = spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim);
+            for (name, out, gain) in [("actor", logits, POLICY_GAIN), ("critic", 1, VALUE_GAIN)] {
+                let fan_in = features;
+                params.push((format!("{name}.weight"), vec![out, features], Role::Weight { gain, fan_in }));
+                params.push((format!("{name}.bias"), vec![out], Role::Bias { fan_in }));
+            }
+        } else {
+            params.extend(trunk_params(spec, "actor", Some((logits, POLICY_GAIN)))?);
+            params.extend(trunk_params(spec, "critic", Some((1, VALUE_GAIN)))?);
+        }
+        if let Head::Gaussian { dim } = spec.head {
+            params.push((LOG_STD.into(), vec![1, dim], Role::LogStd));
+        }
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut offset = 0;
+        let (mut entries, mut roles) = (Vec::new(), Vec::new());
+        for (name, shape, role) in params {
+            let e = ParamEntry { name, shape, offset };
+            offset += e.len();
+            entries.push(e);
+            roles.push(role);
+        }
+        let critic_start = match spec.shared_trunk {
+            true => 0,
+            false => entries.iter().find(|e| e.name.starts_with("critic.")).map_or(0, |e| e.offset),
+        };
+        let find = |name: String| entries.iter().find(|e| e.name == name).map_or(0, |e| e.offset);
+        let dims = spec.conv_dims()?;
+        let activation = spec.activation();
+        let tower = |prefix: &str, mut sizes: Vec<usize>, start: usize, activate_last: bool| {
+            let convs: Vec<Conv> = spec
+                .encoder
+                .conv_layers()
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let at = |part: &str| find(format!("{prefix}.{}.{part}", Tower::conv_index(i))) - start;
+                    let layout = match (i, &spec.encoder) {
+                        (0, Encoder::Conv { layout, .. }) => Some(*layout),
+                        _ => None,
+                    };
+                    Conv::new(dims[i], dims[i + 1], (l.kernel, l.stride), layout, (at("weight"), at("bias")))
+                })
+                .collect();
+            sizes.insert(0, dims.last().map_or(spec.obs_dim, ImageDims::len));
+            let layers = sizes.len() - 1;
+            let at =
+                |j: usize, part: &str| find(format!("{prefix}.{}.{part}", Tower::linear_index(convs.len(), j))) - start;
+            let mlp = Mlp {
+                weights: (0..layers).map(|j| at(j, "weight")).collect(),
+                biases: (0..layers).map(|j| at(j, "bias")).collect(),
+                sizes,
+                activation,
+                activate_last,
+            };
+            Tower { convs, mlp }
+        };
+        let head_layer = |name: &str, out: usize| Mlp {
+            sizes: vec![spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim), out],
+            activation,
+            activate_last: false,
+            weights: vec![find(format!("{name}.weight"))],
+            biases: vec![find(format!("{name}.bias"))],
+        };
+        let hidden = spec.hidden_sizes().to_vec();
+        let with = |out: usize| hidden.iter().copied().chain([out]).collect::<Vec<_>>();
+        let trunks = match spec.shared_trunk {
+            true => Trunks::Shared {
+                trunk: tower("network", hidden.clone(), 0, true),
+                policy: head_layer("actor", logits),
+                value: head_layer("critic", 1),
+            },
+            false => Trunks::Separate {
+                actor: tower("actor", with(logits), 0, false),
+                critic: tower("critic", with(1), critic_start, false),
+            },
+        };
+        let log_std = entries.iter().find(|e| e.name == LOG_STD).map(ParamEntry::range);
+        Ok(Self { spec: spec.clone(), entries, roles, critic_start, trunks, log_std })
+    }
+
+    /// Freshly initialised parameters: orthogonal weights (gain √2 hidden and convolutions, 0.01 policy layer, 1.0
+    /// value layer) and zero biases, or without `init.orthogonal` PyTorch's `Linear`/`Conv2d` default (weights and
+    /// biases uniform in ±1/√fan_in); the log-std at `init.log_std`; drawn from `seed` in a fixed order (separate
+    /// trunks: the critic's layers, then the actor's, PyTorch's construction order in CleanRL; a shared trunk:
+    /// the trunk's, the policy layer's, the value layer's).
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        use rand::Rng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut flat = vec![0.0f32; self.num_params()];
+        let group = |name: &str| match name.split('.').next() {
+            Some("network") => 0,
+            Some("critic") if !self.spec.shared_trunk => 0,
+            Some("actor") | Some(LOG_STD) => 1,
+            _ => 2,
+        };
+        let mut order: Vec<(&ParamEntry, Role)> = self.entries.iter().zip(self.roles.iter().copied()).collect();
+        order.sort_by_key(|(e, _)| (group(&e.name), e.name.clone()));
+        for (e, role) in order {
+            let values = &mut flat[e.range()];
+            match role {
+                Role::LogStd => values.fill(self.spec.init.log_std as f32),
+                Role::Weight { gain, fan_in } if self.spec.init.orthogonal => {
+                    values.copy_from_slice(&orthogonal(e.shape[0], fan_in, gain, &mut rng));
+                }
+                _ if self.spec.init.orthogonal => {} // biases stay zero
+                Role::Weight { fan_in, .. } | Role::Bias { fan_in } => {
+                    let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+                    values.iter_mut().for_each(|x| *x = rng.random_range(-bound..bound));
+                }
+            }
+        }
+        flat
+    }
+
+    /// Runs `n` rows of the network input `x` (prepared observations, [`crate::obs::prepare_input`]) through the
+    /// whole network; `t.head()` and `t.values()` hold the results.
+    pub fn forward(&self, params: &[f32], x: &[f32], n: usize, t: &mut NetTrace) {
+        match &self.trunks {
+            Trunks::Separate { actor, critic } => {
+                let (a, c) = self.split(params);
+                actor.forward(a, x, n, &mut t.first);
+                critic.forward(c, x, n, &mut t.second);
+                t.shared = false;
+            }
+            Trunks::Shared { trunk, policy, value } => {
+                trunk.forward(params, x, n, &mut t.first);
+                policy.forward(params, t.first.output(), n, &mut t.policy);
+                value.forward(params, t.first.output(), n, &mut t.value);
+                t.shared = true;
+            }
+        }
+    }
+
+    /// The trunks.
+    pub fn trunks(&self) -> &Trunks {
+        &self.trunks
+    }
+
+    /// The actor and critic trunks when they are separate.
+    pub fn separate(&self) -> Option<(&Tower, &Tower)> {
+        match &self.trunks {
+            Trunks::Separate { actor, critic } => Some((actor, critic)),
+            Trunks::Shared { .. } => None,
+        }
+    }
+
+    /// The parameters, sorted by name.
+    pub fn entries(&self) -> &[ParamEntry] {
+        &self.entries
+    }
+
+    /// Length of the flat parameter vector.
+    pub fn num_params(&self) -> usize {
+        self.entries.last().map_or(0, |e| e.offset + e.len())
+    }
+
+    /// The layout of `cfg` on an env with these spaces ([`ModelSpec::resolve`], then [`ActorCriticNet::new`]).
+    pub fn for_env(cfg: &ModelConfig, obs_space: &Space, action_space: &Space) -> Result<Self, SpecError> {
+        Self::new(&ModelSpec::resolve(cfg, obs_space, action_space)?)
+    }
+
+    /// The spec this layout was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The actor's and the critic's spans of a flat vector (with a shared trunk: nothing and everything).
+    pub fn split<'a>(&self, flat: &'a [f32]) -> (&'a [f32], &'a [f32]) {
+        flat.split_at(self.critic_start)
+    }
+
+    /// The actor's and the critic's spans of a flat vector, mutably.
+    pub fn split_mut<'a>(&self, flat: &'a mut [f32]) -> (&'a mut [f32], &'a mut [f32]) {
+        flat.split_at_mut(self.critic_start)
+    }
+
+    /// Span of the Gaussian log-std in the flat vector and in the actor's span (`None` for Discrete).
+    pub fn log_std(&self) -> Option<Range<usize>> {
+        self.log_std.clone()
+    }
+
+    /// Observation width.
+    pub fn obs_dim(&self) -> usize {
+        self.spec.obs_dim
+    }
+
+    /// The policy head.
+    pub fn head(&self) -> &Head {
+        &self.spec.head
+    }
+
+    /// Checks that `flat` has this network's length.
+    pub fn check_len(&self, flat: &[f32]) -> Result<(), LayoutError> {
+        match flat.len() == self.num_params() {
+            true => Ok(()),
+            false => Err(LayoutError::Length { got: flat.len(), want: self.num_params() }),
+        }
+    }
+
+    /// `(name, shape, values)` of every parameter of `flat` (sorted by name), each name after `prefix`.
+    pub fn named<'a>(
+        &'a self,
+        prefix: &'a str,
+        flat: &'a [f32],
+    ) -> impl Iterator<Item = (String, &'a [usize], &'a [f32])> + 'a {
+        self.entries.iter().map(move |e| (format!("{prefix}{}", e.name), e.shape.as_slice(), &flat[e.range()]))
+    }
+
+    /// The flat vector of the tensors named `prefix` + parameter name in `tensors`; fails naming the first
+    /// missing or misshapen parameter.
+    pub fn flatten(&self, tensors: &Tensors, prefix: &str) -> Result<Vec<f32>, LayoutError> {
+        let mut flat = Vec::with_capacity(self.num_params());
+        for e in &self.entries {
+            let name = format!("{prefix}{}", e.name);
+            let t = tensors.get(&name).ok_or_else(|| LayoutError::Missing(name.clone()))?;
+            if t.shape != e.shape {
+                return Err(LayoutError::Shape { name, got: t.shape.clone(), want: e.shape.clone() });
+            }
+            flat.extend_from_slice(&t.values);
+        }
+        Ok(flat)
+    }
+}
+
+/// Name of the Gaussian policy's log-std parameter.
+pub const LOG_STD: &str = "actor_logstd";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::codec::HostTensor;
+
+    #[test]
+    fn parameter_names_follow_pytorch_state_dict() {
+        let space = Space::vector(vec![-2.0], vec![2.0]);
+        let net = ActorCriticNet::for_env(&ModelConfig::default(), &Space::unbounded(3), &space).unwrap();
+        let names: Vec<(&str, &[usize])> =
+            net.entries().iter().map(|e| (e.name.as_str(), e.shape.as_slice())).collect();
+        let expect: [(&str, &[usize]); 13] = [
+            ("actor.0.bias", &[64]),
+            ("actor.0.weight", &[64, 3]),
+            ("actor.2.bias", &[64]),
+            ("actor.2.weight", &[64, 64]),
+            ("actor.4.bias", &[1]),
+            ("actor.4.weight", &[1, 64]),
+            ("actor_logstd", &[1, 1]),
+            ("critic.0.bias", &[64]),
+            ("critic.0.weight", &[64, 3]),
+            ("critic.2.bias", &[64]),
+            ("critic.2.weight", &[64, 64]),
+            ("critic.4.bias", &[1]),
+            ("critic.4.weight", &[1, 64]),
+        ];
+        assert_eq!(names, expect);
+    }
+
+    #[test]
+    fn pytorch_default_init_without_ortho_init() {
+        let space = Space::vector(vec![-1.0; 6], vec![1.0; 6]);
+        let cfg =
+            ModelConfig { ortho_init: false, init_log_std: -2.0, hidden_sizes: vec![256, 256], ..Default::default() };
+        let net = ActorCriticNet::for_env(&cfg, &Space::unbounded(17), &space).unwrap();
+        let flat = net.init(5);
+        assert_eq!(flat, net.init(5), "seeded init is reproducible");
+        for e in net.entries() {
+            let w = &flat[e.range()];
+            if e.name == LOG_STD {
+                assert!(w.iter().all(|&x| x == -2.0));
+                continue;
+            }
+            let layer = e.name.replace(".bias", ".weight");
+            let fan_in = net.entries().iter().find(|x| x.name == layer).unwrap().shape[1];
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            assert!(w.iter().all(|x| x.abs() <= bound), "{} outside ±{bound}", e.name);
+            // Uniform: the variance is bound²/3 (loosely, for the small bias vectors too).
+            let var = w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32;
+            let want = bound * bound / 3.0;
+            let tol = if w.len() > 100 { 0.2 } else { 0.8 };
+            assert!((var - want).abs() <= tol * want, "{}: variance {var}, uniform gives {want}", e.name);
+        }
+    }
+
+    #[test]
+    fn init_gains_zero_biases_and_log_std() {
+        let space = Space::vector(vec![-1.0; 2], vec![1.0; 2]);
+        let net = ActorCriticNet::for_env(
+            &ModelConfig { init_log_std: -0.5, ..ModelConfig::default() },
+            &Space::unbounded(4),
+            &space,
+        )
+        .unwrap();
+        let flat = net.init(5);
+        assert_eq!(flat, net.init(5), "seeded init is reproducible");
+        for e in net.entries() {
+            let w = &flat[e.range()];
+            match e.shape.as_slice() {
+                _ if e.name == LOG_STD => assert!(w.iter().all(|&x| x == -0.5)),
+                [rows, cols] => {
+                    // Each row of a wide matrix (or column of a tall one) has norm = gain.
+                    let gain = match e.name.as_str() {
+                        "actor.4.weight" => 0.01,
+                        "critic.4.weight" => 1.0,
+                        _ => std::f32::consts::SQRT_2,
+                    };
+                    let (outer, inner) = if rows <= cols { (*rows, *cols) } else { (*cols, *rows) };
+                    for o in 0..outer {
+                        let at = |i: usize| if rows <= cols { w[o * cols + i] } else { w[i * cols + o] };
+                        let norm = (0..inner).map(|i| at(i) * at(i)).sum::<f32>().sqrt();
+                        assert!((norm - gain).abs() < 1e-4 * gain.max(1.0), "{}: {norm}", e.name);
+                    }
+                }
+                _ => assert!(w.iter().all(|&x| x == 0.0), "{}", e.name),
+            }
+        }
+    }
+
+    #[test]
+    fn flatten_inverts_named_and_names_what_does_not_fit() {
+        let net =
+            ActorCriticNet::for_env(&ModelConfig::default(), &Space::unbounded(4), &Space::Discrete { n: 2 }).unwrap();
+        let flat = net.init(1);
+        let tensors: Tensors =
+            net.named("p.", &flat).map(|(n, s, v)| (n, HostTensor::new(s.to_vec(), v.to_vec()))).collect();
+        assert_eq!(net.flatten(&tensors, "p.").unwrap(), flat);
+        assert_eq!(net.flatten(&tensors, "").unwrap_err(), LayoutError::Missing("actor.0.bias".into()));
+        let mut bad = tensors.clone();
+        bad.insert("p.critic.4.bias".into(), HostTensor::new(vec![2], vec![0.0; 2]));
+        assert!(matches!(net.flatten(&bad, "p."), Err(LayoutError::Shape { name, .. }) if name == "p.critic.4.bias"));
+        assert!(net.check_len(&flat[1..]).is_err());
+    }
+
+    #[test]
+    fn conv_and_shared_trunk_names_follow_pytorch_state_dict_and_init() {
+        use crate::env::Dtype;
+        use crate::model::Preset;
+        let frames = Space::shaped(vec![0.0], vec![255.0], vec![4, 84, 84], Dtype::Uint8).unwrap();
+        let (conv, hidden_sizes, activation) = Preset::NatureCnn.layers();
+        let cfg = ModelConfig { conv, hidden_sizes, activation, shared_trunk: true, ..ModelConfig::default() };
+        let net = ActorCriticNet::for_env(&cfg, &frames, &Space::Discrete { n: 6 }).unwrap();
+        let names: Vec<(&str, &[usize])> =
+            net.entries().iter().map(|e| (e.name.as_str(), e.shape.as_slice())).collect();
+        // CleanRL's ppo_atari.py Agent, exactly.
+        let expect: [(&str, &[usize]); 12] = [
+            ("actor.bias", &[6]),
+            ("actor.weight", &[6, 512]),
+            ("critic.bias", &[1]),
+            ("critic.weight", &[1, 512]),
+            ("network.0.bias", &[32]),
+            ("network.0.weight", &[32, 4, 8, 8]),
+            ("network.2.bias", &[64]),
+            ("network.2.weight", &[64, 32, 4, 4]),
+            ("network.4.bias", &[64]),
+            ("network.4.weight", &[64, 64, 3, 3]),
+            ("network.7.bias", &[512]),
+            ("network.7.weight", &[512, 3136]),
+        ];
+        assert_eq!(names, expect);
+        assert_eq!(net.num_params(), 1_687_719);
+        let flat = net.init(2);
+        let norm_rows = |name: &str| {
+            let e = net.entries().iter().find(|e| e.name == name).unwrap();
+            let cols: usize = e.shape[1..].iter().product();
+            flat[e.range()].chunks_exact(cols).map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt()).collect::<Vec<_>>()
+        };
+        // Wide matrices ([out, in·k·k] with out <= in·k·k) have orthonormal rows times the gain.
+        for (name, gain) in [("network.0.weight", 2f32.sqrt()), ("actor.weight", 0.01), ("critic.weight", 1.0)] {
+            assert!(norm_rows(name).iter().all(|n| (n - gain).abs() < 1e-4 * gain.max(1.0)), "{name}");
+        }
+        // Separate conv trunks: the head is the Linear after the flatten and the hidden layer.
+        let minatar = Space::shaped(vec![0.0], vec![1.0], vec![10, 10, 4], Dtype::Uint8).unwrap();
+        let (conv, hidden_sizes, activation) = Preset::MinatarCnn.layers();
+        let cfg = ModelConfig { conv, hidden_sizes, activation, ortho_init: false, ..ModelConfig::default() };
+        let net = ActorCriticNet::for_env(&cfg, &minatar, &Space::Discrete { n: 3 }).unwrap();
+        let names: Vec<&str> = net.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "actor.0.bias",
+                "actor.0.weight",
+                "actor.3.bias",
+                "actor.3.weight",
+                "actor.5.bias",
+                "actor.5.weight",
+                "critic.0.bias",
+                "critic.0.weight",
+                "critic.3.bias",
+                "critic.3.weight",
+                "critic.5.bias",
+                "critic.5.weight"
+            ]
+        );
+        let flat = net.init(1);
+        // PyTorch's Conv2d default: uniform in ±1/√(c·k·k) for the weight and the bias alike.
+        for name in ["actor.0.weight", "actor.0.bias"] {
+            let e = net.entries().iter().find(|e| e.name == name).unwrap();
+            let bound = 1.0 / 36f32.sqrt();
+            let w = &flat[e.range()];
+            assert!(w.iter().all(|x| x.abs() <= bound) && w.iter().any(|x| x.abs() > bound / 2.0), "{name}");
+        }
+        let e = net.entries().iter().find(|e| e.name == "actor.3.weight").unwrap();
+        assert_eq!(e.shape, [128, 16 * 8 * 8]);
+    }
+}
