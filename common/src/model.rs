@@ -375,6 +375,11 @@ pub struct ModelSpec {
     /// ([`crate::obs::prepare_input`]); absent reads as float32.
     #[serde(default)]
     pub obs_dtype: Dtype,
+    /// What uint8 observation values are multiplied by ([`Space::input_scale`]: 1/255 for images, 1 for 0/1
+    /// planes; 1 and unused for float32 observations). Absent in specs written before it, which read as 1/255
+    /// for uint8 (every uint8 space then was an image) and 1 for float32.
+    #[serde(default = "one")]
+    pub obs_scale: f32,
     /// Observation to features.
     pub encoder: Encoder,
     /// Features to features, across steps.
@@ -385,6 +390,11 @@ pub struct ModelSpec {
     pub shared_trunk: bool,
     /// Initialisation.
     pub init: InitSpec,
+}
+
+/// `1.0`, for serde defaults.
+fn one() -> f32 {
+    1.0
 }
 
 /// Why a spec cannot be built or read.
@@ -458,6 +468,7 @@ impl ModelSpec {
             obs_dim: obs_space.flat_dim(),
             obs_shape,
             obs_dtype: obs_space.dtype(),
+            obs_scale: obs_space.input_scale(),
             encoder,
             core: Core::None,
             head: Head::for_space(action_space),
@@ -474,6 +485,9 @@ impl ModelSpec {
         }
         if self.obs_dim == 0 {
             return invalid("obs_dim", "must be at least 1");
+        }
+        if !(self.obs_scale.is_finite() && self.obs_scale > 0.0) {
+            return invalid("obs_scale", &format!("{} is not a positive number", self.obs_scale));
         }
         if self.obs_shape.iter().product::<usize>() != self.obs_dim {
             return invalid(
@@ -520,9 +534,14 @@ impl ModelSpec {
         if format != SPEC_FORMAT {
             return Err(SpecError::Format(format));
         }
-        let mut spec: Self = serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let scaled = value.get("obs_scale").is_some();
+        let mut spec: Self = serde_json::from_value(value).map_err(|e| SpecError::Parse(e.to_string()))?;
         if spec.obs_shape.is_empty() {
             spec.obs_shape = vec![spec.obs_dim];
+        }
+        if !scaled && spec.obs_dtype == Dtype::Uint8 {
+            spec.obs_scale = crate::obs::UINT8_SCALE;
         }
         spec.validate()?;
         Ok(spec)
@@ -625,7 +644,7 @@ mod tests {
         let json = spec.to_json();
         assert_eq!(
             json,
-            r#"{"format":1,"obs_dim":4,"obs_shape":[4],"obs_dtype":"float32","encoder":{"kind":"mlp","hidden_sizes":[64,64],"activation":"tanh"},"core":{"kind":"none"},"head":{"kind":"categorical","n":2},"shared_trunk":false,"init":{"orthogonal":true,"log_std":0.0}}"#
+            r#"{"format":1,"obs_dim":4,"obs_shape":[4],"obs_dtype":"float32","obs_scale":1.0,"encoder":{"kind":"mlp","hidden_sizes":[64,64],"activation":"tanh"},"core":{"kind":"none"},"head":{"kind":"categorical","n":2},"shared_trunk":false,"init":{"orthogonal":true,"log_std":0.0}}"#
         );
         assert_eq!(ModelSpec::from_json(&json).unwrap(), spec);
         let multi = Space::MultiDiscrete { nvec: vec![3, 3, 2] };
@@ -637,7 +656,15 @@ mod tests {
         let spec = ModelSpec::resolve(&ModelConfig::default(), &image, &Space::Discrete { n: 4 }).unwrap();
         assert_eq!((spec.obs_dim, spec.obs_shape.as_slice(), spec.obs_dtype), (36, &[6, 6, 1][..], Dtype::Uint8));
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
-        let old = json.replace(r#""obs_shape":[4],"obs_dtype":"float32","#, "");
+        assert_eq!(spec.obs_scale, crate::obs::UINT8_SCALE, "0..=255 images reach [0, 1]");
+        let planes = Space::shaped(vec![0.0], vec![1.0], vec![10, 10, 4], Dtype::Uint8).unwrap();
+        let spec = ModelSpec::resolve(&ModelConfig::default(), &planes, &Space::Discrete { n: 4 }).unwrap();
+        assert_eq!(spec.obs_scale, 1.0, "0/1 planes stay 0/1");
+        let json = spec.to_json().replace(r#""obs_scale":1.0,"#, "");
+        assert_eq!(ModelSpec::from_json(&json).unwrap().obs_scale, crate::obs::UINT8_SCALE, "absent: an image");
+        let json =
+            ModelSpec::resolve(&ModelConfig::default(), &vector(4), &Space::Discrete { n: 2 }).unwrap().to_json();
+        let old = json.replace(r#""obs_shape":[4],"obs_dtype":"float32","obs_scale":1.0,"#, "");
         assert_eq!(ModelSpec::from_json(&old).unwrap(), ModelSpec::from_json(&json).unwrap());
     }
 

@@ -2,13 +2,14 @@
 //!
 //! Envs write observations as f32 values (a uint8 image's values are whole numbers in `0..=255`); rollouts keep
 //! them in the dtype of the observation space, so an image travels and waits in the learner's queue as one byte
-//! per value. The network sees [`prepare_input`]'s result: uint8 values times 1/255, float values normalised by
-//! the running statistics when the run normalises observations.
+//! per value. The network sees [`prepare_input`]'s result: uint8 values times the model spec's `obs_scale` (1/255
+//! for images, 1 for 0/1 planes), float values normalised by the running statistics when the run normalises
+//! observations.
 
 use crate::env::Dtype;
 use crate::normalize::ObsNormalizer;
 
-/// What uint8 observations are multiplied by before the network (an f32 constant: Python multiplies by
+/// What uint8 images (0..=255) are multiplied by before the network (an f32 constant: Python multiplies by
 /// `np.float32(1) / np.float32(255)`, so both give the same bits).
 pub const UINT8_SCALE: f32 = 1.0 / 255.0;
 
@@ -116,20 +117,20 @@ impl ObsBuf {
         }
     }
 
-    /// Appends every value to `out` as network input ([`prepare_input`] with `norm`).
-    pub fn input_into(&self, norm: Option<&ObsNormalizer>, out: &mut Vec<f32>) {
+    /// Appends every value to `out` as network input ([`prepare_input`] with `uint8_scale` and `norm`).
+    pub fn input_into(&self, uint8_scale: f32, norm: Option<&ObsNormalizer>, out: &mut Vec<f32>) {
         let start = out.len();
         self.raw_into(0..self.len(), out);
-        prepare_input(self.dtype(), norm, &mut out[start..]);
+        prepare_input(self.dtype(), uint8_scale, norm, &mut out[start..]);
     }
 }
 
-/// Turns raw observation values of `dtype` into network input, in place: uint8 values times [`UINT8_SCALE`]; float
-/// values normalised by `norm` when the run normalises observations (`norm` is ignored for uint8: the config
-/// refuses observation normalisation for images).
-pub fn prepare_input(dtype: Dtype, norm: Option<&ObsNormalizer>, xs: &mut [f32]) {
+/// Turns raw observation values of `dtype` into network input, in place: uint8 values times `uint8_scale` (the model
+/// spec's `obs_scale`: [`UINT8_SCALE`] for images); float values normalised by `norm` when the run normalises
+/// observations (`norm` is ignored for uint8: the config refuses observation normalisation for them).
+pub fn prepare_input(dtype: Dtype, uint8_scale: f32, norm: Option<&ObsNormalizer>, xs: &mut [f32]) {
     match (dtype, norm) {
-        (Dtype::Uint8, _) => xs.iter_mut().for_each(|x| *x *= UINT8_SCALE),
+        (Dtype::Uint8, _) => xs.iter_mut().for_each(|x| *x *= uint8_scale),
         (Dtype::Float32, Some(norm)) => norm.normalize(xs),
         (Dtype::Float32, None) => {}
     }
@@ -151,20 +152,23 @@ mod tests {
         assert_eq!(buf.extend_raw(&[f32::NAN]).unwrap_err().index, 0);
         assert_eq!(buf.len(), 3, "a refused append adds nothing");
         let mut input = vec![9.0];
-        buf.input_into(None, &mut input);
+        buf.input_into(UINT8_SCALE, None, &mut input);
         assert_eq!(input, vec![9.0, 0.0, 17.0 * UINT8_SCALE, 1.0]);
+        let mut planes = Vec::new();
+        ObsBuf::U8(vec![0, 1]).input_into(1.0, None, &mut planes);
+        assert_eq!(planes, vec![0.0, 1.0]);
     }
 
     #[test]
     fn float_buffers_are_normalised_when_asked() {
         let buf = ObsBuf::from(vec![2.0f32, -4.0]);
         let mut plain = Vec::new();
-        buf.input_into(None, &mut plain);
+        buf.input_into(1.0, None, &mut plain);
         assert_eq!(plain, vec![2.0, -4.0]);
         let mut norm = ObsNormalizer::new(2, 10.0);
         norm.rms.update(&[1.0, 1.0, 3.0, -3.0]);
         let mut normed = Vec::new();
-        buf.input_into(Some(&norm), &mut normed);
+        buf.input_into(1.0, Some(&norm), &mut normed);
         let mut want = vec![2.0, -4.0];
         norm.normalize(&mut want);
         assert_eq!(normed, want);

@@ -183,7 +183,8 @@ impl Policy {
         let n = obs.len() / d.max(1);
         self.input.clear();
         self.input.extend_from_slice(obs);
-        crate::obs::prepare_input(self.model.spec().obs_dtype, self.obs_norm.as_ref(), &mut self.input);
+        let spec = self.model.spec();
+        crate::obs::prepare_input(spec.obs_dtype, spec.obs_scale, self.obs_norm.as_ref(), &mut self.input);
         self.model.forward(&self.params, &self.input, n, &mut self.trace);
         out.values.clear();
         out.values.extend_from_slice(self.trace.values());

@@ -45,7 +45,7 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, cfg: &Mo
     let obs: Vec<f32> = (0..rows * obs_dim)
         .map(|_| match obs_space.dtype() {
             Dtype::Float32 => rng.random_range(-3.0f32..3.0),
-            Dtype::Uint8 => f32::from(rng.random::<u8>()),
+            Dtype::Uint8 => rng.random_range(0..=(1.0 / obs_space.input_scale()) as u8) as f32,
         })
         .collect();
     let norm = normalize.then(|| {
@@ -58,7 +58,7 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, cfg: &Mo
     std::fs::write(dir.join(format!("{name}.safetensors")), &bytes).expect("write weights");
 
     let mut input = obs.clone();
-    common::obs::prepare_input(obs_space.dtype(), norm.as_ref(), &mut input);
+    common::obs::prepare_input(obs_space.dtype(), obs_space.input_scale(), norm.as_ref(), &mut input);
     let mut trace = NetTrace::default();
     net.forward(&params, &input, rows, &mut trace);
     let (head, values) = (trace.head().to_vec(), trace.values().to_vec());
@@ -149,6 +149,9 @@ fn python_and_rust_policies_agree() {
     write_case(dir.path(), "conv_chw_box", &image(&[2, 9, 9]), &mcc, &convs(&two, &[16], false), false, 10);
     let nature = [(32, 8, 4), (64, 4, 2), (64, 3, 1)];
     write_case(dir.path(), "conv_shared", &image(&[4, 36, 36]), &d(6), &convs(&nature, &[512], true), false, 11);
+    // 0/1 planes (MinAtar's frames): uint8 scaled by 1, not 1/255.
+    let planes = Space::shaped(vec![0.0], vec![1.0], vec![10, 10, 4], Dtype::Uint8).unwrap();
+    write_case(dir.path(), "conv_planes", &planes, &d(3), &convs(&[(16, 3, 1)], &[128], false), false, 13);
     let shared_mlp = ModelConfig { shared_trunk: true, ..mlp(&[32, 32], tanh) };
     write_case(dir.path(), "mlp_shared", &v(5), &multi, &shared_mlp, true, 12);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);

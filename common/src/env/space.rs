@@ -149,6 +149,16 @@ impl Space {
         }
     }
 
+    /// What uint8 observation values are multiplied by on their way into a network: `1 / high` (the largest
+    /// bound, at least 1), so images (0..=255) and 0/1 planes (MinAtar's `bool` frames) both reach `[0, 1]`; 1 for
+    /// float spaces, which are not scaled.
+    pub fn input_scale(&self) -> f32 {
+        match self {
+            Space::Box { high, dtype: Dtype::Uint8, .. } => 1.0 / high.iter().fold(1.0f32, |m, &h| m.max(h)),
+            _ => 1.0,
+        }
+    }
+
     /// The shape of one element: a `Box`'s, `[flat_dim]` otherwise.
     pub fn shape(&self) -> Vec<usize> {
         match self {

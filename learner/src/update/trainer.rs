@@ -570,7 +570,7 @@ impl Trainer {
     /// run), or the current statistics when that version's are no longer kept (after a resume); uint8 scaled.
     fn input(&self, version: PolicyVersion, obs: &ObsBuf, out: &mut Vec<f32>) {
         let shipped = self.shipped_obs_norm.iter().rev().find(|(v, _)| *v == version.0).map(|(_, n)| n);
-        obs.input_into(shipped.or(self.obs_norm.as_ref()), out);
+        obs.input_into(self.net.spec().obs_scale, shipped.or(self.obs_norm.as_ref()), out);
     }
 }
 

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 #: Snapshot metadata key holding the spec as JSON.
 MODEL_KEY = "model"
 #: Snapshot metadata key naming the hidden activation in snapshots written before the spec.
@@ -31,7 +33,21 @@ OBS_DTYPES = ("float32", "uint8")
 #: Where a conv encoder's image keeps its channels: last (``[H, W, C]``) or first (``[C, H, W]``).
 LAYOUTS = ("hwc", "chw")
 
-_FIELDS = {"format", "obs_dim", "obs_shape", "obs_dtype", "encoder", "core", "head", "shared_trunk", "init"}
+_FIELDS = {
+    "format",
+    "obs_dim",
+    "obs_shape",
+    "obs_dtype",
+    "obs_scale",
+    "encoder",
+    "core",
+    "head",
+    "shared_trunk",
+    "init",
+}
+#: What ``uint8`` images (0..=255) are multiplied by on their way into the network, rounded to f32 as the Rust side's
+#: ``1.0f32 / 255.0`` (multiplied, not divided, for the same bits); the ``obs_scale`` of specs written without one.
+UINT8_SCALE = np.float32(1.0) / np.float32(255.0)
 _MLP_FIELDS = {"kind", "hidden_sizes", "activation"}
 _CONV_FIELDS = {*_MLP_FIELDS, "layers", "layout"}
 _CONV_LAYER_FIELDS = ("out_channels", "kernel", "stride")
@@ -151,6 +167,8 @@ class ModelSpec:
     layout: str | None = None
     """``hwc`` or ``chw`` for a conv encoder, ``None`` for an MLP."""
     shared_trunk: bool = False
+    obs_scale: float = 1.0
+    """What ``uint8`` observation values are multiplied by (1/255 for images, 1 for 0/1 planes)."""
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
@@ -198,6 +216,10 @@ class ModelSpec:
             obs_dtype=_obs_dtype(spec.get("obs_dtype", OBS_DTYPES[0])),
             conv=conv,
             layout=None if layout is None else str(layout),
+            # Specs written before obs_scale: every uint8 space was an image.
+            obs_scale=_obs_scale(
+                spec.get("obs_scale", float(UINT8_SCALE) if spec.get("obs_dtype") == "uint8" else 1.0)
+            ),
             shared_trunk=shared_trunk,
         )
         parsed.conv_dims()
@@ -288,6 +310,13 @@ def _obs_shape(value: Any, obs_dim: int) -> tuple[int, ...]:
     if math.prod(shape) != obs_dim:
         raise SpecError(f"model spec obs_shape: {list(shape)} holds {math.prod(shape)} values, obs_dim is {obs_dim}")
     return shape
+
+
+def _obs_scale(value: Any) -> float:
+    """The spec's ``obs_scale``: a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SpecError(f"model spec obs_scale: {_show(value)} is not a positive number")
+    return float(value)
 
 
 def _obs_dtype(value: Any) -> str:

@@ -53,9 +53,6 @@ F64 = npt.NDArray[np.float64]
 NORM_EPS = 1e-8
 #: Name of the Gaussian head's state-independent log-std tensor.
 LOG_STD = "actor_logstd"
-#: What ``uint8`` observations are multiplied by on their way into the network, rounded to f32 as the Rust side's
-#: ``x * (1.0f32 / 255.0)`` (a product, not a quotient, for the same bits).
-UINT8_SCALE = np.float32(1.0) / np.float32(255.0)
 
 #: A layer of a snapshot without a spec.
 _LAYER = re.compile(r"^(actor|critic)\.(\d+)\.(weight|bias)$")
@@ -477,8 +474,9 @@ class Policy:
 
     def _input(self, obs: npt.ArrayLike) -> F32:
         """The network's input ``[B, obs_dim]`` (f32) for raw observations ``[B, *obs_shape]`` or ``[B, obs_dim]``
-        of any numeric dtype: ``uint8`` observations (the spec's ``obs_dtype``) multiplied by
-        :data:`UINT8_SCALE`, others normalised when the snapshot has observation statistics."""
+        of any numeric dtype: ``uint8`` observations (the spec's ``obs_dtype``) multiplied by the spec's
+        ``obs_scale`` as an f32 (:data:`proxima_actor.model.UINT8_SCALE` for images, 1 for 0/1 planes), others
+        normalised when the snapshot has observation statistics."""
         x = np.asarray(obs)
         shape = self.spec.obs_shape
         if x.shape[1:] not in (shape, (self.obs_dim,)):
@@ -487,7 +485,7 @@ class Policy:
             )
         rows = x.reshape(len(x), self.obs_dim).astype(np.float32, copy=False)
         if self.spec.obs_dtype == "uint8":
-            return rows * UINT8_SCALE
+            return rows * np.float32(self.spec.obs_scale)
         return self.obs_norm.normalize(rows) if self.obs_norm else rows
 
     def head(self, obs: npt.ArrayLike) -> F32:

@@ -31,6 +31,7 @@ def test_every_case_was_written() -> None:
         "conv_chw_box",
         "conv_shared",
         "mlp_shared",
+        "conv_planes",
     }
 
 
