@@ -1,6 +1,7 @@
 //! Learner update throughput: the PPO epochs (clipped objective; CartPole's shape and 64-64 by default, any width,
-//! observation size and action space by flag) over a synthetic batch, and
-//! the floor under it: the model's own forward and backward passes over the same minibatches, nothing else.
+//! observation size or image shape, conv preset, shared trunk and action space by flag) over a synthetic batch, and
+//! the floor under it: the model's own forward and backward passes over the same minibatches, nothing else
+//! (separate trunks only). `bench/torch_update.py` runs the same update in PyTorch.
 //!
 //! Threads are measured, not assumed: the on-CPU time of every thread of this process during the timed part
 //! (`/proc/self/task/*/schedstat`, nanoseconds) gives the CPU seconds, the cores kept busy (CPU ÷ wall) and the
@@ -51,6 +52,15 @@ pub struct Args {
     /// Action space in gymnasium's notation (default CartPole's `Discrete(2)`; HalfCheetah-v5: `Box(-1, 1, (6,))`).
     #[arg(long, default_value = "Discrete(2)")]
     action_space: String,
+    /// Image observations of this shape (e.g. `10,10,4` or `4,84,84`), uint8 0..=255, instead of `--obs-dim`.
+    #[arg(long, value_delimiter = ',')]
+    obs_shape: Vec<usize>,
+    /// Conv preset (`nature_cnn` or `minatar_cnn`): its convolutions, hidden sizes and ReLU replace `--hidden`.
+    #[arg(long)]
+    preset: Option<String>,
+    /// One trunk for actor and critic (candle only).
+    #[arg(long)]
+    shared_trunk: bool,
 }
 
 /// A thread counts as busy when it was on a CPU for at least this share of the timed wall time.
@@ -126,8 +136,18 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let mut cfg = TrainConfig { backend, threads: args.threads, device: args.device.clone(), ..TrainConfig::default() };
     cfg.model.hidden_sizes = args.hidden.clone();
+    if let Some(name) = &args.preset {
+        let preset: common::model::Preset = serde_json::from_value(serde_json::json!(name))
+            .map_err(|_| anyhow::anyhow!("unknown preset {name:?} (nature_cnn or minatar_cnn)"))?;
+        (cfg.model.conv, cfg.model.hidden_sizes, cfg.model.activation) = preset.layers();
+    }
+    cfg.model.shared_trunk = args.shared_trunk;
     cfg.validate()?;
-    let (obs_dim, space) = (args.obs_dim, args.action_space.parse::<Space>()?);
+    let obs_space = match args.obs_shape.is_empty() {
+        true => Space::unbounded(args.obs_dim),
+        false => Space::shaped(vec![0.0], vec![255.0], args.obs_shape.clone(), common::env::Dtype::Uint8)?,
+    };
+    let (obs_dim, space) = (obs_space.flat_dim(), args.action_space.parse::<Space>()?);
     anyhow::ensure!(obs_dim > 0, "--obs-dim must be at least 1");
     let n = args.batch.max(args.minibatch);
     let batch = synthetic_batch(n, obs_dim, &space);
@@ -142,7 +162,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let plan =
         EpochPlan { num_epochs: args.epochs, minibatch_size: args.minibatch, max_grad_norm: 0.5, target_kl: None };
-    let spec = ModelSpec::resolve(&cfg.model, &Space::unbounded(obs_dim), &space)?;
+    let spec = ModelSpec::resolve(&cfg.model, &obs_space, &space)?;
     let (dense, mut model) = learner::update::backend::create(&cfg, &spec, 1)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     model.run_epochs(&batch, &coefs, &EpochPlan { num_epochs: 1, ..plan }, 1e-4, &mut rng)?;
@@ -167,11 +187,10 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let params = model.params()?;
     let mut grads = vec![0.0f32; params.len()];
     let (mut trace, mut scratch, mut d_out) = (Trace::default(), Vec::new(), Vec::new());
-    let (actor_tower, critic_tower) =
-        dense.separate().ok_or_else(|| anyhow::anyhow!("the floor is measured for separate trunks"))?;
+    let towers = dense.separate();
     let started = Instant::now();
     let mut floor_samples = 0;
-    loop {
+    while let Some((actor_tower, critic_tower)) = towers {
         for _ in 0..args.epochs {
             for rows in batch.obs.chunks(args.minibatch * obs_dim) {
                 let (actor, critic) = dense.split(&params);
@@ -213,9 +232,12 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "samples": samples,
         "seconds": seconds,
         "samples_per_s": samples as f64 / seconds,
-        "floor_samples_per_s": floor_samples as f64 / floor_seconds,
-        "hidden": args.hidden,
+        "floor_samples_per_s": towers.map(|_| floor_samples as f64 / floor_seconds),
+        "model": dense.spec().describe(),
+        "parameters": dense.num_params(),
+        "hidden": cfg.model.hidden_sizes,
         "obs_dim": obs_dim,
+        "obs_shape": obs_space.shape(),
         "action_space": space.to_string(),
         "floor_note": "forward+backward of both nets over the same minibatches, one thread, no loss/optimiser",
     }))
