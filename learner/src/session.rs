@@ -112,6 +112,7 @@ impl Session {
         display: Display,
         stop: &CancellationToken,
     ) -> Result<LoopOutcome> {
+        log_memory_bounds(&self.cfg, trainer.net().spec());
         let mut csv = match self.resume {
             true => ProgressCsv::resume(self.path(), trainer.version())?,
             false => ProgressCsv::create(self.path())?,
@@ -139,6 +140,22 @@ impl Session {
         }
         outcome.and_then(|o| saved.map(|()| o))
     }
+}
+
+/// Logs what bounds the learner's memory: the rollout queue (at most `queue_capacity` messages of at most
+/// `max_message_bytes` each; images wait in it as bytes) and one update's observations as f32 network input.
+fn log_memory_bounds(cfg: &TrainConfig, spec: &common::model::ModelSpec) {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let queue = cfg.server.queue_capacity * cfg.server.max_message_bytes;
+    let batch = cfg.batch_size() * spec.obs_dim * std::mem::size_of::<f32>();
+    tracing::info!(
+        queue_rollouts = cfg.server.queue_capacity,
+        queue_mib_at_most = queue as f64 / MIB,
+        batch_steps = cfg.batch_size(),
+        batch_obs_mib = batch as f64 / MIB,
+        model = %spec.describe(),
+        "memory bounds: the rollout queue and one update's observations"
+    );
 }
 
 /// The run directory's name when the config names none (see [`Mode`]).
