@@ -60,8 +60,8 @@ impl Conv {
         self.output.h * self.output.w
     }
 
-    /// Calls `f(sample, row, column_in_patch, input_index)` for every patch value of `n` samples, row-major in the
-    /// `[n·positions, patch]` im2col matrix.
+    /// Calls `f(at, input_index)` for every patch value of `n` samples: `at` its index in the row-major
+    /// `[n·positions, patch]` im2col matrix (0, 1, 2, ... in call order), `input_index` the input value it reads.
     #[inline(always)]
     fn for_each_tap(&self, n: usize, mut f: impl FnMut(usize, usize)) {
         let [cs, ys, xs] = self.strides;
@@ -84,11 +84,11 @@ impl Conv {
         }
     }
 
-    /// `cols = im2col(x)`, `[n·positions, patch]`.
+    /// `cols = im2col(x)`, `[n·positions, patch]` (taps come in row-major order, so each is pushed: no fill first).
     fn im2col(&self, x: &[f32], n: usize, cols: &mut Vec<f32>) {
         cols.clear();
-        cols.resize(n * self.positions() * self.patch(), 0.0);
-        self.for_each_tap(n, |at, i| cols[at] = x[i]);
+        cols.reserve(n * self.positions() * self.patch());
+        self.for_each_tap(n, |_, i| cols.push(x[i]));
     }
 
     /// `dx += col2im(dcols)`: each patch value's gradient added to the input value it was read from.
@@ -190,10 +190,10 @@ impl Tower {
         let (positions, oc) = (last.positions(), last.output.c);
         let image = &t.convs[self.convs.len() - 1];
         t.flat.clear();
-        t.flat.resize(n * positions * oc, 0.0);
-        for (dst, src) in t.flat.chunks_exact_mut(positions * oc).zip(image.chunks_exact(positions * oc)) {
-            for (p, pixel) in src.chunks_exact(oc).enumerate() {
-                pixel.iter().enumerate().for_each(|(c, &v)| dst[c * positions + p] = v);
+        t.flat.reserve(image.len());
+        for sample in image.chunks_exact(positions * oc) {
+            for c in 0..oc {
+                t.flat.extend(sample.iter().skip(c).step_by(oc));
             }
         }
         self.mlp.forward(params, &t.flat, n, &mut t.mlp);
@@ -221,10 +221,10 @@ impl Tower {
         // d_out is now ∂loss/∂flat, (c, h, w) order: back to channels last, then through the activation.
         let (positions, oc) = (last.positions(), last.output.c);
         scratch.clear();
-        scratch.resize(d_out.len(), 0.0);
-        for (dst, src) in scratch.chunks_exact_mut(positions * oc).zip(d_out.chunks_exact(positions * oc)) {
-            for (p, pixel) in dst.chunks_exact_mut(oc).enumerate() {
-                pixel.iter_mut().enumerate().for_each(|(c, v)| *v = src[c * positions + p]);
+        scratch.reserve(d_out.len());
+        for sample in d_out.chunks_exact(positions * oc) {
+            for p in 0..positions {
+                scratch.extend(sample.iter().skip(p).step_by(positions));
             }
         }
         std::mem::swap(d_out, scratch);
