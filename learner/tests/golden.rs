@@ -228,10 +228,11 @@ fn conv_separate_clip_matches_pytorch() {
 }
 
 /// The Nature CNN's convolutions (32x8/4, 64x4/2, 64x3/1, then 512) shared by actor and critic as in CleanRL's
-/// `ppo_atari.py`, on channels-first 4x36x36 frames; candle only (the fused backend runs separate trunks).
+/// `ppo_atari.py`, on channels-first 4x36x36 frames; both backends.
 #[test]
 fn conv_shared_clip_matches_pytorch() {
     check_case("ppo_conv_shared_clip.safetensors");
+    check_fused_case("ppo_conv_shared_clip.safetensors");
 }
 
 #[test]

@@ -40,6 +40,15 @@ impl Mat<'_> {
     }
 }
 
+/// Inside a rayon pool (the fused backend's training threads) large products are split over the pool's threads
+/// (`gemm` decides what is large enough); elsewhere (actor inference) each product runs on its caller's thread.
+fn parallelism() -> gemm::Parallelism {
+    match rayon::current_thread_index() {
+        Some(_) => gemm::Parallelism::Rayon(0),
+        None => gemm::Parallelism::None,
+    }
+}
+
 /// `dst = a · b` (or `dst += a · b` with `accumulate`), `a` is `m×k`, `b` is `k×n`, `dst` dense row-major `m×n`.
 pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Mat, b: Mat) {
     assert!(dst.len() >= m * n && a.fits(m, k) && b.fits(k, n), "matmul shapes out of bounds");
@@ -74,7 +83,7 @@ pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: 
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism(),
         );
     }
 }

@@ -107,10 +107,10 @@ pub enum Trunks {
     Shared {
         /// Observation to features.
         trunk: Tower,
-        /// Features to the head's logits or means.
-        policy: Mlp,
-        /// Features to the value.
-        value: Mlp,
+        /// Features to the head's logits or means (one Linear layer).
+        policy: Tower,
+        /// Features to the value (one Linear layer).
+        value: Tower,
     },
 }
 
@@ -121,9 +121,9 @@ pub struct NetTrace {
     first: Trace,
     /// The critic's trace (separate trunks).
     second: Trace,
-    /// The heads' outputs (shared trunk).
-    policy: Vec<Vec<f32>>,
-    value: Vec<Vec<f32>>,
+    /// The heads' traces (shared trunk).
+    policy: Trace,
+    value: Trace,
     shared: bool,
 }
 
@@ -131,7 +131,7 @@ impl NetTrace {
     /// `[n, logits_dim]` logits or Gaussian means.
     pub fn head(&self) -> &[f32] {
         match self.shared {
-            true => self.policy.last().map_or(&[][..], Vec::as_slice),
+            true => self.policy.output(),
             false => self.first.output(),
         }
     }
@@ -139,7 +139,7 @@ impl NetTrace {
     /// `[n]` state values.
     pub fn values(&self) -> &[f32] {
         match self.shared {
-            true => self.value.last().map_or(&[][..], Vec::as_slice),
+            true => self.value.output(),
             false => self.second.output(),
         }
     }
@@ -260,12 +260,15 @@ impl ActorCriticNet {
             };
             Tower { convs, mlp }
         };
-        let head_layer = |name: &str, out: usize| Mlp {
-            sizes: vec![spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim), out],
-            activation,
-            activate_last: false,
-            weights: vec![find(format!("{name}.weight"))],
-            biases: vec![find(format!("{name}.bias"))],
+        let head_layer = |name: &str, out: usize| Tower {
+            convs: Vec::new(),
+            mlp: Mlp {
+                sizes: vec![spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim), out],
+                activation,
+                activate_last: false,
+                weights: vec![find(format!("{name}.weight"))],
+                biases: vec![find(format!("{name}.bias"))],
+            },
         };
         let hidden = spec.hidden_sizes().to_vec();
         let with = |out: usize| hidden.iter().copied().chain([out]).collect::<Vec<_>>();

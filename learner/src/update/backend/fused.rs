@@ -20,7 +20,7 @@ use crate::update::ppo::{
 use common::distributions::{
     categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax, split_blocks, split_blocks_mut,
 };
-use common::net::{ActorCriticNet, Tower, Trace};
+use common::net::{ActorCriticNet, Tower, Trace, Trunks};
 use rand_chacha::ChaCha8Rng;
 
 /// Minibatches smaller than this train both nets on one thread: below it, handing half of the work to the other
@@ -34,8 +34,12 @@ const VALUE_CHUNK_ROWS: usize = 512;
 /// Flat parameters, gradients, Adam state and reusable buffers.
 pub struct FusedBackend {
     model: ActorCriticNet,
+    /// The policy's trunk, or a shared trunk's policy layer.
     actor: Tower,
+    /// The value's trunk, or a shared trunk's value layer.
     critic: Tower,
+    /// The shared trunk before both heads, and its trace (`None`: separate trunks).
+    shared: Option<(Tower, Trace)>,
     params: Vec<f32>,
     grads: Vec<f32>,
     adam: FlatAdam,
@@ -99,13 +103,12 @@ impl FusedBackend {
     /// 2).
     pub fn new(net: &ActorCriticNet, params: Vec<f32>, threads: usize) -> Result<Self> {
         net.check_len(&params)?;
-        let (actor, critic) = net.separate().ok_or_else(|| {
-            crate::Error::Internal(format!(
-                "the fused backend runs separate trunks only, not {}",
-                net.spec().describe()
-            ))
-        })?;
-        let (actor, critic) = (actor.clone(), critic.clone());
+        let (actor, critic, shared) = match net.trunks() {
+            Trunks::Separate { actor, critic } => (actor.clone(), critic.clone(), None),
+            Trunks::Shared { trunk, policy, value } => {
+                (policy.clone(), value.clone(), Some((trunk.clone(), Trace::default())))
+            }
+        };
         let pool = match threads {
             0 | 1 => None,
             n => Some(
@@ -122,6 +125,7 @@ impl FusedBackend {
             model: net.clone(),
             actor,
             critic,
+            shared,
             params,
             mb: Minibatch::default(),
             actor_ws: ActorWorkspace::default(),
@@ -181,13 +185,31 @@ impl FusedBackend {
         normalize_advantages(&mut mb.advantages, c.norm_adv);
 
         let (model, actor, critic) = (&self.model, &self.actor, &self.critic);
-        let (actor_params, critic_params) = model.split(&self.params);
-        let (actor_grads, critic_grads) = model.split_mut(&mut self.grads);
         let (mb, actor_ws, critic_ws) = (&self.mb, &mut self.actor_ws, &mut self.critic_ws);
-        let mut policy = || policy_loss_and_gradient(model, actor, actor_params, mb, c, actor_ws, actor_grads);
-        let mut value = || value_loss_and_gradient(critic, critic_params, mb, c, critic_ws, critic_grads);
-        let (policy, v_loss) =
-            if idx.len() >= PARALLEL_MIN_ROWS { rayon::join(policy, value) } else { (policy(), value()) };
+        let (policy, v_loss) = match &mut self.shared {
+            None => {
+                let (actor_params, critic_params) = model.split(&self.params);
+                let (actor_grads, critic_grads) = model.split_mut(&mut self.grads);
+                let obs = &mb.obs;
+                let mut policy =
+                    || policy_loss_and_gradient(model, actor, actor_params, obs, mb, c, actor_ws, actor_grads, false);
+                let mut value =
+                    || value_loss_and_gradient(critic, critic_params, obs, mb, c, critic_ws, critic_grads, false);
+                if idx.len() >= PARALLEL_MIN_ROWS { rayon::join(policy, value) } else { (policy(), value()) }
+            }
+            // One trunk: both heads on its features, their input gradients summed and sent back through it (on one
+            // thread: the heads share the trunk's gradient).
+            Some((trunk, trace)) => {
+                let (params, grads) = (&self.params, &mut self.grads);
+                trunk.forward(params, &mb.obs, idx.len(), trace);
+                let features = trace.output();
+                let policy = policy_loss_and_gradient(model, actor, params, features, mb, c, actor_ws, grads, true);
+                let v_loss = value_loss_and_gradient(critic, params, features, mb, c, critic_ws, grads, true);
+                actor_ws.d_head.iter_mut().zip(&critic_ws.d_value).for_each(|(d, v)| *d += v);
+                trunk.backward(params, &mb.obs, trace, &mut actor_ws.d_head, grads, &mut actor_ws.scratch, false);
+                (policy, v_loss)
+            }
+        };
         MinibatchStats {
             pg_loss: policy.pg_loss,
             v_loss,
@@ -201,18 +223,23 @@ impl FusedBackend {
     }
 }
 
-/// The policy loss `pg − c_ent·H̄` of `mb` and its gradient w.r.t. the actor's span (`grads`).
+/// The policy loss `pg − c_ent·H̄` of `mb` and its gradient w.r.t. the actor's span (`grads`), `actor` run on
+/// `input` (the observations, or a shared trunk's features); with `input_grad`, `ws.d_head` ends holding the
+/// gradient w.r.t. `input`.
+#[allow(clippy::too_many_arguments)]
 fn policy_loss_and_gradient(
     model: &ActorCriticNet,
     actor: &Tower,
     params: &[f32],
+    input: &[f32],
     mb: &Minibatch,
     c: &LossCoefs,
     ws: &mut ActorWorkspace,
     grads: &mut [f32],
+    input_grad: bool,
 ) -> PolicyTerms {
     let m = mb.old_log_probs.len();
-    score(model, actor, params, &mb.obs, &mb.actions, m, ws);
+    score(model, actor, params, input, &mb.actions, m, ws);
     let inv_m = 1.0 / m.max(1) as f64;
     let (eps, beta) = (c.clip_coef as f32, c.beta as f32);
     let (mut pg_sum, mut kl_sum, mut old_kl_sum, mut clipped) = (0.0f64, 0.0f64, 0.0f64, 0usize);
@@ -288,23 +315,27 @@ fn policy_loss_and_gradient(
             grads[range].copy_from_slice(&d_log_std);
         }
     }
-    actor.backward(params, &mb.obs, &mut ws.outs, &mut ws.d_head, grads, &mut ws.scratch, false);
+    actor.backward(params, input, &mut ws.outs, &mut ws.d_head, grads, &mut ws.scratch, input_grad);
     PolicyTerms { pg_loss, entropy, approx_kl, old_approx_kl: old_kl_sum * inv_m, clipfrac: clipped as f64 * inv_m }
 }
 
-/// `c_v`-free value loss of `mb` (see [`value_loss_terms`]) and `c_v ·` its gradient w.r.t. the critic's span.
+/// `c_v`-free value loss of `mb` (see [`value_loss_terms`]) and `c_v ·` its gradient w.r.t. the critic's span,
+/// `critic` run on `input`; with `input_grad`, `ws.d_value` ends holding the gradient w.r.t. `input`.
+#[allow(clippy::too_many_arguments)]
 fn value_loss_and_gradient(
     critic: &Tower,
     params: &[f32],
+    input: &[f32],
     mb: &Minibatch,
     c: &LossCoefs,
     ws: &mut CriticWorkspace,
     grads: &mut [f32],
+    input_grad: bool,
 ) -> f64 {
     let m = mb.returns.len();
-    critic.forward(params, &mb.obs, m, &mut ws.outs);
+    critic.forward(params, input, m, &mut ws.outs);
     let v_loss = value_loss_terms(ws.outs.output(), &mb.values, &mb.returns, c, &mut ws.d_value);
-    critic.backward(params, &mb.obs, &mut ws.outs, &mut ws.d_value, grads, &mut ws.scratch, false);
+    critic.backward(params, input, &mut ws.outs, &mut ws.d_value, grads, &mut ws.scratch, input_grad);
     v_loss
 }
 
@@ -417,11 +448,17 @@ impl MinibatchStep for FusedStep<'_> {
 
 impl Backend for FusedBackend {
     fn values(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
-        let (_, params) = self.model.split(&self.params);
         let width = obs.len() / n.max(1);
         let mut values = Vec::with_capacity(n);
         for rows in obs.chunks(VALUE_CHUNK_ROWS * width.max(1)) {
-            self.critic.forward(params, rows, rows.len() / width.max(1), &mut self.critic_ws.outs);
+            let m = rows.len() / width.max(1);
+            match &mut self.shared {
+                None => self.critic.forward(self.model.split(&self.params).1, rows, m, &mut self.critic_ws.outs),
+                Some((trunk, trace)) => {
+                    trunk.forward(&self.params, rows, m, trace);
+                    self.critic.forward(&self.params, trace.output(), m, &mut self.critic_ws.outs);
+                }
+            }
             values.extend_from_slice(self.critic_ws.outs.output());
         }
         Ok(values)
@@ -450,8 +487,17 @@ impl Backend for FusedBackend {
 
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64> {
         let n = batch.len();
-        let (params, _) = self.model.split(&self.params);
-        score(&self.model, &self.actor, params, &batch.obs, &batch.actions, n, &mut self.actor_ws);
+        match &mut self.shared {
+            None => {
+                let (params, _) = self.model.split(&self.params);
+                score(&self.model, &self.actor, params, &batch.obs, &batch.actions, n, &mut self.actor_ws);
+            }
+            Some((trunk, trace)) => {
+                trunk.forward(&self.params, &batch.obs, n, trace);
+                let features = trace.output();
+                score(&self.model, &self.actor, &self.params, features, &batch.actions, n, &mut self.actor_ws);
+            }
+        }
         let sum: f64 = self
             .actor_ws
             .log_probs

@@ -51,26 +51,16 @@ pub trait Backend: Send {
     fn load_optimizer_state(&mut self, state: AdamState) -> Result<()>;
 }
 
-/// Whether the backend `fused` (or `candle`) runs the model `spec`: a spec it cannot run is a config error naming
-/// the backend and the spec. Both run MLP and conv encoders without a core and any head; candle runs a shared
-/// trunk too, fused separate trunks only.
-pub fn check_supported(fused: bool, spec: &ModelSpec) -> Result<()> {
+/// Whether a backend runs the model `spec`: a spec it cannot run is a config error naming the backend and the
+/// spec. Both `fused` and `candle` run MLP and conv encoders, separate or shared trunks, without a core, and any
+/// head.
+pub fn check_supported(spec: &ModelSpec) -> Result<()> {
     // Exhaustive on purpose: a new encoder or core kind stops the build here until the backends say whether they
     // run it.
     match spec.encoder {
         Encoder::Mlp { .. } | Encoder::Conv { .. } => {}
     }
     let Core::None = spec.core;
-    if spec.shared_trunk && fused {
-        return Err(ConfigError::Invalid {
-            key: "model.shared_trunk",
-            reason: format!(
-                "the fused backend does not run the model {} (separate trunks only; backend = \"candle\" runs it)",
-                spec.describe()
-            ),
-        }
-        .into());
-    }
     Ok(())
 }
 
@@ -83,7 +73,7 @@ pub fn create(cfg: &TrainConfig, spec: &ModelSpec, seed: u64) -> Result<(ActorCr
         BackendKind::Candle => false,
         BackendKind::Auto => device == DeviceKind::Cpu,
     };
-    check_supported(fused, spec)?;
+    check_supported(spec)?;
     let net = ActorCriticNet::new(spec).map_err(|e| ConfigError::Invalid { key: "model", reason: e.to_string() })?;
     let params = net.init(seed);
     let backend: Box<dyn Backend> = match fused {
@@ -98,9 +88,9 @@ pub fn create(cfg: &TrainConfig, spec: &ModelSpec, seed: u64) -> Result<(ActorCr
 mod tests {
     use super::*;
 
-    /// A spec a backend does not run is a config error naming the backend and the spec, before anything is built.
+    /// Both backends run a shared trunk and every head.
     #[test]
-    fn an_unsupported_spec_is_a_config_error_naming_backend_and_spec() {
+    fn both_backends_run_shared_trunks_and_every_head() {
         for backend in [BackendKind::Fused, BackendKind::Candle] {
             let mut cfg = TrainConfig { backend, ..TrainConfig::default() };
             cfg.model.shared_trunk = true;
@@ -110,14 +100,7 @@ mod tests {
                 &common::env::Space::Discrete { n: 2 },
             )
             .unwrap();
-            match backend {
-                BackendKind::Fused => {
-                    let err = create(&cfg, &spec, 1).err().unwrap().to_string();
-                    assert!(err.contains("model.shared_trunk") && err.contains("fused"), "{err}");
-                    assert!(err.contains("mlp[64, 64] tanh, core none, categorical(2), a shared trunk"), "{err}");
-                }
-                _ => assert!(create(&cfg, &spec, 1).is_ok(), "candle runs a shared trunk"),
-            }
+            assert!(create(&cfg, &spec, 1).is_ok(), "{backend:?} runs a shared trunk");
         }
         let cfg = TrainConfig::default();
         let spec = ModelSpec::resolve(

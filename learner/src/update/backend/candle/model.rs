@@ -143,7 +143,7 @@ impl ActorCritic {
                 critic: Trunk::new(critic, spec, vb.pp("critic"))?,
             },
             common::net::Trunks::Shared { trunk, policy, value } => {
-                let layer = |mlp: &common::net::Mlp, name| candle_nn::linear(mlp.in_dim(), mlp.out_dim(), vb.pp(name));
+                let layer = |head: &Tower, name| candle_nn::linear(head.in_dim(), head.out_dim(), vb.pp(name));
                 Trunks::Shared {
                     trunk: Trunk::new(trunk, spec, vb.pp("network"))?,
                     policy: layer(policy, "actor")?,
