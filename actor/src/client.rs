@@ -347,7 +347,7 @@ async fn session(
     let outcome = loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                flush(&mut client, w, reg.actor_id).await;
+                flush(&mut client, w, &reg).await;
                 break Ok(SessionEnd::Shutdown);
             }
             ended = &mut follower => {
@@ -357,7 +357,7 @@ async fn session(
                 let Some(rollout) = rollout else {
                     break Err(Error::SamplerStopped);
                 };
-                if let Err(e) = submit(&mut client, rollout, reg.actor_id).await {
+                if let Err(e) = submit(&mut client, rollout, &reg).await {
                     break Err(e);
                 }
             }
@@ -368,10 +368,12 @@ async fn session(
     outcome
 }
 
-async fn submit(client: &mut Client, mut rollout: Rollout, actor_id: u64) -> Result<(), Error> {
-    rollout.actor_id = ActorId(actor_id);
+async fn submit(client: &mut Client, mut rollout: Rollout, reg: &pb::RegisterResponse) -> Result<(), Error> {
+    rollout.actor_id = ActorId(reg.actor_id);
     let steps = rollout.len() as u64;
-    match client.submit_rollout(pb::Rollout::from(&rollout)).await {
+    let message = pb::Rollout::from(&rollout);
+    check_size(&message, reg.max_message_bytes)?;
+    match client.submit_rollout(message).await {
         Ok(resp) => {
             match resp.into_inner().outcome() {
                 pb::RolloutOutcome::Stale => Outcome::Stale.count_sent(),
@@ -394,13 +396,28 @@ async fn submit(client: &mut Client, mut rollout: Rollout, actor_id: u64) -> Res
     }
 }
 
+/// Refuses a rollout that would encode to more than the learner's `max_bytes` (0: a learner that does not say):
+/// every rollout of this actor has the same size, so the actor stops and names the settings to change.
+fn check_size(message: &pb::Rollout, max_bytes: u64) -> Result<(), Error> {
+    let size = prost::Message::encoded_len(message) as u64;
+    if max_bytes > 0 && size > max_bytes {
+        return Err(Error::Refused(format!(
+            "a rollout of {} envs x {} steps encodes to {size} bytes, above the learner's limit of {max_bytes} \
+             (server.max_message_bytes): raise it on the learner, or lower actors.rollout_steps or the envs per \
+             actor (actors.num_envs, --num-envs)",
+            message.num_envs, message.num_steps
+        )));
+    }
+    Ok(())
+}
+
 /// Sends the rollouts already collected (for at most two seconds) before leaving.
-async fn flush(client: &mut Client, w: &mut Worker, actor_id: u64) {
+async fn flush(client: &mut Client, w: &mut Worker, reg: &pb::RegisterResponse) {
     w.stop.cancel();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let mut sent = 0;
     while let Ok(Some(r)) = tokio::time::timeout_at(deadline, w.rollouts.recv()).await {
-        if submit(client, r, actor_id).await.is_err() {
+        if submit(client, r, reg).await.is_err() {
             break;
         }
         sent += 1;
@@ -454,6 +471,22 @@ fn start_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rollout above the learner's limit is refused before it is sent, naming the settings; a learner that does
+    /// not say (0) is not checked.
+    #[test]
+    fn a_rollout_above_the_learners_limit_is_refused_naming_the_settings() {
+        let message = pb::Rollout { num_envs: 8, num_steps: 128, obs: vec![0; 1000].into(), ..Default::default() };
+        let size = prost::Message::encoded_len(&message) as u64;
+        assert!(check_size(&message, 0).is_ok());
+        assert!(check_size(&message, size).is_ok());
+        match check_size(&message, size - 1) {
+            Err(Error::Refused(text)) => {
+                assert!(text.contains("server.max_message_bytes") && text.contains("actors.rollout_steps"), "{text}")
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
 
     /// The n-th wait is uniform in [base, min(max, base * 2^n)]: it grows, it is capped, it is jittered, and a reset
     /// starts over.

@@ -315,3 +315,14 @@ def test_num_envs_comes_from_the_flag_the_variable_or_the_learner(monkeypatch: p
     monkeypatch.setenv("PROXIMA_NUM_ENVS", "6")
     assert _run_parser().parse_args([]).num_envs == 6
     assert _run_parser().parse_args(["--num-envs", "2"]).num_envs == 2
+
+
+def test_a_rollout_above_the_learners_limit_is_refused_naming_the_settings() -> None:
+    from proxima_actor._proto import ppo_pb2 as pb
+    from proxima_actor.client import Refused, check_size
+
+    message = pb.Rollout(num_envs=8, num_steps=128, obs=bytes(1000))
+    check_size(message, 0)  # a learner that does not say: no check
+    check_size(message, message.ByteSize())
+    with pytest.raises(Refused, match=r"server.max_message_bytes.*actors.rollout_steps.*--num-envs"):
+        check_size(message, message.ByteSize() - 1)

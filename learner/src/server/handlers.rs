@@ -37,6 +37,8 @@ pub struct RunInfo {
     pub rollout_steps: usize,
     /// Envs per actor the learner's config expects (`actors.num_envs`): what an actor that asks for 0 steps.
     pub num_envs: usize,
+    /// The largest message the server accepts (`server.max_message_bytes`), told to actors at registration.
+    pub max_message_bytes: usize,
     /// Root seed (actor seeds derive from it).
     pub root_seed: u64,
     /// Run id.
@@ -57,6 +59,7 @@ impl RunInfo {
             hidden_sizes: cfg.model.hidden_sizes.clone(),
             rollout_steps: cfg.actors.rollout_steps,
             num_envs: cfg.actors.num_envs,
+            max_message_bytes: cfg.server.max_message_bytes,
             root_seed: cfg.seed,
             run_id,
             max_policy_lag: cfg.ppo.max_policy_lag,
@@ -371,6 +374,7 @@ impl pb::learner_server::Learner for LearnerService {
             rollout_steps: self.run.rollout_steps as u32,
             incarnation: self.incarnation,
             num_envs: num_envs as u32,
+            max_message_bytes: self.run.max_message_bytes as u64,
         }))
     }
 

@@ -254,7 +254,7 @@ class Actor:
             backoff.reset()
             follower = threading.Thread(target=self._follow, args=(stream, broken), name="policy", daemon=True)
             follower.start()
-            self._stream_rollouts(stub, reg.actor_id, broken)
+            self._stream_rollouts(stub, reg, broken)
         finally:
             self.metrics.connected.set(0)
             if stream is not None:
@@ -299,7 +299,7 @@ class Actor:
         finally:
             broken.set()
 
-    def _stream_rollouts(self, stub: pb_grpc.LearnerStub, actor_id: int, broken: threading.Event) -> None:
+    def _stream_rollouts(self, stub: pb_grpc.LearnerStub, reg: pb.RegisterResponse, broken: threading.Event) -> None:
         """Collects rollouts and submits them on a thread of its own, one at a time: the next rollout is collected
         while the last one travels and the learner answers (the gRPC call releases the GIL while it waits). A
         failed submission is raised here, at the latest before the next one."""
@@ -328,7 +328,8 @@ class Actor:
                 rollout = self.sampler.collect(policy, incarnation)
                 used = (incarnation, policy.version)
                 leaving = self.stop.is_set()
-                message = wire.rollout(rollout, actor_id)
+                message = wire.rollout(rollout, reg.actor_id)
+                check_size(message, int(reg.max_message_bytes))
                 if sending is not None:
                     sending.result()
                 timeout = FLUSH_SECONDS if leaving else 30.0
@@ -355,6 +356,18 @@ class Actor:
         stale = response.outcome == pb.ROLLOUT_OUTCOME_STALE
         self.metrics.rollout("stale" if stale else "accepted")
         self.metrics.env_steps.inc(steps)
+
+
+def check_size(message: pb.Rollout, max_bytes: int) -> None:
+    """Refuses a rollout that would encode to more than the learner's ``max_bytes`` (0: a learner that does not
+    say): every rollout of this actor has the same size, so the actor stops and names the settings to change."""
+    size = message.ByteSize()
+    if max_bytes > 0 and size > max_bytes:
+        raise Refused(
+            f"a rollout of {message.num_envs} envs x {message.num_steps} steps encodes to {size} bytes, above the "
+            f"learner's limit of {max_bytes} (server.max_message_bytes): raise it on the learner, or lower "
+            "actors.rollout_steps (--rollout-steps) or the envs per actor (actors.num_envs, --num-envs)"
+        )
 
 
 def stop_on_signals() -> threading.Event:

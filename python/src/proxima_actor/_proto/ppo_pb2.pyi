@@ -83,7 +83,7 @@ class RegisterRequest(_message.Message):
     def __init__(self, actor_name: _Optional[str] = ..., env_id: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., num_envs: _Optional[int] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., learner_num_envs: _Optional[bool] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("actor_id", "seed", "run_id", "policy_version", "hidden_sizes", "rollout_steps", "incarnation", "num_envs")
+    __slots__ = ("actor_id", "seed", "run_id", "policy_version", "hidden_sizes", "rollout_steps", "incarnation", "num_envs", "max_message_bytes")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class RegisterResponse(_message.Message):
     ROLLOUT_STEPS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     actor_id: int
     seed: int
     run_id: str
@@ -100,7 +101,8 @@ class RegisterResponse(_message.Message):
     rollout_steps: int
     incarnation: int
     num_envs: int
-    def __init__(self, actor_id: _Optional[int] = ..., seed: _Optional[int] = ..., run_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., rollout_steps: _Optional[int] = ..., incarnation: _Optional[int] = ..., num_envs: _Optional[int] = ...) -> None: ...
+    max_message_bytes: int
+    def __init__(self, actor_id: _Optional[int] = ..., seed: _Optional[int] = ..., run_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., rollout_steps: _Optional[int] = ..., incarnation: _Optional[int] = ..., num_envs: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class Rollout(_message.Message):
     __slots__ = ("actor_id", "policy_version", "num_steps", "num_envs", "obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "final_obs", "next_obs", "episodes", "incarnation")
