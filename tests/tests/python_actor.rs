@@ -502,6 +502,21 @@ fn a_mujoco_env_trains_through_a_python_actor() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let learner = train_with_a_python_actor(dir.path(), "halfcheetah.toml", "HalfCheetah-v5", 8192);
+    assert_finite_diagnostics(&learner);
+    let last = learner.progress().last().cloned().expect("progress rows");
+    println!(
+        "[halfcheetah] {} env steps, policy v{}, mean return {:?}",
+        last.env_steps, last.policy_version, last.mean_return
+    );
+
+    let model = learner.run_dir.join("model.safetensors");
+    let report = proxima_actor_eval(&model, &["--env", "HalfCheetah-v5", "--episodes", "1"], &[]);
+    let ret = report["mean_return"].as_f64().expect("mean_return");
+    assert!(ret.is_finite() && report["mean_length"].as_f64() == Some(1000.0), "{report}");
+}
+
+/// Every update of the run logged finite diagnostics.
+fn assert_finite_diagnostics(learner: &Learner) {
     let csv = std::fs::read_to_string(learner.run_dir.join("progress.csv")).expect("progress.csv");
     let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
     let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
@@ -513,16 +528,51 @@ fn a_mujoco_env_trains_through_a_python_actor() {
             assert!(v.is_finite(), "{column} = {} in {row:?}", row[i]);
         }
     }
+}
+
+/// Atari through a Python actor (`configs/atari.toml`: `proxima-actor --atari` on `ALE/Pong-v5`, 4 stacked 84x84
+/// grayscale frames, the Nature CNN shared by actor and critic): two updates train with the frames arriving as
+/// uint8 (a byte per value), nothing rejected, finite diagnostics, and `proxima-actor eval --atari` plays a whole
+/// game with the saved policy and reports its score. Needs `ale-py` and `opencv-python-headless` in the test
+/// Python (`scripts/test.sh` installs them).
+#[test]
+fn pong_trains_through_a_python_actor() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = tests::workspace_root().join("configs/atari.toml");
+    let runs = dir.path().join("runs");
+    let budget = ["--total-steps".to_string(), "2048".to_string()];
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "pong", port, &budget);
+    let url = format!("http://127.0.0.1:{port}");
+    let args: Vec<String> = ["-m", "proxima_actor", "--learner", &url, "--env", "ALE/Pong-v5", "--atari"]
+        .into_iter()
+        .chain(["--name", "py-pong", "--max-backoff-seconds", "1", "--metrics-addr", "none"])
+        .map(str::to_string)
+        .collect();
+    let _actor = Proc::spawn("py-pong", &tests::python(), &args, &[], dir.path());
+    let m = finish_without_rejections(&mut learner);
+    let (received, rollouts, steps) = (
+        total(&m, "proxima_learner_received_bytes_total"),
+        total(&m, "proxima_learner_rollouts_total"),
+        total(&m, "proxima_learner_env_steps_total"),
+    );
+    // A rollout is 8 envs x 64 steps of 4x84x84 frames: 14.5 MB as bytes (58 MB as f32).
+    let frames = 8.0 * 64.0 * 4.0 * 84.0 * 84.0;
+    assert!(steps >= 2048.0 && rollouts >= 4.0, "{steps} steps in {rollouts} rollouts:\n{m}");
+    let per_rollout = received / rollouts;
+    assert!(per_rollout < frames * 1.1, "{per_rollout} bytes per rollout: the frames did not travel as bytes");
+    assert_finite_diagnostics(&learner);
     let last = learner.progress().last().cloned().expect("progress rows");
     println!(
-        "[halfcheetah] {} env steps, policy v{}, mean return {:?}",
-        last.env_steps, last.policy_version, last.mean_return
+        "[pong] {} env steps trained, {rollouts} rollouts received, {per_rollout:.0} bytes each, policy v{}",
+        last.env_steps, last.policy_version
     );
 
     let model = learner.run_dir.join("model.safetensors");
-    let report = proxima_actor_eval(&model, &["--env", "HalfCheetah-v5", "--episodes", "1"], &[]);
-    let ret = report["mean_return"].as_f64().expect("mean_return");
-    assert!(ret.is_finite() && report["mean_length"].as_f64() == Some(1000.0), "{report}");
+    let report = proxima_actor_eval(&model, &["--env", "ALE/Pong-v5", "--atari", "--episodes", "1"], &[]);
+    let score = report["mean_return"].as_f64().expect("mean_return");
+    assert!((-21.0..=21.0).contains(&score) && report["mean_length"].as_f64() > Some(0.0), "{report}");
 }
 
 /// `proxima-actor eval --checkpoint <model> --deterministic <args>` in the test Python with `env` set; fails unless

@@ -1,9 +1,9 @@
 """``proxima-actor``: run an actor against a learner, or evaluate and render a saved policy in gymnasium.
 
     proxima-actor --learner URL --env ID [--num-envs N] [--token T] [--tls-ca PEM] [--vectorization sync|async]
-                  [--make module:function] [--env-kwargs JSON] [--metrics-addr ADDR]
-    proxima-actor eval --checkpoint PATH --env ID [--episodes N] [--deterministic] [--seed S]
-    proxima-actor render --checkpoint PATH --env ID --out episode.gif
+                  [--make module:function | --atari] [--env-kwargs JSON] [--metrics-addr ADDR]
+    proxima-actor eval --checkpoint PATH --env ID [--atari] [--episodes N] [--deterministic] [--seed S]
+    proxima-actor render --checkpoint PATH --env ID [--atari] --out episode.gif
 
 Flags default to the same ``PROXIMA_*`` environment variables as the Rust actor. Without ``--num-envs`` (or
 ``PROXIMA_NUM_ENVS``) the actor steps as many envs as the learner names (its ``actors.num_envs``).
@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from .atari import make_atari
 from .client import Actor, ActorOptions, Refused, _host_name, stop_on_signals
 from .evaluate import evaluate, render
 from .metrics import ActorMetrics
@@ -34,6 +35,17 @@ from .sampler import EnvError, EnvFactory
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
+
+
+def _env_flag(name: str) -> bool:
+    """A boolean ``PROXIMA_*`` variable: set to 1, true, yes or on (any case); unset, empty, 0, false, no or off is
+    false, anything else an error."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: expected 1, true, yes, on or 0, false, no, off")
 
 
 def _positive(s: str) -> int:
@@ -65,13 +77,20 @@ def make_minatar(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
     return WideSeeds(gym.make(env_id, **kwargs))
 
 
-def env_factory(env_id: str, make: str | None, env_kwargs: str | None, **extra: Any) -> EnvFactory:
+def env_factory(env_id: str, make: str | None, env_kwargs: str | None, atari: bool = False, **extra: Any) -> EnvFactory:
     """``gymnasium.make(env_id, **kwargs)``, or ``module:function(**kwargs)`` for an env that is not registered;
-    ``MinAtar/*`` ids through :func:`make_minatar`."""
+    ``MinAtar/*`` ids through :func:`make_minatar`; with ``atari``, an ``ALE/*`` id with the standard DQN
+    preprocessing (:func:`~proxima_actor.atari.make_atari`)."""
     kwargs: dict[str, Any] = json.loads(env_kwargs) if env_kwargs else {}
     if not isinstance(kwargs, dict):
         raise ValueError("--env-kwargs must be a JSON object")
     kwargs.update(extra)
+    if atari:
+        if make:
+            raise ValueError("--atari builds the env itself: leave out --make")
+        if not env_id.startswith("ALE/"):
+            raise ValueError(f"--atari takes ALE ids such as ALE/Pong-v5, not {env_id!r}")
+        return functools.partial(make_atari, env_id, **kwargs)
     if make:
         module, sep, name = make.partition(":")
         if not sep:
@@ -87,6 +106,13 @@ def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=_env("PROXIMA_ENV", "CartPole-v1"), help="env id (the learner's) [PROXIMA_ENV]")
     p.add_argument("--make", default=_env("PROXIMA_MAKE"), help="module:function that builds the env [PROXIMA_MAKE]")
     p.add_argument("--env-kwargs", default=_env("PROXIMA_ENV_KWARGS"), help="JSON keyword arguments for the env")
+    p.add_argument(
+        "--atari",
+        action="store_true",
+        default=_env_flag("PROXIMA_ATARI"),
+        help="an ALE/<Game>-v5 id with the DQN preprocessing (84x84 grayscale, 4 frames stacked, a lost life ends the "
+        "episode, rewards clipped to their sign); games' scores reported as the episodes' returns [PROXIMA_ATARI]",
+    )
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -132,7 +158,12 @@ def _eval(argv: Sequence[str]) -> int:
     p.add_argument("--deterministic", action="store_true", help="act with the mode instead of sampling")
     a = p.parse_args(argv)
     report = evaluate(
-        Policy.load(a.checkpoint), env_factory(a.env, a.make, a.env_kwargs), a.env, a.episodes, a.deterministic, a.seed
+        Policy.load(a.checkpoint),
+        env_factory(a.env, a.make, a.env_kwargs, a.atari),
+        a.env,
+        a.episodes,
+        a.deterministic,
+        a.seed,
     )
     print(report.human())
     print(report.json())
@@ -144,7 +175,7 @@ def _render(argv: Sequence[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("episode.gif"))
     p.add_argument("--max-frames", type=_positive, default=1000)
     a = p.parse_args(argv)
-    make = env_factory(a.env, a.make, a.env_kwargs, render_mode="rgb_array")
+    make = env_factory(a.env, a.make, a.env_kwargs, a.atari, render_mode="rgb_array")
     ret, length, frames = render(Policy.load(a.checkpoint), make, a.out, a.seed, a.max_frames)
     print(f"{a.env}: {frames} frames, episode return {ret:.2f} over {length} steps; wrote {a.out}")
     return 0
@@ -169,7 +200,7 @@ def _run(argv: Sequence[str]) -> int:
     stop = stop_on_signals()
     metrics = ActorMetrics(opts.env)
     metrics.serve(a.metrics_addr)
-    Actor(env_factory(a.env, a.make, a.env_kwargs), opts, stop, metrics).run()
+    Actor(env_factory(a.env, a.make, a.env_kwargs, a.atari), opts, stop, metrics).run()
     return 0
 
 

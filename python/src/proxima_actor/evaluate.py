@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from .policy import Policy
-from .sampler import EnvFactory, check_policy
+from .sampler import GAME_LENGTH, GAME_SCORE, GAME_SCORES, EnvFactory, check_policy
 
 
 @dataclass
@@ -80,27 +80,37 @@ def play_episode(
     deterministic: bool,
     on_step: Callable[[gym.Env], None] = lambda _: None,
 ) -> tuple[float, int]:
-    """One episode from ``reset(seed=seed)`` until it terminates or is truncated; Box actions clipped. Raises
-    :class:`EnvError` if the policy does not fit the env."""
+    """One episode from ``reset(seed=seed)`` until it terminates or is truncated, its return and length; Box
+    actions clipped. An env that reports games (``metadata["game_scores"]``, as the Atari ones) plays one game
+    instead, resetting after each episode (a lost life) that does not end it, and gives the game's score and length
+    from the info of its last step. Raises :class:`EnvError` if the policy does not fit the env."""
     check_policy(policy, env.observation_space, env.action_space)
+    games = bool(env.metadata.get(GAME_SCORES, False))
     obs, _ = env.reset(seed=seed)
     on_step(env)
     total, length = 0.0, 0
     while True:
         # One row of obs_dim values in the env's dtype (the policy scales or normalises it).
         out = policy.act(np.asarray(obs).reshape(1, -1), rng, deterministic)
-        obs, reward, terminated, truncated, _ = env.step(_env_action(env.action_space, out.actions[0]))
+        obs, reward, terminated, truncated, info = env.step(_env_action(env.action_space, out.actions[0]))
         total += float(reward)
         length += 1
         on_step(env)
-        if terminated or truncated:
+        if not (terminated or truncated):
+            continue
+        if not games:
             return total, length
+        if GAME_SCORE in info:
+            return float(info[GAME_SCORE]), int(info[GAME_LENGTH])
+        obs, _ = env.reset()
+        on_step(env)
 
 
 def evaluate(
     policy: Policy, make_env: EnvFactory, env_id: str, episodes: int, deterministic: bool, seed: int
 ) -> EvalReport:
-    """Plays ``episodes`` episodes (episode ``i`` reset with ``seed + i``) and reports their returns."""
+    """Plays ``episodes`` episodes (episode ``i`` reset with ``seed + i``; games for an env that reports them) and
+    reports their returns."""
     if episodes < 1:
         raise ValueError("--episodes must be at least 1")
     env = make_env()

@@ -4,8 +4,9 @@ The vector env runs in gymnasium's ``SAME_STEP`` autoreset mode: on the step an 
 observation is already the next episode's first one and the last observation is in ``info["final_obs"]``, which
 a truncated step needs (the learner bootstraps from it). Actions are recorded as sampled, in f32 (Discrete and
 MultiDiscrete as their indices, which go to the env as integers), and clipped to a Box's bounds only when stepping
-the env. Episode returns are summed from the f32 rewards the rollout carries. Observations keep their shape and
-are stored in the dtype they travel in (:func:`wire_dtype`): bytes for images, f32 otherwise.
+the env. Episode returns are summed from the f32 rewards the rollout carries, except for envs that report games
+(:data:`GAME_SCORES`, as the Atari ones): their episodes are the games their infos report. Observations keep their
+shape and are stored in the dtype they travel in (:func:`wire_dtype`): bytes for images, f32 otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +27,15 @@ from .policy import F32, Policy
 EnvFactory = Callable[[], gym.Env]
 #: Observations in the dtype they travel in: ``uint8`` (images) or ``float32``.
 Obs = npt.NDArray[np.uint8 | np.float32]
+
+#: ``env.metadata`` key of an env whose episodes (what the learner trains on, as an Atari game's lives) are parts
+#: of games, and which reports each game at the step it ends with ``info[GAME_SCORE]`` and ``info[GAME_LENGTH]``:
+#: the sampler and ``eval`` report those games as the episodes, and nothing at the other terminations.
+GAME_SCORES = "game_scores"
+#: Info key: the score of the game that ended at this step (the sum of its unclipped rewards).
+GAME_SCORE = "game_score"
+#: Info key: the agent steps of the game that ended at this step.
+GAME_LENGTH = "game_length"
 
 
 class EnvError(ValueError):
@@ -155,6 +166,8 @@ class Sampler:
         self.obs = self._wire(obs, self.num_envs)
         self.returns = np.zeros(self.num_envs, dtype=np.float64)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
+        #: The envs report games (:data:`GAME_SCORES`): episodes are those, not the terminations.
+        self.game_scores = bool(envs.metadata.get(GAME_SCORES, False))
         #: Called with the seconds of each batched forward pass.
         self.on_inference: Callable[[float], None] = lambda _: None
 
@@ -173,6 +186,18 @@ class Sampler:
         if isinstance(self.action_space, gym.spaces.MultiDiscrete):
             return actions.astype(self.action_dtype)
         return np.clip(actions, self.action_low, self.action_high).astype(self.action_dtype)
+
+    def _ended(self, e: int, info: dict[str, Any]) -> list[Episode]:
+        """The episode to report for env ``e``, whose episode ended at this step: its return and length, or for envs
+        that report games, the game that ended with it, if one did. In ``SAME_STEP`` mode the ending step's info is
+        ``info["final_info"]`` (the top level holds the next episode's reset info), its values arrays over the envs
+        with ``_key`` masks."""
+        if not self.game_scores:
+            return [Episode(e, float(self.returns[e]), int(self.lengths[e]))]
+        final = info.get("final_info", {})
+        if not final.get(f"_{GAME_SCORE}", np.zeros(self.num_envs, dtype=bool))[e]:
+            return []
+        return [Episode(e, float(final[GAME_SCORE][e]), int(final[GAME_LENGTH][e]))]
 
     def collect(self, policy: Policy, incarnation: int = 0) -> Rollout:
         """Runs ``rollout_steps`` steps of every env with ``policy``."""
@@ -204,7 +229,7 @@ class Sampler:
             for e in np.flatnonzero(trunc):
                 final_obs.append(self._wire(info["final_obs"][e]))
             for e in np.flatnonzero(term | trunc):
-                episodes.append(Episode(int(e), float(self.returns[e]), int(self.lengths[e])))
+                episodes.extend(self._ended(int(e), info))
                 self.returns[e], self.lengths[e] = 0.0, 0
             self.obs = self._wire(next_obs, n)
         return Rollout(
