@@ -23,7 +23,7 @@ mod kernels;
 mod mlp;
 
 pub use conv::{Conv, Tower, Trace};
-pub use kernels::tanh;
+pub use kernels::{split_products, tanh};
 pub use mlp::Mlp;
 
 /// A parameter vector that does not fit the network.

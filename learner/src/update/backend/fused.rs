@@ -199,7 +199,7 @@ impl FusedBackend {
             }
             // One trunk: both heads on its features, their input gradients summed and sent back through it (on one
             // thread: the heads share the trunk's gradient).
-            Some((trunk, trace)) => {
+            Some((trunk, trace)) => common::net::split_products(|| {
                 let (params, grads) = (&self.params, &mut self.grads);
                 trunk.forward(params, &mb.obs, idx.len(), trace);
                 let features = trace.output();
@@ -208,7 +208,7 @@ impl FusedBackend {
                 actor_ws.d_head.iter_mut().zip(&critic_ws.d_value).for_each(|(d, v)| *d += v);
                 trunk.backward(params, &mb.obs, trace, &mut actor_ws.d_head, grads, &mut actor_ws.scratch, false);
                 (policy, v_loss)
-            }
+            }),
         };
         MinibatchStats {
             pg_loss: policy.pg_loss,
