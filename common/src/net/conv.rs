@@ -7,7 +7,7 @@
 //! layer reads the observation through strides (channels last or first), and the last layer's output is flattened
 //! in PyTorch's `(c, h, w)` order for the linear layers.
 
-use super::kernels::{Mat, matmul};
+use super::kernels::{Mat, linear_grads, matmul};
 use super::mlp::Mlp;
 use crate::model::{Activation, ImageDims, ImageLayout};
 
@@ -233,23 +233,12 @@ impl Tower {
         let n = x.len() / self.in_dim().max(1);
         for (i, conv) in self.convs.iter().enumerate().rev() {
             let (rows, oc, patch) = (n * conv.positions(), conv.output.c, conv.patch());
-            let dw = &mut grads[conv.weight..conv.weight + oc * patch];
-            // dW = dYᵀ · cols
-            let cols = &t.cols[i];
-            matmul(
-                oc,
-                patch,
-                rows,
-                dw,
-                false,
-                Mat { data: d_out, rs: 1, cs: oc },
-                Mat { data: cols, rs: patch, cs: 1 },
-            );
-            let db = &mut grads[conv.bias..conv.bias + oc];
-            db.fill(0.0);
-            for row in d_out.chunks_exact(oc) {
-                db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
-            }
+            let (weights, rest) = grads.split_at_mut(conv.bias.max(conv.weight));
+            let (dw, db) = match conv.weight < conv.bias {
+                true => (&mut weights[conv.weight..conv.weight + oc * patch], &mut rest[..oc]),
+                false => (&mut rest[..oc * patch], &mut weights[conv.bias..conv.bias + oc]),
+            };
+            linear_grads(d_out, &t.cols[i], (rows, oc, patch), dw, db);
             if i == 0 {
                 break;
             }

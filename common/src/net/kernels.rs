@@ -40,6 +40,22 @@ impl Mat<'_> {
     }
 }
 
+/// The weight and bias gradients of a layer that computed `y = x · Wᵀ + b` over `rows` rows (a Linear layer, or a
+/// convolution on its im2col rows): `dW = dYᵀ · x` (`[out, inp]`), `db` = the column sums of `dY` (`[rows, out]`).
+pub(crate) fn linear_grads(
+    d_y: &[f32],
+    x: &[f32],
+    (rows, out, inp): (usize, usize, usize),
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    matmul(out, inp, rows, dw, false, Mat { data: d_y, rs: 1, cs: out }, Mat { data: x, rs: inp, cs: 1 });
+    db.fill(0.0);
+    for row in d_y.chunks_exact(out) {
+        db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+    }
+}
+
 thread_local! {
     /// Set by [`split_products`] on the thread that runs it.
     static SPLIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

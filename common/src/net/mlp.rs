@@ -1,6 +1,6 @@
 //! A stack of linear layers on the flat parameter vector: forward and backward passes on `gemm`.
 
-use super::kernels::{Mat, matmul};
+use super::kernels::{Mat, linear_grads, matmul};
 use crate::model::Activation;
 
 /// Linear layers with the activation between them (and after the last one when `activate_last`). Its methods
@@ -105,22 +105,13 @@ impl Mlp {
             let (fan_in, fan_out) = (self.sizes[i], self.sizes[i + 1]);
             let input = if i == 0 { x } else { &outs[i - 1] };
             let dz = Mat { data: d_out, rs: fan_out, cs: 1 };
-            // dW = dZᵀ · input
-            let dw = &mut grads[self.weights[i]..self.weights[i] + fan_out * fan_in];
-            matmul(
-                fan_out,
-                fan_in,
-                n,
-                dw,
-                false,
-                Mat { data: d_out, rs: 1, cs: fan_out },
-                Mat { data: input, rs: fan_in, cs: 1 },
-            );
-            let db = &mut grads[self.biases[i]..self.biases[i] + fan_out];
-            db.fill(0.0);
-            for row in d_out.chunks_exact(fan_out) {
-                db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
-            }
+            let (w_at, b_at) = (self.weights[i], self.biases[i]);
+            let (low, high) = grads.split_at_mut(w_at.max(b_at));
+            let (dw, db) = match w_at < b_at {
+                true => (&mut low[w_at..w_at + fan_out * fan_in], &mut high[..fan_out]),
+                false => (&mut high[..fan_out * fan_in], &mut low[b_at..b_at + fan_out]),
+            };
+            linear_grads(d_out, input, (n, fan_out, fan_in), dw, db);
             if i > 0 || input_grad {
                 // dH = dZ · W, then (below the first layer) through the activation: dZ_prev = dH ⊙ f'(h).
                 let w = &params[self.weights[i]..self.weights[i] + fan_out * fan_in];
