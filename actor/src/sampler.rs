@@ -51,6 +51,9 @@ pub struct Sampler {
     env_actions: Vec<f32>,
     /// The observation space's dtype, which the rollouts keep (read once: a space carries its bounds).
     obs_dtype: Dtype,
+    /// `[N, state_dim]` each env's recurrent state (empty for a memoryless policy), kept across rollouts and
+    /// policy versions, zeroed when its episode ends.
+    state: Vec<f32>,
 }
 
 impl Sampler {
@@ -70,6 +73,7 @@ impl Sampler {
             cfg: cfg.clone(),
             out: ActOutput::default(),
             env_actions: Vec::new(),
+            state: Vec::new(),
         })
     }
 
@@ -95,6 +99,8 @@ impl Sampler {
         let space = self.env.action_space();
         let a = space.flat_dim();
         let dtype = self.obs_dtype;
+        // Zero states at the first rollout (or after a model with another state size).
+        self.state.resize(n * policy.state_dim(), 0.0);
         let mut r = Rollout {
             policy_version: PolicyVersion(policy.version()),
             num_steps: t_max,
@@ -108,12 +114,13 @@ impl Sampler {
             rewards: Vec::with_capacity(t_max * n),
             terminated: Vec::with_capacity(t_max * n),
             truncated: Vec::with_capacity(t_max * n),
+            initial_state: self.state.clone(),
             ..Default::default()
         };
         for _ in 0..t_max {
             r.obs.extend_raw(self.env.obs())?;
             let started = std::time::Instant::now();
-            policy.act(self.env.obs(), &mut self.rng, false, &mut self.out)?;
+            policy.act(self.env.obs(), &mut self.state, &mut self.rng, false, &mut self.out)?;
             metrics::histogram!(common::metrics::ACTOR_INFERENCE_LATENCY).record(started.elapsed().as_secs_f64());
             r.actions.extend_from_slice(&self.out.actions);
             r.log_probs.extend_from_slice(&self.out.log_probs);
@@ -123,6 +130,11 @@ impl Sampler {
             r.rewards.extend_from_slice(&step.rewards);
             r.terminated.extend_from_slice(&step.terminated);
             r.truncated.extend_from_slice(&step.truncated);
+            // An env whose episode ended starts the next one from a zero state.
+            let width = policy.state_dim();
+            for (e, _) in step.terminated.iter().zip(&step.truncated).enumerate().filter(|(_, (a, b))| **a || **b) {
+                self.state[e * width..(e + 1) * width].fill(0.0);
+            }
             for (e, _) in step.truncated.iter().enumerate().filter(|(_, t)| **t) {
                 r.final_obs.extend_raw(&step.final_obs[e * d..(e + 1) * d])?;
             }

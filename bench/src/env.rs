@@ -1,6 +1,7 @@
 //! Raw environment throughput: one env with its time limit, reset on termination or truncation, as gymnasium's
-//! `gym.make(id)` loop in `bench/gym_env_throughput.py` does. Any registered id: the classic-control envs and the
-//! MinAtar games (`MinAtar/Breakout-v1`, ...; the Python side registers them from the `minatar` package).
+//! `gym.make(id)` loop in `bench/gym_env_throughput.py` does. Any registered id: the classic-control envs, the
+//! MinAtar games (`MinAtar/Breakout-v1`, ...; the Python side registers them from the `minatar` package) and
+//! proxima's own memory tasks (`proxima/CartPoleNoVelocity-v1`, `proxima/Recall-v0`; no Python counterpart).
 
 use common::env::Space;
 use rand::{Rng, SeedableRng};

@@ -124,6 +124,7 @@ fn synthetic_batch(n: usize, obs_dim: usize, space: &Space) -> HostBatch {
         returns: normal(n),
         values: normal(n),
         sources: Vec::new(),
+        seq: None,
     }
 }
 

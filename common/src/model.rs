@@ -36,6 +36,23 @@ pub struct ModelConfig {
     pub ortho_init: bool,
     /// One trunk for actor and critic (`true`) or one each (`false`, the default).
     pub shared_trunk: bool,
+    /// The recurrent core after the encoder (`none`: memoryless).
+    pub core: CoreKind,
+    /// Hidden width of the recurrent core.
+    pub core_size: usize,
+}
+
+/// The `[model] core` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoreKind {
+    /// No core: each step's action depends on that step's observation only.
+    #[default]
+    None,
+    /// PyTorch's one-layer `nn.LSTM`.
+    Lstm,
+    /// PyTorch's one-layer `nn.GRU`.
+    Gru,
 }
 
 impl Default for ModelConfig {
@@ -48,6 +65,8 @@ impl Default for ModelConfig {
             activation: Activation::Tanh,
             ortho_init: true,
             shared_trunk: false,
+            core: CoreKind::None,
+            core_size: 128,
         }
     }
 }
@@ -64,6 +83,8 @@ struct ModelTable {
     activation: Option<Activation>,
     ortho_init: Option<bool>,
     shared_trunk: Option<bool>,
+    core: Option<CoreKind>,
+    core_size: Option<usize>,
 }
 
 impl TryFrom<ModelTable> for ModelConfig {
@@ -95,6 +116,8 @@ impl TryFrom<ModelTable> for ModelConfig {
             activation,
             ortho_init: t.ortho_init.unwrap_or(d.ortho_init),
             shared_trunk: t.shared_trunk.unwrap_or(d.shared_trunk),
+            core: t.core.unwrap_or(d.core),
+            core_size: t.core_size.unwrap_or(d.core_size),
         })
     }
 }
@@ -287,6 +310,58 @@ impl Encoder {
 pub enum Core {
     /// Memoryless: the features go straight to the heads.
     None,
+    /// A one-layer LSTM of `size` units (PyTorch's gate order i, f, g, o); its state is `[h, c]`.
+    Lstm {
+        /// Hidden units.
+        size: usize,
+    },
+    /// A one-layer GRU of `size` units (PyTorch's gate order r, z, n); its state is `h`.
+    Gru {
+        /// Hidden units.
+        size: usize,
+    },
+}
+
+impl Core {
+    /// The core of a `[model]` choice.
+    pub fn of(kind: CoreKind, size: usize) -> Self {
+        match kind {
+            CoreKind::None => Core::None,
+            CoreKind::Lstm => Core::Lstm { size },
+            CoreKind::Gru => Core::Gru { size },
+        }
+    }
+
+    /// Values of one env's state between steps (0: memoryless).
+    pub fn state_dim(&self) -> usize {
+        match self {
+            Core::None => 0,
+            Core::Lstm { size } => 2 * size,
+            Core::Gru { size } => *size,
+        }
+    }
+
+    /// Hidden units (0: memoryless).
+    pub fn size(&self) -> usize {
+        match self {
+            Core::None => 0,
+            Core::Lstm { size } | Core::Gru { size } => *size,
+        }
+    }
+
+    /// True for a recurrent core.
+    pub fn is_recurrent(&self) -> bool {
+        !matches!(self, Core::None)
+    }
+
+    /// Its name in configs and parameter names (`none`, `lstm`, `gru`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Core::None => "none",
+            Core::Lstm { .. } => "lstm",
+            Core::Gru { .. } => "gru",
+        }
+    }
 }
 
 /// The policy head, decided by the action space.
@@ -470,7 +545,7 @@ impl ModelSpec {
             obs_dtype: obs_space.dtype(),
             obs_scale: obs_space.input_scale(),
             encoder,
-            core: Core::None,
+            core: Core::of(cfg.core, cfg.core_size),
             head: Head::for_space(action_space),
             shared_trunk: cfg.shared_trunk,
             init: InitSpec { orthogonal: cfg.ortho_init, log_std: cfg.init_log_std },
@@ -507,6 +582,18 @@ impl ModelSpec {
                 return invalid("encoder.layers", "out_channels, kernel and stride must each be at least 1");
             }
             self.conv_dims()?;
+        }
+        if self.core.is_recurrent() {
+            if self.core.size() == 0 {
+                return invalid("core.size", "must be at least 1");
+            }
+            if !self.shared_trunk {
+                return invalid(
+                    "core",
+                    "a recurrent core runs on a shared trunk (one core feeds the policy and the value heads, as \
+                     CleanRL's ppo_atari_lstm.py); set shared_trunk = true",
+                );
+            }
         }
         match &self.head {
             Head::Categorical { n } if *n == 0 => invalid("head.n", "must be at least 1"),
@@ -621,7 +708,8 @@ impl ModelSpec {
             }
         };
         let core = match self.core {
-            Core::None => "none",
+            Core::None => "none".to_string(),
+            Core::Lstm { size } | Core::Gru { size } => format!("{}({size})", self.core.name()),
         };
         let head = match &self.head {
             Head::Categorical { n } => format!("categorical({n})"),

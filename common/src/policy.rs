@@ -7,7 +7,7 @@
 use crate::codec::{self, CodecError, Decoded};
 use crate::distributions::ActionDist;
 use crate::model::{ACTIVATION_KEY, Activation, MODEL_KEY, ModelSpec, SpecError};
-use crate::net::{ActorCriticNet, LayoutError, NetTrace};
+use crate::net::{ActorCriticNet, LayoutError, NetTrace, Sequences};
 use crate::normalize::ObsNormalizer;
 use rand::Rng;
 use std::collections::HashMap;
@@ -44,6 +44,16 @@ pub enum PolicyError {
         /// Values given.
         values: usize,
         /// Row width.
+        width: usize,
+    },
+    /// The recurrent state handed to [`Policy::act`] does not have one row per observation.
+    #[error("{values} state values for {rows} observations; the model's state has {width} values per env")]
+    State {
+        /// State values given.
+        values: usize,
+        /// Observation rows.
+        rows: usize,
+        /// Values per env.
         width: usize,
     },
 }
@@ -127,6 +137,8 @@ pub struct Policy {
     /// Normalised observations.
     input: Vec<f32>,
     trace: NetTrace,
+    /// `[B]` no row starts an episode inside a one-step call (the caller zeroes a new episode's state).
+    starts: Vec<bool>,
 }
 
 impl Policy {
@@ -154,7 +166,13 @@ impl Policy {
             version: snapshot.version,
             input: Vec::new(),
             trace: NetTrace::default(),
+            starts: Vec::new(),
         })
+    }
+
+    /// Values of one env's recurrent state (0: memoryless); a new episode's state is zeros.
+    pub fn state_dim(&self) -> usize {
+        self.model.state_dim()
     }
 
     /// The snapshot version this policy was loaded from.
@@ -168,10 +186,12 @@ impl Policy {
     }
 
     /// Chooses actions for raw observations `[B, obs_dim]` (as the env wrote them; uint8 values unscaled): sampled
-    /// from `rng`, or the mode if `deterministic`.
+    /// from `rng`, or the mode if `deterministic`. `state` is `[B, state_dim]` (empty for a memoryless model): each
+    /// env's recurrent state before this step, replaced by the state after it.
     pub fn act(
         &mut self,
         obs: &[f32],
+        state: &mut [f32],
         rng: &mut impl Rng,
         deterministic: bool,
         out: &mut ActOutput,
@@ -181,11 +201,22 @@ impl Policy {
             return Err(PolicyError::Rows { values: obs.len(), width: d });
         }
         let n = obs.len() / d.max(1);
+        let width = self.state_dim();
+        if state.len() != n * width {
+            return Err(PolicyError::State { values: state.len(), rows: n, width });
+        }
         self.input.clear();
         self.input.extend_from_slice(obs);
         let spec = self.model.spec();
         crate::obs::prepare_input(spec.obs_dtype, spec.obs_scale, self.obs_norm.as_ref(), &mut self.input);
-        self.model.forward(&self.params, &self.input, n, &mut self.trace);
+        self.starts.resize(n, false);
+        let step = Sequences { steps: 1, state0: state, starts: &self.starts };
+        self.model.forward_seq(&self.params, &self.input, step, &mut self.trace);
+        if width > 0 {
+            let mut after = Vec::with_capacity(state.len());
+            (0..n).for_each(|row| self.trace.core().state_after(row, &mut after));
+            state.copy_from_slice(&after);
+        }
         out.values.clear();
         out.values.extend_from_slice(self.trace.values());
         let head = self.trace.head();
@@ -233,7 +264,7 @@ mod tests {
         assert_eq!(policy.version(), 7);
         let obs = [0.5f32, -0.1, 2.0, 1.0, 1.0, 1.0];
         let mut out = ActOutput::default();
-        policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), false, &mut out).unwrap();
+        policy.act(&obs, &mut [], &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), false, &mut out).unwrap();
         assert_eq!((out.actions.len(), out.log_probs.len(), out.values.len()), (2, 2, 2));
         // The values come from the critic applied to normalised observations.
         let mut normed = obs.to_vec();
@@ -242,7 +273,7 @@ mod tests {
         net.forward(&params, &normed, 2, &mut trace);
         assert_eq!(trace.values(), &out.values);
         // Deterministic: the mean, scored at the mode.
-        policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), true, &mut out).unwrap();
+        policy.act(&obs, &mut [], &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), true, &mut out).unwrap();
         let want = -(params[net.log_std().unwrap()][0] + crate::distributions::HALF_LN_2PI);
         assert!((out.log_probs[0] - want).abs() < 1e-6);
     }
@@ -264,7 +295,7 @@ mod tests {
         let mut want = crate::net::NetTrace::default();
         relu.forward(&params, &obs, 1, &mut want);
         let mut out = ActOutput::default();
-        policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1), true, &mut out).unwrap();
+        policy.act(&obs, &mut [], &mut rand_chacha::ChaCha8Rng::seed_from_u64(1), true, &mut out).unwrap();
         assert_eq!(out.values, want.values(), "acted with the snapshot's network");
 
         // A snapshot for another env is refused, naming both sides.
@@ -307,7 +338,7 @@ mod tests {
         let mut policy = Policy::from_snapshot(net.spec(), &snapshot(bytes)).unwrap();
         let obs: Vec<f32> = (0..15).map(|i| (i as f32 * 0.37).sin()).collect();
         let mut out = ActOutput::default();
-        policy.act(&obs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(5), false, &mut out).unwrap();
+        policy.act(&obs, &mut [], &mut rand_chacha::ChaCha8Rng::seed_from_u64(5), false, &mut out).unwrap();
         assert_eq!((out.actions.len(), out.log_probs.len(), out.values.len()), (9, 3, 3));
         for action in out.actions.chunks_exact(3) {
             assert!(space.check(action).is_ok(), "{action:?}");

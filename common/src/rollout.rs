@@ -2,6 +2,7 @@
 
 use crate::env::{EpisodeStats, Space};
 use crate::ids::{ActorId, PolicyVersion};
+use crate::model::Core;
 use crate::obs::ObsBuf;
 
 /// Environments an actor steps together unless configured otherwise (the actor's `--num-envs`, the learner's
@@ -44,7 +45,14 @@ pub struct Rollout {
     pub episodes: Vec<EpisodeStats>,
     /// Incarnation of the learner process that published `policy_version` (0: in-process or unknown).
     pub incarnation: u64,
+    /// `[N, state_dim]` each env's recurrent state before the first step (LSTM `[h, c]`, GRU `h`), as the acting
+    /// policy computed it; empty for a memoryless model.
+    pub initial_state: Vec<f32>,
 }
+
+/// The largest `|c|` of an LSTM cell state in a rollout: a cell state grows by at most 1 per step, so this bounds
+/// episodes of a million steps.
+pub const MAX_ABS_CELL_STATE: f32 = 1e6;
 
 /// The largest magnitudes a rollout may hold: values no valid policy or env produces are rejected before they
 /// reach the update (the learner's `server.max_abs_*` settings).
@@ -101,6 +109,45 @@ pub struct RolloutError {
 }
 
 impl Rollout {
+    /// Checks `initial_state` against the model's `core`: empty for a memoryless model; for a recurrent one
+    /// `[N, state_dim]` finite values whose hidden states lie in `[-1, 1]` (they are tanh-bounded) and whose
+    /// LSTM cell states lie within ±[`MAX_ABS_CELL_STATE`].
+    pub fn validate_state(&self, core: &Core) -> Result<(), RolloutError> {
+        use RolloutErrorKind::{NonFinite, OutOfRange, Shape};
+        let err = |reason: String, kind| Err(RolloutError { field: "initial_state", reason, kind });
+        let want = self.num_envs * core.state_dim();
+        if self.initial_state.len() != want {
+            return match core.is_recurrent() {
+                true => err(
+                    format!(
+                        "expected {want} values (each env's {} state before the first step: the model has a {} core), \
+                         got {}",
+                        core.name(),
+                        core.name(),
+                        self.initial_state.len()
+                    ),
+                    Shape,
+                ),
+                false => err(format!("the model is memoryless, got {} state values", self.initial_state.len()), Shape),
+            };
+        }
+        let h = core.size();
+        for (i, &x) in self.initial_state.iter().enumerate() {
+            // LSTM rows are [h, c]; GRU rows are h.
+            let (bound, what) = match (core, i % core.state_dim().max(1) < h) {
+                (Core::Lstm { .. }, false) => (MAX_ABS_CELL_STATE, "cell state"),
+                _ => (1.0 + 1e-5, "hidden state"),
+            };
+            if !x.is_finite() {
+                return err(format!("non-finite value {x} at index {i}"), NonFinite);
+            }
+            if x.abs() > bound {
+                return err(format!("{what} {x} at index {i} is outside [-{bound}, {bound}]"), OutOfRange);
+            }
+        }
+        Ok(())
+    }
+
     /// Number of transitions (`T * N`).
     pub fn len(&self) -> usize {
         self.num_steps * self.num_envs

@@ -179,6 +179,7 @@ impl From<&Rollout> for pb::Rollout {
                 })
                 .collect(),
             incarnation: r.incarnation,
+            initial_state: f32_bytes(&r.initial_state),
         }
     }
 }
@@ -225,6 +226,7 @@ pub fn rollout(m: &pb::Rollout, obs_dtype: Dtype) -> Result<Rollout, RolloutErro
             })
             .collect(),
         incarnation: m.incarnation,
+        initial_state: f32s("initial_state", &m.initial_state)?,
     })
 }
 
@@ -251,6 +253,7 @@ mod tests {
             next_obs: vec![3.0f32, 4.0].into(),
             episodes: vec![EpisodeStats { env_index: 1, episode_return: 10.0, length: 10 }],
             incarnation: 77,
+            initial_state: vec![0.25, -0.5, 0.0, 1.0],
         };
         let m = pb::Rollout::from(&r);
         assert_eq!(rollout(&m, Dtype::Float32).unwrap(), r);
@@ -260,6 +263,9 @@ mod tests {
         let mut bad = m.clone();
         bad.truncated = Bytes::from_static(&[0, 2]);
         assert_eq!(rollout(&bad, Dtype::Float32).unwrap_err().field, "truncated");
+        let mut bad = m.clone();
+        bad.initial_state = Bytes::from_static(&[0, 0]);
+        assert_eq!(rollout(&bad, Dtype::Float32).unwrap_err().field, "initial_state");
         // Images travel as one byte per value.
         let image =
             Rollout { obs: vec![0u8, 255].into(), final_obs: vec![9u8].into(), next_obs: vec![1u8, 2].into(), ..r };

@@ -175,11 +175,13 @@ pub fn play_episode(
     let mut obs = vec![0.0f32; env.observation_space().flat_dim()];
     let mut out = ActOutput::default();
     let mut action = Vec::with_capacity(space.flat_dim());
+    // A recurrent policy's state, zero at the episode's start.
+    let mut state = vec![0.0f32; policy.state_dim()];
     env.reset(Some(reset_seed), &mut obs);
     on_step(env);
     let (mut ret, mut len) = (0.0f64, 0u32);
     loop {
-        policy.act(&obs, rng, deterministic, &mut out)?;
+        policy.act(&obs, &mut state, rng, deterministic, &mut out)?;
         space.clip_into(&out.actions, &mut action);
         let t = env.step(&action, &mut obs);
         ret += t.reward;

@@ -33,6 +33,7 @@ fn batch(cfg: &TrainConfig, n: usize) -> HostBatch {
         returns: normal(n),
         values: normal(n),
         sources: Vec::new(),
+        seq: None,
     }
 }
 

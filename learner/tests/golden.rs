@@ -13,7 +13,7 @@ use learner::update::backend::FusedBackend;
 use learner::update::backend::candle::loss::{Batch, minibatch_loss, minibatch_step};
 use learner::update::backend::candle::model::{ActorCritic, sorted_vars};
 use learner::update::backend::candle::optim::Adam;
-use learner::update::ppo::{HostBatch, LossCoefs, MinibatchStats, StepOutcome};
+use learner::update::ppo::{HostBatch, LossCoefs, MinibatchStats, SeqLayout, StepOutcome};
 use std::collections::HashMap;
 
 struct Golden {
@@ -175,6 +175,7 @@ fn check_fused_case(name: &str) {
         returns: flat(&batch.returns),
         values: flat(&batch.values),
         sources: Vec::new(),
+        seq: None,
     };
     let tensors: Vec<Tensor> = sorted_vars(&varmap).unwrap().iter().map(|(_, v)| v.as_tensor().clone()).collect();
     let params = learner::update::backend::candle::model::flatten(&tensors).unwrap();
@@ -271,4 +272,90 @@ fn clipped_objective_gradient_vanishes_outside_the_clip_range() {
     assert!(actor_grad_norm(1.5, -1.0) > 0.0, "r > 1+eps, A < 0 still pushes down");
     assert!(actor_grad_norm(0.5, 1.0) > 0.0, "r < 1-eps, A > 0 still pushes up");
     assert!(actor_grad_norm(1.1, 1.0) > 0.0, "inside the range");
+}
+
+/// The fused backend's recurrent update against PyTorch: a shared MLP trunk, a one-layer LSTM or GRU, both heads
+/// on its output; `B` whole sequences of `T` steps (rows time-major) from stored initial states, with episode
+/// starts inside them; losses, gradients through time and the parameters after one Adam step.
+fn check_recurrent_case(name: &str) {
+    let g = load(name);
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+    let s = &g.scalars;
+    let (steps, size) = (s["steps"].as_u64().unwrap() as usize, s["core_size"].as_u64().unwrap() as usize);
+    let core = match s["core"].as_str().unwrap() {
+        "lstm" => common::model::CoreKind::Lstm,
+        _ => common::model::CoreKind::Gru,
+    };
+    let cfg = ModelConfig {
+        hidden_sizes: serde_json::from_value(s["hidden_sizes"].clone()).unwrap(),
+        shared_trunk: true,
+        core,
+        core_size: size,
+        ..ModelConfig::default()
+    };
+    let act_dim = g.t["param.actor.weight"].dim(0).unwrap();
+    let space = match g.t.contains_key("param.actor_logstd") {
+        true => Space::vector(vec![-1.0; act_dim], vec![1.0; act_dim]),
+        false => Space::Discrete { n: act_dim },
+    };
+    let obs_dim = s["obs_dim"].as_u64().unwrap() as usize;
+    let net = ActorCriticNet::for_env(&cfg, &Space::unbounded(obs_dim), &space).unwrap();
+    let params: Vec<f32> = net.entries().iter().flat_map(|e| flat(&g.t[&format!("param.{}", e.name)])).collect();
+    let initial_states = flat(&g.t["batch.initial_state"]);
+    let sequences = initial_states.len() / net.state_dim();
+    let host = HostBatch {
+        obs: flat(&g.t["batch.obs"]),
+        actions: flat(&g.t["batch.actions"]),
+        log_probs: flat(&g.t["batch.old_logprobs"]),
+        advantages: flat(&g.t["batch.advantages"]),
+        returns: flat(&g.t["batch.returns"]),
+        values: flat(&g.t["batch.old_values"]),
+        sources: Vec::new(),
+        seq: Some(SeqLayout {
+            steps,
+            state_dim: net.state_dim(),
+            sequences: (0..sequences).map(|b| (b, sequences)).collect(),
+            initial_states,
+            starts: flat(&g.t["batch.starts"]).iter().map(|&x| x != 0.0).collect(),
+        }),
+    };
+    let mut idx = Vec::new();
+    host.seq.as_ref().unwrap().rows_of(&(0..sequences as u32).collect::<Vec<_>>(), &mut idx);
+    assert_eq!(idx, (0..host.len() as u32).collect::<Vec<_>>(), "the fixture's rows are time-major already");
+    let by_name = |flat: &[f32]| -> Vec<(String, Tensor)> {
+        net.named("", flat).map(|(n, s, v)| (n, Tensor::from_slice(v, s, &Device::Cpu).unwrap())).collect()
+    };
+    let c = coefs(&g);
+    // The flat-buffer network (actor inference's) replays the sequences to PyTorch's values.
+    let seq = host.seq.as_ref().unwrap();
+    let mut trace = common::net::NetTrace::default();
+    let replay = common::net::Sequences { steps, state0: &seq.initial_states, starts: &seq.starts };
+    net.forward_seq(&params, &host.obs, replay, &mut trace);
+    let values = Tensor::from_slice(trace.values(), host.len(), &Device::Cpu).unwrap();
+    assert_close("newvalue", &values, &g.t["expect.newvalue"], 1e-5, 1e-6);
+    let mut fused = FusedBackend::new(&net, params.clone(), 2).unwrap();
+    check_loss_stats(&fused.loss_and_gradient(&host, &idx, &c), &g);
+    for (pname, grad) in by_name(fused.gradient()) {
+        assert_close(&format!("fused grad.{pname}"), &grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
+    }
+    let mut fused = FusedBackend::new(&net, params, 2).unwrap();
+    let max_grad_norm = s["max_grad_norm"].as_f64().unwrap();
+    let outcome = fused.minibatch_step(&host, &idx, &c, max_grad_norm, s["lr"].as_f64().unwrap());
+    let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
+    scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
+    for (pname, t) in by_name(&learner::update::backend::Backend::params(&fused).unwrap()) {
+        assert_close(&format!("fused next.{pname}"), &t, &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
+    }
+}
+
+/// A one-layer LSTM (16 units) on a shared 32-unit tanh trunk, 6 sequences of 8 steps, Categorical(3), clipped.
+#[test]
+fn lstm_clip_matches_pytorch() {
+    check_recurrent_case("ppo_lstm_shared_clip.safetensors");
+}
+
+/// A one-layer GRU (12 units) on a shared 24-unit tanh trunk, 4 sequences of 10 steps, Gaussian(2), KL penalty.
+#[test]
+fn gru_kl_penalty_matches_pytorch() {
+    check_recurrent_case("ppo_gru_shared_kl_penalty.safetensors");
 }

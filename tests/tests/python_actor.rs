@@ -6,8 +6,8 @@
 
 use common::distributions::ActionDist;
 use common::env::{Dtype, Space};
-use common::model::{Activation, ConvLayer, ModelConfig};
-use common::net::{ActorCriticNet, NetTrace};
+use common::model::{Activation, ConvLayer, CoreKind, ModelConfig};
+use common::net::{ActorCriticNet, NetTrace, Sequences};
 use common::normalize::ObsNormalizer;
 use common::policy::{ActOutput, Policy, PolicySnapshot, encode_weights};
 use rand::{Rng, SeedableRng};
@@ -60,7 +60,21 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, cfg: &Mo
     let mut input = obs.clone();
     common::obs::prepare_input(obs_space.dtype(), obs_space.input_scale(), norm.as_ref(), &mut input);
     let mut trace = NetTrace::default();
-    net.forward(&params, &input, rows, &mut trace);
+    // A recurrent model runs the rows as 4 envs' sequences of 4 steps (time-major), from random states, with
+    // episodes starting inside them (and one at the first step, where the given state is ignored).
+    let (envs, width) = (4, net.state_dim());
+    let steps = rows / envs;
+    let starts: Vec<bool> = (0..rows).map(|i| width > 0 && matches!(i, 2 | 9 | 15)).collect();
+    let initial_state: Vec<f32> = (0..envs * width)
+        .map(
+            |i| if i % width < cfg.core_size { rng.random_range(-0.9f32..0.9) } else { rng.random_range(-2.0f32..2.0) },
+        )
+        .collect();
+    net.forward_seq(&params, &input, Sequences { steps, state0: &initial_state, starts: &starts }, &mut trace);
+    let mut final_state = Vec::new();
+    if width > 0 {
+        (rows - envs..rows).for_each(|row| trace.core().state_after(row, &mut final_state));
+    }
     let (head, values) = (trace.head().to_vec(), trace.values().to_vec());
     let out_dim = net.head().logits_dim();
     let dist = ActionDist::new(net.head(), net.log_std().map_or(&[][..], |r| &params[r]));
@@ -77,9 +91,31 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, cfg: &Mo
     }
     let snapshot = PolicySnapshot { version: 3, weights: bytes.into(), published_at: 0.0, incarnation: 0 };
     let mut policy = Policy::from_snapshot(net.spec(), &snapshot).expect("policy");
-    let mut mode = ActOutput::default();
-    policy.act(&obs, &mut rng, true, &mut mode).expect("act");
-    let fixture = json!({
+    // The actors' policy, step by step (one row per env, the state carried and zeroed at episode starts), gives
+    // the same values as the replay of whole sequences.
+    let (mut mode, mut step) = (ActOutput::default(), ActOutput::default());
+    let mut state = initial_state.clone();
+    for (t, rows_t) in obs.chunks_exact(envs * obs_dim).enumerate().take(if width > 0 { steps } else { 0 }) {
+        for j in (0..envs).filter(|j| starts[t * envs + j]) {
+            state[j * width..(j + 1) * width].fill(0.0);
+        }
+        policy.act(rows_t, &mut state, &mut rng, true, &mut step).expect("act");
+        for (got, want) in step.values.iter().zip(&values[t * envs..(t + 1) * envs]) {
+            assert!((got - want).abs() <= 1e-5, "{name}: step-by-step value {got}, replayed {want}");
+        }
+        mode.actions.extend_from_slice(&step.actions);
+        mode.log_probs.extend_from_slice(&step.log_probs);
+    }
+    for (got, want) in state.iter().zip(&final_state) {
+        assert!((got - want).abs() <= 1e-5, "{name}: step-by-step state {got}, replayed {want}");
+    }
+    if width == 0 {
+        policy.act(&obs, &mut [], &mut rng, true, &mut mode).expect("act");
+    }
+    let recurrent = (width > 0).then(|| {
+        json!({ "steps": steps, "envs": envs, "starts": starts, "initial_state": initial_state, "final_state": final_state })
+    });
+    let mut fixture = json!({
         "obs_dim": obs_dim,
         "discrete": matches!(space, Space::Discrete { .. }),
         "model": net.spec().to_json(),
@@ -94,6 +130,9 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, cfg: &Mo
         "mode_actions": mode.actions.chunks_exact(mode.actions.len() / rows).collect::<Vec<_>>(),
         "mode_log_probs": mode.log_probs,
     });
+    if let (Some(extra), Some(map)) = (recurrent, fixture.as_object_mut()) {
+        map.extend(extra.as_object().cloned().unwrap_or_default());
+    }
     std::fs::write(dir.join(format!("{name}.json")), fixture.to_string()).expect("write fixture");
 }
 
@@ -154,6 +193,11 @@ fn python_and_rust_policies_agree() {
     write_case(dir.path(), "conv_planes", &planes, &d(3), &convs(&[(16, 3, 1)], &[128], false), false, 13);
     let shared_mlp = ModelConfig { shared_trunk: true, ..mlp(&[32, 32], tanh) };
     write_case(dir.path(), "mlp_shared", &v(5), &multi, &shared_mlp, true, 12);
+    // Recurrent cores over sequences with episode starts inside them.
+    let lstm = ModelConfig { core: CoreKind::Lstm, core_size: 16, ..shared_mlp.clone() };
+    write_case(dir.path(), "lstm_mlp", &v(5), &d(3), &lstm, true, 14);
+    let gru = ModelConfig { core: CoreKind::Gru, core_size: 24, ..convs(&two, &[16], true) };
+    write_case(dir.path(), "gru_conv", &image(&[7, 7, 2]), &pendulum, &gru, false, 15);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
     text.lines().filter(|l| l.contains("[crosslang]")).for_each(|l| println!("{l}"));
     println!("{}", text.lines().last().unwrap_or_default());

@@ -20,11 +20,15 @@ const THETA_THRESHOLD: f64 = 12.0 * 2.0 * std::f64::consts::PI / 360.0;
 const X_THRESHOLD: f64 = 2.4;
 /// The force each discrete action applies.
 const FORCES: [f64; 2] = [-FORCE_MAG, FORCE_MAG];
+/// The observation space's upper bounds (the lower ones are their negatives): twice the termination thresholds for
+/// the positions, none for the velocities.
+pub(super) const OBS_HIGH: [f32; 4] =
+    [(X_THRESHOLD * 2.0) as f32, f32::INFINITY, (THETA_THRESHOLD * 2.0) as f32, f32::INFINITY];
 
 /// CartPole-v1: state `[x, x_dot, theta, theta_dot]`, actions `0` (push left) and `1` (push right), reward `+1`
 /// per step including the terminating one, explicit Euler integration.
 ///
-/// As in gymnasium, stepping again after a terminal step gives reward `0.0`; [`Dynamics::reset`] and
+/// As in gymnasium, stepping again after a terminal step gives reward `0.0`; [`Env::reset`] and
 /// [`Dynamics::set_state`] start a fresh episode. An action outside `Discrete(2)` makes the state NaN.
 #[derive(Debug, Clone, Default)]
 pub struct CartPole {
@@ -39,7 +43,7 @@ impl Env for CartPole {
     }
 
     fn observation_space(&self) -> Space {
-        symmetric_box(&[(X_THRESHOLD * 2.0) as f32, f32::INFINITY, (THETA_THRESHOLD * 2.0) as f32, f32::INFINITY])
+        symmetric_box(&OBS_HIGH)
     }
 
     fn action_space(&self) -> Space {

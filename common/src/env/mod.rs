@@ -1,28 +1,35 @@
-//! Gymnasium-exact classic-control environments, the MinAtar games, a registry by id and a vectorised env.
+//! Gymnasium-exact classic-control environments, the MinAtar games, two memory tasks of proxima's own, a registry
+//! by id and a vectorised env.
 //!
 //! Every classic-control environment reproduces gymnasium 1.x's dynamics, constants, rewards and termination, and
-//! every MinAtar game the Python `minatar` package's (1.0.15, through its gymnasium wrapper); the time limit
-//! that gymnasium's `make` adds through `TimeLimit` is applied by [`TimeLimit`], so `step` reports
-//! `terminated` (a real end of the task) and `truncated` (the time limit) separately.
+//! every MinAtar game the Python `minatar` package's (1.0.15, through its gymnasium wrapper). The `proxima/*`
+//! envs test recurrent (memory) policies: [`CartPoleNoVelocity`] (CartPole-v1 observed without its velocities)
+//! and [`Recall`] (name, when asked, the cue shown at the episode's start). The time limit that gymnasium's
+//! `make` adds through `TimeLimit` is applied by [`TimeLimit`], so `step` reports `terminated` (a real end of the
+//! task) and `truncated` (the time limit) separately.
 
 mod acrobot;
 mod cartpole;
+mod cartpole_no_velocity;
 mod continuous_mountain_car;
 mod helpers;
 mod minatar;
 mod mountain_car;
 mod notation;
 mod pendulum;
+mod recall;
 mod registry;
 mod space;
 mod vec_env;
 
 pub use acrobot::Acrobot;
 pub use cartpole::CartPole;
+pub use cartpole_no_velocity::CartPoleNoVelocity;
 pub use continuous_mountain_car::ContinuousMountainCar;
 pub use mountain_car::MountainCar;
 pub use notation::NotationError;
 pub use pendulum::Pendulum;
+pub use recall::Recall;
 pub use registry::{ENV_IDS, EnvSpec, make, make_dynamics, spec};
 pub use space::{Dtype, Space, SpaceError};
 pub use vec_env::{EpisodeStats, StepBatch, VecEnv};
@@ -41,6 +48,9 @@ pub enum EnvError {
     /// An action outside the action space.
     #[error("{env}: invalid action: {reason}")]
     InvalidAction { env: &'static str, reason: String },
+    /// A state vector with a value the env's state cannot take (a discrete state's value that is not one).
+    #[error("{env}: invalid state: {reason}")]
+    InvalidState { env: &'static str, reason: String },
     /// `set_state` on a user's env, whose state the actor does not know.
     #[error("{env}: a user env's state cannot be set")]
     OpaqueState { env: &'static str },
@@ -160,7 +170,8 @@ pub fn builtin_factory(id: &str) -> EnvFactory {
     std::sync::Arc::new(move || make(&id))
 }
 
-/// A step limit that never truncates: for envs whose registration declares none (the MinAtar games).
+/// A step limit that never truncates: for envs whose registration declares none (the MinAtar games,
+/// `proxima/Recall-v0`).
 pub const NO_TIME_LIMIT: u32 = u32::MAX;
 
 /// An environment as gymnasium's `make` returns it: dynamics, a seeded RNG and the time limit.

@@ -1,9 +1,11 @@
 //! Environments by gymnasium id, with the step limits and reward thresholds gymnasium (or, for MinAtar, the
-//! `minatar` package's `register_envs`) registers for them.
+//! `minatar` package's `register_envs`) registers for them; proxima's own `proxima/*` envs are registered here in
+//! the same way.
 
 use super::minatar::{Asterix, Breakout, Freeway, MinAtar, Seaquest, SpaceInvaders};
 use super::{
-    Acrobot, CartPole, ContinuousMountainCar, Dynamics, EnvError, MountainCar, NO_TIME_LIMIT, Pendulum, TimeLimit,
+    Acrobot, CartPole, CartPoleNoVelocity, ContinuousMountainCar, Dynamics, EnvError, MountainCar, NO_TIME_LIMIT,
+    Pendulum, Recall, TimeLimit,
 };
 
 /// What gymnasium's `register` says about an environment.
@@ -23,7 +25,7 @@ struct Entry {
     build: fn() -> Box<dyn Dynamics>,
 }
 
-const REGISTRY: [Entry; 10] = [
+const REGISTRY: [Entry; 12] = [
     Entry {
         spec: EnvSpec { id: "CartPole-v1", max_episode_steps: 500, reward_threshold: Some(475.0) },
         build: || Box::new(CartPole::default()),
@@ -64,6 +66,17 @@ const REGISTRY: [Entry; 10] = [
     Entry {
         spec: EnvSpec { id: "MinAtar/Seaquest-v1", max_episode_steps: NO_TIME_LIMIT, reward_threshold: None },
         build: || Box::new(MinAtar::<Seaquest>::default()),
+    },
+    // proxima's memory tasks. CartPoleNoVelocity is CartPole-v1 observed through [x, theta]: CartPole's limit and
+    // threshold. Recall ends itself after 10 steps, so no limit (a limit of 10 would also mark its terminating step
+    // truncated); its threshold is 95% of the optimum 1.0, as CartPole's 475 is of 500 (memoryless policies: 0.25).
+    Entry {
+        spec: EnvSpec { id: "proxima/CartPoleNoVelocity-v1", max_episode_steps: 500, reward_threshold: Some(475.0) },
+        build: || Box::new(CartPoleNoVelocity::default()),
+    },
+    Entry {
+        spec: EnvSpec { id: "proxima/Recall-v0", max_episode_steps: NO_TIME_LIMIT, reward_threshold: Some(0.95) },
+        build: || Box::new(Recall::default()),
     },
 ];
 
@@ -116,7 +129,8 @@ mod tests {
             msg,
             "unknown env id \"CartPole-v9\"; known ids: CartPole-v1, Acrobot-v1, MountainCar-v0, \
              MountainCarContinuous-v0, Pendulum-v1, MinAtar/Breakout-v1, MinAtar/Asterix-v1, \
-             MinAtar/Freeway-v1, MinAtar/SpaceInvaders-v1, MinAtar/Seaquest-v1"
+             MinAtar/Freeway-v1, MinAtar/SpaceInvaders-v1, MinAtar/Seaquest-v1, proxima/CartPoleNoVelocity-v1, \
+             proxima/Recall-v0"
         );
         assert!(spec("").is_err() && make_dynamics("pendulum-v1").is_err());
     }

@@ -14,17 +14,19 @@
 use crate::codec::Tensors;
 use crate::env::Space;
 use crate::init::orthogonal;
-use crate::model::{Encoder, Head, ImageDims, ModelConfig, ModelSpec, SpecError};
+use crate::model::{Core, Encoder, Head, ImageDims, ModelConfig, ModelSpec, SpecError};
 use rand::SeedableRng;
 use std::ops::Range;
 
 mod conv;
 mod kernels;
 mod mlp;
+mod recurrent;
 
 pub use conv::{Conv, Tower, Trace};
 pub use kernels::{split_products, tanh};
 pub use mlp::Mlp;
+pub use recurrent::{Recurrent, SeqTrace};
 
 /// A parameter vector that does not fit the network.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -89,6 +91,37 @@ enum Role {
     Bias { fan_in: usize },
     /// The Gaussian head's log-std.
     LogStd,
+    /// A parameter of the recurrent core of `hidden` units: a `[rows, cols]` weight (orthogonal with gain 1, as
+    /// CleanRL's `ppo_atari_lstm.py`) or a bias (zero); PyTorch's default draws both uniform in ±1/√hidden.
+    Core { weight: bool, rows: usize, cols: usize, hidden: usize },
+}
+
+/// Where a shared trunk's recurrent core is in the flat vector and how large, for building it.
+fn core_params(spec: &ModelSpec, features: usize) -> Vec<(String, Vec<usize>, Role)> {
+    let (h, name) = (spec.core.size(), spec.core.name());
+    let g = h * if matches!(spec.core, Core::Lstm { .. }) { 4 } else { 3 };
+    let role = |weight, rows, cols| Role::Core { weight, rows, cols, hidden: h };
+    match spec.core {
+        Core::None => Vec::new(),
+        Core::Lstm { .. } | Core::Gru { .. } => vec![
+            (format!("{name}.weight_ih_l0"), vec![g, features], role(true, g, features)),
+            (format!("{name}.weight_hh_l0"), vec![g, h], role(true, g, h)),
+            (format!("{name}.bias_ih_l0"), vec![g], role(false, g, 1)),
+            (format!("{name}.bias_hh_l0"), vec![g], role(false, g, 1)),
+        ],
+    }
+}
+
+/// A recurrent network's input besides the observations: `B` sequences of `steps` rows each (rows time-major,
+/// `t·B + b`), their states before the first row, and which rows start an episode (their incoming state is zero).
+#[derive(Debug, Clone, Copy)]
+pub struct Sequences<'a> {
+    /// `T`: rows per sequence.
+    pub steps: usize,
+    /// `[B, state_dim]` each sequence's state before its first row.
+    pub state0: &'a [f32],
+    /// `[T·B]` the row starts an episode.
+    pub starts: &'a [bool],
 }
 
 /// The trunks of a network and where its heads are.
@@ -102,11 +135,14 @@ pub enum Trunks {
         /// Observation to the value.
         critic: Tower,
     },
-    /// One trunk (`network.*`) whose activated features feed a one-layer policy head (`actor.*`) and a one-layer
-    /// value head (`critic.*`); every offset is into the whole flat vector.
+    /// One trunk (`network.*`) whose activated features (through the recurrent core `lstm.*` / `gru.*`, if any)
+    /// feed a one-layer policy head (`actor.*`) and a one-layer value head (`critic.*`); every offset is into the
+    /// whole flat vector.
     Shared {
         /// Observation to features.
         trunk: Tower,
+        /// Features to the heads' input, across steps (`None`: memoryless).
+        core: Option<Recurrent>,
         /// Features to the head's logits or means (one Linear layer).
         policy: Tower,
         /// Features to the value (one Linear layer).
@@ -124,6 +160,8 @@ pub struct NetTrace {
     /// The heads' traces (shared trunk).
     policy: Trace,
     value: Trace,
+    /// The recurrent core's trace.
+    core: SeqTrace,
     shared: bool,
 }
 
@@ -142,6 +180,11 @@ impl NetTrace {
             true => self.value.output(),
             false => self.second.output(),
         }
+    }
+
+    /// The recurrent core's trace (its outputs and the state after each row).
+    pub fn core(&self) -> &SeqTrace {
+        &self.core
     }
 }
 
@@ -201,10 +244,14 @@ impl ActorCriticNet {
         spec.validate()?;
         let logits = spec.head.logits_dim();
         let mut params = Vec::new();
+        let features = spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim);
+        // The heads' input: the core's output, or the trunk's features.
+        let head_in = if spec.core.is_recurrent() { spec.core.size() } else { features };
         if spec.shared_trunk {
             params.extend(trunk_params(spec, "network", None)?);
-            let features = spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim);
+            params.extend(core_params(spec, features));
             for (name, out, gain) in [("actor", logits, POLICY_GAIN), ("critic", 1, VALUE_GAIN)] {
+                let features = head_in;
                 let fan_in = features;
                 params.push((format!("{name}.weight"), vec![out, features], Role::Weight { gain, fan_in }));
                 params.push((format!("{name}.bias"), vec![out], Role::Bias { fan_in }));
@@ -263,7 +310,7 @@ impl ActorCriticNet {
         let head_layer = |name: &str, out: usize| Tower {
             convs: Vec::new(),
             mlp: Mlp {
-                sizes: vec![spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim), out],
+                sizes: vec![head_in, out],
                 activation,
                 activate_last: false,
                 weights: vec![find(format!("{name}.weight"))],
@@ -275,6 +322,11 @@ impl ActorCriticNet {
         let trunks = match spec.shared_trunk {
             true => Trunks::Shared {
                 trunk: tower("network", hidden.clone(), 0, true),
+                core: {
+                    let at = |part: &str| find(format!("{}.{part}", spec.core.name()));
+                    let offsets = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"].map(at);
+                    Recurrent::new(&spec.core, features, offsets)
+                },
                 policy: head_layer("actor", logits),
                 value: head_layer("critic", 1),
             },
@@ -297,7 +349,7 @@ impl ActorCriticNet {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut flat = vec![0.0f32; self.num_params()];
         let group = |name: &str| match name.split('.').next() {
-            Some("network") => 0,
+            Some("network" | "lstm" | "gru") => 0,
             Some("critic") if !self.spec.shared_trunk => 0,
             Some("actor") | Some(LOG_STD) => 1,
             _ => 2,
@@ -308,10 +360,17 @@ impl ActorCriticNet {
             let values = &mut flat[e.range()];
             match role {
                 Role::LogStd => values.fill(self.spec.init.log_std as f32),
+                Role::Core { weight: true, rows, cols, .. } if self.spec.init.orthogonal => {
+                    values.copy_from_slice(&orthogonal(rows, cols, 1.0, &mut rng));
+                }
                 Role::Weight { gain, fan_in } if self.spec.init.orthogonal => {
                     values.copy_from_slice(&orthogonal(e.shape[0], fan_in, gain, &mut rng));
                 }
                 _ if self.spec.init.orthogonal => {} // biases stay zero
+                Role::Core { hidden, .. } => {
+                    let bound = 1.0 / (hidden.max(1) as f32).sqrt();
+                    values.iter_mut().for_each(|x| *x = rng.random_range(-bound..bound));
+                }
                 Role::Weight { fan_in, .. } | Role::Bias { fan_in } => {
                     let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
                     values.iter_mut().for_each(|x| *x = rng.random_range(-bound..bound));
@@ -322,8 +381,27 @@ impl ActorCriticNet {
     }
 
     /// Runs `n` rows of the network input `x` (prepared observations, [`crate::obs::prepare_input`]) through the
-    /// whole network; `t.head()` and `t.values()` hold the results.
+    /// whole network; `t.head()` and `t.values()` hold the results. A recurrent network takes each row as the
+    /// first step of an episode (zero state); [`ActorCriticNet::forward_seq`] carries a state.
     pub fn forward(&self, params: &[f32], x: &[f32], n: usize, t: &mut NetTrace) {
+        match self.state_dim() {
+            0 => self.run(params, x, n, None, t),
+            s => {
+                let (state0, starts) = (vec![0.0; n * s], vec![false; n]);
+                self.run(params, x, n, Some(Sequences { steps: 1, state0: &state0, starts: &starts }), t);
+            }
+        }
+    }
+
+    /// Runs the rows of `x` (time-major sequences, see [`Sequences`]) through the whole network, carrying the
+    /// recurrent state along each sequence; `t.head()`, `t.values()` and `t.core()` hold the results. A
+    /// memoryless network ignores the sequence structure.
+    pub fn forward_seq(&self, params: &[f32], x: &[f32], seq: Sequences, t: &mut NetTrace) {
+        self.run(params, x, seq.starts.len(), Some(seq), t);
+    }
+
+    /// [`ActorCriticNet::forward_seq`] on `n` rows; a recurrent core needs `seq`.
+    fn run(&self, params: &[f32], x: &[f32], n: usize, seq: Option<Sequences>, t: &mut NetTrace) {
         match &self.trunks {
             Trunks::Separate { actor, critic } => {
                 let (a, c) = self.split(params);
@@ -331,10 +409,17 @@ impl ActorCriticNet {
                 critic.forward(c, x, n, &mut t.second);
                 t.shared = false;
             }
-            Trunks::Shared { trunk, policy, value } => {
+            Trunks::Shared { trunk, core, policy, value } => {
                 trunk.forward(params, x, n, &mut t.first);
-                policy.forward(params, t.first.output(), n, &mut t.policy);
-                value.forward(params, t.first.output(), n, &mut t.value);
+                let features = match (core, seq) {
+                    (Some(core), Some(seq)) => {
+                        core.forward(params, t.first.output(), seq.steps, seq.state0, seq.starts, &mut t.core);
+                        t.core.output()
+                    }
+                    _ => t.first.output(),
+                };
+                policy.forward(params, features, n, &mut t.policy);
+                value.forward(params, features, n, &mut t.value);
                 t.shared = true;
             }
         }
@@ -351,6 +436,11 @@ impl ActorCriticNet {
             Trunks::Separate { actor, critic } => Some((actor, critic)),
             Trunks::Shared { .. } => None,
         }
+    }
+
+    /// Values of one env's recurrent state (0: memoryless).
+    pub fn state_dim(&self) -> usize {
+        self.spec.core.state_dim()
     }
 
     /// The parameters, sorted by name.

@@ -49,6 +49,8 @@ pub struct RunInfo {
     pub bounds: Bounds,
     /// Bounds of the actor registry.
     pub registry: RegistryLimits,
+    /// The model's recurrent core, whose state every rollout carries.
+    pub core: common::model::Core,
 }
 
 impl RunInfo {
@@ -65,6 +67,7 @@ impl RunInfo {
             max_policy_lag: cfg.ppo.max_policy_lag,
             bounds: cfg.server.bounds(),
             registry: cfg.server.registry_limits(),
+            core: common::model::Core::of(cfg.model.core, cfg.model.core_size),
         }
     }
 }
@@ -301,6 +304,18 @@ impl LearnerService {
             }));
         }
         rollout.validate(&spec.observation_space, &spec.action_space, &self.run.bounds)?;
+        rollout.validate_state(&self.run.core)?;
+        // A recurrent model trains on sequences of one length (minibatches of whole sequences).
+        if self.run.core.is_recurrent() && rollout.num_steps != self.run.rollout_steps {
+            return Err(Error::Rollout(common::rollout::RolloutError {
+                field: "num_steps",
+                reason: format!(
+                    "{} steps; a recurrent model trains on sequences of actors.rollout_steps = {}",
+                    rollout.num_steps, self.run.rollout_steps
+                ),
+                kind: common::rollout::RolloutErrorKind::Shape,
+            }));
+        }
         let current = spec.policies.latest().version;
         if rollout.policy_version > PolicyVersion(current) {
             return Err(Error::FutureVersion { got: rollout.policy_version.0, current });

@@ -47,6 +47,43 @@ pub struct HostBatch {
     pub values: Vec<f32>,
     /// Which rows came from which rollout (empty: one anonymous source), to name the actor behind a skipped step.
     pub sources: Vec<RowSource>,
+    /// For a recurrent model: how the rows form sequences (`None`: memoryless, rows are independent).
+    pub seq: Option<SeqLayout>,
+}
+
+/// A recurrent model's batch as sequences: each env's `T` steps of one rollout are one sequence, replayed from the
+/// state the actor had before its first step, the state reset to zero where an episode starts inside it.
+/// Minibatches are sets of whole sequences, rows time-major (`t·B + b`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeqLayout {
+    /// `T`: rows per sequence (every rollout's `num_steps`).
+    pub steps: usize,
+    /// Values of one state.
+    pub state_dim: usize,
+    /// Each sequence's row at `t = 0` and the distance between its rows (its rollout's `num_envs`).
+    pub sequences: Vec<(usize, usize)>,
+    /// `[sequences, state_dim]` each sequence's state before its first row.
+    pub initial_states: Vec<f32>,
+    /// `[rows]` the row starts an episode (its incoming state is zero).
+    pub starts: Vec<bool>,
+}
+
+impl SeqLayout {
+    /// Appends the rows of the sequences `seqs` to `idx`, time-major: every sequence's first row, then every
+    /// second row, and so on.
+    pub fn rows_of(&self, seqs: &[u32], idx: &mut Vec<u32>) {
+        for t in 0..self.steps {
+            idx.extend(seqs.iter().map(|&k| {
+                let (first, stride) = self.sequences[k as usize];
+                (first + t * stride) as u32
+            }));
+        }
+    }
+
+    /// The sequence whose first row is `row`.
+    pub fn sequence_at(&self, row: usize) -> Option<usize> {
+        self.sequences.binary_search_by_key(&row, |&(first, _)| first).ok()
+    }
 }
 
 impl HostBatch {
@@ -192,27 +229,41 @@ fn blame<S: MinibatchStep>(
     Ok(())
 }
 
-/// Runs the minibatch epochs over a batch of `n` samples: shuffles the indices with `rng` every epoch and hands
-/// each minibatch's indices to `stepper`. A skipped step is counted (`proxima_learner_skipped_updates_total`),
-/// the rollouts of `sources` to blame for it are found and dropped from the remaining minibatches, and the
-/// epochs go on; the diagnostics average the applied steps only.
+/// Runs the minibatch epochs over `batch`: shuffles its rows (or, for a recurrent model, its sequences: a
+/// minibatch is `minibatch_size / T` whole sequences, rows time-major) with `rng` every epoch and hands each
+/// minibatch's indices to `stepper`. A skipped step is counted (`proxima_learner_skipped_updates_total`), the
+/// rollouts of `sources` to blame for it are found and dropped from the remaining minibatches, and the epochs go
+/// on; the diagnostics average the applied steps only.
 pub fn run_epochs<S: MinibatchStep>(
-    n: usize,
-    sources: &[RowSource],
+    batch: &HostBatch,
     plan: &EpochPlan,
     rng: &mut impl Rng,
     stepper: &mut S,
 ) -> std::result::Result<EpochStats, S::Error> {
-    let mut order: Vec<u32> = (0..n as u32).collect();
+    let (n, sources) = (batch.len(), &batch.sources);
+    // Rows, or sequences, and how many of them make a minibatch.
+    let (units, per_minibatch) = match &batch.seq {
+        None => (n, plan.minibatch_size),
+        Some(seq) => (seq.sequences.len(), plan.minibatch_size / seq.steps.max(1)),
+    };
+    let mut order: Vec<u32> = (0..units as u32).collect();
     let mut sum = MinibatchStats::default();
     let mut out = EpochStats::default();
     let mut banned = vec![false; n];
-    let mut kept = Vec::with_capacity(plan.minibatch_size);
+    let (mut rows, mut kept) = (Vec::new(), Vec::with_capacity(plan.minibatch_size));
     for _ in 0..plan.num_epochs {
         order.shuffle(rng);
         let mut epoch_kl = 0.0;
         let mut epoch_steps = 0;
-        for chunk in order.chunks(plan.minibatch_size.max(1)) {
+        for chunk in order.chunks(per_minibatch.max(1)) {
+            let chunk = match &batch.seq {
+                None => chunk,
+                Some(seq) => {
+                    rows.clear();
+                    seq.rows_of(chunk, &mut rows);
+                    &rows[..]
+                }
+            };
             let idx = if out.faulty_actors.is_empty() {
                 chunk
             } else {

@@ -21,11 +21,11 @@ use crate::error::{Error, Result};
 use crate::update::backend::{self, Backend};
 use crate::update::gae::{GaeInput, gae};
 use crate::update::optim::AdamState;
-use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, adapt_beta};
+use crate::update::ppo::{EpochPlan, EpochStats, HostBatch, LossCoefs, RowSource, SeqLayout, adapt_beta};
 use common::env::{Dtype, Space};
 use common::ids::{ActorId, PolicyVersion};
 use common::model::ModelSpec;
-use common::net::ActorCriticNet;
+use common::net::{ActorCriticNet, NetTrace, Sequences};
 use common::normalize::{ObsNormalizer, RewardScaler, RunningMeanStd};
 use common::obs::ObsBuf;
 use common::policy::{PolicySnapshot, encode_weights};
@@ -522,10 +522,18 @@ impl Trainer {
         self.ship_obs_norm();
     }
 
-    /// Normalises, bootstraps and computes GAE for every rollout (None if there is nothing to train on).
+    /// Normalises, bootstraps and computes GAE for every rollout (None if there is nothing to train on). A
+    /// recurrent model's batch is laid out as sequences ([`SeqLayout`]).
     fn assemble(&mut self, rollouts: &[Rollout]) -> Result<Option<HostBatch>> {
         let (d, p) = (self.obs_dim, &self.cfg.ppo);
         let mut host = HostBatch::default();
+        let state_dim = self.net.state_dim();
+        let recurrent = match state_dim {
+            0 => None,
+            _ => Some(self.backend.params()?),
+        };
+        let mut seq =
+            SeqLayout { steps: rollouts.first().map_or(0, |r| r.num_steps), state_dim, ..SeqLayout::default() };
         for r in rollouts {
             let rewards = match &mut self.reward_norm {
                 Some(n) => n.scale(r),
@@ -535,7 +543,23 @@ impl Trainer {
             let mut boot = Vec::with_capacity(r.final_obs.len() + r.next_obs.len());
             self.input(r.policy_version, &r.final_obs, &mut boot);
             self.input(r.policy_version, &r.next_obs, &mut boot);
-            let boot_values = self.backend.values(&boot, boot.len() / d)?;
+            let boot_values = match &recurrent {
+                None => self.backend.values(&boot, boot.len() / d)?,
+                Some(params) => {
+                    let starts = episode_starts(r);
+                    let first_row = host.len();
+                    if r.num_steps != seq.steps || r.initial_state.len() != r.num_envs * state_dim {
+                        return Err(Error::Internal(format!(
+                            "a recurrent model's rollouts must all have {} steps and carry their initial states",
+                            seq.steps
+                        )));
+                    }
+                    seq.sequences.extend((0..r.num_envs).map(|j| (first_row + j, r.num_envs)));
+                    seq.initial_states.extend_from_slice(&r.initial_state);
+                    seq.starts.extend_from_slice(&starts);
+                    self.recurrent_boot_values(params, r, &starts, &boot)
+                }
+            };
             let (final_boot, next_values) = boot_values.split_at(boot_values.len() - r.num_envs);
             let mut final_values = vec![0.0f32; r.len()];
             let truncated_at = r.truncated.iter().enumerate().filter(|(_, t)| **t).map(|(i, _)| i);
@@ -560,7 +584,36 @@ impl Trainer {
             host.advantages.extend(adv);
             host.returns.extend(ret);
         }
+        if recurrent.is_some() {
+            host.seq = Some(seq);
+        }
         Ok((!host.is_empty()).then_some(host))
+    }
+
+    /// A recurrent model's values of `boot` (the network inputs of `r`'s final observations of truncated steps,
+    /// then of its observations after the last step), each from the state after the step it follows: the
+    /// rollout is replayed from its initial state with the current parameters `params`.
+    fn recurrent_boot_values(&self, params: &[f32], r: &Rollout, starts: &[bool], boot: &[f32]) -> Vec<f32> {
+        let mut input = Vec::with_capacity(r.obs.len());
+        self.input(r.policy_version, &r.obs, &mut input);
+        let mut trace = NetTrace::default();
+        let replay = Sequences { steps: r.num_steps, state0: &r.initial_state, starts };
+        self.net.forward_seq(params, &input, replay, &mut trace);
+        let (mut state0, mut boot_starts) = (Vec::new(), Vec::new());
+        for (row, _) in r.truncated.iter().enumerate().filter(|(_, t)| **t) {
+            trace.core().state_after(row, &mut state0);
+            boot_starts.push(false);
+        }
+        let last = r.len() - r.num_envs;
+        for row in last..r.len() {
+            trace.core().state_after(row, &mut state0);
+            // After an episode's last step the next observation starts a new one.
+            boot_starts.push(r.terminated[row] || r.truncated[row]);
+        }
+        let mut boot_trace = NetTrace::default();
+        let one_step = Sequences { steps: 1, state0: &state0, starts: &boot_starts };
+        self.net.forward_seq(params, boot, one_step, &mut boot_trace);
+        boot_trace.values().to_vec()
     }
 
     /// Appends `obs` of a rollout from policy `version` to `out` as network input, as its actor saw it
@@ -572,6 +625,13 @@ impl Trainer {
         let shipped = self.shipped_obs_norm.iter().rev().find(|(v, _)| *v == version.0).map(|(_, n)| n);
         obs.input_into(self.net.spec().obs_scale, shipped.or(self.obs_norm.as_ref()), out);
     }
+}
+
+/// `[T·N]` which rows of `r` start an episode inside it: those after a terminated or truncated step of their env
+/// (a row at `t = 0` continues from the rollout's initial state, which the actor already reset).
+pub fn episode_starts(r: &Rollout) -> Vec<bool> {
+    let n = r.num_envs;
+    (0..r.len()).map(|i| i >= n && (r.terminated[i - n] || r.truncated[i - n])).collect()
 }
 
 /// `1 − Var(y − ŷ) / Var(y)`; NaN when the returns have no variance.

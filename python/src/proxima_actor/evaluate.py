@@ -83,15 +83,19 @@ def play_episode(
     """One episode from ``reset(seed=seed)`` until it terminates or is truncated, its return and length; Box
     actions clipped. An env that reports games (``metadata["game_scores"]``, as the Atari ones) plays one game
     instead, resetting after each episode (a lost life) that does not end it, and gives the game's score and length
-    from the info of its last step. Raises :class:`EnvError` if the policy does not fit the env."""
+    from the info of its last step. A recurrent policy's state starts at zero with every episode (each life of a
+    game too, as the sampler's). Raises :class:`EnvError` if the policy does not fit the env."""
     check_policy(policy, env.observation_space, env.action_space)
     games = bool(env.metadata.get(GAME_SCORES, False))
     obs, _ = env.reset(seed=seed)
     on_step(env)
     total, length = 0.0, 0
+    state = policy.initial_state(1)
     while True:
         # One row of obs_dim values in the env's dtype (the policy scales or normalises it).
-        out = policy.act(np.asarray(obs).reshape(1, -1), rng, deterministic)
+        out = policy.act(np.asarray(obs).reshape(1, -1), rng, deterministic, state=state)
+        if out.state is not None:
+            state = out.state
         obs, reward, terminated, truncated, info = env.step(_env_action(env.action_space, out.actions[0]))
         total += float(reward)
         length += 1
@@ -103,6 +107,7 @@ def play_episode(
         if GAME_SCORE in info:
             return float(info[GAME_SCORE]), int(info[GAME_LENGTH])
         obs, _ = env.reset()
+        state = policy.initial_state(1)
         on_step(env)
 
 

@@ -7,8 +7,9 @@ ignores ``init``. ``obs_shape`` (default ``[obs_dim]``) is the shape of one obse
 ``obs_dtype`` (default ``float32``) is the type its values travel in: ``uint8`` observations (images) reach the
 network multiplied by 1/255, without observation normalisation. The encoder is an MLP, or convolutions over an image
 observation (``[H, W, C]``, ``[C, H, W]`` or ``[H, W]``) then an MLP; the actor and the critic have a trunk each, or
-share one. A spec this package cannot run (another format, encoder or core) or that does not describe a network is a
-:class:`SpecError` naming the field.
+share one. The core is none (memoryless) or, on a shared trunk only, a one-layer LSTM or GRU between the trunk and
+the heads, whose state each env carries from step to step. A spec this package cannot run (another format, encoder
+or core) or that does not describe a network is a :class:`SpecError` naming the field.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ SPEC_FORMAT = 1
 ACTIVATIONS = ("tanh", "relu")
 #: Observation dtypes a spec may name; the first is the default.
 OBS_DTYPES = ("float32", "uint8")
+#: Core kinds a spec may name: memoryless, or PyTorch's one-layer ``nn.LSTM`` / ``nn.GRU``.
+CORE_KINDS = ("none", "lstm", "gru")
 #: Where a conv encoder's image keeps its channels: last (``[H, W, C]``) or first (``[C, H, W]``).
 LAYOUTS = ("hwc", "chw")
 
@@ -121,6 +124,34 @@ Head = CategoricalHead | MultiCategoricalHead | GaussianHead
 
 
 @dataclass(frozen=True)
+class Core:
+    """What runs between the trunk and the heads: nothing (``kind`` ``none``, ``size`` 0), or a one-layer LSTM
+    (gate order i, f, g, o; state ``[h, c]``) or GRU (gate order r, z, n; state ``h``) of ``size`` units, as
+    PyTorch's ``nn.LSTM`` / ``nn.GRU``."""
+
+    kind: str = "none"
+    size: int = 0
+
+    def __str__(self) -> str:
+        return "none" if self.kind == "none" else f"{self.kind}({self.size})"
+
+    @property
+    def recurrent(self) -> bool:
+        """True for an LSTM or a GRU."""
+        return self.kind != "none"
+
+    @property
+    def gates(self) -> int:
+        """Blocks of ``size`` rows in the cell's weights (LSTM 4, GRU 3, none 0)."""
+        return {"lstm": 4, "gru": 3}.get(self.kind, 0)
+
+    @property
+    def state_dim(self) -> int:
+        """Values of one env's state between steps: ``2 * size`` (LSTM), ``size`` (GRU), 0 (memoryless)."""
+        return {"lstm": 2 * self.size, "gru": self.size}.get(self.kind, 0)
+
+
+@dataclass(frozen=True)
 class ConvLayer:
     """``out_channels`` filters of ``kernel`` x ``kernel`` moved by ``stride``, no padding (PyTorch's
     ``Conv2d(in, out_channels, kernel, stride)``), followed by the activation."""
@@ -155,7 +186,8 @@ class ImageDims:
 class ModelSpec:
     """The actor-critic for observations of ``obs_shape`` (``obs_dim`` values) in ``obs_dtype``: the encoder (the
     convolutions ``conv`` over an image in ``layout``, none for an MLP, then Linear layers of ``hidden_sizes`` with
-    ``activation``), no core, and the policy head; separate actor and critic trunks, or one ``shared_trunk``."""
+    ``activation``), the ``core`` (recurrent ones on a shared trunk only), and the policy head; separate actor and
+    critic trunks, or one ``shared_trunk``."""
 
     obs_dim: int
     hidden_sizes: tuple[int, ...]
@@ -169,6 +201,7 @@ class ModelSpec:
     shared_trunk: bool = False
     obs_scale: float = 1.0
     """What ``uint8`` observation values are multiplied by (1/255 for images, 1 for 0/1 planes)."""
+    core: Core = Core()
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
@@ -200,12 +233,14 @@ class ModelSpec:
             layout = encoder.get("layout")
             if layout not in LAYOUTS:
                 raise SpecError(f"model spec encoder.layout: {_show(layout)} is not supported (hwc or chw)")
-        core = _object(spec.get("core"), "core", {"kind"})
-        if core.get("kind") != "none":
-            raise SpecError(f"model spec core.kind: {_show(core.get('kind'))} is not supported (none)")
+        core = _core(spec.get("core"))
         shared_trunk = spec.get("shared_trunk")
         if type(shared_trunk) is not bool:
             raise SpecError(f"model spec shared_trunk: {_show(shared_trunk)} is not true or false")
+        if core.recurrent and not shared_trunk:
+            raise SpecError(
+                f"model spec core: a recurrent core ({core}) runs on a shared trunk only (shared_trunk is false)"
+            )
         obs_dim = _count(spec.get("obs_dim"), "obs_dim")
         parsed = cls(
             obs_dim=obs_dim,
@@ -221,6 +256,7 @@ class ModelSpec:
                 spec.get("obs_scale", float(UINT8_SCALE) if spec.get("obs_dtype") == "uint8" else 1.0)
             ),
             shared_trunk=shared_trunk,
+            core=core,
         )
         parsed.conv_dims()
         return parsed
@@ -257,12 +293,19 @@ class ModelSpec:
         dims = self.conv_dims()
         return dims[-1].size if dims else self.obs_dim
 
+    @property
+    def state_dim(self) -> int:
+        """Values of one env's recurrent state (0: memoryless)."""
+        return self.core.state_dim
+
     def describe(self) -> str:
         """Short human form for errors, e.g. ``mlp[64, 64] tanh, categorical(2)`` or
-        ``conv[16x3/1] hwc, mlp[128] relu, categorical(6)``, with ``, a shared trunk`` for one."""
+        ``conv[16x3/1] hwc, mlp[128] relu, categorical(6)``, with ``, core lstm(64)`` for a recurrent core and
+        ``, a shared trunk`` for one."""
         conv = f"conv[{', '.join(str(layer) for layer in self.conv)}] {self.layout}, " if self.conv else ""
+        core = f", core {self.core}" if self.core.recurrent else ""
         trunk = ", a shared trunk" if self.shared_trunk else ""
-        return f"{conv}mlp{list(self.hidden_sizes)} {self.activation}, {self.head}{trunk}"
+        return f"{conv}mlp{list(self.hidden_sizes)} {self.activation}{core}, {self.head}{trunk}"
 
 
 def _show(value: Any) -> str:
@@ -300,6 +343,17 @@ def _conv_layers(value: Any) -> tuple[ConvLayer, ...]:
         out_channels, kernel, stride = (_count(layer.get(k), f"{field}.{k}") for k in _CONV_LAYER_FIELDS)
         layers.append(ConvLayer(out_channels, kernel, stride))
     return tuple(layers)
+
+
+def _core(value: Any) -> Core:
+    """The spec's ``core``: ``{"kind": "none"}``, or ``{"kind": "lstm" | "gru", "size": H}``."""
+    kind = _object(value, "core", {"kind", "size"}).get("kind")
+    if kind not in CORE_KINDS:
+        raise SpecError(f"model spec core.kind: {_show(kind)} is not supported (none, lstm or gru)")
+    if kind == "none":
+        _object(value, "core", {"kind"})
+        return Core()
+    return Core(str(kind), _count(value.get("size"), "core.size"))
 
 
 def _obs_shape(value: Any, obs_dim: int) -> tuple[int, ...]:

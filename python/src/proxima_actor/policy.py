@@ -11,6 +11,13 @@ separate trunks, ``actor.*`` ends in the policy layer and ``critic.*`` in the va
 ``network.*`` ends in its last hidden layer (and its activation), and ``actor.weight``/``actor.bias`` and
 ``critic.weight``/``critic.bias`` are single Linear layers on its output.
 
+A recurrent core (shared trunks only) runs between the trunk and the heads: PyTorch's one-layer ``nn.LSTM`` (``lstm.*``,
+gates i, f, g, o) or ``nn.GRU`` (``gru.*``, gates r, z, n), ``weight_ih_l0`` ``[G * H, F]``, ``weight_hh_l0``
+``[G * H, H]``, ``bias_ih_l0`` and ``bias_hh_l0`` ``[G * H]``; the heads take its output ``h'`` (width ``H``). Each env
+carries a state between steps (:attr:`Policy.state_dim` values: ``[h, c]`` for an LSTM, ``h`` for a GRU), zero at the
+first step of each episode: :meth:`Policy.act` and the scoring methods take it and :meth:`Policy.act` returns the
+next one, and :meth:`Policy.sequence` runs whole time-major rollouts, resetting states where episodes start.
+
 Snapshots written before the spec have no ``model`` key: they hold two MLPs (``actor.*`` and ``critic.*``) whose
 hidden sizes are read off the tensors' shapes, the activation from the metadata key ``activation`` (``tanh`` when
 absent), and the head is a Gaussian with ``actor_logstd``, else a Categorical; their observations are float32
@@ -56,8 +63,8 @@ LOG_STD = "actor_logstd"
 
 #: A layer of a snapshot without a spec.
 _LAYER = re.compile(r"^(actor|critic)\.(\d+)\.(weight|bias)$")
-#: A layer of any spec's network (a shared trunk's heads have no index).
-_PARAM = re.compile(r"^(actor|critic|network)(\.\d+)?\.(weight|bias)$")
+#: A parameter of any spec's network (a shared trunk's heads have no index; recurrent cores are named as PyTorch's).
+_PARAM = re.compile(r"^(actor|critic|network)(\.\d+)?\.(weight|bias)$|^(lstm|gru)\.(weight|bias)_(ih|hh)_l\d+$")
 
 
 class PolicyError(ValueError):
@@ -78,6 +85,15 @@ class ObsNormalizer:
         normed = ((obs.astype(np.float64) - self.mean) * scale).astype(np.float32)
         clip = np.float32(self.clip)
         return np.clip(normed, -clip, clip)
+
+
+def sigmoid_(x: F32) -> F32:
+    """The logistic function in place, returns ``x``: as ``(1 + tanh(x / 2)) / 2``, which never overflows."""
+    x *= 0.5
+    np.tanh(x, out=x)
+    x *= 0.5
+    x += 0.5
+    return x
 
 
 def activate(x: F32, activation: str) -> F32:
@@ -182,6 +198,85 @@ class Trunk:
         return self.mlp.forward(h.reshape(len(h), -1))
 
 
+@dataclass(frozen=True)
+class RecurrentCore:
+    """A one-layer LSTM or GRU of ``size`` units on features of ``in_dim`` values, PyTorch's ``nn.LSTM`` /
+    ``nn.GRU`` (gate blocks i, f, g, o / r, z, n), in f32. ``w_ih`` and ``w_hh`` are ``weight_ih_l0`` and
+    ``weight_hh_l0`` transposed (``[in_dim, G * size]``, ``[size, G * size]``). A state is ``[B, state_dim]``:
+    ``[h, c]`` for an LSTM, ``h`` for a GRU."""
+
+    kind: str
+    size: int
+    w_ih: F32
+    w_hh: F32
+    b_ih: F32
+    b_hh: F32
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * self.size if self.kind == "lstm" else self.size
+
+    def project(self, x: F32) -> F32:
+        """The input's part of every gate, ``x W_ih^T + b_ih``: ``[B, G * size]`` for features ``[B, in_dim]``."""
+        y = x @ self.w_ih
+        y += self.b_ih
+        return y
+
+    def cell(self, xw: F32, state: F32) -> F32:
+        """The next state ``[B, state_dim]`` (a new array; its first ``size`` columns are the output ``h'``) for the
+        inputs' :meth:`project` ``[B, G * size]`` and the state ``[B, state_dim]``."""
+        n = self.size
+        h = state[:, :n]
+        hw = h @ self.w_hh
+        hw += self.b_hh
+        if self.kind == "lstm":
+            # c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c')
+            gates = xw + hw
+            sigmoid_(gates[:, : 2 * n])
+            np.tanh(gates[:, 2 * n : 3 * n], out=gates[:, 2 * n : 3 * n])
+            sigmoid_(gates[:, 3 * n :])
+            out = np.empty((len(gates), 2 * n), dtype=np.float32)
+            c = out[:, n:]
+            np.multiply(gates[:, n : 2 * n], state[:, n:], out=c)
+            c += gates[:, :n] * gates[:, 2 * n : 3 * n]
+            np.tanh(c, out=out[:, :n])
+            out[:, :n] *= gates[:, 3 * n :]
+            return out
+        # r, z = sigmoid(x W_i{r,z} + b_i{r,z} + h W_h{r,z} + b_h{r,z}), n = tanh(x W_in + b_in + r * (h W_hn + b_hn)),
+        # h' = (1 - z) * n + z * h
+        rz = sigmoid_(xw[:, : 2 * n] + hw[:, : 2 * n])
+        r, z = rz[:, :n], rz[:, n:]
+        candidate = hw[:, 2 * n :]
+        candidate *= r
+        candidate += xw[:, 2 * n :]
+        np.tanh(candidate, out=candidate)
+        out = (1 - z) * candidate
+        out += z * h
+        return out
+
+    def step(self, x: F32, state: F32) -> tuple[F32, F32]:
+        """The output ``h'`` ``[B, size]`` and the next state for features ``[B, in_dim]`` and states
+        ``[B, state_dim]``."""
+        out = self.cell(self.project(x), state)
+        return out[:, : self.size], out
+
+    def sequence(self, x: F32, starts: npt.NDArray[np.bool_], state: F32) -> tuple[F32, F32]:
+        """Runs ``T`` steps of ``N`` envs: features ``[T * N, in_dim]`` time-major (row ``t * N + j`` is env ``j``'s
+        step ``t``), ``starts`` ``[T * N]`` (env ``j``'s state is zeroed before row ``t * N + j``), ``state``
+        ``[N, state_dim]`` before step 0 (not modified). The outputs ``h'`` ``[T * N, size]`` and the final state."""
+        n = len(state)
+        xw = self.project(x)
+        hs = np.empty((len(x), self.size), dtype=np.float32)
+        for t in range(0, len(x), n):
+            rows = slice(t, t + n)
+            reset = starts[rows]
+            if reset.any():
+                state = np.where(reset[:, None], np.float32(0.0), state)
+            state = self.cell(xw[rows], state)
+            hs[rows] = state[:, : self.size]
+        return hs, state
+
+
 class JointMlp:
     """The actor and the critic as one network, for acting: the first layers stacked, the later ones
     block-diagonal, so a batch takes one matrix product per layer instead of two (half the numpy calls, which
@@ -220,10 +315,12 @@ class JointMlp:
 
 class ActorCritic:
     """The spec's network on inputs ``[B, obs_dim]``: ``body`` the shared trunk (``None`` with separate trunks),
-    ``actor`` and ``critic`` the policy and value trunks on its output (single Linear layers with a shared trunk)."""
+    ``core`` the recurrent core on its output (``None``: memoryless), ``actor`` and ``critic`` the policy and value
+    trunks on the core's or the trunk's output (single Linear layers with a shared trunk). :meth:`head`,
+    :meth:`value` and :meth:`forward` are the memoryless network's; :meth:`step` and :meth:`sequence` run any."""
 
-    def __init__(self, body: Trunk | None, actor: Trunk, critic: Trunk) -> None:
-        self.body, self.actor, self.critic = body, actor, critic
+    def __init__(self, body: Trunk | None, actor: Trunk, critic: Trunk, core: RecurrentCore | None = None) -> None:
+        self.body, self.actor, self.critic, self.core = body, actor, critic, core
         #: Both heads in one network when neither has convolutions.
         self.joint = JointMlp(actor.mlp, critic.mlp) if not (actor.convs or critic.convs) else None
 
@@ -247,6 +344,28 @@ class ActorCritic:
         patches = self.actor.first_patches(f)
         return self.actor.forward(f, patches), self.critic.forward(f, patches)[:, 0]
 
+    def _heads(self, h: F32) -> tuple[F32, F32]:
+        """The head and the values for the core's output ``[B, size]`` (a core's heads are single Linear layers)."""
+        if self.joint is not None:
+            return self.joint.forward(h)
+        return self.actor.forward(h), self.critic.forward(h)[:, 0]
+
+    def step(self, x: F32, state: F32) -> tuple[F32, F32, F32]:
+        """One step of the network: the head, the values and the next state for inputs ``[B, in]`` and states
+        ``[B, state_dim]`` (returned as they are without a core)."""
+        if self.core is None:
+            return (*self.forward(x), state)
+        h, state = self.core.step(self.features(x), state)
+        return (*self._heads(h), state)
+
+    def sequence(self, x: F32, starts: npt.NDArray[np.bool_], state: F32) -> tuple[F32, F32, F32]:
+        """:meth:`RecurrentCore.sequence` through the whole network: the head and the values of every row of the
+        time-major inputs ``[T * N, in]`` and the final state ``[N, state_dim]`` (``state`` without a core)."""
+        if self.core is None:
+            return (*self.forward(x), state)
+        h, state = self.core.sequence(self.features(x), starts, state)
+        return (*self._heads(h), state)
+
 
 @dataclass(frozen=True)
 class ActOutput:
@@ -258,6 +377,25 @@ class ActOutput:
     """``[B]``."""
     values: F32
     """``[B]``."""
+    state: F32 | None = None
+    """``[B, state_dim]``: each env's state after this step, for the next one (see :meth:`Policy.act`)."""
+
+
+@dataclass(frozen=True)
+class SequenceOutput:
+    """What :meth:`Policy.sequence` computes for ``T`` steps of ``N`` envs, every per-row array time-major over the
+    ``T * N`` rows (row ``t * N + j``: env ``j``'s step ``t``)."""
+
+    head: F32
+    """``[T * N, logits]``: the logits, or the Gaussian mean."""
+    values: F32
+    """``[T * N]``."""
+    entropy: F32
+    """``[T * N]``."""
+    log_probs: F32 | None
+    """``[T * N]`` log-probabilities of the actions passed, ``None`` when none were."""
+    final_state: F32
+    """``[N, state_dim]``: each env's state after the last step."""
 
 
 def _metadata(data: bytes) -> dict[str, str]:
@@ -380,9 +518,21 @@ def _from_spec(tensors: dict[str, np.ndarray], spec: ModelSpec) -> tuple[ActorCr
     """The network and the log-std of ``spec``, after checking that the snapshot holds exactly the parameters the
     spec implies, with their shapes (the first missing or misshapen one is the error)."""
     logits = spec.head.logits_dim
+    core = spec.core
     if spec.shared_trunk:
         width = spec.hidden_sizes[-1]
         shapes = _trunk_shapes(spec, "network", None)
+        if core.recurrent:
+            g = core.gates * core.size
+            shapes.update(
+                {
+                    f"{core.kind}.weight_ih_l0": (g, width),
+                    f"{core.kind}.weight_hh_l0": (g, core.size),
+                    f"{core.kind}.bias_ih_l0": (g,),
+                    f"{core.kind}.bias_hh_l0": (g,),
+                }
+            )
+            width = core.size
         for net, out in (("actor", logits), ("critic", 1)):
             shapes[f"{net}.weight"], shapes[f"{net}.bias"] = (out, width), (out,)
     else:
@@ -405,7 +555,18 @@ def _from_spec(tensors: dict[str, np.ndarray], spec: ModelSpec) -> tuple[ActorCr
 
     layers = len(spec.hidden_sizes)
     if spec.shared_trunk:
-        network = ActorCritic(_trunk(tensors, spec, "network", layers, True), head("actor"), head("critic"))
+        recurrent = None
+        if core.recurrent:
+            recurrent = RecurrentCore(
+                kind=core.kind,
+                size=core.size,
+                w_ih=_f32(tensors[f"{core.kind}.weight_ih_l0"].T),
+                w_hh=_f32(tensors[f"{core.kind}.weight_hh_l0"].T),
+                b_ih=_f32(tensors[f"{core.kind}.bias_ih_l0"]),
+                b_hh=_f32(tensors[f"{core.kind}.bias_hh_l0"]),
+            )
+        trunk = _trunk(tensors, spec, "network", layers, True)
+        network = ActorCritic(trunk, head("actor"), head("critic"), recurrent)
     else:
         actor, critic = (_trunk(tensors, spec, net, layers + 1, False) for net in ("actor", "critic"))
         network = ActorCritic(None, actor, critic)
@@ -488,26 +649,113 @@ class Policy:
             return rows * np.float32(self.spec.obs_scale)
         return self.obs_norm.normalize(rows) if self.obs_norm else rows
 
-    def head(self, obs: npt.ArrayLike) -> F32:
+    @property
+    def recurrent(self) -> bool:
+        """True for a recurrent core: every step takes each env's state (:meth:`initial_state` at an episode's
+        start) and :meth:`act` returns the next one."""
+        return self.net.core is not None
+
+    @property
+    def state_dim(self) -> int:
+        """Values of one env's state between steps (``2 * size`` for an LSTM, ``size`` for a GRU, 0 memoryless)."""
+        return self.spec.state_dim
+
+    def initial_state(self, n: int) -> F32:
+        """The state of ``n`` envs at an episode's first step: zeros ``[n, state_dim]`` (``[n, 0]`` memoryless)."""
+        return np.zeros((n, self.state_dim), dtype=np.float32)
+
+    def _state(self, state: npt.ArrayLike | None, n: int) -> F32:
+        """``state`` as f32 ``[n, state_dim]``: required for a recurrent core, optional (and empty) without one."""
+        if state is None:
+            if self.recurrent:
+                raise PolicyError(
+                    f"a recurrent policy ({self.spec.core}) steps from each env's state: pass state= "
+                    f"[{n}, {self.state_dim}] (initial_state({n}) at an episode's first step)"
+                )
+            return np.empty((n, 0), dtype=np.float32)
+        s = np.asarray(state, dtype=np.float32)
+        if s.shape != (n, self.state_dim):
+            raise PolicyError(
+                f"a state of shape {list(s.shape)}, expected [{n}, {self.state_dim}] for {n} observations"
+            )
+        return s
+
+    def _step(self, obs: npt.ArrayLike, state: npt.ArrayLike | None) -> tuple[F32, F32, F32]:
+        """The head, the values and the next state of one step."""
+        x = self._input(obs)
+        return self.net.step(x, self._state(state, len(x)))
+
+    def head(self, obs: npt.ArrayLike, state: npt.ArrayLike | None = None) -> F32:
         """The head's output (logits, or the Gaussian mean) for raw observations ``[B, *obs_shape]`` or
-        ``[B, obs_dim]``."""
-        return self.net.head(self._input(obs))
+        ``[B, obs_dim]``; a recurrent policy's from the envs' states ``[B, state_dim]`` before this step."""
+        if state is None and not self.recurrent:
+            return self.net.head(self._input(obs))
+        return self._step(obs, state)[0]
 
-    def value(self, obs: npt.ArrayLike) -> F32:
-        """Value estimates ``[B]`` for raw observations (as :meth:`head` takes them)."""
-        return self.net.value(self._input(obs))
+    def value(self, obs: npt.ArrayLike, state: npt.ArrayLike | None = None) -> F32:
+        """Value estimates ``[B]`` for raw observations (and states, as :meth:`head` takes them)."""
+        if state is None and not self.recurrent:
+            return self.net.value(self._input(obs))
+        return self._step(obs, state)[1]
 
-    def log_prob(self, obs: npt.ArrayLike, actions: npt.ArrayLike) -> F32:
+    def log_prob(self, obs: npt.ArrayLike, actions: npt.ArrayLike, state: npt.ArrayLike | None = None) -> F32:
         """Log-probabilities ``[B]`` of ``actions`` (``[B, action_dim]`` as in a rollout)."""
-        return self.dist.log_prob(self.head(obs), np.asarray(actions, dtype=np.float32).reshape(-1, self.action_dim))
+        return self.dist.log_prob(self.head(obs, state), self._actions(actions))
 
-    def entropy(self, obs: npt.ArrayLike) -> F32:
-        """Entropy ``[B]`` of the action distribution for raw observations (as :meth:`head` takes them)."""
-        return self.dist.entropy(self.head(obs))
+    def entropy(self, obs: npt.ArrayLike, state: npt.ArrayLike | None = None) -> F32:
+        """Entropy ``[B]`` of the action distribution for raw observations (and states, as :meth:`head` takes
+        them)."""
+        return self.dist.entropy(self.head(obs, state))
 
-    def act(self, obs: npt.ArrayLike, rng: np.random.Generator, deterministic: bool = False) -> ActOutput:
+    def _actions(self, actions: npt.ArrayLike) -> F32:
+        return np.asarray(actions, dtype=np.float32).reshape(-1, self.action_dim)
+
+    def act(
+        self,
+        obs: npt.ArrayLike,
+        rng: np.random.Generator,
+        deterministic: bool = False,
+        state: npt.ArrayLike | None = None,
+    ) -> ActOutput:
         """Samples (or, if ``deterministic``, takes the mode of) actions for raw observations ``[B, *obs_shape]`` or
-        ``[B, obs_dim]``."""
-        head, values = self.net.forward(self._input(obs))
+        ``[B, obs_dim]``. A recurrent policy needs each env's ``state`` ``[B, state_dim]`` before this step (zero
+        rows at an episode's first step) and returns the next ones in :attr:`ActOutput.state` (a new array); a
+        memoryless one takes none, or an empty ``[B, 0]``, and returns it as it came."""
+        if state is None and not self.recurrent:
+            head, values = self.net.forward(self._input(obs))
+            new_state = None
+        else:
+            head, values, new_state = self._step(obs, state)
         actions, log_probs = self.dist.mode(head) if deterministic else self.dist.sample(head, rng)
-        return ActOutput(actions=actions, log_probs=log_probs, values=values)
+        return ActOutput(actions=actions, log_probs=log_probs, values=values, state=new_state)
+
+    def sequence(
+        self,
+        obs: npt.ArrayLike,
+        starts: npt.ArrayLike,
+        initial_state: npt.ArrayLike,
+        actions: npt.ArrayLike | None = None,
+    ) -> SequenceOutput:
+        """Runs ``T`` steps of ``N`` envs, as a rollout holds them: raw observations ``[T * N, *obs_shape]`` or
+        ``[T * N, obs_dim]`` time-major (row ``t * N + j`` is env ``j``'s step ``t``), ``starts`` ``[T * N]``
+        (true where an episode starts: env ``j``'s state is zeroed before row ``t * N + j``), each env's state
+        ``initial_state`` ``[N, state_dim]`` before step 0, and optionally the actions taken ``[T * N, action_dim]``
+        to score. A memoryless policy runs every row alike (``initial_state`` ``[N, 0]`` is its final state)."""
+        x = self._input(obs)
+        state = np.asarray(initial_state, dtype=np.float32)
+        if state.ndim != 2 or state.shape[1] != self.state_dim or not len(state) or len(x) % len(state):
+            raise PolicyError(
+                f"an initial state of shape {list(state.shape)} for {len(x)} rows: expected [N, {self.state_dim}] "
+                "with N dividing the rows"
+            )
+        reset = np.asarray(starts, dtype=bool).reshape(-1)
+        if reset.shape != (len(x),):
+            raise PolicyError(f"{reset.shape[0]} starts for {len(x)} rows")
+        head, values, final = self.net.sequence(x, reset, state)
+        return SequenceOutput(
+            head=head,
+            values=values,
+            entropy=self.dist.entropy(head),
+            log_probs=None if actions is None else self.dist.log_prob(head, self._actions(actions)),
+            final_state=final,
+        )

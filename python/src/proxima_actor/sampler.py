@@ -7,6 +7,11 @@ MultiDiscrete as their indices, which go to the env as integers), and clipped to
 the env. Episode returns are summed from the f32 rewards the rollout carries, except for envs that report games
 (:data:`GAME_SCORES`, as the Atari ones): their episodes are the games their infos report. Observations keep their
 shape and are stored in the dtype they travel in (:func:`wire_dtype`): bytes for images, f32 otherwise.
+
+A recurrent policy's state is kept per env: zero when the sampler starts and at the first step of every episode
+(before acting on the observation that follows a terminated or truncated step), and carried across rollouts and
+policy updates (a new policy continues from the states the last one left). Each rollout records the states before
+its first step (``initial_state``), which the learner replays the sequence from.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class Rollout:
     next_obs: Obs
     """``[N, *obs_shape]`` observations after the last step."""
     episodes: list[Episode] = field(default_factory=list)
+    initial_state: F32 = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    """``[N, state_dim]`` each env's recurrent state before step 0 (``[N, 0]`` for a memoryless policy)."""
 
     @property
     def num_steps(self) -> int:
@@ -168,6 +175,9 @@ class Sampler:
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
         #: The envs report games (:data:`GAME_SCORES`): episodes are those, not the terminations.
         self.game_scores = bool(envs.metadata.get(GAME_SCORES, False))
+        #: Each env's recurrent state before the next step, ``[N, state_dim]`` (``[N, 0]`` until a recurrent
+        #: policy acts).
+        self.state: F32 = np.zeros((self.num_envs, 0), dtype=np.float32)
         #: Called with the seconds of each batched forward pass.
         self.on_inference: Callable[[float], None] = lambda _: None
 
@@ -211,13 +221,19 @@ class Sampler:
         truncated = np.empty((t_max, n), dtype=bool)
         final_obs: list[Obs] = []
         episodes: list[Episode] = []
+        if self.state.shape[1] != policy.state_dim:
+            # The first policy, or one with another core (a learner restarted with another model): start afresh.
+            self.state = policy.initial_state(n)
+        initial_state = self.state.copy()
         for t in range(t_max):
             obs[t] = self.obs
             started = time.perf_counter()
             # As rows of obs_dim values: a spec without obs_shape (an older learner's) names the shape [obs_dim].
-            out = policy.act(self.obs.reshape(n, -1), self.rng)
+            out = policy.act(self.obs.reshape(n, -1), self.rng, state=self.state)
             self.on_inference(time.perf_counter() - started)
             actions[t], log_probs[t], values[t] = out.actions, out.log_probs, out.values
+            if out.state is not None:
+                self.state = out.state
             next_obs, reward, term, trunc, info = self.envs.step(self._env_actions(out.actions))
             rewards[t] = np.asarray(reward, dtype=np.float32)
             term = np.asarray(term, dtype=bool)
@@ -228,9 +244,13 @@ class Sampler:
             self.lengths += 1
             for e in np.flatnonzero(trunc):
                 final_obs.append(self._wire(info["final_obs"][e]))
-            for e in np.flatnonzero(term | trunc):
+            ended = term | trunc
+            for e in np.flatnonzero(ended):
                 episodes.extend(self._ended(int(e), info))
                 self.returns[e], self.lengths[e] = 0.0, 0
+            if self.state.shape[1] and ended.any():
+                # The next observation is a new episode's first: its env starts from the zero state.
+                self.state[ended] = 0.0
             self.obs = self._wire(next_obs, n)
         return Rollout(
             policy_version=policy.version,
@@ -245,6 +265,7 @@ class Sampler:
             final_obs=np.stack(final_obs) if final_obs else self._wire([], 0),
             next_obs=self.obs.copy(),
             episodes=episodes,
+            initial_state=initial_state,
         )
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ def rollout(r: Rollout, actor_id: int) -> pb.Rollout:
             pb.Episode(env_index=e.env_index, episode_return=e.episode_return, length=e.length) for e in r.episodes
         ],
         incarnation=r.incarnation,
+        initial_state=_f32(r.initial_state),
     )
 
 

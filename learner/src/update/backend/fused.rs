@@ -20,7 +20,7 @@ use crate::update::ppo::{
 use common::distributions::{
     categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax, split_blocks, split_blocks_mut,
 };
-use common::net::{ActorCriticNet, Tower, Trace, Trunks};
+use common::net::{ActorCriticNet, Recurrent, SeqTrace, Tower, Trace, Trunks};
 use rand_chacha::ChaCha8Rng;
 
 /// Minibatches smaller than this train both nets on one thread: below it, handing half of the work to the other
@@ -40,6 +40,8 @@ pub struct FusedBackend {
     critic: Tower,
     /// The shared trunk before both heads, and its trace (`None`: separate trunks).
     shared: Option<(Tower, Trace)>,
+    /// The shared trunk's recurrent core and its trace (`None`: memoryless).
+    core: Option<(Recurrent, SeqTrace)>,
     params: Vec<f32>,
     grads: Vec<f32>,
     adam: FlatAdam,
@@ -60,6 +62,9 @@ struct Minibatch {
     advantages: Vec<f32>,
     returns: Vec<f32>,
     values: Vec<f32>,
+    /// Recurrent models: `[B, state_dim]` the sequences' initial states and `[T·B]` the episode starts.
+    state0: Vec<f32>,
+    starts: Vec<bool>,
 }
 
 /// The actor net's buffers.
@@ -103,11 +108,14 @@ impl FusedBackend {
     /// 2).
     pub fn new(net: &ActorCriticNet, params: Vec<f32>, threads: usize) -> Result<Self> {
         net.check_len(&params)?;
-        let (actor, critic, shared) = match net.trunks() {
-            Trunks::Separate { actor, critic } => (actor.clone(), critic.clone(), None),
-            Trunks::Shared { trunk, policy, value } => {
-                (policy.clone(), value.clone(), Some((trunk.clone(), Trace::default())))
-            }
+        let (actor, critic, shared, core) = match net.trunks() {
+            Trunks::Separate { actor, critic } => (actor.clone(), critic.clone(), None, None),
+            Trunks::Shared { trunk, core, policy, value } => (
+                policy.clone(),
+                value.clone(),
+                Some((trunk.clone(), Trace::default())),
+                core.clone().map(|c| (c, SeqTrace::default())),
+            ),
         };
         let pool = match threads {
             0 | 1 => None,
@@ -126,6 +134,7 @@ impl FusedBackend {
             actor,
             critic,
             shared,
+            core,
             params,
             mb: Minibatch::default(),
             actor_ws: ActorWorkspace::default(),
@@ -182,6 +191,7 @@ impl FusedBackend {
         gather(&batch.advantages, 1, idx, &mut mb.advantages);
         gather(&batch.returns, 1, idx, &mut mb.returns);
         gather(&batch.values, 1, idx, &mut mb.values);
+        gather_sequences(batch, idx, mb);
         normalize_advantages(&mut mb.advantages, c.norm_adv);
 
         let (model, actor, critic) = (&self.model, &self.actor, &self.critic);
@@ -197,15 +207,24 @@ impl FusedBackend {
                     || value_loss_and_gradient(critic, critic_params, obs, mb, c, critic_ws, critic_grads, false);
                 if idx.len() >= PARALLEL_MIN_ROWS { rayon::join(policy, value) } else { (policy(), value()) }
             }
-            // One trunk: both heads on its features, their input gradients summed and sent back through it (on one
-            // thread: the heads share the trunk's gradient).
+            // One trunk: both heads on its features (or its recurrent core's outputs), their input gradients summed
+            // and sent back through the core and the trunk (on one thread: the heads share the trunk's gradient).
             Some((trunk, trace)) => common::net::split_products(|| {
                 let (params, grads) = (&self.params, &mut self.grads);
                 trunk.forward(params, &mb.obs, idx.len(), trace);
-                let features = trace.output();
+                let steps = batch.seq.as_ref().map_or(1, |s| s.steps);
+                if let Some((core, seq)) = &mut self.core {
+                    core.forward(params, trace.output(), steps, &mb.state0, &mb.starts, seq);
+                }
+                let features = self.core.as_ref().map_or(trace.output(), |(_, seq)| seq.output());
                 let policy = policy_loss_and_gradient(model, actor, params, features, mb, c, actor_ws, grads, true);
                 let v_loss = value_loss_and_gradient(critic, params, features, mb, c, critic_ws, grads, true);
                 actor_ws.d_head.iter_mut().zip(&critic_ws.d_value).for_each(|(d, v)| *d += v);
+                if let Some((core, seq)) = &mut self.core {
+                    let (d_out, d_features) = (&actor_ws.d_head, &mut actor_ws.scratch);
+                    core.backward(params, trace.output(), &mb.starts, seq, d_out, grads, d_features);
+                    std::mem::swap(&mut actor_ws.d_head, &mut actor_ws.scratch);
+                }
                 trunk.backward(params, &mb.obs, trace, &mut actor_ws.d_head, grads, &mut actor_ws.scratch, false);
                 (policy, v_loss)
             }),
@@ -339,6 +358,21 @@ fn value_loss_and_gradient(
     v_loss
 }
 
+/// For a recurrent model, the initial states of the sequences of the time-major minibatch `idx` (its first `B`
+/// rows are their first rows) and its episode starts into `mb`.
+fn gather_sequences(batch: &HostBatch, idx: &[u32], mb: &mut Minibatch) {
+    mb.state0.clear();
+    mb.starts.clear();
+    let Some(seq) = &batch.seq else { return };
+    let b = idx.len() / seq.steps.max(1);
+    for &row in &idx[..b] {
+        // `run_epochs` hands over whole sequences, so the first `B` rows are sequence starts.
+        let k = seq.sequence_at(row as usize).unwrap_or(0);
+        mb.state0.extend_from_slice(&seq.initial_states[k * seq.state_dim..(k + 1) * seq.state_dim]);
+    }
+    mb.starts.extend(idx.iter().map(|&i| seq.starts[i as usize]));
+}
+
 /// Copies rows `idx` of the `[_, width]` matrix `src` into `dst`.
 fn gather(src: &[f32], width: usize, idx: &[u32], dst: &mut Vec<f32>) {
     dst.clear();
@@ -456,7 +490,16 @@ impl Backend for FusedBackend {
                 None => self.critic.forward(self.model.split(&self.params).1, rows, m, &mut self.critic_ws.outs),
                 Some((trunk, trace)) => {
                     trunk.forward(&self.params, rows, m, trace);
-                    self.critic.forward(&self.params, trace.output(), m, &mut self.critic_ws.outs);
+                    let features = match &mut self.core {
+                        None => trace.output(),
+                        // Each row as an episode's first step, as `ActorCriticNet::forward` takes it.
+                        Some((core, seq)) => {
+                            let (state0, starts) = (vec![0.0; m * core.state_dim()], vec![false; m]);
+                            core.forward(&self.params, trace.output(), 1, &state0, &starts, seq);
+                            seq.output()
+                        }
+                    };
+                    self.critic.forward(&self.params, features, m, &mut self.critic_ws.outs);
                 }
             }
             values.extend_from_slice(self.critic_ws.outs.output());
@@ -475,7 +518,7 @@ impl Backend for FusedBackend {
         let pool = self.pool.take();
         let mut epochs = || {
             let mut stepper = FusedStep { backend: self, batch, coefs, max_grad_norm: plan.max_grad_norm, lr };
-            run_epochs(batch.len(), &batch.sources, plan, rng, &mut stepper)
+            run_epochs(batch, plan, rng, &mut stepper)
         };
         let stats = match &pool {
             Some(pool) => pool.install(epochs),
@@ -487,22 +530,41 @@ impl Backend for FusedBackend {
 
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64> {
         let n = batch.len();
-        match &mut self.shared {
-            None => {
+        // A recurrent model replays every sequence at once (rows time-major).
+        let mut idx = Vec::new();
+        if let Some(seq) = &batch.seq {
+            seq.rows_of(&(0..seq.sequences.len() as u32).collect::<Vec<_>>(), &mut idx);
+        }
+        match (&mut self.shared, &mut self.core, &batch.seq) {
+            (None, _, _) => {
                 let (params, _) = self.model.split(&self.params);
                 score(&self.model, &self.actor, params, &batch.obs, &batch.actions, n, &mut self.actor_ws);
             }
-            Some((trunk, trace)) => {
+            (Some((trunk, trace)), Some((core, seq_trace)), Some(seq)) => {
+                let mb = &mut self.mb;
+                gather(&batch.obs, self.model.obs_dim(), &idx, &mut mb.obs);
+                gather(&batch.actions, batch.actions.len() / n.max(1), &idx, &mut mb.actions);
+                gather_sequences(batch, &idx, mb);
+                trunk.forward(&self.params, &mb.obs, n, trace);
+                core.forward(&self.params, trace.output(), seq.steps, &mb.state0, &mb.starts, seq_trace);
+                let out = seq_trace.output();
+                score(&self.model, &self.actor, &self.params, out, &mb.actions, n, &mut self.actor_ws);
+            }
+            (Some((trunk, trace)), _, _) => {
                 trunk.forward(&self.params, &batch.obs, n, trace);
                 let features = trace.output();
                 score(&self.model, &self.actor, &self.params, features, &batch.actions, n, &mut self.actor_ws);
             }
         }
+        let old_log_probs: Vec<f32> = match batch.seq {
+            Some(_) => idx.iter().map(|&i| batch.log_probs[i as usize]).collect(),
+            None => batch.log_probs.clone(),
+        };
         let sum: f64 = self
             .actor_ws
             .log_probs
             .iter()
-            .zip(&batch.log_probs)
+            .zip(&old_log_probs)
             .map(|(&new, &old)| {
                 let logratio = clamped_log_ratio(new, old);
                 k3(logratio.exp(), logratio) as f64

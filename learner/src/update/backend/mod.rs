@@ -51,17 +51,27 @@ pub trait Backend: Send {
     fn load_optimizer_state(&mut self, state: AdamState) -> Result<()>;
 }
 
-/// Whether a backend runs the model `spec`: a spec it cannot run is a config error naming the backend and the
-/// spec. Both `fused` and `candle` run MLP and conv encoders, separate or shared trunks, without a core, and any
-/// head.
-pub fn check_supported(spec: &ModelSpec) -> Result<()> {
+/// Whether a backend (`fused` or not) runs the model `spec`: a spec it cannot run is a config error naming the
+/// backend and the spec. Both `fused` and `candle` run MLP and conv encoders, separate or shared trunks and any
+/// head; only `fused` runs a recurrent core.
+pub fn check_supported(spec: &ModelSpec, fused: bool) -> Result<()> {
     // Exhaustive on purpose: a new encoder or core kind stops the build here until the backends say whether they
     // run it.
     match spec.encoder {
         Encoder::Mlp { .. } | Encoder::Conv { .. } => {}
     }
-    let Core::None = spec.core;
-    Ok(())
+    match (&spec.core, fused) {
+        (Core::None, _) | (Core::Lstm { .. } | Core::Gru { .. }, true) => Ok(()),
+        (Core::Lstm { .. } | Core::Gru { .. }, false) => Err(ConfigError::Invalid {
+            key: "backend",
+            reason: format!(
+                "the candle backend does not run the model {} (a recurrent core trains on backend = \"fused\", \
+                 on the CPU)",
+                spec.describe()
+            ),
+        }
+        .into()),
+    }
 }
 
 /// The backend `cfg` asks for (`auto`: fused on CPU, candle elsewhere) for the model `spec`, holding its initial
@@ -73,7 +83,7 @@ pub fn create(cfg: &TrainConfig, spec: &ModelSpec, seed: u64) -> Result<(ActorCr
         BackendKind::Candle => false,
         BackendKind::Auto => device == DeviceKind::Cpu,
     };
-    check_supported(spec)?;
+    check_supported(spec, fused)?;
     let net = ActorCriticNet::new(spec).map_err(|e| ConfigError::Invalid { key: "model", reason: e.to_string() })?;
     let params = net.init(seed);
     let backend: Box<dyn Backend> = match fused {

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproxima_actor/_proto/ppo.proto\x12\x06ppo.v1\"\x87\x01\n\x05Space\x12$\n\x08\x64iscrete\x18\x01 \x01(\x0b\x32\x10.ppo.v1.DiscreteH\x00\x12\x1f\n\x03\x62ox\x18\x02 \x01(\x0b\x32\x10.ppo.v1.BoxSpaceH\x00\x12/\n\x0emulti_discrete\x18\x03 \x01(\x0b\x32\x15.ppo.v1.MultiDiscreteH\x00\x42\x06\n\x04kind\"\x15\n\x08\x44iscrete\x12\t\n\x01n\x18\x01 \x01(\r\"\x1d\n\rMultiDiscrete\x12\x0c\n\x04nvec\x18\x01 \x03(\r\"R\n\x08\x42oxSpace\x12\x0b\n\x03low\x18\x01 \x03(\x02\x12\x0c\n\x04high\x18\x02 \x03(\x02\x12\r\n\x05shape\x18\x03 \x03(\r\x12\x1c\n\x05\x64type\x18\x04 \x01(\x0e\x32\r.ppo.v1.Dtype\"\xe3\x01\n\x0fRegisterRequest\x12\x12\n\nactor_name\x18\x01 \x01(\t\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12(\n\x11observation_space\x18\x03 \x01(\x0b\x32\r.ppo.v1.Space\x12#\n\x0c\x61\x63tion_space\x18\x04 \x01(\x0b\x32\r.ppo.v1.Space\x12\x10\n\x08num_envs\x18\x05 \x01(\r\x12\x31\n\x10protocol_version\x18\x06 \x01(\x0e\x32\x17.ppo.v1.ProtocolVersion\x12\x18\n\x10learner_num_envs\x18\x07 \x01(\x08\"\xc9\x01\n\x10RegisterResponse\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x04\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x14\n\x0chidden_sizes\x18\x05 \x03(\r\x12\x15\n\rrollout_steps\x18\x06 \x01(\r\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x10\n\x08num_envs\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\x04\"\xae\x02\n\x07Rollout\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x11\n\tnum_steps\x18\x03 \x01(\r\x12\x10\n\x08num_envs\x18\x04 \x01(\r\x12\x0b\n\x03obs\x18\x05 \x01(\x0c\x12\x0f\n\x07\x61\x63tions\x18\x06 \x01(\x0c\x12\x11\n\tlog_probs\x18\x07 \x01(\x0c\x12\x0e\n\x06values\x18\x08 \x01(\x0c\x12\x0f\n\x07rewards\x18\t \x01(\x0c\x12\x12\n\nterminated\x18\n \x01(\x0c\x12\x11\n\ttruncated\x18\x0b \x01(\x0c\x12\x11\n\tfinal_obs\x18\x0c \x01(\x0c\x12\x10\n\x08next_obs\x18\r \x01(\x0c\x12!\n\x08\x65pisodes\x18\x0e \x03(\x0b\x32\x0f.ppo.v1.Episode\x12\x13\n\x0bincarnation\x18\x0f \x01(\x04\"D\n\x07\x45pisode\x12\x11\n\tenv_index\x18\x01 \x01(\r\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\r\"X\n\x15SubmitRolloutResponse\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.ppo.v1.RolloutOutcome\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\"*\n\x16SubscribePolicyRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x04\"[\n\x0cPolicyUpdate\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07weights\x18\x02 \x01(\x0c\x12\x14\n\x0cpublished_at\x18\x03 \x01(\x01\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*+\n\x05\x44type\x12\x11\n\rDTYPE_FLOAT32\x10\x00\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x01*j\n\x0eRolloutOutcome\x12\x1f\n\x1bROLLOUT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18ROLLOUT_OUTCOME_ACCEPTED\x10\x01\x12\x19\n\x15ROLLOUT_OUTCOME_STALE\x10\x02\x32\xd4\x01\n\x07Learner\x12=\n\x08Register\x12\x17.ppo.v1.RegisterRequest\x1a\x18.ppo.v1.RegisterResponse\x12?\n\rSubmitRollout\x12\x0f.ppo.v1.Rollout\x1a\x1d.ppo.v1.SubmitRolloutResponse\x12I\n\x0fSubscribePolicy\x12\x1e.ppo.v1.SubscribePolicyRequest\x1a\x14.ppo.v1.PolicyUpdate0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproxima_actor/_proto/ppo.proto\x12\x06ppo.v1\"\x87\x01\n\x05Space\x12$\n\x08\x64iscrete\x18\x01 \x01(\x0b\x32\x10.ppo.v1.DiscreteH\x00\x12\x1f\n\x03\x62ox\x18\x02 \x01(\x0b\x32\x10.ppo.v1.BoxSpaceH\x00\x12/\n\x0emulti_discrete\x18\x03 \x01(\x0b\x32\x15.ppo.v1.MultiDiscreteH\x00\x42\x06\n\x04kind\"\x15\n\x08\x44iscrete\x12\t\n\x01n\x18\x01 \x01(\r\"\x1d\n\rMultiDiscrete\x12\x0c\n\x04nvec\x18\x01 \x03(\r\"R\n\x08\x42oxSpace\x12\x0b\n\x03low\x18\x01 \x03(\x02\x12\x0c\n\x04high\x18\x02 \x03(\x02\x12\r\n\x05shape\x18\x03 \x03(\r\x12\x1c\n\x05\x64type\x18\x04 \x01(\x0e\x32\r.ppo.v1.Dtype\"\xe3\x01\n\x0fRegisterRequest\x12\x12\n\nactor_name\x18\x01 \x01(\t\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12(\n\x11observation_space\x18\x03 \x01(\x0b\x32\r.ppo.v1.Space\x12#\n\x0c\x61\x63tion_space\x18\x04 \x01(\x0b\x32\r.ppo.v1.Space\x12\x10\n\x08num_envs\x18\x05 \x01(\r\x12\x31\n\x10protocol_version\x18\x06 \x01(\x0e\x32\x17.ppo.v1.ProtocolVersion\x12\x18\n\x10learner_num_envs\x18\x07 \x01(\x08\"\xc9\x01\n\x10RegisterResponse\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x04\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x14\n\x0chidden_sizes\x18\x05 \x03(\r\x12\x15\n\rrollout_steps\x18\x06 \x01(\r\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x10\n\x08num_envs\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\x04\"\xc5\x02\n\x07Rollout\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x11\n\tnum_steps\x18\x03 \x01(\r\x12\x10\n\x08num_envs\x18\x04 \x01(\r\x12\x0b\n\x03obs\x18\x05 \x01(\x0c\x12\x0f\n\x07\x61\x63tions\x18\x06 \x01(\x0c\x12\x11\n\tlog_probs\x18\x07 \x01(\x0c\x12\x0e\n\x06values\x18\x08 \x01(\x0c\x12\x0f\n\x07rewards\x18\t \x01(\x0c\x12\x12\n\nterminated\x18\n \x01(\x0c\x12\x11\n\ttruncated\x18\x0b \x01(\x0c\x12\x11\n\tfinal_obs\x18\x0c \x01(\x0c\x12\x10\n\x08next_obs\x18\r \x01(\x0c\x12!\n\x08\x65pisodes\x18\x0e \x03(\x0b\x32\x0f.ppo.v1.Episode\x12\x13\n\x0bincarnation\x18\x0f \x01(\x04\x12\x15\n\rinitial_state\x18\x10 \x01(\x0c\"D\n\x07\x45pisode\x12\x11\n\tenv_index\x18\x01 \x01(\r\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\r\"X\n\x15SubmitRolloutResponse\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.ppo.v1.RolloutOutcome\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\"*\n\x16SubscribePolicyRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x04\"[\n\x0cPolicyUpdate\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07weights\x18\x02 \x01(\x0c\x12\x14\n\x0cpublished_at\x18\x03 \x01(\x01\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*+\n\x05\x44type\x12\x11\n\rDTYPE_FLOAT32\x10\x00\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x01*j\n\x0eRolloutOutcome\x12\x1f\n\x1bROLLOUT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18ROLLOUT_OUTCOME_ACCEPTED\x10\x01\x12\x19\n\x15ROLLOUT_OUTCOME_STALE\x10\x02\x32\xd4\x01\n\x07Learner\x12=\n\x08Register\x12\x17.ppo.v1.RegisterRequest\x1a\x18.ppo.v1.RegisterResponse\x12?\n\rSubmitRollout\x12\x0f.ppo.v1.Rollout\x1a\x1d.ppo.v1.SubmitRolloutResponse\x12I\n\x0fSubscribePolicy\x12\x1e.ppo.v1.SubscribePolicyRequest\x1a\x14.ppo.v1.PolicyUpdate0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proxima_actor._proto.ppo_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROTOCOLVERSION']._serialized_start=1354
-  _globals['_PROTOCOLVERSION']._serialized_end=1429
-  _globals['_DTYPE']._serialized_start=1431
-  _globals['_DTYPE']._serialized_end=1474
-  _globals['_ROLLOUTOUTCOME']._serialized_start=1476
-  _globals['_ROLLOUTOUTCOME']._serialized_end=1582
+  _globals['_PROTOCOLVERSION']._serialized_start=1377
+  _globals['_PROTOCOLVERSION']._serialized_end=1452
+  _globals['_DTYPE']._serialized_start=1454
+  _globals['_DTYPE']._serialized_end=1497
+  _globals['_ROLLOUTOUTCOME']._serialized_start=1499
+  _globals['_ROLLOUTOUTCOME']._serialized_end=1605
   _globals['_SPACE']._serialized_start=43
   _globals['_SPACE']._serialized_end=178
   _globals['_DISCRETE']._serialized_start=180
@@ -50,15 +50,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=549
   _globals['_REGISTERRESPONSE']._serialized_end=750
   _globals['_ROLLOUT']._serialized_start=753
-  _globals['_ROLLOUT']._serialized_end=1055
-  _globals['_EPISODE']._serialized_start=1057
-  _globals['_EPISODE']._serialized_end=1125
-  _globals['_SUBMITROLLOUTRESPONSE']._serialized_start=1127
-  _globals['_SUBMITROLLOUTRESPONSE']._serialized_end=1215
-  _globals['_SUBSCRIBEPOLICYREQUEST']._serialized_start=1217
-  _globals['_SUBSCRIBEPOLICYREQUEST']._serialized_end=1259
-  _globals['_POLICYUPDATE']._serialized_start=1261
-  _globals['_POLICYUPDATE']._serialized_end=1352
-  _globals['_LEARNER']._serialized_start=1585
-  _globals['_LEARNER']._serialized_end=1797
+  _globals['_ROLLOUT']._serialized_end=1078
+  _globals['_EPISODE']._serialized_start=1080
+  _globals['_EPISODE']._serialized_end=1148
+  _globals['_SUBMITROLLOUTRESPONSE']._serialized_start=1150
+  _globals['_SUBMITROLLOUTRESPONSE']._serialized_end=1238
+  _globals['_SUBSCRIBEPOLICYREQUEST']._serialized_start=1240
+  _globals['_SUBSCRIBEPOLICYREQUEST']._serialized_end=1282
+  _globals['_POLICYUPDATE']._serialized_start=1284
+  _globals['_POLICYUPDATE']._serialized_end=1375
+  _globals['_LEARNER']._serialized_start=1608
+  _globals['_LEARNER']._serialized_end=1820
 # @@protoc_insertion_point(module_scope)

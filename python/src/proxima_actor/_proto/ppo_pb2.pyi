@@ -105,7 +105,7 @@ class RegisterResponse(_message.Message):
     def __init__(self, actor_id: _Optional[int] = ..., seed: _Optional[int] = ..., run_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., rollout_steps: _Optional[int] = ..., incarnation: _Optional[int] = ..., num_envs: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("actor_id", "policy_version", "num_steps", "num_envs", "obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "final_obs", "next_obs", "episodes", "incarnation")
+    __slots__ = ("actor_id", "policy_version", "num_steps", "num_envs", "obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "final_obs", "next_obs", "episodes", "incarnation", "initial_state")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class Rollout(_message.Message):
     NEXT_OBS_FIELD_NUMBER: _ClassVar[int]
     EPISODES_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
     actor_id: int
     policy_version: int
     num_steps: int
@@ -136,7 +137,8 @@ class Rollout(_message.Message):
     next_obs: bytes
     episodes: _containers.RepeatedCompositeFieldContainer[Episode]
     incarnation: int
-    def __init__(self, actor_id: _Optional[int] = ..., policy_version: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_envs: _Optional[int] = ..., obs: _Optional[bytes] = ..., actions: _Optional[bytes] = ..., log_probs: _Optional[bytes] = ..., values: _Optional[bytes] = ..., rewards: _Optional[bytes] = ..., terminated: _Optional[bytes] = ..., truncated: _Optional[bytes] = ..., final_obs: _Optional[bytes] = ..., next_obs: _Optional[bytes] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    initial_state: bytes
+    def __init__(self, actor_id: _Optional[int] = ..., policy_version: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_envs: _Optional[int] = ..., obs: _Optional[bytes] = ..., actions: _Optional[bytes] = ..., log_probs: _Optional[bytes] = ..., values: _Optional[bytes] = ..., rewards: _Optional[bytes] = ..., terminated: _Optional[bytes] = ..., truncated: _Optional[bytes] = ..., final_obs: _Optional[bytes] = ..., next_obs: _Optional[bytes] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., incarnation: _Optional[int] = ..., initial_state: _Optional[bytes] = ...) -> None: ...
 
 class Episode(_message.Message):
     __slots__ = ("env_index", "episode_return", "length")

@@ -107,7 +107,7 @@ impl Backend for CandleBackend {
         self.optimizer.lr = lr;
         let mut stepper =
             CandleStep { backend: self, batch: &batch_on_device, coefs, max_grad_norm: plan.max_grad_norm };
-        Ok(run_epochs(batch.len(), &batch.sources, plan, rng, &mut stepper)?)
+        Ok(run_epochs(batch, plan, rng, &mut stepper)?)
     }
 
     fn batch_kl(&mut self, batch: &HostBatch) -> Result<f64> {

@@ -142,7 +142,7 @@ impl ActorCritic {
                 actor: Trunk::new(actor, spec, vb.pp("actor"))?,
                 critic: Trunk::new(critic, spec, vb.pp("critic"))?,
             },
-            common::net::Trunks::Shared { trunk, policy, value } => {
+            common::net::Trunks::Shared { trunk, policy, value, .. } => {
                 let layer = |head: &Tower, name| candle_nn::linear(head.in_dim(), head.out_dim(), vb.pp(name));
                 Trunks::Shared {
                     trunk: Trunk::new(trunk, spec, vb.pp("network"))?,
