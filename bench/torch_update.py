@@ -2,9 +2,18 @@
 batch shape, minibatch, epochs, model (MLP, or the Nature / MinAtar CNN, separate or shared trunks, as
 docs/model-spec.md describes them) and loss (clipped surrogate, normalised advantages, unclipped value loss with
 coefficient 0.5, no entropy term, global grad-norm clip 0.5, Adam), on `--threads` torch threads. Prints one JSON
-line with samples/s.
+line with samples/s (rows).
+
+With `--core lstm|gru` the model is the recurrent one of `proxima-bench update --core` (a shared trunk: `network`,
+the MLP trunk on flat observations, then one `nn.LSTM` / `nn.GRU` layer of `--core-size` units, then the `actor`
+and `critic` heads on its output). The batch is `batch / seq_steps` sequences of `--seq-steps` steps, each with a
+random initial state (data, no gradient) and episode starts at ~2% of its rows (never its first); a minibatch is
+`minibatch / seq_steps` whole sequences, shuffled by sequence each epoch, time-major `[T, B, ...]`, and the core
+runs step by step as CleanRL's `ppo_atari_lstm.py` does, multiplying the incoming state by `1 - start`.
 
     python bench/torch_update.py --preset minatar_cnn --obs-shape 10,10,4 --actions 6 --threads 2
+    python bench/torch_update.py --core lstm --core-size 64 --hidden 64 --obs-dim 4 --actions 2 --seq-steps 32 \
+        --minibatch 256 --batch 8192 --epochs 2 --threads 1
 """
 
 from __future__ import annotations
@@ -89,10 +98,43 @@ class Agent(nn.Module):
         return self.actor(x), self.critic(x).squeeze(1)
 
 
+class RecurrentAgent(nn.Module):
+    """`network` (the MLP trunk, the activation after every layer), one `lstm` or `gru` layer, `actor`, `critic`:
+    the parameter names and shapes of the Rust recurrent model."""
+
+    def __init__(
+        self, obs_dim: int, hidden: list[int], actions: int, core: str, core_size: int
+    ) -> None:
+        super().__init__()
+        self.core = core
+        self.network = trunk([obs_dim], [], hidden, None)
+        cell = nn.LSTM if core == "lstm" else nn.GRU
+        self.add_module(core, cell(hidden[-1], core_size))
+        self.actor, self.critic = nn.Linear(core_size, actions), nn.Linear(core_size, 1)
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, ...], starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x` `[T * B, obs_dim]` and `starts` `[T, B]` time-major, `state` the initial `(h, c)` (LSTM) or `(h,)`
+        (GRU), each `[1, B, H]`; one core call per step on `(1 - starts[t]) * state`."""
+        steps, envs = starts.shape
+        cell = self.get_submodule(self.core)
+        features = self.network(x).reshape(steps, envs, -1)
+        out = []
+        for t in range(steps):
+            keep = (1.0 - starts[t]).view(1, -1, 1)
+            kept = tuple(keep * s for s in state)
+            h, new = cell(features[t : t + 1], kept if self.core == "lstm" else kept[0])
+            state = new if self.core == "lstm" else (new,)
+            out.append(h)
+        h = torch.cat(out).flatten(0, 1)
+        return self.actor(h), self.critic(h).squeeze(1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", choices=sorted(PRESETS))
-    p.add_argument("--obs-shape", default="4")
+    p.add_argument("--obs-shape", "--obs-dim", dest="obs_shape", default="4")
     p.add_argument("--hidden", default="64,64")
     p.add_argument("--actions", type=int, default=2)
     p.add_argument("--shared-trunk", action="store_true")
@@ -101,6 +143,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--min-seconds", type=float, default=0.0)
+    p.add_argument("--core", choices=["none", "lstm", "gru"], default="none")
+    p.add_argument("--core-size", type=int, default=64)
+    p.add_argument("--seq-steps", type=int, default=32)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
@@ -108,27 +153,80 @@ def main() -> None:
     conv, hidden = (
         PRESETS[a.preset] if a.preset else ([], [int(v) for v in a.hidden.split(",")])
     )
-    agent = Agent(obs_shape, conv, hidden, a.actions, a.shared_trunk)
+    n, steps = max(a.batch, a.minibatch), a.seq_steps
+    agent: nn.Module
+    if a.core != "none":
+        if a.preset or len(obs_shape) != 1:
+            p.error(
+                "--core takes flat observations (--obs-dim) and an MLP trunk, not a conv preset"
+            )
+        if steps < 1 or n % steps or a.minibatch % steps:
+            p.error("--batch and --minibatch must be multiples of --seq-steps")
+        agent = RecurrentAgent(obs_shape[0], hidden, a.actions, a.core, a.core_size)
+    else:
+        agent = Agent(obs_shape, conv, hidden, a.actions, a.shared_trunk)
     opt = torch.optim.Adam(agent.parameters(), lr=1e-4, eps=1e-5)
-    n = max(a.batch, a.minibatch)
-    obs = torch.randn(n, math.prod(obs_shape))
-    actions = torch.arange(n) % a.actions
-    old_logp = torch.full((n,), -math.log(a.actions))
-    adv, ret = torch.randn(n), torch.randn(n)
 
-    def epoch() -> None:
-        for idx in torch.randperm(n).split(a.minibatch):
-            logits, value = agent(obs[idx])
-            logp = torch.distributions.Categorical(logits=logits).log_prob(actions[idx])
-            ratio = (logp - old_logp[idx]).exp()
-            mb_adv = adv[idx]
-            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-            pg = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(0.8, 1.2)).mean()
-            loss = pg + 0.5 * 0.5 * ((value - ret[idx]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
-            opt.step()
+    def step(
+        logits: torch.Tensor,
+        value: torch.Tensor,
+        actions: torch.Tensor,
+        old_logp: torch.Tensor,
+        mb_adv: torch.Tensor,
+        ret: torch.Tensor,
+    ) -> None:
+        """One gradient step on a minibatch's heads and values (rows) and its samples."""
+        logp = torch.distributions.Categorical(logits=logits).log_prob(actions)
+        ratio = (logp - old_logp).exp()
+        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+        pg = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(0.8, 1.2)).mean()
+        loss = pg + 0.5 * 0.5 * ((value - ret) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+        opt.step()
+
+    if isinstance(agent, RecurrentAgent):
+        # Time-major [T, S, ...]: row t * S + j is step t of sequence j.
+        envs = n // steps
+        obs = torch.randn(steps, envs, obs_shape[0])
+        actions = (torch.arange(n) % a.actions).reshape(steps, envs)
+        old_logp = torch.full((steps, envs), -math.log(a.actions))
+        adv, ret = torch.randn(steps, envs), torch.randn(steps, envs)
+        state = tuple(
+            torch.rand(1, envs, a.core_size) - 0.5
+            for _ in range(2 if a.core == "lstm" else 1)
+        )
+        starts = (torch.rand(steps, envs) < 0.02).float()
+        starts[0] = 0.0
+        recurrent = agent
+
+        def epoch() -> None:
+            for idx in torch.randperm(envs).split(a.minibatch // steps):
+                logits, value = recurrent(
+                    obs[:, idx].flatten(0, 1),
+                    tuple(s[:, idx] for s in state),
+                    starts[:, idx],
+                )
+                step(
+                    logits,
+                    value,
+                    actions[:, idx].flatten(),
+                    old_logp[:, idx].flatten(),
+                    adv[:, idx].flatten(),
+                    ret[:, idx].flatten(),
+                )
+
+    else:
+        obs = torch.randn(n, math.prod(obs_shape))
+        actions = torch.arange(n) % a.actions
+        old_logp = torch.full((n,), -math.log(a.actions))
+        adv, ret = torch.randn(n), torch.randn(n)
+
+        def epoch() -> None:
+            for idx in torch.randperm(n).split(a.minibatch):
+                logits, value = agent(obs[idx])
+                step(logits, value, actions[idx], old_logp[idx], adv[idx], ret[idx])
 
     epoch()  # warm-up
     started, epochs = time.perf_counter(), 0
@@ -140,6 +238,7 @@ def main() -> None:
             break
     seconds = time.perf_counter() - started
     params = sum(t.numel() for t in agent.parameters())
+    core = a.core != "none"
     print(
         json.dumps(
             {
@@ -152,6 +251,9 @@ def main() -> None:
                 "epochs": epochs,
                 "seconds": seconds,
                 "samples_per_s": epochs * n / seconds,
+                "core": a.core,
+                "core_size": a.core_size if core else None,
+                "seq_steps": a.seq_steps if core else None,
             }
         )
     )

@@ -58,9 +58,20 @@ pub struct Args {
     /// Conv preset (`nature_cnn` or `minatar_cnn`): its convolutions, hidden sizes and ReLU replace `--hidden`.
     #[arg(long)]
     preset: Option<String>,
-    /// One trunk for actor and critic (candle only).
+    /// One trunk for actor and critic.
     #[arg(long)]
     shared_trunk: bool,
+    /// Recurrent core (`lstm` or `gru`; implies a shared trunk): the batch is `batch / seq_steps` env sequences
+    /// of `--seq-steps` steps with random initial states and ~2% episode starts, a minibatch `minibatch /
+    /// seq_steps` whole sequences.
+    #[arg(long, default_value = "none")]
+    core: String,
+    /// Hidden units of the core.
+    #[arg(long, default_value_t = 64)]
+    core_size: usize,
+    /// Steps per sequence with a core.
+    #[arg(long, default_value_t = 32)]
+    seq_steps: usize,
 }
 
 /// A thread counts as busy when it was on a CPU for at least this share of the timed wall time.
@@ -128,6 +139,20 @@ fn synthetic_batch(n: usize, obs_dim: usize, space: &Space) -> HostBatch {
     }
 }
 
+/// `n` rows as `n / steps` sequences of `steps` rows (time-major, as one rollout of `n / steps` envs lays them
+/// out) with random initial states and episode starts at ~2% of the rows.
+fn synthetic_sequences(n: usize, steps: usize, state_dim: usize) -> learner::update::ppo::SeqLayout {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let envs = n / steps.max(1);
+    learner::update::ppo::SeqLayout {
+        steps,
+        state_dim,
+        sequences: (0..envs).map(|j| (j, envs)).collect(),
+        initial_states: (0..envs * state_dim).map(|_| rng.random_range(-0.5f32..0.5)).collect(),
+        starts: (0..n).map(|i| i >= envs && rng.random_bool(0.02)).collect(),
+    }
+}
+
 /// Runs the epochs once untimed (warm-up) and once timed.
 pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let backend = match args.backend.as_str() {
@@ -143,6 +168,12 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         (cfg.model.conv, cfg.model.hidden_sizes, cfg.model.activation) = preset.layers();
     }
     cfg.model.shared_trunk = args.shared_trunk;
+    cfg.model.core = serde_json::from_value(serde_json::json!(args.core))
+        .map_err(|_| anyhow::anyhow!("unknown core {:?} (none, lstm or gru)", args.core))?;
+    cfg.model.core_size = args.core_size;
+    if cfg.model.core != common::model::CoreKind::None {
+        cfg.model.shared_trunk = true;
+    }
     cfg.validate()?;
     let obs_space = match args.obs_shape.is_empty() {
         true => Space::unbounded(args.obs_dim),
@@ -151,7 +182,11 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let (obs_dim, space) = (obs_space.flat_dim(), args.action_space.parse::<Space>()?);
     anyhow::ensure!(obs_dim > 0, "--obs-dim must be at least 1");
     let n = args.batch.max(args.minibatch);
-    let batch = synthetic_batch(n, obs_dim, &space);
+    let mut batch = synthetic_batch(n, obs_dim, &space);
+    let state_dim = common::model::Core::of(cfg.model.core, cfg.model.core_size).state_dim();
+    if state_dim > 0 {
+        batch.seq = Some(synthetic_sequences(n, args.seq_steps, state_dim));
+    }
     let coefs = LossCoefs {
         objective: Objective::Clip,
         clip_coef: 0.2,

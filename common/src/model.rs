@@ -852,4 +852,23 @@ mod tests {
         assert!(table("preset = \"resnet\"").is_err());
         assert!(table("hidden = [64]").is_err(), "unknown keys are refused");
     }
+
+    #[test]
+    fn recurrent_cores_run_on_a_shared_trunk_and_travel_in_the_spec() {
+        let table = |text: &str| toml::from_str::<ModelConfig>(text).unwrap();
+        let (obs, act) = (Space::unbounded(2), Space::Discrete { n: 2 });
+        let lstm = table("core = \"lstm\"\ncore_size = 64\nshared_trunk = true\nhidden_sizes = [32]");
+        let spec = ModelSpec::resolve(&lstm, &obs, &act).unwrap();
+        assert_eq!(spec.core, Core::Lstm { size: 64 });
+        assert_eq!((spec.core.state_dim(), Core::Gru { size: 64 }.state_dim()), (128, 64));
+        assert_eq!(spec.describe(), "mlp[32] tanh, core lstm(64), categorical(2), a shared trunk");
+        assert!(spec.to_json().contains(r#""core":{"kind":"lstm","size":64}"#), "{}", spec.to_json());
+        assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+        let separate = table("core = \"gru\"");
+        let err = ModelSpec::resolve(&separate, &obs, &act).unwrap_err().to_string();
+        assert!(err.contains("set shared_trunk = true"), "{err}");
+        let empty = table("core = \"gru\"\ncore_size = 0\nshared_trunk = true");
+        assert!(ModelSpec::resolve(&empty, &obs, &act).is_err());
+        assert_eq!(table("").core, CoreKind::None);
+    }
 }

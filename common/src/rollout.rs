@@ -419,6 +419,27 @@ mod tests {
     }
 
     #[test]
+    fn initial_states_fit_the_core() {
+        let (lstm, gru) = (Core::Lstm { size: 2 }, Core::Gru { size: 2 });
+        let r = valid();
+        assert_eq!(r.validate_state(&Core::None), Ok(()));
+        let missing = r.validate_state(&lstm).unwrap_err();
+        assert_eq!((missing.field, missing.kind), ("initial_state", RolloutErrorKind::Shape));
+        assert!(missing.reason.contains("lstm core"), "{}", missing.reason);
+        // LSTM rows are [h, c]: h within [-1, 1], c larger.
+        let r = Rollout { initial_state: vec![0.5, -1.0, 7.0, -30.0], ..valid() };
+        assert_eq!(r.validate_state(&lstm), Ok(()));
+        assert!(r.validate_state(&Core::None).is_err(), "a memoryless model takes no state");
+        assert_eq!(r.validate_state(&gru).unwrap_err().kind, RolloutErrorKind::Shape);
+        let r = Rollout { initial_state: vec![1.5, 0.0], ..valid() };
+        assert_eq!(r.validate_state(&gru).unwrap_err().kind, RolloutErrorKind::OutOfRange);
+        let r = Rollout { initial_state: vec![0.0, 0.0, f32::NAN, 0.0], ..valid() };
+        assert_eq!(r.validate_state(&lstm).unwrap_err().kind, RolloutErrorKind::NonFinite);
+        let r = Rollout { initial_state: vec![0.0, 0.0, 2e6, 0.0], ..valid() };
+        assert_eq!(r.validate_state(&lstm).unwrap_err().kind, RolloutErrorKind::OutOfRange);
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let space = Space::Discrete { n: 2 };
         let b = Bounds::default();

@@ -287,3 +287,107 @@ fn two_mut(xs: &mut [f32], a: (usize, usize), b: (usize, usize)) -> (&mut [f32],
         (&mut high[..a.1], &mut low[b.0..b.0 + b.1])
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::env::Space;
+    use crate::model::{CoreKind, ModelConfig};
+    use crate::net::{ActorCriticNet, NetTrace, Sequences};
+
+    fn net(core: CoreKind) -> ActorCriticNet {
+        let cfg =
+            ModelConfig { hidden_sizes: vec![6], shared_trunk: true, core, core_size: 5, ..ModelConfig::default() };
+        ActorCriticNet::for_env(&cfg, &Space::unbounded(3), &Space::Discrete { n: 2 }).unwrap()
+    }
+
+    /// Replaying a whole sequence equals stepping it one row at a time with the state carried, and a row that
+    /// starts an episode equals a fresh sequence from a zero state.
+    #[test]
+    fn a_sequence_is_its_steps_and_a_start_forgets() {
+        for core in [CoreKind::Lstm, CoreKind::Gru] {
+            let net = net(core);
+            let params: Vec<f32> = net.init(3).iter().enumerate().map(|(i, p)| p + 0.01 * (i % 7) as f32).collect();
+            let (steps, b, s) = (5, 2, net.state_dim());
+            let x: Vec<f32> = (0..steps * b * 3).map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0).collect();
+            let state0: Vec<f32> = (0..b * s).map(|i| ((i % 5) as f32 - 2.0) / 5.0).collect();
+            let mut starts = vec![false; steps * b];
+            starts[3 * b + 1] = true; // env 1 starts an episode at t = 3
+            let mut whole = NetTrace::default();
+            net.forward_seq(&params, &x, Sequences { steps, state0: &state0, starts: &starts }, &mut whole);
+            let (mut state, mut one) = (state0.clone(), NetTrace::default());
+            for t in 0..steps {
+                for j in (0..b).filter(|j| starts[t * b + j]) {
+                    state[j * s..(j + 1) * s].fill(0.0);
+                }
+                let rows = &x[t * b * 3..(t + 1) * b * 3];
+                net.forward_seq(&params, rows, Sequences { steps: 1, state0: &state, starts: &[false; 2] }, &mut one);
+                assert_eq!(one.values(), &whole.values()[t * b..(t + 1) * b], "{core:?} step {t}");
+                assert_eq!(one.head(), &whole.head()[t * b * 2..(t + 1) * b * 2], "{core:?} step {t}");
+                let mut next = Vec::new();
+                (0..b).for_each(|row| one.core().state_after(row, &mut next));
+                state = next;
+            }
+            // Env 1 from t = 3 on is a fresh episode: the same rows run alone from zeros give the same values.
+            let tail: Vec<f32> = (3..steps).flat_map(|t| x[(t * b + 1) * 3..(t * b + 2) * 3].to_vec()).collect();
+            let mut fresh = NetTrace::default();
+            let zeros = vec![0.0; s];
+            net.forward_seq(&params, &tail, Sequences { steps: 2, state0: &zeros, starts: &[false; 2] }, &mut fresh);
+            assert_eq!(fresh.values(), [whole.values()[3 * b + 1], whole.values()[4 * b + 1]], "{core:?}");
+        }
+    }
+
+    /// The backward pass through time against central finite differences of a weighted sum of the core's outputs,
+    /// for every core parameter and input, across an episode start.
+    #[test]
+    fn backward_through_time_matches_finite_differences() {
+        for core in [CoreKind::Lstm, CoreKind::Gru] {
+            let net = net(core);
+            let crate::net::Trunks::Shared { core: Some(rec), .. } = net.trunks() else { panic!("no core") };
+            let params: Vec<f32> = net.init(4).iter().enumerate().map(|(i, p)| p + 0.05 * (i % 5) as f32).collect();
+            let (steps, b, f) = (4, 2, 6);
+            let x: Vec<f32> = (0..steps * b * f).map(|i| ((i * 13 % 7) as f32 - 3.0) / 3.0).collect();
+            let state0: Vec<f32> = (0..b * rec.state_dim()).map(|i| ((i % 3) as f32 - 1.0) / 2.0).collect();
+            let mut starts = vec![false; steps * b];
+            starts[2 * b] = true;
+            let weights: Vec<f32> = (0..steps * b * rec.hidden()).map(|i| ((i % 9) as f32 - 4.0) / 4.0).collect();
+            let loss = |p: &[f32], x: &[f32]| -> f64 {
+                let mut t = super::SeqTrace::default();
+                rec.forward(p, x, steps, &state0, &starts, &mut t);
+                t.output().iter().zip(&weights).map(|(o, w)| f64::from(o * w)).sum()
+            };
+            let mut t = super::SeqTrace::default();
+            rec.forward(&params, &x, steps, &state0, &starts, &mut t);
+            let (mut grads, mut d_x) = (vec![0.0f32; params.len()], Vec::new());
+            rec.backward(&params, &x, &starts, &mut t, &weights, &mut grads, &mut d_x);
+            let eps = 1e-2f32;
+            let numeric = |v: &mut Vec<f32>, i: usize, f: &dyn Fn(&[f32]) -> f64| {
+                let keep = v[i];
+                v[i] = keep + eps;
+                let up = f(v);
+                v[i] = keep - eps;
+                let down = f(v);
+                v[i] = keep;
+                (up - down) / (2.0 * f64::from(eps))
+            };
+            let core_params = net.entries().iter().filter(|e| e.name.starts_with(core_name(core)));
+            for i in core_params.flat_map(|e| e.range()) {
+                let mut p = params.clone();
+                let want = numeric(&mut p, i, &|p| loss(p, &x));
+                assert!((f64::from(grads[i]) - want).abs() < 2e-3, "{core:?} param {i}: {} vs {want}", grads[i]);
+            }
+            for i in 0..x.len() {
+                let mut xs = x.clone();
+                let want = numeric(&mut xs, i, &|x| loss(&params, x));
+                assert!((f64::from(d_x[i]) - want).abs() < 2e-3, "{core:?} input {i}: {} vs {want}", d_x[i]);
+            }
+        }
+    }
+
+    fn core_name(core: CoreKind) -> &'static str {
+        match core {
+            CoreKind::Lstm => "lstm.",
+            _ => "gru.",
+        }
+    }
+}

@@ -545,10 +545,11 @@ impl Backend for FusedBackend {
                 gather(&batch.obs, self.model.obs_dim(), &idx, &mut mb.obs);
                 gather(&batch.actions, batch.actions.len() / n.max(1), &idx, &mut mb.actions);
                 gather_sequences(batch, &idx, mb);
-                trunk.forward(&self.params, &mb.obs, n, trace);
+                let m = idx.len();
+                trunk.forward(&self.params, &mb.obs, m, trace);
                 core.forward(&self.params, trace.output(), seq.steps, &mb.state0, &mb.starts, seq_trace);
                 let out = seq_trace.output();
-                score(&self.model, &self.actor, &self.params, out, &mb.actions, n, &mut self.actor_ws);
+                score(&self.model, &self.actor, &self.params, out, &mb.actions, m, &mut self.actor_ws);
             }
             (Some((trunk, trace)), _, _) => {
                 trunk.forward(&self.params, &batch.obs, n, trace);
@@ -570,7 +571,7 @@ impl Backend for FusedBackend {
                 k3(logratio.exp(), logratio) as f64
             })
             .sum();
-        Ok(sum / n.max(1) as f64)
+        Ok(sum / old_log_probs.len().max(1) as f64)
     }
 
     fn params(&self) -> Result<Vec<f32>> {

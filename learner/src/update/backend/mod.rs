@@ -121,4 +121,18 @@ mod tests {
         .unwrap();
         assert!(create(&cfg, &spec, 1).is_ok(), "every head runs on the default backend");
     }
+
+    /// A recurrent core trains on the fused backend; candle refuses it with a config error naming both.
+    #[test]
+    fn only_the_fused_backend_runs_a_recurrent_core() {
+        let mut cfg = TrainConfig::default();
+        cfg.model.shared_trunk = true;
+        cfg.model.core = common::model::CoreKind::Lstm;
+        let (obs, act) = (common::env::Space::unbounded(4), common::env::Space::Discrete { n: 2 });
+        let spec = ModelSpec::resolve(&cfg.model, &obs, &act).unwrap();
+        assert!(create(&cfg, &spec, 1).is_ok(), "auto on the CPU is fused");
+        let candle = TrainConfig { backend: BackendKind::Candle, ..cfg };
+        let err = create(&candle, &spec, 1).err().unwrap().to_string();
+        assert!(err.contains("candle backend does not run the model") && err.contains("lstm(128)"), "{err}");
+    }
 }
