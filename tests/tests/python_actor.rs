@@ -315,6 +315,30 @@ fn python_actor_feeds_a_box_env() {
     );
 }
 
+/// A recurrent policy through the Python actor, on gymnasium's own CartPole-v1, unchanged: the learner serves
+/// `configs/cartpole_lstm.toml`'s LSTM, the numpy actor carries each env's state and sends it with every rollout,
+/// nothing is rejected (a state of the wrong size or range would be), and the policy learns.
+#[test]
+fn a_recurrent_policy_trains_through_a_python_actor() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = tests::workspace_root().join("configs/cartpole_lstm.toml");
+    let runs = dir.path().join("runs");
+    let args = ["--total-steps", "50000", "--env", "CartPole-v1"].map(str::to_string);
+    let mut learner = Learner::with_config(dir.path(), "learner", &config, &runs, "lstm", port, &args);
+    let _actor = python_actor(dir.path(), "py-lstm", port, "CartPole-v1", None);
+    finish_without_rejections(&mut learner);
+    assert_finite_diagnostics(&learner);
+    let rows = learner.progress();
+    let last = rows.last().cloned().expect("progress rows");
+    println!(
+        "[python lstm actor] {} env steps, policy v{}, mean return {:?}",
+        last.env_steps, last.policy_version, last.mean_return
+    );
+    assert!(last.mean_return.is_some_and(|m| m >= 60.0), "the LSTM did not learn through the Python actor: {last:?}");
+}
+
 /// `learner serve` with `configs/<config>` for `steps` env steps, fed by one Python actor (8 envs) on gymnasium's
 /// `env`; waits until the learner finishes and checks that it exited cleanly and rejected nothing.
 fn train_with_a_python_actor(dir: &Path, config: &str, env: &str, steps: u64) -> Learner {
