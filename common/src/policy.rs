@@ -139,6 +139,8 @@ pub struct Policy {
     trace: NetTrace,
     /// `[B]` no row starts an episode inside a one-step call (the caller zeroes a new episode's state).
     starts: Vec<bool>,
+    /// `[B, state_dim]` the states after the step, before they replace the caller's.
+    next_state: Vec<f32>,
 }
 
 impl Policy {
@@ -167,6 +169,7 @@ impl Policy {
             input: Vec::new(),
             trace: NetTrace::default(),
             starts: Vec::new(),
+            next_state: Vec::new(),
         })
     }
 
@@ -213,9 +216,9 @@ impl Policy {
         let step = Sequences { steps: 1, state0: state, starts: &self.starts };
         self.model.forward_seq(&self.params, &self.input, step, &mut self.trace);
         if width > 0 {
-            let mut after = Vec::with_capacity(state.len());
-            (0..n).for_each(|row| self.trace.core().state_after(row, &mut after));
-            state.copy_from_slice(&after);
+            self.next_state.clear();
+            (0..n).for_each(|row| self.trace.core().state_after(row, &mut self.next_state));
+            state.copy_from_slice(&self.next_state);
         }
         out.values.clear();
         out.values.extend_from_slice(self.trace.values());
