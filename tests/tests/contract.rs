@@ -956,3 +956,46 @@ fn f32s(obs: &mut common::obs::ObsBuf) -> &mut Vec<f32> {
         common::obs::ObsBuf::U8(_) => panic!("CartPole observations are float32"),
     }
 }
+
+/// A recurrent model's rollouts carry each env's state before the first step: a rollout without it, with one env's
+/// state missing, with a hidden state outside [-1, 1] or a non-finite cell state is INVALID_ARGUMENT naming
+/// `initial_state`; a rollout of another length than `actors.rollout_steps` too (sequences have one length). A
+/// valid one (the actor's sampler carried a real LSTM state) is then accepted and trained on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recurrent_model_needs_valid_initial_states() {
+    bounded(async {
+        let lstm = ["model.shared_trunk=true", "model.core=\"lstm\"", "model.core_size=8", "model.hidden_sizes=[16]"];
+        let server = Server::start(&lstm).await;
+        let mut actor = GoodActor::connect(server.addr).await;
+        assert_eq!(actor.policy.state_dim(), 16, "the actor runs the published LSTM");
+        let r = actor.bad_rollout();
+        assert_eq!(r.initial_state.len(), NUM_ENVS * 16);
+        let breakages: [(&str, fn(&mut Rollout)); 4] = [
+            ("no state", |r| r.initial_state.clear()),
+            ("one env's state", |r| r.initial_state.truncate(16)),
+            ("hidden state 1.5", |r| r.initial_state[3] = 1.5),
+            ("NaN cell state", |r| r.initial_state[12] = f32::NAN),
+        ];
+        for (what, breakage) in breakages {
+            let mut bad = r.clone();
+            breakage(&mut bad);
+            assert_rejected(&mut actor, pb::Rollout::from(&bad), Code::InvalidArgument, &["initial_state"], what).await;
+        }
+        let keep = NUM_ENVS * (ROLLOUT_STEPS - 1);
+        let mut short = r.clone();
+        short.num_steps -= 1;
+        for xs in [&mut short.actions, &mut short.log_probs, &mut short.values, &mut short.rewards] {
+            xs.truncate(keep);
+        }
+        short.terminated.truncate(keep);
+        short.truncated.truncate(keep);
+        f32s(&mut short.obs).truncate(keep * 4);
+        short.episodes.clear();
+        let msg = "a shorter sequence";
+        assert_rejected(&mut actor, pb::Rollout::from(&short), Code::InvalidArgument, &["actors.rollout_steps"], msg)
+            .await;
+        actor.check_accepted_and_trained(&server.run_dir).await;
+        server.stop().await;
+    })
+    .await;
+}

@@ -687,6 +687,54 @@ mod tests {
         }
     }
 
+    /// A recurrent model's batch is its env sequences (an episode start after env 0's truncation at t = 1), and the
+    /// truncated step bootstraps from the value of its final observation taken as the next step of the same
+    /// sequence: env 0's rows up to the truncation, then the final observation, replayed from its initial state.
+    #[test]
+    fn recurrent_rollouts_are_sequences_bootstrapped_from_their_own_state() {
+        let overrides = [
+            "env=\"Pendulum-v1\"",
+            "model.shared_trunk=true",
+            "model.core=\"gru\"",
+            "model.core_size=4",
+            "model.hidden_sizes=[8]",
+            "ppo.gamma=0.9",
+        ];
+        let cfg = TrainConfig::load(None, &overrides.map(String::from)).unwrap();
+        let mut t = Trainer::new(&cfg).unwrap();
+        let (steps, envs) = (4, 2);
+        let obs: Vec<f32> = (0..steps * envs * 3).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+        let final_obs = vec![0.3f32, -0.8, 0.5];
+        let r = Rollout {
+            num_steps: steps,
+            num_envs: envs,
+            obs: obs.clone().into(),
+            actions: vec![0.0; steps * envs],
+            log_probs: vec![-1.0; steps * envs],
+            values: vec![0.5; steps * envs],
+            rewards: vec![-1.0; steps * envs],
+            terminated: vec![false; steps * envs],
+            truncated: (0..steps * envs).map(|i| i == 2).collect(),
+            final_obs: final_obs.clone().into(),
+            next_obs: vec![0.1; envs * 3].into(),
+            initial_state: vec![0.4, -0.2, 0.1, 0.3, -0.5, 0.2, 0.0, 0.6],
+            ..Default::default()
+        };
+        let batch = t.assemble(std::slice::from_ref(&r)).unwrap().unwrap();
+        let seq = batch.seq.as_ref().unwrap();
+        assert_eq!((seq.steps, seq.state_dim, seq.sequences.as_slice()), (4, 4, &[(0, 2), (1, 2)][..]));
+        assert_eq!(seq.starts, [false, false, false, false, true, false, false, false], "row 4 follows the truncation");
+        // Env 0's own sequence: rows 0 and 2 (t = 0, 1), then the final observation.
+        let own: Vec<f32> = [&obs[0..3], &obs[6..9], &final_obs[..]].concat();
+        let mut trace = common::net::NetTrace::default();
+        let replay = Sequences { steps: 3, state0: &r.initial_state[..4], starts: &[false; 3] };
+        t.net().forward_seq(&t.params().unwrap(), &own, replay, &mut trace);
+        let final_value = trace.values()[2];
+        // A truncated step's advantage is its own TD error: r + γ·V(final) − V.
+        let want = -1.0 + 0.9 * final_value - 0.5;
+        assert!((batch.advantages[2] - want).abs() < 1e-6, "{} vs {want}", batch.advantages[2]);
+    }
+
     #[test]
     fn late_rollouts_are_normalised_with_the_statistics_their_policy_shipped_with() {
         let cfg = TrainConfig::load(
