@@ -970,7 +970,8 @@ async fn a_recurrent_model_needs_valid_initial_states() {
         assert_eq!(actor.policy.state_dim(), 16, "the actor runs the published LSTM");
         let r = actor.bad_rollout();
         assert_eq!(r.initial_state.len(), NUM_ENVS * 16);
-        let breakages: [(&str, fn(&mut Rollout)); 4] = [
+        type Breakage = fn(&mut Rollout);
+        let breakages: [(&str, Breakage); 4] = [
             ("no state", |r| r.initial_state.clear()),
             ("one env's state", |r| r.initial_state.truncate(16)),
             ("hidden state 1.5", |r| r.initial_state[3] = 1.5),

@@ -376,10 +376,10 @@ mod tests {
                 let want = numeric(&mut p, i, &|p| loss(p, &x));
                 assert!((f64::from(grads[i]) - want).abs() < 2e-3, "{core:?} param {i}: {} vs {want}", grads[i]);
             }
-            for i in 0..x.len() {
+            for (i, got) in d_x.iter().enumerate() {
                 let mut xs = x.clone();
                 let want = numeric(&mut xs, i, &|x| loss(&params, x));
-                assert!((f64::from(d_x[i]) - want).abs() < 2e-3, "{core:?} input {i}: {} vs {want}", d_x[i]);
+                assert!((f64::from(*got) - want).abs() < 2e-3, "{core:?} input {i}: {got} vs {want}");
             }
         }
     }
