@@ -54,6 +54,8 @@ pub struct Sampler {
     /// `[N, state_dim]` each env's recurrent state (empty for a memoryless policy), kept across rollouts and
     /// policy versions, zeroed when its episode ends.
     state: Vec<f32>,
+    /// The core `state` belongs to: a policy with another core starts every env from zeros.
+    state_core: common::model::Core,
 }
 
 impl Sampler {
@@ -74,6 +76,7 @@ impl Sampler {
             out: ActOutput::default(),
             env_actions: Vec::new(),
             state: Vec::new(),
+            state_core: common::model::Core::None,
         })
     }
 
@@ -99,8 +102,12 @@ impl Sampler {
         let space = self.env.action_space();
         let a = space.flat_dim();
         let dtype = self.obs_dtype;
-        // Zero states at the first rollout (or after a model with another state size).
-        self.state.resize(n * policy.state_dim(), 0.0);
+        // Zero states at the first rollout and after a model with another core (a learner restarted with another
+        // config): states of one core mean nothing to another.
+        if self.state_core != policy.spec().core || self.state.len() != n * policy.state_dim() {
+            self.state_core = policy.spec().core.clone();
+            self.state = vec![0.0; n * policy.state_dim()];
+        }
         let mut r = Rollout {
             policy_version: PolicyVersion(policy.version()),
             num_steps: t_max,

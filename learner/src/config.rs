@@ -625,6 +625,18 @@ impl TrainConfig {
         if p.minibatch_size > self.batch_size() {
             return bad("ppo.minibatch_size", "must not exceed the batch size");
         }
+        // A recurrent model's minibatches are whole sequences of `rollout_steps` rows.
+        let steps = self.actors.rollout_steps;
+        if self.model.core != common::model::CoreKind::None && !p.minibatch_size.is_multiple_of(steps) {
+            return Err(ConfigError::Invalid {
+                key: "ppo.minibatch_size",
+                reason: format!(
+                    "{} is not a whole number of sequences: a recurrent model trains on minibatches of whole \
+                     sequences of actors.rollout_steps = {steps} steps",
+                    p.minibatch_size
+                ),
+            });
+        }
         let positive = |x: f64| x > 0.0 && x.is_finite();
         if !positive(p.clip_coef)
             || !positive(p.max_grad_norm)
@@ -843,5 +855,24 @@ mod tests {
         assert_eq!(DeviceKind::parse("cuda:3"), Ok(DeviceKind::Cuda(3)));
         assert!(DeviceKind::parse("cuda:x").is_err_and(|e| e.contains("ordinal")));
         assert!(DeviceKind::parse("tpu").is_err_and(|e| e.contains("expected cpu")));
+    }
+
+    /// A recurrent model's minibatches are whole sequences: a minibatch size that is not a multiple of the
+    /// rollout length is a config error naming both keys.
+    #[test]
+    fn recurrent_minibatches_are_whole_sequences() {
+        let with = |minibatch: usize| {
+            let overrides = [
+                "model.shared_trunk=true".to_string(),
+                "model.core=\"gru\"".to_string(),
+                "actors.rollout_steps=32".to_string(),
+                format!("ppo.minibatch_size={minibatch}"),
+            ];
+            TrainConfig::load(None, &overrides)
+        };
+        assert!(with(64).is_ok());
+        let err = with(48).unwrap_err().to_string();
+        assert!(err.contains("ppo.minibatch_size") && err.contains("actors.rollout_steps = 32"), "{err}");
+        assert!(with(16).is_err(), "less than one sequence");
     }
 }

@@ -959,8 +959,9 @@ fn f32s(obs: &mut common::obs::ObsBuf) -> &mut Vec<f32> {
 
 /// A recurrent model's rollouts carry each env's state before the first step: a rollout without it, with one env's
 /// state missing, with a hidden state outside [-1, 1] or a non-finite cell state is INVALID_ARGUMENT naming
-/// `initial_state`; a rollout of another length than `actors.rollout_steps` too (sequences have one length). A
-/// valid one (the actor's sampler carried a real LSTM state) is then accepted and trained on.
+/// `initial_state`; a rollout of another length than `actors.rollout_steps` is FAILED_PRECONDITION (sequences have
+/// one length: every rollout of that actor would fail, so it stops). A valid one (the actor's sampler carried a
+/// real LSTM state) is then accepted and trained on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recurrent_model_needs_valid_initial_states() {
     bounded(async {
@@ -993,8 +994,8 @@ async fn a_recurrent_model_needs_valid_initial_states() {
         f32s(&mut short.obs).truncate(keep * 4);
         short.episodes.clear();
         let msg = "a shorter sequence";
-        assert_rejected(&mut actor, pb::Rollout::from(&short), Code::InvalidArgument, &["actors.rollout_steps"], msg)
-            .await;
+        let code = Code::FailedPrecondition;
+        assert_rejected(&mut actor, pb::Rollout::from(&short), code, &["actors.rollout_steps"], msg).await;
         actor.check_accepted_and_trained(&server.run_dir).await;
         server.stop().await;
     })

@@ -306,15 +306,13 @@ impl LearnerService {
         rollout.validate(&spec.observation_space, &spec.action_space, &self.run.bounds)?;
         rollout.validate_state(&self.run.core)?;
         // A recurrent model trains on sequences of one length (minibatches of whole sequences).
+        // Every rollout of this actor would fail the same way: a precondition, so the actor stops and says why.
         if self.run.core.is_recurrent() && rollout.num_steps != self.run.rollout_steps {
-            return Err(Error::Rollout(common::rollout::RolloutError {
-                field: "num_steps",
-                reason: format!(
-                    "{} steps; a recurrent model trains on sequences of actors.rollout_steps = {}",
-                    rollout.num_steps, self.run.rollout_steps
-                ),
-                kind: common::rollout::RolloutErrorKind::Shape,
-            }));
+            return Err(Error::Mismatch(format!(
+                "rollouts of {} steps; this learner trains a recurrent model on sequences of actors.rollout_steps = \
+                 {} steps: start the actor without --rollout-steps",
+                rollout.num_steps, self.run.rollout_steps
+            )));
         }
         let current = spec.policies.latest().version;
         if rollout.policy_version > PolicyVersion(current) {

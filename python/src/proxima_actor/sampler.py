@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium.vector import AutoresetMode
 
-from .model import CategoricalHead, GaussianHead, Head, MultiCategoricalHead
+from .model import CategoricalHead, Core, GaussianHead, Head, MultiCategoricalHead
 from .policy import F32, Policy
 
 EnvFactory = Callable[[], gym.Env]
@@ -178,6 +178,8 @@ class Sampler:
         #: Each env's recurrent state before the next step, ``[N, state_dim]`` (``[N, 0]`` until a recurrent
         #: policy acts).
         self.state: F32 = np.zeros((self.num_envs, 0), dtype=np.float32)
+        #: The core ``state`` belongs to (states of one core mean nothing to another).
+        self.state_core: Core | None = None
         #: Called with the seconds of each batched forward pass.
         self.on_inference: Callable[[float], None] = lambda _: None
 
@@ -221,9 +223,10 @@ class Sampler:
         truncated = np.empty((t_max, n), dtype=bool)
         final_obs: list[Obs] = []
         episodes: list[Episode] = []
-        if self.state.shape[1] != policy.state_dim:
+        if self.state_core != policy.spec.core or self.state.shape[1] != policy.state_dim:
             # The first policy, or one with another core (a learner restarted with another model): start afresh.
             self.state = policy.initial_state(n)
+            self.state_core = policy.spec.core
         initial_state = self.state.copy()
         for t in range(t_max):
             obs[t] = self.obs
