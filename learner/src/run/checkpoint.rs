@@ -114,6 +114,7 @@ fn encode(trainer: &Trainer, path: &Path) -> Result<Vec<u8>> {
         ("format".to_string(), FORMAT.to_string()),
         ("state".to_string(), state),
         ("config".to_string(), config),
+        (common::model::MODEL_KEY.to_string(), net.spec().to_json()),
     ]);
     // The CRC covers the tensor data, which does not change when the header grows by the CRC entry.
     let draft = codec::encode(tensors(), obs_norm, meta.clone())?;
@@ -190,6 +191,18 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Trainer> {
     state.check_env(cfg).map_err(|e| mismatch(&e))?;
     let mut trainer = Trainer::new(cfg)?;
     let net = trainer.net();
+    // The network itself (checkpoints written before the spec was stored are checked by their tensors only): a
+    // model whose tensors happen to fit, such as the heads of a recurrent model without its core, is refused.
+    if let Some(json) = meta.get(common::model::MODEL_KEY) {
+        let saved = common::model::ModelSpec::from_json(json).map_err(|e| fail(e.to_string()))?;
+        let spec = net.spec();
+        let same = (&saved.encoder, &saved.core, &saved.head, saved.shared_trunk)
+            == (&spec.encoder, &spec.core, &spec.head, spec.shared_trunk);
+        if !same {
+            let reason = format!("its model is {}, the config's is {}", saved.describe(), spec.describe());
+            return Err(mismatch(&reason));
+        }
+    }
     let flat = |prefix: &str| net.flatten(&decoded.tensors, prefix).map_err(|e| mismatch(&e));
     let (params, m, v) = (flat("")?, flat(OPTIM_M)?, flat(OPTIM_V)?);
     let adam = AdamState { step: state.adam_step, m, v };
@@ -268,7 +281,12 @@ mod tests {
         let mut bigger = cfg.clone();
         bigger.model.hidden_sizes = vec![32, 32];
         let err = load(&path, &bigger).err().expect("shape mismatch").to_string();
-        assert!(err.contains("shape"), "{err}");
+        assert!(err.contains("its model is mlp[64, 64]") && err.contains("the config's is mlp[32, 32]"), "{err}");
+        // A model whose tensors would partly fit (a core added) is refused by its spec, not loaded half.
+        let mut recurrent = cfg.clone();
+        (recurrent.model.shared_trunk, recurrent.model.core) = (true, common::model::CoreKind::Gru);
+        let err = load(&path, &recurrent).err().expect("model mismatch").to_string();
+        assert!(err.contains("core gru(128)"), "{err}");
     }
 
     /// The checkpoint at `path` rewritten with a NaN in tensor `poison` (CRC fixed, so only the values are wrong),
