@@ -92,9 +92,19 @@ fn built(target: Target, package: &str, name: &str) -> PathBuf {
                 build.env_remove(&key);
             }
         }
+        // A binary is built with the workspace's feature set, the one `cargo test --workspace` compiled the
+        // libraries with: `-p <package>` resolves features for that package alone, and for `proxima-bench` that
+        // differs (no `tracing-subscriber` to turn on `log/std`), which recompiled `common`, `learner` and their
+        // dependencies (2 min 49 s of CI) for one binary. Examples need their package's dev-dependencies.
+        let select: [&str; 2] = match target {
+            Target::Bin => ["--workspace", "--locked"],
+            Target::Example => ["-p", package],
+        };
         let status = build
             .current_dir(workspace_root())
-            .args(["build", "--profile", profile, "-p", package, flag, name])
+            .args(["build", "--profile", profile])
+            .args(select)
+            .args([flag, name])
             .status()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {name}: {e}"));
         assert!(status.success(), "cargo build of {name} failed ({status})");
