@@ -165,7 +165,6 @@ fn check_case(name: &str) {
 fn check_fused_case(name: &str) {
     let g = load(name);
     let (varmap, _, batch, net) = setup(&g);
-    let c = coefs(&g);
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let host = HostBatch {
         obs: flat(&batch.obs),
@@ -179,23 +178,29 @@ fn check_fused_case(name: &str) {
     };
     let tensors: Vec<Tensor> = sorted_vars(&varmap).unwrap().iter().map(|(_, v)| v.as_tensor().clone()).collect();
     let params = learner::update::backend::candle::model::flatten(&tensors).unwrap();
-    let mut fused = FusedBackend::new(&net, params.clone(), 2).unwrap();
     let idx: Vec<u32> = (0..host.len() as u32).collect();
+    check_fused_step(&g, &net, params, &host, &idx);
+}
+
+/// The fused backend on minibatch `idx` of `host` from the flat parameters `params`: losses and diagnostics,
+/// gradients, and the parameters after one clipped Adam step, against the golden `g`.
+fn check_fused_step(g: &Golden, net: &ActorCriticNet, params: Vec<f32>, host: &HostBatch, idx: &[u32]) {
+    let c = coefs(g);
     // The golden tensor of each parameter, next to its span of a flat vector.
     let by_name = |flat: &[f32]| -> Vec<(String, Tensor)> {
         net.named("", flat).map(|(n, s, v)| (n, Tensor::from_slice(v, s, &Device::Cpu).unwrap())).collect()
     };
-
-    check_loss_stats(&fused.loss_and_gradient(&host, &idx, &c), &g);
+    let mut fused = FusedBackend::new(net, params.clone(), 2).unwrap();
+    check_loss_stats(&fused.loss_and_gradient(host, idx, &c), g);
     for (pname, grad) in by_name(fused.gradient()) {
         assert_close(&format!("fused grad.{pname}"), &grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
     }
 
-    let mut fused = FusedBackend::new(&net, params, 2).unwrap();
+    let mut fused = FusedBackend::new(net, params, 2).unwrap();
     let max_grad_norm = g.scalars["max_grad_norm"].as_f64().unwrap();
-    let outcome = fused.minibatch_step(&host, &idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
+    let outcome = fused.minibatch_step(host, idx, &c, max_grad_norm, g.scalars["lr"].as_f64().unwrap());
     let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
-    scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
+    scalar_close("grad_norm_before_clip", stats.grad_norm, g, 1e-4);
     for (pname, t) in by_name(&learner::update::backend::Backend::params(&fused).unwrap()) {
         assert_close(&format!("fused next.{pname}"), &t, &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
     }
@@ -322,10 +327,6 @@ fn check_recurrent_case(name: &str) {
     let mut idx = Vec::new();
     host.seq.as_ref().unwrap().rows_of(&(0..sequences as u32).collect::<Vec<_>>(), &mut idx);
     assert_eq!(idx, (0..host.len() as u32).collect::<Vec<_>>(), "the fixture's rows are time-major already");
-    let by_name = |flat: &[f32]| -> Vec<(String, Tensor)> {
-        net.named("", flat).map(|(n, s, v)| (n, Tensor::from_slice(v, s, &Device::Cpu).unwrap())).collect()
-    };
-    let c = coefs(&g);
     // The flat-buffer network (actor inference's) replays the sequences to PyTorch's values.
     let seq = host.seq.as_ref().unwrap();
     let mut trace = common::net::NetTrace::default();
@@ -333,19 +334,7 @@ fn check_recurrent_case(name: &str) {
     net.forward_seq(&params, &host.obs, replay, &mut trace);
     let values = Tensor::from_slice(trace.values(), host.len(), &Device::Cpu).unwrap();
     assert_close("newvalue", &values, &g.t["expect.newvalue"], 1e-5, 1e-6);
-    let mut fused = FusedBackend::new(&net, params.clone(), 2).unwrap();
-    check_loss_stats(&fused.loss_and_gradient(&host, &idx, &c), &g);
-    for (pname, grad) in by_name(fused.gradient()) {
-        assert_close(&format!("fused grad.{pname}"), &grad, &g.t[&format!("grad.{pname}")], 1e-4, 1e-6);
-    }
-    let mut fused = FusedBackend::new(&net, params, 2).unwrap();
-    let max_grad_norm = s["max_grad_norm"].as_f64().unwrap();
-    let outcome = fused.minibatch_step(&host, &idx, &c, max_grad_norm, s["lr"].as_f64().unwrap());
-    let StepOutcome::Applied(stats) = outcome else { panic!("the golden step was skipped: {outcome:?}") };
-    scalar_close("grad_norm_before_clip", stats.grad_norm, &g, 1e-4);
-    for (pname, t) in by_name(&learner::update::backend::Backend::params(&fused).unwrap()) {
-        assert_close(&format!("fused next.{pname}"), &t, &g.t[&format!("next.{pname}")], 1e-5, 1e-6);
-    }
+    check_fused_step(&g, &net, params, &host, &idx);
 }
 
 /// A one-layer LSTM (16 units) on a shared 32-unit tanh trunk, 6 sequences of 8 steps, Categorical(3), clipped.

@@ -2,27 +2,14 @@
 //! env steps, for fixed seeds, with both objectives. Bounds are on steps, never on time.
 
 use learner::config::TrainConfig;
+use proxima_cli::local::TrainSummary;
 
 const STEP_BUDGET: u64 = 150_000;
 
 fn solve_cartpole(seed: u64, extra: &[&str]) -> u64 {
-    let runs = tempfile::tempdir().expect("temp dir");
-    let mut overrides = vec![
-        format!("seed={seed}"),
-        format!("total_steps={STEP_BUDGET}"),
-        "target_return=475.0".to_string(),
-        format!("runs_dir={:?}", runs.path().display().to_string()),
-    ];
-    overrides.extend(extra.iter().map(|s| s.to_string()));
-    let config = tests::workspace_root().join("configs/cartpole.toml");
-    let cfg = TrainConfig::load(Some(&config), &overrides).expect("config");
-    let summary =
-        proxima_cli::local::train(&cfg, false, tokio_util::sync::CancellationToken::new(), &Default::default())
-            .expect("training runs");
-    println!(
-        "seed {seed} {extra:?}: {:?} after {} env steps, {:.1} s, mean return {:?}",
-        summary.target_reached_at, summary.env_steps, summary.wall_seconds, summary.mean_return
-    );
+    let budget = [format!("total_steps={STEP_BUDGET}"), "target_return=475.0".to_string()];
+    let overrides: Vec<&str> = budget.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+    let (_runs, summary) = run("cartpole.toml", seed, &overrides);
     let reached = summary.target_reached_at.unwrap_or_else(|| {
         panic!("seed {seed} {extra:?}: mean return {:?} after {} steps", summary.mean_return, summary.env_steps)
     });
@@ -53,9 +40,9 @@ fn cartpole_kl_penalty_seed_1() {
     solve_cartpole(1, &["ppo.objective=\"kl_penalty\""]);
 }
 
-/// Trains `config` (in `configs/`) with `seed` and `extra` overrides; returns the final 100-episode mean return and
-/// the env step at which the config's target was reached.
-fn train(config: &str, seed: u64, extra: &[&str]) -> (f64, Option<u64>) {
+/// Trains `config` (in `configs/`) with `seed` and `extra` overrides in a temporary runs directory (returned, so
+/// the run directory lives as long as the caller keeps it).
+fn run(config: &str, seed: u64, extra: &[&str]) -> (tempfile::TempDir, TrainSummary) {
     let runs = tempfile::tempdir().expect("temp dir");
     let mut overrides = vec![format!("seed={seed}"), format!("runs_dir={:?}", runs.path().display().to_string())];
     overrides.extend(extra.iter().map(|s| s.to_string()));
@@ -68,6 +55,12 @@ fn train(config: &str, seed: u64, extra: &[&str]) -> (f64, Option<u64>) {
         "{config} seed {seed} {extra:?}: target at {:?}, {} env steps, {:.1} s, mean return {:?}",
         summary.target_reached_at, summary.env_steps, summary.wall_seconds, summary.mean_return
     );
+    (runs, summary)
+}
+
+/// [`run`]'s final 100-episode mean return and the env step at which the config's target was reached.
+fn train(config: &str, seed: u64, extra: &[&str]) -> (f64, Option<u64>) {
+    let (_runs, summary) = run(config, seed, extra);
     (summary.mean_return.unwrap_or(f64::NAN), summary.target_reached_at)
 }
 
