@@ -54,8 +54,8 @@ pub struct Sampler {
     /// `[N, state_dim]` each env's recurrent state (empty for a memoryless policy), kept across rollouts and
     /// policy versions, zeroed when its episode ends.
     state: Vec<f32>,
-    /// The core `state` belongs to: a policy with another core starts every env from zeros.
-    state_core: common::model::Core,
+    /// The layout `state` belongs to: a policy with another core (or trunks) starts every env from zeros.
+    state_layout: common::model::StateLayout,
 }
 
 impl Sampler {
@@ -76,7 +76,7 @@ impl Sampler {
             out: ActOutput::default(),
             env_actions: Vec::new(),
             state: Vec::new(),
-            state_core: common::model::Core::None,
+            state_layout: common::model::StateLayout::of(common::model::Core::None, false),
         })
     }
 
@@ -102,10 +102,11 @@ impl Sampler {
         let space = self.env.action_space();
         let a = space.flat_dim();
         let dtype = self.obs_dtype;
-        // Zero states at the first rollout and after a model with another core (a learner restarted with another
-        // config): states of one core mean nothing to another.
-        if self.state_core != policy.spec().core || self.state.len() != n * policy.state_dim() {
-            self.state_core = policy.spec().core.clone();
+        // Zero states at the first rollout and after a model with another state layout (a learner restarted with
+        // another config): states of one core mean nothing to another.
+        let layout = policy.spec().state_layout();
+        if self.state_layout != layout || self.state.len() != n * layout.dim() {
+            self.state_layout = layout;
             self.state = vec![0.0; n * policy.state_dim()];
         }
         let mut r = Rollout {

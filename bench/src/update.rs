@@ -183,7 +183,8 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(obs_dim > 0, "--obs-dim must be at least 1");
     let n = args.batch.max(args.minibatch);
     let mut batch = synthetic_batch(n, obs_dim, &space);
-    let state_dim = common::model::Core::of(cfg.model.core, cfg.model.core_size).state_dim();
+    let core = common::model::Core::of(cfg.model.core, cfg.model.core_size);
+    let state_dim = common::model::StateLayout::of(core, cfg.model.shared_trunk).dim();
     if state_dim > 0 {
         batch.seq = Some(synthetic_sequences(n, args.seq_steps, state_dim));
     }

@@ -36,7 +36,8 @@ pub struct ModelConfig {
     pub ortho_init: bool,
     /// One trunk for actor and critic (`true`) or one each (`false`, the default).
     pub shared_trunk: bool,
-    /// The recurrent core after the encoder (`none`: memoryless).
+    /// The recurrent core after the encoder (`none`: memoryless): one that feeds both heads on a shared trunk, one
+    /// per trunk (the actor's and the critic's) on separate trunks.
     pub core: CoreKind,
     /// Hidden width of the recurrent core.
     pub core_size: usize,
@@ -364,6 +365,53 @@ impl Core {
     }
 }
 
+/// The recurrent state one env carries between steps: its core's state once (a shared trunk: one core feeds
+/// both heads) or twice (separate trunks: the actor's core's state, then the critic's), each `[h, c]` for an LSTM
+/// and `h` for a GRU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateLayout {
+    /// The core whose state is carried.
+    pub core: Core,
+    /// How many cores (1 shared, 2 separate; 0 memoryless).
+    pub cores: usize,
+}
+
+impl StateLayout {
+    /// The state of a model with `core` on a shared trunk or on separate ones.
+    pub fn of(core: Core, shared_trunk: bool) -> Self {
+        let cores = match (core.is_recurrent(), shared_trunk) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => 2,
+        };
+        Self { core, cores }
+    }
+
+    /// Values of one env's state (0: memoryless).
+    pub fn dim(&self) -> usize {
+        self.cores * self.core.state_dim()
+    }
+
+    /// True for a recurrent model.
+    pub fn is_recurrent(&self) -> bool {
+        self.dim() > 0
+    }
+
+    /// True when value `i` of an env's state is an LSTM cell state (else a hidden state, bounded by tanh).
+    pub fn is_cell(&self, i: usize) -> bool {
+        matches!(self.core, Core::Lstm { .. }) && i % self.core.state_dim().max(1) >= self.core.size()
+    }
+
+    /// `lstm(64)`, `2 x gru(32)` or `none`.
+    pub fn describe(&self) -> String {
+        match (self.cores, &self.core) {
+            (_, Core::None) | (0, _) => "none".to_string(),
+            (1, core) => format!("{}({})", core.name(), core.size()),
+            (n, core) => format!("{n} x {}({})", core.name(), core.size()),
+        }
+    }
+}
+
 /// The policy head, decided by the action space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -583,17 +631,8 @@ impl ModelSpec {
             }
             self.conv_dims()?;
         }
-        if self.core.is_recurrent() {
-            if self.core.size() == 0 {
-                return invalid("core.size", "must be at least 1");
-            }
-            if !self.shared_trunk {
-                return invalid(
-                    "core",
-                    "a recurrent core runs on a shared trunk (one core feeds the policy and the value heads, as \
-                     CleanRL's ppo_atari_lstm.py); set shared_trunk = true",
-                );
-            }
+        if self.core.is_recurrent() && self.core.size() == 0 {
+            return invalid("core.size", "must be at least 1");
         }
         match &self.head {
             Head::Categorical { n } if *n == 0 => invalid("head.n", "must be at least 1"),
@@ -642,6 +681,12 @@ impl ModelSpec {
     /// The encoder's hidden linear layer widths.
     pub fn hidden_sizes(&self) -> &[usize] {
         self.encoder.hidden_sizes()
+    }
+
+    /// The recurrent state an env carries: one core's with a shared trunk, the actor's and the critic's with
+    /// separate trunks.
+    pub fn state_layout(&self) -> StateLayout {
+        StateLayout::of(self.core.clone(), self.shared_trunk)
     }
 
     /// The image a conv encoder takes (`(H, W)` observations have one channel) and each convolution's output, in
@@ -854,7 +899,7 @@ mod tests {
     }
 
     #[test]
-    fn recurrent_cores_run_on_a_shared_trunk_and_travel_in_the_spec() {
+    fn recurrent_cores_travel_in_the_spec_with_their_state_layout() {
         let table = |text: &str| toml::from_str::<ModelConfig>(text).unwrap();
         let (obs, act) = (Space::unbounded(2), Space::Discrete { n: 2 });
         let lstm = table("core = \"lstm\"\ncore_size = 64\nshared_trunk = true\nhidden_sizes = [32]");
@@ -864,9 +909,18 @@ mod tests {
         assert_eq!(spec.describe(), "mlp[32] tanh, core lstm(64), categorical(2), a shared trunk");
         assert!(spec.to_json().contains(r#""core":{"kind":"lstm","size":64}"#), "{}", spec.to_json());
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
-        let separate = table("core = \"gru\"");
-        let err = ModelSpec::resolve(&separate, &obs, &act).unwrap_err().to_string();
-        assert!(err.contains("set shared_trunk = true"), "{err}");
+        let layout = spec.state_layout();
+        assert_eq!((layout.dim(), layout.describe()), (128, "lstm(64)".to_string()));
+        assert!(!layout.is_cell(63) && layout.is_cell(64) && layout.is_cell(127));
+        // Separate trunks carry the actor's core's state, then the critic's.
+        let separate = ModelSpec::resolve(&table("core = \"lstm\"\ncore_size = 4"), &obs, &act).unwrap();
+        let layout = separate.state_layout();
+        assert_eq!((layout.dim(), layout.describe()), (16, "2 x lstm(4)".to_string()));
+        let cells: Vec<usize> = (0..16).filter(|&i| layout.is_cell(i)).collect();
+        assert_eq!(cells, [4, 5, 6, 7, 12, 13, 14, 15]);
+        let gru = ModelSpec::resolve(&table("core = \"gru\"\ncore_size = 3"), &obs, &act).unwrap().state_layout();
+        assert_eq!((gru.dim(), (0..6).any(|i| gru.is_cell(i))), (6, false));
+        assert_eq!(ModelSpec::resolve(&table(""), &obs, &act).unwrap().state_layout().dim(), 0);
         let empty = table("core = \"gru\"\ncore_size = 0\nshared_trunk = true");
         assert!(ModelSpec::resolve(&empty, &obs, &act).is_err());
         assert_eq!(table("").core, CoreKind::None);

@@ -217,7 +217,7 @@ impl Policy {
         self.model.forward_seq(&self.params, &self.input, step, &mut self.trace);
         if width > 0 {
             self.next_state.clear();
-            (0..n).for_each(|row| self.trace.core().state_after(row, &mut self.next_state));
+            (0..n).for_each(|row| self.trace.state_after(row, &mut self.next_state));
             state.copy_from_slice(&self.next_state);
         }
         out.values.clear();

@@ -2,7 +2,7 @@
 
 use crate::env::{EpisodeStats, Space};
 use crate::ids::{ActorId, PolicyVersion};
-use crate::model::Core;
+use crate::model::StateLayout;
 use crate::obs::ObsBuf;
 
 /// Environments an actor steps together unless configured otherwise (the actor's `--num-envs`, the learner's
@@ -109,21 +109,20 @@ pub struct RolloutError {
 }
 
 impl Rollout {
-    /// Checks `initial_state` against the model's `core`: empty for a memoryless model; for a recurrent one
-    /// `[N, state_dim]` finite values whose hidden states lie in `[-1, 1]` (they are tanh-bounded) and whose
+    /// Checks `initial_state` against the model's state `layout`: empty for a memoryless model; for a recurrent
+    /// one `[N, state_dim]` finite values whose hidden states lie in `[-1, 1]` (they are tanh-bounded) and whose
     /// LSTM cell states lie within ±[`MAX_ABS_CELL_STATE`].
-    pub fn validate_state(&self, core: &Core) -> Result<(), RolloutError> {
+    pub fn validate_state(&self, layout: &StateLayout) -> Result<(), RolloutError> {
         use RolloutErrorKind::{NonFinite, OutOfRange, Shape};
         let err = |reason: String, kind| Err(RolloutError { field: "initial_state", reason, kind });
-        let want = self.num_envs * core.state_dim();
+        let want = self.num_envs * layout.dim();
         if self.initial_state.len() != want {
-            return match core.is_recurrent() {
+            return match layout.is_recurrent() {
                 true => err(
                     format!(
-                        "expected {want} values (each env's {} state before the first step: the model has a {} core), \
+                        "expected {want} values (each env's state before the first step: the model has a {} core), \
                          got {}",
-                        core.name(),
-                        core.name(),
+                        layout.describe(),
                         self.initial_state.len()
                     ),
                     Shape,
@@ -131,12 +130,11 @@ impl Rollout {
                 false => err(format!("the model is memoryless, got {} state values", self.initial_state.len()), Shape),
             };
         }
-        let h = core.size();
+        let dim = layout.dim().max(1);
         for (i, &x) in self.initial_state.iter().enumerate() {
-            // LSTM rows are [h, c]; GRU rows are h.
-            let (bound, what) = match (core, i % core.state_dim().max(1) < h) {
-                (Core::Lstm { .. }, false) => (MAX_ABS_CELL_STATE, "cell state"),
-                _ => (1.0 + 1e-5, "hidden state"),
+            let (bound, what) = match layout.is_cell(i % dim) {
+                true => (MAX_ABS_CELL_STATE, "cell state"),
+                false => (1.0 + 1e-5, "hidden state"),
             };
             if !x.is_finite() {
                 return err(format!("non-finite value {x} at index {i}"), NonFinite);
@@ -420,16 +418,24 @@ mod tests {
 
     #[test]
     fn initial_states_fit_the_core() {
-        let (lstm, gru) = (Core::Lstm { size: 2 }, Core::Gru { size: 2 });
+        use crate::model::Core;
+        let layout = |core, cores| StateLayout { core, cores };
+        let (lstm, gru) = (layout(Core::Lstm { size: 2 }, 1), layout(Core::Gru { size: 2 }, 1));
+        let none = layout(Core::None, 0);
         let r = valid();
-        assert_eq!(r.validate_state(&Core::None), Ok(()));
+        assert_eq!(r.validate_state(&none), Ok(()));
         let missing = r.validate_state(&lstm).unwrap_err();
         assert_eq!((missing.field, missing.kind), ("initial_state", RolloutErrorKind::Shape));
-        assert!(missing.reason.contains("lstm core"), "{}", missing.reason);
+        assert!(missing.reason.contains("lstm(2) core"), "{}", missing.reason);
         // LSTM rows are [h, c]: h within [-1, 1], c larger.
         let r = Rollout { initial_state: vec![0.5, -1.0, 7.0, -30.0], ..valid() };
         assert_eq!(r.validate_state(&lstm), Ok(()));
-        assert!(r.validate_state(&Core::None).is_err(), "a memoryless model takes no state");
+        assert!(r.validate_state(&none).is_err(), "a memoryless model takes no state");
+        // Separate trunks: the actor's [h, c], then the critic's.
+        let separate = layout(Core::Lstm { size: 1 }, 2);
+        assert_eq!(r.validate_state(&separate).unwrap_err().kind, RolloutErrorKind::OutOfRange, "7 is an h");
+        let r = Rollout { initial_state: vec![0.5, -40.0, 1.0, 7.0], ..valid() };
+        assert_eq!(r.validate_state(&separate), Ok(()));
         assert_eq!(r.validate_state(&gru).unwrap_err().kind, RolloutErrorKind::Shape);
         let r = Rollout { initial_state: vec![1.5, 0.0], ..valid() };
         assert_eq!(r.validate_state(&gru).unwrap_err().kind, RolloutErrorKind::OutOfRange);

@@ -279,8 +279,8 @@ fn clipped_objective_gradient_vanishes_outside_the_clip_range() {
     assert!(actor_grad_norm(1.1, 1.0) > 0.0, "inside the range");
 }
 
-/// The fused backend's recurrent update against PyTorch: a shared MLP trunk, a one-layer LSTM or GRU, both heads
-/// on its output; `B` whole sequences of `T` steps (rows time-major) from stored initial states, with episode
+/// The fused backend's recurrent update against PyTorch: a shared MLP trunk and a one-layer LSTM or GRU with both
+/// heads on its output, or separate trunks with a core each; `B` whole sequences of `T` steps (rows time-major) from stored initial states, with episode
 /// starts inside them; losses, gradients through time and the parameters after one Adam step.
 fn check_recurrent_case(name: &str) {
     let g = load(name);
@@ -293,12 +293,13 @@ fn check_recurrent_case(name: &str) {
     };
     let cfg = ModelConfig {
         hidden_sizes: serde_json::from_value(s["hidden_sizes"].clone()).unwrap(),
-        shared_trunk: true,
+        shared_trunk: s.get("shared_trunk").is_none_or(|v| v.as_bool().unwrap()),
         core,
         core_size: size,
         ..ModelConfig::default()
     };
-    let act_dim = g.t["param.actor.weight"].dim(0).unwrap();
+    let head = ["param.actor.weight", "param.actor_head.weight"].into_iter().find(|k| g.t.contains_key(*k)).unwrap();
+    let act_dim = g.t[head].dim(0).unwrap();
     let space = match g.t.contains_key("param.actor_logstd") {
         true => Space::vector(vec![-1.0; act_dim], vec![1.0; act_dim]),
         false => Space::Discrete { n: act_dim },
@@ -347,4 +348,11 @@ fn lstm_clip_matches_pytorch() {
 #[test]
 fn gru_kl_penalty_matches_pytorch() {
     check_recurrent_case("ppo_gru_shared_kl_penalty.safetensors");
+}
+
+/// Separate trunks (8 tanh units), an LSTM (12 units) each, 5 sequences of 6 steps, Gaussian(2), clipped: the
+/// state is the actor's `[h, c]`, then the critic's.
+#[test]
+fn separate_lstm_clip_matches_pytorch() {
+    check_recurrent_case("ppo_lstm_separate_clip.safetensors");
 }

@@ -347,7 +347,6 @@ def edited(path: str, value: Any) -> dict:
         (edited("encoder.width", 4), "encoder"),
         (edited("core.kind", "rnn"), "core.kind"),
         (edited("core", {"kind": "lstm"}), "core.size"),
-        (edited("core", {"kind": "gru", "size": 4}), "core: a recurrent core"),
         (edited("head", {"kind": "beta", "dim": 2}), "head.kind"),
         (edited("head.n", 0), "head.n"),
         (edited("head", {"kind": "multi_categorical", "nvec": []}), "head.nvec"),

@@ -1,19 +1,22 @@
-"""Recurrent cores (LSTM and GRU on a shared trunk): the numpy network against PyTorch's ``nn.LSTM`` / ``nn.GRU``
-over sequences with episode starts inside, the state's reset semantics, the spec fields, and the sampler and
-``eval`` carrying each env's state."""
+"""Recurrent cores (LSTM and GRU on a shared trunk, or one on each separate trunk): the numpy network against
+PyTorch's ``nn.LSTM`` / ``nn.GRU`` over sequences with episode starts inside, the state's reset semantics, the spec
+fields, the PyTorch golden fixtures, and the sampler and ``eval`` carrying each env's state."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
+import re
+import struct
 import threading
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from safetensors.numpy import save
+from safetensors.numpy import load_file, save
 from test_policy import spec, state_dict, with_spec
 from test_sampler import make_counter
 
@@ -39,8 +42,10 @@ def recurrent_spec(
     conv: tuple[tuple[int, int, int], ...] = (),
     layout: str = "hwc",
     dtype: str = "float32",
+    shared: bool = True,
 ) -> dict[str, Any]:
-    """A spec with a ``core`` of ``size`` units on a shared trunk (``conv`` as ``(out, kernel, stride)``)."""
+    """A spec with a ``core`` of ``size`` units on a shared trunk, or (not ``shared``) one on each separate trunk
+    (``conv`` as ``(out, kernel, stride)``)."""
     encoder: dict[str, Any] = {"kind": "mlp", "hidden_sizes": list(hidden), "activation": activation}
     if conv:
         layers = [{"out_channels": o, "kernel": k, "stride": s} for o, k, s in conv]
@@ -53,13 +58,24 @@ def recurrent_spec(
         "encoder": encoder,
         "core": {"kind": core, "size": size},
         "head": head,
-        "shared_trunk": True,
+        "shared_trunk": shared,
         "init": {"orthogonal": True, "log_std": 0.0},
     }
 
 
+def branches(s: ModelSpec) -> list[tuple[str, str, list[tuple[str, int]]]]:
+    """Each trunk's name, its core's name and its heads' (name, outputs): ``network``, ``lstm`` / ``gru`` and
+    ``actor`` / ``critic`` on a shared trunk; ``actor``, ``actor_lstm`` and ``actor_head``, then the critic's, with a
+    core on each separate trunk."""
+    k, logits = s.core.kind, s.head.logits_dim
+    if s.shared_trunk:
+        return [("network", k, [("actor", logits), ("critic", 1)])]
+    return [(net, f"{net}_{k}", [(f"{net}_head", out)]) for net, out in (("actor", logits), ("critic", 1))]
+
+
 def numpy_tensors(model: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random parameters for ``model`` with PyTorch's names, without PyTorch: the trunk, the core, the heads."""
+    """Random parameters for ``model`` with PyTorch's names, without PyTorch: the trunk, the core, the heads (each
+    trunk's in turn with separate trunks)."""
     rng = np.random.default_rng(seed)
     s = ModelSpec.from_json(json.dumps(model))
     assert not s.conv
@@ -69,25 +85,28 @@ def numpy_tensors(model: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]
         t[name] = rng.normal(0, 1 / math.sqrt(fan_in), shape).astype(np.float32)
 
     widths = [s.obs_dim, *s.hidden_sizes]
-    for j, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
-        param(f"network.{2 * j}.weight", (n_out, n_in), n_in)
-        param(f"network.{2 * j}.bias", (n_out,), n_in)
-    k, h, g, f = s.core.kind, s.core.size, s.core.gates * s.core.size, widths[-1]
-    param(f"{k}.weight_ih_l0", (g, f), f)
-    param(f"{k}.weight_hh_l0", (g, h), h)
-    param(f"{k}.bias_ih_l0", (g,), h)
-    param(f"{k}.bias_hh_l0", (g,), h)
-    for net, out in (("actor", s.head.logits_dim), ("critic", 1)):
-        param(f"{net}.weight", (out, h), h)
-        param(f"{net}.bias", (out,), h)
+    h, g, f = s.core.size, s.core.gates * s.core.size, widths[-1]
+    for trunk, core, heads in branches(s):
+        for j, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
+            param(f"{trunk}.{2 * j}.weight", (n_out, n_in), n_in)
+            param(f"{trunk}.{2 * j}.bias", (n_out,), n_in)
+        param(f"{core}.weight_ih_l0", (g, f), f)
+        param(f"{core}.weight_hh_l0", (g, h), h)
+        param(f"{core}.bias_ih_l0", (g,), h)
+        param(f"{core}.bias_hh_l0", (g,), h)
+        for head, out in heads:
+            param(f"{head}.weight", (out, h), h)
+            param(f"{head}.bias", (out,), h)
     if model["head"]["kind"] == "gaussian":
         t["actor_logstd"] = rng.normal(-0.5, 0.2, (1, s.head.logits_dim)).astype(np.float32)
     return t
 
 
-def recurrent_policy(core: str = "lstm", size: int = 5, head: dict[str, Any] | None = None, seed: int = 0) -> Policy:
+def recurrent_policy(
+    core: str = "lstm", size: int = 5, head: dict[str, Any] | None = None, seed: int = 0, shared: bool = True
+) -> Policy:
     """A recurrent policy for :func:`make_counter`'s envs (2 observation values, Box(1) actions) by default."""
-    model = recurrent_spec(core, size, (2,), head or {"kind": "gaussian", "dim": 1})
+    model = recurrent_spec(core, size, (2,), head or {"kind": "gaussian", "dim": 1}, shared=shared)
     return Policy(with_spec(numpy_tensors(model, seed), model), version=seed)
 
 
@@ -110,36 +129,45 @@ CASES: dict[str, tuple[dict[str, Any], int, int]] = {
         3,
     ),
     "gru_conv_hw": (recurrent_spec("gru", 4, (6, 6), CAT, (6,), "relu", ((2, 3, 1),), "hwc", "uint8"), 5, 2),
+    # A core on each separate trunk (SB3 RecurrentPPO's enable_critic_lstm).
+    "lstm_mlp_separate": (recurrent_spec("lstm", 6, (5,), CAT, (8, 7), shared=False), 9, 3),
+    "gru_mlp_separate_gaussian": (recurrent_spec("gru", 7, (4,), GAUSS, (6,), "relu", shared=False), 8, 4),
+    "lstm_conv_separate_chw": (
+        recurrent_spec("lstm", 5, (2, 7, 6), GAUSS, (8,), "relu", ((3, 3, 1), (4, 2, 2)), "chw", "uint8", False),
+        6,
+        2,
+    ),
 }
 
 
 def torch_net(model: dict[str, Any], seed: int) -> Any:
-    """The spec's network as PyTorch builds it (``network``, ``lstm`` / ``gru``, ``actor``, ``critic``), its
-    parameters scaled up from PyTorch's initialisation so the gates do not all sit near their middle."""
+    """The spec's network as PyTorch builds it (``network``, ``lstm`` / ``gru``, ``actor``, ``critic``; separate:
+    ``actor``, ``actor_lstm`` / ``actor_gru``, ``actor_head``, then the critic's), the cores' parameters scaled up
+    from PyTorch's initialisation so the gates do not all sit near their middle."""
     torch = pytest.importorskip("torch")
     nn = torch.nn
     torch.manual_seed(seed)
     s = ModelSpec.from_json(json.dumps(model))
     act = nn.ReLU if s.activation == "relu" else nn.Tanh
-    layers: list[Any] = []
-    dims = s.conv_dims()
-    for layer, image in zip(s.conv, dims, strict=False):
-        layers += [nn.Conv2d(image.c, layer.out_channels, layer.kernel, layer.stride), act()]
-    if s.conv:
-        layers.append(nn.Flatten())
-    for n_in, n_out in itertools.pairwise([s.features, *s.hidden_sizes]):
-        layers += [nn.Linear(n_in, n_out), act()]
-    net = nn.Module()
-    net.network = nn.Sequential(*layers)
     cell = nn.LSTM if s.core.kind == "lstm" else nn.GRU
-    setattr(net, s.core.kind, cell(s.hidden_sizes[-1], s.core.size))
-    net.actor = nn.Linear(s.core.size, s.head.logits_dim)
-    net.critic = nn.Linear(s.core.size, 1)
+    net = nn.Module()
+    for trunk, core, heads in branches(s):
+        layers: list[Any] = []
+        for layer, image in zip(s.conv, s.conv_dims(), strict=False):
+            layers += [nn.Conv2d(image.c, layer.out_channels, layer.kernel, layer.stride), act()]
+        if s.conv:
+            layers.append(nn.Flatten())
+        for n_in, n_out in itertools.pairwise([s.features, *s.hidden_sizes]):
+            layers += [nn.Linear(n_in, n_out), act()]
+        setattr(net, trunk, nn.Sequential(*layers))
+        setattr(net, core, cell(s.hidden_sizes[-1], s.core.size))
+        for head, out in heads:
+            setattr(net, head, nn.Linear(s.core.size, out))
     if model["head"]["kind"] == "gaussian":
         net.actor_logstd = nn.Parameter(torch.full((1, s.head.logits_dim), -0.3))
     with torch.no_grad():
         for name, p in net.named_parameters():
-            if name.startswith(s.core.kind):
+            if name.split(".")[0] in {core for _, core, _ in branches(s)}:
                 p.mul_(3.0)
     return net
 
@@ -148,11 +176,13 @@ def torch_sequence(
     net: Any, model: dict[str, Any], obs: np.ndarray, starts: np.ndarray, state: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The head, the values (time-major rows) and the final state as PyTorch computes them, step by step with
-    ``nn.LSTM`` / ``nn.GRU`` on sequences of length 1, zeroing the state of the envs that start an episode."""
+    ``nn.LSTM`` / ``nn.GRU`` on sequences of length 1, zeroing the state of the envs that start an episode; with a
+    core on each separate trunk, the actor's from the first half of each env's state and the critic's from the
+    second, the final state the two concatenated."""
     import torch
 
     s = ModelSpec.from_json(json.dumps(model))
-    n, h = len(state), s.core.size
+    n, h, width = len(state), s.core.size, s.core.state_dim
     x = torch.from_numpy(obs.astype(np.float32))
     if s.obs_dtype == "uint8":
         x = x * float(SCALE)
@@ -164,12 +194,14 @@ def torch_sequence(
             x = x.permute(0, 3, 1, 2)
     else:
         x = x.reshape(len(obs), -1)
-    cell = getattr(net, s.core.kind)
-    heads, values = [], []
-    with torch.no_grad():
-        features = net.network(x)
-        hx = torch.from_numpy(state[:, :h].copy())[None]
-        cx = torch.from_numpy(state[:, h:].copy())[None]
+
+    def run(trunk: str, core: str, part: np.ndarray) -> tuple[Any, Any]:
+        """The core's outputs ``[T * N, H]`` and final state ``[N, width]`` from its part of the state."""
+        cell = getattr(net, core)
+        features = getattr(net, trunk)(x)
+        hx = torch.from_numpy(part[:, :h].copy())[None]
+        cx = torch.from_numpy(part[:, h:].copy())[None]
+        outs = []
         for t in range(len(obs) // n):
             rows = slice(t * n, (t + 1) * n)
             keep = torch.from_numpy(~starts[rows]).float()[None, :, None]
@@ -178,10 +210,19 @@ def torch_sequence(
                 out, (hx, cx) = cell(features[rows][None], (hx, cx))
             else:
                 out, hx = cell(features[rows][None], hx)
-            heads.append(net.actor(out[0]))
-            values.append(net.critic(out[0])[:, 0])
-        final = torch.cat([hx[0], cx[0]], dim=1) if s.core.kind == "lstm" else hx[0]
-    return torch.cat(heads).numpy(), torch.cat(values).numpy(), final.numpy()
+            outs.append(out[0])
+        return torch.cat(outs), torch.cat([hx[0], cx[0]], dim=1) if s.core.kind == "lstm" else hx[0]
+
+    with torch.no_grad():
+        if s.shared_trunk:
+            out, final = run("network", s.core.kind, state)
+            head, value = net.actor(out), net.critic(out)
+        else:
+            out, final_actor = run("actor", f"actor_{s.core.kind}", state[:, :width])
+            out_critic, final_critic = run("critic", f"critic_{s.core.kind}", state[:, width:])
+            head, value = net.actor_head(out), net.critic_head(out_critic)
+            final = torch.cat([final_actor, final_critic], dim=1)
+    return head.numpy(), value[:, 0].numpy(), final.numpy()
 
 
 def observations(model: dict[str, Any], rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -209,7 +250,7 @@ def test_the_core_matches_pytorch_over_a_sequence_with_resets(name: str) -> None
     net = torch_net(model, seed=3)
     tensors = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
     policy = Policy(with_spec(tensors, model))
-    assert policy.recurrent and policy.state_dim == policy.spec.core.state_dim
+    assert policy.recurrent and policy.state_dim == (1 if policy.spec.shared_trunk else 2) * policy.spec.core.state_dim
     obs, starts, state = sequence_inputs(model, steps, envs, policy.state_dim)
     given = state.copy()
     head, values, final = torch_sequence(net, model, obs, starts, state)
@@ -263,11 +304,11 @@ def torch_tensors(model: dict[str, Any]) -> dict[str, np.ndarray]:
 # -- the state's semantics -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("core", ["lstm", "gru"])
-def test_a_start_zeroes_the_state_and_the_state_carries_otherwise(core: str) -> None:
-    model = recurrent_spec(core, 6, (3,), CAT, (8,))
+@pytest.mark.parametrize(("core", "shared"), list(itertools.product(["lstm", "gru"], [True, False])))
+def test_a_start_zeroes_the_state_and_the_state_carries_otherwise(core: str, shared: bool) -> None:
+    model = recurrent_spec(core, 6, (3,), CAT, (8,), shared=shared)
     policy = Policy(with_spec(numpy_tensors(model, seed=2), model))
-    assert policy.state_dim == (12 if core == "lstm" else 6)
+    assert policy.state_dim == (12 if core == "lstm" else 6) * (1 if shared else 2)
     assert policy.initial_state(3).shape == (3, policy.state_dim) and not policy.initial_state(3).any()
     obs, _, state = sequence_inputs(model, 6, 2, policy.state_dim, seed=7)
     starts = np.zeros(12, dtype=bool)
@@ -337,15 +378,23 @@ def test_the_core_is_parsed_and_described() -> None:
     g = ModelSpec.from_json(json.dumps(recurrent_spec("gru", 8, (4,), CAT)))
     assert g.core == Core("gru", 8) and g.state_dim == 8 and g.core.gates == 3
     none = ModelSpec.from_json(json.dumps(spec(4, CAT)))
-    assert none.core == Core() and none.state_dim == 0 and not none.core.recurrent
+    assert none.core == Core() and none.state_dim == 0 and not none.core.recurrent and none.cores == 0
     assert "core" not in none.describe()
+    # A core on each separate trunk: the state holds both cores' states.
+    sep = ModelSpec.from_json(json.dumps(recurrent_spec("lstm", 16, (4,), CAT, (32,), shared=False)))
+    assert sep.core == Core("lstm", 16) and not sep.shared_trunk and sep.cores == 2 and sep.state_dim == 64
+    assert sep.describe() == "mlp[32] tanh, core lstm(16) per trunk, categorical(4)"
+    g2 = ModelSpec.from_json(json.dumps(recurrent_spec("gru", 8, (4,), CAT, shared=False)))
+    assert (g2.cores, g2.core.state_dim, g2.state_dim) == (2, 8, 16)
+    assert (s.cores, g.cores) == (1, 1)
 
 
 @pytest.mark.parametrize(
     ("core", "shared", "message"),
     [
-        ({"kind": "lstm", "size": 8}, False, "shared trunk"),
         ({"kind": "gru", "size": 0}, True, "core.size"),
+        ({"kind": "lstm", "size": 0}, False, "core.size"),
+        ({"kind": "gru"}, False, "core.size"),
         ({"kind": "gru"}, True, "core.size"),
         ({"kind": "lstm", "size": 4.5}, True, "core.size"),
         ({"kind": "rnn", "size": 8}, True, "core.kind"),
@@ -382,6 +431,97 @@ def test_the_core_parameters_must_be_there_and_nowhere_else() -> None:
         Policy(with_spec({**no_core, "lstm.weight_ih_l0": t["lstm.weight_ih_l0"]}, memoryless))
 
 
+def test_separate_cores_parameters_must_be_there_and_nowhere_else() -> None:
+    model = recurrent_spec("lstm", 5, (3,), CAT, (8,), shared=False)
+    t = numpy_tensors(model)
+    shapes = {
+        "actor.0.weight": (8, 3),
+        "actor.0.bias": (8,),
+        "actor_lstm.weight_ih_l0": (20, 8),
+        "actor_lstm.weight_hh_l0": (20, 5),
+        "actor_lstm.bias_ih_l0": (20,),
+        "actor_lstm.bias_hh_l0": (20,),
+        "actor_head.weight": (4, 5),
+        "actor_head.bias": (4,),
+    }
+    shapes |= {k.replace("actor", "critic"): v for k, v in shapes.items()}
+    shapes["critic_head.weight"], shapes["critic_head.bias"] = (1, 5), (1,)
+    assert {k: v.shape for k, v in t.items()} == shapes
+    policy = Policy(with_spec(t, model))
+    assert policy.state_dim == 20 and policy.initial_state(3).shape == (3, 20)
+    for name in ("critic_lstm.bias_hh_l0", "actor_head.weight", "critic.0.bias"):
+        missing = {k: v for k, v in t.items() if k != name}
+        with pytest.raises(PolicyError, match=rf"^{re.escape(name)} is missing.*core lstm\(5\) per trunk"):
+            Policy(with_spec(missing, model))
+    # The cores take the trunk's output (8 values), the heads the core's (5).
+    with pytest.raises(PolicyError, match=r"^critic_lstm\.weight_ih_l0 has shape \[20, 3\].*needs \[20, 8\]"):
+        Policy(with_spec({**t, "critic_lstm.weight_ih_l0": np.zeros((20, 3), np.float32)}, model))
+    with pytest.raises(PolicyError, match=r"^critic_head\.weight has shape \[1, 8\].*needs \[1, 5\]"):
+        Policy(with_spec({**t, "critic_head.weight": np.zeros((1, 8), np.float32)}, model))
+    with pytest.raises(PolicyError, match=r"^actor_head\.bias has shape \[5\].*needs \[4\]"):
+        Policy(with_spec({**t, "actor_head.bias": np.zeros(5, np.float32)}, model))
+    # Neither a head layer inside the trunks, nor a shared trunk's names, nor the other core kind.
+    for name, shape in [
+        ("actor.2.weight", (4, 8)),
+        ("critic.weight", (1, 5)),
+        ("lstm.weight_ih_l0", (20, 8)),
+        ("network.0.bias", (8,)),
+        ("critic_gru.bias_ih_l0", (15,)),
+    ]:
+        with pytest.raises(PolicyError, match=rf"^{re.escape(name)} is not a parameter.*per trunk"):
+            Policy(with_spec({**t, name: np.zeros(shape, np.float32)}, model))
+    # A shared-trunk snapshot is not one of separate cores, nor the other way round.
+    shared = recurrent_spec("lstm", 5, (3,), CAT, (8,))
+    with pytest.raises(PolicyError, match=r"^actor\.0\.weight is missing"):
+        Policy(with_spec(numpy_tensors(shared), model))
+    with pytest.raises(PolicyError, match=r"^network\.0\.weight is missing"):
+        Policy(with_spec(t, shared))
+    gru = {**model, "core": {"kind": "gru", "size": 5}}
+    with pytest.raises(PolicyError, match=r"^actor_gru\.weight_ih_l0 is missing"):
+        Policy(with_spec(t, gru))
+
+
+# -- the PyTorch golden fixtures -------------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parents[2] / "tests/fixtures/golden"
+
+
+@pytest.mark.parametrize("case", ["ppo_lstm_shared_clip", "ppo_gru_shared_kl_penalty", "ppo_lstm_separate_clip"])
+def test_pytorch_golden_sequences(case: str) -> None:
+    """The PPO golden fixtures' recurrent models (``make_golden.py``, PyTorch's stepwise loop): their parameters,
+    sequences, starts and initial states give the log-probabilities, entropies and values PyTorch computed."""
+    path = GOLDEN / f"{case}.safetensors"
+    if not path.exists():
+        pytest.skip(f"{path} is not in this checkout")
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    scalars = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["scalars"])
+    t = load_file(path)
+    params = {k.removeprefix("param."): v for k, v in t.items() if k.startswith("param.")}
+    shared = scalars["shared_trunk"]
+    if "actor_logstd" in params:
+        head: dict[str, Any] = {"kind": "gaussian", "dim": params["actor_logstd"].shape[1]}
+    else:
+        head = {"kind": "categorical", "n": len(params["actor.bias" if shared else "actor_head.bias"])}
+    obs_dim = scalars["obs_dim"]
+    model = recurrent_spec(
+        scalars["core"], scalars["core_size"], (obs_dim,), head, tuple(scalars["hidden_sizes"]), shared=shared
+    )
+    assert model["encoder"]["activation"] == scalars["activation"]
+    p = Policy(with_spec(params, model))
+    steps, seqs = scalars["steps"], scalars["sequences"]
+    initial = t["batch.initial_state"]
+    assert initial.shape == (seqs, p.state_dim) and t["batch.obs"].shape == (steps * seqs, obs_dim)
+    starts = t["batch.starts"] > 0
+    assert starts[:seqs].any() and starts[seqs:].any()  # at t = 0 and later
+    actions = t["batch.actions"].astype(np.float32).reshape(steps * seqs, -1)
+    out = p.sequence(t["batch.obs"], starts, initial, actions)
+    assert out.log_probs is not None
+    np.testing.assert_allclose(out.log_probs, t["expect.newlogprob"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.entropy, t["expect.entropy"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.values, t["expect.newvalue"], rtol=1e-5, atol=1e-5)
+
+
 # -- the sampler and eval ----------------------------------------------------------------------------------------
 
 
@@ -395,10 +535,10 @@ def replay(policy: Policy, r: Rollout, state: np.ndarray) -> tuple[Any, np.ndarr
     return out, np.where(ended[-1][:, None], np.float32(0), out.final_state)
 
 
-@pytest.mark.parametrize("core", ["lstm", "gru"])
-def test_the_sampler_sends_each_rollouts_initial_state_and_carries_it(core: str) -> None:
+@pytest.mark.parametrize(("core", "shared"), list(itertools.product(["lstm", "gru"], [True, False])))
+def test_the_sampler_sends_each_rollouts_initial_state_and_carries_it(core: str, shared: bool) -> None:
     sampler = Sampler(make_vector_env(make_counter, 3), rollout_steps=7, seed=2)
-    policy = recurrent_policy(core, 4, seed=1)
+    policy = recurrent_policy(core, 4, seed=1, shared=shared)
     sampler.check_policy(policy)
     r1 = sampler.collect(policy)
     s = policy.state_dim
@@ -420,14 +560,18 @@ def test_the_sampler_sends_each_rollouts_initial_state_and_carries_it(core: str)
     out2, after2 = replay(policy, r2, sent)
     np.testing.assert_allclose(out2.values, r2.values.reshape(-1), rtol=0, atol=1e-6)
     # A new policy (same core) continues from those states.
-    newer = recurrent_policy(core, 4, seed=2)
+    newer = recurrent_policy(core, 4, seed=2, shared=shared)
     r3 = sampler.collect(newer)
     np.testing.assert_allclose(r3.initial_state, after2, rtol=0, atol=1e-6)
     out3, _ = replay(newer, r3, r3.initial_state)
     np.testing.assert_allclose(out3.values, r3.values.reshape(-1), rtol=0, atol=1e-6)
-    # A policy with another core starts afresh; a memoryless one sends no state.
-    r4 = sampler.collect(recurrent_policy("lstm" if core == "gru" else "gru", 4))
+    # A policy with another core, or the same core on the other trunks, starts afresh; a memoryless one sends no
+    # state.
+    r4 = sampler.collect(recurrent_policy("lstm" if core == "gru" else "gru", 4, shared=shared))
     assert not r4.initial_state.any()
+    sampler.collect(newer)
+    r4 = sampler.collect(recurrent_policy(core, 4, shared=not shared))
+    assert r4.initial_state.shape == (3, 2 * s if shared else s // 2) and not r4.initial_state.any()
     r5 = sampler.collect(Policy(save(state_dict(2, 1, (4,), box=True))))
     assert r5.initial_state.shape == (3, 0) and wire.rollout(r5, actor_id=1).initial_state == b""
     sampler.close()

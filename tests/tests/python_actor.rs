@@ -62,18 +62,18 @@ fn write_case(dir: &Path, name: &str, obs_space: &Space, space: &Space, cfg: &Mo
     let mut trace = NetTrace::default();
     // A recurrent model runs the rows as 4 envs' sequences of 4 steps (time-major), from random states, with
     // episodes starting inside them (and one at the first step, where the given state is ignored).
-    let (envs, width) = (4, net.state_dim());
+    let (envs, width, layout) = (4, net.state_dim(), net.spec().state_layout());
     let steps = rows / envs;
     let starts: Vec<bool> = (0..rows).map(|i| width > 0 && matches!(i, 2 | 9 | 15)).collect();
     let initial_state: Vec<f32> = (0..envs * width)
         .map(
-            |i| if i % width < cfg.core_size { rng.random_range(-0.9f32..0.9) } else { rng.random_range(-2.0f32..2.0) },
+            |i| if layout.is_cell(i % width) { rng.random_range(-2.0f32..2.0) } else { rng.random_range(-0.9f32..0.9) },
         )
         .collect();
     net.forward_seq(&params, &input, Sequences { steps, state0: &initial_state, starts: &starts }, &mut trace);
     let mut final_state = Vec::new();
     if width > 0 {
-        (rows - envs..rows).for_each(|row| trace.core().state_after(row, &mut final_state));
+        (rows - envs..rows).for_each(|row| trace.state_after(row, &mut final_state));
     }
     let (head, values) = (trace.head().to_vec(), trace.values().to_vec());
     let out_dim = net.head().logits_dim();
@@ -164,7 +164,8 @@ fn convs(layers: &[(usize, usize, usize)], hidden: &[usize], shared_trunk: bool)
 
 /// For the same weights and observations, numpy and Rust agree on logits / Gaussian means, log-probs, entropy
 /// and values within 1e-5: every head, with and without observation normalisation, tanh and ReLU, uint8 images
-/// (scaled by 1/255 on both sides), conv encoders on channels-last and channels-first images, and shared trunks.
+/// (scaled by 1/255 on both sides), conv encoders on channels-last and channels-first images, shared trunks, and
+/// recurrent cores on shared and on separate trunks.
 #[test]
 fn python_and_rust_policies_agree() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -198,6 +199,11 @@ fn python_and_rust_policies_agree() {
     write_case(dir.path(), "lstm_mlp", &v(5), &d(3), &lstm, true, 14);
     let gru = ModelConfig { core: CoreKind::Gru, core_size: 24, ..convs(&two, &[16], true) };
     write_case(dir.path(), "gru_conv", &image(&[7, 7, 2]), &pendulum, &gru, false, 15);
+    // Separate trunks with a core each: the state is the actor's core's, then the critic's.
+    let lstm_separate = ModelConfig { core: CoreKind::Lstm, core_size: 8, ..mlp(&[16], tanh) };
+    write_case(dir.path(), "lstm_separate", &v(4), &pendulum, &lstm_separate, true, 16);
+    let gru_separate = ModelConfig { core: CoreKind::Gru, core_size: 12, ..convs(&two, &[16], false) };
+    write_case(dir.path(), "gru_conv_separate", &image(&[7, 7, 2]), &d(4), &gru_separate, false, 17);
     let text = pytest("crosslang", &[("PROXIMA_CROSSLANG_DIR", dir.path())]);
     text.lines().filter(|l| l.contains("[crosslang]")).for_each(|l| println!("{l}"));
     println!("{}", text.lines().last().unwrap_or_default());

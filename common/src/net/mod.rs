@@ -18,11 +18,13 @@ use crate::model::{Core, Encoder, Head, ImageDims, ModelConfig, ModelSpec, SpecE
 use rand::SeedableRng;
 use std::ops::Range;
 
+mod body;
 mod conv;
 mod kernels;
 mod mlp;
 mod recurrent;
 
+pub use body::{Body, BodyTrace, Branch};
 pub use conv::{Conv, Tower, Trace};
 pub use kernels::{split_products, tanh};
 pub use mlp::Mlp;
@@ -96,9 +98,9 @@ enum Role {
     Core { weight: bool, rows: usize, cols: usize, hidden: usize },
 }
 
-/// Where a shared trunk's recurrent core is in the flat vector and how large, for building it.
-fn core_params(spec: &ModelSpec, features: usize) -> Vec<(String, Vec<usize>, Role)> {
-    let (h, name) = (spec.core.size(), spec.core.name());
+/// The parameters of the recurrent core named `name` (`lstm`, `actor_gru`, ...) on `features` inputs.
+fn core_params(spec: &ModelSpec, name: &str, features: usize) -> Vec<(String, Vec<usize>, Role)> {
+    let h = spec.core.size();
     let g = h * if matches!(spec.core, Core::Lstm { .. }) { 4 } else { 3 };
     let role = |weight, rows, cols| Role::Core { weight, rows, cols, hidden: h };
     match spec.core {
@@ -127,22 +129,22 @@ pub struct Sequences<'a> {
 /// The trunks of a network and where its heads are.
 #[derive(Debug, Clone)]
 pub enum Trunks {
-    /// An actor trunk ending in the policy layer and a critic trunk ending in the value layer, each on its own span
-    /// of the flat vector ([`ActorCriticNet::split`]).
+    /// An actor branch ending in the policy layer and a critic branch ending in the value layer, each on its own
+    /// span of the flat vector ([`ActorCriticNet::split`]): memoryless, one tower each (`actor.*`, `critic.*`);
+    /// recurrent, a trunk (`actor.*`), a core (`actor_lstm.*` / `actor_gru.*`) and a one-layer head
+    /// (`actor_head.*`) each.
     Separate {
         /// Observation to the head's logits or means.
-        actor: Tower,
+        actor: Branch,
         /// Observation to the value.
-        critic: Tower,
+        critic: Branch,
     },
-    /// One trunk (`network.*`) whose activated features (through the recurrent core `lstm.*` / `gru.*`, if any)
-    /// feed a one-layer policy head (`actor.*`) and a one-layer value head (`critic.*`); every offset is into the
-    /// whole flat vector.
+    /// One body (trunk `network.*`, then the recurrent core `lstm.*` / `gru.*`, if any) whose features feed a
+    /// one-layer policy head (`actor.*`) and a one-layer value head (`critic.*`); every offset is into the whole
+    /// flat vector.
     Shared {
         /// Observation to features.
-        trunk: Tower,
-        /// Features to the heads' input, across steps (`None`: memoryless).
-        core: Option<Recurrent>,
+        body: Body,
         /// Features to the head's logits or means (one Linear layer).
         policy: Tower,
         /// Features to the value (one Linear layer).
@@ -150,41 +152,32 @@ pub enum Trunks {
     },
 }
 
-/// What [`ActorCriticNet::forward`] computed: the head's output and the values, and the trunks' traces.
+/// What [`ActorCriticNet::forward`] computed: the head's output and the values, and every layer's trace.
 #[derive(Debug, Clone, Default)]
 pub struct NetTrace {
-    /// The actor's (separate) or the shared trunk's trace.
-    first: Trace,
-    /// The critic's trace (separate trunks).
-    second: Trace,
-    /// The heads' traces (shared trunk).
+    /// The shared body's trace, or the actor's and the critic's (separate trunks with a core).
+    bodies: [BodyTrace; 2],
+    /// The policy head's trace (a memoryless separate trunk: the actor's whole tower).
     policy: Trace,
+    /// The value head's trace.
     value: Trace,
-    /// The recurrent core's trace.
-    core: SeqTrace,
-    shared: bool,
 }
 
 impl NetTrace {
     /// `[n, logits_dim]` logits or Gaussian means.
     pub fn head(&self) -> &[f32] {
-        match self.shared {
-            true => self.policy.output(),
-            false => self.first.output(),
-        }
+        self.policy.output()
     }
 
     /// `[n]` state values.
     pub fn values(&self) -> &[f32] {
-        match self.shared {
-            true => self.value.output(),
-            false => self.second.output(),
-        }
+        self.value.output()
     }
 
-    /// The recurrent core's trace (its outputs and the state after each row).
-    pub fn core(&self) -> &SeqTrace {
-        &self.core
+    /// Appends the recurrent state after row `row` ([`crate::model::StateLayout`]: each core's state in turn;
+    /// nothing for a memoryless network) to `out`.
+    pub fn state_after(&self, row: usize, out: &mut Vec<f32>) {
+        self.bodies.iter().for_each(|b| b.state_after(row, out));
     }
 }
 
@@ -247,18 +240,35 @@ impl ActorCriticNet {
         let features = spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim);
         // The heads' input: the core's output, or the trunk's features.
         let head_in = if spec.core.is_recurrent() { spec.core.size() } else { features };
-        if spec.shared_trunk {
-            params.extend(trunk_params(spec, "network", None)?);
-            params.extend(core_params(spec, features));
-            for (name, out, gain) in [("actor", logits, POLICY_GAIN), ("critic", 1, VALUE_GAIN)] {
-                let features = head_in;
-                let fan_in = features;
-                params.push((format!("{name}.weight"), vec![out, features], Role::Weight { gain, fan_in }));
-                params.push((format!("{name}.bias"), vec![out], Role::Bias { fan_in }));
+        let recurrent = spec.core.is_recurrent();
+        let head_layer = |name: String, out: usize, gain: f64| {
+            let fan_in = head_in;
+            [
+                (format!("{name}.weight"), vec![out, head_in], Role::Weight { gain, fan_in }),
+                (format!("{name}.bias"), vec![out], Role::Bias { fan_in }),
+            ]
+        };
+        let heads = [("actor", logits, POLICY_GAIN), ("critic", 1, VALUE_GAIN)];
+        match (spec.shared_trunk, recurrent) {
+            (true, _) => {
+                params.extend(trunk_params(spec, "network", None)?);
+                params.extend(core_params(spec, spec.core.name(), features));
+                for (name, out, gain) in heads {
+                    params.extend(head_layer(name.to_string(), out, gain));
+                }
             }
-        } else {
-            params.extend(trunk_params(spec, "actor", Some((logits, POLICY_GAIN)))?);
-            params.extend(trunk_params(spec, "critic", Some((1, VALUE_GAIN)))?);
+            (false, false) => {
+                for (name, out, gain) in heads {
+                    params.extend(trunk_params(spec, name, Some((out, gain)))?);
+                }
+            }
+            (false, true) => {
+                for (name, out, gain) in heads {
+                    params.extend(trunk_params(spec, name, None)?);
+                    params.extend(core_params(spec, &format!("{name}_{}", spec.core.name()), features));
+                    params.extend(head_layer(format!("{name}_head"), out, gain));
+                }
+            }
         }
         if let Head::Gaussian { dim } = spec.head {
             params.push((LOG_STD.into(), vec![1, dim], Role::LogStd));
@@ -307,33 +317,41 @@ impl ActorCriticNet {
             };
             Tower { convs, mlp }
         };
-        let head_layer = |name: &str, out: usize| Tower {
+        let head_layer = |name: &str, out: usize, start: usize| Tower {
             convs: Vec::new(),
             mlp: Mlp {
                 sizes: vec![head_in, out],
                 activation,
                 activate_last: false,
-                weights: vec![find(format!("{name}.weight"))],
-                biases: vec![find(format!("{name}.bias"))],
+                weights: vec![find(format!("{name}.weight")) - start],
+                biases: vec![find(format!("{name}.bias")) - start],
             },
         };
         let hidden = spec.hidden_sizes().to_vec();
         let with = |out: usize| hidden.iter().copied().chain([out]).collect::<Vec<_>>();
+        // The trunk `prefix` and the core `core_name` after it, offsets relative to `start`.
+        let body = |prefix: &str, core_name: &str, start: usize| Body {
+            trunk: tower(prefix, hidden.clone(), start, true),
+            core: {
+                let at = |part: &str| find(format!("{core_name}.{part}")) - start;
+                let offsets = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"].map(at);
+                Recurrent::new(&spec.core, features, offsets)
+            },
+        };
+        let branch = |name: &str, out: usize, start: usize| match recurrent {
+            false => Branch { body: None, head: tower(name, with(out), start, false) },
+            true => Branch {
+                body: Some(body(name, &format!("{name}_{}", spec.core.name()), start)),
+                head: head_layer(&format!("{name}_head"), out, start),
+            },
+        };
         let trunks = match spec.shared_trunk {
             true => Trunks::Shared {
-                trunk: tower("network", hidden.clone(), 0, true),
-                core: {
-                    let at = |part: &str| find(format!("{}.{part}", spec.core.name()));
-                    let offsets = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"].map(at);
-                    Recurrent::new(&spec.core, features, offsets)
-                },
-                policy: head_layer("actor", logits),
-                value: head_layer("critic", 1),
+                body: body("network", spec.core.name(), 0),
+                policy: head_layer("actor", logits, 0),
+                value: head_layer("critic", 1, 0),
             },
-            false => Trunks::Separate {
-                actor: tower("actor", with(logits), 0, false),
-                critic: tower("critic", with(1), critic_start, false),
-            },
+            false => Trunks::Separate { actor: branch("actor", logits, 0), critic: branch("critic", 1, critic_start) },
         };
         let log_std = entries.iter().find(|e| e.name == LOG_STD).map(ParamEntry::range);
         Ok(Self { spec: spec.clone(), entries, roles, critic_start, trunks, log_std })
@@ -343,15 +361,15 @@ impl ActorCriticNet {
     /// value layer) and zero biases, or without `init.orthogonal` PyTorch's `Linear`/`Conv2d` default (weights and
     /// biases uniform in ±1/√fan_in); the log-std at `init.log_std`; drawn from `seed` in a fixed order (separate
     /// trunks: the critic's layers, then the actor's, PyTorch's construction order in CleanRL; a shared trunk:
-    /// the trunk's, the policy layer's, the value layer's).
+    /// the trunk's, the policy layer's, the value layer's; a recurrent branch: trunk, head, core).
     pub fn init(&self, seed: u64) -> Vec<f32> {
         use rand::Rng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut flat = vec![0.0f32; self.num_params()];
-        let group = |name: &str| match name.split('.').next() {
+        let group = |name: &str| match name.split(['.', '_']).next() {
             Some("network" | "lstm" | "gru") => 0,
             Some("critic") if !self.spec.shared_trunk => 0,
-            Some("actor") | Some(LOG_STD) => 1,
+            Some("actor") => 1,
             _ => 2,
         };
         let mut order: Vec<(&ParamEntry, Role)> = self.entries.iter().zip(self.roles.iter().copied()).collect();
@@ -394,7 +412,7 @@ impl ActorCriticNet {
     }
 
     /// Runs the rows of `x` (time-major sequences, see [`Sequences`]) through the whole network, carrying the
-    /// recurrent state along each sequence; `t.head()`, `t.values()` and `t.core()` hold the results. A
+    /// recurrent state along each sequence; `t.head()`, `t.values()` and `t.state_after(..)` hold the results. A
     /// memoryless network ignores the sequence structure.
     pub fn forward_seq(&self, params: &[f32], x: &[f32], seq: Sequences, t: &mut NetTrace) {
         self.run(params, x, seq.starts.len(), Some(seq), t);
@@ -402,25 +420,18 @@ impl ActorCriticNet {
 
     /// [`ActorCriticNet::forward_seq`] on `n` rows; a recurrent core needs `seq`.
     fn run(&self, params: &[f32], x: &[f32], n: usize, seq: Option<Sequences>, t: &mut NetTrace) {
+        let [first, second] = &mut t.bodies;
         match &self.trunks {
             Trunks::Separate { actor, critic } => {
                 let (a, c) = self.split(params);
-                actor.forward(a, x, n, &mut t.first);
-                critic.forward(c, x, n, &mut t.second);
-                t.shared = false;
+                actor.forward(a, x, n, seq, 0, first, &mut t.policy);
+                critic.forward(c, x, n, seq, 1, second, &mut t.value);
             }
-            Trunks::Shared { trunk, core, policy, value } => {
-                trunk.forward(params, x, n, &mut t.first);
-                let features = match (core, seq) {
-                    (Some(core), Some(seq)) => {
-                        core.forward(params, t.first.output(), seq.steps, seq.state0, seq.starts, &mut t.core);
-                        t.core.output()
-                    }
-                    _ => t.first.output(),
-                };
-                policy.forward(params, features, n, &mut t.policy);
-                value.forward(params, features, n, &mut t.value);
-                t.shared = true;
+            Trunks::Shared { body, policy, value } => {
+                body.forward(params, x, n, seq, 0, first);
+                second.idle();
+                policy.forward(params, first.output(), n, &mut t.policy);
+                value.forward(params, first.output(), n, &mut t.value);
             }
         }
     }
@@ -430,17 +441,20 @@ impl ActorCriticNet {
         &self.trunks
     }
 
-    /// The actor and critic trunks when they are separate.
+    /// The actor's and the critic's towers of memoryless separate trunks (each from the observation to its
+    /// output).
     pub fn separate(&self) -> Option<(&Tower, &Tower)> {
         match &self.trunks {
-            Trunks::Separate { actor, critic } => Some((actor, critic)),
-            Trunks::Shared { .. } => None,
+            Trunks::Separate { actor: Branch { body: None, head: a }, critic: Branch { body: None, head: c } } => {
+                Some((a, c))
+            }
+            _ => None,
         }
     }
 
-    /// Values of one env's recurrent state (0: memoryless).
+    /// Values of one env's recurrent state (0: memoryless; [`crate::model::StateLayout`]).
     pub fn state_dim(&self) -> usize {
-        self.spec.core.state_dim()
+        self.spec.state_layout().dim()
     }
 
     /// The parameters, sorted by name.
@@ -627,6 +641,49 @@ mod tests {
         bad.insert("p.critic.4.bias".into(), HostTensor::new(vec![2], vec![0.0; 2]));
         assert!(matches!(net.flatten(&bad, "p."), Err(LayoutError::Shape { name, .. }) if name == "p.critic.4.bias"));
         assert!(net.check_len(&flat[1..]).is_err());
+    }
+
+    #[test]
+    fn separate_cores_are_named_per_branch_and_split_at_the_critic() {
+        let cfg = ModelConfig {
+            hidden_sizes: vec![8],
+            core: crate::model::CoreKind::Gru,
+            core_size: 4,
+            ..Default::default()
+        };
+        let net = ActorCriticNet::for_env(&cfg, &Space::unbounded(3), &Space::vector(vec![-1.0], vec![1.0])).unwrap();
+        let names: Vec<(&str, &[usize])> =
+            net.entries().iter().map(|e| (e.name.as_str(), e.shape.as_slice())).collect();
+        let expect: [(&str, &[usize]); 17] = [
+            ("actor.0.bias", &[8]),
+            ("actor.0.weight", &[8, 3]),
+            ("actor_gru.bias_hh_l0", &[12]),
+            ("actor_gru.bias_ih_l0", &[12]),
+            ("actor_gru.weight_hh_l0", &[12, 4]),
+            ("actor_gru.weight_ih_l0", &[12, 8]),
+            ("actor_head.bias", &[1]),
+            ("actor_head.weight", &[1, 4]),
+            ("actor_logstd", &[1, 1]),
+            ("critic.0.bias", &[8]),
+            ("critic.0.weight", &[8, 3]),
+            ("critic_gru.bias_hh_l0", &[12]),
+            ("critic_gru.bias_ih_l0", &[12]),
+            ("critic_gru.weight_hh_l0", &[12, 4]),
+            ("critic_gru.weight_ih_l0", &[12, 8]),
+            ("critic_head.bias", &[1]),
+            ("critic_head.weight", &[1, 4]),
+        ];
+        assert_eq!(names, expect);
+        assert_eq!(net.state_dim(), 8, "the actor's GRU state, then the critic's");
+        assert!(net.separate().is_none(), "a recurrent branch is not one tower");
+        let flat = net.init(3);
+        let critic_first = net.entries().iter().find(|e| e.name == "critic.0.bias").unwrap().offset;
+        assert_eq!(net.split(&flat).0.len(), critic_first);
+        let gain = |name: &str| {
+            let e = net.entries().iter().find(|e| e.name == name).unwrap();
+            flat[e.range()].iter().map(|x| x * x).sum::<f32>().sqrt()
+        };
+        assert!((gain("actor_head.weight") - 0.01).abs() < 1e-5 && (gain("critic_head.weight") - 1.0).abs() < 1e-5);
     }
 
     #[test]

@@ -295,18 +295,20 @@ mod tests {
     use crate::model::{CoreKind, ModelConfig};
     use crate::net::{ActorCriticNet, NetTrace, Sequences};
 
-    fn net(core: CoreKind) -> ActorCriticNet {
-        let cfg =
-            ModelConfig { hidden_sizes: vec![6], shared_trunk: true, core, core_size: 5, ..ModelConfig::default() };
+    fn net(core: CoreKind, shared_trunk: bool) -> ActorCriticNet {
+        let cfg = ModelConfig { hidden_sizes: vec![6], shared_trunk, core, core_size: 5, ..ModelConfig::default() };
         ActorCriticNet::for_env(&cfg, &Space::unbounded(3), &Space::Discrete { n: 2 }).unwrap()
     }
 
     /// Replaying a whole sequence equals stepping it one row at a time with the state carried, and a row that
-    /// starts an episode equals a fresh sequence from a zero state.
+    /// starts an episode equals a fresh sequence from a zero state; on a shared trunk and on separate ones (whose
+    /// state is the actor's core's, then the critic's).
     #[test]
     fn a_sequence_is_its_steps_and_a_start_forgets() {
-        for core in [CoreKind::Lstm, CoreKind::Gru] {
-            let net = net(core);
+        for (core, shared) in
+            [(CoreKind::Lstm, true), (CoreKind::Gru, true), (CoreKind::Lstm, false), (CoreKind::Gru, false)]
+        {
+            let net = net(core, shared);
             let params: Vec<f32> = net.init(3).iter().enumerate().map(|(i, p)| p + 0.01 * (i % 7) as f32).collect();
             let (steps, b, s) = (5, 2, net.state_dim());
             let x: Vec<f32> = (0..steps * b * 3).map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0).collect();
@@ -325,7 +327,7 @@ mod tests {
                 assert_eq!(one.values(), &whole.values()[t * b..(t + 1) * b], "{core:?} step {t}");
                 assert_eq!(one.head(), &whole.head()[t * b * 2..(t + 1) * b * 2], "{core:?} step {t}");
                 let mut next = Vec::new();
-                (0..b).for_each(|row| one.core().state_after(row, &mut next));
+                (0..b).for_each(|row| one.state_after(row, &mut next));
                 state = next;
             }
             // Env 1 from t = 3 on is a fresh episode: the same rows run alone from zeros give the same values.
@@ -342,8 +344,10 @@ mod tests {
     #[test]
     fn backward_through_time_matches_finite_differences() {
         for core in [CoreKind::Lstm, CoreKind::Gru] {
-            let net = net(core);
-            let crate::net::Trunks::Shared { core: Some(rec), .. } = net.trunks() else { panic!("no core") };
+            let net = net(core, true);
+            let crate::net::Trunks::Shared { body: crate::net::Body { core: Some(rec), .. }, .. } = net.trunks() else {
+                panic!("no core")
+            };
             let params: Vec<f32> = net.init(4).iter().enumerate().map(|(i, p)| p + 0.05 * (i % 5) as f32).collect();
             let (steps, b, f) = (4, 2, 6);
             let x: Vec<f32> = (0..steps * b * f).map(|i| ((i * 13 % 7) as f32 - 3.0) / 3.0).collect();

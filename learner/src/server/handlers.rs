@@ -49,8 +49,8 @@ pub struct RunInfo {
     pub bounds: Bounds,
     /// Bounds of the actor registry.
     pub registry: RegistryLimits,
-    /// The model's recurrent core, whose state every rollout carries.
-    pub core: common::model::Core,
+    /// The model's recurrent state, which every rollout carries.
+    pub state: common::model::StateLayout,
 }
 
 impl RunInfo {
@@ -67,7 +67,10 @@ impl RunInfo {
             max_policy_lag: cfg.ppo.max_policy_lag,
             bounds: cfg.server.bounds(),
             registry: cfg.server.registry_limits(),
-            core: common::model::Core::of(cfg.model.core, cfg.model.core_size),
+            state: common::model::StateLayout::of(
+                common::model::Core::of(cfg.model.core, cfg.model.core_size),
+                cfg.model.shared_trunk,
+            ),
         }
     }
 }
@@ -304,10 +307,10 @@ impl LearnerService {
             }));
         }
         rollout.validate(&spec.observation_space, &spec.action_space, &self.run.bounds)?;
-        rollout.validate_state(&self.run.core)?;
+        rollout.validate_state(&self.run.state)?;
         // A recurrent model trains on sequences of one length (minibatches of whole sequences).
         // Every rollout of this actor would fail the same way: a precondition, so the actor stops and says why.
-        if self.run.core.is_recurrent() && rollout.num_steps != self.run.rollout_steps {
+        if self.run.state.is_recurrent() && rollout.num_steps != self.run.rollout_steps {
             return Err(Error::Mismatch(format!(
                 "rollouts of {} steps; this learner trains a recurrent model on sequences of actors.rollout_steps = \
                  {} steps: start the actor without --rollout-steps",

@@ -601,12 +601,12 @@ impl Trainer {
         self.net.forward_seq(params, &input, replay, &mut trace);
         let (mut state0, mut boot_starts) = (Vec::new(), Vec::new());
         for (row, _) in r.truncated.iter().enumerate().filter(|(_, t)| **t) {
-            trace.core().state_after(row, &mut state0);
+            trace.state_after(row, &mut state0);
             boot_starts.push(false);
         }
         let last = r.len() - r.num_envs;
         for row in last..r.len() {
-            trace.core().state_after(row, &mut state0);
+            trace.state_after(row, &mut state0);
             // After an episode's last step the next observation starts a new one.
             boot_starts.push(r.terminated[row] || r.truncated[row]);
         }

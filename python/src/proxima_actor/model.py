@@ -7,9 +7,10 @@ ignores ``init``. ``obs_shape`` (default ``[obs_dim]``) is the shape of one obse
 ``obs_dtype`` (default ``float32``) is the type its values travel in: ``uint8`` observations (images) reach the
 network multiplied by 1/255, without observation normalisation. The encoder is an MLP, or convolutions over an image
 observation (``[H, W, C]``, ``[C, H, W]`` or ``[H, W]``) then an MLP; the actor and the critic have a trunk each, or
-share one. The core is none (memoryless) or, on a shared trunk only, a one-layer LSTM or GRU between the trunk and
-the heads, whose state each env carries from step to step. A spec this package cannot run (another format, encoder
-or core) or that does not describe a network is a :class:`SpecError` naming the field.
+share one. The core is none (memoryless) or a one-layer LSTM or GRU between the trunk and the heads: one on a
+shared trunk, feeding both heads, or one on each of the separate trunks (the actor's and the critic's, with weights of
+their own); each env carries the cores' state from step to step. A spec this package cannot run (another format,
+encoder or core) or that does not describe a network is a :class:`SpecError` naming the field.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ class Core:
 
     @property
     def state_dim(self) -> int:
-        """Values of one env's state between steps: ``2 * size`` (LSTM), ``size`` (GRU), 0 (memoryless)."""
+        """Values of this core's state for one env: ``2 * size`` (LSTM), ``size`` (GRU), 0 (memoryless); a network
+        with a core on each separate trunk carries twice as many (:attr:`ModelSpec.state_dim`)."""
         return {"lstm": 2 * self.size, "gru": self.size}.get(self.kind, 0)
 
 
@@ -186,8 +188,8 @@ class ImageDims:
 class ModelSpec:
     """The actor-critic for observations of ``obs_shape`` (``obs_dim`` values) in ``obs_dtype``: the encoder (the
     convolutions ``conv`` over an image in ``layout``, none for an MLP, then Linear layers of ``hidden_sizes`` with
-    ``activation``), the ``core`` (recurrent ones on a shared trunk only), and the policy head; separate actor and
-    critic trunks, or one ``shared_trunk``."""
+    ``activation``), the ``core`` (a recurrent one on the shared trunk, or one on each separate trunk), and the
+    policy head; separate actor and critic trunks, or one ``shared_trunk``."""
 
     obs_dim: int
     hidden_sizes: tuple[int, ...]
@@ -237,10 +239,6 @@ class ModelSpec:
         shared_trunk = spec.get("shared_trunk")
         if type(shared_trunk) is not bool:
             raise SpecError(f"model spec shared_trunk: {_show(shared_trunk)} is not true or false")
-        if core.recurrent and not shared_trunk:
-            raise SpecError(
-                f"model spec core: a recurrent core ({core}) runs on a shared trunk only (shared_trunk is false)"
-            )
         obs_dim = _count(spec.get("obs_dim"), "obs_dim")
         parsed = cls(
             obs_dim=obs_dim,
@@ -294,16 +292,28 @@ class ModelSpec:
         return dims[-1].size if dims else self.obs_dim
 
     @property
+    def cores(self) -> int:
+        """How many recurrent cores the network runs: 1 on a shared trunk, 2 with separate trunks (the actor's, then
+        the critic's), 0 memoryless."""
+        if not self.core.recurrent:
+            return 0
+        return 1 if self.shared_trunk else 2
+
+    @property
     def state_dim(self) -> int:
-        """Values of one env's recurrent state (0: memoryless)."""
-        return self.core.state_dim
+        """Values of one env's recurrent state (0: memoryless): each core's state in turn (:attr:`cores`), so
+        ``[h, c]`` or ``h`` on a shared trunk and ``[h_actor, c_actor, h_critic, c_critic]`` or
+        ``[h_actor, h_critic]`` with separate trunks."""
+        return self.cores * self.core.state_dim
 
     def describe(self) -> str:
         """Short human form for errors, e.g. ``mlp[64, 64] tanh, categorical(2)`` or
-        ``conv[16x3/1] hwc, mlp[128] relu, categorical(6)``, with ``, core lstm(64)`` for a recurrent core and
-        ``, a shared trunk`` for one."""
+        ``conv[16x3/1] hwc, mlp[128] relu, categorical(6)``, with ``, core lstm(64)`` for a recurrent core (``, core
+        lstm(64) per trunk`` for one on each separate trunk) and ``, a shared trunk`` for one."""
         conv = f"conv[{', '.join(str(layer) for layer in self.conv)}] {self.layout}, " if self.conv else ""
-        core = f", core {self.core}" if self.core.recurrent else ""
+        core = ""
+        if self.core.recurrent:
+            core = f", core {self.core}" if self.shared_trunk else f", core {self.core} per trunk"
         trunk = ", a shared trunk" if self.shared_trunk else ""
         return f"{conv}mlp{list(self.hidden_sizes)} {self.activation}{core}, {self.head}{trunk}"
 

@@ -11,12 +11,17 @@ separate trunks, ``actor.*`` ends in the policy layer and ``critic.*`` in the va
 ``network.*`` ends in its last hidden layer (and its activation), and ``actor.weight``/``actor.bias`` and
 ``critic.weight``/``critic.bias`` are single Linear layers on its output.
 
-A recurrent core (shared trunks only) runs between the trunk and the heads: PyTorch's one-layer ``nn.LSTM`` (``lstm.*``,
-gates i, f, g, o) or ``nn.GRU`` (``gru.*``, gates r, z, n), ``weight_ih_l0`` ``[G * H, F]``, ``weight_hh_l0``
-``[G * H, H]``, ``bias_ih_l0`` and ``bias_hh_l0`` ``[G * H]``; the heads take its output ``h'`` (width ``H``). Each env
-carries a state between steps (:attr:`Policy.state_dim` values: ``[h, c]`` for an LSTM, ``h`` for a GRU), zero at the
-first step of each episode: :meth:`Policy.act` and the scoring methods take it and :meth:`Policy.act` returns the
-next one, and :meth:`Policy.sequence` runs whole time-major rollouts, resetting states where episodes start.
+A recurrent core runs between the trunk and the heads: PyTorch's one-layer ``nn.LSTM`` (``lstm.*``, gates i, f, g, o)
+or ``nn.GRU`` (``gru.*``, gates r, z, n), ``weight_ih_l0`` ``[G * H, F]``, ``weight_hh_l0`` ``[G * H, H]``,
+``bias_ih_l0`` and ``bias_hh_l0`` ``[G * H]``; the heads take its output ``h'`` (width ``H``). With separate trunks
+each has a core of its own (SB3 RecurrentPPO's ``enable_critic_lstm``): ``actor.*`` and ``critic.*`` are then laid
+out as a shared trunk's ``network.*`` (no head layer; the activation after the last hidden layer too), their cores
+are ``actor_lstm.*`` / ``critic_lstm.*`` (``actor_gru.*`` / ``critic_gru.*``), and the heads ``actor_head`` and
+``critic_head`` are single Linear layers on the actor's and the critic's core output. Each env carries a state
+between steps (:attr:`Policy.state_dim` values: ``[h, c]`` for an LSTM, ``h`` for a GRU; with a core per trunk the
+actor's core's state then the critic's), zero at the first step of each episode: :meth:`Policy.act` and the scoring
+methods take it and :meth:`Policy.act` returns the next one, and :meth:`Policy.sequence` runs whole time-major
+rollouts, resetting states where episodes start.
 
 Snapshots written before the spec have no ``model`` key: they hold two MLPs (``actor.*`` and ``critic.*``) whose
 hidden sizes are read off the tensors' shapes, the activation from the metadata key ``activation`` (``tanh`` when
@@ -34,6 +39,7 @@ import itertools
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +54,7 @@ from .model import (
     ACTIVATIONS,
     MODEL_KEY,
     CategoricalHead,
+    Core,
     GaussianHead,
     ModelSpec,
     SpecError,
@@ -63,8 +70,12 @@ LOG_STD = "actor_logstd"
 
 #: A layer of a snapshot without a spec.
 _LAYER = re.compile(r"^(actor|critic)\.(\d+)\.(weight|bias)$")
-#: A parameter of any spec's network (a shared trunk's heads have no index; recurrent cores are named as PyTorch's).
-_PARAM = re.compile(r"^(actor|critic|network)(\.\d+)?\.(weight|bias)$|^(lstm|gru)\.(weight|bias)_(ih|hh)_l\d+$")
+#: A parameter of any spec's network (a shared trunk's heads have no index, separate cores' heads are
+#: ``{actor,critic}_head``; recurrent cores are named as PyTorch's, with ``{actor,critic}_`` before separate ones).
+_PARAM = re.compile(
+    r"^(actor|critic|network)(\.\d+)?\.(weight|bias)$|^(actor_|critic_)?(lstm|gru)\.(weight|bias)_(ih|hh)_l\d+$"
+    r"|^(actor|critic)_head\.(weight|bias)$"
+)
 
 
 class PolicyError(ValueError):
@@ -277,6 +288,10 @@ class RecurrentCore:
         return hs, state
 
 
+#: A :class:`RecurrentCore` run on features and a state: the output ``h'`` and the next state.
+_RunCore = Callable[[RecurrentCore, F32, F32], tuple[F32, F32]]
+
+
 class JointMlp:
     """The actor and the critic as one network, for acting: the first layers stacked, the later ones
     block-diagonal, so a batch takes one matrix product per layer instead of two (half the numpy calls, which
@@ -314,15 +329,31 @@ class JointMlp:
 
 
 class ActorCritic:
-    """The spec's network on inputs ``[B, obs_dim]``: ``body`` the shared trunk (``None`` with separate trunks),
-    ``core`` the recurrent core on its output (``None``: memoryless), ``actor`` and ``critic`` the policy and value
-    trunks on the core's or the trunk's output (single Linear layers with a shared trunk). :meth:`head`,
-    :meth:`value` and :meth:`forward` are the memoryless network's; :meth:`step` and :meth:`sequence` run any."""
+    """The spec's network on inputs ``[B, obs_dim]``: ``body`` the shared trunk (``None`` with separate memoryless
+    trunks), ``core`` the recurrent core on its output (``None``: memoryless), ``actor`` and ``critic`` the policy
+    and value trunks on the core's or the trunk's output (single Linear layers with a shared trunk or a core).
 
-    def __init__(self, body: Trunk | None, actor: Trunk, critic: Trunk, core: RecurrentCore | None = None) -> None:
+    With ``critic_core`` the actor and the critic have a trunk and a core each: ``body`` and ``core`` are then the
+    actor's, ``critic_body`` and ``critic_core`` the critic's, ``actor`` reads the actor's core and ``critic`` the
+    critic's, and a state is the actor's core's state then the critic's. :meth:`head`, :meth:`value` and
+    :meth:`forward` are the memoryless network's; :meth:`step` and :meth:`sequence` run any."""
+
+    def __init__(
+        self,
+        body: Trunk | None,
+        actor: Trunk,
+        critic: Trunk,
+        core: RecurrentCore | None = None,
+        critic_body: Trunk | None = None,
+        critic_core: RecurrentCore | None = None,
+    ) -> None:
+        if (critic_core is None) != (critic_body is None) or (critic_core is not None and (core is None or not body)):
+            raise ValueError("a critic core comes with the critic's trunk and the actor's trunk and core")
         self.body, self.actor, self.critic, self.core = body, actor, critic, core
-        #: Both heads in one network when neither has convolutions.
-        self.joint = JointMlp(actor.mlp, critic.mlp) if not (actor.convs or critic.convs) else None
+        self.critic_body, self.critic_core = critic_body, critic_core
+        #: Both heads in one network when neither has convolutions and both read the same input.
+        separate = critic_core is not None
+        self.joint = JointMlp(actor.mlp, critic.mlp) if not (actor.convs or critic.convs or separate) else None
 
     def features(self, x: F32) -> F32:
         return self.body.forward(x) if self.body else x
@@ -350,21 +381,34 @@ class ActorCritic:
             return self.joint.forward(h)
         return self.actor.forward(h), self.critic.forward(h)[:, 0]
 
+    def _recurrent(self, core: RecurrentCore, x: F32, state: F32, run: _RunCore) -> tuple[F32, F32, F32]:
+        """The head, the values and the state after ``run`` (a :class:`RecurrentCore` method applied to a core,
+        its features and its part of ``state``) for inputs ``x``: through ``core`` (:attr:`core`) alone, or through
+        the actor's and the critic's each (both trunks' first convolutions share their im2col)."""
+        if self.critic_core is None or self.critic_body is None:
+            h, state = run(core, self.features(x), state)
+            return (*self._heads(h), state)
+        assert self.body is not None  # it comes with a critic core (__init__)
+        patches = self.body.first_patches(x) if self.body.convs else None
+        n = core.state_dim
+        h_actor, s_actor = run(core, self.body.forward(x, patches), state[:, :n])
+        h_critic, s_critic = run(self.critic_core, self.critic_body.forward(x, patches), state[:, n:])
+        state = np.concatenate([s_actor, s_critic], axis=1)
+        return self.actor.forward(h_actor), self.critic.forward(h_critic)[:, 0], state
+
     def step(self, x: F32, state: F32) -> tuple[F32, F32, F32]:
         """One step of the network: the head, the values and the next state for inputs ``[B, in]`` and states
         ``[B, state_dim]`` (returned as they are without a core)."""
         if self.core is None:
             return (*self.forward(x), state)
-        h, state = self.core.step(self.features(x), state)
-        return (*self._heads(h), state)
+        return self._recurrent(self.core, x, state, RecurrentCore.step)
 
     def sequence(self, x: F32, starts: npt.NDArray[np.bool_], state: F32) -> tuple[F32, F32, F32]:
         """:meth:`RecurrentCore.sequence` through the whole network: the head and the values of every row of the
         time-major inputs ``[T * N, in]`` and the final state ``[N, state_dim]`` (``state`` without a core)."""
         if self.core is None:
             return (*self.forward(x), state)
-        h, state = self.core.sequence(self.features(x), starts, state)
-        return (*self._heads(h), state)
+        return self._recurrent(self.core, x, state, lambda core, f, s: core.sequence(f, starts, s))
 
 
 @dataclass(frozen=True)
@@ -514,29 +558,52 @@ def _trunk(tensors: dict[str, np.ndarray], spec: ModelSpec, net: str, layers: in
     return Trunk(convs, mlp, image, channels_first)
 
 
+def _core_shapes(name: str, core: Core, width: int) -> dict[str, tuple[int, ...]]:
+    """The parameters of the recurrent ``core`` named ``name`` (``lstm``, ``actor_gru``, ...) on features of
+    ``width`` values, and their shapes."""
+    g = core.gates * core.size
+    return {
+        f"{name}.weight_ih_l0": (g, width),
+        f"{name}.weight_hh_l0": (g, core.size),
+        f"{name}.bias_ih_l0": (g,),
+        f"{name}.bias_hh_l0": (g,),
+    }
+
+
+def _recurrent_core(tensors: dict[str, np.ndarray], name: str, core: Core) -> RecurrentCore:
+    """The recurrent ``core`` named ``name`` from a snapshot's checked tensors."""
+    return RecurrentCore(
+        kind=core.kind,
+        size=core.size,
+        w_ih=_f32(tensors[f"{name}.weight_ih_l0"].T),
+        w_hh=_f32(tensors[f"{name}.weight_hh_l0"].T),
+        b_ih=_f32(tensors[f"{name}.bias_ih_l0"]),
+        b_hh=_f32(tensors[f"{name}.bias_hh_l0"]),
+    )
+
+
 def _from_spec(tensors: dict[str, np.ndarray], spec: ModelSpec) -> tuple[ActorCritic, F32 | None]:
     """The network and the log-std of ``spec``, after checking that the snapshot holds exactly the parameters the
     spec implies, with their shapes (the first missing or misshapen one is the error)."""
-    logits = spec.head.logits_dim
     core = spec.core
+    outputs = {"actor": spec.head.logits_dim, "critic": 1}
+    width = spec.hidden_sizes[-1]
+    shapes: dict[str, tuple[int, ...]] = {}
     if spec.shared_trunk:
-        width = spec.hidden_sizes[-1]
-        shapes = _trunk_shapes(spec, "network", None)
+        shapes.update(_trunk_shapes(spec, "network", None))
         if core.recurrent:
-            g = core.gates * core.size
-            shapes.update(
-                {
-                    f"{core.kind}.weight_ih_l0": (g, width),
-                    f"{core.kind}.weight_hh_l0": (g, core.size),
-                    f"{core.kind}.bias_ih_l0": (g,),
-                    f"{core.kind}.bias_hh_l0": (g,),
-                }
-            )
-            width = core.size
-        for net, out in (("actor", logits), ("critic", 1)):
-            shapes[f"{net}.weight"], shapes[f"{net}.bias"] = (out, width), (out,)
+            shapes.update(_core_shapes(core.kind, core, width))
+        head_in = core.size if core.recurrent else width
+        for net, out in outputs.items():
+            shapes[f"{net}.weight"], shapes[f"{net}.bias"] = (out, head_in), (out,)
+    elif core.recurrent:  # a trunk, a core and a single Linear head each
+        for net, out in outputs.items():
+            shapes.update(_trunk_shapes(spec, net, None))
+            shapes.update(_core_shapes(f"{net}_{core.kind}", core, width))
+            shapes[f"{net}_head.weight"], shapes[f"{net}_head.bias"] = (out, core.size), (out,)
     else:
-        shapes = {**_trunk_shapes(spec, "actor", logits), **_trunk_shapes(spec, "critic", 1)}
+        for net, out in outputs.items():
+            shapes.update(_trunk_shapes(spec, net, out))
     if isinstance(spec.head, GaussianHead):
         shapes[LOG_STD] = (1, spec.head.dim)
     for name, shape in shapes.items():
@@ -550,25 +617,23 @@ def _from_spec(tensors: dict[str, np.ndarray], spec: ModelSpec) -> tuple[ActorCr
         if (_PARAM.match(name) or name == LOG_STD) and name not in shapes:
             raise PolicyError(f"{name} is not a parameter of the model spec ({spec.describe()})")
 
-    def head(net: str) -> Trunk:
-        return Trunk((), Mlp((_f32(tensors[f"{net}.weight"]),), (_f32(tensors[f"{net}.bias"]),), spec.activation))
+    def linear(name: str) -> Trunk:
+        """The single Linear layer ``name``."""
+        return Trunk((), Mlp((_f32(tensors[f"{name}.weight"]),), (_f32(tensors[f"{name}.bias"]),), spec.activation))
 
     layers = len(spec.hidden_sizes)
     if spec.shared_trunk:
-        recurrent = None
-        if core.recurrent:
-            recurrent = RecurrentCore(
-                kind=core.kind,
-                size=core.size,
-                w_ih=_f32(tensors[f"{core.kind}.weight_ih_l0"].T),
-                w_hh=_f32(tensors[f"{core.kind}.weight_hh_l0"].T),
-                b_ih=_f32(tensors[f"{core.kind}.bias_ih_l0"]),
-                b_hh=_f32(tensors[f"{core.kind}.bias_hh_l0"]),
-            )
+        recurrent = _recurrent_core(tensors, core.kind, core) if core.recurrent else None
         trunk = _trunk(tensors, spec, "network", layers, True)
-        network = ActorCritic(trunk, head("actor"), head("critic"), recurrent)
+        network = ActorCritic(trunk, linear("actor"), linear("critic"), recurrent)
+    elif core.recurrent:
+        actor_body, critic_body = (_trunk(tensors, spec, net, layers, True) for net in outputs)
+        actor_core, critic_core = (_recurrent_core(tensors, f"{net}_{core.kind}", core) for net in outputs)
+        network = ActorCritic(
+            actor_body, linear("actor_head"), linear("critic_head"), actor_core, critic_body, critic_core
+        )
     else:
-        actor, critic = (_trunk(tensors, spec, net, layers + 1, False) for net in ("actor", "critic"))
+        actor, critic = (_trunk(tensors, spec, net, layers + 1, False) for net in outputs)
         network = ActorCritic(None, actor, critic)
     log_std = np.asarray(tensors[LOG_STD], dtype=np.float32).reshape(-1) if LOG_STD in shapes else None
     return network, log_std
@@ -657,7 +722,8 @@ class Policy:
 
     @property
     def state_dim(self) -> int:
-        """Values of one env's state between steps (``2 * size`` for an LSTM, ``size`` for a GRU, 0 memoryless)."""
+        """Values of one env's state between steps (``2 * size`` for an LSTM, ``size`` for a GRU, twice that with a
+        core on each separate trunk, 0 memoryless)."""
         return self.spec.state_dim
 
     def initial_state(self, n: int) -> F32:

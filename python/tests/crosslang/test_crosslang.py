@@ -39,6 +39,8 @@ def test_every_case_was_written() -> None:
         "conv_planes",
         "lstm_mlp",
         "gru_conv",
+        "lstm_separate",
+        "gru_conv_separate",
     }
 
 
@@ -93,6 +95,7 @@ def sequence_pairs(policy: Policy, fx: dict[str, Any], obs: np.ndarray, actions:
         "entropy": (seq.entropy, fx["entropy"]),
         "mode_action": (mode_actions, fx["mode_actions"]),
         "mode_log_prob": (mode_log_probs, fx["mode_log_probs"]),
-        # [envs * state_dim], each env's [h, c] (LSTM) or h (GRU) in turn.
+        # [envs * state_dim], each env's [h, c] (LSTM) or h (GRU) in turn; with a core on each separate trunk each
+        # env's [h_actor, c_actor, h_critic, c_critic] or [h_actor, h_critic].
         "final_state": (seq.final_state.reshape(-1), fx["final_state"]),
     }

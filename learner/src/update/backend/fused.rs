@@ -20,7 +20,7 @@ use crate::update::ppo::{
 use common::distributions::{
     categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax, split_blocks, split_blocks_mut,
 };
-use common::net::{ActorCriticNet, Recurrent, SeqTrace, Tower, Trace, Trunks};
+use common::net::{ActorCriticNet, BodyTrace, Branch, Sequences, Tower, Trace, Trunks};
 use rand_chacha::ChaCha8Rng;
 
 /// Minibatches smaller than this train both nets on one thread: below it, handing half of the work to the other
@@ -33,15 +33,10 @@ const VALUE_CHUNK_ROWS: usize = 512;
 
 /// Flat parameters, gradients, Adam state and reusable buffers.
 pub struct FusedBackend {
+    /// The network; its [`Trunks`] are what the backend runs.
     model: ActorCriticNet,
-    /// The policy's trunk, or a shared trunk's policy layer.
-    actor: Tower,
-    /// The value's trunk, or a shared trunk's value layer.
-    critic: Tower,
-    /// The shared trunk before both heads, and its trace (`None`: separate trunks).
-    shared: Option<(Tower, Trace)>,
-    /// The shared trunk's recurrent core and its trace (`None`: memoryless).
-    core: Option<(Recurrent, SeqTrace)>,
+    /// The traces of the shared body, or of the actor's and the critic's bodies (separate trunks with a core).
+    bodies: [BodyTrace; 2],
     params: Vec<f32>,
     grads: Vec<f32>,
     adam: FlatAdam,
@@ -70,6 +65,7 @@ struct Minibatch {
 /// The actor net's buffers.
 #[derive(Default)]
 struct ActorWorkspace {
+    /// The policy head's trace (a memoryless separate trunk: the actor's whole tower).
     outs: Trace,
     /// `[M]` log-probabilities of the taken actions under the current policy.
     log_probs: Vec<f32>,
@@ -89,6 +85,7 @@ struct ActorWorkspace {
 /// The critic net's buffers.
 #[derive(Default)]
 struct CriticWorkspace {
+    /// The value head's trace (a memoryless separate trunk: the critic's whole tower).
     outs: Trace,
     d_value: Vec<f32>,
     scratch: Vec<f32>,
@@ -108,15 +105,6 @@ impl FusedBackend {
     /// 2).
     pub fn new(net: &ActorCriticNet, params: Vec<f32>, threads: usize) -> Result<Self> {
         net.check_len(&params)?;
-        let (actor, critic, shared, core) = match net.trunks() {
-            Trunks::Separate { actor, critic } => (actor.clone(), critic.clone(), None, None),
-            Trunks::Shared { trunk, core, policy, value } => (
-                policy.clone(),
-                value.clone(),
-                Some((trunk.clone(), Trace::default())),
-                core.clone().map(|c| (c, SeqTrace::default())),
-            ),
-        };
         let pool = match threads {
             0 | 1 => None,
             n => Some(
@@ -131,10 +119,7 @@ impl FusedBackend {
             grads: vec![0.0; params.len()],
             adam: FlatAdam::new(params.len()),
             model: net.clone(),
-            actor,
-            critic,
-            shared,
-            core,
+            bodies: Default::default(),
             params,
             mb: Minibatch::default(),
             actor_ws: ActorWorkspace::default(),
@@ -194,39 +179,69 @@ impl FusedBackend {
         gather_sequences(batch, idx, mb);
         normalize_advantages(&mut mb.advantages, c.norm_adv);
 
-        let (model, actor, critic) = (&self.model, &self.actor, &self.critic);
+        let model = &self.model;
         let (mb, actor_ws, critic_ws) = (&self.mb, &mut self.actor_ws, &mut self.critic_ws);
-        let (policy, v_loss) = match &mut self.shared {
-            None => {
+        let [first, second] = &mut self.bodies;
+        let seq = batch.seq.as_ref().map(|s| Sequences { steps: s.steps, state0: &mb.state0, starts: &mb.starts });
+        let (policy, v_loss) = match model.trunks() {
+            // Two branches on their own spans: side by side. A branch with a body (trunk and core) sends the head's
+            // input gradient back through it.
+            Trunks::Separate { actor, critic } => {
                 let (actor_params, critic_params) = model.split(&self.params);
                 let (actor_grads, critic_grads) = model.split_mut(&mut self.grads);
-                let obs = &mb.obs;
-                let mut policy =
-                    || policy_loss_and_gradient(model, actor, actor_params, obs, mb, c, actor_ws, actor_grads, false);
-                let mut value =
-                    || value_loss_and_gradient(critic, critic_params, obs, mb, c, critic_ws, critic_grads, false);
+                let mut policy = || {
+                    let input = branch_input(actor, actor_params, &mb.obs, seq, 0, first);
+                    let body = actor.body.is_some();
+                    let terms = policy_loss_and_gradient(
+                        model,
+                        &actor.head,
+                        actor_params,
+                        input,
+                        mb,
+                        c,
+                        actor_ws,
+                        actor_grads,
+                        body,
+                    );
+                    if let Some(body) = &actor.body {
+                        let (d, scratch) = (&mut actor_ws.d_head, &mut actor_ws.scratch);
+                        body.backward(actor_params, &mb.obs, &mb.starts, first, d, actor_grads, scratch);
+                    }
+                    terms
+                };
+                let mut value = || {
+                    let input = branch_input(critic, critic_params, &mb.obs, seq, 1, second);
+                    let body = critic.body.is_some();
+                    let v_loss = value_loss_and_gradient(
+                        &critic.head,
+                        critic_params,
+                        input,
+                        mb,
+                        c,
+                        critic_ws,
+                        critic_grads,
+                        body,
+                    );
+                    if let Some(body) = &critic.body {
+                        let (d, scratch) = (&mut critic_ws.d_value, &mut critic_ws.scratch);
+                        body.backward(critic_params, &mb.obs, &mb.starts, second, d, critic_grads, scratch);
+                    }
+                    v_loss
+                };
                 if idx.len() >= PARALLEL_MIN_ROWS { rayon::join(policy, value) } else { (policy(), value()) }
             }
-            // One trunk: both heads on its features (or its recurrent core's outputs), their input gradients summed
-            // and sent back through the core and the trunk (on one thread: the heads share the trunk's gradient).
-            Some((trunk, trace)) => common::net::split_products(|| {
+            // One body: both heads on its features (or its recurrent core's outputs), their input gradients summed
+            // and sent back through the core and the trunk (on one thread: the heads share the body's gradient).
+            Trunks::Shared { body, policy, value } => common::net::split_products(|| {
                 let (params, grads) = (&self.params, &mut self.grads);
-                trunk.forward(params, &mb.obs, idx.len(), trace);
-                let steps = batch.seq.as_ref().map_or(1, |s| s.steps);
-                if let Some((core, seq)) = &mut self.core {
-                    core.forward(params, trace.output(), steps, &mb.state0, &mb.starts, seq);
-                }
-                let features = self.core.as_ref().map_or(trace.output(), |(_, seq)| seq.output());
-                let policy = policy_loss_and_gradient(model, actor, params, features, mb, c, actor_ws, grads, true);
-                let v_loss = value_loss_and_gradient(critic, params, features, mb, c, critic_ws, grads, true);
+                body.forward(params, &mb.obs, idx.len(), seq, 0, first);
+                let features = first.output();
+                let terms = policy_loss_and_gradient(model, policy, params, features, mb, c, actor_ws, grads, true);
+                let v_loss = value_loss_and_gradient(value, params, features, mb, c, critic_ws, grads, true);
                 actor_ws.d_head.iter_mut().zip(&critic_ws.d_value).for_each(|(d, v)| *d += v);
-                if let Some((core, seq)) = &mut self.core {
-                    let (d_out, d_features) = (&actor_ws.d_head, &mut actor_ws.scratch);
-                    core.backward(params, trace.output(), &mb.starts, seq, d_out, grads, d_features);
-                    std::mem::swap(&mut actor_ws.d_head, &mut actor_ws.scratch);
-                }
-                trunk.backward(params, &mb.obs, trace, &mut actor_ws.d_head, grads, &mut actor_ws.scratch, false);
-                (policy, v_loss)
+                let (d, scratch) = (&mut actor_ws.d_head, &mut actor_ws.scratch);
+                body.backward(params, &mb.obs, &mb.starts, first, d, grads, scratch);
+                (terms, v_loss)
             }),
         };
         MinibatchStats {
@@ -373,6 +388,26 @@ fn gather_sequences(batch: &HostBatch, idx: &[u32], mb: &mut Minibatch) {
     mb.starts.extend(idx.iter().map(|&i| seq.starts[i as usize]));
 }
 
+/// What `branch`'s head reads for `m` rows of `obs`: the observations (a memoryless tower), or its body's output
+/// run from part `part` of each sequence's state.
+fn branch_input<'a>(
+    branch: &Branch,
+    params: &[f32],
+    obs: &'a [f32],
+    seq: Option<Sequences>,
+    part: usize,
+    t: &'a mut BodyTrace,
+) -> &'a [f32] {
+    match &branch.body {
+        None => obs,
+        Some(body) => {
+            let m = obs.len() / body.trunk.in_dim().max(1);
+            body.forward(params, obs, m, seq, part, t);
+            t.output()
+        }
+    }
+}
+
 /// Copies rows `idx` of the `[_, width]` matrix `src` into `dst`.
 fn gather(src: &[f32], width: usize, idx: &[u32], dst: &mut Vec<f32>) {
     dst.clear();
@@ -483,26 +518,27 @@ impl MinibatchStep for FusedStep<'_> {
 impl Backend for FusedBackend {
     fn values(&mut self, obs: &[f32], n: usize) -> Result<Vec<f32>> {
         let width = obs.len() / n.max(1);
+        let state_dim = self.model.state_dim();
         let mut values = Vec::with_capacity(n);
+        let [first, second] = &mut self.bodies;
         for rows in obs.chunks(VALUE_CHUNK_ROWS * width.max(1)) {
             let m = rows.len() / width.max(1);
-            match &mut self.shared {
-                None => self.critic.forward(self.model.split(&self.params).1, rows, m, &mut self.critic_ws.outs),
-                Some((trunk, trace)) => {
-                    trunk.forward(&self.params, rows, m, trace);
-                    let features = match &mut self.core {
-                        None => trace.output(),
-                        // Each row as an episode's first step, as `ActorCriticNet::forward` takes it.
-                        Some((core, seq)) => {
-                            let (state0, starts) = (vec![0.0; m * core.state_dim()], vec![false; m]);
-                            core.forward(&self.params, trace.output(), 1, &state0, &starts, seq);
-                            seq.output()
-                        }
-                    };
-                    self.critic.forward(&self.params, features, m, &mut self.critic_ws.outs);
+            // Each row as an episode's first step (a zero state), as `ActorCriticNet::forward` takes it.
+            let (state0, starts) = (vec![0.0; m * state_dim], vec![false; m]);
+            let seq = (state_dim > 0).then_some(Sequences { steps: 1, state0: &state0, starts: &starts });
+            let outs = &mut self.critic_ws.outs;
+            match self.model.trunks() {
+                Trunks::Separate { critic, .. } => {
+                    let params = self.model.split(&self.params).1;
+                    let input = branch_input(critic, params, rows, seq, 1, second);
+                    critic.head.forward(params, input, m, outs);
+                }
+                Trunks::Shared { body, value, .. } => {
+                    body.forward(&self.params, rows, m, seq, 0, first);
+                    value.forward(&self.params, first.output(), m, outs);
                 }
             }
-            values.extend_from_slice(self.critic_ws.outs.output());
+            values.extend_from_slice(outs.output());
         }
         Ok(values)
     }
@@ -532,29 +568,28 @@ impl Backend for FusedBackend {
         let n = batch.len();
         // A recurrent model replays every sequence at once (rows time-major).
         let mut idx = Vec::new();
-        if let Some(seq) = &batch.seq {
-            seq.rows_of(&(0..seq.sequences.len() as u32).collect::<Vec<_>>(), &mut idx);
-        }
-        match (&mut self.shared, &mut self.core, &batch.seq) {
-            (None, _, _) => {
-                let (params, _) = self.model.split(&self.params);
-                score(&self.model, &self.actor, params, &batch.obs, &batch.actions, n, &mut self.actor_ws);
-            }
-            (Some((trunk, trace)), Some((core, seq_trace)), Some(seq)) => {
-                let mb = &mut self.mb;
+        let mb = &mut self.mb;
+        let (obs, actions) = match &batch.seq {
+            None => (&batch.obs, &batch.actions),
+            Some(seq) => {
+                seq.rows_of(&(0..seq.sequences.len() as u32).collect::<Vec<_>>(), &mut idx);
                 gather(&batch.obs, self.model.obs_dim(), &idx, &mut mb.obs);
                 gather(&batch.actions, batch.actions.len() / n.max(1), &idx, &mut mb.actions);
                 gather_sequences(batch, &idx, mb);
-                let m = idx.len();
-                trunk.forward(&self.params, &mb.obs, m, trace);
-                core.forward(&self.params, trace.output(), seq.steps, &mb.state0, &mb.starts, seq_trace);
-                let out = seq_trace.output();
-                score(&self.model, &self.actor, &self.params, out, &mb.actions, m, &mut self.actor_ws);
+                (&mb.obs, &mb.actions)
             }
-            (Some((trunk, trace)), _, _) => {
-                trunk.forward(&self.params, &batch.obs, n, trace);
-                let features = trace.output();
-                score(&self.model, &self.actor, &self.params, features, &batch.actions, n, &mut self.actor_ws);
+        };
+        let seqs = batch.seq.as_ref().map(|s| Sequences { steps: s.steps, state0: &mb.state0, starts: &mb.starts });
+        let [first, _] = &mut self.bodies;
+        match self.model.trunks() {
+            Trunks::Separate { actor, .. } => {
+                let params = self.model.split(&self.params).0;
+                let input = branch_input(actor, params, obs, seqs, 0, first);
+                score(&self.model, &actor.head, params, input, actions, n, &mut self.actor_ws);
+            }
+            Trunks::Shared { body, policy, .. } => {
+                body.forward(&self.params, obs, n, seqs, 0, first);
+                score(&self.model, policy, &self.params, first.output(), actions, n, &mut self.actor_ws);
             }
         }
         let old_log_probs: Vec<f32> = match batch.seq {

@@ -137,15 +137,24 @@ impl ActorCritic {
         };
         let blocks = net.head().categorical_blocks().map_or_else(Vec::new, <[usize]>::to_vec);
         let spec = net.spec();
+        // `backend::check_supported` refuses a recurrent core before a backend is built.
+        let unsupported =
+            || candle_core::Error::Msg(format!("the candle backend does not run the model {}", spec.describe()));
         let trunks = match net.trunks() {
-            common::net::Trunks::Separate { actor, critic } => Trunks::Separate {
-                actor: Trunk::new(actor, spec, vb.pp("actor"))?,
-                critic: Trunk::new(critic, spec, vb.pp("critic"))?,
-            },
-            common::net::Trunks::Shared { trunk, policy, value, .. } => {
+            common::net::Trunks::Separate { .. } => {
+                let (actor, critic) = net.separate().ok_or_else(unsupported)?;
+                Trunks::Separate {
+                    actor: Trunk::new(actor, spec, vb.pp("actor"))?,
+                    critic: Trunk::new(critic, spec, vb.pp("critic"))?,
+                }
+            }
+            common::net::Trunks::Shared { body, policy, value } => {
+                if body.core.is_some() {
+                    return Err(unsupported());
+                }
                 let layer = |head: &Tower, name| candle_nn::linear(head.in_dim(), head.out_dim(), vb.pp(name));
                 Trunks::Shared {
-                    trunk: Trunk::new(trunk, spec, vb.pp("network"))?,
+                    trunk: Trunk::new(&body.trunk, spec, vb.pp("network"))?,
                     policy: layer(policy, "actor")?,
                     value: layer(value, "critic")?,
                 }
