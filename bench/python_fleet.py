@@ -71,6 +71,12 @@ def main() -> int:
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--num-envs", type=int, help="envs per actor (default: the actor's)")
     p.add_argument(
+        "--actor-arg",
+        action="append",
+        default=[],
+        help="one more proxima-actor argument (repeat: --actor-arg=--make --actor-arg=module:function)",
+    )
+    p.add_argument(
         "--runs-dir",
         help="the learner's --runs-dir (default: a new temporary directory)",
     )
@@ -134,6 +140,7 @@ def main() -> int:
         actor += ["--metrics-addr", "none", "--name", f"py{i}"]
         if a.num_envs:
             actor += ["--num-envs", str(a.num_envs)]
+        actor += a.actor_arg
         children.append(subprocess.Popen(actor, cwd=REPO, stdin=subprocess.DEVNULL))
     rc = learner.wait()
     stop_children()

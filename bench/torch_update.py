@@ -4,16 +4,19 @@ docs/model-spec.md describes them) and loss (clipped surrogate, normalised advan
 coefficient 0.5, no entropy term, global grad-norm clip 0.5, Adam), on `--threads` torch threads. Prints one JSON
 line with samples/s (rows).
 
-With `--core lstm|gru` the model is the recurrent one of `proxima-bench update --core` (a shared trunk: `network`,
-the MLP trunk on flat observations, then one `nn.LSTM` / `nn.GRU` layer of `--core-size` units, then the `actor`
-and `critic` heads on its output). The batch is `batch / seq_steps` sequences of `--seq-steps` steps, each with a
-random initial state (data, no gradient) and episode starts at ~2% of its rows (never its first); a minibatch is
-`minibatch / seq_steps` whole sequences, shuffled by sequence each epoch, time-major `[T, B, ...]`, and the core
+With `--core lstm|gru` the model is the recurrent one of `proxima-bench update --core`: with `--shared-trunk`,
+`network` (the MLP trunk on flat observations), then one `nn.LSTM` / `nn.GRU` layer of `--core-size` units
+(`lstm` / `gru`), then the `actor` and `critic` heads on its output; without it, the actor and the critic each
+get their own MLP trunk (`actor` / `critic`), core (`actor_lstm` / `critic_lstm`, or `_gru`) and Linear head
+(`actor_head` / `critic_head`), so the value's gradient does not reach the policy's core. The batch is
+`batch / seq_steps` sequences of `--seq-steps` steps, each with a random initial state per core (data, no
+gradient) and episode starts at ~2% of its rows (never its first), shared by every core; a minibatch is
+`minibatch / seq_steps` whole sequences, shuffled by sequence each epoch, time-major `[T, B, ...]`, and each core
 runs step by step as CleanRL's `ppo_atari_lstm.py` does, multiplying the incoming state by `1 - start`.
 
     python bench/torch_update.py --preset minatar_cnn --obs-shape 10,10,4 --actions 6 --threads 2
     python bench/torch_update.py --core lstm --core-size 64 --hidden 64 --obs-dim 4 --actions 2 --seq-steps 32 \
-        --minibatch 256 --batch 8192 --epochs 2 --threads 1
+        --minibatch 256 --batch 8192 --epochs 2 --threads 1 --shared-trunk
 """
 
 from __future__ import annotations
@@ -99,27 +102,50 @@ class Agent(nn.Module):
 
 
 class RecurrentAgent(nn.Module):
-    """`network` (the MLP trunk, the activation after every layer), one `lstm` or `gru` layer, `actor`, `critic`:
-    the parameter names and shapes of the Rust recurrent model."""
+    """The parameter names and shapes of the Rust recurrent model. Shared: `network` (the MLP trunk, the
+    activation after every layer), one `lstm` or `gru` layer, `actor`, `critic`. Separate: for each of the actor
+    and the critic a trunk (`actor`), a core (`actor_lstm` / `actor_gru`) and a head (`actor_head`)."""
 
     def __init__(
-        self, obs_dim: int, hidden: list[int], actions: int, core: str, core_size: int
+        self,
+        obs_dim: int,
+        hidden: list[int],
+        actions: int,
+        core: str,
+        core_size: int,
+        shared: bool,
     ) -> None:
         super().__init__()
-        self.core = core
-        self.network = trunk([obs_dim], [], hidden, None)
+        self.core, self.shared = core, shared
         cell = nn.LSTM if core == "lstm" else nn.GRU
-        self.add_module(core, cell(hidden[-1], core_size))
-        self.actor, self.critic = nn.Linear(core_size, actions), nn.Linear(core_size, 1)
+        if shared:
+            self.network = trunk([obs_dim], [], hidden, None)
+            self.add_module(core, cell(hidden[-1], core_size))
+            self.actor = nn.Linear(core_size, actions)
+            self.critic = nn.Linear(core_size, 1)
+        else:
+            for name, out in (("actor", actions), ("critic", 1)):
+                self.add_module(name, trunk([obs_dim], [], hidden, None))
+                self.add_module(f"{name}_{core}", cell(hidden[-1], core_size))
+                self.add_module(f"{name}_head", nn.Linear(core_size, out))
 
-    def forward(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, ...], starts: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`x` `[T * B, obs_dim]` and `starts` `[T, B]` time-major, `state` the initial `(h, c)` (LSTM) or `(h,)`
-        (GRU), each `[1, B, H]`; one core call per step on `(1 - starts[t]) * state`."""
+    @property
+    def cores(self) -> int:
+        """How many cores (initial states) the model has: 1 shared, 2 separate (the actor's, then the critic's)."""
+        return 1 if self.shared else 2
+
+    def unroll(
+        self,
+        body: nn.Module,
+        cell: nn.Module,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, ...],
+        starts: torch.Tensor,
+    ) -> torch.Tensor:
+        """`body` then `cell` over `x`, one core call per step on `(1 - starts[t]) * state`; the outputs
+        `[T * B, H]`."""
         steps, envs = starts.shape
-        cell = self.get_submodule(self.core)
-        features = self.network(x).reshape(steps, envs, -1)
+        features = body(x).reshape(steps, envs, -1)
         out = []
         for t in range(steps):
             keep = (1.0 - starts[t]).view(1, -1, 1)
@@ -127,8 +153,28 @@ class RecurrentAgent(nn.Module):
             h, new = cell(features[t : t + 1], kept if self.core == "lstm" else kept[0])
             state = new if self.core == "lstm" else (new,)
             out.append(h)
-        h = torch.cat(out).flatten(0, 1)
-        return self.actor(h), self.critic(h).squeeze(1)
+        return torch.cat(out).flatten(0, 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        states: tuple[tuple[torch.Tensor, ...], ...],
+        starts: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x` `[T * B, obs_dim]` and `starts` `[T, B]` time-major, `states` one initial state per core (`cores`),
+        each `(h, c)` (LSTM) or `(h,)` (GRU) of `[1, B, H]` tensors."""
+        if self.shared:
+            h = self.unroll(
+                self.network, self.get_submodule(self.core), x, states[0], starts
+            )
+            return self.actor(h), self.critic(h).squeeze(1)
+        heads = []
+        for name, state in zip(("actor", "critic"), states, strict=True):
+            cell = self.get_submodule(f"{name}_{self.core}")
+            h = self.unroll(self.get_submodule(name), cell, x, state, starts)
+            heads.append(self.get_submodule(f"{name}_head")(h))
+        logits, value = heads
+        return logits, value.squeeze(1)
 
 
 def main() -> None:
@@ -162,7 +208,9 @@ def main() -> None:
             )
         if steps < 1 or n % steps or a.minibatch % steps:
             p.error("--batch and --minibatch must be multiples of --seq-steps")
-        agent = RecurrentAgent(obs_shape[0], hidden, a.actions, a.core, a.core_size)
+        agent = RecurrentAgent(
+            obs_shape[0], hidden, a.actions, a.core, a.core_size, a.shared_trunk
+        )
     else:
         agent = Agent(obs_shape, conv, hidden, a.actions, a.shared_trunk)
     opt = torch.optim.Adam(agent.parameters(), lr=1e-4, eps=1e-5)
@@ -193,9 +241,13 @@ def main() -> None:
         actions = (torch.arange(n) % a.actions).reshape(steps, envs)
         old_logp = torch.full((steps, envs), -math.log(a.actions))
         adv, ret = torch.randn(steps, envs), torch.randn(steps, envs)
-        state = tuple(
-            torch.rand(1, envs, a.core_size) - 0.5
-            for _ in range(2 if a.core == "lstm" else 1)
+        # One random initial state per core: the shared core's, or the actor's then the critic's.
+        states = tuple(
+            tuple(
+                torch.rand(1, envs, a.core_size) - 0.5
+                for _ in range(2 if a.core == "lstm" else 1)
+            )
+            for _ in range(agent.cores)
         )
         starts = (torch.rand(steps, envs) < 0.02).float()
         starts[0] = 0.0
@@ -205,7 +257,7 @@ def main() -> None:
             for idx in torch.randperm(envs).split(a.minibatch // steps):
                 logits, value = recurrent(
                     obs[:, idx].flatten(0, 1),
-                    tuple(s[:, idx] for s in state),
+                    tuple(tuple(s[:, idx] for s in state) for state in states),
                     starts[:, idx],
                 )
                 step(
@@ -251,6 +303,7 @@ def main() -> None:
                 "epochs": epochs,
                 "seconds": seconds,
                 "samples_per_s": epochs * n / seconds,
+                "shared_trunk": a.shared_trunk,
                 "core": a.core,
                 "core_size": a.core_size if core else None,
                 "seq_steps": a.seq_steps if core else None,

@@ -61,9 +61,9 @@ pub struct Args {
     /// One trunk for actor and critic.
     #[arg(long)]
     shared_trunk: bool,
-    /// Recurrent core (`lstm` or `gru`; implies a shared trunk): the batch is `batch / seq_steps` env sequences
-    /// of `--seq-steps` steps with random initial states and ~2% episode starts, a minibatch `minibatch /
-    /// seq_steps` whole sequences.
+    /// Recurrent core (`lstm` or `gru`; one on a shared trunk with `--shared-trunk`, else one per trunk): the
+    /// batch is `batch / seq_steps` env sequences of `--seq-steps` steps with random initial states and ~2% episode
+    /// starts, a minibatch `minibatch / seq_steps` whole sequences.
     #[arg(long, default_value = "none")]
     core: String,
     /// Hidden units of the core.
@@ -171,9 +171,6 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     cfg.model.core = serde_json::from_value(serde_json::json!(args.core))
         .map_err(|_| anyhow::anyhow!("unknown core {:?} (none, lstm or gru)", args.core))?;
     cfg.model.core_size = args.core_size;
-    if cfg.model.core != common::model::CoreKind::None {
-        cfg.model.shared_trunk = true;
-    }
     cfg.validate()?;
     let obs_space = match args.obs_shape.is_empty() {
         true => Space::unbounded(args.obs_dim),

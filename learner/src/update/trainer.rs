@@ -689,18 +689,25 @@ mod tests {
 
     /// A recurrent model's batch is its env sequences (an episode start after env 0's truncation at t = 1), and the
     /// truncated step bootstraps from the value of its final observation taken as the next step of the same
-    /// sequence: env 0's rows up to the truncation, then the final observation, replayed from its initial state.
+    /// sequence: env 0's rows up to the truncation, then the final observation, replayed from its initial state. On
+    /// a shared trunk (one GRU of 4 units) and on separate ones (a GRU of 2 units each): 4 state values either way.
     #[test]
     fn recurrent_rollouts_are_sequences_bootstrapped_from_their_own_state() {
+        for (shared, size) in [(true, 4), (false, 2)] {
+            recurrent_rollout_is_bootstrapped_from_its_own_state(shared, size);
+        }
+    }
+
+    fn recurrent_rollout_is_bootstrapped_from_its_own_state(shared: bool, core_size: usize) {
         let overrides = [
-            "env=\"Pendulum-v1\"",
-            "model.shared_trunk=true",
-            "model.core=\"gru\"",
-            "model.core_size=4",
-            "model.hidden_sizes=[8]",
-            "ppo.gamma=0.9",
+            "env=\"Pendulum-v1\"".to_string(),
+            format!("model.shared_trunk={shared}"),
+            "model.core=\"gru\"".to_string(),
+            format!("model.core_size={core_size}"),
+            "model.hidden_sizes=[8]".to_string(),
+            "ppo.gamma=0.9".to_string(),
         ];
-        let cfg = TrainConfig::load(None, &overrides.map(String::from)).unwrap();
+        let cfg = TrainConfig::load(None, &overrides).unwrap();
         let mut t = Trainer::new(&cfg).unwrap();
         let (steps, envs) = (4, 2);
         let obs: Vec<f32> = (0..steps * envs * 3).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
@@ -732,7 +739,7 @@ mod tests {
         let final_value = trace.values()[2];
         // A truncated step's advantage is its own TD error: r + γ·V(final) − V.
         let want = -1.0 + 0.9 * final_value - 0.5;
-        assert!((batch.advantages[2] - want).abs() < 1e-6, "{} vs {want}", batch.advantages[2]);
+        assert!((batch.advantages[2] - want).abs() < 1e-6, "shared {shared}: {} vs {want}", batch.advantages[2]);
     }
 
     #[test]
