@@ -4,10 +4,11 @@ from the last ``--stack`` frames by a memoryless one, at the same env-step budge
 
     python3 bench/memory_vs_stack.py --task cartpole --seeds 1 2 3
     python3 bench/memory_vs_stack.py --task MinAtar/Breakout-v1 --config configs/minatar.toml \\
-        --core gru --total-steps 1000000 --seeds 0
+        --total-steps 1000000 --seeds 0 1 2 --arms memory stack frame
 
-Both arms run ``learner serve`` with one ``proxima-actor`` (``bench/python_fleet.py``) on the env this module's
-:func:`make` builds, so that both see identical frames: ``cartpole`` is gymnasium's CartPole-v1 observed through
+Each arm (``--arms``: ``memory``, ``stack``, and ``frame``, one frame without a core, the baseline both improve on)
+runs ``learner serve`` with one ``proxima-actor`` (``bench/python_fleet.py``) on the env this module's :func:`make`
+builds, so that all see identical frames: ``cartpole`` is gymnasium's CartPole-v1 observed through
 ``[x, theta]`` (what ``proxima/CartPoleNoVelocity-v1`` is in Rust), ``MinAtar/*`` the ``minatar`` package's game.
 Frames are stacked with gymnasium's ``FrameStackObservation`` (the first frame repeated at a reset), vectors
 concatenated oldest first, images along their channel axis (``[H, W, k*C]``). The learner takes the spaces from the
@@ -71,9 +72,19 @@ def make(task: str, stack: int = 1, **kwargs: Any) -> gym.Env[Any, Any]:
     )
 
 
+#: Each arm's frames (``None``: ``--stack``) and core (``None``: ``--core``).
+ARMS: dict[str, tuple[int | None, str | None]] = {
+    "memory": (1, None),
+    "stack": (None, "none"),
+    "frame": (1, "none"),
+}
+
+
 def run_arm(a: argparse.Namespace, arm: str, seed: int, runs: str) -> dict[str, Any]:
-    """One run: ``arm`` is ``memory`` (1 frame, ``a.core``) or ``stack`` (``a.stack`` frames, no core)."""
-    stack, core = (1, a.core) if arm == "memory" else (a.stack, "none")
+    """One run: ``arm`` is ``memory`` (1 frame, ``a.core``), ``stack`` (``a.stack`` frames, no core) or ``frame``
+    (1 frame, no core: what neither memory nor a stack adds to)."""
+    frames, kind = ARMS[arm]
+    stack, core = frames or a.stack, kind or a.core
     env_id = f"MemoryBench/{a.task.replace('/', '-')}-stack{stack}"
     with open(a.config, encoding="utf-8") as f:
         text = f.read()
@@ -128,8 +139,13 @@ def run_arm(a: argparse.Namespace, arm: str, seed: int, runs: str) -> dict[str, 
             cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
         ).returncode
     wall = time.monotonic() - start
-    with open(os.path.join(runs, name, "progress.csv"), encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["mean_return"]]
+    progress = os.path.join(runs, name, "progress.csv")
+    rows = []
+    if os.path.exists(
+        progress
+    ):  # absent when the run failed before its first update (see the log)
+        with open(progress, encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["mean_return"]]
     target = re.search(r"^target_return = ([-0-9.e_]+)$", text, flags=re.MULTILINE)
     goal = float(target.group(1).replace("_", "")) if target else None
     reached = next(
@@ -178,13 +194,16 @@ def main() -> int:
         "--total-steps", type=int, help="env-step budget (default: the config's)"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument(
+        "--arms", nargs="+", choices=sorted(ARMS), default=["memory", "stack"]
+    )
     p.add_argument("--python", default=os.path.join(REPO, ".venv", "bin", "python"))
     p.add_argument("--out", default="memory_vs_stack.json")
     a = p.parse_args()
     runs = tempfile.mkdtemp(prefix="bench-memory-vs-stack-")
     results = []
     for seed in a.seeds:
-        for arm in ["memory", "stack"]:
+        for arm in a.arms:
             r = run_arm(a, arm, seed, runs)
             results.append(r)
             print(
@@ -193,8 +212,14 @@ def main() -> int:
                 f"{r['wall_seconds']} s (rc {r['rc']})",
                 flush=True,
             )
-    with open(a.out, "w", encoding="utf-8") as f:
-        json.dump({"task": a.task, "config": a.config, "results": results}, f, indent=1)
+            with open(
+                a.out, "w", encoding="utf-8"
+            ) as f:  # after every run: a later failure keeps the rest
+                json.dump(
+                    {"task": a.task, "config": a.config, "results": results},
+                    f,
+                    indent=1,
+                )
     return 0 if all(r["rc"] == 0 for r in results) else 1
 
 

@@ -12,13 +12,16 @@ use std::time::Instant;
 /// Options of `proxima-bench act`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Recurrent core: `none`, `lstm` or `gru` (a shared trunk either way).
+    /// Recurrent core: `none`, `lstm` or `gru`.
     #[arg(long, default_value = "none")]
     core: String,
+    /// Separate actor and critic trunks (with a core: one core each) instead of one shared trunk.
+    #[arg(long)]
+    separate: bool,
     /// Hidden units of the core.
     #[arg(long, default_value_t = 64)]
     core_size: usize,
-    /// Hidden layer widths of the shared trunk.
+    /// Hidden layer widths of the trunk(s).
     #[arg(long, value_delimiter = ',', default_value = "64")]
     hidden: Vec<usize>,
     /// Observation width (default: CartPoleNoVelocity's 2).
@@ -38,7 +41,7 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         .map_err(|_| anyhow::anyhow!("unknown core {:?} (none, lstm or gru)", args.core))?;
     let cfg = ModelConfig {
         hidden_sizes: args.hidden.clone(),
-        shared_trunk: true,
+        shared_trunk: !args.separate,
         core,
         core_size: args.core_size,
         ..ModelConfig::default()

@@ -333,7 +333,8 @@ impl Core {
         }
     }
 
-    /// Values of one env's state between steps (0: memoryless).
+    /// Values of one core's state between steps (0: memoryless); an env carries one per core
+    /// ([`StateLayout::dim`]).
     pub fn state_dim(&self) -> usize {
         match self {
             Core::None => 0,

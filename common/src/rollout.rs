@@ -45,8 +45,8 @@ pub struct Rollout {
     pub episodes: Vec<EpisodeStats>,
     /// Incarnation of the learner process that published `policy_version` (0: in-process or unknown).
     pub incarnation: u64,
-    /// `[N, state_dim]` each env's recurrent state before the first step (LSTM `[h, c]`, GRU `h`), as the acting
-    /// policy computed it; empty for a memoryless model.
+    /// `[N, state_dim]` each env's recurrent state before the first step (each core's in turn, LSTM `[h, c]`, GRU
+    /// `h`: [`crate::model::StateLayout`]), as the acting policy computed it; empty for a memoryless model.
     pub initial_state: Vec<f32>,
 }
 
@@ -120,7 +120,7 @@ impl Rollout {
             return match layout.is_recurrent() {
                 true => err(
                     format!(
-                        "expected {want} values (each env's state before the first step: the model has a {} core), \
+                        "expected {want} values (each env's state before the first step: the model's state is {}), \
                          got {}",
                         layout.describe(),
                         self.initial_state.len()
@@ -426,7 +426,7 @@ mod tests {
         assert_eq!(r.validate_state(&none), Ok(()));
         let missing = r.validate_state(&lstm).unwrap_err();
         assert_eq!((missing.field, missing.kind), ("initial_state", RolloutErrorKind::Shape));
-        assert!(missing.reason.contains("lstm(2) core"), "{}", missing.reason);
+        assert!(missing.reason.contains("state is lstm(2)"), "{}", missing.reason);
         // LSTM rows are [h, c]: h within [-1, 1], c larger.
         let r = Rollout { initial_state: vec![0.5, -1.0, 7.0, -30.0], ..valid() };
         assert_eq!(r.validate_state(&lstm), Ok(()));

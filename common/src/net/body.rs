@@ -58,6 +58,8 @@ impl Body {
         let (Some(core), Some(seq)) = (&self.core, seq) else { return };
         let (s, b) = (core.state_dim(), seq.starts.len() / seq.steps.max(1));
         let width = seq.state0.len() / b.max(1);
+        // Callers check a state's length against the network's StateLayout (rollouts, `Policy::act`).
+        debug_assert!(width.is_multiple_of(s) && (part + 1) * s <= width, "state rows of {width} for part {part}");
         t.state0.clear();
         for row in seq.state0.chunks_exact(width.max(1)) {
             t.state0.extend_from_slice(&row[part * s..(part + 1) * s]);
@@ -86,11 +88,6 @@ impl Body {
         }
         self.trunk.backward(params, x, &mut t.trunk, d_features, grads, scratch, false);
     }
-
-    /// Values of the state this body carries (0: memoryless).
-    pub fn state_dim(&self) -> usize {
-        self.core.as_ref().map_or(0, Recurrent::state_dim)
-    }
 }
 
 /// One side of separate trunks: observation → body → head, or, memoryless, one tower from the observation to
@@ -104,8 +101,30 @@ pub struct Branch {
 }
 
 impl Branch {
-    /// Runs `n` rows of `x` through the branch (`params`: its span), its body from part `part` of each sequence's
-    /// state; the output is in `head_t`.
+    /// What the head reads for `n` rows of `x` (`params`: the branch's span): `x` itself (memoryless), or the
+    /// body's output, run from part `part` of each sequence's state into `body_t`.
+    pub fn features<'a>(
+        &self,
+        params: &[f32],
+        x: &'a [f32],
+        n: usize,
+        seq: Option<Sequences>,
+        part: usize,
+        body_t: &'a mut BodyTrace,
+    ) -> &'a [f32] {
+        match &self.body {
+            None => {
+                body_t.idle();
+                x
+            }
+            Some(body) => {
+                body.forward(params, x, n, seq, part, body_t);
+                body_t.output()
+            }
+        }
+    }
+
+    /// Runs `n` rows of `x` through the branch ([`Branch::features`], then the head); the output is in `head_t`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -117,15 +136,7 @@ impl Branch {
         body_t: &mut BodyTrace,
         head_t: &mut Trace,
     ) {
-        match &self.body {
-            None => {
-                body_t.idle();
-                self.head.forward(params, x, n, head_t);
-            }
-            Some(body) => {
-                body.forward(params, x, n, seq, part, body_t);
-                self.head.forward(params, body_t.output(), n, head_t);
-            }
-        }
+        let input = self.features(params, x, n, seq, part, body_t);
+        self.head.forward(params, input, n, head_t);
     }
 }

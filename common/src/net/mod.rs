@@ -202,7 +202,7 @@ const POLICY_GAIN: f64 = 0.01;
 const VALUE_GAIN: f64 = 1.0;
 
 /// The parameters of one trunk named `prefix` (`actor`, `critic`, `network`): its convolutions, its hidden
-/// layers and, for a separate trunk, its head layer of `head` outputs with orthogonal `gain`.
+/// layers and, given `head`, a head layer of that many outputs with orthogonal gain (memoryless separate trunks).
 fn trunk_params(
     spec: &ModelSpec,
     prefix: &str,
@@ -238,10 +238,10 @@ impl ActorCriticNet {
         let logits = spec.head.logits_dim();
         let mut params = Vec::new();
         let features = spec.hidden_sizes().last().copied().unwrap_or(spec.obs_dim);
-        // The heads' input: the core's output, or the trunk's features.
-        let head_in = if spec.core.is_recurrent() { spec.core.size() } else { features };
         let recurrent = spec.core.is_recurrent();
-        let head_layer = |name: String, out: usize, gain: f64| {
+        // The heads' input: the core's output, or the trunk's features.
+        let head_in = if recurrent { spec.core.size() } else { features };
+        let head_params = |name: String, out: usize, gain: f64| {
             let fan_in = head_in;
             [
                 (format!("{name}.weight"), vec![out, head_in], Role::Weight { gain, fan_in }),
@@ -254,7 +254,7 @@ impl ActorCriticNet {
                 params.extend(trunk_params(spec, "network", None)?);
                 params.extend(core_params(spec, spec.core.name(), features));
                 for (name, out, gain) in heads {
-                    params.extend(head_layer(name.to_string(), out, gain));
+                    params.extend(head_params(name.to_string(), out, gain));
                 }
             }
             (false, false) => {
@@ -266,7 +266,7 @@ impl ActorCriticNet {
                 for (name, out, gain) in heads {
                     params.extend(trunk_params(spec, name, None)?);
                     params.extend(core_params(spec, &format!("{name}_{}", spec.core.name()), features));
-                    params.extend(head_layer(format!("{name}_head"), out, gain));
+                    params.extend(head_params(format!("{name}_head"), out, gain));
                 }
             }
         }
@@ -360,8 +360,8 @@ impl ActorCriticNet {
     /// Freshly initialised parameters: orthogonal weights (gain √2 hidden and convolutions, 0.01 policy layer, 1.0
     /// value layer) and zero biases, or without `init.orthogonal` PyTorch's `Linear`/`Conv2d` default (weights and
     /// biases uniform in ±1/√fan_in); the log-std at `init.log_std`; drawn from `seed` in a fixed order (separate
-    /// trunks: the critic's layers, then the actor's, PyTorch's construction order in CleanRL; a shared trunk:
-    /// the trunk's, the policy layer's, the value layer's; a recurrent branch: trunk, head, core).
+    /// trunks: the critic's parameters, then the actor's, as PyTorch constructs CleanRL's agent; a shared trunk: the
+    /// trunk's and its core's, the policy layer's, the value layer's; by name within each group).
     pub fn init(&self, seed: u64) -> Vec<f32> {
         use rand::Rng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

@@ -347,7 +347,9 @@ class ActorCritic:
         critic_body: Trunk | None = None,
         critic_core: RecurrentCore | None = None,
     ) -> None:
-        if (critic_core is None) != (critic_body is None) or (critic_core is not None and (core is None or not body)):
+        if (critic_core is None) != (critic_body is None) or (
+            critic_core is not None and (core is None or body is None)
+        ):
             raise ValueError("a critic core comes with the critic's trunk and the actor's trunk and core")
         self.body, self.actor, self.critic, self.core = body, actor, critic, core
         self.critic_body, self.critic_core = critic_body, critic_core

@@ -20,7 +20,7 @@ use crate::update::ppo::{
 use common::distributions::{
     categorical_entropy, gaussian_entropy, gaussian_log_prob, log_softmax, split_blocks, split_blocks_mut,
 };
-use common::net::{ActorCriticNet, BodyTrace, Branch, Sequences, Tower, Trace, Trunks};
+use common::net::{ActorCriticNet, BodyTrace, Sequences, Tower, Trace, Trunks};
 use rand_chacha::ChaCha8Rng;
 
 /// Minibatches smaller than this train both nets on one thread: below it, handing half of the work to the other
@@ -190,7 +190,7 @@ impl FusedBackend {
                 let (actor_params, critic_params) = model.split(&self.params);
                 let (actor_grads, critic_grads) = model.split_mut(&mut self.grads);
                 let mut policy = || {
-                    let input = branch_input(actor, actor_params, &mb.obs, seq, 0, first);
+                    let input = actor.features(actor_params, &mb.obs, idx.len(), seq, 0, first);
                     let body = actor.body.is_some();
                     let terms = policy_loss_and_gradient(
                         model,
@@ -210,7 +210,7 @@ impl FusedBackend {
                     terms
                 };
                 let mut value = || {
-                    let input = branch_input(critic, critic_params, &mb.obs, seq, 1, second);
+                    let input = critic.features(critic_params, &mb.obs, idx.len(), seq, 1, second);
                     let body = critic.body.is_some();
                     let v_loss = value_loss_and_gradient(
                         &critic.head,
@@ -388,26 +388,6 @@ fn gather_sequences(batch: &HostBatch, idx: &[u32], mb: &mut Minibatch) {
     mb.starts.extend(idx.iter().map(|&i| seq.starts[i as usize]));
 }
 
-/// What `branch`'s head reads for `m` rows of `obs`: the observations (a memoryless tower), or its body's output
-/// run from part `part` of each sequence's state.
-fn branch_input<'a>(
-    branch: &Branch,
-    params: &[f32],
-    obs: &'a [f32],
-    seq: Option<Sequences>,
-    part: usize,
-    t: &'a mut BodyTrace,
-) -> &'a [f32] {
-    match &branch.body {
-        None => obs,
-        Some(body) => {
-            let m = obs.len() / body.trunk.in_dim().max(1);
-            body.forward(params, obs, m, seq, part, t);
-            t.output()
-        }
-    }
-}
-
 /// Copies rows `idx` of the `[_, width]` matrix `src` into `dst`.
 fn gather(src: &[f32], width: usize, idx: &[u32], dst: &mut Vec<f32>) {
     dst.clear();
@@ -524,13 +504,16 @@ impl Backend for FusedBackend {
         for rows in obs.chunks(VALUE_CHUNK_ROWS * width.max(1)) {
             let m = rows.len() / width.max(1);
             // Each row as an episode's first step (a zero state), as `ActorCriticNet::forward` takes it.
-            let (state0, starts) = (vec![0.0; m * state_dim], vec![false; m]);
+            let (state0, starts) = match state_dim {
+                0 => (Vec::new(), Vec::new()),
+                s => (vec![0.0; m * s], vec![false; m]),
+            };
             let seq = (state_dim > 0).then_some(Sequences { steps: 1, state0: &state0, starts: &starts });
             let outs = &mut self.critic_ws.outs;
             match self.model.trunks() {
                 Trunks::Separate { critic, .. } => {
                     let params = self.model.split(&self.params).1;
-                    let input = branch_input(critic, params, rows, seq, 1, second);
+                    let input = critic.features(params, rows, m, seq, 1, second);
                     critic.head.forward(params, input, m, outs);
                 }
                 Trunks::Shared { body, value, .. } => {
@@ -569,14 +552,14 @@ impl Backend for FusedBackend {
         // A recurrent model replays every sequence at once (rows time-major).
         let mut idx = Vec::new();
         let mb = &mut self.mb;
-        let (obs, actions) = match &batch.seq {
-            None => (&batch.obs, &batch.actions),
+        let (obs, actions, rows) = match &batch.seq {
+            None => (&batch.obs, &batch.actions, n),
             Some(seq) => {
                 seq.rows_of(&(0..seq.sequences.len() as u32).collect::<Vec<_>>(), &mut idx);
                 gather(&batch.obs, self.model.obs_dim(), &idx, &mut mb.obs);
                 gather(&batch.actions, batch.actions.len() / n.max(1), &idx, &mut mb.actions);
                 gather_sequences(batch, &idx, mb);
-                (&mb.obs, &mb.actions)
+                (&mb.obs, &mb.actions, idx.len())
             }
         };
         let seqs = batch.seq.as_ref().map(|s| Sequences { steps: s.steps, state0: &mb.state0, starts: &mb.starts });
@@ -584,12 +567,12 @@ impl Backend for FusedBackend {
         match self.model.trunks() {
             Trunks::Separate { actor, .. } => {
                 let params = self.model.split(&self.params).0;
-                let input = branch_input(actor, params, obs, seqs, 0, first);
-                score(&self.model, &actor.head, params, input, actions, n, &mut self.actor_ws);
+                let input = actor.features(params, obs, rows, seqs, 0, first);
+                score(&self.model, &actor.head, params, input, actions, rows, &mut self.actor_ws);
             }
             Trunks::Shared { body, policy, .. } => {
-                body.forward(&self.params, obs, n, seqs, 0, first);
-                score(&self.model, policy, &self.params, first.output(), actions, n, &mut self.actor_ws);
+                body.forward(&self.params, obs, rows, seqs, 0, first);
+                score(&self.model, policy, &self.params, first.output(), actions, rows, &mut self.actor_ws);
             }
         }
         let old_log_probs: Vec<f32> = match batch.seq {

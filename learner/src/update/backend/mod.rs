@@ -122,6 +122,64 @@ mod tests {
         assert!(create(&cfg, &spec, 1).is_ok(), "every head runs on the default backend");
     }
 
+    /// The fused backend replays a recurrent batch as the network does, on a shared core and on separate ones: a
+    /// batch whose log-probs are the network's own has zero KL (every sequence from its initial state, a start
+    /// inside one), and the values of single rows are the network's from a zero state.
+    #[test]
+    fn the_fused_backend_replays_recurrent_batches_as_the_network_does() {
+        use crate::update::ppo::{HostBatch, SeqLayout};
+        use common::net::{NetTrace, Sequences};
+        for shared in [true, false] {
+            let mut cfg = TrainConfig::default();
+            cfg.model.shared_trunk = shared;
+            (cfg.model.core, cfg.model.core_size, cfg.model.hidden_sizes) = (common::model::CoreKind::Gru, 5, vec![6]);
+            let (obs_space, act) = (common::env::Space::unbounded(3), common::env::Space::Discrete { n: 3 });
+            let spec = ModelSpec::resolve(&cfg.model, &obs_space, &act).unwrap();
+            let (net, mut backend) = create(&cfg, &spec, 2).unwrap();
+            let params = backend.params().unwrap();
+            let (steps, envs, s) = (4, 3, net.state_dim());
+            let n = steps * envs;
+            let obs: Vec<f32> = (0..n * 3).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+            let initial_states: Vec<f32> = (0..envs * s).map(|i| ((i % 9) as f32 - 4.0) / 10.0).collect();
+            let starts: Vec<bool> = (0..n).map(|row| row == 2 * envs + 1).collect();
+            let actions: Vec<f32> = (0..n).map(|i| (i % 3) as f32).collect();
+            let mut trace = NetTrace::default();
+            net.forward_seq(&params, &obs, Sequences { steps, state0: &initial_states, starts: &starts }, &mut trace);
+            let mut log_p = [0.0f32; 3];
+            let log_probs: Vec<f32> = trace
+                .head()
+                .chunks_exact(3)
+                .zip(&actions)
+                .map(|(z, &a)| {
+                    common::distributions::log_softmax(z, &mut log_p);
+                    log_p[a as usize]
+                })
+                .collect();
+            let batch = HostBatch {
+                obs: obs.clone(),
+                actions,
+                log_probs,
+                advantages: vec![0.0; n],
+                returns: vec![0.0; n],
+                values: vec![0.0; n],
+                sources: Vec::new(),
+                seq: Some(SeqLayout {
+                    steps,
+                    state_dim: s,
+                    sequences: (0..envs).map(|b| (b, envs)).collect(),
+                    initial_states,
+                    starts,
+                }),
+            };
+            let kl = backend.batch_kl(&batch).unwrap();
+            assert!(kl.abs() < 1e-6, "shared {shared}: the policy's own batch has KL {kl}");
+            let values = backend.values(&obs, n).unwrap();
+            net.forward(&params, &obs, n, &mut trace);
+            let gap = values.iter().zip(trace.values()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(gap < 1e-6, "shared {shared}: values differ by {gap}");
+        }
+    }
+
     /// A recurrent core trains on the fused backend; candle refuses it with a config error naming both.
     #[test]
     fn only_the_fused_backend_runs_a_recurrent_core() {
