@@ -2,8 +2,8 @@
 """Memory against frame stacking, side by side: the same task learned from one frame by a recurrent policy and
 from the last ``--stack`` frames by a memoryless one, at the same env-step budget, same PPO settings and seeds.
 
-    python3 bench/memory_vs_stack.py --task cartpole --seeds 1 2 3
-    python3 bench/memory_vs_stack.py --task MinAtar/Breakout-v1 --config configs/minatar.toml \\
+    .venv/bin/python bench/memory_vs_stack.py --task cartpole --seeds 1 2 3
+    .venv/bin/python bench/memory_vs_stack.py --task MinAtar/Breakout-v1 --config configs/minatar.toml \\
         --total-steps 1000000 --seeds 0 1 2 --arms memory stack frame
 
 Each arm (``--arms``: ``memory``, ``stack``, and ``frame``, one frame without a core, the baseline both improve on)
