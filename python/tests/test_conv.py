@@ -405,10 +405,9 @@ def test_observations_must_fit_the_image() -> None:
 GOLDEN = Path(__file__).resolve().parents[2] / "tests/fixtures/golden"
 
 
-@pytest.mark.parametrize("case", ["ppo_conv_separate_clip", "ppo_conv_shared_clip"])
-def test_pytorch_golden_forward_passes(case: str) -> None:
-    """The PPO golden fixtures' conv models (``make_golden.py``, PyTorch): their parameters and batch give the
-    log-probabilities, entropies and values PyTorch computed."""
+def load_golden(case: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A PPO golden fixture (``make_golden.py``): its scalars, its tensors and its parameters by name; skips the
+    test when the fixture is not in this checkout."""
     path = GOLDEN / f"{case}.safetensors"
     if not path.exists():
         pytest.skip(f"{path} is not in this checkout")
@@ -416,7 +415,14 @@ def test_pytorch_golden_forward_passes(case: str) -> None:
     (n,) = struct.unpack("<Q", data[:8])
     scalars = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["scalars"])
     t = load_file(path)
-    params = {k.removeprefix("param."): v for k, v in t.items() if k.startswith("param.")}
+    return scalars, t, {k.removeprefix("param."): v for k, v in t.items() if k.startswith("param.")}
+
+
+@pytest.mark.parametrize("case", ["ppo_conv_separate_clip", "ppo_conv_shared_clip"])
+def test_pytorch_golden_forward_passes(case: str) -> None:
+    """The PPO golden fixtures' conv models (``make_golden.py``, PyTorch): their parameters and batch give the
+    log-probabilities, entropies and values PyTorch computed."""
+    scalars, t, params = load_golden(case)
     logits = len(params["actor.bias" if scalars["shared_trunk"] else "actor.5.bias"])
     net = Net(
         tuple(scalars["obs_shape"]),

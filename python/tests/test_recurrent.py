@@ -8,15 +8,14 @@ import itertools
 import json
 import math
 import re
-import struct
 import threading
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
+from test_conv import load_golden
 from test_policy import spec, state_dict, with_spec
 from test_sampler import make_counter
 
@@ -483,21 +482,12 @@ def test_separate_cores_parameters_must_be_there_and_nowhere_else() -> None:
 
 # -- the PyTorch golden fixtures -------------------------------------------------------------------------------------
 
-GOLDEN = Path(__file__).resolve().parents[2] / "tests/fixtures/golden"
-
 
 @pytest.mark.parametrize("case", ["ppo_lstm_shared_clip", "ppo_gru_shared_kl_penalty", "ppo_lstm_separate_clip"])
 def test_pytorch_golden_sequences(case: str) -> None:
     """The PPO golden fixtures' recurrent models (``make_golden.py``, PyTorch's stepwise loop): their parameters,
     sequences, starts and initial states give the log-probabilities, entropies and values PyTorch computed."""
-    path = GOLDEN / f"{case}.safetensors"
-    if not path.exists():
-        pytest.skip(f"{path} is not in this checkout")
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    scalars = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["scalars"])
-    t = load_file(path)
-    params = {k.removeprefix("param."): v for k, v in t.items() if k.startswith("param.")}
+    scalars, t, params = load_golden(case)
     shared = scalars["shared_trunk"]
     if "actor_logstd" in params:
         head: dict[str, Any] = {"kind": "gaussian", "dim": params["actor_logstd"].shape[1]}
