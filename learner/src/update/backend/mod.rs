@@ -180,6 +180,58 @@ mod tests {
         }
     }
 
+    /// A conv trunk's gradient on the backend's two threads (the products, im2col and col2im split over them,
+    /// the filter gradients summed in two halves) is the one-thread gradient: a channels-first observation then a
+    /// channels-last layer, shared by both heads.
+    #[test]
+    fn a_conv_trunk_has_the_same_gradient_on_two_threads() {
+        use common::model::{ConvLayer, LayoutChoice};
+        let mut cfg = TrainConfig::default();
+        cfg.model.shared_trunk = true;
+        cfg.model.image_layout = LayoutChoice::Chw;
+        cfg.model.conv = vec![
+            ConvLayer { out_channels: 6, kernel: 4, stride: 2 },
+            ConvLayer { out_channels: 5, kernel: 3, stride: 1 },
+        ];
+        cfg.model.hidden_sizes = vec![16];
+        let obs_space =
+            common::env::Space::shaped(vec![0.0], vec![1.0], vec![3, 14, 14], common::env::Dtype::Float32).unwrap();
+        let spec = ModelSpec::resolve(&cfg.model, &obs_space, &common::env::Space::Discrete { n: 4 }).unwrap();
+        let (net, backend) = create(&cfg, &spec, 3).unwrap();
+        let params = backend.params().unwrap();
+        let n = 64;
+        let wave = |i: usize, m: usize, scale: f32| ((i * 7919 % m) as f32 / m as f32 - 0.5) * scale;
+        let batch = HostBatch {
+            obs: (0..n * net.obs_dim()).map(|i| wave(i, 101, 2.0)).collect(),
+            actions: (0..n).map(|i| (i % 4) as f32).collect(),
+            log_probs: (0..n).map(|i| wave(i, 13, 1.0) - 1.4).collect(),
+            advantages: (0..n).map(|i| wave(i, 17, 2.0)).collect(),
+            returns: (0..n).map(|i| wave(i, 19, 3.0)).collect(),
+            values: (0..n).map(|i| wave(i, 23, 3.0)).collect(),
+            sources: Vec::new(),
+            seq: None,
+        };
+        let idx: Vec<u32> = (0..n as u32).collect();
+        let c = LossCoefs {
+            objective: crate::config::Objective::Clip,
+            clip_coef: 0.2,
+            clip_vloss: true,
+            norm_adv: true,
+            ent_coef: 0.01,
+            vf_coef: 0.5,
+            beta: 0.0,
+        };
+        let mut one = FusedBackend::new(&net, params.clone(), 1).unwrap();
+        let mut two = FusedBackend::new(&net, params, 2).unwrap();
+        let loss_one = one.loss_and_gradient(&batch, &idx, &c).loss;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let loss_two = pool.install(|| two.loss_and_gradient(&batch, &idx, &c).loss);
+        assert!((loss_one - loss_two).abs() < 1e-6, "loss {loss_one} vs {loss_two}");
+        let scale = one.gradient().iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        let gap = one.gradient().iter().zip(two.gradient()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(scale > 0.0 && gap <= 1e-5 * scale, "gradients differ by {gap} (largest {scale})");
+    }
+
     /// A recurrent core trains on the fused backend; candle refuses it with a config error naming both.
     #[test]
     fn only_the_fused_backend_runs_a_recurrent_core() {
