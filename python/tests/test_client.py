@@ -317,6 +317,16 @@ def test_num_envs_comes_from_the_flag_the_variable_or_the_learner(monkeypatch: p
     assert _run_parser().parse_args(["--num-envs", "2"]).num_envs == 2
 
 
+def test_blas_threads_default_to_one_and_come_from_the_flag_or_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROXIMA_BLAS_THREADS", raising=False)
+    assert _run_parser().parse_args([]).blas_threads == 1
+    assert _run_parser().parse_args(["--blas-threads", "2"]).blas_threads == 2
+    monkeypatch.setenv("PROXIMA_BLAS_THREADS", "3")
+    assert _run_parser().parse_args([]).blas_threads == 3
+    with pytest.raises(SystemExit):
+        _run_parser().parse_args(["--blas-threads", "0"])
+
+
 def test_a_rollout_above_the_learners_limit_is_refused_naming_the_settings() -> None:
     from proxima_actor._proto import ppo_pb2 as pb
     from proxima_actor.client import Refused, check_size

@@ -24,6 +24,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .atari import make_atari
 from .client import Actor, ActorOptions, Refused, _host_name, stop_on_signals
@@ -136,6 +137,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-bytes", type=int, default=16 << 20)
     p.add_argument("--policy-wait-ms", type=int, default=int(_env("PROXIMA_POLICY_WAIT_MS", "250") or 250))
     p.add_argument(
+        "--blas-threads",
+        type=_positive,
+        default=int(_env("PROXIMA_BLAS_THREADS", "1") or 1),
+        help="threads of numpy's matrix products in inference (default 1: a conv policy's products are small, and "
+        "more threads spin against the envs, other actors and a learner on the same host) [PROXIMA_BLAS_THREADS]",
+    )
+    p.add_argument(
         "--metrics-addr",
         default=_env("PROXIMA_METRICS_ADDR") or None,
         help="HOST:PORT (a taken port is an error) or none [PROXIMA_METRICS_ADDR]; default: 0.0.0.0 at the first "
@@ -197,6 +205,7 @@ def _run(argv: Sequence[str]) -> int:
         policy_wait_ms=a.policy_wait_ms,
         vectorization=a.vectorization,
     )
+    threadpool_limits(limits=a.blas_threads, user_api="blas")
     stop = stop_on_signals()
     metrics = ActorMetrics(opts.env)
     metrics.serve(a.metrics_addr)
