@@ -100,12 +100,17 @@ impl Conv {
         }
     }
 
-    /// Index in PyTorch's `(c, ky, kx)` patch order of value `j` of this convolution's patch order.
-    fn torch_index(&self, j: usize) -> usize {
+    /// Calls `f(j, t)` for every value `j` of a channels-last patch (`(ky, kx, c)` order) with `t` its index in
+    /// PyTorch's `(c, ky, kx)` order (nested loops: this runs on every forward pass, inference included).
+    #[inline(always)]
+    fn for_each_torch_index(&self, mut f: impl FnMut(usize, usize)) {
         let (c, k) = (self.input.c, self.kernel);
-        match self.channels_last {
-            true => (j % c) * k * k + j / c,
-            false => j,
+        let mut j = 0;
+        for tap in 0..k * k {
+            for ch in 0..c {
+                f(j, ch * k * k + tap);
+                j += 1;
+            }
         }
     }
 
@@ -119,7 +124,7 @@ impl Conv {
         }
         buf.resize(oc * patch, 0.0);
         for (dst, src) in buf.chunks_exact_mut(patch).zip(w.chunks_exact(patch)) {
-            dst.iter_mut().enumerate().for_each(|(j, v)| *v = src[self.torch_index(j)]);
+            self.for_each_torch_index(|j, t| dst[j] = src[t]);
         }
         buf
     }
@@ -135,7 +140,7 @@ impl Conv {
         buf.resize(dw.len(), 0.0);
         linear_grads(d_y, cols, dims, buf, db);
         for (dst, src) in dw.chunks_exact_mut(dims.2).zip(buf.chunks_exact(dims.2)) {
-            src.iter().enumerate().for_each(|(j, g)| dst[self.torch_index(j)] = *g);
+            self.for_each_torch_index(|j, t| dst[t] = src[j]);
         }
     }
 
