@@ -38,7 +38,7 @@ impl Mat<'_> {
 }
 
 /// The weight and bias gradients of a layer that computed `y = x · Wᵀ + b` over `rows` rows (a Linear layer, or a
-/// convolution on its im2col rows): `dW = dYᵀ · x` (`[out, inp]`), `db` = the column sums of `dY` (`[rows, out]`).
+/// recurrent layer's gates): `dW = dYᵀ · x` (`[out, inp]`), `db` = the column sums of `dY` (`[rows, out]`).
 pub(crate) fn linear_grads(
     d_y: &[f32],
     x: &[f32],
@@ -53,8 +53,8 @@ pub(crate) fn linear_grads(
             db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
         }
     };
-    // Many rows into a small gradient (a convolution's filters over every position of the batch): `gemm` splits
-    // only the output, so each of the pool's two threads sums half of the rows and the halves are added.
+    // Many rows into a small gradient (a narrow layer over a large minibatch): `gemm` splits only the output, so
+    // each of the pool's two threads sums half of the rows and the halves are added.
     if !split() || rows < SPLIT_ROWS_PER_OUTPUT * out.max(inp) {
         return sums(rows, d_y, x, dw, db);
     }
@@ -97,7 +97,7 @@ pub fn split_products<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// True inside [`split_products`] on a thread of a rayon pool.
-fn split() -> bool {
+pub(crate) fn split() -> bool {
     SPLIT.with(std::cell::Cell::get) && rayon::current_thread_index().is_some()
 }
 
@@ -121,8 +121,25 @@ pub(crate) fn for_each_sample(dst: &mut [f32], size: usize, f: impl Fn(usize, &m
     }
 }
 
-/// `dst = a · b` (or `dst += a · b` with `accumulate`), `a` is `m×k`, `b` is `k×n`, `dst` dense row-major `m×n`.
+/// `dst = a · b` (or `dst += a · b` with `accumulate`), `a` is `m×k`, `b` is `k×n`, `dst` dense row-major `m×n`;
+/// split over the pool's threads inside [`split_products`].
 pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Mat, b: Mat) {
+    product(parallelism(), (m, n, k), dst, accumulate, a, b);
+}
+
+/// [`matmul`] on the calling thread only (for products that are already one of several tasks on the pool).
+pub(crate) fn matmul_serial(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Mat, b: Mat) {
+    product(gemm::Parallelism::None, (m, n, k), dst, accumulate, a, b);
+}
+
+fn product(
+    par: gemm::Parallelism,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+) {
     assert!(dst.len() >= m * n && a.fits(m, k) && b.fits(k, n), "matmul shapes out of bounds");
     if m == 0 || n == 0 {
         return;
@@ -155,7 +172,7 @@ pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: 
             false,
             false,
             false,
-            parallelism(),
+            par,
         );
     }
 }

@@ -180,9 +180,10 @@ mod tests {
         }
     }
 
-    /// A conv trunk's gradient on the backend's two threads (the products, im2col and col2im split over them,
-    /// the filter gradients summed in two halves) is the one-thread gradient: a channels-first observation then a
-    /// channels-last layer, shared by both heads.
+    /// A conv trunk's gradient on the backend's two threads (each thread running the convolutions over half of
+    /// the samples, chunk by chunk, the filter gradients summed in two halves) is the one-thread gradient: a
+    /// channels-first observation (an 8×8 filter: runs of 8) then a channels-last layer, shared by both heads, with
+    /// several chunks in each half.
     #[test]
     fn a_conv_trunk_has_the_same_gradient_on_two_threads() {
         use common::model::{ConvLayer, LayoutChoice};
@@ -190,12 +191,12 @@ mod tests {
         cfg.model.shared_trunk = true;
         cfg.model.image_layout = LayoutChoice::Chw;
         cfg.model.conv = vec![
-            ConvLayer { out_channels: 6, kernel: 4, stride: 2 },
+            ConvLayer { out_channels: 6, kernel: 8, stride: 4 },
             ConvLayer { out_channels: 5, kernel: 3, stride: 1 },
         ];
         cfg.model.hidden_sizes = vec![16];
         let obs_space =
-            common::env::Space::shaped(vec![0.0], vec![1.0], vec![3, 14, 14], common::env::Dtype::Float32).unwrap();
+            common::env::Space::shaped(vec![0.0], vec![1.0], vec![3, 44, 44], common::env::Dtype::Float32).unwrap();
         let spec = ModelSpec::resolve(&cfg.model, &obs_space, &common::env::Space::Discrete { n: 4 }).unwrap();
         let (net, backend) = create(&cfg, &spec, 3).unwrap();
         let params = backend.params().unwrap();
