@@ -1,6 +1,9 @@
 //! The two backends are one algorithm: from the same seed, on the same batch and shuffles, several epochs of
 //! minibatch updates leave the same parameters and Adam moments (up to float rounding) and report the same
 //! diagnostics, for a Categorical, a multi-Categorical and a Gaussian policy and for both objectives.
+//!
+//! The candle backend runs on `PROXIMA_TEST_DEVICE` (`cpu` when unset; `cuda` on a build with `--features cuda`,
+//! as `scripts/gpu-check.sh` runs it); the fused one always on the CPU.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,9 +51,13 @@ fn net(cfg: &TrainConfig) -> ActorCriticNet {
     ActorCriticNet::new(&spec(cfg)).unwrap()
 }
 
-/// The backend `cfg` asks for, initialised from `seed`.
+/// The backend `cfg` asks for, initialised from `seed`; a candle backend on `PROXIMA_TEST_DEVICE`.
 fn create(cfg: &TrainConfig, seed: u64) -> Box<dyn Backend> {
-    backend::create(cfg, &spec(cfg), seed).unwrap().1
+    let mut cfg = cfg.clone();
+    if cfg.backend == BackendKind::Candle {
+        cfg.device = std::env::var("PROXIMA_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    }
+    backend::create(&cfg, &spec(&cfg), seed).unwrap().1
 }
 
 /// The parameters by name.

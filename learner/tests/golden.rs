@@ -1,6 +1,9 @@
 //! The PPO minibatch update against PyTorch (CleanRL's formulation): `tests/fixtures/golden/*.safetensors` hold
 //! the model, a minibatch, the expected forward values, losses, gradients and the parameters after one clipped
 //! Adam step. `tests/fixtures/golden/make_golden.py` produced them.
+//!
+//! The candle side runs on `PROXIMA_TEST_DEVICE` (`cpu` when unset; `cuda` on a build with `--features cuda`, as
+//! `scripts/gpu-check.sh` runs it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,15 +19,26 @@ use learner::update::backend::candle::optim::Adam;
 use learner::update::ppo::{HostBatch, LossCoefs, MinibatchStats, SeqLayout, StepOutcome};
 use std::collections::HashMap;
 
+/// The device of the candle side: `PROXIMA_TEST_DEVICE` (`cpu` or `cuda`), the CPU when unset.
+fn device() -> Device {
+    match std::env::var("PROXIMA_TEST_DEVICE").as_deref() {
+        Ok("cuda") => Device::new_cuda(0).expect("PROXIMA_TEST_DEVICE=cuda needs a CUDA build and device"),
+        _ => Device::Cpu,
+    }
+}
+
 struct Golden {
     t: HashMap<String, Tensor>,
     scalars: serde_json::Value,
 }
 
 fn load(name: &str) -> Golden {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/golden/{name}"));
+    // `PROXIMA_GOLDEN_DIR`: where the fixtures are when the binary runs away from its checkout (the GPU check).
+    let dir = std::env::var("PROXIMA_GOLDEN_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/golden").into());
+    let path = std::path::Path::new(&dir).join(name);
     let bytes = std::fs::read(&path).unwrap();
-    let t = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load_buffer(&bytes, &device()).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let scalars = serde_json::from_str(&meta.metadata().as_ref().unwrap()["scalars"]).unwrap();
     Golden { t, scalars }
@@ -96,7 +110,7 @@ fn setup(g: &Golden) -> (candle_nn::VarMap, ActorCritic, Batch, ActorCriticNet) 
         assert_eq!(t.dims(), e.shape.as_slice(), "{}", e.name);
         params.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     }
-    let (varmap, model) = ActorCritic::with_params(&net, &params, &Device::Cpu).unwrap();
+    let (varmap, model) = ActorCritic::with_params(&net, &params, &device()).unwrap();
     let actions =
         if continuous { g.t["batch.actions"].clone() } else { g.t["batch.actions"].to_dtype(DType::U32).unwrap() };
     let batch = Batch {
@@ -188,7 +202,7 @@ fn check_fused_step(g: &Golden, net: &ActorCriticNet, params: Vec<f32>, host: &H
     let c = coefs(g);
     // The golden tensor of each parameter, next to its span of a flat vector.
     let by_name = |flat: &[f32]| -> Vec<(String, Tensor)> {
-        net.named("", flat).map(|(n, s, v)| (n, Tensor::from_slice(v, s, &Device::Cpu).unwrap())).collect()
+        net.named("", flat).map(|(n, s, v)| (n, Tensor::from_slice(v, s, &device()).unwrap())).collect()
     };
     let mut fused = FusedBackend::new(net, params.clone(), 2).unwrap();
     check_loss_stats(&fused.loss_and_gradient(host, idx, &c), g);
@@ -253,14 +267,14 @@ fn discrete_kl_penalty_matches_pytorch() {
 fn clipped_objective_gradient_vanishes_outside_the_clip_range() {
     let g = load("ppo_discrete_clip.safetensors");
     let (varmap, model, batch, _) = setup(&g);
-    let one = Tensor::new(&[0u32], &Device::Cpu).unwrap();
+    let one = Tensor::new(&[0u32], &device()).unwrap();
     let mb = batch.select(&one).unwrap();
     let newlogprob = model.evaluate(&mb.obs, &mb.actions).unwrap().log_prob;
     let c = LossCoefs { norm_adv: false, ent_coef: 0.0, vf_coef: 0.0, ..coefs(&g) };
     let actor_grad_norm = |ratio: f32, adv: f32| {
         let mb = Batch {
             log_probs: (&newlogprob - (ratio as f64).ln()).unwrap().detach(),
-            advantages: Tensor::new(&[adv], &Device::Cpu).unwrap(),
+            advantages: Tensor::new(&[adv], &device()).unwrap(),
             ..mb.clone()
         };
         let (loss, _) = minibatch_loss(&model, &mb, &c).unwrap();
@@ -333,7 +347,7 @@ fn check_recurrent_case(name: &str) {
     let mut trace = common::net::NetTrace::default();
     let replay = common::net::Sequences { steps, state0: &seq.initial_states, starts: &seq.starts };
     net.forward_seq(&params, &host.obs, replay, &mut trace);
-    let values = Tensor::from_slice(trace.values(), host.len(), &Device::Cpu).unwrap();
+    let values = Tensor::from_slice(trace.values(), host.len(), &device()).unwrap();
     assert_close("newvalue", &values, &g.t["expect.newvalue"], 1e-5, 1e-6);
     check_fused_step(&g, &net, params, &host, &idx);
 }
