@@ -192,8 +192,11 @@ def main() -> None:
     p.add_argument("--core", choices=["none", "lstm", "gru"], default="none")
     p.add_argument("--core-size", type=int, default=64)
     p.add_argument("--seq-steps", type=int, default=32)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    # Every tensor and parameter below is created on this device.
+    torch.set_default_device(a.device)
     torch.manual_seed(1)
     obs_shape = [int(v) for v in a.obs_shape.split(",")]
     conv, hidden = (
@@ -280,12 +283,18 @@ def main() -> None:
                 logits, value = agent(obs[idx])
                 step(logits, value, actions[idx], old_logp[idx], adv[idx], ret[idx])
 
+    def sync() -> None:
+        if a.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     epoch()  # warm-up
+    sync()
     started, epochs = time.perf_counter(), 0
     while True:
         for _ in range(a.epochs):
             epoch()
         epochs += a.epochs
+        sync()
         if time.perf_counter() - started >= a.min_seconds:
             break
     seconds = time.perf_counter() - started
@@ -296,6 +305,7 @@ def main() -> None:
             {
                 "workload": "torch_update",
                 "torch": torch.__version__,
+                "device": a.device,
                 "threads": a.threads,
                 "parameters": params,
                 "batch": n,
