@@ -24,8 +24,9 @@ ROOT="$VENV/root"
 OUT="$PWD/target/gpu-check"
 export CARGO_TARGET_DIR="$PWD/target/cuda"
 
-# stub SONAME MODULE PREFIX PATH: a shared library named SONAME at PATH that exports every `PREFIX*` function
-# cudarc's MODULE binds, each returning an error (999).
+# stub SONAME MODULE PREFIX PATH [VERSIONED]: a shared library named SONAME at PATH that exports every `PREFIX*`
+# function cudarc's MODULE binds, each returning an error (999); with VERSIONED, under the symbol version SONAME
+# (as the real library's, which the binaries then ask for).
 stub() {
   local sys
   sys=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10/src/"$2"/sys/mod.rs 2>/dev/null | head -1)
@@ -36,7 +37,12 @@ stub() {
   grep -oE "^pub unsafe fn $3[A-Za-z0-9_]+" "$sys" | awk '{print "int " $4 "(void) { return 999; }"}' | sort -u \
     >"$VENV/$1.c"
   mkdir -p "$(dirname "$4")"
-  gcc -shared -fPIC -Wl,-soname,"$1" -o "$4" "$VENV/$1.c"
+  local version=()
+  if [ -n "${5:-}" ]; then
+    printf '%s { global: *; };\n' "$1" >"$VENV/$1.map"
+    version=(-Wl,--version-script,"$VENV/$1.map")
+  fi
+  gcc -shared -fPIC -Wl,-soname,"$1" "${version[@]}" -o "$4" "$VENV/$1.c"
 }
 
 if ! [ -x "$ROOT/bin/nvcc" ]; then
@@ -86,7 +92,7 @@ pack proxima-bench "$CARGO_TARGET_DIR/release/proxima-bench"
 while read -r name path; do pack "$name" "$path"; done <<<"$tests"
 # PyTorch's CUDA 13 wheels have no cuRAND, and the learner never draws random numbers on the GPU: the check
 # falls back to this stub when the machine has no libcurand.so.10.
-stub libcurand.so.10 curand curand "$OUT/stubs/libcurand.so.10"
+stub libcurand.so.10 curand curand "$OUT/stubs/libcurand.so.10" versioned
 git rev-parse HEAD >"$OUT/COMMIT"
 du -sh "$OUT"
 ls -lR "$OUT"
