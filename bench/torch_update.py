@@ -195,8 +195,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    # Every tensor and parameter below is created on this device.
-    torch.set_default_device(a.device)
+    if a.device != "cpu":
+        # Every tensor and parameter below is created on this device (not set for the CPU: the mode behind it
+        # intercepts every torch call, a cost the CPU baseline should not carry).
+        torch.set_default_device(a.device)
     torch.manual_seed(1)
     obs_shape = [int(v) for v in a.obs_shape.split(",")]
     conv, hidden = (
