@@ -19,12 +19,16 @@ use learner::update::backend::candle::optim::Adam;
 use learner::update::ppo::{HostBatch, LossCoefs, MinibatchStats, SeqLayout, StepOutcome};
 use std::collections::HashMap;
 
-/// The device of the candle side: `PROXIMA_TEST_DEVICE` (`cpu` or `cuda`), the CPU when unset.
+/// The device of the candle side: `PROXIMA_TEST_DEVICE` (`cpu` or `cuda`), the CPU when unset. Opened once: each
+/// `Device::new_cuda` is a device of its own, and candle refuses to combine tensors of two of them.
 fn device() -> Device {
-    match std::env::var("PROXIMA_TEST_DEVICE").as_deref() {
-        Ok("cuda") => Device::new_cuda(0).expect("PROXIMA_TEST_DEVICE=cuda needs a CUDA build and device"),
-        _ => Device::Cpu,
-    }
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| match std::env::var("PROXIMA_TEST_DEVICE").as_deref() {
+            Ok("cuda") => Device::new_cuda(0).expect("PROXIMA_TEST_DEVICE=cuda needs a CUDA build and device"),
+            _ => Device::Cpu,
+        })
+        .clone()
 }
 
 struct Golden {
