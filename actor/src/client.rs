@@ -134,8 +134,8 @@ impl Backoff {
 
 /// Why a session with the learner ended.
 enum SessionEnd {
-    /// Shutdown requested; buffered rollouts were flushed.
-    Shutdown,
+    /// Shutdown requested; this many buffered rollouts were flushed.
+    Shutdown { flushed: u64 },
 }
 
 /// The sampler thread and its channels, kept across reconnects so envs continue where they were.
@@ -145,7 +145,10 @@ struct Worker {
     cell: Arc<PolicyCell>,
     rollouts: tokio::sync::mpsc::Receiver<Rollout>,
     stop: CancellationToken,
-    thread: std::thread::JoinHandle<Result<(), Error>>,
+    /// Ends with the number of rollouts the sampler collected and handed over.
+    thread: std::thread::JoinHandle<Result<u64, Error>>,
+    /// Rollouts of this sampler the learner answered.
+    sent: u64,
 }
 
 type Client = pb::learner_client::LearnerClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
@@ -217,12 +220,16 @@ pub async fn run_env(opts: ActorOptions, factory: EnvFactory, shutdown: Cancella
     let mut backoff = Backoff { attempt: 0, base: Duration::from_millis(100), max: opts.max_backoff };
     let mut worker: Option<Worker> = None;
     let mut last_problem: Option<String> = None;
-    let result = loop {
+    let mut flushed = 0;
+    let mut result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
         }
         match session(&opts, &factory, &mut worker, &shutdown, &mut backoff, &mut last_problem).await {
-            Ok(SessionEnd::Shutdown) => break Ok(()),
+            Ok(SessionEnd::Shutdown { flushed: n }) => {
+                flushed = n;
+                break Ok(());
+            }
             // The sampler thread ended by itself: its error (weights that no longer fit, a failing env) is not
             // something reconnecting can fix, and registering again would only fill the learner's registry.
             Err(Error::SamplerStopped) => {
@@ -254,7 +261,26 @@ pub async fn run_env(opts: ActorOptions, factory: EnvFactory, shutdown: Cancella
     if let Some(w) = worker {
         w.stop.cancel();
         drop(w.rollouts);
-        let _ = tokio::task::spawn_blocking(move || w.thread.join()).await;
+        let sent = w.sent;
+        let collected = match tokio::task::spawn_blocking(move || w.thread.join()).await {
+            Ok(Ok(Ok(n))) => n,
+            // A sampler that failed as the shutdown came: its error is the run's outcome.
+            Ok(Ok(Err(e))) => {
+                result = result.and(Err(e));
+                sent
+            }
+            _ => {
+                result = result.and(Err(Error::SamplerStopped));
+                sent
+            }
+        };
+        tracing::info!(collected, sent, flushed, "actor leaving");
+        if collected > sent {
+            tracing::warn!(
+                unsent = collected - sent,
+                "rollouts collected but not sent (the learner was unreachable, or the 2 s flush ran out)"
+            );
+        }
     }
     result
 }
@@ -347,8 +373,8 @@ async fn session(
     let outcome = loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                flush(&mut client, w, &reg).await;
-                break Ok(SessionEnd::Shutdown);
+                let flushed = flush(&mut client, w, &reg).await;
+                break Ok(SessionEnd::Shutdown { flushed });
             }
             ended = &mut follower => {
                 break Err(ended.unwrap_or_else(|e| Error::Unavailable(format!("policy task failed: {e}"))));
@@ -360,6 +386,7 @@ async fn session(
                 if let Err(e) = submit(&mut client, rollout, &reg).await {
                     break Err(e);
                 }
+                w.sent += 1;
             }
         }
     };
@@ -411,18 +438,20 @@ fn check_size(message: &pb::Rollout, max_bytes: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Sends the rollouts already collected (for at most two seconds) before leaving.
-async fn flush(client: &mut Client, w: &mut Worker, reg: &pb::RegisterResponse) {
+/// Stops the sampler and sends what it still has (the rollouts queued and the one in progress, for at most two
+/// seconds) before leaving; returns how many it sent.
+async fn flush(client: &mut Client, w: &mut Worker, reg: &pb::RegisterResponse) -> u64 {
     w.stop.cancel();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut sent = 0;
+    let mut flushed = 0;
     while let Ok(Some(r)) = tokio::time::timeout_at(deadline, w.rollouts.recv()).await {
         if submit(client, r, reg).await.is_err() {
             break;
         }
-        sent += 1;
+        w.sent += 1;
+        flushed += 1;
     }
-    tracing::info!(flushed = sent, "actor leaving");
+    flushed
 }
 
 /// The envs to step: what the learner's registration answer names, else (a learner from before it did) the
@@ -465,7 +494,7 @@ fn start_worker(
         .name("sampler".into())
         .spawn(move || run_sampler(sampler, &model, &c, &tx, &s))
         .map_err(|e| Error::Config(format!("cannot start the sampler thread: {e}")))?;
-    Ok(Worker { num_envs, cell, rollouts: rx, stop, thread })
+    Ok(Worker { num_envs, cell, rollouts: rx, stop, thread, sent: 0 })
 }
 
 #[cfg(test)]

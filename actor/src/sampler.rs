@@ -191,7 +191,8 @@ impl<S: RolloutSink> RolloutSink for Stamped<S> {
     }
 }
 
-/// The sampler loop: load the newest policy, collect, send; until `stop` is set or the sink closes.
+/// The sampler loop: load the newest policy, collect, send; until `stop` is set or the sink closes. A rollout in
+/// progress when `stop` is set is finished and sent. Returns how many rollouts the sink took.
 ///
 /// In `sync` mode each rollout waits for a policy newer than the one that produced the previous rollout.
 pub fn run_sampler(
@@ -200,12 +201,13 @@ pub fn run_sampler(
     policies: &PolicyCell,
     sink: &impl RolloutSink,
     stop: &CancellationToken,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let mut snapshot = policies.latest();
     let mut policy = Policy::from_snapshot(env_spec, &snapshot)?;
     // (incarnation, version) of the policy behind the previous rollout.
     let mut used: Option<(u64, u64)> = None;
     let mut waited = Duration::ZERO;
+    let mut sent = 0;
     const POLL: Duration = Duration::from_millis(50);
     while !stop.is_cancelled() {
         let newest = match (used, sampler.cfg.policy_wait) {
@@ -236,6 +238,7 @@ pub fn run_sampler(
         if sink.send(rollout).is_err() {
             break;
         }
+        sent += 1;
     }
-    Ok(())
+    Ok(sent)
 }

@@ -130,7 +130,7 @@ pub fn train(
     drop(rx);
     for w in workers {
         match w.join() {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) if outcome.is_ok() => outcome = Err(e.into()),
             Ok(Err(_)) => {}
             Err(_) => outcome = Err(Error::Internal("a sampler thread panicked".into())),

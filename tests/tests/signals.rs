@@ -62,9 +62,11 @@ fn second_signal_exits_the_learner_at_once() {
     println!("second SIGTERM: learner exited with 130 after {:.0} ms", took.as_secs_f64() * 1e3);
 }
 
-/// SIGTERM on an actor: it stops sampling, sends what it already has (for at most 2 s) and exits 0. The actor
-/// never waits for a newer policy (`--policy-wait-ms 0`), so at the signal its sampler is collecting a rollout (or
-/// has one queued), which it finishes and hands over: the flush always has at least one rollout to send.
+/// SIGTERM on an actor: it stops sampling, sends what it already has (the rollouts queued and the one in progress,
+/// for at most 2 s) and exits 0. Every rollout its sampler collected reached the learner: the actor's own count of
+/// collected rollouts equals the rollouts it sent and the learner's count of those it received. (How many were
+/// left for the flush is timing: usually one or two, none when the signal lands just after the sampler handed
+/// its last rollout over, before it began the next.)
 #[test]
 fn actor_flushes_and_leaves_on_sigterm() {
     let _serial = serial();
@@ -86,14 +88,26 @@ fn actor_flushes_and_leaves_on_sigterm() {
     let took = term.elapsed();
     assert!(status.success(), "the actor exits 0 after SIGTERM: {status}\n{}", actor.tail(20));
     let log = actor.log();
-    let leaving = log.lines().find(|l| l.contains("actor leaving")).unwrap_or_else(|| panic!("no flush line\n{log}"));
-    let flushed: u64 = leaving
-        .split("flushed=")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no flushed count in {leaving:?}"));
-    assert!(flushed >= 1, "the actor had a rollout to send and flushed none: {leaving}");
+    let leaving = log.lines().find(|l| l.contains("actor leaving")).unwrap_or_else(|| panic!("no leaving line\n{log}"));
+    let count = |key: &str| -> u64 {
+        leaving
+            .split(&format!("{key}="))
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} count in {leaving:?}"))
+    };
+    let (collected, sent) = (count("collected"), count("sent"));
+    assert!(collected >= 1, "the actor trained before the signal, yet collected nothing: {leaving}");
+    assert_eq!(sent, collected, "a rollout the sampler collected was not sent: {leaving}");
+    let text = scrape(learner.metrics_port).expect("the learner's metrics");
+    // Each rollout is counted once on arrival (accepted, stale or rejected); `expired` counts accepted ones again.
+    let received: f64 = samples(&text, "proxima_learner_rollouts_total")
+        .into_iter()
+        .filter(|(labels, _)| !labels.contains("outcome=\"expired\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(received, sent as f64, "the learner counted another number of rollouts than the actor sent: {leaving}");
     assert!(took < Duration::from_millis(4500), "the flush is bounded by 2 s, the exit took {took:?}");
     println!("actor SIGTERM: exited 0 after {:.0} ms; {leaving}", took.as_secs_f64() * 1e3);
     assert_eq!(learner.terminate(Duration::from_secs(30)).code(), Some(0), "{}", learner.proc.tail(20));
