@@ -5,7 +5,8 @@ installed (the project's ``.venv``).
     .venv/bin/python bench/python_actor_bench.py profile --out prof.json -- --learner http://127.0.0.1:50051 ...
 
 ``raw``: the env alone, as the actor builds it: ``make_vector_env`` (gymnasium's ``SyncVectorEnv`` in
-``SAME_STEP`` autoreset mode) over ``gym.make(env)``, stepped with random actions drawn before the clock starts
+``SAME_STEP`` autoreset mode) over ``gym.make(env)`` (with ``--atari``, the actor's Atari preprocessing),
+stepped with random actions drawn before the clock starts
 (a pool of 256 batches, cycled), for ``--seconds``. Prints one JSON line with ``steps_per_s``.
 
 ``profile``: runs ``proxima-actor`` (the given arguments) under cProfile until SIGTERM, then writes where the
@@ -50,8 +51,8 @@ PROFILED = (
 )
 
 
-def raw(env_id: str, num_envs: int, seconds: float) -> dict[str, Any]:
-    envs = make_vector_env(lambda: gym.make(env_id), num_envs)
+def raw(env_id: str, num_envs: int, seconds: float, atari: bool) -> dict[str, Any]:
+    envs = make_vector_env(cli.env_factory(env_id, None, None, atari), num_envs)
     envs.reset(seed=0)
     envs.action_space.seed(0)
     pool = [envs.action_space.sample() for _ in range(256)]
@@ -146,12 +147,17 @@ def main() -> int:
     r.add_argument("--env", default="CartPole-v1")
     r.add_argument("--num-envs", type=int, default=8)
     r.add_argument("--seconds", type=float, default=10.0)
+    r.add_argument(
+        "--atari",
+        action="store_true",
+        help="an ALE id with the actor's Atari preprocessing (as proxima-actor --atari)",
+    )
     q = sub.add_parser("profile")
     q.add_argument("--out", required=True)
     q.add_argument("actor_args", nargs=argparse.REMAINDER)
     a = p.parse_args()
     if a.command == "raw":
-        print(json.dumps(raw(a.env, a.num_envs, a.seconds)))
+        print(json.dumps(raw(a.env, a.num_envs, a.seconds, a.atari)))
         return 0
     args = a.actor_args[1:] if a.actor_args[:1] == ["--"] else a.actor_args
     print(json.dumps(profile(a.out, args)))

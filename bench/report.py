@@ -806,11 +806,13 @@ PROFILE_PARTS = (
 
 def python_section(wl: dict[str, Any]) -> list[str]:
     runs = wl.get("runs") or []
-    lines = ["", "## 6. python: Python actors against the raw gymnasium vector env", ""]
+    lines = ["", "## 6. python: actors against the raw env they step", ""]
     lines.append(
-        "raw: `bench/python_actor_bench.py raw`, the actor's vector env (`SyncVectorEnv`, SAME_STEP autoreset) "
-        "stepped with pre-drawn random actions, one process. pipeline: `learner serve` (fused, 1 thread) and one "
-        "`proxima-actor` process with as many envs and `--policy-wait-ms 0`; env steps/s of rollouts "
+        "raw: for the Python actor `bench/python_actor_bench.py raw`, the actor's vector env (`SyncVectorEnv`, "
+        "SAME_STEP autoreset; ALE ids with `--atari`'s preprocessing) stepped with pre-drawn random actions, one "
+        "process; for the Rust actor `proxima-bench env`, one env. pipeline: `learner serve` (fused, 1 thread; "
+        "configs/atari.toml for Pong, configs/minatar_cnn.toml for MinAtar) and one `proxima-actor` (Python) or "
+        "`actor` (Rust) process with as many envs and `--policy-wait-ms 0`; env steps/s of rollouts "
         f"the learner answered, over {wl.get('seconds')} s after a warm-up; cores = CPU seconds per second. "
         "Profile: the actor's main thread under cProfile (its own run; shares of the profiled time; the "
         "submission runs on a thread of its own and counts only as the main thread's wait for it)."
@@ -831,10 +833,13 @@ def python_section(wl: dict[str, Any]) -> list[str]:
             rows.append(
                 [
                     env_id,
+                    (pipe or raw or {}).get("actor", "python"),
                     n,
                     fmt(raw_sps),
                     fmt(pipe_sps),
-                    f"{share:.0%}" if share is not None else "–",
+                    (f"{share:.0%}" if share >= 0.01 else f"{share:.2%}")
+                    if share is not None
+                    else "–",
                     fmt((pipe or {}).get("actor_cores")),
                     fmt((pipe or {}).get("learner_cores")),
                 ]
@@ -848,7 +853,14 @@ def python_section(wl: dict[str, Any]) -> list[str]:
                         for k, _ in PROFILE_PARTS
                     ]
                 )
-    header = ["env", "envs", "raw env steps/s", "pipeline steps/s", "pipeline ÷ raw"]
+    header = [
+        "env",
+        "actor",
+        "envs",
+        "raw env steps/s",
+        "pipeline steps/s",
+        "pipeline ÷ raw",
+    ]
     lines.append(table(header + ["actor cores", "learner cores"], rows))
     if prof_rows:
         labels = [label for _, label in PROFILE_PARTS]

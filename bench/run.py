@@ -50,8 +50,10 @@ Steps
            both), the threads actually busy measured per run.
 5. ingest  gRPC rollout ingestion, ``proxima-bench ingest`` with 1 and 4
            clients.
-6. python  Python actors (proxima_actor) against the raw gymnasium vector
-           env, and their profile.
+6. python  actors against the raw env they step: Python actors
+           (proxima_actor) on gymnasium's vector env (CartPole, HalfCheetah,
+           Atari Pong with --atari and the Nature CNN), and their profile;
+           the Rust actor with the MinAtar CNN on MinAtar Breakout.
 7. mujoco  (only when named in --only: an hour or more) time to a return
            threshold on HalfCheetah-v5 (1500) and Hopper-v5 (2000), mean of
            the last 10 finished training episodes, bench/solve.py: proxima-py
@@ -1206,14 +1208,31 @@ def workload_ingest(opts: argparse.Namespace, state: "State") -> None:
 
 
 # --------------------------------------------------------------------------
-# 6. python: Python actors (proxima_actor) against the raw gymnasium vector env
+# 6. python: actors against the raw env they step (Python actors on gymnasium's vector env, the Rust actor on a
+#    built-in game)
 
-PYTHON_ENVS = ("CartPole-v1", "HalfCheetah-v5")
+PYTHON_ENVS = ("CartPole-v1", "HalfCheetah-v5", "ALE/Pong-v5")
+# Built-in games the Rust actor (target/release/actor) runs in the same workload; its raw rate is one env stepped
+# by `proxima-bench env` (the Rust vector env only loops over its envs).
+RUST_ACTOR_ENVS = ("MinAtar/Breakout-v1",)
 # Envs per actor process (and in the raw vector env): per-batch costs (inference, rollout arrays) shrink per step
 # as the batch grows.
 PYTHON_NUM_ENVS = (8, 16)
 # Spaces of envs the learner does not build in, for the pipeline runs' configs.
 PYTHON_ENV_SPACES = {"HalfCheetah-v5": ("Box(-inf, inf, (17,))", "Box(-1, 1, (6,))")}
+# Shipped configs of the pipeline runs for the image envs (their CNN policies).
+PIPELINE_CONFIGS = {
+    "ALE/Pong-v5": "configs/atari.toml",
+    "MinAtar/Breakout-v1": "configs/minatar_cnn.toml",
+}
+# Env steps per rollout where the message limit bounds it: Pong's 8 x 64 stacked frames (14.5 MB of the 16 MiB),
+# kept at any envs per actor.
+PIPELINE_ROLLOUT_ENV_STEPS = {"ALE/Pong-v5": 512}
+
+
+def is_atari(env_id: str) -> bool:
+    """An ALE id, which the Python actor runs with its Atari preprocessing (`--atari`)."""
+    return env_id.startswith("ALE/")
 
 
 def python_actor_problem(env_id: str | None = None) -> str | None:
@@ -1222,7 +1241,9 @@ def python_actor_problem(env_id: str | None = None) -> str | None:
         return f"no {VENV_PYTHON} (scripts/test.sh creates it and installs python/ into it)"
     probe = "import proxima_actor, gymnasium as g"
     if env_id:
-        probe += f"; g.make({env_id!r}).close()"
+        # The env as the actor builds it (ALE ids with the Atari preprocessing, which registers them).
+        probe += "; from proxima_actor.cli import env_factory"
+        probe += f"; env_factory({env_id!r}, None, None, {is_atari(env_id)})().close()"
     res = run_cmd([VENV_PYTHON, "-c", probe], 120)
     if res["error"] is None:
         return None
@@ -1235,8 +1256,11 @@ def python_actor_problem(env_id: str | None = None) -> str | None:
 
 
 def python_pipeline_config(env_id: str, tmp: str) -> str:
-    """The learner config of a pipeline run: configs/cartpole.toml, or for a non-built-in env its spaces with
-    Pendulum's continuous-control settings (normalised observations and rewards, 8 envs x 64 steps)."""
+    """The learner config of a pipeline run: the image envs' shipped configs, configs/cartpole.toml, or for a
+    non-built-in vector env its spaces with Pendulum's continuous-control settings (normalised observations and
+    rewards, 8 envs x 64 steps)."""
+    if env_id in PIPELINE_CONFIGS:
+        return PIPELINE_CONFIGS[env_id]
     if env_id not in PYTHON_ENV_SPACES:
         return CARTPOLE
     obs, action = PYTHON_ENV_SPACES[env_id]
@@ -1269,16 +1293,23 @@ def scrape_counter(port: int, name: str) -> float | None:
 
 
 def python_pipeline(
-    env_id: str, num_envs: int, warmup: float, seconds: float, profile: bool
+    env_id: str,
+    num_envs: int,
+    warmup: float,
+    seconds: float,
+    profile: bool,
+    rust: bool = False,
 ) -> dict[str, Any]:
-    """`learner serve` (fused backend, 1 thread) and one Python actor process (`num_envs` envs) that does not wait for new
-    policies (--policy-wait-ms 0: the actor runs flat out; the learner trains on what is fresh enough). Measures
+    """`learner serve` (fused backend, 1 thread) and one Python actor process (the Rust actor with `rust`; `num_envs`
+    envs) that does not wait for new policies (--policy-wait-ms 0: the actor runs flat out; the learner trains on
+    what is fresh enough). Measures
     the actor's env steps/s (its proxima_actor_env_steps_total, steps of rollouts the learner answered) over
     `seconds` after `warmup`, with both processes' CPU over the same window. With `profile`, the actor runs
     under cProfile (bench/python_actor_bench.py profile) and the entry holds where its time went."""
     tmp = tempfile.mkdtemp(prefix="bench-python-")
     entry: dict[str, Any] = {
         "env": env_id,
+        "actor": "rust" if rust else "python",
         "num_envs": num_envs,
         "actors": 1,
         "warmup_s": warmup,
@@ -1307,6 +1338,9 @@ def python_pipeline(
             NO_TARGET,
         ]
         lcmd += ["--set", "threads=1", "--set", f"actors.num_envs={num_envs}"]
+        if env_id in PIPELINE_ROLLOUT_ENV_STEPS:
+            steps = PIPELINE_ROLLOUT_ENV_STEPS[env_id] // num_envs
+            lcmd += ["--set", f"actors.rollout_steps={steps}"]
         learner = Child("learner", lcmd, tmp, thread_env(1))
         children.append(learner)
         deadline = time.monotonic() + 30
@@ -1329,9 +1363,13 @@ def python_pipeline(
             "--policy-wait-ms",
             "0",
         ]
-        actor_args += ["--metrics-addr", f"127.0.0.1:{metrics}", "--name", "py0"]
+        actor_args += ["--metrics-addr", f"127.0.0.1:{metrics}", "--name", "a0"]
+        if is_atari(env_id):
+            actor_args.append("--atari")
         prof_path = os.path.join(tmp, "profile.json")
-        if profile:
+        if rust:
+            acmd = [ACTOR]
+        elif profile:
             acmd = [
                 VENV_PYTHON,
                 os.path.join(HERE, "python_actor_bench.py"),
@@ -1409,7 +1447,7 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
     wl = state.workload(
         "python",
         {
-            "envs": list(PYTHON_ENVS),
+            "envs": list(PYTHON_ENVS) + list(RUST_ACTOR_ENVS),
             "num_envs": list(PYTHON_NUM_ENVS),
             "seconds": seconds,
             "runs": [],
@@ -1428,6 +1466,7 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
             log(f"python {env_id}: raw vector env, {n} envs, {seconds:g} s")
             cmd = [VENV_PYTHON, os.path.join(HERE, "python_actor_bench.py"), "raw"]
             cmd += ["--env", env_id, "--num-envs", str(n), "--seconds", str(seconds)]
+            cmd += ["--atari"] if is_atari(env_id) else []
             res = run_cmd(cmd, seconds + 120, env=thread_env(1))
             extra = {"env": env_id, "num_envs": n, "kind": "raw"}
             wl["runs"].append(json_entry(res, extra, ("steps_per_s",)))
@@ -1443,13 +1482,33 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
                 entry = python_pipeline(env_id, n, warmup, seconds, profile)
                 entry["kind"] = kind
                 wl["runs"].append(entry)
-                ok = entry.get("ok")
-                log(
-                    f"  {entry.get('steps_per_s')} steps/s"
-                    if ok
-                    else f"  FAILED: {entry.get('error')}"
-                )
+                log_pipeline(entry)
                 state.save()
+    for env_id in RUST_ACTOR_ENVS:
+        # One env stepped alone: the raw rate does not depend on the envs per actor.
+        log(f"python {env_id}: raw env (proxima-bench env), Rust actor")
+        res = run_cmd([BENCH_BIN, "env", "--env", env_id], 120)
+        raw = json_entry(
+            res, {"env": env_id, "actor": "rust", "kind": "raw"}, ("steps_per_s",)
+        )
+        for n in PYTHON_NUM_ENVS:
+            wl["runs"].append(dict(raw, num_envs=n))
+            log(
+                f"python {env_id}: pipeline, 1 Rust actor, {n} envs, {seconds:g} s after {warmup:g} s"
+            )
+            entry = python_pipeline(env_id, n, warmup, seconds, False, rust=True)
+            entry["kind"] = "pipeline"
+            wl["runs"].append(entry)
+            log_pipeline(entry)
+            state.save()
+
+
+def log_pipeline(entry: dict[str, Any]) -> None:
+    """Logs a pipeline run's rate, or why it failed."""
+    if entry.get("ok"):
+        log(f"  {entry.get('steps_per_s')} steps/s")
+    else:
+        log(f"  FAILED: {entry.get('error')}")
 
 
 def mujoco_command(system: str, env_id: str, config: str, seed: int) -> list[str]:
