@@ -1255,7 +1255,7 @@ def python_actor_problem(env_id: str | None = None) -> str | None:
     return f"{res['error']}{hint}: {tail(res['stderr'], 3)}"
 
 
-def python_pipeline_config(env_id: str, tmp: str) -> str:
+def pipeline_config(env_id: str, tmp: str) -> str:
     """The learner config of a pipeline run: the image envs' shipped configs, configs/cartpole.toml, or for a
     non-built-in vector env its spaces with Pendulum's continuous-control settings (normalised observations and
     rewards, 8 envs x 64 steps)."""
@@ -1292,7 +1292,7 @@ def scrape_counter(port: int, name: str) -> float | None:
     return sum(values) if values else None
 
 
-def python_pipeline(
+def actor_pipeline(
     env_id: str,
     num_envs: int,
     warmup: float,
@@ -1302,8 +1302,7 @@ def python_pipeline(
 ) -> dict[str, Any]:
     """`learner serve` (fused backend, 1 thread) and one Python actor process (the Rust actor with `rust`; `num_envs`
     envs) that does not wait for new policies (--policy-wait-ms 0: the actor runs flat out; the learner trains on
-    what is fresh enough). Measures
-    the actor's env steps/s (its proxima_actor_env_steps_total, steps of rollouts the learner answered) over
+    what is fresh enough). Measures the actor's env steps/s (its proxima_actor_env_steps_total, steps of rollouts the learner answered) over
     `seconds` after `warmup`, with both processes' CPU over the same window. With `profile`, the actor runs
     under cProfile (bench/python_actor_bench.py profile) and the entry holds where its time went."""
     tmp = tempfile.mkdtemp(prefix="bench-python-")
@@ -1318,7 +1317,7 @@ def python_pipeline(
     children: list[Child] = []
     try:
         port, metrics = free_port(), free_port()
-        config = python_pipeline_config(env_id, tmp)
+        config = pipeline_config(env_id, tmp)
         lcmd = [
             LEARNER,
             "serve",
@@ -1479,7 +1478,7 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
                 log(
                     f"python {env_id}: {kind}, 1 actor, {n} envs, {seconds:g} s after {warmup:g} s"
                 )
-                entry = python_pipeline(env_id, n, warmup, seconds, profile)
+                entry = actor_pipeline(env_id, n, warmup, seconds, profile)
                 entry["kind"] = kind
                 wl["runs"].append(entry)
                 log_pipeline(entry)
@@ -1496,7 +1495,7 @@ def workload_python(opts: argparse.Namespace, state: "State") -> None:
             log(
                 f"python {env_id}: pipeline, 1 Rust actor, {n} envs, {seconds:g} s after {warmup:g} s"
             )
-            entry = python_pipeline(env_id, n, warmup, seconds, False, rust=True)
+            entry = actor_pipeline(env_id, n, warmup, seconds, False, rust=True)
             entry["kind"] = "pipeline"
             wl["runs"].append(entry)
             log_pipeline(entry)

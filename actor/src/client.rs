@@ -278,7 +278,7 @@ pub async fn run_env(opts: ActorOptions, factory: EnvFactory, shutdown: Cancella
         if collected > sent {
             tracing::warn!(
                 unsent = collected - sent,
-                "rollouts collected but not sent (the learner was unreachable, or the 2 s flush ran out)"
+                "rollouts collected but not sent (the learner refused them or could not be reached, or the 2 s flush ran out)"
             );
         }
     }
