@@ -2,6 +2,7 @@
 //! observations of `--num-envs` envs, for a model with or without a recurrent core, from a snapshot as actors
 //! load it. With a core each call also reads and writes every env's state (as the sampler does between steps).
 
+use crate::model_flags::{apply_preset, observation_space};
 use common::env::Space;
 use common::model::{CoreKind, ModelConfig, ModelSpec};
 use common::net::ActorCriticNet;
@@ -27,6 +28,16 @@ pub struct Args {
     /// Observation width (default: CartPoleNoVelocity's 2).
     #[arg(long, default_value_t = 2)]
     obs_dim: usize,
+    /// Image observations of this shape (e.g. `10,10,4` for MinAtar Breakout), uint8 0..=255, instead of
+    /// `--obs-dim`.
+    #[arg(long, value_delimiter = ',')]
+    obs_shape: Vec<usize>,
+    /// Conv preset (`nature_cnn` or `minatar_cnn`): its convolutions, hidden sizes and ReLU replace `--hidden`.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Actions of the discrete action space.
+    #[arg(long, default_value_t = 2)]
+    actions: usize,
     /// Envs per call.
     #[arg(long, default_value_t = 8)]
     num_envs: usize,
@@ -39,20 +50,29 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let core: CoreKind = serde_json::from_value(serde_json::json!(args.core))
         .map_err(|_| anyhow::anyhow!("unknown core {:?} (none, lstm or gru)", args.core))?;
-    let cfg = ModelConfig {
+    let mut cfg = ModelConfig {
         hidden_sizes: args.hidden.clone(),
         shared_trunk: !args.separate,
         core,
         core_size: args.core_size,
         ..ModelConfig::default()
     };
-    let spec = ModelSpec::resolve(&cfg, &Space::unbounded(args.obs_dim), &Space::Discrete { n: 2 })?;
+    if let Some(name) = &args.preset {
+        apply_preset(&mut cfg, name)?;
+    }
+    let obs_space = observation_space(&args.obs_shape, args.obs_dim)?;
+    let obs_dim = obs_space.flat_dim();
+    let spec = ModelSpec::resolve(&cfg, &obs_space, &Space::Discrete { n: args.actions })?;
     let net = ActorCriticNet::new(&spec)?;
     let weights = encode_weights(&net, &net.init(1), None)?;
     let snapshot = PolicySnapshot { version: 1, weights: weights.into(), published_at: 0.0, incarnation: 0 };
     let mut policy = Policy::from_snapshot(&spec, &snapshot)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let obs: Vec<f32> = (0..args.num_envs * args.obs_dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let obs: Vec<f32> = match args.obs_shape.is_empty() {
+        true => (0..args.num_envs * obs_dim).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        // MinAtar-like sparse 0/1 images.
+        false => (0..args.num_envs * obs_dim).map(|_| f32::from(rng.random_bool(0.1))).collect(),
+    };
     let mut state = vec![0.0f32; args.num_envs * policy.state_dim()];
     let mut out = ActOutput::default();
     let started = Instant::now();

@@ -3,6 +3,7 @@
 mod act;
 mod env;
 mod ingest;
+mod model_flags;
 mod update;
 
 use clap::{Parser, Subcommand};

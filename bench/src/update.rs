@@ -9,6 +9,7 @@
 //! CPU matmuls use rayon's global pool, sized by `RAYON_NUM_THREADS` (else, candle's default, the physical
 //! cores), which is reported as found.
 
+use crate::model_flags::{apply_preset, observation_space};
 use common::env::Space;
 use common::model::ModelSpec;
 use common::net::Trace;
@@ -163,21 +164,15 @@ pub fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut cfg = TrainConfig { backend, threads: args.threads, device: args.device.clone(), ..TrainConfig::default() };
     cfg.model.hidden_sizes = args.hidden.clone();
     if let Some(name) = &args.preset {
-        let preset: common::model::Preset = serde_json::from_value(serde_json::json!(name))
-            .map_err(|_| anyhow::anyhow!("unknown preset {name:?} (nature_cnn or minatar_cnn)"))?;
-        (cfg.model.conv, cfg.model.hidden_sizes, cfg.model.activation) = preset.layers();
+        apply_preset(&mut cfg.model, name)?;
     }
     cfg.model.shared_trunk = args.shared_trunk;
     cfg.model.core = serde_json::from_value(serde_json::json!(args.core))
         .map_err(|_| anyhow::anyhow!("unknown core {:?} (none, lstm or gru)", args.core))?;
     cfg.model.core_size = args.core_size;
     cfg.validate()?;
-    let obs_space = match args.obs_shape.is_empty() {
-        true => Space::unbounded(args.obs_dim),
-        false => Space::shaped(vec![0.0], vec![255.0], args.obs_shape.clone(), common::env::Dtype::Uint8)?,
-    };
+    let obs_space = observation_space(&args.obs_shape, args.obs_dim)?;
     let (obs_dim, space) = (obs_space.flat_dim(), args.action_space.parse::<Space>()?);
-    anyhow::ensure!(obs_dim > 0, "--obs-dim must be at least 1");
     let n = args.batch.max(args.minibatch);
     let mut batch = synthetic_batch(n, obs_dim, &space);
     let core = common::model::Core::of(cfg.model.core, cfg.model.core_size);

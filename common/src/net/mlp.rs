@@ -1,6 +1,6 @@
 //! A stack of linear layers on the flat parameter vector: forward and backward passes on `gemm`.
 
-use super::kernels::{Mat, linear_grads, matmul};
+use super::kernels::{Mat, few_rows_linear, linear_grads, matmul, use_few_rows};
 use crate::model::Activation;
 
 /// Linear layers with the activation between them (and after the last one when `activate_last`). Its methods
@@ -67,15 +67,18 @@ impl Mlp {
             }
             let w = &params[self.weights[i]..self.weights[i] + fan_out * fan_in];
             // out += input · Wᵀ: W is [fan_out, fan_in] row-major, so Wᵀ is the same data with swapped strides.
-            matmul(
-                n,
-                fan_out,
-                fan_in,
-                out,
-                true,
-                Mat { data: input, rs: fan_in, cs: 1 },
-                Mat { data: w, rs: 1, cs: fan_in },
-            );
+            match use_few_rows(n, fan_in, fan_out) {
+                true => few_rows_linear(n, fan_out, fan_in, input, w, out),
+                false => matmul(
+                    n,
+                    fan_out,
+                    fan_in,
+                    out,
+                    true,
+                    Mat { data: input, rs: fan_in, cs: 1 },
+                    Mat { data: w, rs: 1, cs: fan_in },
+                ),
+            }
             if self.activated(i) {
                 self.activation.apply(out);
             }
