@@ -425,7 +425,9 @@ mod tests {
     #[test]
     fn few_rows_linear_matches_gemm() {
         let value = |i: usize| ((i * 7919 % 1000) as f32 / 500.0) - 1.0;
-        for (rows, out, inp) in [(1, 1, 1), (1, 3, 7), (3, 5, 8), (4, 2, 13), (5, 7, 67), (9, 4, 1600), (32, 9, 20)] {
+        for (rows, out, inp) in
+            [(1, 1, 1), (2, 3, 9), (3, 5, 8), (4, 2, 13), (5, 7, 67), (7, 2, 16), (9, 4, 1600), (32, 9, 20)]
+        {
             let x: Vec<f32> = (0..rows * inp).map(value).collect();
             let w: Vec<f32> = (0..out * inp).map(|i| value(i + 13)).collect();
             let bias: Vec<f32> = (0..rows * out).map(|i| value(i + 5)).collect();
