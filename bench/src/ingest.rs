@@ -109,36 +109,52 @@ async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
 
     let template = random_rollout(args.num_envs, args.rollout_steps)?;
     let request_bytes = pb::Rollout::from(&template).encoded_len();
-    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
-    let started = Instant::now();
+    // The clock starts once every client has registered (connecting is not ingest), and each client sends at least
+    // one rollout however long that took.
+    let ready = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
+    let duration = Duration::from_secs_f64(args.seconds);
     let mut clients = Vec::new();
     for i in 0..args.clients {
         let template = template.clone();
+        let ready = ready.clone();
         let url = format!("http://{addr}");
         clients.push(tokio::spawn(async move {
-            let mut client =
-                pb::learner_client::LearnerClient::connect(url).await?.max_encoding_message_size(usize::MAX);
-            let reg = client
-                .register(pb::RegisterRequest {
-                    actor_name: format!("bench-{i}"),
-                    env_id: "CartPole-v1".into(),
-                    observation_space: Some((&common::env::make("CartPole-v1")?.observation_space()).into()),
-                    action_space: Some((&common::env::make("CartPole-v1")?.action_space()).into()),
-                    num_envs: template.num_envs as u32,
-                    protocol_version: common::wire::PROTOCOL_VERSION as i32,
-                    learner_num_envs: false,
-                })
-                .await?
-                .into_inner();
-            let request = pb::Rollout::from(&Rollout { actor_id: common::ids::ActorId(reg.actor_id), ..template });
+            let connected = async {
+                let mut client =
+                    pb::learner_client::LearnerClient::connect(url).await?.max_encoding_message_size(usize::MAX);
+                let reg = client
+                    .register(pb::RegisterRequest {
+                        actor_name: format!("bench-{i}"),
+                        env_id: "CartPole-v1".into(),
+                        observation_space: Some((&common::env::make("CartPole-v1")?.observation_space()).into()),
+                        action_space: Some((&common::env::make("CartPole-v1")?.action_space()).into()),
+                        num_envs: template.num_envs as u32,
+                        protocol_version: common::wire::PROTOCOL_VERSION as i32,
+                        learner_num_envs: false,
+                    })
+                    .await?
+                    .into_inner();
+                let request = pb::Rollout::from(&Rollout { actor_id: common::ids::ActorId(reg.actor_id), ..template });
+                anyhow::Ok((client, request))
+            }
+            .await;
+            // At the barrier even after a failure, so that the others and the clock are not kept waiting.
+            ready.wait().await;
+            let (mut client, request) = connected?;
+            let deadline = Instant::now() + duration;
             let mut sent = 0u64;
-            while Instant::now() < deadline {
+            loop {
                 client.submit_rollout(request.clone()).await?;
                 sent += 1;
+                if Instant::now() >= deadline {
+                    break;
+                }
             }
             anyhow::Ok(sent)
         }));
     }
+    ready.wait().await;
+    let started = Instant::now();
     let mut rollouts = 0u64;
     for c in clients {
         rollouts += c.await??;

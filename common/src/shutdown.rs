@@ -4,33 +4,48 @@
 /// Calls `first` on the first SIGINT or SIGTERM (the graceful shutdown: finish, checkpoint or flush, leave) and
 /// exits the process at once, with code 130, on the second. Run it as a task of the process's runtime.
 pub async fn shut_down_on_signals(first: impl FnOnce()) {
-    wait_for_signal().await;
+    let mut signals = ShutdownSignals::new();
+    signals.recv().await;
     tracing::info!("shutdown requested; finishing (signal again to exit at once)");
     first();
-    wait_for_signal().await;
+    signals.recv().await;
     tracing::warn!("second signal: exiting at once");
     std::process::exit(130);
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, each listened to from its creation on: a signal that arrives while `first` runs is kept
+/// for the next [`ShutdownSignals::recv`], not lost between two waits.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    /// Starts listening (inside a tokio runtime).
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                _ => None,
+            };
+            Self { streams }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Resolves on the next SIGINT or SIGTERM (Ctrl-C where the streams could not be made).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.streams {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

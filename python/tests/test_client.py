@@ -208,10 +208,11 @@ def test_policy_cell_waits_for_a_newer_version() -> None:
 
 
 class Slow(gym.Wrapper[np.ndarray, np.int64, np.ndarray, np.int64]):
-    """CartPole that takes 50 ms per step, so that a stop lands while a rollout is being collected."""
+    """CartPole that takes 200 ms per step, so that a stop lands while a rollout is being collected (and the next
+    rollout cannot finish between the test's count and its stop, even on a loaded machine)."""
 
     def step(self, action: np.int64) -> Any:
-        time.sleep(0.05)
+        time.sleep(0.2)
         return self.env.step(action)
 
 

@@ -295,6 +295,13 @@ impl Learner<'_> {
         learner_state(self.metrics.as_deref()?)
     }
 
+    /// The learner's state now; a scrape that fails (a slow answer on a loaded machine) is retried for up to 10 s.
+    pub fn current_state(&mut self) -> LearnerState {
+        wait_for("the learner's metrics", Duration::from_secs(10), || {
+            self.state().ok_or_else(|| "no answer".to_string())
+        })
+    }
+
     /// Waits until `connected` actors have open policy streams.
     pub fn wait_connected(&mut self, connected: u64, timeout: Duration) -> LearnerState {
         wait_for(&format!("{connected} connected actors"), timeout, || match self.state() {

@@ -104,8 +104,8 @@ fn compose_deployment_scales_recovers_and_is_scraped() {
     if let Some(rest) = Duration::from_secs(20).checked_sub(cut_at.elapsed()) {
         std::thread::sleep(rest);
     }
-    let still = learner.state().map(|s| s.connected);
-    assert_eq!(still, Some(1), "one actor connected while the other is cut off");
+    let still = learner.current_state().connected;
+    assert_eq!(still, 1, "one actor connected while the other is cut off");
     project.docker(&["network", "connect", "--alias", "actor", &network, &cut], Duration::from_secs(60));
     let reconnected_at = Instant::now();
     learner.wait_connected(2, Duration::from_secs(60));

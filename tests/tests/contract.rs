@@ -842,7 +842,7 @@ fn undecodable_bytes_are_invalid_argument() {
 #[test]
 fn registry_is_bounded_and_forgets_idle_actors() {
     with_own_counts(|counts| async move {
-        let server = Server::start(&["server.max_actors=2", "server.actor_idle_seconds=0.5"]).await;
+        let server = Server::start(&["server.max_actors=2", "server.actor_idle_seconds=2"]).await;
         long_name_case(&server).await;
         // One actor with an open stream, one without: the registry is full.
         let mut streaming = GoodActor::connect(server.addr).await;

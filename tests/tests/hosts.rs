@@ -200,7 +200,7 @@ fn actor_hosts_join_a_learner_host_through_its_published_port() {
     let detected = cut_at.elapsed();
     std::thread::sleep(CUT_FOR.saturating_sub(cut_at.elapsed()));
     let v = learner.wait_version_above(state.version.unwrap_or(0), Duration::from_secs(60));
-    assert_eq!(learner.state().map(|s| s.connected), Some(3), "connected actors while host-b is cut off");
+    assert_eq!(learner.current_state().connected, 3, "connected actors while host-b is cut off");
     step(&format!(
         "host-b cut off for {}: dropped after {}, 3 actors connected, training goes on (v{v})",
         secs(cut_at.elapsed()),
@@ -306,7 +306,7 @@ fn tls_and_the_token_work_across_hosts() {
         let n = unauthenticated(&text);
         if n >= 1.0 { Ok(n) } else { Err(format!("unauthenticated rejections: {n}")) }
     });
-    let state = learner.state().expect("learner metrics");
+    let state = learner.current_state();
     assert_eq!(state.connected, 2, "only the TLS host's actors may be connected: {state:?}");
     let plain = plain_host.containers("actor").remove(0);
     let ran = plain_host.try_docker(&["logs", &plain], Duration::from_secs(30));

@@ -108,7 +108,9 @@ fn actor_flushes_and_leaves_on_sigterm() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(received, sent as f64, "the learner counted another number of rollouts than the actor sent: {leaving}");
-    assert!(took < Duration::from_millis(4500), "the flush is bounded by 2 s, the exit took {took:?}");
+    // The flush is bounded by 2 s; the rest is joining threads and exiting, slower on a loaded machine. A hang
+    // (a flush that waits on the learner without its bound) would take far longer.
+    assert!(took < Duration::from_secs(10), "the flush is bounded by 2 s, the exit took {took:?}");
     println!("actor SIGTERM: exited 0 after {:.0} ms; {leaving}", took.as_secs_f64() * 1e3);
     assert_eq!(learner.terminate(Duration::from_secs(30)).code(), Some(0), "{}", learner.proc.tail(20));
 }
