@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """proxima's benchmark: THE one command that measures everything.
 
-    python3 bench/run.py                      # build, set up peers, all workloads, 5 seeds
+    python3 bench/run.py                      # build, set up peers, all workloads but mujoco, 5 seeds
     python3 bench/run.py --quick              # smoke test: 1 seed, smaller step counts
     python3 bench/run.py --only env,update --skip-build
     python3 bench/run.py --only solve --peers sb3,sf --seeds 3 --solve-threads 1
