@@ -1303,8 +1303,9 @@ def actor_pipeline(
     """`learner serve` (fused backend, 1 thread) and one Python actor process (the Rust actor with `rust`;
     `num_envs` envs) that does not wait for new policies (--policy-wait-ms 0: the actor runs flat out; the learner
     trains on what is fresh enough). Measures the actor's env steps/s (its proxima_actor_env_steps_total, steps of
-    rollouts the learner answered) over `seconds` after `warmup`, with both processes' CPU over the same window. With `profile`, the actor runs
-    under cProfile (bench/python_actor_bench.py profile) and the entry holds where its time went."""
+    rollouts the learner answered) over `seconds` after `warmup`, with both processes' CPU over the same window.
+    With `profile`, the actor runs under cProfile (bench/python_actor_bench.py profile) and the entry holds where its
+    time went."""
     tmp = tempfile.mkdtemp(prefix="bench-python-")
     entry: dict[str, Any] = {
         "env": env_id,
