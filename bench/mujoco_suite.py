@@ -213,7 +213,10 @@ def svg(
 
 
 def report(out: str, results: dict[str, list[dict]]) -> str:
-    head = "| env | seed | final eval (10 episodes, deterministic) | training return (last 100) | env steps | wall s | CPU s |"
+    head = (
+        "| env | seed | final eval (10 episodes, deterministic) | training return (last 100) | env steps | wall s "
+        "| CPU s |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|"]
     summary = []
     for name, rs in results.items():

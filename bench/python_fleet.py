@@ -7,8 +7,8 @@ process is told to stop (SIGTERM/SIGINT stop every child).
         --config configs/cartpole.toml --seed 1 --set threads=1
 
 Arguments after ``--`` go to ``learner serve`` (``--listen``, ``--metrics-addr none`` and ``--runs-dir``, a
-temporary one unless given, are added); ``PROXIMA_BENCH_EPISODES``, when set, becomes the learner's episode log. Standard
-library only.
+temporary one unless given, are added); ``PROXIMA_BENCH_EPISODES``, when set, becomes the learner's episode log.
+Standard library only.
 """
 
 from __future__ import annotations

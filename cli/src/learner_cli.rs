@@ -151,7 +151,8 @@ struct ServeArgs {
     /// Continue from the newest checkpoint of the run directory (a fresh run if it has none).
     #[arg(long, env = "PROXIMA_RESUME")]
     resume: bool,
-    /// Serve Prometheus metrics on this address (`/metrics`); `none` to disable.
+    /// Serve Prometheus metrics on this address (`/metrics`); `none` not to serve them (the run directory's
+    /// `metrics.prom` still gets their final values).
     #[arg(long, env = "PROXIMA_METRICS_ADDR", default_value = "0.0.0.0:9000")]
     metrics_addr: String,
 }
@@ -279,8 +280,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = args.load()?;
             let runtime = process::runtime(1)?;
             let role = common::metrics::Role::Learner;
-            let record = dashboard.addr().is_some();
-            let metrics = process::serve_metrics(&runtime, &serve.metrics_addr, role, &cfg.env.id, record)?;
+            // Recorded even without /metrics: the run directory gets the final totals (`metrics.prom`).
+            let metrics = process::serve_metrics(&runtime, &serve.metrics_addr, role, &cfg.env.id, true)?;
             let opts = learner::server::ServeOptions {
                 token: serve.token,
                 tls: serve.tls_cert.zip(serve.tls_key),

@@ -215,6 +215,13 @@ impl Learner {
         scrape(self.metrics_port)
     }
 
+    /// The run's `metrics.prom`: the learner's metrics as it wrote them once its server had stopped (exact totals,
+    /// which the last scrape before the exit may miss). Panics when the file is missing.
+    pub fn final_metrics(&self) -> String {
+        let path = self.run_dir.join("metrics.prom");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), self.proc.tail(20)))
+    }
+
     /// The run's checkpoints, by version.
     pub fn checkpoints(&self) -> Vec<(u64, PathBuf)> {
         checkpoints(&self.run_dir.join("checkpoints"))

@@ -289,9 +289,7 @@ fn python_actors_train_cartpole_to_475() {
     assert!(py1.log().contains("actor leaving flushed="), "py-1 did not flush:\n{}", py1.tail(20));
     let _rust = tests::procs::start_actor(dir.path(), "rust-1", port, &[]);
 
-    let metrics_port = learner.metrics_port;
-    let mut metrics = None;
-    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || {});
     assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(20));
     let elapsed = started.elapsed().as_secs_f64();
     let last = learner.progress().last().cloned().expect("progress rows");
@@ -301,7 +299,7 @@ fn python_actors_train_cartpole_to_475() {
         last.env_steps, last.policy_version
     );
     assert!(mean >= 475.0 && last.env_steps <= 300_000, "CartPole not solved through Python actors: {last:?}");
-    assert_eq!(total(&metrics.expect("learner metrics"), "proxima_learner_rejected_total"), 0.0, "rejections");
+    assert_eq!(total(&learner.final_metrics(), "proxima_learner_rejected_total"), 0.0, "rejections");
     assert!(learner.proc.log().contains("name=rust-1"), "the Rust actor did not join");
 
     let model = learner.run_dir.join("model.safetensors");
@@ -366,13 +364,12 @@ fn train_with_a_python_actor(dir: &Path, config: &str, env: &str, steps: u64) ->
     learner
 }
 
-/// Waits until the learner ends its run, checks that it exited cleanly and rejected nothing; returns its last
-/// metrics.
+/// Waits until the learner ends its run, checks that it exited cleanly and rejected nothing; returns its final
+/// metrics (`metrics.prom`).
 fn finish_without_rejections(learner: &mut Learner) -> String {
-    let (metrics_port, mut metrics) = (learner.metrics_port, None);
-    let status = learner.proc.wait_exit(Duration::from_secs(240), || metrics = scrape(metrics_port).or(metrics.take()));
+    let status = learner.proc.wait_exit(Duration::from_secs(240), || {});
     assert!(status.success(), "learner: {status}\n{}", learner.proc.tail(30));
-    let m = metrics.expect("learner metrics");
+    let m = learner.final_metrics();
     assert_eq!(total(&m, "proxima_learner_rejected_total"), 0.0, "rejections:\n{m}");
     m
 }
@@ -634,9 +631,7 @@ fn pong_trains_through_a_python_actor() {
         .collect();
     let _actor = Proc::spawn("py-pong", &tests::python(), &args, &[], dir.path());
     let m = finish_without_rejections(&mut learner);
-    // The last scrape can come before the final update (the learner trains it and exits between two polls), so
-    // the steps trained come from progress.csv, written before the learner exits; the bytes per rollout from the
-    // scrape, which counts bytes and rollouts together.
+    // The steps trained come from progress.csv; the bytes per rollout from the final metrics, exact for the run.
     let last = learner.progress().last().cloned().expect("progress rows");
     let (received, rollouts) =
         (total(&m, "proxima_learner_received_bytes_total"), total(&m, "proxima_learner_rollouts_total"));

@@ -1,4 +1,4 @@
-//! The run directory: `config.toml` (resolved config), `progress.csv`, `model.safetensors`.
+//! The run directory: `config.toml` (resolved config), `progress.csv`, `model.safetensors`, `metrics.prom`.
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -59,6 +59,17 @@ impl RunDir {
     /// Writes the policy weights to `model.safetensors`.
     pub fn write_model(&self, weights: &[u8]) -> Result<()> {
         write_atomic(&self.path.join("model.safetensors"), weights)
+    }
+}
+
+/// Writes the final values of the process's metrics (Prometheus' text format, as `/metrics` serves them) to
+/// `dir/metrics.prom`, once nothing can change them: exact totals (rejections by reason, rollouts by outcome)
+/// that the last scrape before the process exits may have missed. A failed write is logged, not fatal.
+pub fn write_final_metrics(dir: &Path, metrics: &common::metrics::PrometheusHandle) {
+    let path = dir.join("metrics.prom");
+    match write_atomic(&path, metrics.render().as_bytes()) {
+        Ok(()) => tracing::info!(path = %path.display(), "final metrics written"),
+        Err(e) => tracing::warn!(error = %e, "cannot write the final metrics"),
     }
 }
 

@@ -34,7 +34,8 @@ pub struct ServeOptions {
     pub resume: bool,
     /// Serve the live dashboard here (none: no dashboard).
     pub dashboard_addr: Option<String>,
-    /// The Prometheus recorder's handle, for the dashboard's metrics (none: metrics are not recorded).
+    /// The Prometheus recorder's handle, for the dashboard's metrics and the run's final `metrics.prom` (none:
+    /// metrics are not recorded).
     pub metrics: Option<common::metrics::PrometheusHandle>,
 }
 
@@ -162,7 +163,8 @@ pub fn no_delay(conn: std::io::Result<tokio::net::TcpStream>) -> std::io::Result
     conn
 }
 
-/// Runs the learner on `listener` until `shutdown` is cancelled or training ends; writes a final checkpoint.
+/// Runs the learner on `listener` until `shutdown` is cancelled or training ends; writes a final checkpoint and,
+/// with `opts.metrics`, the run's final metrics once the server has stopped (`metrics.prom`).
 pub async fn serve(
     cfg: TrainConfig,
     opts: ServeOptions,
@@ -170,6 +172,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<LoopOutcome> {
     let session = Session::open(&cfg, Mode::Serve, opts.resume, opts.metrics.clone())?;
+    let run_path = session.path().to_path_buf();
     let run_id = session.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let run_info = RunInfo::of(&cfg, run_id);
     let (tx, rx) = crate::queue::rollout_queue(cfg.server.queue_capacity);
@@ -269,6 +272,10 @@ pub async fn serve(
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         _ => {}
+    }
+    // The server has stopped: no request can change the totals any more.
+    if let Some(metrics) = &opts.metrics {
+        crate::run::dir::write_final_metrics(&run_path, metrics);
     }
     outcome
 }

@@ -63,7 +63,8 @@ class WideSeeds(gym.Wrapper[Any, Any, Any, Any]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         if seed is not None and seed >= 2**32:
-            self.env.unwrapped.seed(np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32))  # type: ignore[attr-defined]
+            words = np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32)
+            self.env.unwrapped.seed(words)  # type: ignore[attr-defined]
             seed = None
         return self.env.reset(seed=seed, options=options)
 
