@@ -18,6 +18,17 @@ const COLUMN_0: u128 = {
 /// Bits of row 0.
 const ROW_0: u128 = (1u128 << SIDE) - 1;
 
+/// Bit `i` alone, for each cell `i = y * 10 + x`.
+static CELL_BITS: [u128; SIDE * SIDE] = {
+    let mut bits = [0u128; SIDE * SIDE];
+    let mut i = 0;
+    while i < SIDE * SIDE {
+        bits[i] = 1u128 << i;
+        i += 1;
+    }
+    bits
+};
+
 /// A 10x10 boolean board, row-major.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Grid(u128);
@@ -35,10 +46,15 @@ impl Grid {
         Grid(bits)
     }
 
-    /// One cell's bit, or none outside the board.
+    /// One cell's bit, or none outside the board: a load from [`CELL_BITS`], fewer instructions than a 128-bit
+    /// shift by a variable.
     #[inline]
     fn bit(y: i32, x: i32) -> u128 {
-        if (0..SIDE as i32).contains(&y) && (0..SIDE as i32).contains(&x) { 1u128 << (y * 10 + x) } else { 0 }
+        if (0..SIDE as i32).contains(&y) && (0..SIDE as i32).contains(&x) {
+            CELL_BITS[(y * SIDE as i32 + x) as usize]
+        } else {
+            0
+        }
     }
 
     /// Whether cell `(y, x)` is set (false outside the board).
@@ -126,11 +142,19 @@ impl Grid {
     }
 }
 
+/// Floats zeroed by one `fill` in [`write_observation`]: 1 KiB, below the 2 KiB from which glibc's `memset` uses
+/// `rep stosb`. That instruction's start-up made zeroing an observation of 6 to 10 channels (2.4-4 KB) about twice
+/// as slow as vector stores on the AMD EPYC machines this was measured on (2,800 bytes: 79 ns, against 37 ns in
+/// 1 KiB pieces), a third of a Freeway step.
+const ZERO_PIECE: usize = 256;
+
 /// Writes the first `C` of `channels` as a `10 x 10 x C` observation (row-major `[y][x][c]`) of 0.0 and 1.0: zeros,
 /// then a 1.0 for each set bit (observations are sparse). Values past `obs.len()` are left out.
 #[inline]
 pub(super) fn write_observation<const C: usize>(channels: &[Grid], obs: &mut [f32]) {
-    obs.fill(0.0);
+    for piece in obs.chunks_mut(ZERO_PIECE) {
+        piece.fill(0.0);
+    }
     for (c, grid) in channels.iter().take(C).enumerate() {
         // Two 64-bit halves: cheaper bit scans than on the u128.
         for (base, mut bits) in [(0, grid.0 as u64), (64, (grid.0 >> 64) as u64)] {
@@ -206,5 +230,12 @@ mod tests {
         assert_eq!(obs[(9 * 10 + 9) * 2 + 1], 1.0);
         assert_eq!(obs.iter().filter(|&&v| v == 1.0).count(), 2);
         assert!(obs.iter().all(|&v| v == 0.0 || v == 1.0));
+        // Seaquest's depth: zeroed in several pieces, the last cell of the last channel set.
+        let mut channels = [Grid::default(); 10];
+        channels[9].set(9, 9);
+        let mut obs = [0.5f32; 1000];
+        write_observation::<10>(&channels, &mut obs);
+        assert_eq!(obs[999], 1.0);
+        assert!(obs[..999].iter().all(|&v| v == 0.0));
     }
 }
