@@ -302,6 +302,16 @@ impl Learner<'_> {
         })
     }
 
+    /// Waits until the learner's log (`docker logs`: every start of its container) says it resumed from a
+    /// checkpoint; returns the version of the last such line.
+    pub fn wait_resumed(&self, timeout: Duration) -> u64 {
+        wait_for("the learner to resume", timeout, || {
+            let ran = self.project.try_docker(&["logs", &self.id], Duration::from_secs(30));
+            resumed_version(&format!("{}{}", ran.stdout, ran.stderr))
+                .ok_or_else(|| "no `resumed` line in the learner's log yet".to_string())
+        })
+    }
+
     /// Waits until `connected` actors have open policy streams.
     pub fn wait_connected(&mut self, connected: u64, timeout: Duration) -> LearnerState {
         wait_for(&format!("{connected} connected actors"), timeout, || match self.state() {
@@ -337,10 +347,20 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The version of the last `resumed` line of the learner's log.
+/// The version in the learner's log of its last resume (the `resumed` line), if any.
 pub fn resumed_version(log: &str) -> Option<u64> {
+    last_version(log, " resumed ")
+}
+
+/// The version of the last checkpoint the learner's log says it wrote (`checkpoint written`), if any.
+pub fn last_checkpoint_version(log: &str) -> Option<u64> {
+    last_version(log, "checkpoint written")
+}
+
+/// The `version=` field of the last line of `log` that contains `message` (colours stripped).
+fn last_version(log: &str, message: &str) -> Option<u64> {
     let log = strip_ansi(log);
-    let line = log.lines().rev().find(|l| l.contains(" resumed "))?;
+    let line = log.lines().rev().find(|l| l.contains(message))?;
     let rest = &line[line.find(" version=")? + " version=".len()..];
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
@@ -394,4 +414,21 @@ pub fn secs(d: Duration) -> String {
 /// Prints `[elapsed] message` lines, the elapsed time counted from `started`.
 pub fn progress(started: Instant) -> impl Fn(&str) {
     move |msg| eprintln!("[{:6.1} s] {msg}", started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_the_learner_log() {
+        let log = "INFO learner::run::checkpoint: checkpoint written path=/data/main/checkpoints/c-5.safetensors \
+                   version=5\n\x1b[32m INFO\x1b[0m checkpoint written path=/data/c-160.safetensors \
+                   \x1b[3mversion\x1b[0m\x1b[2m=\x1b[0m160\nINFO learner::session: resumed path=/data/c-160 \
+                   version=160 env_steps=40960\nINFO learner::server: learner shutting down\n";
+        assert_eq!(last_checkpoint_version(log), Some(160));
+        assert_eq!(resumed_version(log), Some(160));
+        assert_eq!(resumed_version("INFO no checkpoint to resume from; starting a fresh run"), None);
+        assert_eq!(last_checkpoint_version("INFO learner stopped"), None);
+    }
 }

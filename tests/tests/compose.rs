@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use tests::compose::{Learner, Project, progress, prometheus_query, prometheus_up, resumed_version, secs, wait_for};
+use tests::compose::{Learner, Project, progress, prometheus_query, prometheus_up, secs, wait_for};
 
 /// `server.checkpoint_every` of the test override (deploy/test/docker-compose.test.yml).
 const CHECKPOINT_EVERY: u64 = 5;
@@ -62,12 +62,7 @@ fn compose_deployment_scales_recovers_and_is_scraped() {
     step(&format!("learner killed at v{before}; starting it again"));
     learner.metrics = None;
     project.docker(&["start", &learner.id], Duration::from_secs(60));
-    let log = wait_for("the restarted learner to resume", Duration::from_secs(60), || {
-        let ran = project.try_docker(&["logs", &learner.id], Duration::from_secs(30));
-        let log = format!("{}{}", ran.stdout, ran.stderr);
-        resumed_version(&log).map(|_| log).ok_or_else(|| "no `resumed` line in the learner's log yet".to_string())
-    });
-    let resumed = resumed_version(&log).expect("resumed version");
+    let resumed = learner.wait_resumed(Duration::from_secs(60));
     assert!(resumed > 0, "the restarted learner started from scratch");
     assert!(
         resumed + CHECKPOINT_EVERY >= before,

@@ -763,6 +763,7 @@ async fn episode_records_must_add_up() {
         let (mut forged, mut honest) = (0, 0);
         // Envs whose current episode began inside a rollout the learner took: their next record is checked exactly.
         let mut known = std::collections::HashSet::new();
+        let mut version = 0;
         for i in 0..40 {
             let mut r = actor.sampler.collect(&mut actor.policy).expect("collect");
             r.actor_id = ActorId(actor.id);
@@ -782,7 +783,11 @@ async fn episode_records_must_add_up() {
                 forged += 1;
             } else {
                 let resp = actor.client.submit_rollout(pb::Rollout::from(&r)).await;
-                resp.unwrap_or_else(|s| panic!("honest rollout {i} ({} episodes) refused: {s:?}", r.episodes.len()));
+                let resp = resp
+                    .unwrap_or_else(|s| panic!("honest rollout {i} ({} episodes) refused: {s:?}", r.episodes.len()));
+                assert_eq!(resp.into_inner().outcome(), pb::RolloutOutcome::Accepted, "honest rollout {i}");
+                // Each rollout is an update: act with the new policy, so that the next one is not stale.
+                version = actor.next_policy(version + 1, "after an honest rollout").await;
                 known.extend(r.episodes.iter().map(|ep| ep.env_index));
                 honest += 1;
             }

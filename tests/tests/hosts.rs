@@ -219,11 +219,14 @@ fn actor_hosts_join_a_learner_host_through_its_published_port() {
     let restarted_at = Instant::now();
     learner_host.compose(&["restart", "-t", "45", "learner"], Duration::from_secs(180));
     learner.metrics = None;
+    let resumed = learner.wait_resumed(Duration::from_secs(120));
+    assert!(resumed >= before, "resumed at v{resumed}, but v{before} was published before the SIGTERM");
     learner.wait_connected(4, Duration::from_secs(120));
-    let after = learner.wait_version_above(before, Duration::from_secs(120));
+    let after = learner.wait_version_above(resumed, Duration::from_secs(120));
     let recovered = restarted_at.elapsed();
     step(&format!(
-        "learner restarted (v{before} before): 4 actors of 2 hosts reconnected, training at v{after}, {} after",
+        "learner restarted (v{before} before), resumed at v{resumed}: 4 actors of 2 hosts reconnected, training at \
+         v{after}, {} after",
         secs(recovered)
     ));
 

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use tests::compose::{
-    Learner, Project, clean_command, deploy_dir, progress, resumed_version, run_bounded, secs, wait_for,
+    Learner, Project, clean_command, deploy_dir, last_checkpoint_version, progress, run_bounded, secs,
 };
 use tests::procs::last_lines;
 
@@ -78,19 +78,22 @@ fn the_real_dockerfile_builds_on_stand_in_bases_and_its_images_train() {
     assert_eq!(exit.trim(), "0", "the learner's exit code after SIGTERM; log tail:\n{}", last_lines(&log, 20));
     let stopped = log.lines().rev().find(|l| l.contains("learner stopped:")).unwrap_or_default().trim().to_string();
     assert!(!stopped.is_empty(), "no `learner stopped` line:\n{}", last_lines(&log, 20));
-    assert!(log.contains("checkpoint written"), "no final checkpoint:\n{}", last_lines(&log, 20));
+    // The last checkpoint written is of the policy it stopped with: the final one, not only a periodic one before.
+    let stopped_at = stopped.split(" policy v").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next());
+    let stopped_at: Option<u64> = stopped_at.and_then(|v| v.parse().ok());
+    let checkpointed = last_checkpoint_version(&log);
+    assert!(
+        stopped_at.is_some() && checkpointed == stopped_at,
+        "last checkpoint v{checkpointed:?}, stopped at v{stopped_at:?}: no final checkpoint\n{}",
+        last_lines(&log, 20)
+    );
     step(&format!("SIGTERM after v{before}; exit 0, {stopped}"));
 
     step("compose up again: resume from the volume");
     learner.metrics = None;
     project.compose(&["up", "-d", "--no-build", "learner", "actor"], Duration::from_secs(180));
     learner.id = project.learner();
-    let log = wait_for("the learner to resume", Duration::from_secs(120), || {
-        let ran = project.try_docker(&["logs", &learner.id], Duration::from_secs(30));
-        let log = format!("{}{}", ran.stdout, ran.stderr);
-        resumed_version(&log).map(|_| log).ok_or_else(|| "no `resumed` line in the learner's log yet".to_string())
-    });
-    let resumed = resumed_version(&log).expect("resumed version");
+    let resumed = learner.wait_resumed(Duration::from_secs(120));
     assert!(resumed >= before, "resumed at v{resumed}, but v{before} was published before the SIGTERM");
     learner.wait_connected(2, Duration::from_secs(120));
     let after = learner.wait_version_above(resumed, Duration::from_secs(120));

@@ -105,6 +105,9 @@ fn compare(run_dir: &Path, files: usize, since_unix: f64) -> Compared {
     let tb = read_events(run_dir);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
     let steps: Vec<i64> = rows.iter().map(|r| r[col("env_steps")].expect("env_steps") as i64).collect();
+    // A resumed run continues the wall clock: it never starts again.
+    let wall: Vec<f64> = rows.iter().map(|r| r[col("wall_seconds")].expect("wall_seconds")).collect();
+    assert!(wall.windows(2).all(|w| w[0] <= w[1]), "wall_seconds goes back: {wall:?}");
 
     let names = tb["files"].as_array().expect("files");
     assert_eq!(names.len(), files, "event files: {names:?}");
