@@ -31,7 +31,8 @@ pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Serves Prometheus metrics on `addr` from `runtime`; with `none`, only records them when `record_anyway` (the
-/// learner, for its dashboard and its final `metrics.prom`), else not at all. Returns the recorder's handle when there is one.
+/// learner, for its dashboard and its final `metrics.prom`), else not at all. Returns the recorder's handle when
+/// there is one.
 pub fn serve_metrics(
     runtime: &tokio::runtime::Runtime,
     addr: &str,

@@ -273,7 +273,7 @@ pub async fn serve(
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         _ => {}
     }
-    // The server has stopped: no request can change the totals any more.
+    // The server has stopped (or had its 5 s to): requests no longer change the totals.
     if let Some(metrics) = &opts.metrics {
         crate::run::dir::write_final_metrics(&run_path, metrics);
     }

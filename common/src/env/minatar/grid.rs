@@ -144,7 +144,7 @@ impl Grid {
 
 /// Floats zeroed by one `fill` in [`write_observation`]: 1 KiB, below the 2 KiB from which glibc's `memset` uses
 /// `rep stosb`. That instruction's start-up made zeroing an observation of 6 to 10 channels (2.4-4 KB) about twice
-/// as slow as vector stores on the AMD EPYC machines this was measured on (2,800 bytes: 79 ns, against 37 ns in
+/// as slow as vector stores on the AMD EPYC VM this was measured on (2,800 bytes: 79 ns, against 37 ns in
 /// 1 KiB pieces), a third of a Freeway step.
 const ZERO_PIECE: usize = 256;
 
