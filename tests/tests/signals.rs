@@ -64,10 +64,10 @@ fn second_signal_exits_the_learner_at_once() {
 
 /// SIGTERM on an actor: it stops sampling, sends what it already has (the rollouts queued and the one in progress,
 /// for at most 2 s) and exits 0. Every rollout its sampler collected reached the learner: the actor's own count of
-/// collected rollouts equals the rollouts it sent and the learner's count of those it received (from the run's
-/// metrics.prom, written when the learner stops on SIGTERM, with its /metrics off). (How many were
-/// left for the flush is timing: usually one or two, none when the signal lands just after the sampler handed
-/// its last rollout over, before it began the next.)
+/// collected rollouts equals the rollouts it sent and the learner's count of those it received, read from the
+/// run's metrics.prom that the learner writes when it stops on SIGTERM (its /metrics is off). How many were left
+/// for the flush is timing: usually one or two, none when the signal lands just after the sampler handed its last
+/// rollout over, before it began the next.
 #[test]
 fn actor_flushes_and_leaves_on_sigterm() {
     let _serial = serial();
