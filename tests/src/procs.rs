@@ -12,19 +12,43 @@ use std::time::{Duration, Instant};
 /// How often waits poll.
 pub const POLL: Duration = Duration::from_millis(100);
 
-/// A loopback port that was free a moment ago and that this process has not handed out before (the kernel may
-/// offer a just-released port again, e.g. a learner's gRPC and metrics ports; the tiny race with other processes
-/// is accepted).
+/// A loopback port that was free a moment ago and that this process has not handed out before, for a child
+/// process to listen on. It lies outside the kernel's ephemeral range, so no socket the kernel numbers (an
+/// outgoing connection, a `bind` to port 0 in any process, a port Docker publishes) can take it between this
+/// probe and the child's bind; only a process binding that very port by number could. (A port from the
+/// ephemeral range did get taken that way: a learner of the CI run could not listen.)
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = listener.local_addr().expect("local address").port();
-        if !given.contains(&port) {
-            given.push(port);
+    static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+    let (low, high) = probe_range();
+    let span = u32::from(high - low) + 1;
+    let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Test binaries that run at the same time (two checkouts on one machine) start at different ports.
+    let mut offset = next.map_or(std::process::id() % span, |port| u32::from(port - low));
+    for _ in 0..span {
+        let port = low + (offset % span) as u16;
+        offset += 1;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some(low + (offset % span) as u16);
             return port;
         }
+    }
+    panic!("no free loopback port in {low}-{high}");
+}
+
+/// The ports [`free_port`] hands out: those under the kernel's ephemeral range down to 20000 (above the
+/// well-known and registered services tests might meet, e.g. the actors' metrics at 9001-9099), else those above
+/// it.
+fn probe_range() -> (u16, u16) {
+    const FLOOR: u16 = 20_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|text| {
+        let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+        Some((bounds.next()??, bounds.next()??))
+    });
+    match ephemeral {
+        Some((first, _)) if first > FLOOR + 1_000 => (FLOOR, first - 1),
+        Some((_, last)) if last < u16::MAX - 1_000 => (last + 1, u16::MAX),
+        // No such file (not Linux) or a range that leaves little room: the IANA dynamic range below Linux's default.
+        _ => (FLOOR, 32_767),
     }
 }
 
@@ -365,4 +389,27 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration, scratch: &Path) -> Ran {
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports handed out are distinct, outside the kernel's ephemeral range, and free to listen on.
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let (low, high) = probe_range();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+        let bounds: Vec<u16> = ephemeral.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        for &port in &ports {
+            assert!((low..=high).contains(&port), "{port} outside {low}-{high}");
+            if let [first, last] = bounds[..] {
+                assert!(!(first..=last).contains(&port), "{port} is in the ephemeral range {first}-{last}");
+            }
+            TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{port}: {e}"));
+        }
+    }
 }
