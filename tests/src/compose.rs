@@ -152,8 +152,15 @@ impl Project {
     }
 
     /// Builds the test images with deploy/test/build-images.sh from the binaries of this test's profile and the
-    /// test Python (a no-op when nothing changed; concurrent calls wait for each other).
+    /// test Python, once per test process: later calls, concurrent ones too, wait for the first and use its
+    /// images (so the 600 s bound is the build's own, not a wait behind another test's build plus its own). The
+    /// script is a no-op when nothing changed since an earlier process built them.
     pub fn build_images(&self) {
+        static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let mut built = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *built {
+            return;
+        }
         let learner_bin = crate::bin_path("learner");
         crate::bin_path("actor");
         let bin_dir = learner_bin.parent().expect("binary directory").to_path_buf();
@@ -164,8 +171,9 @@ impl Project {
             .env("PROXIMA_IMAGE_WORK", work)
             .env("PROXIMA_PYTHON", crate::python())
             .current_dir(crate::workspace_root());
-        let built = run_bounded(build, Duration::from_secs(600), self.scratch.path());
-        assert!(built.ok, "deploy/test/build-images.sh failed\n{}\n{}", built.stdout, built.stderr);
+        let ran = run_bounded(build, Duration::from_secs(600), self.scratch.path());
+        assert!(ran.ok, "deploy/test/build-images.sh failed\n{}\n{}", ran.stdout, ran.stderr);
+        *built = true;
     }
 
     /// The compose network of a container and its IP address on it.

@@ -239,6 +239,13 @@ impl Learner {
         scrape(self.metrics_port)
     }
 
+    /// The learner's `/metrics` text, asked again for up to 10 s while it does not answer (one slow answer on a
+    /// loaded machine is no failure); panics if it never does or the learner exits.
+    pub fn metrics_now(&mut self) -> String {
+        let port = self.metrics_port;
+        self.proc.wait_for("its /metrics to answer", Duration::from_secs(10), |_| scrape(port))
+    }
+
     /// The run's `metrics.prom`: the learner's metrics as it wrote them once its server had stopped (exact totals,
     /// which the last scrape before the exit may miss). Panics when the file is missing.
     pub fn final_metrics(&self) -> String {

@@ -93,7 +93,7 @@ fn actors_on_one_host_need_no_metrics_flags() {
     for actor in &mut actors {
         assert!(actor.exited().is_none(), "{} exited\n{}", actor.name, actor.tail(30));
     }
-    let later = learner.metrics().expect("the learner's metrics");
+    let later = learner.metrics_now();
     assert_eq!(total(&later, "proxima_learner_connected_actors"), 4.0, "connected actors a while later");
 
     // An explicit address is what the user asked for: taken, it is an error (Rust via the environment variable,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::procs::{Learner, free_port, http_get, samples, scrape, start_actor};
+use tests::procs::{Learner, free_port, http_get, samples, start_actor};
 
 /// The browser: `PROXIMA_CHROMIUM`, else `chromium` on the PATH (scripts/test.sh installs Debian's package).
 fn chromium() -> PathBuf {
@@ -68,7 +68,7 @@ fn the_dashboard_shows_a_distributed_run_in_a_browser() {
 
     // The page, as the browser built it after its script ran: two loads, the numbers move.
     let before = tests::read_progress(&run_dir).last().cloned().expect("progress rows");
-    let metrics_before = scrape(learner.metrics_port).expect("learner metrics");
+    let metrics_before = learner.metrics_now();
     let first = browse(&url, &["--dump-dom"], &profile);
     assert_eq!(attribute(&first, "<body", "data-ready").as_deref(), Some("1"), "the page never got its data:\n{first}");
     let steps_1 = number(&first, "id=\"stat-env-steps\"", "data-value");
@@ -80,7 +80,7 @@ fn the_dashboard_shows_a_distributed_run_in_a_browser() {
     });
     let second = browse(&url, &["--dump-dom"], &profile);
     let after = tests::read_progress(&run_dir).last().cloned().expect("progress rows");
-    let metrics_after = scrape(learner.metrics_port).expect("learner metrics");
+    let metrics_after = learner.metrics_now();
     let steps_2 = number(&second, "id=\"stat-env-steps\"", "data-value");
     let version_2 = number(&second, "id=\"stat-version\"", "data-value");
     println!("[dashboard] env steps {steps_1} -> {steps_2}, policy v{version_1} -> v{version_2}");
@@ -113,6 +113,8 @@ fn the_dashboard_shows_a_distributed_run_in_a_browser() {
     let state: Value = serde_json::from_str(&http_get(dash, "/api/state").expect("/api/state")).expect("JSON");
     let columns: Vec<&str> = state["columns"].as_array().expect("columns").iter().filter_map(Value::as_str).collect();
     let csv = std::fs::read_to_string(run_dir.join("progress.csv")).expect("progress.csv");
+    // The complete lines only: the learner may be appending a row right now.
+    let csv = &csv[..csv.rfind('\n').map_or(0, |end| end + 1)];
     let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
     assert_eq!(columns, header, "the JSON's columns are progress.csv's");
     let csv_rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();

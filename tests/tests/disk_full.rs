@@ -125,11 +125,6 @@ fn event_records(run_dir: &Path) -> Vec<(String, usize)> {
     files
 }
 
-/// The value of gauge or counter `name` in the learner's metrics, if it answers.
-fn metric(learner: &Learner, name: &str) -> Option<f64> {
-    learner.metrics().map(|m| total(&m, name))
-}
-
 /// The `version=` of the learner's `resumed` log line.
 fn resumed_version(log: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains("resumed"))?;
@@ -173,7 +168,7 @@ fn disk_full_keeps_training_and_every_checkpoint_intact() {
     let mut filler = std::fs::File::create(&filler_path).expect("create the filler");
     let newest_before = checkpoints(&ck_dir).last().map_or(0, |(v, _)| *v);
     let filled = fill(&mut filler);
-    let version_full = metric(&learner, "proxima_learner_policy_version").expect("learner metrics");
+    let version_full = total(&learner.metrics_now(), "proxima_learner_policy_version");
     let full_since = Instant::now();
     while full_since.elapsed() < FULL_FOR {
         fill(&mut filler);
@@ -182,7 +177,7 @@ fn disk_full_keeps_training_and_every_checkpoint_intact() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let metrics = learner.metrics().expect("learner metrics");
+    let metrics = learner.metrics_now();
     let version_later = total(&metrics, "proxima_learner_policy_version");
     let failures = total(&metrics, "proxima_learner_checkpoint_failures_total");
     let row_failures = total(&metrics, "proxima_learner_progress_write_failures_total");

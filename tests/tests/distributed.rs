@@ -347,7 +347,7 @@ fn backpressure_bounds_learner_memory() {
     // Measure once the learner is busy training and the queue has filled.
     learner.wait_version(1, Duration::from_secs(90));
     let version_at_start = max_version(&learner.progress()).unwrap_or(0);
-    let metrics_at_start = learner.metrics();
+    let metrics_at_start = learner.metrics_now();
 
     let mut rss = Vec::new();
     let window = Instant::now();
@@ -360,7 +360,7 @@ fn backpressure_bounds_learner_memory() {
     }
     let rows = learner.progress();
     let version_at_end = max_version(&rows).unwrap_or(0);
-    let metrics_at_end = learner.metrics();
+    let metrics_at_end = learner.metrics_now();
     let mib = |kib: u64| kib as f64 / 1024.0;
     let max = *rss.iter().max().expect("samples");
     let (first_half, second_half) = rss.split_at(rss.len() / 2);
@@ -383,7 +383,7 @@ fn backpressure_bounds_learner_memory() {
         mib(peak(second_half)),
         mib(growth)
     );
-    let (a, b) = (metrics_at_start.expect("metrics at the start"), metrics_at_end.expect("metrics at the end"));
+    let (a, b) = (metrics_at_start, metrics_at_end);
     let bytes = total(&b, "proxima_learner_received_bytes_total") - total(&a, "proxima_learner_received_bytes_total");
     let accepted = |m: &str| rollout_outcomes(m).iter().find(|(o, _)| o == "accepted").map_or(0, |(_, n)| *n);
     let accepted = accepted(&b) - accepted(&a);

@@ -255,7 +255,7 @@ fn python_actors_train_cartpole_to_475() {
     let overrides = ["total_steps=300000", "actors.count=2"];
     let mut learner = Learner::start(dir.path(), "learner", &dir.path().join("runs"), "py", port, &overrides, false);
     let actor_metrics = free_port();
-    let _py0 = python_actor(dir.path(), "py-0", port, "CartPole-v1", Some(actor_metrics), &[]);
+    let mut py0 = python_actor(dir.path(), "py-0", port, "CartPole-v1", Some(actor_metrics), &[]);
     let mut py1 = python_actor(dir.path(), "py-1", port, "CartPole-v1", None, &[]);
     let started = Instant::now();
     wait_steps(&mut learner, 10_000, Duration::from_secs(120));
@@ -265,7 +265,7 @@ fn python_actors_train_cartpole_to_475() {
     learner.proc.wait_for("both Python actors connected", Duration::from_secs(60), |_| {
         scrape(metrics_port).filter(|m| total(m, "proxima_learner_connected_actors") >= 2.0)
     });
-    let text = scrape(actor_metrics).expect("the Python actor serves /metrics");
+    let text = py0.wait_for("its /metrics to answer", Duration::from_secs(10), |_| scrape(actor_metrics));
     let accepted = samples(&text, "proxima_actor_rollouts_total")
         .into_iter()
         .find(|(labels, _)| labels.contains("outcome=\"accepted\""))

@@ -89,7 +89,7 @@ async fn actor_trains_over_tls_with_a_token() {
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(pem))
         .domain_name("localhost");
-    let wrong_ca = tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", server.addr.port()))
+    let wrong_ca = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", server.addr.port()))
         .expect("url")
         .tls_config(tls)
         .expect("tls config");
@@ -100,7 +100,7 @@ async fn actor_trains_over_tls_with_a_token() {
         token: Some("s3cret".into()),
         tls_ca: Some(dir.path().join("ca.pem")),
         tls_domain: Some("localhost".into()),
-        ..actor::client::ActorOptions::new(format!("https://localhost:{}", server.addr.port()), "CartPole-v1")
+        ..actor::client::ActorOptions::new(format!("https://127.0.0.1:{}", server.addr.port()), "CartPole-v1")
     };
     let actor = tokio::spawn(actor::client::run(actor_opts, actor_stop.clone()));
     let outcome = tokio::time::timeout(Duration::from_secs(120), task)
