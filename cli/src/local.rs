@@ -156,7 +156,9 @@ pub fn train_over_grpc(
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
     let mut cfg = cfg.clone();
-    cfg.run_name = Some(cfg.run_name.clone().unwrap_or_else(|| learner::session::run_name(&cfg, Mode::Local, resume)));
+    if cfg.run_name.is_none() {
+        cfg.run_name = Some(learner::session::run_name(&cfg, Mode::Local, resume)?);
+    }
     runtime.block_on(async move {
         let opts = learner::server::ServeOptions {
             dashboard_addr: dashboard.addr.clone(),

@@ -25,7 +25,8 @@ pub enum Mode {
     /// finds its run (and refuses to start over its checkpoints without `--resume`).
     Serve,
     /// `learner train`: samplers in the process. The default name is `<env>-seed<seed>-<unix time>`, a new run
-    /// each time; `--resume` continues the newest such run of the env and seed.
+    /// each time (`-2`, `-3`, ... appended for later runs started in the same second); `--resume` continues the
+    /// newest such run of the env and seed.
     Local,
 }
 
@@ -60,7 +61,7 @@ impl Session {
     ) -> Result<Self> {
         let mut cfg = cfg.clone();
         if cfg.run_name.is_none() {
-            cfg.run_name = Some(run_name(&cfg, mode, resume));
+            cfg.run_name = Some(run_name(&cfg, mode, resume)?);
         }
         if cfg.env.awaits_actor_spaces() && resume {
             cfg.env = RunDir::saved_env(&cfg).unwrap_or(cfg.env);
@@ -158,24 +159,50 @@ fn log_memory_bounds(cfg: &TrainConfig, spec: &common::model::ModelSpec) {
     );
 }
 
-/// The run directory's name when the config names none (see [`Mode`]).
-pub fn run_name(cfg: &TrainConfig, mode: Mode, resume: bool) -> String {
+/// The run directory's name when the config names none (see [`Mode`]). A new local run's directory is created here,
+/// with `create_dir`, which fails for a name that exists: runs of one env and seed started in the same second (a
+/// sweep launched in parallel, or a script's quick succession) get `<stable>-<unix time>`, `<stable>-<unix time>-2`,
+/// and so on, never one directory between them.
+pub fn run_name(cfg: &TrainConfig, mode: Mode, resume: bool) -> Result<String> {
     // One directory level per run: `MinAtar/Breakout-v1` becomes `MinAtar-Breakout-v1`.
     let stable = format!("{}-seed{}", cfg.env.id.replace('/', "-"), cfg.seed);
     if mode == Mode::Serve {
-        return stable;
+        return Ok(stable);
     }
     let prefix = format!("{stable}-");
-    let timestamped = |name: &str| name.strip_prefix(&prefix).is_some_and(|t| t.parse::<u64>().is_ok());
     let newest = resume
         .then(|| std::fs::read_dir(&cfg.runs_dir).ok())
         .flatten()
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| timestamped(name))
-        .max_by_key(|name| name[prefix.len()..].parse::<u64>().unwrap_or(0));
-    newest.unwrap_or_else(|| format!("{prefix}{}", common::policy::unix_now() as u64))
+        .filter_map(|name| Some((local_run_order(name.strip_prefix(&prefix)?)?, name)))
+        .max();
+    if let Some((_, name)) = newest {
+        return Ok(name);
+    }
+    std::fs::create_dir_all(&cfg.runs_dir).map_err(Error::io(&cfg.runs_dir))?;
+    let started = format!("{prefix}{}", common::policy::unix_now() as u64);
+    const MAX_PER_SECOND: u32 = 10_000;
+    for n in 1..=MAX_PER_SECOND {
+        let name = if n == 1 { started.clone() } else { format!("{started}-{n}") };
+        let path = cfg.runs_dir.join(&name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(name),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&path)(e)),
+        }
+    }
+    Err(Error::Internal(format!("{started}: {MAX_PER_SECOND} runs of this env and seed exist for this second")))
+}
+
+/// Where a local run's name suffix (`<unix time>` or `<unix time>-<n>`, after `<env>-seed<seed>-`) sorts among
+/// the runs of its env and seed; none for another name.
+fn local_run_order(suffix: &str) -> Option<(u64, u32)> {
+    match suffix.split_once('-') {
+        None => Some((suffix.parse().ok()?, 1)),
+        Some((time, n)) => Some((time.parse().ok()?, n.parse().ok().filter(|n| *n >= 2)?)),
+    }
 }
 
 /// The newest checkpoint of `cfg`'s run that loads, or a fresh trainer; says which in the log. A damaged
@@ -244,15 +271,39 @@ mod tests {
     fn run_names_by_mode() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = cfg(dir.path());
-        assert_eq!(run_name(&cfg, Mode::Serve, false), "CartPole-v1-seed1");
-        let fresh = run_name(&cfg, Mode::Local, false);
+        assert_eq!(run_name(&cfg, Mode::Serve, false).unwrap(), "CartPole-v1-seed1");
+        let fresh = run_name(&cfg, Mode::Local, false).unwrap();
         assert!(fresh.starts_with("CartPole-v1-seed1-"), "{fresh}");
-        for name in ["CartPole-v1-seed1-100", "CartPole-v1-seed1-2000", "CartPole-v1-seed1-x", "CartPole-v1-seed2-9"] {
-            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        assert!(dir.path().join(&fresh).is_dir(), "a new local run's directory is created with its name");
+        let old = ["CartPole-v1-seed1-100", "CartPole-v1-seed1-2000", "CartPole-v1-seed1-x", "CartPole-v1-seed2-9"];
+        let runs = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig { runs_dir: runs.path().to_path_buf(), ..cfg };
+        for name in old {
+            std::fs::create_dir_all(runs.path().join(name)).unwrap();
         }
-        assert_eq!(run_name(&cfg, Mode::Local, true), "CartPole-v1-seed1-2000");
-        assert_ne!(run_name(&cfg, Mode::Local, false), "CartPole-v1-seed1-2000");
+        assert_eq!(run_name(&cfg, Mode::Local, true).unwrap(), "CartPole-v1-seed1-2000");
+        std::fs::create_dir_all(runs.path().join("CartPole-v1-seed1-2000-2")).unwrap();
+        assert_eq!(run_name(&cfg, Mode::Local, true).unwrap(), "CartPole-v1-seed1-2000-2");
+        assert_ne!(run_name(&cfg, Mode::Local, false).unwrap(), "CartPole-v1-seed1-2000-2");
         let minatar = TrainConfig { env: crate::config::EnvConfig::builtin("MinAtar/Breakout-v1"), ..cfg };
-        assert_eq!(run_name(&minatar, Mode::Serve, false), "MinAtar-Breakout-v1-seed1");
+        assert_eq!(run_name(&minatar, Mode::Serve, false).unwrap(), "MinAtar-Breakout-v1-seed1");
+    }
+
+    /// Local runs of one env and seed started at the same moment (a sweep) each get a directory of their own.
+    #[test]
+    fn simultaneous_local_runs_get_their_own_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = cfg(&dir.path().join("runs"));
+        let names: Vec<String> = std::thread::scope(|s| {
+            let started: Vec<_> = (0..8).map(|_| s.spawn(|| run_name(&cfg, Mode::Local, false).unwrap())).collect();
+            started.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        assert_eq!(std::fs::read_dir(dir.path().join("runs")).unwrap().count(), names.len());
+        // They sort in the order a resume takes (the newest last): the suffix `-n` after the second.
+        let newest = run_name(&cfg, Mode::Local, true).unwrap();
+        let order = |name: &str| local_run_order(name.strip_prefix("CartPole-v1-seed1-").unwrap()).unwrap();
+        assert!(names.iter().all(|n| order(n) <= order(&newest)), "{newest} is not the newest of {names:?}");
     }
 }

@@ -12,12 +12,10 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `runs_dir/<run_name>` and writes the resolved config into it.
+    /// Creates `runs_dir/<run_name>` (named by the session when the config names none) and writes the resolved
+    /// config into it.
     pub fn create(cfg: &TrainConfig) -> Result<Self> {
-        let name = cfg.run_name.clone().unwrap_or_else(|| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            format!("{}-seed{}-{now}", cfg.env, cfg.seed)
-        });
+        let name = cfg.run_name.as_deref().ok_or_else(|| Error::Internal("the run has no name".into()))?;
         let path = cfg.runs_dir.join(name);
         std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
         let dir = Self { path };
