@@ -47,7 +47,7 @@ fn probe_range() -> (u16, u16) {
     match ephemeral {
         Some((first, _)) if first > FLOOR + 1_000 => (FLOOR, first - 1),
         Some((_, last)) if last < u16::MAX - 1_000 => (last + 1, u16::MAX),
-        // No such file (not Linux) or a range that leaves little room: the IANA dynamic range below Linux's default.
+        // No such file (not Linux) or a range that leaves little room: the ports below Linux's default range.
         _ => (FLOOR, 32_767),
     }
 }
