@@ -26,7 +26,7 @@ pub enum Mode {
     Serve,
     /// `learner train`: samplers in the process. The default name is `<env>-seed<seed>-<unix time>`, a new run
     /// each time (`-2`, `-3`, ... appended for later runs started in the same second); `--resume` continues the
-    /// newest such run of the env and seed.
+    /// newest such run of the env and seed that has a checkpoint.
     Local,
 }
 
@@ -67,7 +67,7 @@ impl Session {
             cfg.env = RunDir::saved_env(&cfg).unwrap_or(cfg.env);
         }
         let run = RunDir::create(&cfg)?;
-        let checkpoints = Checkpointer::new(run.path().join("checkpoints"), cfg.server.keep_checkpoints)?;
+        let checkpoints = Checkpointer::new(run.path().join(CHECKPOINTS), cfg.server.keep_checkpoints)?;
         let dashboard = Arc::new(Dashboard::new(DashboardRun::of(&cfg, run.path(), mode.name()), metrics));
         Ok(Self { cfg, run, checkpoints, resume, dashboard })
     }
@@ -159,7 +159,11 @@ fn log_memory_bounds(cfg: &TrainConfig, spec: &common::model::ModelSpec) {
     );
 }
 
-/// The run directory's name when the config names none (see [`Mode`]). A new local run's directory is created here,
+/// The run directory's subdirectory of checkpoints.
+const CHECKPOINTS: &str = "checkpoints";
+
+/// The run directory's name when the config names none (see [`Mode`]); a resumed local run is the newest of the
+/// env and seed that has a checkpoint. A new local run's directory is created here,
 /// with `create_dir`, which fails for a name that exists: runs of one env and seed started in the same second (a
 /// sweep launched in parallel, or a script's quick succession) get `<stable>-<unix time>`, `<stable>-<unix time>-2`,
 /// and so on, never one directory between them.
@@ -177,6 +181,8 @@ pub fn run_name(cfg: &TrainConfig, mode: Mode, resume: bool) -> Result<String> {
         .flatten()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|name| Some((local_run_order(name.strip_prefix(&prefix)?)?, name)))
+        // Runs without a checkpoint (one whose start failed, say) have nothing to continue.
+        .filter(|(_, name)| crate::run::checkpoint::any_in(&cfg.runs_dir.join(name).join(CHECKPOINTS)))
         .max();
     if let Some((_, name)) = newest {
         return Ok(name);
@@ -278,11 +284,19 @@ mod tests {
         let old = ["CartPole-v1-seed1-100", "CartPole-v1-seed1-2000", "CartPole-v1-seed1-x", "CartPole-v1-seed2-9"];
         let runs = tempfile::tempdir().unwrap();
         let cfg = TrainConfig { runs_dir: runs.path().to_path_buf(), ..cfg };
+        let with_checkpoint = |name: &str| {
+            let dir = runs.path().join(name).join(CHECKPOINTS);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("checkpoint-000000000001.safetensors"), b"").unwrap();
+        };
         for name in old {
-            std::fs::create_dir_all(runs.path().join(name)).unwrap();
+            with_checkpoint(name);
         }
+        // Newer runs without a checkpoint (their start failed) are passed over.
+        std::fs::create_dir_all(runs.path().join("CartPole-v1-seed1-3000").join(CHECKPOINTS)).unwrap();
+        std::fs::create_dir_all(runs.path().join("CartPole-v1-seed1-2000-3")).unwrap();
         assert_eq!(run_name(&cfg, Mode::Local, true).unwrap(), "CartPole-v1-seed1-2000");
-        std::fs::create_dir_all(runs.path().join("CartPole-v1-seed1-2000-2")).unwrap();
+        with_checkpoint("CartPole-v1-seed1-2000-2");
         assert_eq!(run_name(&cfg, Mode::Local, true).unwrap(), "CartPole-v1-seed1-2000-2");
         assert_ne!(run_name(&cfg, Mode::Local, false).unwrap(), "CartPole-v1-seed1-2000-2");
         let minatar = TrainConfig { env: crate::config::EnvConfig::builtin("MinAtar/Breakout-v1"), ..cfg };
@@ -301,9 +315,14 @@ mod tests {
         let distinct: std::collections::HashSet<&String> = names.iter().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
         assert_eq!(std::fs::read_dir(dir.path().join("runs")).unwrap().count(), names.len());
-        // They sort in the order a resume takes (the newest last): the suffix `-n` after the second.
-        let newest = run_name(&cfg, Mode::Local, true).unwrap();
+        // Once they have checkpoints, a resume takes the newest: the latest second, then the highest `-n`.
+        for name in &names {
+            let dir = dir.path().join("runs").join(name).join(CHECKPOINTS);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("checkpoint-000000000001.safetensors"), b"").unwrap();
+        }
         let order = |name: &str| local_run_order(name.strip_prefix("CartPole-v1-seed1-").unwrap()).unwrap();
-        assert!(names.iter().all(|n| order(n) <= order(&newest)), "{newest} is not the newest of {names:?}");
+        let newest = names.iter().max_by_key(|n| order(n)).unwrap();
+        assert_eq!(&run_name(&cfg, Mode::Local, true).unwrap(), newest, "{names:?}");
     }
 }

@@ -84,6 +84,11 @@ impl Checkpointer {
     }
 }
 
+/// Whether `dir` holds a checkpoint file (one that may or may not load); false when it cannot be read.
+pub fn any_in(dir: &Path) -> bool {
+    named(dir, SUFFIX).is_ok_and(|files| !files.is_empty())
+}
+
 /// The files in `dir` named `checkpoint-*<suffix>`, sorted by name.
 fn named(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
