@@ -24,7 +24,7 @@ use tonic::{Code, Status};
 /// command line derives its flags and environment variables from it, local mode and tests fill it in code.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ActorOptions {
-    /// Learner URL (https:// with --tls-ca).
+    /// Learner URL: http://HOST:PORT, or https:// with --tls-ca (HOST:PORT alone means http://).
     #[arg(long, env = "PROXIMA_LEARNER", default_value = "http://127.0.0.1:50051")]
     pub learner: String,
     /// Environment id; must be the one the learner trains.
@@ -181,7 +181,19 @@ impl tonic::service::Interceptor for BearerToken {
 }
 
 async fn connect(opts: &ActorOptions) -> Result<Client, Error> {
-    let mut endpoint = Endpoint::from_shared(opts.learner.clone())
+    // As the Python actor reads it: `host:port` is `http://host:port`; another scheme could never connect, and
+    // retrying would hide the mistake.
+    let url = match opts.learner.contains("://") {
+        true => opts.learner.clone(),
+        false => format!("http://{}", opts.learner),
+    };
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(Error::Config(format!(
+            "bad learner URL {:?}: expected http://HOST:PORT or https://HOST:PORT",
+            opts.learner
+        )));
+    }
+    let mut endpoint = Endpoint::from_shared(url)
         .map_err(|e| Error::Config(format!("bad learner URL {:?}: {e}", opts.learner)))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -191,10 +203,26 @@ async fn connect(opts: &ActorOptions) -> Result<Client, Error> {
         let tls = common::wire::client_tls(ca, opts.tls_domain.as_deref()).map_err(Error::Config)?;
         endpoint = endpoint.tls_config(tls).map_err(|e| Error::Config(format!("tls: {e}")))?;
     }
-    let channel = endpoint.connect().await.map_err(|e| Error::Unavailable(format!("cannot connect: {e}")))?;
+    let channel =
+        endpoint.connect().await.map_err(|e| Error::Unavailable(format!("cannot connect: {}", causes(&e))))?;
     Ok(pb::learner_client::LearnerClient::with_interceptor(channel, BearerToken::new(opts.token.clone())?)
         .max_decoding_message_size(opts.max_message_bytes)
         .max_encoding_message_size(opts.max_message_bytes))
+}
+
+/// `error` with its causes, `: `-separated (a transport error alone says only "transport error"; the cause says
+/// "Connection refused", a DNS failure or a TLS problem).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Maps a status from the learner: configuration problems are fatal, the rest are retried.
@@ -498,6 +526,7 @@ fn start_worker(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -514,6 +543,25 @@ mod tests {
                 assert!(text.contains("server.max_message_bytes") && text.contains("actors.rollout_steps"), "{text}")
             }
             other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    /// A learner URL with another scheme is a configuration error (fatal, not retried); `HOST:PORT` alone is
+    /// `http://HOST:PORT`, and a failed connection names its cause, not only "transport error".
+    #[test]
+    fn learner_urls_and_connection_causes() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let result = |url: String| runtime.block_on(connect(&ActorOptions::new(url, "CartPole-v1"))).err();
+        match result(format!("ftp://{closed}")) {
+            Some(Error::Config(text)) => assert!(text.contains("http://HOST:PORT"), "{text}"),
+            other => panic!("not a configuration error: {other:?}"),
+        }
+        for url in [closed.to_string(), format!("http://{closed}")] {
+            match result(url.clone()) {
+                Some(Error::Unavailable(text)) => assert!(text.contains("refused"), "{url}: {text}"),
+                other => panic!("{url}: not unavailable: {other:?}"),
+            }
         }
     }
 
