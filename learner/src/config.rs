@@ -598,97 +598,113 @@ impl TrainConfig {
         }
     }
 
-    /// Checks ranges; the error names the key.
+    /// Checks ranges; the error names the key and the value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
-        let p = &self.ppo;
+        let check = |ok: bool, key: &'static str, reason: String| match ok {
+            true => Ok(()),
+            false => Err(ConfigError::Invalid { key, reason }),
+        };
+        let at_least_1 = |key, n: usize| check(n >= 1, key, format!("must be at least 1, not {n}"));
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        let must_be_positive = |key, x: f64| check(positive(x), key, format!("must be positive and finite, not {x}"));
+        let (p, s) = (&self.ppo, &self.server);
         if let Err(e) = self.env.spaces()
             && !self.env.awaits_actor_spaces()
         {
             return Err(ConfigError::Invalid { key: "env", reason: e.to_string() });
         }
-        if self.actors.count == 0 {
-            return bad("actors.count", "must be at least 1");
+        at_least_1("actors.count", self.actors.count)?;
+        at_least_1("actors.num_envs", self.actors.num_envs)?;
+        at_least_1("actors.rollout_steps", self.actors.rollout_steps)?;
+        must_be_positive("ppo.learning_rate", p.learning_rate)?;
+        for (key, x) in [("ppo.gamma", p.gamma), ("ppo.gae_lambda", p.gae_lambda)] {
+            check((0.0..=1.0).contains(&x), key, format!("must be in [0, 1], not {x}"))?;
         }
-        if self.actors.num_envs == 0 || self.actors.rollout_steps == 0 {
-            return bad("actors.num_envs", "num_envs and rollout_steps must be at least 1");
-        }
-        if !(p.learning_rate > 0.0 && p.learning_rate.is_finite()) {
-            return bad("ppo.learning_rate", "must be positive");
-        }
-        if !(0.0..=1.0).contains(&p.gamma) || !(0.0..=1.0).contains(&p.gae_lambda) {
-            return bad("ppo.gamma", "gamma and gae_lambda must be in [0, 1]");
-        }
-        if p.num_epochs == 0 || p.minibatch_size == 0 {
-            return bad("ppo.num_epochs", "num_epochs and minibatch_size must be at least 1");
-        }
-        if p.minibatch_size > self.batch_size() {
-            return bad("ppo.minibatch_size", "must not exceed the batch size");
-        }
+        at_least_1("ppo.num_epochs", p.num_epochs)?;
+        at_least_1("ppo.minibatch_size", p.minibatch_size)?;
+        let batch = self.batch_size();
+        check(
+            p.minibatch_size <= batch,
+            "ppo.minibatch_size",
+            format!(
+                "{} exceeds the batch size, {batch} (ppo.batch_size, or actors.count x actors.num_envs x \
+                 actors.rollout_steps)",
+                p.minibatch_size
+            ),
+        )?;
         // A recurrent model's minibatches are whole sequences of `rollout_steps` rows.
         let steps = self.actors.rollout_steps;
-        if self.model.core != common::model::CoreKind::None && !p.minibatch_size.is_multiple_of(steps) {
-            return Err(ConfigError::Invalid {
-                key: "ppo.minibatch_size",
-                reason: format!(
-                    "{} is not a whole number of sequences: a recurrent model trains on minibatches of whole \
-                     sequences of actors.rollout_steps = {steps} steps",
-                    p.minibatch_size
-                ),
-            });
+        check(
+            self.model.core == common::model::CoreKind::None || p.minibatch_size.is_multiple_of(steps),
+            "ppo.minibatch_size",
+            format!(
+                "{} is not a whole number of sequences: a recurrent model trains on minibatches of whole sequences \
+                 of actors.rollout_steps = {steps} steps",
+                p.minibatch_size
+            ),
+        )?;
+        must_be_positive("ppo.clip_coef", p.clip_coef)?;
+        must_be_positive("ppo.max_grad_norm", p.max_grad_norm)?;
+        must_be_positive("ppo.kl_target", p.kl_target)?;
+        check(
+            p.kl_beta >= 0.0 && p.kl_beta.is_finite(),
+            "ppo.kl_beta",
+            format!("must be finite and >= 0, not {}", p.kl_beta),
+        )?;
+        at_least_1("server.queue_capacity", s.queue_capacity)?;
+        check(
+            s.max_message_bytes >= 1024,
+            "server.max_message_bytes",
+            format!("must be at least 1024, not {}", s.max_message_bytes),
+        )?;
+        for (key, bound) in [
+            ("server.max_abs_reward", s.max_abs_reward),
+            ("server.max_abs_observation", s.max_abs_observation),
+            ("server.max_abs_value", s.max_abs_value),
+            ("server.max_abs_action", s.max_abs_action),
+            ("server.max_abs_log_prob_per_dim", s.max_abs_log_prob_per_dim),
+        ] {
+            must_be_positive(key, bound)?;
         }
-        let positive = |x: f64| x > 0.0 && x.is_finite();
-        if !positive(p.clip_coef)
-            || !positive(p.max_grad_norm)
-            || !positive(p.kl_target)
-            || p.kl_beta.is_nan()
-            || p.kl_beta < 0.0
-        {
-            return bad("ppo.clip_coef", "clip_coef, max_grad_norm and kl_target must be positive, kl_beta >= 0");
-        }
-        if self.server.queue_capacity == 0 || self.server.max_message_bytes < 1024 {
-            return bad("server.queue_capacity", "queue_capacity must be >= 1 and max_message_bytes >= 1024");
-        }
-        let s = &self.server;
-        if ![s.max_abs_reward, s.max_abs_observation, s.max_abs_value, s.max_abs_action, s.max_abs_log_prob_per_dim]
-            .into_iter()
-            .all(positive)
-        {
-            return bad("server.max_abs_reward", "every server.max_abs_* bound must be positive");
-        }
-        if s.max_actors == 0
-            || s.max_actor_name_bytes == 0
-            || !positive(s.actor_idle_seconds)
-            || s.actor_idle_seconds > 1e9
-        {
-            return bad(
-                "server.max_actors",
-                "max_actors, max_actor_name_bytes and actor_idle_seconds must be positive (idle at most 1e9 s)",
-            );
-        }
-        if !(0.0..=1e9).contains(&s.registration_grace_seconds) {
-            return bad("server.registration_grace_seconds", "must be in [0, 1e9] seconds");
-        }
-        if s.max_idle_registrations_per_peer == 0 {
-            return bad("server.max_idle_registrations_per_peer", "must be at least 1");
-        }
-        if self.model.hidden_sizes.is_empty() || self.model.hidden_sizes.contains(&0) {
-            return bad("model.hidden_sizes", "needs at least one non-zero layer width");
-        }
-        if !positive(self.normalize.obs_clip as f64) {
-            return bad("normalize.obs_clip", "must be positive");
-        }
-        if !(1..=2).contains(&self.threads) {
-            return bad("threads", "must be 1 or 2 (one per net)");
-        }
-        if !(self.log_interval_seconds >= 0.0 && self.log_interval_seconds <= 1e6) {
-            return bad("log_interval_seconds", "must be in [0, 1e6] seconds");
-        }
-        if self.return_window == 0 {
-            return bad("return_window", "must be at least 1");
+        at_least_1("server.max_actors", s.max_actors)?;
+        at_least_1("server.max_actor_name_bytes", s.max_actor_name_bytes)?;
+        check(
+            positive(s.actor_idle_seconds) && s.actor_idle_seconds <= 1e9,
+            "server.actor_idle_seconds",
+            format!("must be positive and at most 1e9 seconds, not {}", s.actor_idle_seconds),
+        )?;
+        check(
+            (0.0..=1e9).contains(&s.registration_grace_seconds),
+            "server.registration_grace_seconds",
+            format!("must be in [0, 1e9] seconds, not {}", s.registration_grace_seconds),
+        )?;
+        at_least_1("server.max_idle_registrations_per_peer", s.max_idle_registrations_per_peer)?;
+        check(
+            !self.model.hidden_sizes.is_empty() && !self.model.hidden_sizes.contains(&0),
+            "model.hidden_sizes",
+            format!("needs at least one layer and no zero width, not {:?}", self.model.hidden_sizes),
+        )?;
+        must_be_positive("normalize.obs_clip", f64::from(self.normalize.obs_clip))?;
+        check(
+            (1..=2).contains(&self.threads),
+            "threads",
+            format!("must be 1 or 2 (one per net), not {}", self.threads),
+        )?;
+        check(
+            (0.0..=1e6).contains(&self.log_interval_seconds),
+            "log_interval_seconds",
+            format!("must be in [0, 1e6] seconds, not {}", self.log_interval_seconds),
+        )?;
+        at_least_1("return_window", self.return_window)?;
+        if let Some(target) = self.target_return {
+            check(!target.is_nan(), "target_return", "must be a number, not NaN (leave it out for none)".into())?;
         }
         if self.backend == BackendKind::Fused && self.device_kind()? != DeviceKind::Cpu {
-            return bad("backend", "the fused backend runs on the CPU only; use backend = \"candle\" with CUDA");
+            return check(
+                false,
+                "backend",
+                "the fused backend runs on the CPU only; use backend = \"candle\" with CUDA".into(),
+            );
         }
         Ok(())
     }
@@ -752,6 +768,22 @@ mod tests {
         assert_eq!(cfg.env.id, "Pendulum-v1");
         let err = TrainConfig::load(None, &["ppo.gamma=2.0".into()]).unwrap_err().to_string();
         assert!(err.contains("ppo.gamma"), "{err}");
+        // Each bad value is reported under its own key, with the value.
+        for (set, key, shown) in [
+            ("ppo.minibatch_size=0", "ppo.minibatch_size", "not 0"),
+            ("ppo.max_grad_norm=0", "ppo.max_grad_norm", "not 0"),
+            ("ppo.kl_target=-1", "ppo.kl_target", "not -1"),
+            ("ppo.learning_rate=inf", "ppo.learning_rate", "finite, not inf"),
+            ("ppo.gae_lambda=1.5", "ppo.gae_lambda", "not 1.5"),
+            ("actors.rollout_steps=0", "actors.rollout_steps", "not 0"),
+            ("ppo.batch_size=3", "ppo.minibatch_size", "the batch size, 3"),
+            ("server.max_abs_value=0", "server.max_abs_value", "not 0"),
+            ("server.max_message_bytes=10", "server.max_message_bytes", "not 10"),
+            ("target_return=nan", "target_return", "NaN"),
+        ] {
+            let err = TrainConfig::load(None, &[set.into()]).unwrap_err().to_string();
+            assert!(err.contains(&format!("config key {key}:")) && err.contains(shown), "{set}: {err}");
+        }
         let err = TrainConfig::load(None, &["ppo.lr=1".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
         assert!(TrainConfig::load(None, &["nokey".into()]).is_err());
