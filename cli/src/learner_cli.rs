@@ -149,7 +149,7 @@ struct ServeArgs {
     #[arg(long, env = "PROXIMA_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Continue from the newest checkpoint of the run directory (a fresh run if it has none).
-    #[arg(long, env = "PROXIMA_RESUME")]
+    #[arg(long, env = "PROXIMA_RESUME", value_parser = clap::builder::BoolishValueParser::new())]
     resume: bool,
     /// Serve Prometheus metrics on this address (`/metrics`); `none` not to serve them (the run directory's
     /// `metrics.prom` still gets their final values).
