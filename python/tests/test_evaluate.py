@@ -67,6 +67,12 @@ def test_a_policy_for_another_env_is_an_error(checkpoint: Path) -> None:
     assert main(["eval", "--checkpoint", str(checkpoint), "--env", "Pendulum-v1"]) == 1
 
 
+def test_an_unknown_env_is_one_line_not_a_traceback(checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["eval", "--checkpoint", str(checkpoint), "--env", "NoSuchEnv-v0"]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "NoSuchEnv" in errors[0], errors
+
+
 def test_eval_plays_multi_discrete_envs_with_a_spec_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     head = {"kind": "multi_categorical", "nvec": list(dials.NVEC)}
     path = tmp_path / "model.safetensors"

@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = commands.get(args[0]) if args else None
     try:
         return command(args[1:]) if command else _run(args)
-    except (Refused, EnvError, PolicyError, ValueError, OSError) as e:
+    except (Refused, EnvError, PolicyError, ValueError, OSError, gym.error.Error) as e:
         logging.getLogger("proxima_actor").error("%s", e)
         return 1
 
