@@ -122,8 +122,18 @@ enum Transport {
 #[derive(Args)]
 struct DashboardArgs {
     /// Serve the live dashboard (a web page and its JSON at /api/state) on this address; `none` to disable.
-    #[arg(long, env = "PROXIMA_DASHBOARD_ADDR", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "PROXIMA_DASHBOARD_ADDR", default_value = "127.0.0.1:8000", value_parser = parse_dashboard_addr)]
     dashboard_addr: String,
+}
+
+/// `none`, or an address to listen on (`HOST:PORT`). A malformed one is an error at once; a port that is taken
+/// only costs the dashboard (logged when it is bound).
+fn parse_dashboard_addr(addr: &str) -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    match addr {
+        "none" => Ok(addr.to_string()),
+        _ => addr.to_socket_addrs().map(|_| addr.to_string()).map_err(|e| format!("{e} (HOST:PORT, or none)")),
+    }
 }
 
 impl DashboardArgs {
@@ -356,6 +366,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A malformed dashboard address is refused when the command line is read (it used to cost only the
+    /// dashboard, with a warning); `none` and resolvable `HOST:PORT`s pass.
+    #[test]
+    fn dashboard_addresses_are_checked_up_front() {
+        for good in ["none", "127.0.0.1:8000", "0.0.0.0:0", "localhost:8000"] {
+            assert!(Cli::try_parse_from(["learner", "train", "--dashboard-addr", good]).is_ok(), "{good}");
+        }
+        for bad in ["8000", "127.0.0.1", "127.0.0.1:99999", ""] {
+            assert!(Cli::try_parse_from(["learner", "train", "--dashboard-addr", bad]).is_err(), "{bad}");
+        }
+    }
 
     fn train_config(argv: &[&str]) -> TrainConfig {
         match Cli::try_parse_from(argv).unwrap().command {
