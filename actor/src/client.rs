@@ -132,6 +132,9 @@ impl Backoff {
     }
 }
 
+/// How long connecting, registering and receiving the first policy may take before the session is retried.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a session with the learner ended.
 enum SessionEnd {
     /// Shutdown requested; this many buffered rollouts were flushed.
@@ -321,7 +324,6 @@ async fn session(
     backoff: &mut Backoff,
     last_problem: &mut Option<String>,
 ) -> Result<SessionEnd, Error> {
-    let mut client = connect(opts).await?;
     let reconnecting = worker.is_some();
     let probe = factory()?;
     let request = pb::RegisterRequest {
@@ -334,25 +336,37 @@ async fn session(
         protocol_version: PROTOCOL_VERSION as i32,
         learner_num_envs: opts.num_envs.is_none(),
     };
-    let reg = client
-        .register(request)
-        .await
-        .map_err(|s| match s.code() {
-            // A registration the learner finds invalid (a name above its limit) stays invalid on every retry.
-            Code::InvalidArgument => Error::Refused(format!("{:?}: {}", s.code(), s.message())),
-            _ => classify(s),
-        })?
-        .into_inner();
-    let mut stream = client
-        .subscribe_policy(pb::SubscribePolicyRequest { actor_id: reg.actor_id })
-        .await
-        .map_err(classify)?
-        .into_inner();
-    let first = stream
-        .message()
-        .await
-        .map_err(classify)?
-        .ok_or_else(|| Error::Unavailable("policy stream ended before the first policy".into()))?;
+    // Connect, register, subscribe and the first policy: bounded (an endpoint that takes the connection and never
+    // answers is retried, not waited on for ever) and given up at once on shutdown.
+    let handshake = async {
+        let mut client = connect(opts).await?;
+        let reg = client
+            .register(request)
+            .await
+            .map_err(|s| match s.code() {
+                // A registration the learner finds invalid (a name above its limit) stays invalid on every retry.
+                Code::InvalidArgument => Error::Refused(format!("{:?}: {}", s.code(), s.message())),
+                _ => classify(s),
+            })?
+            .into_inner();
+        let mut stream = client
+            .subscribe_policy(pb::SubscribePolicyRequest { actor_id: reg.actor_id })
+            .await
+            .map_err(classify)?
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| Error::Unavailable("policy stream ended before the first policy".into()))?;
+        Ok::<_, Error>((client, reg, stream, first))
+    };
+    let (mut client, reg, mut stream, first) = tokio::select! {
+        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => done.map_err(|_| {
+            Error::Unavailable(format!("no answer to the registration within {HANDSHAKE_TIMEOUT:?}"))
+        })??,
+        _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown { flushed: 0 }),
+    };
     let num_envs = envs_to_step(opts, &reg);
     if let Some(old) = worker.take_if(|w| w.num_envs != num_envs) {
         tracing::warn!(
@@ -563,6 +577,26 @@ mod tests {
                 other => panic!("{url}: not unavailable: {other:?}"),
             }
         }
+    }
+
+    /// An endpoint that takes the connection and never answers (a listening socket nobody serves) does not hold a
+    /// shutdown up: the actor gives up the handshake and returns at once.
+    #[test]
+    fn shutdown_is_not_held_up_by_a_silent_endpoint() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let took = runtime.block_on(async {
+            let stop = CancellationToken::new();
+            let actor = tokio::spawn(run(ActorOptions::new(url, "CartPole-v1"), stop.clone()));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let asked = std::time::Instant::now();
+            stop.cancel();
+            let ended = tokio::time::timeout(Duration::from_secs(5), actor).await;
+            assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+            asked.elapsed()
+        });
+        assert!(took < Duration::from_secs(1), "the actor took {took:?} to stop");
     }
 
     /// The n-th wait is uniform in [base, min(max, base * 2^n)]: it grows, it is capped, it is jittered, and a reset
