@@ -21,6 +21,37 @@ pub fn init() {
         .init();
 }
 
+/// What the binaries' `main` returns for `result`: on an error, `Error: ` and its message on stderr, then the causes
+/// that add to it (a cause the message already quotes, such as an OS error, is not printed again) and exit status
+/// 1. With `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` set (not `0`), anyhow's full report with its backtrace.
+pub fn report(result: anyhow::Result<()>) -> std::process::ExitCode {
+    let Err(error) = result else { return std::process::ExitCode::SUCCESS };
+    let backtrace = ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"].iter().any(|v| std::env::var(v).is_ok_and(|v| v != "0"));
+    match backtrace {
+        true => eprintln!("Error: {error:?}"),
+        false => eprintln!("Error: {}", error_text(&error)),
+    }
+    std::process::ExitCode::FAILURE
+}
+
+/// `error`'s message and, under `Caused by:`, each cause whose text the lines before do not already hold.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    let mut causes = Vec::new();
+    for cause in error.chain().skip(1).map(|c| c.to_string()) {
+        if !text.contains(&cause) && !causes.iter().any(|c: &String| c.contains(&cause)) {
+            causes.push(cause);
+        }
+    }
+    if !causes.is_empty() {
+        text.push_str("\n\nCaused by:");
+        for cause in causes {
+            text.push_str(&format!("\n    {cause}"));
+        }
+    }
+    text
+}
+
 /// A multi-threaded runtime with `workers` worker threads.
 pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -96,4 +127,23 @@ pub fn stop_on_signals() -> std::io::Result<CancellationToken> {
         .name("signals".into())
         .spawn(move || rt.block_on(common::shutdown::shut_down_on_signals(move || t.cancel())))?;
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause the message already quotes is left out; one that adds to it is kept, once.
+    #[test]
+    fn error_text_says_each_cause_once() {
+        let missing = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let quoted = anyhow::Error::new(missing()).context(format!("cannot read config a.toml: {}", missing()));
+        assert_eq!(error_text(&quoted), "cannot read config a.toml: No such file or directory (os error 2)");
+        let taken = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use (os error 98)");
+        let added = anyhow::Error::new(taken).context("cannot listen on 127.0.0.1:1");
+        assert_eq!(
+            error_text(&added),
+            "cannot listen on 127.0.0.1:1\n\nCaused by:\n    Address already in use (os error 98)"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     proxima_cli::process::init();
-    proxima_cli::actor_cli::run(clap::Parser::parse())
+    proxima_cli::process::report(proxima_cli::actor_cli::run(clap::Parser::parse()))
 }
