@@ -196,6 +196,7 @@ async fn connect(opts: &ActorOptions) -> Result<Client, Error> {
             opts.learner
         )));
     }
+    let https = url.starts_with("https://");
     let mut endpoint = Endpoint::from_shared(url)
         .map_err(|e| Error::Config(format!("bad learner URL {:?}: {e}", opts.learner)))?
         .connect_timeout(Duration::from_secs(5))
@@ -203,29 +204,20 @@ async fn connect(opts: &ActorOptions) -> Result<Client, Error> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
     if let Some(ca) = &opts.tls_ca {
+        if !https {
+            return Err(Error::Config(format!("--tls-ca needs an https:// learner URL, not {:?}", opts.learner)));
+        }
         let tls = common::wire::client_tls(ca, opts.tls_domain.as_deref()).map_err(Error::Config)?;
-        endpoint = endpoint.tls_config(tls).map_err(|e| Error::Config(format!("tls: {e}")))?;
+        endpoint =
+            endpoint.tls_config(tls).map_err(|e| Error::Config(format!("tls: {}", common::wire::with_causes(&e))))?;
     }
-    let channel =
-        endpoint.connect().await.map_err(|e| Error::Unavailable(format!("cannot connect: {}", causes(&e))))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot connect: {}", common::wire::with_causes(&e))))?;
     Ok(pb::learner_client::LearnerClient::with_interceptor(channel, BearerToken::new(opts.token.clone())?)
         .max_decoding_message_size(opts.max_message_bytes)
         .max_encoding_message_size(opts.max_message_bytes))
-}
-
-/// `error` with its causes, `: `-separated (a transport error alone says only "transport error"; the cause says
-/// "Connection refused", a DNS failure or a TLS problem).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.ends_with(&next) {
-            text = format!("{text}: {next}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Maps a status from the learner: configuration problems are fatal, the rest are retried.

@@ -19,12 +19,61 @@ pub mod pb {
 /// TLS settings for a client of the learner: trust the CA certificate(s) in the PEM file `ca`, and verify the
 /// learner's certificate for `domain` (by default the host of the URL the client connects to).
 pub fn client_tls(ca: &std::path::Path, domain: Option<&str>) -> Result<tonic::transport::ClientTlsConfig, String> {
-    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let pem = read_pem(ca, "--tls-ca", Pem::Certificate)?;
     let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
     Ok(match domain {
         Some(domain) => tls.domain_name(domain),
         None => tls,
     })
+}
+
+/// What a PEM file given for TLS must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pem {
+    /// A `CERTIFICATE` block (a certificate or a CA's).
+    Certificate,
+    /// A private key block of any kind (`PRIVATE KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY`).
+    PrivateKey,
+}
+
+/// Reads the PEM file `path`, given with `flag`, and refuses one without a block of the kind `pem` (a file of
+/// something else, or the key where the certificate belongs): TLS itself would only say "transport error" later.
+/// The message names the flag and the file.
+pub fn read_pem(path: &std::path::Path, flag: &str, pem: Pem) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let found = text.lines().map(str::trim).any(|line| {
+        let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) else {
+            return false;
+        };
+        match pem {
+            Pem::Certificate => label == "CERTIFICATE",
+            Pem::PrivateKey => label.ends_with("PRIVATE KEY"),
+        }
+    });
+    let wanted = match pem {
+        Pem::Certificate => "a certificate (-----BEGIN CERTIFICATE-----)",
+        Pem::PrivateKey => "a private key (-----BEGIN PRIVATE KEY-----)",
+    };
+    match found {
+        true => Ok(bytes),
+        false => Err(format!("{flag} {}: no PEM block of {wanted} in it", path.display())),
+    }
+}
+
+/// `error` and its causes, `: `-separated, each said once (a tonic transport error alone says only "transport
+/// error"; its causes say "Connection refused", a DNS failure or what TLS disliked).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Metadata key of a rejection status: its reason, one of [`crate::metrics::reason`] (the label the learner counts
@@ -234,6 +283,52 @@ pub fn rollout(m: &pb::Rollout, obs_dtype: Dtype) -> Result<Rollout, RolloutErro
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A PEM file is taken when it holds the block asked for, and refused naming the flag and the file otherwise.
+    #[test]
+    fn pem_files_must_hold_what_their_flag_needs() {
+        let dir = std::env::temp_dir().join(format!("proxima-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n";
+        for (name, text) in [("cert.pem", cert), ("key.pem", key), ("junk.pem", "junk\n")] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        assert!(read_pem(&dir.join("cert.pem"), "--tls-cert", Pem::Certificate).is_ok());
+        assert!(read_pem(&dir.join("key.pem"), "--tls-key", Pem::PrivateKey).is_ok());
+        for (file, pem, flag) in [
+            ("key.pem", Pem::Certificate, "--tls-cert"),
+            ("cert.pem", Pem::PrivateKey, "--tls-key"),
+            ("junk.pem", Pem::Certificate, "--tls-ca"),
+            ("missing.pem", Pem::Certificate, "--tls-ca"),
+        ] {
+            let err = read_pem(&dir.join(file), flag, pem).unwrap_err();
+            assert!(err.starts_with(&format!("{flag} {}", dir.join(file).display())), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Causes are appended once each.
+    #[test]
+    fn causes_are_said_once() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let outer = std::io::Error::other(inner);
+        assert_eq!(with_causes(&outer), "Connection refused");
+        #[derive(Debug)]
+        struct Transport(std::io::Error);
+        impl std::fmt::Display for Transport {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Transport {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(with_causes(&Transport(refused)), "transport error: Connection refused");
+    }
 
     #[test]
     fn rollout_round_trip_and_bad_bytes() {

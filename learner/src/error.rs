@@ -73,6 +73,9 @@ pub enum Error {
     /// The registry is full.
     #[error("{0}")]
     TooManyActors(String),
+    /// The TLS certificate or key cannot serve: missing, not the PEM expected, or refused by TLS.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Error {

@@ -17,7 +17,7 @@ use crate::session::{Mode, Session};
 use crate::update::trainer::Trainer;
 use common::policy_cell::PolicyCell;
 use common::wire::pb;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -163,6 +163,16 @@ pub fn no_delay(conn: std::io::Result<tokio::net::TcpStream>) -> std::io::Result
     conn
 }
 
+/// The server's TLS settings from the PEM files of `--tls-cert` and `--tls-key`, each checked to hold what it should.
+fn tls_config(cert: &Path, key: &Path) -> Result<tonic::transport::ServerTlsConfig> {
+    use common::wire::{Pem, read_pem};
+    let identity = tonic::transport::Identity::from_pem(
+        read_pem(cert, "--tls-cert", Pem::Certificate).map_err(Error::Tls)?,
+        read_pem(key, "--tls-key", Pem::PrivateKey).map_err(Error::Tls)?,
+    );
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+}
+
 /// Runs the learner on `listener` until `shutdown` is cancelled or training ends; writes a final checkpoint and,
 /// with `opts.metrics`, the run's final metrics once the server has stopped (`metrics.prom`).
 pub async fn serve(
@@ -171,6 +181,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<LoopOutcome> {
+    // The TLS files first: a mistake in them should not leave a run directory behind.
+    let tls = opts.tls.as_ref().map(|(cert, key)| tls_config(cert, key)).transpose()?;
     let session = Session::open(&cfg, Mode::Serve, opts.resume, opts.metrics.clone())?;
     let run_path = session.path().to_path_buf();
     let run_id = session.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -233,12 +245,8 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some((cert, key)) = &opts.tls {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(Error::io(p));
-        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-        builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| Error::Internal(format!("tls: {e}")))?;
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| Error::Tls(format!("tls: {}", common::wire::with_causes(&e))))?;
     }
     let addr = listener.local_addr().map_err(Error::io("listener"))?;
     tracing::info!(%addr, tls = opts.tls.is_some(), auth = opts.token.is_some(), "learner serving");
