@@ -34,15 +34,10 @@ pub fn report(result: anyhow::Result<()>) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-/// `error`'s message and, under `Caused by:`, each cause whose text the lines before do not already hold.
+/// `error`'s message and, under `Caused by:`, its [`common::wire::unsaid_causes`].
 fn error_text(error: &anyhow::Error) -> String {
     let mut text = error.to_string();
-    let mut causes = Vec::new();
-    for cause in error.chain().skip(1).map(|c| c.to_string()) {
-        if !text.contains(&cause) && !causes.iter().any(|c: &String| c.contains(&cause)) {
-            causes.push(cause);
-        }
-    }
+    let causes = common::wire::unsaid_causes(error.as_ref());
     if !causes.is_empty() {
         text.push_str("\n\nCaused by:");
         for cause in causes {

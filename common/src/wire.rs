@@ -61,19 +61,26 @@ pub fn read_pem(path: &std::path::Path, flag: &str, pem: Pem) -> Result<Vec<u8>,
     }
 }
 
-/// `error` and its causes, `: `-separated, each said once (a tonic transport error alone says only "transport
-/// error"; its causes say "Connection refused", a DNS failure or what TLS disliked).
-pub fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+/// The messages of `error`'s causes that neither its own message nor an earlier cause already holds (a context
+/// that quotes its OS error, a transport error whose cause says "Connection refused").
+pub fn unsaid_causes(error: &dyn std::error::Error) -> Vec<String> {
+    let said = error.to_string();
+    let mut causes: Vec<String> = Vec::new();
     let mut source = error.source();
     while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text = format!("{text}: {next}");
+        let text = cause.to_string();
+        if !said.contains(&text) && !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
         }
         source = cause.source();
     }
-    text
+    causes
+}
+
+/// `error` and its [`unsaid_causes`] on one line, `: `-separated (a tonic transport error alone says only
+/// "transport error").
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    std::iter::once(error.to_string()).chain(unsaid_causes(error)).collect::<Vec<_>>().join(": ")
 }
 
 /// Metadata key of a rejection status: its reason, one of [`crate::metrics::reason`] (the label the learner counts
